@@ -1,0 +1,135 @@
+//! The `backups` catalog table: migrations (embedded from `migrations/`, applied idempotently under
+//! a transaction-level advisory lock so concurrent runs do not race), and the one row every run
+//! that took the lock leaves behind, SUCCESS or ERROR with the reason.
+
+use anyhow::{Context, Result};
+use postgres::Client;
+
+/// Every migration, in order. Append only; never edit one that has shipped.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_backups", include_str!("../migrations/0001_backups.sql")),
+    ("0002_catalog_details", include_str!("../migrations/0002_catalog_details.sql")),
+];
+
+/// Serialises concurrent migrations (any value distinct from the job locks).
+const MIGRATION_LOCK_KEY: i64 = 0x7067_6472_6976_65; // "pgdrive"
+
+/// Applies the migrations not yet recorded in `pgdrive_schema_migrations`; returns their names.
+/// When everything is applied already this runs no DDL, so a user without CREATE privilege can
+/// still back up once the owner has run `pgdrive migrate`.
+pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
+    let applied: Vec<String> = match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
+        Err(e) => return Err(e).context("reading pgdrive_schema_migrations"),
+    };
+    if MIGRATIONS.iter().all(|(name, _)| applied.iter().any(|a| a == name)) {
+        return Ok(Vec::new());
+    }
+    let mut tx = client.transaction().context("starting the catalog migration")?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS pgdrive_schema_migrations (
+             version    text PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .map_err(|e| migration_error(e, "pgdrive_schema_migrations"))?;
+    let mut done = Vec::new();
+    for (name, sql) in MIGRATIONS {
+        let exists = tx.query_opt("SELECT 1 FROM pgdrive_schema_migrations WHERE version = $1", &[name])?.is_some();
+        if exists {
+            continue;
+        }
+        tx.batch_execute(sql).map_err(|e| migration_error(e, name))?;
+        tx.execute("INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)", &[name])?;
+        done.push(*name);
+    }
+    tx.commit().context("committing the catalog migration")?;
+    Ok(done)
+}
+
+fn migration_error(e: postgres::Error, name: &str) -> anyhow::Error {
+    if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        return crate::error::config_error_hint(
+            format!("cannot create or upgrade the backups catalog ({name}): {e}"),
+            "run `pgdrive migrate` once as the database owner, or GRANT CREATE ON SCHEMA public to the backup user",
+        );
+    }
+    anyhow::Error::new(e).context(format!("applying catalog migration {name}"))
+}
+
+/// One run, as recorded.
+#[derive(Debug, Default, Clone)]
+pub struct RunRecord {
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub kind: String,
+    pub success: bool,
+    pub filename: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub raw_size_bytes: Option<i64>,
+    pub drive_file_id: Option<String>,
+    pub local_path: Option<String>,
+    pub error: Option<String>,
+    pub step: Option<String>,
+    pub database_name: String,
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+    pub compression: Option<String>,
+    pub host: String,
+    pub pg_dump_version: Option<String>,
+    pub server_version: Option<String>,
+}
+
+/// Inserts the run's row; returns its id.
+pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
+    let status = if r.success { "SUCCESS" } else { "ERROR" };
+    let started = r.started_ms as f64 / 1000.0;
+    let finished = r.finished_ms as f64 / 1000.0;
+    let duration = r.finished_ms - r.started_ms;
+    let row = client
+        .query_one(
+            "INSERT INTO backups (created_at, finished_at, duration_ms, filename, size_bytes, raw_size_bytes, drive_file_id,
+                                  local_path, status, type, error, step, database_name, sha256, md5, compression, host,
+                                  pgdrive_version, pg_dump_version, server_version)
+             VALUES (to_timestamp($1), to_timestamp($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20)
+             RETURNING id",
+            &[
+                &started,
+                &finished,
+                &duration,
+                &r.filename,
+                &r.size_bytes,
+                &r.raw_size_bytes,
+                &r.drive_file_id,
+                &r.local_path,
+                &status,
+                &r.kind,
+                &r.error,
+                &r.step,
+                &r.database_name,
+                &r.sha256,
+                &r.md5,
+                &r.compression,
+                &r.host,
+                &env!("CARGO_PKG_VERSION"),
+                &r.pg_dump_version,
+                &r.server_version,
+            ],
+        )
+        .context("recording the run in the backups table")?;
+    Ok(row.get(0))
+}
+
+/// Marks catalog rows whose file was pruned (matched by Drive file id or local file name).
+pub fn mark_pruned(client: &mut Client, drive_ids: &[String], local_names: &[String]) -> Result<u64> {
+    let n = client
+        .execute(
+            "UPDATE backups SET pruned_at = now()
+              WHERE pruned_at IS NULL AND (drive_file_id = ANY($1) OR (local_path IS NOT NULL AND filename = ANY($2)))",
+            &[&drive_ids, &local_names],
+        )
+        .context("recording pruned backups in the catalog")?;
+    Ok(n)
+}

@@ -1,0 +1,139 @@
+//! The command line: clap definitions only. Every option documents the environment variable that
+//! can set it; `--help`, the man page and the README's tables are all read from here.
+//! Secrets (database password, key files' contents, API keys) have no flags by design.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::log::LogFormat;
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0   the backup was stored and verified (other commands: success)
+  1   the backup failed; nothing new was stored
+  2   usage error (the command line could not be parsed)
+  3   the backup is stored and verified, but a follow-up step failed
+      (pruning old backups, the catalog write, a notification)
+  75  skipped: another run holds this job's advisory lock
+  78  configuration invalid; nothing was attempted
+
+Configuration precedence: command-line flags, then environment variables, then --env-file.";
+
+/// Back up PostgreSQL to Google Drive (or a local directory): pg_dump is streamed through gzip
+/// and checksums straight into a resumable upload, old backups are pruned, and every run is
+/// recorded in a `backups` table.
+#[derive(Debug, Parser)]
+#[command(name = "pgdrive", version, after_long_help = EXIT_STATUS_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Read KEY=VALUE settings from this file (the format of systemd's EnvironmentFile=).
+    /// Environment variables override it; a warning is printed when it is readable by group or others.
+    #[arg(long, global = true, value_name = "PATH", env = "PGDRIVE_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "PGDRIVE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log debug detail (every HTTP retry, every chunk).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+
+    /// Log only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dump the database, compress and upload it, prune old backups of that kind, record the run.
+    ///
+    /// Takes the job's PostgreSQL advisory lock (the same keys as the Node.js implementation:
+    /// `daily-backup-job`, `hourly-backup-job`, `schema-backup-job`), so only one run of a kind
+    /// happens at a time across hosts. The lock needs a direct connection: PgBouncer in
+    /// transaction mode breaks session locks.
+    Backup(BackupArgs),
+    /// Create or upgrade the `backups` catalog table (also done automatically by every backup).
+    Migrate,
+    /// Print the man page (roff) generated from these definitions.
+    #[command(hide = true)]
+    GenerateMan,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Kind {
+    /// The whole database; folder GOOGLE_DRIVE_FOLDER_ID; keeps 14.
+    Daily,
+    /// Only PGDRIVE_CRITICAL_TABLES; folder HOURLY_DRIVE_FOLDER_ID; keeps 48.
+    Hourly,
+    /// Structure only (pg_dump --schema-only); folder SCHEMA_DRIVE_FOLDER_ID; kept forever.
+    Schema,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Daily => "daily",
+            Kind::Hourly => "hourly",
+            Kind::Schema => "schema",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "daily" => Some(Kind::Daily),
+            "hourly" => Some(Kind::Hourly),
+            "schema" => Some(Kind::Schema),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Which backup job to run.
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+
+    /// Keep the newest N backups of this kind in each target; 0 keeps everything
+    /// [env: PGDRIVE_KEEP_DAILY=14, PGDRIVE_KEEP_HOURLY=48, PGDRIVE_KEEP_SCHEMA=0].
+    #[arg(long, value_name = "N")]
+    pub keep: Option<u32>,
+
+    /// Google Drive folder ID to upload into
+    /// [env: GOOGLE_DRIVE_FOLDER_ID, HOURLY_DRIVE_FOLDER_ID, SCHEMA_DRIVE_FOLDER_ID by kind].
+    #[arg(long, value_name = "ID")]
+    pub folder: Option<String>,
+
+    /// Also (or, without Google credentials, only) store the backup in this local directory
+    /// [env: PGDRIVE_LOCAL_DIR].
+    #[arg(long = "to", value_name = "DIR")]
+    pub local_dir: Option<PathBuf>,
+
+    /// Compression: gzip or gzip:LEVEL (1-9) [env: PGDRIVE_COMPRESS; default gzip:6].
+    #[arg(long, value_name = "CODEC[:LEVEL]")]
+    pub compress: Option<String>,
+
+    /// Upload chunk size, a multiple of 256KiB (e.g. 8MiB, 262144) [env: PGDRIVE_CHUNK_SIZE; default 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<String>,
+
+    /// The pg_dump to run [env: PGDRIVE_PG_DUMP; default: pg_dump on PATH, else
+    /// /usr/lib/postgresql/<server major>/bin/pg_dump].
+    #[arg(long, value_name = "PATH")]
+    pub pg_dump: Option<PathBuf>,
+
+    /// Drive API base URL; API calls go to {base}drive/v3/, uploads to {base}upload/drive/v3/
+    /// [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
+    #[arg(long, value_name = "URL")]
+    pub drive_url: Option<String>,
+}

@@ -1,0 +1,536 @@
+//! `pgdrive backup`: the orchestration of one run, in a fixed order so that a failure in one step
+//! can neither hide another nor turn a failed backup into a success:
+//!
+//! configuration → connect → advisory lock (or exit 75) → catalog migration → preflight (pg_dump
+//! version, critical tables, Drive credentials and folder) → open the upload sessions → pg_dump →
+//! gzip → checksums → chunks → finish only after pg_dump exited 0 → verify size and MD5 → catalog
+//! row → prune (only after success) → release the lock.
+//!
+//! No protocol code lives here; see `pipeline`, `pgdump`, `storage`, `drive`, `catalog`, `retention`.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::catalog::{self, RunRecord};
+use crate::cli::{BackupArgs, Kind};
+use crate::config::{BackupConfig, Settings};
+use crate::drive::auth::TokenSource;
+use crate::drive::DriveClient;
+use crate::error::{config_error, config_error_hint, ExitStatus};
+use crate::lock;
+use crate::log;
+use crate::pgdump::{self, PgDump, RunningDump};
+use crate::pipeline::{spawn_compressor, Piece};
+use crate::retention;
+use crate::storage::drive::DriveTarget;
+use crate::storage::local::LocalTarget;
+use crate::storage::{props, Digest, StoredObject, Target, Upload};
+use crate::timeutil;
+
+/// Facts gathered during the run, for the catalog row, the properties and the logs.
+struct RunFacts {
+    started_ms: i64,
+    host: String,
+    database: String,
+    server_version: Option<String>,
+    pg_dump: Option<PgDump>,
+    file_name: Option<String>,
+}
+
+/// A failure, with the step it happened in.
+struct StepError {
+    step: &'static str,
+    error: anyhow::Error,
+}
+
+trait AtStep<T> {
+    fn at(self, step: &'static str) -> std::result::Result<T, StepError>;
+}
+
+impl<T> AtStep<T> for Result<T> {
+    fn at(self, step: &'static str) -> std::result::Result<T, StepError> {
+        self.map_err(|error| StepError { step, error })
+    }
+}
+
+pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
+    let started = Instant::now();
+    let mut cfg = BackupConfig::load(args, settings)?;
+    for w in &cfg.settings_warnings {
+        log::warn(w, &[]);
+    }
+    log::info("backup starting", &cfg.summary());
+
+    let mut facts = RunFacts {
+        started_ms: timeutil::now_millis(),
+        host: host_name(),
+        database: cfg.database.dbname().to_string(),
+        server_version: None,
+        pg_dump: None,
+        file_name: None,
+    };
+
+    let control = connect(&cfg.catalog, "the catalog database")?;
+    let Some(mut guard) = lock::try_lock(control, cfg.kind)? else {
+        log::info(
+            "skipped: another run holds the lock for this kind",
+            &[("lock", lock::lock_name(cfg.kind).to_string()), ("key", lock::lock_key(lock::lock_name(cfg.kind)).to_string())],
+        );
+        return Ok(ExitStatus::Locked);
+    };
+    let applied = catalog::migrate(guard.client())?;
+    if !applied.is_empty() {
+        log::info("catalog migrated", &[("applied", applied.join(","))]);
+    }
+
+    let mut targets = build_targets(&mut cfg);
+    let outcome = back_up(&cfg, &mut guard, &mut targets, &mut facts);
+    let finished_ms = timeutil::now_millis();
+    let mut record = RunRecord {
+        started_ms: facts.started_ms,
+        finished_ms,
+        kind: cfg.kind.to_string(),
+        database_name: facts.database.clone(),
+        host: facts.host.clone(),
+        filename: facts.file_name.clone(),
+        compression: Some(cfg.compression.label()),
+        server_version: facts.server_version.clone(),
+        pg_dump_version: facts.pg_dump.as_ref().map(|d| d.version.clone()),
+        ..RunRecord::default()
+    };
+
+    let (stored, digest, raw_bytes) = match outcome {
+        Ok(done) => done,
+        Err(StepError { step, error }) => {
+            record.success = false;
+            record.step = Some(step.to_string());
+            record.error = Some(crate::error::render(&error));
+            if let Err(e) = catalog::record(guard.client(), &record) {
+                log::error("could not record the failure in the catalog", &[("error", crate::error::render(&e))]);
+            }
+            log::error(
+                "backup failed",
+                &[("step", step.to_string()), ("duration_s", format!("{:.1}", started.elapsed().as_secs_f64()))],
+            );
+            return Err(error);
+        }
+    };
+
+    // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
+    let mut follow_up_failed = false;
+    record.success = true;
+    record.size_bytes = Some(digest.size as i64);
+    record.raw_size_bytes = Some(raw_bytes as i64);
+    record.sha256 = Some(digest.sha256.clone());
+    record.md5 = Some(digest.md5.clone());
+    record.drive_file_id = stored.iter().find(|s| s.target == "drive").map(|s| s.id.clone());
+    record.local_path = stored.iter().find(|s| s.target == "local").map(|s| s.location.clone());
+    if let Err(e) = guard.verify_held().and_then(|_| catalog::record(guard.client(), &record)) {
+        follow_up_failed = true;
+        log::error("the backup is stored, but recording it in the catalog failed", &[("error", crate::error::render(&e))]);
+    }
+
+    if cfg.keep > 0 {
+        for (target, new) in targets.iter_mut().zip(&stored) {
+            match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
+                Ok(deleted) if !deleted.is_empty() => {
+                    let (drive_ids, local_names) = if target.label() == "drive" { (deleted, vec![]) } else { (vec![], deleted) };
+                    if let Err(e) = catalog::mark_pruned(guard.client(), &drive_ids, &local_names) {
+                        follow_up_failed = true;
+                        log::error("pruned, but recording that in the catalog failed", &[("error", crate::error::render(&e))]);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    follow_up_failed = true;
+                    let mut fields = vec![("target", target.describe()), ("error", crate::error::render(&e))];
+                    if let Some(h) = crate::error::hint(&e) {
+                        fields.push(("hint", h));
+                    }
+                    log::error("the backup is stored, but pruning old backups failed", &fields);
+                }
+            }
+        }
+    }
+    drop(guard);
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut fields = vec![
+        ("outcome", if follow_up_failed { "stored, follow-up failed" } else { "stored" }.to_string()),
+        ("size_bytes", digest.size.to_string()),
+        ("size", human_bytes(digest.size)),
+        ("dump_bytes", raw_bytes.to_string()),
+        ("duration_s", format!("{elapsed:.1}")),
+        ("throughput", format!("{}/s", human_bytes((raw_bytes as f64 / elapsed.max(0.001)) as u64))),
+        ("sha256", digest.sha256.clone()),
+    ];
+    for s in &stored {
+        fields.push(if s.target == "drive" { ("drive", s.location.clone()) } else { ("local", s.location.clone()) });
+    }
+    log::info("backup finished", &fields);
+    Ok(if follow_up_failed { ExitStatus::FollowUpFailed } else { ExitStatus::Ok })
+}
+
+/// Opens a connection; failures are reported with what to check.
+pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
+    let config = info.client_config("pgdrive")?;
+    config.connect(postgres::NoTls).map_err(|e| {
+        let hint = crate::error::postgres_hint(&e).unwrap_or_else(|| {
+            "check that the server is running and that the host, port, user and database in the URL are right".into()
+        });
+        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e}", info.redacted()), hint)
+    })
+}
+
+/// The storage targets, Drive first. Takes the credentials out of the configuration.
+fn build_targets(cfg: &mut BackupConfig) -> Vec<Box<dyn Target>> {
+    let mut targets: Vec<Box<dyn Target>> = Vec::new();
+    if let Some(d) = cfg.drive.take() {
+        let client = DriveClient::new(&d.base_url, TokenSource::new(d.credentials), cfg.retry.clone());
+        targets.push(Box::new(DriveTarget::new(client, d.folder_id)));
+    }
+    if let Some(dir) = &cfg.local_dir {
+        targets.push(Box::new(LocalTarget::new(dir.clone())));
+    }
+    targets
+}
+
+/// Everything from the preflight to the verified upload. Returns what was stored.
+fn back_up(
+    cfg: &BackupConfig,
+    guard: &mut lock::LockGuard,
+    targets: &mut [Box<dyn Target>],
+    facts: &mut RunFacts,
+) -> std::result::Result<(Vec<StoredObject>, Digest, u64), StepError> {
+    // --- preflight: nothing has been written anywhere yet
+    let mut separate = None;
+    if cfg.catalog.redacted() != cfg.database.redacted() {
+        separate = Some(connect(&cfg.database, "the database").at("connect")?);
+    }
+    let data_client = match separate.as_mut() {
+        Some(client) => client,
+        None => guard.client(),
+    };
+    let (server_version, server_major) = server_version(data_client).at("preflight")?;
+    facts.server_version = Some(server_version.clone());
+    let pg_dump = pgdump::locate(cfg.pg_dump.as_deref(), server_major).at("preflight")?;
+    facts.pg_dump = Some(pg_dump.clone());
+    let tables = if cfg.kind == Kind::Hourly { resolve_tables(data_client, &cfg.critical_tables).at("preflight")? } else { Vec::new() };
+    for t in targets.iter_mut() {
+        let what = t.describe();
+        t.preflight().with_context(|| format!("checking {what}")).at("preflight")?;
+    }
+    log::info(
+        "preflight passed",
+        &[
+            ("server", server_version.clone()),
+            ("pg_dump", format!("{} ({})", pg_dump.version, pg_dump.path.display())),
+            ("targets", targets.iter().map(|t| t.describe()).collect::<Vec<_>>().join("; ")),
+        ],
+    );
+
+    // --- stream
+    let name = format!("{}-{}-{}.sql.gz", file_name_part(&facts.database), cfg.kind, timeutil::compact_stamp(facts.started_ms));
+    facts.file_name = Some(name.clone());
+    let properties = initial_properties(cfg, facts, &pg_dump);
+    let args = pgdump::arguments(cfg.kind, &tables);
+    let env = cfg.database.child_env();
+    stream(targets, &name, &properties, cfg, &pg_dump, &args, &env)
+}
+
+/// Opens every upload, runs pg_dump through the compressor into them, and finishes them only
+/// after pg_dump exited 0 and its output ends like a complete dump.
+fn stream(
+    targets: &mut [Box<dyn Target>],
+    name: &str,
+    properties: &BTreeMap<String, String>,
+    cfg: &BackupConfig,
+    pg_dump: &PgDump,
+    args: &[std::ffi::OsString],
+    env: &[(&'static str, String)],
+) -> std::result::Result<(Vec<StoredObject>, Digest, u64), StepError> {
+    let mut uploads: Vec<Box<dyn Upload + '_>> = Vec::new();
+    for t in targets.iter_mut() {
+        let what = t.describe();
+        match t.begin(name, properties, cfg.chunk_size) {
+            Ok(u) => uploads.push(u),
+            Err(e) => {
+                abort_all(uploads);
+                return Err(e.context(format!("starting the upload to {what}"))).at("upload");
+            }
+        }
+    }
+    let mut dump = match RunningDump::spawn(pg_dump, args, env) {
+        Ok(d) => d,
+        Err(e) => {
+            abort_all(uploads);
+            return Err(e).at("dump");
+        }
+    };
+    log::debug("pg_dump started", &[("pid", dump.pid().to_string())]);
+    let compressor = dump.take_stdout().and_then(|out| spawn_compressor(out, cfg.compression.level, cfg.chunk_size));
+    let (rx, handle) = match compressor {
+        Ok(c) => c,
+        Err(e) => {
+            abort_all(uploads);
+            return Err(e).at("dump");
+        }
+    };
+
+    let end = pump(&rx, &mut uploads);
+    let (tail, digest, raw_bytes, dump_complete) = match end {
+        Ok(end) => end,
+        Err(e) => {
+            // Abandon: stop pg_dump and the compressor, cancel the sessions, then report.
+            dump.kill();
+            drop(rx);
+            let _ = handle.join();
+            let outcome = dump.wait();
+            abort_all(uploads);
+            let e = match outcome {
+                Ok(o) if !o.success && !o.stderr_tail.is_empty() && !e.is::<crate::signals::Interrupted>() => {
+                    e.context(format!("pg_dump {}: {}", o.description, o.stderr_tail.replace('\n', " | ")))
+                }
+                _ => e,
+            };
+            return Err(e).at("upload");
+        }
+    };
+    let _ = handle.join();
+    let outcome = dump.wait().at("dump")?;
+    if let Err(e) = pgdump::check_outcome(&outcome) {
+        abort_all(uploads);
+        return Err(e).at("dump");
+    }
+    if !dump_complete {
+        abort_all(uploads);
+        return Err(anyhow::anyhow!(
+            "pg_dump exited 0 but its output does not end with \"PostgreSQL database dump complete\": the dump is truncated"
+        ))
+        .at("dump");
+    }
+    if !outcome.stderr_tail.is_empty() {
+        log::warn("pg_dump wrote to stderr", &[("stderr", outcome.stderr_tail.clone())]);
+    }
+    for u in uploads.iter_mut() {
+        if let Err(e) = u.write(&tail) {
+            abort_all(uploads);
+            return Err(e).at("upload");
+        }
+    }
+    let final_properties = BTreeMap::from([
+        (props::SHA256.to_string(), digest.sha256.clone()),
+        (props::MD5.to_string(), digest.md5.clone()),
+        (props::SIZE.to_string(), digest.size.to_string()),
+        (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
+    ]);
+    let mut stored: Vec<StoredObject> = Vec::new();
+    let mut pending = uploads.into_iter();
+    while let Some(u) = pending.next() {
+        match u.finish(&digest, &final_properties) {
+            Ok(s) => {
+                log::info("stored", &[("target", s.target.to_string()), ("location", s.location.clone())]);
+                stored.push(s);
+            }
+            Err(e) => {
+                abort_all(pending.collect());
+                let kept: Vec<String> = stored.iter().map(|s| s.location.clone()).collect();
+                let e = if kept.is_empty() { e } else { e.context(format!("(the copy at {} is complete and verified)", kept.join(", "))) };
+                return Err(e).at("verify");
+            }
+        }
+    }
+    Ok((stored, digest, raw_bytes))
+}
+
+type StreamEnd = (Vec<u8>, Digest, u64, bool);
+
+/// Moves chunks from the compressor to every upload until the end of the stream.
+fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<StreamEnd> {
+    loop {
+        crate::signals::check()?;
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Piece::Chunk(chunk)) => {
+                for u in uploads.iter_mut() {
+                    u.write(&chunk)?;
+                }
+            }
+            Ok(Piece::End { tail, digest, raw_bytes, dump_complete }) => return Ok((tail, digest, raw_bytes, dump_complete)),
+            Ok(Piece::Failed(e)) => return Err(e),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => bail!("the compressor stopped unexpectedly"),
+        }
+    }
+}
+
+fn abort_all(uploads: Vec<Box<dyn Upload + '_>>) {
+    for u in uploads {
+        u.abort();
+    }
+}
+
+/// Deletes the backups of this kind beyond the keep count; returns the deleted IDs.
+fn prune(target: &mut dyn Target, cfg: &BackupConfig, database: &str, just_stored: &str) -> Result<Vec<String>> {
+    let listed = target.list(&retention::selector(cfg.kind.as_str(), database)).context("listing backups")?;
+    let plan = retention::plan(&listed, cfg.kind.as_str(), database, cfg.keep, just_stored);
+    let mut deleted = Vec::new();
+    for id in &plan.delete {
+        let name = listed.iter().find(|l| &l.id == id).map(|l| l.name.clone()).unwrap_or_default();
+        target.delete(id).with_context(|| format!("deleting {name} ({id})"))?;
+        log::info("pruned", &[("target", target.label().to_string()), ("file", name), ("id", id.clone())]);
+        deleted.push(id.clone());
+    }
+    log::info(
+        "retention applied",
+        &[("target", target.label().to_string()), ("kept", plan.keep.len().to_string()), ("deleted", deleted.len().to_string())],
+    );
+    Ok(deleted)
+}
+
+fn initial_properties(cfg: &BackupConfig, facts: &RunFacts, pg_dump: &PgDump) -> BTreeMap<String, String> {
+    let fit = |k: &str, v: &str| (k.to_string(), crate::storage::fit_property(k, v));
+    BTreeMap::from([
+        fit(props::MARKER, props::MARKER_VALUE),
+        fit(props::KIND, cfg.kind.as_str()),
+        fit(props::DATABASE, &facts.database),
+        fit(props::STARTED_AT, &timeutil::rfc3339_millis(facts.started_ms)),
+        fit(props::VERSION, env!("CARGO_PKG_VERSION")),
+        fit(props::SERVER_VERSION, facts.server_version.as_deref().unwrap_or("")),
+        fit(props::PG_DUMP_VERSION, &pg_dump.version),
+        fit(props::FORMAT, "plain"),
+        fit(props::COMPRESSION, &cfg.compression.label()),
+        fit(props::HOST, &facts.host),
+    ])
+}
+
+/// The server's version string and major version.
+fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
+    let row = client
+        .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int", &[])
+        .context("reading the server version")?;
+    let version: String = row.get(0);
+    let num: i32 = row.get(1);
+    let major = if num >= 100_000 { num / 10_000 } else { num / 100 } as u32;
+    Ok((version, major))
+}
+
+/// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a
+/// double quote is written twice.
+fn pattern_quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Resolves each configured critical table exactly as SQL would (`to_regclass`), expands
+/// partitioned tables to their partitions (pg_dump's `--table` does not include them), and
+/// returns exact `--table` patterns. A missing table is a configuration error.
+fn resolve_tables(client: &mut postgres::Client, tables: &[String]) -> Result<Vec<String>> {
+    let mut patterns = Vec::new();
+    for t in tables {
+        let row = client
+            .query_one(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text
+                   FROM (SELECT to_regclass($1) AS oid) r
+                   LEFT JOIN pg_class c ON c.oid = r.oid
+                   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace",
+                &[t],
+            )
+            .map_err(|e| config_error(format!("PGDRIVE_CRITICAL_TABLES entry {t:?} is not a valid table name: {}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string()))))?;
+        let oid: Option<u32> = row.get(0);
+        let Some(oid) = oid else {
+            return Err(config_error_hint(
+                format!("critical table {t} does not exist in database {}", client_db(client)),
+                "fix PGDRIVE_CRITICAL_TABLES (names are resolved like SQL: unquoted names are lower-cased; quote mixed-case names as \"Name\")",
+            ));
+        };
+        let kind: String = row.get(3);
+        if !matches!(kind.as_str(), "r" | "p") {
+            log::warn("a critical table is not a plain table; pg_dump will include its definition", &[("table", t.clone()), ("relkind", kind)]);
+        }
+        let rows = client.query(
+            "WITH RECURSIVE tree(oid) AS (
+                 SELECT $1::oid
+                 UNION ALL
+                 SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid
+                  WHERE (SELECT relkind FROM pg_class WHERE oid = tree.oid) = 'p')
+             SELECT n.nspname::text, c.relname::text FROM tree
+               JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+              ORDER BY 1, 2",
+            &[&oid],
+        )?;
+        for r in rows {
+            let pattern = format!("{}.{}", pattern_quote(r.get(0)), pattern_quote(r.get(1)));
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
+            }
+        }
+    }
+    Ok(patterns)
+}
+
+fn client_db(client: &mut postgres::Client) -> String {
+    client.query_one("SELECT current_database()::text", &[]).map(|r| r.get(0)).unwrap_or_default()
+}
+
+/// The database name as it appears in file names: path separators and control characters replaced.
+pub fn file_name_part(db: &str) -> String {
+    let cleaned: String = db.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    let cleaned = cleaned.trim_start_matches('.').to_string();
+    if cleaned.is_empty() {
+        "db".into()
+    } else {
+        cleaned
+    }
+}
+
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_name_part("shop"), "shop");
+        assert_eq!(file_name_part("a/b"), "a_b");
+        assert_eq!(file_name_part("..hidden"), "hidden");
+        assert_eq!(file_name_part("магазин"), "магазин");
+    }
+
+    #[test]
+    fn patterns_are_literal() {
+        assert_eq!(pattern_quote("Order\"s*"), "\"Order\"\"s*\"");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+    }
+}

@@ -1,0 +1,24 @@
+//! The commands: orchestration only, one module each. `dispatch` is the single entry point used
+//! by `main`.
+
+pub mod backup;
+pub mod migrate;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::error::ExitStatus;
+
+pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
+    if let Command::GenerateMan = cli.command {
+        print!("{}", crate::manpage::render()?);
+        return Ok(ExitStatus::Ok);
+    }
+    let settings = Settings::load(cli.env_file.as_deref())?;
+    match &cli.command {
+        Command::Backup(args) => backup::run(args, settings),
+        Command::Migrate => migrate::run(settings),
+        Command::GenerateMan => unreachable!(),
+    }
+}

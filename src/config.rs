@@ -1,0 +1,501 @@
+//! Configuration: merges flags, environment variables and `--env-file` (in that order of
+//! precedence), validates everything a run needs before anything is attempted, and renders the
+//! effective settings with secrets redacted. Errors here exit 78.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{BackupArgs, Kind};
+use crate::drive::auth::Credentials;
+use crate::drive::retry::RetryPolicy;
+use crate::error::{config_error, config_error_hint};
+use crate::pgconn::ConnInfo;
+
+pub const DEFAULT_DRIVE_URL: &str = "https://www.googleapis.com/";
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
+pub const CHUNK_ALIGNMENT: usize = 256 << 10;
+
+/// Where settings come from, below the command line: the process environment, then the env-file.
+pub struct Settings {
+    file: HashMap<String, String>,
+    pub env_file: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    pub fn load(env_file: Option<&Path>) -> Result<Settings> {
+        let mut warnings = Vec::new();
+        let file = match env_file {
+            None => HashMap::new(),
+            Some(path) => {
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| config_error(format!("cannot read env-file {}: {e}", path.display())))?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    warnings.push(format!(
+                        "env-file {} is readable by group or others (mode {:o}); it holds secrets: chmod 600 it",
+                        path.display(),
+                        meta.permissions().mode() & 0o777
+                    ));
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| config_error(format!("cannot read env-file {}: {e}", path.display())))?;
+                parse_env_file(&text).map_err(|e| config_error(format!("env-file {}: {e}", path.display())))?
+            }
+        };
+        Ok(Settings { file, env_file: env_file.map(Path::to_path_buf), warnings })
+    }
+
+    /// A setting by name: the environment wins over the env-file; empty values count as unset.
+    pub fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.file.get(key).filter(|v| !v.is_empty()).cloned())
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| config_error(format!("{key}={v:?} is not a valid value"))),
+        }
+    }
+}
+
+/// Parses systemd EnvironmentFile= syntax: `KEY=VALUE` lines, `#`/`;` comments, single or double
+/// quotes (which may span lines), backslash escapes in double quotes and unquoted values.
+pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>> {
+    let mut map = HashMap::new();
+    let mut chars = text.chars().peekable();
+    let mut line_no = 1;
+    loop {
+        // skip blank space and comment lines
+        while let Some(&c) = chars.peek() {
+            if c == '\n' {
+                line_no += 1;
+                chars.next();
+            } else if c.is_whitespace() {
+                chars.next();
+            } else if c == '#' || c == ';' {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        line_no += 1;
+                        break;
+                    }
+                }
+            } else {
+                break;
+            }
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == '\n' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let key = key.trim().strip_prefix("export ").unwrap_or(key.trim()).trim().to_string();
+        if chars.next() != Some('=') || key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            anyhow::bail!("line {line_no}: expected KEY=VALUE");
+        }
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        let mut value = String::new();
+        match chars.peek() {
+            Some(&q @ ('"' | '\'')) => {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        None => anyhow::bail!("line {line_no}: unterminated quote in value of {key}"),
+                        Some(c) if c == q => break,
+                        Some('\\') if q == '"' => match chars.next() {
+                            Some('n') => value.push('\n'),
+                            Some('\n') => line_no += 1,
+                            Some(c) => value.push(c),
+                            None => {}
+                        },
+                        Some(c) => {
+                            if c == '\n' {
+                                line_no += 1;
+                            }
+                            value.push(c)
+                        }
+                    }
+                }
+                // ignore the rest of the line
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        line_no += 1;
+                        break;
+                    }
+                }
+            }
+            _ => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        line_no += 1;
+                        break;
+                    }
+                    value.push(c);
+                }
+                value = value.trim_end().to_string();
+            }
+        }
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
+/// gzip compression level (flate2 with the zlib-rs backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compression {
+    pub level: u32,
+}
+
+impl Compression {
+    pub fn parse(s: &str) -> Result<Compression> {
+        let (codec, level) = match s.split_once(':') {
+            Some((c, l)) => (c, Some(l)),
+            None => (s, None),
+        };
+        if codec != "gzip" {
+            return Err(config_error_hint(
+                format!("unsupported compression {codec:?}"),
+                "use gzip or gzip:LEVEL with LEVEL 1-9",
+            ));
+        }
+        let level = match level {
+            None => DEFAULT_GZIP_LEVEL,
+            Some(l) => match l.parse::<u32>() {
+                Ok(n @ 1..=9) => n,
+                _ => return Err(config_error(format!("gzip level {l:?} is not between 1 and 9"))),
+            },
+        };
+        Ok(Compression { level })
+    }
+
+    pub fn label(&self) -> String {
+        format!("gzip:{}", self.level)
+    }
+}
+
+/// Parses `8MiB`, `256KiB`, `1048576`, `16M` into bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Google Drive destination.
+#[derive(Debug)]
+pub struct DriveSettings {
+    pub folder_id: String,
+    pub base_url: String,
+    pub credentials: Credentials,
+}
+
+/// Everything `pgdrive backup` needs, validated.
+#[derive(Debug)]
+pub struct BackupConfig {
+    pub kind: Kind,
+    pub database: ConnInfo,
+    /// Where the lock and the `backups` table live; the backed-up database unless
+    /// PGDRIVE_CATALOG_URL says otherwise.
+    pub catalog: ConnInfo,
+    pub keep: u32,
+    pub drive: Option<DriveSettings>,
+    pub local_dir: Option<PathBuf>,
+    pub compression: Compression,
+    pub chunk_size: usize,
+    pub pg_dump: Option<PathBuf>,
+    pub critical_tables: Vec<String>,
+    pub retry: RetryPolicy,
+    pub settings_warnings: Vec<String>,
+}
+
+pub fn default_keep(kind: Kind) -> u32 {
+    match kind {
+        Kind::Daily => 14,
+        Kind::Hourly => 48,
+        Kind::Schema => 0,
+    }
+}
+
+pub fn folder_variable(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Daily => "GOOGLE_DRIVE_FOLDER_ID",
+        Kind::Hourly => "HOURLY_DRIVE_FOLDER_ID",
+        Kind::Schema => "SCHEMA_DRIVE_FOLDER_ID",
+    }
+}
+
+fn keep_variable(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Daily => "PGDRIVE_KEEP_DAILY",
+        Kind::Hourly => "PGDRIVE_KEEP_HOURLY",
+        Kind::Schema => "PGDRIVE_KEEP_SCHEMA",
+    }
+}
+
+/// Splits `PGDRIVE_CRITICAL_TABLES` on commas outside double quotes.
+pub fn split_table_list(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => {
+                out.push(std::mem::take(&mut current));
+            }
+            c => current.push(c),
+        }
+    }
+    out.push(current);
+    out.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+}
+
+/// The database connection from `DATABASE_URL`, resolved like libpq would.
+pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>> {
+    let Some(url) = settings.get(key) else { return Ok(None) };
+    let info = ConnInfo::parse(&url).map_err(|e| config_error(format!("{key} is invalid: {e:#}")))?;
+    Ok(Some(info.resolve(&|k| settings.get(k))))
+}
+
+impl BackupConfig {
+    pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
+        let kind = args.kind;
+        let database = database_from(&settings, "DATABASE_URL")?.ok_or_else(|| {
+            config_error_hint(
+                "DATABASE_URL is not set",
+                "set DATABASE_URL=postgres://user@host:5432/dbname in the environment or the env-file (the password may come from ~/.pgpass)",
+            )
+        })?;
+        let catalog = database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| database.clone());
+
+        let keep = match args.keep {
+            Some(k) => k,
+            None => settings.parsed::<u32>(keep_variable(kind))?.unwrap_or(default_keep(kind)),
+        };
+
+        let compression = Compression::parse(&args.compress.clone().or_else(|| settings.get("PGDRIVE_COMPRESS")).unwrap_or_else(|| "gzip".into()))?;
+
+        let chunk_size = match args.chunk_size.clone().or_else(|| settings.get("PGDRIVE_CHUNK_SIZE")) {
+            None => DEFAULT_CHUNK_SIZE,
+            Some(s) => {
+                let n = parse_size(&s).ok_or_else(|| config_error(format!("chunk size {s:?} is not a size (e.g. 8MiB)")))?;
+                if n == 0 || n % CHUNK_ALIGNMENT != 0 || n > (1 << 30) {
+                    return Err(config_error_hint(
+                        format!("chunk size {s:?} is not a multiple of 256KiB between 256KiB and 1GiB"),
+                        "Drive requires upload chunks in multiples of 256KiB; try 8MiB",
+                    ));
+                }
+                n
+            }
+        };
+
+        let critical_tables = if kind == Kind::Hourly {
+            let tables = split_table_list(&settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default());
+            if tables.is_empty() {
+                return Err(config_error_hint(
+                    "PGDRIVE_CRITICAL_TABLES is empty: the hourly backup has nothing to dump",
+                    "set PGDRIVE_CRITICAL_TABLES=orders,public.payments (comma-separated, schema-qualified names allowed)",
+                ));
+            }
+            tables
+        } else {
+            Vec::new()
+        };
+
+        let credentials = Credentials::from_settings(&settings)?;
+        let folder = args.folder.clone().or_else(|| settings.get(folder_variable(kind)));
+        let drive = match (credentials, folder) {
+            (Some(credentials), Some(folder_id)) => {
+                let base_url = args
+                    .drive_url
+                    .clone()
+                    .or_else(|| settings.get("PGDRIVE_DRIVE_URL"))
+                    .unwrap_or_else(|| DEFAULT_DRIVE_URL.into());
+                Some(DriveSettings { folder_id, base_url: normalize_base_url(&base_url)?, credentials })
+            }
+            (Some(_), None) => {
+                return Err(config_error_hint(
+                    format!("no Drive folder for {kind} backups"),
+                    format!("set {} (or pass --folder ID): the ID is the last part of the folder's URL", folder_variable(kind)),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(config_error_hint(
+                    format!("a Drive folder is set for {kind} backups but no Google credentials are"),
+                    "set GOOGLE_SERVICE_ACCOUNT_JSON (key JSON or path) or GOOGLE_APPLICATION_CREDENTIALS (path)",
+                ))
+            }
+            (None, None) => None,
+        };
+        let local_dir = args.local_dir.clone().or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
+        if drive.is_none() && local_dir.is_none() {
+            return Err(config_error_hint(
+                "no backup target is configured",
+                format!(
+                    "set GOOGLE_SERVICE_ACCOUNT_JSON and {} for Google Drive, or pass --to DIR (PGDRIVE_LOCAL_DIR) for a local directory",
+                    folder_variable(kind)
+                ),
+            ));
+        }
+
+        let pg_dump = args.pg_dump.clone().or_else(|| settings.get("PGDRIVE_PG_DUMP").map(PathBuf::from));
+
+        let mut retry = RetryPolicy::default();
+        if let Some(n) = settings.parsed::<u32>("PGDRIVE_RETRY_MAX")? {
+            retry.max_retries = n;
+        }
+        if let Some(ms) = settings.parsed::<u64>("PGDRIVE_RETRY_INITIAL_MS")? {
+            retry.initial = Duration::from_millis(ms);
+        }
+        if let Some(ms) = settings.parsed::<u64>("PGDRIVE_RETRY_MAX_MS")? {
+            retry.max = Duration::from_millis(ms);
+        }
+
+        Ok(BackupConfig {
+            kind,
+            database,
+            catalog,
+            keep,
+            drive,
+            local_dir,
+            compression,
+            chunk_size,
+            pg_dump,
+            critical_tables,
+            retry,
+            settings_warnings: settings.warnings,
+        })
+    }
+
+    /// The effective settings for the first log line; no secret is included.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        let mut s = vec![
+            ("kind", self.kind.to_string()),
+            ("database", self.database.redacted()),
+            ("keep", if self.keep == 0 { "all".into() } else { self.keep.to_string() }),
+            ("compress", self.compression.label()),
+            ("chunk_size", self.chunk_size.to_string()),
+        ];
+        if self.catalog.redacted() != self.database.redacted() {
+            s.push(("catalog", self.catalog.redacted()));
+        }
+        if let Some(d) = &self.drive {
+            s.push(("drive_folder", d.folder_id.clone()));
+            s.push(("drive_url", d.base_url.clone()));
+            s.push(("auth", d.credentials.describe()));
+        }
+        if let Some(l) = &self.local_dir {
+            s.push(("local_dir", l.display().to_string()));
+        }
+        if !self.critical_tables.is_empty() {
+            s.push(("tables", self.critical_tables.join(",")));
+        }
+        s
+    }
+}
+
+/// Ensures the base URL ends with '/', is http(s) and carries no credentials or query.
+pub fn normalize_base_url(url: &str) -> Result<String> {
+    let url = url.trim();
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('?') || url.contains('@') {
+        return Err(config_error_hint(
+            format!("PGDRIVE_DRIVE_URL {url:?} is not an http(s) base URL"),
+            "use the default https://www.googleapis.com/ or an emulator's root such as http://127.0.0.1:8080/",
+        ));
+    }
+    Ok(if url.ends_with('/') { url.to_string() } else { format!("{url}/") })
+}
+
+pub fn parse_kind_list(s: &str) -> Result<Vec<Kind>> {
+    s.split(',')
+        .map(|k| Kind::parse(k.trim()).with_context(|| format!("unknown backup kind {k:?}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_syntax() {
+        let text = "# comment\n; other comment\nA=1\nexport B = two words  \nC=\"quoted # not comment\"\nD='single \\n raw'\nE=\"multi\nline\"\nF=\"esc \\\" q\"\n\nG=\n";
+        let m = parse_env_file(text).unwrap();
+        assert_eq!(m["A"], "1");
+        assert_eq!(m["B"], "two words");
+        assert_eq!(m["C"], "quoted # not comment");
+        assert_eq!(m["D"], "single \\n raw");
+        assert_eq!(m["E"], "multi\nline");
+        assert_eq!(m["F"], "esc \" q");
+        assert_eq!(m["G"], "");
+    }
+
+    #[test]
+    fn env_file_errors_name_the_line_not_the_value() {
+        let err = parse_env_file("A=1\nthis is not a setting\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse_env_file("A=\"secret-unterminated\n").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("256KiB"), Some(256 << 10));
+        assert_eq!(parse_size("262144"), Some(262_144));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn compression_spec() {
+        assert_eq!(Compression::parse("gzip").unwrap().level, DEFAULT_GZIP_LEVEL);
+        assert_eq!(Compression::parse("gzip:9").unwrap().level, 9);
+        assert!(Compression::parse("gzip:0").is_err());
+        assert!(Compression::parse("lz4").is_err());
+    }
+
+    #[test]
+    fn table_lists_respect_quotes() {
+        assert_eq!(split_table_list(" orders, public.payments ,"), vec!["orders", "public.payments"]);
+        assert_eq!(split_table_list("\"a,b\".\"c\",d"), vec!["\"a,b\".\"c\"", "d"]);
+        assert!(split_table_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(normalize_base_url("http://127.0.0.1:9/").unwrap(), "http://127.0.0.1:9/");
+        assert_eq!(normalize_base_url("https://x.test").unwrap(), "https://x.test/");
+        assert!(normalize_base_url("ftp://x").is_err());
+        assert!(normalize_base_url("www.googleapis.com").is_err());
+    }
+}

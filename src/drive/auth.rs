@@ -1,0 +1,361 @@
+//! Google credentials and access tokens, for the three ways people authenticate:
+//! a service account key (shared drive), a service account with domain-wide delegation
+//! (`GOOGLE_IMPERSONATE_USER` becomes the JWT `sub`), and OAuth user credentials
+//! (`authorized_user` JSON with a refresh token).
+//!
+//! Written by hand rather than with yup-oauth2: yup-oauth2 hard-codes the token endpoint of the
+//! authorized-user flow (so it cannot be pointed at the `token_uri` of the credentials file or at
+//! an emulator) and brings a second, async HTTP stack. The JWT grant is a signed JSON document and
+//! a form POST; signing uses `ring`, already in the tree through rustls.
+//!
+//! Tokens are cached and refreshed before they expire, and on demand after a 401, so an upload
+//! that outlives a token (they last an hour) carries on without restarting.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+
+use crate::config::Settings;
+use crate::error::{config_error, config_error_hint};
+
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+pub const DRIVE_SCOPE: &str = "https://www.googleapis.com/auth/drive";
+
+/// Parsed credentials. `Debug` never shows key material.
+pub enum Credentials {
+    ServiceAccount {
+        client_email: String,
+        key: ring::signature::RsaKeyPair,
+        key_id: Option<String>,
+        token_uri: String,
+        subject: Option<String>,
+        source: String,
+    },
+    AuthorizedUser {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        token_uri: String,
+        source: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+fn pem_to_der(pem: &str) -> Option<(bool, Vec<u8>)> {
+    let pkcs1 = pem.contains("BEGIN RSA PRIVATE KEY");
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----") && !l.is_empty())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok().map(|der| (pkcs1, der))
+}
+
+impl Credentials {
+    /// Reads `GOOGLE_SERVICE_ACCOUNT_JSON` (the key JSON itself or a path to it), else
+    /// `GOOGLE_APPLICATION_CREDENTIALS` (a path). `Ok(None)` when neither is set.
+    pub fn from_settings(settings: &Settings) -> Result<Option<Credentials>> {
+        let subject = settings.get("GOOGLE_IMPERSONATE_USER");
+        let (text, source) = if let Some(v) = settings.get("GOOGLE_SERVICE_ACCOUNT_JSON") {
+            if v.trim_start().starts_with('{') {
+                (v, "GOOGLE_SERVICE_ACCOUNT_JSON (inline JSON)".to_string())
+            } else {
+                let text = std::fs::read_to_string(v.trim()).map_err(|e| {
+                    config_error_hint(
+                        format!("GOOGLE_SERVICE_ACCOUNT_JSON names a key file that cannot be read ({}): {e}", v.trim()),
+                        "set it to the key JSON itself or to the path of the key file downloaded from Google Cloud",
+                    )
+                })?;
+                (text, v.trim().to_string())
+            }
+        } else if let Some(path) = settings.get("GOOGLE_APPLICATION_CREDENTIALS") {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                config_error(format!("GOOGLE_APPLICATION_CREDENTIALS names a file that cannot be read ({path}): {e}"))
+            })?;
+            (text, path)
+        } else {
+            return Ok(None);
+        };
+        Credentials::parse(&text, &source, subject).map(Some)
+    }
+
+    /// Parses a service-account key or an authorized_user file. Errors never quote the content.
+    pub fn parse(text: &str, source: &str, subject: Option<String>) -> Result<Credentials> {
+        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            config_error_hint(
+                format!("Google credentials from {source} are not valid JSON (line {}, column {})", e.line(), e.column()),
+                "download the key again from Google Cloud (IAM > Service accounts > Keys > Add key > JSON)",
+            )
+        })?;
+        let field = |name: &str| -> Result<String> {
+            json.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string).ok_or_else(|| {
+                config_error(format!("Google credentials from {source} lack the field {name:?}"))
+            })
+        };
+        let token_uri = json.get("token_uri").and_then(|v| v.as_str()).unwrap_or(GOOGLE_TOKEN_URI).to_string();
+        if !(token_uri.starts_with("https://") || token_uri.starts_with("http://")) {
+            return Err(config_error(format!("token_uri in {source} is not an http(s) URL")));
+        }
+        match json.get("type").and_then(|v| v.as_str()) {
+            Some("service_account") => {
+                let pem = field("private_key")?;
+                let key = pem_to_der(&pem)
+                    .and_then(|(pkcs1, der)| {
+                        if pkcs1 {
+                            ring::signature::RsaKeyPair::from_der(&der).ok()
+                        } else {
+                            ring::signature::RsaKeyPair::from_pkcs8(&der).ok()
+                        }
+                    })
+                    .ok_or_else(|| {
+                        config_error_hint(
+                            format!("the private_key in {source} is not a usable RSA key"),
+                            "download a new JSON key for the service account; the file must be used unmodified",
+                        )
+                    })?;
+                Ok(Credentials::ServiceAccount {
+                    client_email: field("client_email")?,
+                    key,
+                    key_id: json.get("private_key_id").and_then(|v| v.as_str()).map(str::to_string),
+                    token_uri,
+                    subject,
+                    source: source.to_string(),
+                })
+            }
+            Some("authorized_user") => {
+                if subject.is_some() {
+                    return Err(config_error(
+                        "GOOGLE_IMPERSONATE_USER needs a service account key; OAuth user credentials already act as their user",
+                    ));
+                }
+                Ok(Credentials::AuthorizedUser {
+                    client_id: field("client_id")?,
+                    client_secret: field("client_secret")?,
+                    refresh_token: field("refresh_token")?,
+                    token_uri,
+                    source: source.to_string(),
+                })
+            }
+            other => Err(config_error_hint(
+                format!("Google credentials from {source} have type {:?}", other.unwrap_or("(none)")),
+                "use a service account key (type service_account) or OAuth user credentials (type authorized_user)",
+            )),
+        }
+    }
+
+    /// Who is acting, for logs: never includes key material or secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            Credentials::ServiceAccount { client_email, subject: Some(s), .. } => {
+                format!("service account {client_email} impersonating {s}")
+            }
+            Credentials::ServiceAccount { client_email, .. } => format!("service account {client_email}"),
+            Credentials::AuthorizedUser { client_id, .. } => {
+                let short: String = client_id.chars().take(12).collect();
+                format!("OAuth user credentials (client {short}…)")
+            }
+        }
+    }
+
+    /// A service account acting as itself: it owns no Drive storage, so it can only write into
+    /// shared drives.
+    pub fn is_plain_service_account(&self) -> bool {
+        matches!(self, Credentials::ServiceAccount { subject: None, .. })
+    }
+
+    fn token_uri(&self) -> &str {
+        match self {
+            Credentials::ServiceAccount { token_uri, .. } | Credentials::AuthorizedUser { token_uri, .. } => token_uri,
+        }
+    }
+
+    fn grant_form(&self) -> Result<Vec<(&'static str, String)>> {
+        match self {
+            Credentials::ServiceAccount { client_email, key, key_id, token_uri, subject, .. } => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+                let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+                if let Some(kid) = key_id {
+                    header["kid"] = kid.clone().into();
+                }
+                let mut claims = serde_json::json!({
+                    "iss": client_email,
+                    "scope": DRIVE_SCOPE,
+                    "aud": token_uri,
+                    "iat": now,
+                    "exp": now + 3600,
+                });
+                if let Some(sub) = subject {
+                    claims["sub"] = sub.clone().into();
+                }
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let signing_input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+                let mut signature = vec![0; key.public().modulus_len()];
+                key.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &ring::rand::SystemRandom::new(),
+                    signing_input.as_bytes(),
+                    &mut signature,
+                )
+                .map_err(|_| anyhow::anyhow!("signing the token request failed"))?;
+                let assertion = format!("{signing_input}.{}", b64.encode(signature));
+                Ok(vec![
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()),
+                    ("assertion", assertion),
+                ])
+            }
+            Credentials::AuthorizedUser { client_id, client_secret, refresh_token, .. } => Ok(vec![
+                ("grant_type", "refresh_token".into()),
+                ("client_id", client_id.clone()),
+                ("client_secret", client_secret.clone()),
+                ("refresh_token", refresh_token.clone()),
+            ]),
+        }
+    }
+}
+
+/// The token endpoint refused to issue a token.
+#[derive(Debug)]
+pub struct TokenError {
+    pub status: u16,
+    pub error: String,
+    pub description: String,
+    pub user_credentials: bool,
+    pub impersonating: bool,
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Google's token endpoint refused the credentials (HTTP {}): {}", self.status, self.error)?;
+        if !self.description.is_empty() {
+            write!(f, ": {}", self.description)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+impl TokenError {
+    /// Errors that no retry will fix: the credentials or the Google-side setup are wrong.
+    pub fn is_configuration_problem(&self) -> bool {
+        matches!(
+            self.error.as_str(),
+            "invalid_grant" | "unauthorized_client" | "invalid_client" | "invalid_scope" | "access_denied" | "invalid_request"
+        )
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        let d = self.description.to_ascii_lowercase();
+        let hint = match self.error.as_str() {
+            "invalid_grant" if self.user_credentials => {
+                "the refresh token has expired or was revoked: create new OAuth user credentials (OAuth apps left in \"Testing\" status issue refresh tokens that expire after 7 days; publish the app to avoid that)"
+            }
+            "invalid_grant" if d.contains("signature") => {
+                "the service account key was deleted or revoked in Google Cloud: create a new JSON key and replace the old one"
+            }
+            "invalid_grant" if d.contains("account not found") => {
+                "the service account no longer exists (or the key belongs to another project): check client_email in the key file"
+            }
+            "invalid_grant" if d.contains("iat") || d.contains("timeframe") => {
+                "this host's clock is wrong: enable time synchronisation (NTP)"
+            }
+            "invalid_grant" => "the credentials were refused: download a new key or refresh token",
+            "unauthorized_client" if self.impersonating => {
+                "domain-wide delegation is not set up: in the Google Admin console (Security > API controls > Domain-wide delegation) authorize the service account's numeric client ID for the scope https://www.googleapis.com/auth/drive"
+            }
+            "unauthorized_client" | "invalid_client" => "the OAuth client ID or secret is wrong or was deleted",
+            _ => return None,
+        };
+        Some(hint.to_string())
+    }
+}
+
+/// A cached access token and the credentials that renew it.
+pub struct TokenSource {
+    credentials: Credentials,
+    cached: Option<(String, Instant, Duration)>,
+}
+
+impl TokenSource {
+    pub fn new(credentials: Credentials) -> TokenSource {
+        TokenSource { credentials, cached: None }
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Forgets the cached token (after a 401), so the next call fetches a new one.
+    pub fn invalidate(&mut self) {
+        self.cached = None;
+    }
+
+    /// A valid access token, refreshed when less than a fifth of its lifetime (at most five
+    /// minutes) remains.
+    pub fn token(&mut self, agent: &ureq::Agent, retry: &crate::drive::retry::RetryPolicy) -> Result<String> {
+        if let Some((token, expires, lifetime)) = &self.cached {
+            let margin = (*lifetime / 5).min(Duration::from_secs(300));
+            if Instant::now() + margin < *expires {
+                return Ok(token.clone());
+            }
+        }
+        let (token, lifetime) = self.fetch(agent, retry)?;
+        self.cached = Some((token.clone(), Instant::now() + lifetime, lifetime));
+        crate::log::debug("obtained an access token", &[("expires_in_s", lifetime.as_secs().to_string())]);
+        Ok(token)
+    }
+
+    fn fetch(&self, agent: &ureq::Agent, retry: &crate::drive::retry::RetryPolicy) -> Result<(String, Duration)> {
+        use crate::drive::retry::{classify_transport, random_unit, Verdict};
+        let form = self.credentials.grant_form()?;
+        let uri = self.credentials.token_uri().to_string();
+        let mut attempt = 0;
+        loop {
+            crate::signals::check()?;
+            let outcome = agent.post(&uri).send_form(form.iter().map(|(k, v)| (*k, v.as_str())));
+            match outcome {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    let body = resp.body_mut().read_to_string().unwrap_or_default();
+                    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    if status == 200 {
+                        let token = json["access_token"].as_str().context("token endpoint answered without access_token")?;
+                        let expires_in = json["expires_in"]
+                            .as_u64()
+                            .or_else(|| json["expires_in"].as_str().and_then(|s| s.parse().ok()))
+                            .unwrap_or(3600);
+                        return Ok((token.to_string(), Duration::from_secs(expires_in.max(1))));
+                    }
+                    let err = TokenError {
+                        status,
+                        error: json["error"].as_str().unwrap_or("unknown_error").to_string(),
+                        description: json["error_description"].as_str().unwrap_or("").to_string(),
+                        user_credentials: matches!(self.credentials, Credentials::AuthorizedUser { .. }),
+                        impersonating: matches!(self.credentials, Credentials::ServiceAccount { subject: Some(_), .. }),
+                    };
+                    // The token endpoint's own retry rule (as in Google's auth libraries).
+                    let retryable = matches!(status, 408 | 429 | 500..=599)
+                        || matches!(err.error.as_str(), "internal_failure" | "server_error" | "temporarily_unavailable");
+                    if !retryable || attempt >= retry.max_retries {
+                        return Err(anyhow::Error::new(err).context("obtaining a Google access token"));
+                    }
+                }
+                Err(e) => {
+                    if classify_transport(&e) != Verdict::Retry || attempt >= retry.max_retries {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("obtaining a Google access token from {uri}")));
+                    }
+                    crate::log::debug("token request failed, retrying", &[("error", e.to_string())]);
+                }
+            }
+            crate::signals::sleep(retry.delay(attempt, None, random_unit()))?;
+            attempt += 1;
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Google Drive v3, the small part pgdrive uses: folder lookup, the resumable upload session,
+//! listing by `appProperties`, metadata updates and permanent deletion. One HTTP stack (ureq,
+//! blocking, redirects off so Drive's "308 Resume Incomplete" is seen as what it is) and one retry
+//! classifier ([`retry`]) serve every call.
+//!
+//! google-drive3 is not used: its uploads need a seekable input of known size and its resume path
+//! mis-parses Drive's `Range: bytes=0-N`; for the four JSON calls left it would add a second, async
+//! HTTP stack and about 40 s to a clean release build. Base URLs are configuration
+//! (`PGDRIVE_DRIVE_URL`), never hard-coded into paths, so an emulator can stand in for Google.
+
+pub mod auth;
+pub mod retry;
+pub mod upload;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use auth::TokenSource;
+use retry::{classify_status, classify_transport, random_unit, parse_retry_after, RetryPolicy, Verdict};
+
+pub const FOLDER_MIME: &str = "application/vnd.google-apps.folder";
+
+/// The HTTP agent every outbound call uses. Status codes are not errors (Google's JSON error
+/// bodies are read), and redirects are never followed (a 308 is Drive's "resume incomplete").
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("pgdrive/", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_recv_body(Some(Duration::from_secs(300)))
+        .timeout_send_body(Some(Duration::from_secs(600)))
+        .build()
+        .new_agent()
+}
+
+/// An error answer from Drive, with Google's reason code.
+#[derive(Debug, Clone)]
+pub struct DriveError {
+    pub status: u16,
+    pub reason: Option<String>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for DriveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Drive answered HTTP {}", self.status)?;
+        if let Some(r) = &self.reason {
+            write!(f, " {r}")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DriveError {}
+
+impl DriveError {
+    /// Parses Google's error body `{"error": {"code", "message", "errors": [{"reason"}]}}`.
+    pub fn from_response(status: u16, body: &[u8], retry_after: Option<Duration>) -> DriveError {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let err = &json["error"];
+        let reason = err["errors"][0]["reason"].as_str().or_else(|| err["status"].as_str()).map(str::to_string);
+        let message = err["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string());
+        DriveError { status, reason, message, retry_after }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        classify_status(self.status, self.reason.as_deref())
+    }
+
+    /// Since April 2025 service accounts own no Drive storage: this is their error.
+    pub fn is_service_account_quota(&self) -> bool {
+        self.reason.as_deref() == Some("storageQuotaExceeded") && self.message.contains("Service Accounts")
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self.reason.as_deref() {
+            _ if self.is_service_account_quota() => {
+                "a service account has no Drive storage of its own. Fix it one of three ways: \
+                 (1) put the folder in a shared drive and add the service account as Manager; \
+                 (2) use domain-wide delegation and set GOOGLE_IMPERSONATE_USER=person@yourdomain; \
+                 (3) use OAuth user credentials (an authorized_user JSON in GOOGLE_APPLICATION_CREDENTIALS)"
+            }
+            Some("storageQuotaExceeded" | "quotaExceeded") => {
+                "the Drive is full: free space (files in Trash still count), lower the keep counts, or buy storage"
+            }
+            Some("notFound") => {
+                "check the ID, and that the folder is shared with the account pgdrive authenticates as \
+                 (a shared drive needs the account as a member)"
+            }
+            Some("insufficientFilePermissions") => {
+                "the account lacks permission: in a shared drive it must be a Manager to delete permanently \
+                 (Content managers can only move to Trash) and at least a Contributor to upload"
+            }
+            Some("appNotAuthorizedToFile") => "the credentials' scope does not cover this file; pgdrive needs the full drive scope",
+            Some("authError") => "the access token was refused: check the credentials and this host's clock",
+            Some("dailyLimitExceeded" | "userRateLimitExceeded" | "rateLimitExceeded") => {
+                "Drive's API quota is exhausted for now: the next scheduled run will retry"
+            }
+            _ => return None,
+        };
+        Some(hint.to_string())
+    }
+}
+
+/// A reply read fully into memory (JSON API calls and upload session answers are small).
+pub struct Reply {
+    pub status: u16,
+    pub range: Option<String>,
+    pub location: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).context("Drive answered with a body that is not JSON")
+    }
+
+    fn from_response(mut resp: ureq::http::Response<ureq::Body>) -> std::result::Result<Reply, ureq::Error> {
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let status = resp.status().as_u16();
+        let range = header("range");
+        let location = header("location");
+        let retry_after = parse_retry_after(header("retry-after").as_deref());
+        let body = resp.body_mut().with_config().limit(16 << 20).read_to_vec()?;
+        Ok(Reply { status, range, location, retry_after, body })
+    }
+}
+
+/// A file as pgdrive sees it in a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteFile {
+    pub id: String,
+    pub name: String,
+    pub size: Option<u64>,
+    pub md5: Option<String>,
+    pub created_time: Option<String>,
+    pub app_properties: BTreeMap<String, String>,
+}
+
+impl RemoteFile {
+    pub fn from_json(v: &serde_json::Value) -> RemoteFile {
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        RemoteFile {
+            id: s("id").unwrap_or_default(),
+            name: s("name").unwrap_or_default(),
+            size: v["size"].as_str().and_then(|x| x.parse().ok()).or_else(|| v["size"].as_u64()),
+            md5: s("md5Checksum"),
+            created_time: s("createdTime"),
+            app_properties: v["appProperties"]
+                .as_object()
+                .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What pgdrive learns about the destination folder before uploading.
+#[derive(Debug)]
+pub struct FolderInfo {
+    pub name: String,
+    pub drive_id: Option<String>,
+    pub can_add_children: Option<bool>,
+    pub can_delete_children: Option<bool>,
+}
+
+pub const FILE_FIELDS: &str = "id,name,size,md5Checksum,sha256Checksum,createdTime,mimeType,parents,appProperties";
+
+/// Escapes a string for a single-quoted value in a `files.list` query.
+pub fn quote_query_value(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The Drive API client.
+pub struct DriveClient {
+    agent: ureq::Agent,
+    base: String,
+    tokens: TokenSource,
+    pub retry: RetryPolicy,
+}
+
+impl DriveClient {
+    pub fn new(base: &str, tokens: TokenSource, retry: RetryPolicy) -> DriveClient {
+        DriveClient { agent: http_agent(), base: base.to_string(), tokens, retry }
+    }
+
+    pub fn credentials(&self) -> &auth::Credentials {
+        self.tokens.credentials()
+    }
+
+    fn api(&self, path: &str) -> String {
+        format!("{}drive/v3/{path}", self.base)
+    }
+
+    pub fn upload_endpoint(&self) -> String {
+        format!("{}upload/drive/v3/files", self.base)
+    }
+
+    /// A current access token (fetching or refreshing one as needed).
+    pub fn token(&mut self) -> Result<String> {
+        self.tokens.token(&self.agent, &self.retry)
+    }
+
+    pub fn invalidate_token(&mut self) {
+        self.tokens.invalidate();
+    }
+
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    /// Sends one request (built by `send` with the current bearer token) under the retry policy:
+    /// transport errors, 5xx, 429 and rate-limit 403s are retried with backoff, a 401 fetches a
+    /// new token, anything else is returned as a [`DriveError`].
+    pub fn execute(
+        &mut self,
+        what: &str,
+        send: &dyn Fn(&ureq::Agent, &str) -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply> {
+        let mut attempt = 0u32;
+        let mut refreshed = false;
+        loop {
+            crate::signals::check()?;
+            let token = self.token()?;
+            let outcome = send(&self.agent, &format!("Bearer {token}")).and_then(Reply::from_response);
+            let (verdict, failure, retry_after): (Verdict, anyhow::Error, Option<Duration>) = match outcome {
+                Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => return Ok(reply),
+                Ok(reply) => {
+                    let err = DriveError::from_response(reply.status, &reply.body, reply.retry_after);
+                    (err.verdict(), anyhow::Error::new(err.clone()), err.retry_after)
+                }
+                Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
+            };
+            match verdict {
+                Verdict::RefreshToken if !refreshed => {
+                    crate::log::debug("access token refused; fetching a new one", &[("call", what.to_string())]);
+                    self.tokens.invalidate();
+                    refreshed = true;
+                }
+                Verdict::Retry if attempt < self.retry.max_retries => {
+                    let delay = self.retry.delay(attempt, retry_after, random_unit());
+                    crate::log::debug(
+                        "Drive call failed; retrying",
+                        &[("call", what.to_string()), ("error", format!("{failure:#}")), ("delay_ms", delay.as_millis().to_string())],
+                    );
+                    crate::signals::sleep(delay)?;
+                    attempt += 1;
+                }
+                Verdict::Retry => {
+                    return Err(failure.context(format!("{what} (gave up after {} retries)", self.retry.max_retries)))
+                }
+                _ => return Err(failure.context(what.to_string())),
+            }
+        }
+    }
+
+    /// Looks up the destination folder; a missing folder, or an ID that is not a folder, is a
+    /// configuration error.
+    pub fn folder(&mut self, id: &str) -> Result<FolderInfo> {
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        let reply = self.execute(&format!("looking up Drive folder {id}"), &|agent, auth| {
+            agent
+                .get(&url)
+                .header("Authorization", auth)
+                .query("supportsAllDrives", "true")
+                .query("fields", "id,name,mimeType,driveId,trashed,capabilities(canAddChildren,canDeleteChildren,canDelete)")
+                .call()
+        });
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(d) = e.downcast_ref::<DriveError>() {
+                    if d.status == 404 {
+                        return Err(crate::error::config_error_hint(
+                            format!("Drive folder {id} was not found (or is not shared with {})", self.credentials().describe()),
+                            d.hint().unwrap_or_default(),
+                        ));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let v = reply.json()?;
+        if v["mimeType"].as_str() != Some(FOLDER_MIME) {
+            return Err(crate::error::config_error_hint(
+                format!("Drive ID {id} is a file ({}), not a folder", v["mimeType"].as_str().unwrap_or("unknown type")),
+                "copy the ID from the folder's URL: https://drive.google.com/drive/folders/<ID>",
+            ));
+        }
+        if v["trashed"].as_bool() == Some(true) {
+            return Err(crate::error::config_error(format!("Drive folder {id} is in the Trash")));
+        }
+        Ok(FolderInfo {
+            name: v["name"].as_str().unwrap_or_default().to_string(),
+            drive_id: v["driveId"].as_str().map(str::to_string),
+            can_add_children: v["capabilities"]["canAddChildren"].as_bool(),
+            can_delete_children: v["capabilities"]["canDeleteChildren"].as_bool(),
+        })
+    }
+
+    /// Every file (all pages) in `folder` matching the extra query clauses.
+    pub fn list(&mut self, folder: &str, drive_id: Option<&str>, extra_query: &str) -> Result<Vec<RemoteFile>> {
+        let url = self.api("files");
+        let mut q = format!("{} in parents and trashed = false", quote_query_value(folder));
+        if !extra_query.is_empty() {
+            q.push_str(" and ");
+            q.push_str(extra_query);
+        }
+        let fields = format!("nextPageToken,incompleteSearch,files({FILE_FIELDS})");
+        let mut files = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let reply = self.execute(&format!("listing Drive folder {folder}"), &|agent, auth| {
+                let mut req = agent
+                    .get(&url)
+                    .header("Authorization", auth)
+                    .query("q", &q)
+                    .query("fields", &fields)
+                    .query("pageSize", "1000")
+                    .query("supportsAllDrives", "true")
+                    .query("includeItemsFromAllDrives", "true");
+                if let Some(d) = drive_id {
+                    req = req.query("corpora", "drive").query("driveId", d);
+                }
+                if let Some(t) = &page_token {
+                    req = req.query("pageToken", t);
+                }
+                req.call()
+            })?;
+            let v = reply.json()?;
+            files.extend(v["files"].as_array().into_iter().flatten().map(RemoteFile::from_json));
+            match v["nextPageToken"].as_str() {
+                Some(t) if !t.is_empty() => page_token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(files)
+    }
+
+    pub fn get(&mut self, id: &str) -> Result<RemoteFile> {
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
+            agent.get(&url).header("Authorization", auth).query("supportsAllDrives", "true").query("fields", FILE_FIELDS).call()
+        })?;
+        Ok(RemoteFile::from_json(&reply.json()?))
+    }
+
+    /// Adds or replaces `appProperties` entries of a file.
+    pub fn set_app_properties(&mut self, id: &str, props: &BTreeMap<String, String>) -> Result<()> {
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        let body = serde_json::json!({ "appProperties": props }).to_string();
+        self.execute(&format!("updating Drive file {id}"), &|agent, auth| {
+            agent
+                .patch(&url)
+                .header("Authorization", auth)
+                .header("Content-Type", "application/json; charset=UTF-8")
+                .query("supportsAllDrives", "true")
+                .query("fields", "id")
+                .send(body.as_bytes())
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a file permanently (Trash would still count against the quota).
+    pub fn delete(&mut self, id: &str) -> Result<()> {
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        self.execute(&format!("deleting Drive file {id}"), &|agent, auth| {
+            agent.delete(&url).header("Authorization", auth).query("supportsAllDrives", "true").call()
+        })?;
+        Ok(())
+    }
+}
+
+/// Percent-encodes a path segment (Drive IDs are URL-safe already; this guards odd input).
+pub fn urlencode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_error_bodies_are_parsed() {
+        let body = br#"{"error":{"code":403,"message":"Service Accounts do not have storage quota. Leverage shared drives.","errors":[{"domain":"usageLimits","reason":"storageQuotaExceeded","message":"Service Accounts do not have storage quota."}]}}"#;
+        let e = DriveError::from_response(403, body, None);
+        assert_eq!(e.reason.as_deref(), Some("storageQuotaExceeded"));
+        assert!(e.is_service_account_quota());
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("shared drive") && hint.contains("GOOGLE_IMPERSONATE_USER") && hint.contains("authorized_user"));
+        assert_eq!(e.verdict(), Verdict::Fatal);
+
+        let e = DriveError::from_response(403, br#"{"error":{"code":403,"message":"Rate Limit Exceeded","errors":[{"reason":"rateLimitExceeded"}]}}"#, None);
+        assert_eq!(e.verdict(), Verdict::Retry);
+
+        let e = DriveError::from_response(502, b"<html>Bad Gateway</html>", None);
+        assert_eq!(e.reason, None);
+        assert_eq!(e.verdict(), Verdict::Retry);
+        assert!(e.message.contains("Bad Gateway"));
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(quote_query_value("it's a \\ test"), r"'it\'s a \\ test'");
+    }
+}

@@ -1,0 +1,175 @@
+//! Exit statuses and error classification: the one place where an error becomes a process exit
+//! status and, where one helps, a `hint:` line.
+//!
+//! Domain code returns `anyhow::Error` with context. Errors that decide the exit status carry a
+//! [`Classified`] somewhere in their chain; typed protocol errors ([`DriveError`],
+//! [`TokenError`]) carry the facts a hint is computed from. Nothing else in the program maps
+//! errors to numbers or prints them.
+
+use std::fmt;
+
+use crate::drive::auth::TokenError;
+use crate::drive::DriveError;
+
+/// The documented exit statuses (README "Exit status", man page EXIT STATUS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The backup was stored and verified, and every follow-up step succeeded.
+    Ok = 0,
+    /// The backup (or the command) failed; nothing new is stored.
+    Failed = 1,
+    /// The command line could not be parsed.
+    Usage = 2,
+    /// The backup is stored and verified, but pruning, the catalog write or a notification failed.
+    FollowUpFailed = 3,
+    /// Skipped: another run holds this job's advisory lock.
+    Locked = 75,
+    /// The configuration is invalid; nothing was attempted.
+    Config = 78,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// An error that decides the exit status, optionally with a hint for the operator.
+#[derive(Debug)]
+pub struct Classified {
+    pub status: ExitStatus,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Classified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Classified {}
+
+/// A configuration error (exit 78): reported before anything is attempted.
+pub fn config_error(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Classified { status: ExitStatus::Config, message: message.into(), hint: None })
+}
+
+/// A configuration error with a hint.
+pub fn config_error_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Classified {
+        status: ExitStatus::Config,
+        message: message.into(),
+        hint: Some(hint.into()),
+    })
+}
+
+/// A failure (exit 1) with a hint.
+pub fn failure_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Classified {
+        status: ExitStatus::Failed,
+        message: message.into(),
+        hint: Some(hint.into()),
+    })
+}
+
+/// The exit status an error maps to: the outermost [`Classified`] in its chain decides; typed
+/// errors that mean "the setup is wrong" map to 78; everything else is a failure (1).
+pub fn classify(err: &anyhow::Error) -> ExitStatus {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<Classified>() {
+            return c.status;
+        }
+        if let Some(t) = cause.downcast_ref::<TokenError>() {
+            if t.is_configuration_problem() {
+                return ExitStatus::Config;
+            }
+        }
+        if let Some(d) = cause.downcast_ref::<DriveError>() {
+            if d.is_service_account_quota() {
+                return ExitStatus::Config;
+            }
+        }
+    }
+    ExitStatus::Failed
+}
+
+/// The hint for an error, if any part of its chain has one.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|cause| {
+        if let Some(c) = cause.downcast_ref::<Classified>() {
+            return c.hint.clone();
+        }
+        if let Some(t) = cause.downcast_ref::<TokenError>() {
+            return t.hint();
+        }
+        if let Some(d) = cause.downcast_ref::<DriveError>() {
+            return d.hint();
+        }
+        if let Some(pg) = cause.downcast_ref::<postgres::Error>() {
+            return postgres_hint(pg);
+        }
+        None
+    })
+}
+
+pub fn postgres_hint(err: &postgres::Error) -> Option<String> {
+    use postgres::error::SqlState;
+    let code = err.code()?;
+    let hint = if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+        "check the user and password in DATABASE_URL (or the PGPASSFILE it relies on)"
+    } else if *code == SqlState::INVALID_CATALOG_NAME {
+        "the database in DATABASE_URL does not exist on that server; check its name"
+    } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        "the database user lacks a privilege pgdrive needs; see README \"Database permissions\""
+    } else {
+        return None;
+    };
+    Some(hint.to_string())
+}
+
+/// The one-line rendering of an error chain (`{:#}`), with any secret-looking URL credentials
+/// removed as a last line of defence.
+pub fn render(err: &anyhow::Error) -> String {
+    crate::redact::scrub(&format!("{err:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_map_to_78_even_under_context() {
+        let err = config_error("bad").context("loading configuration");
+        assert_eq!(classify(&err), ExitStatus::Config);
+    }
+
+    #[test]
+    fn unclassified_errors_are_failures() {
+        let err = anyhow::anyhow!("boom").context("uploading");
+        assert_eq!(classify(&err), ExitStatus::Failed);
+        assert_eq!(hint(&err), None);
+    }
+
+    #[test]
+    fn hints_are_found_anywhere_in_the_chain() {
+        let err = config_error_hint("no folder", "set GOOGLE_DRIVE_FOLDER_ID").context("checking");
+        assert_eq!(hint(&err).as_deref(), Some("set GOOGLE_DRIVE_FOLDER_ID"));
+    }
+
+    #[test]
+    fn documented_codes() {
+        let codes: Vec<u8> = [
+            ExitStatus::Ok,
+            ExitStatus::Failed,
+            ExitStatus::Usage,
+            ExitStatus::FollowUpFailed,
+            ExitStatus::Locked,
+            ExitStatus::Config,
+        ]
+        .iter()
+        .map(|s| s.code())
+        .collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 75, 78]);
+    }
+}

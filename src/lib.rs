@@ -1,0 +1,36 @@
+//! pgdrive: PostgreSQL backups streamed into Google Drive.
+//!
+//! # Layout
+//! - `cli`: clap definitions; `config`: flags > environment > env-file, validated;
+//!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
+//! - `commands`: one module per command, orchestration only.
+//! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment.
+//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
+//! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread.
+//! - `storage`: the `Target` interface with Drive and local implementations.
+//! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
+//!   `retry` (policy and classifier).
+//! - `retention`: the pure pruning plan.
+//!
+//! # Concurrency
+//! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
+//! and the database connections (the sync `postgres` client must never run inside an async
+//! runtime); two helper threads drain pg_dump's stderr and compress. No async runtime is used.
+
+pub mod catalog;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod drive;
+pub mod error;
+pub mod lock;
+pub mod log;
+pub mod manpage;
+pub mod pgconn;
+pub mod pgdump;
+pub mod pipeline;
+pub mod redact;
+pub mod retention;
+pub mod signals;
+pub mod storage;
+pub mod timeutil;

@@ -1,0 +1,81 @@
+//! The man page, generated from the clap definitions (so `--help`, `man pgdrive` and the README
+//! cannot drift apart): the main page plus one OPTIONS section per subcommand, and the
+//! ENVIRONMENT and EXIT STATUS sections. `man/pgdrive.1` is this output, checked by a test.
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("DATABASE_URL", "The database to back up (postgres://user@host:5432/db or key=value form). The password may be in it or in ~/.pgpass; it is passed to pg_dump through its environment, never its command line."),
+    ("PGDRIVE_CATALOG_URL", "Where the advisory lock and the backups table live, when not in the backed-up database."),
+    ("GOOGLE_SERVICE_ACCOUNT_JSON", "A service account key: the JSON itself or the path of the key file."),
+    ("GOOGLE_APPLICATION_CREDENTIALS", "Path of a service account key or of OAuth user credentials (type authorized_user)."),
+    ("GOOGLE_IMPERSONATE_USER", "With a service account key: the user to act as through domain-wide delegation."),
+    ("GOOGLE_DRIVE_FOLDER_ID", "Drive folder for daily backups."),
+    ("HOURLY_DRIVE_FOLDER_ID", "Drive folder for hourly backups."),
+    ("SCHEMA_DRIVE_FOLDER_ID", "Drive folder for schema backups."),
+    ("PGDRIVE_CRITICAL_TABLES", "Comma-separated tables for the hourly backup; schema-qualified and quoted names allowed."),
+    ("PGDRIVE_KEEP_DAILY, PGDRIVE_KEEP_HOURLY, PGDRIVE_KEEP_SCHEMA", "How many backups of each kind to keep (14, 48, 0); 0 keeps everything."),
+    ("PGDRIVE_LOCAL_DIR", "A local directory to store backups in (as --to)."),
+    ("PGDRIVE_COMPRESS", "gzip or gzip:LEVEL (default gzip:6)."),
+    ("PGDRIVE_CHUNK_SIZE", "Upload chunk size, a multiple of 256KiB (default 8MiB)."),
+    ("PGDRIVE_PG_DUMP", "The pg_dump binary to use."),
+    ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
+    ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
+    ("PGDRIVE_ENV_FILE, PGDRIVE_LOG_FORMAT", "As --env-file and --log-format."),
+];
+
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "The backup was stored and verified (other commands: success)."),
+    ("1", "The backup failed; nothing new was stored."),
+    ("2", "Usage error: the command line could not be parsed."),
+    ("3", "The backup is stored and verified, but a follow-up step failed: pruning, the catalog write or a notification."),
+    ("75", "Skipped: another run holds this job's advisory lock."),
+    ("78", "The configuration is invalid; nothing was attempted."),
+];
+
+fn section(out: &mut Vec<u8>, title: &str, items: &[(&str, &str)]) {
+    out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
+    for (name, text) in items {
+        out.extend_from_slice(format!(".TP\n\\fB{}\\fR\n{}\n", roff_escape(name), roff_escape(text)).as_bytes());
+    }
+}
+
+fn roff_escape(s: &str) -> String {
+    let s = s.replace('\\', "\\\\").replace('-', "\\-");
+    if s.starts_with('.') || s.starts_with('\'') {
+        format!("\\&{s}")
+    } else {
+        s
+    }
+}
+
+pub fn render() -> Result<String> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out.extend_from_slice(format!(".SH \"COMMAND: {}\"\n", sub.get_name().to_uppercase()).as_bytes());
+        let sub_man = clap_mangen::Man::new(sub.clone().bin_name(format!("pgdrive {}", sub.get_name())));
+        let mut body = Vec::new();
+        sub_man.render_synopsis_section(&mut body)?;
+        sub_man.render_description_section(&mut body)?;
+        sub_man.render_options_section(&mut body)?;
+        // demote the subcommand's sections to subsections of this one
+        let body = String::from_utf8_lossy(&body).replace(".SH ", ".SS ");
+        out.extend_from_slice(body.as_bytes());
+    }
+    section(&mut out, "ENVIRONMENT", ENVIRONMENT);
+    section(&mut out, "EXIT STATUS", EXIT_STATUS);
+    man.render_version_section(&mut out)?;
+    Ok(String::from_utf8(out)?)
+}

@@ -1,0 +1,238 @@
+//! pg_dump as a child process: finding the right binary, checking its version against the
+//! server's, building its arguments, and running it with the connection in its environment
+//! (never on its command line). Its stderr is drained on a thread (a chatty pg_dump must never
+//! block on a full pipe) and the tail is kept for error messages; its exit status is collected
+//! only after its stdout reached EOF, and only a zero status lets a backup be finalised.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::Kind;
+use crate::error::{config_error, config_error_hint};
+
+/// How much of pg_dump's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// A pg_dump binary and its version.
+#[derive(Clone, Debug)]
+pub struct PgDump {
+    pub path: PathBuf,
+    /// e.g. `15.20`
+    pub version: String,
+    pub major: u32,
+}
+
+/// Parses `pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` into (`15.20`, 15). Handles
+/// pre-10 numbering (`9.6.24` → major 9).
+pub fn parse_version(line: &str) -> Option<(String, u32)> {
+    let version = line.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let version: String = version.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let major = version.split('.').next()?.parse().ok()?;
+    Some((version, major))
+}
+
+fn probe(path: &Path) -> Result<PgDump> {
+    let out = Command::new(path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --version", path.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (version, major) = parse_version(text.trim())
+        .with_context(|| format!("{} --version printed {:?}, not a pg_dump version", path.display(), text.trim()))?;
+    Ok(PgDump { path: path.to_path_buf(), version, major })
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Chooses pg_dump: the explicit one if given (it must be new enough), otherwise the first of
+/// PATH's and `/usr/lib/postgresql/<major>/bin`'s whose major version is at least the server's.
+pub fn locate(explicit: Option<&Path>, server_major: u32) -> Result<PgDump> {
+    let too_old = |d: &PgDump| {
+        config_error_hint(
+            format!(
+                "{} is version {}, older than the server (major {server_major}); pg_dump must be at least the server's major version",
+                d.path.display(),
+                d.version
+            ),
+            format!("install postgresql-client-{server_major} and point PGDRIVE_PG_DUMP (or --pg-dump) at its pg_dump"),
+        )
+    };
+    if let Some(path) = explicit {
+        if !path.exists() {
+            return Err(config_error(format!("pg_dump not found at {} (PGDRIVE_PG_DUMP / --pg-dump)", path.display())));
+        }
+        let d = probe(path).map_err(|e| config_error(format!("{e:#}")))?;
+        return if d.major >= server_major { Ok(d) } else { Err(too_old(&d)) };
+    }
+    let mut candidates: Vec<PathBuf> = on_path("pg_dump").into_iter().collect();
+    candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/pg_dump")));
+    let mut found = Vec::new();
+    for c in candidates.iter().filter(|c| c.is_file()) {
+        match probe(c) {
+            Ok(d) if d.major >= server_major => return Ok(d),
+            Ok(d) => found.push(d),
+            Err(_) => {}
+        }
+    }
+    match found.first() {
+        Some(d) => Err(too_old(d)),
+        None => Err(config_error_hint(
+            "pg_dump was not found on PATH nor in /usr/lib/postgresql/<version>/bin",
+            format!("install the PostgreSQL client (e.g. apt-get install postgresql-client-{server_major}) or set PGDRIVE_PG_DUMP"),
+        )),
+    }
+}
+
+/// pg_dump's arguments for a backup kind. `tables` are exact `-t` patterns (already quoted).
+pub fn arguments(kind: Kind, tables: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--format=plain".into(),
+        // never prompt: under cron there is nobody to answer
+        "--no-password".into(),
+    ];
+    match kind {
+        Kind::Daily => {}
+        Kind::Schema => args.push("--schema-only".into()),
+        Kind::Hourly => {
+            // fail rather than silently skip a table that vanished since validation
+            args.push("--strict-names".into());
+            for t in tables {
+                args.push("--table".into());
+                args.push(t.into());
+            }
+        }
+    }
+    args
+}
+
+/// A running pg_dump.
+pub struct RunningDump {
+    child: Child,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+/// How pg_dump ended.
+pub struct DumpOutcome {
+    pub success: bool,
+    pub description: String,
+    pub stderr_tail: String,
+}
+
+impl RunningDump {
+    /// Starts pg_dump with the connection in `env` (PG* variables replace any inherited ones).
+    pub fn spawn(bin: &PgDump, args: &[OsString], env: &[(&'static str, String)]) -> Result<RunningDump> {
+        let mut cmd = Command::new(&bin.path);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.path.display()))?;
+        let mut stderr = child.stderr.take().context("pg_dump's stderr was not captured")?;
+        let handle = std::thread::Builder::new().name("pg_dump-stderr".into()).spawn(move || {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
+            }
+            tail
+        })?;
+        Ok(RunningDump { child, stderr: Some(handle) })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn take_stdout(&mut self) -> Result<ChildStdout> {
+        self.child.stdout.take().context("pg_dump's stdout was already taken")
+    }
+
+    /// Kills pg_dump (used when the run is being abandoned).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits for pg_dump to exit and collects its stderr tail.
+    pub fn wait(mut self) -> Result<DumpOutcome> {
+        let status = self.child.wait().context("waiting for pg_dump")?;
+        let tail = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let mut tail = String::from_utf8_lossy(&tail).into_owned();
+        if tail.len() > STDERR_TAIL_BYTES {
+            let mut cut = tail.len() - STDERR_TAIL_BYTES;
+            while !tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail = format!("…{}", &tail[cut..]);
+        }
+        let description = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            (Some(0), _) => "exited 0".to_string(),
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            _ => "ended abnormally".to_string(),
+        };
+        Ok(DumpOutcome { success: status.success(), description, stderr_tail: tail.trim().to_string() })
+    }
+}
+
+impl Drop for RunningDump {
+    fn drop(&mut self) {
+        // a dump that is dropped without `wait` is being abandoned: never leave it running
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Fails with pg_dump's own words when it did not exit 0.
+pub fn check_outcome(outcome: &DumpOutcome) -> Result<()> {
+    if outcome.success {
+        return Ok(());
+    }
+    if outcome.stderr_tail.is_empty() {
+        bail!("pg_dump {}", outcome.description);
+    }
+    bail!("pg_dump {}: {}", outcome.description, outcome.stderr_tail.replace('\n', " | "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"), Some(("15.20".into(), 15)));
+        assert_eq!(parse_version("pg_dump (PostgreSQL) 17beta1"), Some(("17".into(), 17)));
+        assert_eq!(parse_version("pg_dump (PostgreSQL) 9.6.24"), Some(("9.6.24".into(), 9)));
+        assert_eq!(parse_version("hello"), None);
+    }
+
+    #[test]
+    fn arguments_by_kind() {
+        let daily: Vec<String> = arguments(Kind::Daily, &[]).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(daily, vec!["--format=plain", "--no-password"]);
+        let schema = arguments(Kind::Schema, &[]);
+        assert!(schema.iter().any(|a| a == "--schema-only"));
+        let hourly: Vec<String> =
+            arguments(Kind::Hourly, &["\"public\".\"orders\"".into()]).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(hourly[2..], ["--strict-names", "--table", "\"public\".\"orders\""]);
+    }
+}

@@ -1,0 +1,182 @@
+//! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → gzip →
+//! SHA-256, MD5 and byte count → fixed-size chunks handed to the uploader over a bounded channel.
+//! Memory is bounded by the chunk being filled, one chunk in the channel and the one being
+//! uploaded, whatever the database size; nothing touches the disk.
+//!
+//! The compressor runs on its own thread so that compression and network I/O overlap; the main
+//! thread owns pg_dump and the uploads, and learns pg_dump's exit status only after the
+//! compressor reported the end of the stream ([`Piece::End`]).
+
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use anyhow::Result;
+use flate2::write::GzEncoder;
+use md5::Digest as _;
+
+use crate::storage::Digest;
+
+/// What the compressor thread sends.
+pub enum Piece {
+    /// A full chunk of compressed bytes.
+    Chunk(Vec<u8>),
+    /// The end of the stream: the remaining bytes (gzip trailer included) and the totals.
+    End { tail: Vec<u8>, digest: Digest, raw_bytes: u64, dump_complete: bool },
+    /// Reading or compressing failed.
+    Failed(anyhow::Error),
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// pg_dump's plain format ends with this comment; its absence means the output was cut short.
+const DUMP_COMPLETE_MARKER: &[u8] = b"-- PostgreSQL database dump complete";
+const RAW_TAIL_KEEP: usize = 256;
+
+/// Receives compressed bytes, hashes them and cuts them into chunks.
+struct ChunkSink {
+    buf: Vec<u8>,
+    chunk_size: usize,
+    tx: SyncSender<Piece>,
+    sha256: sha2::Sha256,
+    md5: md5::Md5,
+    size: u64,
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let written = data.len();
+        self.sha256.update(data);
+        self.md5.update(data);
+        self.size += data.len() as u64;
+        while !data.is_empty() {
+            let room = self.chunk_size - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.chunk_size {
+                let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
+                self.tx
+                    .send(Piece::Chunk(full))
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped"))?;
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts the compressor thread reading `input`. The channel holds one chunk, so the thread
+/// blocks (and pg_dump with it) while the uploader is behind: back-pressure, not buffering.
+pub fn spawn_compressor<R: Read + Send + 'static>(input: R, level: u32, chunk_size: usize) -> Result<(Receiver<Piece>, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel(1);
+    let handle = std::thread::Builder::new().name("compressor".into()).spawn(move || {
+        let failure_tx = tx.clone();
+        if let Err(e) = compress(input, level, chunk_size, tx) {
+            let _ = failure_tx.send(Piece::Failed(e));
+        }
+    })?;
+    Ok((rx, handle))
+}
+
+fn compress<R: Read>(mut input: R, level: u32, chunk_size: usize, tx: SyncSender<Piece>) -> Result<()> {
+    let sink = ChunkSink {
+        buf: Vec::with_capacity(chunk_size),
+        chunk_size,
+        tx: tx.clone(),
+        sha256: sha2::Sha256::new(),
+        md5: md5::Md5::new(),
+        size: 0,
+    };
+    let mut encoder = GzEncoder::new(sink, flate2::Compression::new(level));
+    let mut buf = vec![0u8; 256 << 10];
+    let mut raw_bytes = 0u64;
+    let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("reading pg_dump's output")),
+        };
+        raw_bytes += n as u64;
+        raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
+        if raw_tail.len() > RAW_TAIL_KEEP {
+            raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
+        }
+        encoder.write_all(&buf[..n]).map_err(|e| anyhow::Error::new(e).context("compressing"))?;
+    }
+    let sink = encoder.finish().map_err(|e| anyhow::Error::new(e).context("finishing the gzip stream"))?;
+    let digest = Digest { size: sink.size, sha256: hex(&sink.sha256.finalize()), md5: hex(&sink.md5.finalize()) };
+    let dump_complete = raw_tail.windows(DUMP_COMPLETE_MARKER.len()).any(|w| w == DUMP_COMPLETE_MARKER);
+    let _ = tx.send(Piece::End { tail: sink.buf, digest, raw_bytes, dump_complete });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn run(input: Vec<u8>, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, Digest, u64, bool) {
+        let (rx, handle) = spawn_compressor(io::Cursor::new(input), 6, chunk).unwrap();
+        let mut chunks = Vec::new();
+        loop {
+            match rx.recv().unwrap() {
+                Piece::Chunk(c) => chunks.push(c),
+                Piece::End { tail, digest, raw_bytes, dump_complete } => {
+                    handle.join().unwrap();
+                    return (chunks, tail, digest, raw_bytes, dump_complete);
+                }
+                Piece::Failed(e) => panic!("{e:#}"),
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_are_exact_and_the_stream_is_valid_gzip() {
+        // incompressible-ish input so that several chunks come out
+        let mut input = Vec::new();
+        let mut x: u64 = 42;
+        for _ in 0..400_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            input.extend_from_slice(&x.to_le_bytes()[..3]);
+        }
+        input.extend_from_slice(b"\n--\n-- PostgreSQL database dump complete\n--\n\n");
+        let (chunks, tail, digest, raw, complete) = run(input.clone(), 256 << 10);
+        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() == 256 << 10));
+        assert!(tail.len() < 256 << 10);
+        assert_eq!(raw, input.len() as u64);
+        assert!(complete);
+        let all: Vec<u8> = chunks.concat().into_iter().chain(tail).collect();
+        assert_eq!(all.len() as u64, digest.size);
+        assert_eq!(digest.md5, hex(&md5::Md5::digest(&all)));
+        assert_eq!(digest.sha256, hex(&sha2::Sha256::digest(&all)));
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&all[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, input);
+    }
+
+    #[test]
+    fn a_cut_short_dump_is_noticed() {
+        let (_, _, _, _, complete) = run(b"CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n".to_vec(), 256 << 10);
+        assert!(!complete);
+    }
+
+    #[test]
+    fn empty_input_is_still_a_gzip_stream() {
+        let (chunks, tail, digest, raw, _) = run(Vec::new(), 256 << 10);
+        assert!(chunks.is_empty());
+        assert_eq!(raw, 0);
+        assert_eq!(tail.len() as u64, digest.size);
+        assert!(digest.size >= 18);
+    }
+}

@@ -1,0 +1,162 @@
+//! Which backups to delete after a successful run: a pure function of the listing, the kind, the
+//! database and the keep count, with no I/O, so it can be tested as a table.
+//!
+//! Rules: only files pgdrive created for this database and kind count (decided by their
+//! properties, never by name); the newest `keep` by creation time stay, the file just stored
+//! always among them; `keep = 0` keeps everything; everything else in the folder is untouched.
+
+use std::collections::BTreeMap;
+
+use crate::storage::{props, Listed};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PrunePlan {
+    /// IDs kept, newest first.
+    pub keep: Vec<String>,
+    /// IDs to delete, newest first.
+    pub delete: Vec<String>,
+}
+
+/// The properties that identify this job's backups in a listing.
+pub fn selector(kind: &str, database: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
+        (props::KIND.to_string(), kind.to_string()),
+        (props::DATABASE.to_string(), crate::storage::fit_property(props::DATABASE, database)),
+    ])
+}
+
+/// Plans the pruning of `listed` (any files, any order) after `just_stored` was stored.
+pub fn plan(listed: &[Listed], kind: &str, database: &str, keep: u32, just_stored: &str) -> PrunePlan {
+    let wanted = selector(kind, database);
+    let mut own: Vec<&Listed> = listed
+        .iter()
+        .filter(|f| wanted.iter().all(|(k, v)| f.properties.get(k) == Some(v)))
+        .collect();
+    // newest first; ties broken by name then id so the plan is deterministic
+    own.sort_by(|a, b| {
+        b.created_ms.unwrap_or(i64::MIN).cmp(&a.created_ms.unwrap_or(i64::MIN)).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
+    });
+    own.dedup_by(|a, b| a.id == b.id);
+    if keep == 0 {
+        return PrunePlan { keep: own.iter().map(|f| f.id.clone()).collect(), delete: Vec::new() };
+    }
+    let mut plan = PrunePlan::default();
+    let mut slots = keep as usize;
+    if own.iter().any(|f| f.id == just_stored) {
+        slots -= 1; // the new backup always takes one of the places
+    }
+    for f in own {
+        if f.id == just_stored {
+            plan.keep.push(f.id.clone());
+        } else if slots > 0 {
+            slots -= 1;
+            plan.keep.push(f.id.clone());
+        } else {
+            plan.delete.push(f.id.clone());
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own(id: &str, created: i64, kind: &str, db: &str) -> Listed {
+        Listed {
+            id: id.into(),
+            name: format!("{db}-{kind}-{created}.sql.gz"),
+            created_ms: Some(created),
+            size: Some(1),
+            properties: selector(kind, db),
+        }
+    }
+
+    fn foreign(id: &str, created: i64) -> Listed {
+        Listed { id: id.into(), name: format!("shop-daily-{created}.sql.gz"), created_ms: Some(created), size: Some(1), properties: BTreeMap::new() }
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            files: Vec<Listed>,
+            keep: u32,
+            just: &'static str,
+            want_delete: Vec<&'static str>,
+        }
+        let twenty: Vec<Listed> = (1..=20).map(|i| own(&format!("f{i:02}"), i * 1000, "daily", "shop")).collect();
+        let cases = vec![
+            Case {
+                name: "20 own + 3 foreign keeps 14 own and every foreign file",
+                files: twenty.iter().cloned().chain((1..=3).map(|i| foreign(&format!("x{i}"), i))).collect(),
+                keep: 14,
+                just: "f20",
+                want_delete: vec!["f06", "f05", "f04", "f03", "f02", "f01"],
+            },
+            Case { name: "keep 0 keeps everything", files: twenty.clone(), keep: 0, just: "f20", want_delete: vec![] },
+            Case { name: "fewer than keep", files: twenty[..5].to_vec(), keep: 14, just: "f05", want_delete: vec![] },
+            Case {
+                name: "the new file is kept even if the clock made it look old",
+                files: vec![own("new", 1, "daily", "shop"), own("a", 5, "daily", "shop"), own("b", 4, "daily", "shop")],
+                keep: 2,
+                just: "new",
+                want_delete: vec!["b"],
+            },
+            Case {
+                name: "other kinds and databases are not touched",
+                files: vec![
+                    own("d1", 1, "daily", "shop"),
+                    own("d2", 2, "daily", "shop"),
+                    own("h1", 0, "hourly", "shop"),
+                    own("o1", 0, "daily", "other"),
+                ],
+                keep: 1,
+                just: "d2",
+                want_delete: vec!["d1"],
+            },
+            Case {
+                name: "keep 1 leaves only the new backup",
+                files: vec![own("a", 1, "daily", "shop"), own("b", 2, "daily", "shop"), own("c", 3, "daily", "shop")],
+                keep: 1,
+                just: "c",
+                want_delete: vec!["b", "a"],
+            },
+            Case {
+                name: "a listing that lacks the new file (eventual consistency) still keeps keep-1 others",
+                files: vec![own("a", 1, "daily", "shop"), own("b", 2, "daily", "shop"), own("c", 3, "daily", "shop")],
+                keep: 2,
+                just: "zz-not-listed",
+                want_delete: vec!["a"],
+            },
+            Case {
+                name: "files without a creation time sort oldest",
+                files: vec![
+                    Listed { created_ms: None, ..own("nodate", 0, "daily", "shop") },
+                    own("a", 1, "daily", "shop"),
+                    own("b", 2, "daily", "shop"),
+                ],
+                keep: 2,
+                just: "b",
+                want_delete: vec!["nodate"],
+            },
+        ];
+        for c in cases {
+            let p = plan(&c.files, "daily", "shop", c.keep, c.just);
+            assert_eq!(p.delete, c.want_delete, "{}", c.name);
+            assert!(!p.delete.iter().any(|d| d == c.just), "{}: deletes the new backup", c.name);
+            assert!(p.delete.iter().all(|d| !d.starts_with('x')), "{}: deletes a foreign file", c.name);
+        }
+    }
+
+    #[test]
+    fn the_listing_order_does_not_matter() {
+        let mut files: Vec<Listed> = (1..=10).map(|i| own(&format!("f{i:02}"), i, "daily", "shop")).collect();
+        let a = plan(&files, "daily", "shop", 3, "f10");
+        files.reverse();
+        let b = plan(&files, "daily", "shop", 3, "f10");
+        assert_eq!(a, b);
+        assert_eq!(a.keep, vec!["f10", "f09", "f08"]);
+    }
+}

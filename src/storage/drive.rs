@@ -1,0 +1,151 @@
+//! The Google Drive target: a folder, written through a resumable upload session.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+use super::{Digest, Listed, StoredObject, Target, Upload};
+use crate::drive::upload::ResumableUpload;
+use crate::drive::{quote_query_value, DriveClient, RemoteFile};
+
+pub const BACKUP_MIME: &str = "application/gzip";
+
+pub struct DriveTarget {
+    client: DriveClient,
+    folder_id: String,
+    drive_id: Option<String>,
+}
+
+impl DriveTarget {
+    pub fn new(client: DriveClient, folder_id: String) -> DriveTarget {
+        DriveTarget { client, folder_id, drive_id: None }
+    }
+
+    pub fn client(&mut self) -> &mut DriveClient {
+        &mut self.client
+    }
+}
+
+pub fn file_link(id: &str) -> String {
+    format!("https://drive.google.com/file/d/{id}/view")
+}
+
+impl Target for DriveTarget {
+    fn label(&self) -> &'static str {
+        "drive"
+    }
+
+    fn describe(&self) -> String {
+        format!("Google Drive folder {}", self.folder_id)
+    }
+
+    fn preflight(&mut self) -> Result<()> {
+        let folder = self.client.folder(&self.folder_id)?;
+        if folder.drive_id.is_none() && self.client.credentials().is_plain_service_account() {
+            crate::log::warn(
+                "the folder is in a My Drive, not a shared drive: service accounts created after April 2025 own no storage and cannot upload there",
+                &[("folder", folder.name.clone())],
+            );
+        }
+        if folder.can_add_children == Some(false) {
+            return Err(crate::error::config_error_hint(
+                format!("{} cannot add files to Drive folder {} ({})", self.client.credentials().describe(), self.folder_id, folder.name),
+                "share the folder with the account as Editor (in a shared drive: Contributor or above; Manager to allow pruning)",
+            ));
+        }
+        if folder.can_delete_children == Some(false) && folder.drive_id.is_some() {
+            crate::log::warn(
+                "the account cannot permanently delete in this shared drive, so pruning will fail: make it a Manager",
+                &[("folder", folder.name.clone())],
+            );
+        }
+        crate::log::debug("Drive folder found", &[("name", folder.name.clone()), ("shared_drive", folder.drive_id.clone().unwrap_or_default())]);
+        self.drive_id = folder.drive_id;
+        Ok(())
+    }
+
+    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, chunk_size: usize) -> Result<Box<dyn Upload + 's>> {
+        let metadata = serde_json::json!({
+            "name": name,
+            "parents": [self.folder_id],
+            "mimeType": BACKUP_MIME,
+            "appProperties": properties,
+        });
+        let upload = ResumableUpload::start(&mut self.client, &metadata, BACKUP_MIME, chunk_size)?;
+        Ok(Box::new(DriveUpload { upload, name: name.to_string() }))
+    }
+
+    fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>> {
+        let query = selector
+            .iter()
+            .map(|(k, v)| format!("appProperties has {{ key={} and value={} }}", quote_query_value(k), quote_query_value(v)))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let drive_id = self.drive_id.clone();
+        let files = self.client.list(&self.folder_id, drive_id.as_deref(), &query)?;
+        Ok(files.into_iter().map(listed).collect())
+    }
+
+    fn delete(&mut self, id: &str) -> Result<()> {
+        self.client.delete(id)
+    }
+}
+
+fn listed(f: RemoteFile) -> Listed {
+    Listed {
+        created_ms: f.created_time.as_deref().and_then(crate::timeutil::parse_rfc3339),
+        id: f.id,
+        name: f.name,
+        size: f.size,
+        properties: f.app_properties,
+    }
+}
+
+struct DriveUpload<'a> {
+    upload: ResumableUpload<'a>,
+    name: String,
+}
+
+impl Upload for DriveUpload<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.upload.write(data)
+    }
+
+    fn finish(self: Box<Self>, digest: &Digest, final_properties: &BTreeMap<String, String>) -> Result<StoredObject> {
+        let DriveUpload { upload, name } = *self;
+        let (resource, client) = upload.finish().context("sending the last chunk")?;
+        let id = resource["id"].as_str().context("Drive's final answer has no file id")?.to_string();
+        let mut verify = || -> Result<()> {
+            let mut file = RemoteFile::from_json(&resource);
+            if file.size.is_none() || file.md5.is_none() {
+                file = client.get(&id)?;
+            }
+            if file.size != Some(digest.size) || file.md5.as_deref() != Some(digest.md5.as_str()) {
+                bail!(
+                    "Drive stored {} bytes with MD5 {}, but pgdrive sent {} bytes with MD5 {}",
+                    file.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    file.md5.as_deref().unwrap_or("?"),
+                    digest.size,
+                    digest.md5
+                );
+            }
+            client.set_app_properties(&id, final_properties).context("recording the checksums on the file")
+        };
+        if let Err(err) = verify() {
+            // Never leave an unverified file that looks like a backup.
+            return Err(match client.delete(&id) {
+                Ok(()) => {
+                    crate::log::warn("deleted the unverified upload", &[("file_id", id.clone())]);
+                    err
+                }
+                Err(del) => err.context(format!("and deleting the unverified file {id} failed too ({del:#}): delete it by hand")),
+            }
+            .context(format!("verifying the uploaded file {name}")));
+        }
+        Ok(StoredObject { target: "drive", location: file_link(&id), id, name })
+    }
+
+    fn abort(self: Box<Self>) {
+        self.upload.abort();
+    }
+}
