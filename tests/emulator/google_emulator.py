@@ -1753,11 +1753,11 @@ def parse_range_header(value, size):
             return "unsatisfiable"
         return (max(size - n, 0), size - 1) if size else "unsatisfiable"
     first = int(first)
-    last = int(last) if last else size - 1
-    if last < first:
-        return None
+    if last and int(last) < first:
+        return None  # syntactically invalid: ignored, the whole body is sent
     if first >= size:
         return "unsatisfiable"
+    last = int(last) if last else size - 1
     return first, min(last, size - 1)
 
 

@@ -1,0 +1,365 @@
+//! The test harness: throwaway databases on the machine's PostgreSQL, the Google emulator
+//! (tests/emulator/google_emulator.py) as a child process with its control API, service-account
+//! keys made with openssl, fake pg_dump wrappers, and a runner for the real pgdrive binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The server the tests use (a superuser connection; trust auth on this machine).
+pub fn admin_url(db: &str) -> String {
+    let base = std::env::var("PGDRIVE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{base}/{db}")
+}
+
+pub fn admin() -> postgres::Client {
+    postgres::Client::connect(&admin_url("postgres"), postgres::NoTls).expect(
+        "the tests need PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth) or PGDRIVE_TEST_PG=postgres://user@host:port",
+    )
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{n}", std::process::id(), nanos % 1_000_000)
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new(prefix: &str) -> TestDb {
+        let name = unique(prefix);
+        admin().batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        TestDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        admin_url(&self.name)
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap()
+    }
+
+    pub fn exec(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).unwrap().get(0)
+    }
+
+    /// The catalog rows, oldest first: (status, type, filename, error, drive_file_id, pruned).
+    pub fn catalog(&self) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, bool)> {
+        self.client()
+            .query(
+                "SELECT status, type, filename, error, drive_file_id, pruned_at IS NOT NULL FROM backups ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = admin().batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+    }
+}
+
+/// A small database with a few object kinds.
+pub fn seed_shop(db: &TestDb) {
+    db.exec(
+        "CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, email text UNIQUE);
+         CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2), placed_at timestamptz DEFAULT now());
+         CREATE TABLE audit_log (id bigserial PRIMARY KEY, message text);
+         CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;
+         INSERT INTO customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 500) g;
+         INSERT INTO orders (customer_id, total) SELECT 1 + g % 500, (g % 1000) / 3.0 FROM generate_series(1, 5000) g;
+         INSERT INTO audit_log (message) SELECT 'event ' || g FROM generate_series(1, 2000) g;",
+    );
+}
+
+/// Runs `psql` with a script against a database URL; panics on failure.
+pub fn psql(url: &str, script: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", url, "-c", script])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Restores a gzip'd plain dump into a database with `gunzip | psql` semantics.
+pub fn restore_gz(bytes: &[u8], url: &str) {
+    use std::io::{Read, Write};
+    let mut sql = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut sql).expect("a valid gzip stream");
+    let mut child = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // psql stops reading at the first error; its stderr says why
+    let _ = child.stdin.take().unwrap().write_all(&sql);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn gunzip(bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(bytes).read_to_string(&mut s).expect("a valid gzip stream");
+    s
+}
+
+/// A scratch directory removed afterwards.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The pgdrive binary, with a clean environment: only what a test sets reaches it.
+pub fn pgdrive() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdrive"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") || k.starts_with("GOOGLE_") || k == "DATABASE_URL" || k.starts_with("SENDGRID") || k.starts_with("HOURLY_") || k.starts_with("SCHEMA_") {
+            cmd.env_remove(k);
+        }
+    }
+    // fast retries in tests; the policy itself is unit-tested
+    cmd.env("PGDRIVE_RETRY_INITIAL_MS", "20").env("PGDRIVE_RETRY_MAX_MS", "200");
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out: Output = cmd.output().expect("running pgdrive");
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stderr ---\n{}\n--- stdout ---\n{}", self.status, self.stderr, self.stdout)
+    }
+}
+
+/// Writes an executable script.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The real pg_dump for the local server's version.
+pub fn real_pg_dump() -> String {
+    for p in ["/usr/lib/postgresql/15/bin/pg_dump", "/usr/bin/pg_dump"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    "pg_dump".into()
+}
+
+// ---------------------------------------------------------------- the Google emulator
+
+pub struct Emulator {
+    child: Child,
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/google_emulator.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 must be installed to run the Google emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("emulator said {line:?}")).to_string();
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        Emulator { child, base, agent }
+    }
+
+    pub fn token_uri(&self) -> String {
+        format!("{}token", self.base)
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let mut r = self.agent.post(&format!("{}__emulator/{path}", self.base)).header("Content-Type", "application/json").send(body.to_string().as_bytes()).unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        assert!(status < 300, "emulator {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let mut r = self.agent.get(&format!("{}__emulator/{path}", self.base)).call().unwrap();
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    pub fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let mut r = self.agent.get(&format!("{}__emulator/{path}", self.base)).call().unwrap();
+        r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap()
+    }
+
+    pub fn fault(&self, rules: Value) {
+        self.post("faults", json!({ "rules": rules }));
+    }
+
+    pub fn files(&self) -> Vec<Value> {
+        self.get("files")["files"].as_array().unwrap().clone()
+    }
+
+    /// Non-folder files in a folder.
+    pub fn files_in(&self, folder: &str) -> Vec<Value> {
+        self.files()
+            .into_iter()
+            .filter(|f| f["mimeType"] != "application/vnd.google-apps.folder")
+            .filter(|f| f["parents"].as_array().is_some_and(|p| p.iter().any(|x| x == folder)))
+            .collect()
+    }
+
+    pub fn content(&self, id: &str) -> Vec<u8> {
+        self.get_bytes(&format!("files/{id}/content"))
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.get("requests")["requests"].as_array().unwrap().clone()
+    }
+
+    pub fn sessions(&self) -> Vec<Value> {
+        self.get("sessions")["sessions"].as_array().unwrap().clone()
+    }
+
+    /// Waits until some request matches.
+    pub fn wait_for_request(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.requests().iter().any(&pred) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An RSA key pair made with openssl: (PKCS#8 private PEM, public PEM).
+pub fn rsa_keypair(dir: &Path) -> (String, String) {
+    let key = dir.join("sa.pem");
+    let st = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .arg(&key)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    let public = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().unwrap();
+    (std::fs::read_to_string(&key).unwrap(), String::from_utf8(public.stdout).unwrap())
+}
+
+/// A Google account set up in the emulator, with its credentials file written to disk.
+pub struct Google {
+    pub emu: Emulator,
+    pub dir: TempDir,
+    pub key_file: PathBuf,
+    pub sa_email: String,
+    /// A folder in a shared drive where the service account is Manager.
+    pub folder: String,
+    pub shared_drive: String,
+}
+
+impl Google {
+    /// A service account that is Manager of a shared drive with one folder in it.
+    pub fn shared_drive() -> Google {
+        let emu = Emulator::start();
+        let dir = TempDir::new("google");
+        let (private, public) = rsa_keypair(dir.path());
+        let sa_email = "backup@pgdrive-test.iam.gserviceaccount.com".to_string();
+        emu.post("service_accounts", json!({"client_email": sa_email, "public_key_pem": public, "dwd": true}));
+        let drive = emu.post("shared_drives", json!({"name": "Backups", "members": {sa_email.clone(): "organizer"}}));
+        let shared_drive = drive["id"].as_str().unwrap().to_string();
+        let folder = emu.post("folders", json!({"name": "db", "drive_id": shared_drive}))["id"].as_str().unwrap().to_string();
+        let key = json!({
+            "type": "service_account",
+            "project_id": "pgdrive-test",
+            "private_key_id": "0123456789abcdef",
+            "private_key": private,
+            "client_email": sa_email,
+            "client_id": "1234567890",
+            "token_uri": emu.token_uri(),
+        });
+        let key_file = dir.path().join("key.json");
+        std::fs::write(&key_file, key.to_string()).unwrap();
+        Google { emu, dir, key_file, sa_email, folder, shared_drive }
+    }
+
+    /// Another folder in the same shared drive.
+    pub fn new_folder(&self, name: &str) -> String {
+        self.emu.post("folders", json!({"name": name, "drive_id": self.shared_drive}))["id"].as_str().unwrap().to_string()
+    }
+
+    /// pgdrive configured for this account, backing up `db`.
+    pub fn pgdrive(&self, db: &TestDb) -> Command {
+        let mut cmd = pgdrive();
+        cmd.env("DATABASE_URL", db.url())
+            .env("GOOGLE_SERVICE_ACCOUNT_JSON", &self.key_file)
+            .env("GOOGLE_DRIVE_FOLDER_ID", &self.folder)
+            .env("PGDRIVE_DRIVE_URL", &self.emu.base);
+        cmd
+    }
+}
