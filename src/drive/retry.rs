@@ -13,24 +13,27 @@ pub struct RetryPolicy {
     /// First backoff; doubled on every retry up to `max`.
     pub initial: Duration,
     pub max: Duration,
+    /// The longest server-requested `Retry-After` that is honoured as given; longer ones are cut
+    /// to this (a run should not sleep for hours).
+    pub retry_after_cap: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 8, initial: Duration::from_secs(1), max: Duration::from_secs(64) }
+        RetryPolicy { max_retries: 8, initial: Duration::from_secs(1), max: Duration::from_secs(64), retry_after_cap: Duration::from_secs(300) }
     }
 }
 
 impl RetryPolicy {
     /// The wait before retry number `attempt` (0-based): `initial * 2^attempt` capped at `max`,
     /// with "equal jitter" (half fixed, half random) so that concurrent clients spread out, and
-    /// never shorter than the server's `Retry-After` (itself capped at `max`).
+    /// never shorter than the server's `Retry-After` (up to `retry_after_cap`).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, random_unit: f64) -> Duration {
         let exp = self.initial.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
         let base = exp.min(self.max);
         let jittered = base / 2 + base.mul_f64(0.5 * random_unit.clamp(0.0, 1.0));
         match retry_after {
-            Some(ra) => jittered.max(ra.min(self.max)),
+            Some(ra) => jittered.max(ra.min(self.retry_after_cap)),
             None => jittered,
         }
     }
@@ -118,14 +121,20 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
-        let p = RetryPolicy { max_retries: 5, initial: Duration::from_secs(1), max: Duration::from_secs(8) };
+        let p = RetryPolicy {
+            max_retries: 5,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            retry_after_cap: Duration::from_secs(60),
+        };
         assert_eq!(p.delay(0, None, 0.0), Duration::from_millis(500));
         assert_eq!(p.delay(0, None, 1.0), Duration::from_secs(1));
         assert_eq!(p.delay(2, None, 1.0), Duration::from_secs(4));
         assert_eq!(p.delay(10, None, 1.0), Duration::from_secs(8));
         assert_eq!(p.delay(40, None, 0.0), Duration::from_secs(4));
         assert_eq!(p.delay(0, Some(Duration::from_secs(5)), 0.0), Duration::from_secs(5));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(500)), 0.0), Duration::from_secs(8));
+        assert_eq!(p.delay(0, Some(Duration::from_secs(30)), 0.0), Duration::from_secs(30));
+        assert_eq!(p.delay(0, Some(Duration::from_secs(500)), 0.0), Duration::from_secs(60));
     }
 
     #[test]

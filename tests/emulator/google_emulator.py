@@ -94,6 +94,7 @@ DEFAULT_MIME = "application/octet-stream"
 UPLOAD_GRANULARITY = 256 * 1024
 MAX_UPLOAD_SIZE = 5497558138880  # files.create mediaUpload.maxSize in discovery
 MAX_PROPERTY_BYTES = 124  # key + value, UTF-8 (DOC_PROPERTIES)
+MAX_PAGE_CURSORS = 10000  # live nextPageToken values kept by files.list
 
 SMALL_CHUNK_MESSAGE = (
     "Invalid request. The number of bytes uploaded is required to be equal or "
@@ -137,7 +138,7 @@ MY_DRIVE_ROLES = ("reader", "commenter", "writer", "owner")
 DEFAULT_CONFIG = {
     "token_lifetime_seconds": 3599,
     "about_limit_bytes": "16106127360",  # 15 GiB; null = unlimited
-    "session_lifetime_seconds": 7 * 24 * 3600,  # "expires after one week"
+    "session_lifetime_seconds": 7 * 24 * 3600,  # a week, per DOC_MANAGE_UPLOADS
 }
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -199,12 +200,6 @@ def new_drive_id() -> str:
 
 def b64url_decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def truthy(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() == "true"
 
 
 def permission_id_for(email: str) -> str:
@@ -1129,7 +1124,7 @@ class Emulator:
             "canTrash": self.can_trash(item, principal),
             "canUntrash": self.can_trash(item, principal),
         }
-        if item.drive_id:  # "Only populated for items in shared drives"
+        if item.drive_id:  # the reference fills these in for shared-drive items only
             role = self.role_of(item, principal.email)
             caps["canDeleteChildren"] = folder and role == "organizer"
             caps["canTrashChildren"] = folder and role in ("fileOrganizer", "organizer")
@@ -1717,6 +1712,8 @@ def files_list(emu: Emulator, req: Request) -> HttpResponse:
             next_token = "~!!~" + secrets.token_urlsafe(48)
             emu.page_cursors[next_token] = {"fingerprint": fingerprint,
                                             "ids": [it.id for it in rest]}
+            while len(emu.page_cursors) > MAX_PAGE_CURSORS:  # oldest tokens lapse first
+                del emu.page_cursors[next(iter(emu.page_cursors))]
             result["nextPageToken"] = next_token
         result["files"] = [emu.file_resource(it, principal) for it in page]
     return json_response(200, apply_field_mask(result, mask), pretty=_pretty(req))
@@ -1806,7 +1803,7 @@ WRITABLE_UPDATE = {"name", "mimeType", "appProperties", "properties", "descripti
 
 def check_metadata_keys(meta: dict, writable: set) -> None:
     """Unknown names are a 400 parse error; known but output-only ones are 403
-    fieldNotWritable (the File schema marks most fields "Output only")."""
+    fieldNotWritable (most File properties are read-only in DOC_FILES_REF)."""
     for key in meta:
         if key not in FILE_SCHEMA:
             raise ApiError(400, "badRequest",
@@ -2162,12 +2159,19 @@ def upload_initiate(emu: Emulator, req: Request) -> HttpResponse:
     return HttpResponse(200, b"", [("Location", location), ("X-GUploader-UploadID", session_id)])
 
 
+def expire_if_idle(emu: Emulator, sess: UploadSession) -> None:
+    """Expire a session left idle longer than the configured lifetime
+    (DOC_MANAGE_UPLOADS gives a week; tests can shorten it through config)."""
+    if sess.state == "open" and \
+            time.time() - sess.last_activity > float(emu.config["session_lifetime_seconds"]):
+        sess.state = "expired"
+        sess.digest.data = None
+
+
 def _session_or_404(emu, upload_id) -> UploadSession:
     sess = emu.sessions.get(upload_id)
-    if sess is not None and sess.state == "open":
-        lifetime = float(emu.config["session_lifetime_seconds"])
-        if time.time() - sess.last_activity > lifetime:
-            sess.state = "expired"
+    if sess is not None:
+        expire_if_idle(emu, sess)
     if sess is None or sess.state in ("cancelled", "expired"):
         raise ApiError(404, "notFound", "Upload session not found or expired.",
                        location="upload_id", location_type="parameter")
@@ -2233,9 +2237,9 @@ def upload_session_put(emu: Emulator, req: Request) -> HttpResponse:
     * A chunk that starts before the stored length has its overlap skipped;
       one that starts after it is rejected (400).
     * A non-final chunk must carry at least 262144 bytes, and only the largest
-      multiple of 262144 of the received total is kept; the 308's Range
-      header tells the client where to resume ("Don't assume that the server
-      received all bytes sent", DOC_MANAGE_UPLOADS).
+      multiple of 262144 of the received total is kept.  DOC_MANAGE_UPLOADS
+      tells clients to resume from the 308's Range header rather than from
+      what they sent, which is what makes keeping less legitimate.
     """
     action = req.fault or {}
     with emu.lock:
@@ -2666,8 +2670,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
         if path == "/sessions" and method == "GET":
             out = []
             for s in emu.sessions.values():
-                if s.state == "open":
-                    _session_state_refresh(emu, s)
+                expire_if_idle(emu, s)
                 out.append({"id": s.id, "state": s.state, "stored_bytes": s.stored,
                             "metadata": s.metadata, "file_id": s.file_id,
                             "total": s.total, "declared_length": s.declared_length,
@@ -2708,12 +2711,6 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                 emu.mail = []
                 return ok()
     raise ControlError(404, "unknown control endpoint %s %s" % (method, req.path))
-
-
-def _session_state_refresh(emu, sess):
-    lifetime = float(emu.config["session_lifetime_seconds"])
-    if time.time() - sess.last_activity > lifetime:
-        sess.state = "expired"
 
 
 def _control_shared_drive(emu: Emulator, spec: dict) -> dict:
@@ -2874,6 +2871,9 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     emu: Emulator = None  # set on the subclass built by make_server
     verbose = False
+    # Idle/read timeout per connection: a request whose body never arrives (or
+    # an idle keep-alive connection) is closed after this many seconds.
+    timeout = 300
 
     def log_message(self, fmt, *args):
         if self.verbose:
@@ -2925,7 +2925,8 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in resp.headers:
             self.send_header(key, value)
         body = resp.body if self.command != "HEAD" else b""
-        self.send_header("Content-Length", str(len(resp.body)))
+        if resp.status not in (204, 304):  # RFC 9110: no Content-Length on 204
+            self.send_header("Content-Length", str(len(resp.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -2950,7 +2951,7 @@ class Handler(BaseHTTPRequestHandler):
         emu = self.emu
         try:
             body, chunked = self._read_body()
-        except (_ClientGone, ConnectionError):
+        except (_ClientGone, OSError):  # disconnects, resets, read timeouts
             self.close_connection = True
             return
         except ValueError:
@@ -2967,7 +2968,10 @@ class Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # emulator bug: report, keep serving
                 traceback.print_exc()
                 resp = json_response(500, {"error": repr(exc)}, pretty=False)
-            self._send(resp)
+            try:
+                self._send(resp)
+            except OSError:
+                self.close_connection = True
             return
 
         req.op = classify(emu, req)
@@ -2975,7 +2979,8 @@ class Handler(BaseHTTPRequestHandler):
         rule = select_fault(emu, req)
         action = rule.action if rule else {}
         if rule:
-            entry["fault"] = rule.describe()
+            with emu.lock:
+                entry["fault"] = rule.describe()
             req.fault = action
 
         if action.get("delay_ms"):
@@ -2999,14 +3004,18 @@ class Handler(BaseHTTPRequestHandler):
         if action.get("drop") == "after":
             self._drop()
             return
-        entry["status"] = resp.status
+        with emu.lock:
+            entry["status"] = resp.status
         if action.get("drop") == "mid_body":
-            self._send(resp, body_limit=len(resp.body) // 2)
+            try:
+                self._send(resp, body_limit=len(resp.body) // 2)
+            except OSError:
+                pass
             self._drop()
             return
         try:
             self._send(resp)
-        except (ConnectionError, OSError):
+        except OSError:  # the client went away mid-response
             self.close_connection = True
 
     def _process(self, req: Request) -> HttpResponse:
@@ -3024,11 +3033,14 @@ class Handler(BaseHTTPRequestHandler):
             return ApiError(500, "backendError", "Backend Error: %r" % exc).response()
 
 
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
 def make_server(emu: Emulator, host: str, port: int, verbose=False) -> ThreadingHTTPServer:
     handler = type("BoundHandler", (Handler,), {"emu": emu, "verbose": verbose})
-    ThreadingHTTPServer.request_queue_size = 128
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = EmulatorServer((host, port), handler)
     emu.host = host
     emu.port = server.server_address[1]
     return server

@@ -1,0 +1,355 @@
+//! `pgdrive backup` into Google Drive, against the emulator (tests/emulator/google_emulator.py):
+//! the resumable protocol under faults, tokens, retention, verification and Google's errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A database whose dump compresses to a few hundred KiB at least (several 256 KiB chunks).
+fn bulky(db: &TestDb) {
+    seed_shop(db);
+    db.exec("CREATE TABLE blobs (id int PRIMARY KEY, payload text);
+             INSERT INTO blobs SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 40000) g;");
+}
+
+fn chunk_requests(emu: &Emulator) -> Vec<Value> {
+    emu.requests().into_iter().filter(|r| r["op"] == "upload_chunk").collect()
+}
+
+fn range_start(r: &Value) -> Option<u64> {
+    r["content_range"].as_str()?.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
+}
+
+/// The one backup in the folder, after checking it is complete and labelled.
+fn the_backup(g: &Google, folder: &str, db: &TestDb, kind: &str) -> (Value, Vec<u8>) {
+    let files = g.emu.files_in(folder);
+    assert_eq!(files.len(), 1, "{files:#?}");
+    let f = files[0].clone();
+    let content = g.emu.content(f["id"].as_str().unwrap());
+    let props = &f["appProperties"];
+    assert_eq!(props["pgdrive"], "1");
+    assert_eq!(props["pgdrive_kind"], kind);
+    assert_eq!(props["pgdrive_database"], db.name.as_str());
+    use sha2::Digest;
+    assert_eq!(props["pgdrive_sha256"], pgdrive::pipeline::hex(&sha2::Sha256::digest(&content)).as_str());
+    assert_eq!(f["mimeType"], "application/gzip");
+    assert_eq!(f["size"], content.len().to_string().as_str());
+    (f, content)
+}
+
+#[test]
+fn daily_backup_lands_in_the_shared_drive_and_restores() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_daily");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let (file, content) = the_backup(&g, &g.folder, &db, "daily");
+    assert!(file["name"].as_str().unwrap().starts_with(&format!("{}-daily-", db.name)));
+    assert!(file["appProperties"]["pgdrive_server_version"].as_str().unwrap().starts_with("15"));
+    assert!(!file["appProperties"]["pgdrive_pg_dump_version"].as_str().unwrap().is_empty());
+    let target = TestDb::new("drive_daily_dst");
+    restore_gz(&content, &target.url());
+    assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
+    // every call carried supportsAllDrives; listings also includeItemsFromAllDrives
+    for req in g.emu.requests() {
+        let op = req["op"].as_str().unwrap_or("");
+        if ["list", "get", "delete", "update", "upload_initiate"].contains(&op) {
+            assert_eq!(req["query"]["supportsAllDrives"], "true", "{req}");
+        }
+        if op == "list" {
+            assert_eq!(req["query"]["includeItemsFromAllDrives"], "true", "{req}");
+        }
+    }
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "SUCCESS");
+    assert_eq!(rows[0].4.as_deref(), file["id"].as_str());
+}
+
+#[test]
+fn hourly_and_schema_backups_go_to_their_own_folders() {
+    let g = Google::shared_drive();
+    let hourly = g.new_folder("hourly");
+    let schema = g.new_folder("schema");
+    let db = TestDb::new("drive_kinds");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).env("HOURLY_DRIVE_FOLDER_ID", &hourly).env("PGDRIVE_CRITICAL_TABLES", "orders").args(["backup", "--kind", "hourly"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = run(g.pgdrive(&db).env("SCHEMA_DRIVE_FOLDER_ID", &schema).args(["backup", "--kind", "schema"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let (_, hourly_content) = the_backup(&g, &hourly, &db, "hourly");
+    let (_, schema_content) = the_backup(&g, &schema, &db, "schema");
+    assert!(g.emu.files_in(&g.folder).is_empty());
+    let sql = gunzip(&hourly_content);
+    assert!(sql.contains("COPY public.orders") && !sql.contains("customers ("));
+    assert!(!gunzip(&schema_content).contains("COPY "));
+}
+
+#[test]
+fn a_503_and_a_dropped_connection_mid_upload_are_resumed_without_restarting() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_resume");
+    bulky(&db);
+    g.emu.fault(json!([
+        {"op": "upload_chunk", "nth": 2, "action": {"status": 503}},
+        {"op": "upload_chunk", "nth": 4, "action": {"drop": "after"}},
+        {"op": "upload_chunk", "nth": 6, "action": {"drop": "before"}},
+    ]));
+    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let (_, content) = the_backup(&g, &g.folder, &db, "daily");
+    let chunks = chunk_requests(&g.emu);
+    assert!(chunks.len() >= 7, "expected several chunks: {}", chunks.len());
+    // only the very first chunk starts at byte 0: nothing was restarted
+    assert_eq!(chunks.iter().filter(|c| range_start(c) == Some(0)).count(), 1, "{chunks:#?}");
+    // after each fault the client asked the session how much it held
+    let status_queries = g.emu.requests().iter().filter(|r| r["op"] == "upload_status").count();
+    assert!(status_queries >= 3, "status queries: {status_queries}");
+    // the bytes Drive holds are exactly the dump
+    let target = TestDb::new("drive_resume_dst");
+    restore_gz(&content, &target.url());
+    assert_eq!(target.query_i64("SELECT count(*) FROM blobs"), 40000);
+    assert_eq!(g.emu.sessions().len(), 1);
+}
+
+#[test]
+fn a_partially_persisted_chunk_is_resent_from_memory() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_partial");
+    bulky(&db);
+    g.emu.fault(json!([{"op": "upload_chunk", "nth": 1, "action": {"persist_partial": 262144}}]));
+    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "512KiB").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    the_backup(&g, &g.folder, &db, "daily");
+    let chunks = chunk_requests(&g.emu);
+    assert_eq!(range_start(&chunks[1]), Some(262144), "the unacknowledged half is sent again: {:#?}", &chunks[..2]);
+}
+
+#[test]
+fn rate_limits_back_off_and_retry() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_429");
+    seed_shop(&db);
+    g.emu.fault(json!([
+        {"op": "upload_initiate", "nth": 1, "times": 2, "action": {"status": 429, "retry_after": 1}},
+        {"op": "list", "nth": 1, "action": {"status": 403, "reason": "userRateLimitExceeded"}},
+        {"op": "upload_chunk", "nth": 1, "action": {"status": 500}},
+    ]));
+    let started = std::time::Instant::now();
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    // Retry-After: 1 was honoured (twice), even though the test's backoff is 20 ms
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    let reqs = g.emu.requests();
+    assert_eq!(reqs.iter().filter(|r| r["op"] == "upload_initiate").count(), 3);
+    assert!(reqs.iter().filter(|r| r["op"] == "list").count() >= 2);
+    the_backup(&g, &g.folder, &db, "daily");
+}
+
+#[test]
+fn a_token_that_expires_mid_upload_is_refreshed_without_restarting() {
+    let g = Google::shared_drive();
+    g.emu.post("config", json!({"token_lifetime_seconds": 2}));
+    let db = TestDb::new("drive_token");
+    bulky(&db);
+    g.emu.fault(json!([
+        {"op": "upload_chunk", "nth": 1, "times": 6, "action": {"delay_ms": 600}},
+        {"op": "upload_chunk", "nth": 8, "action": {"expire_tokens": true}},
+    ]));
+    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["--verbose", "backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    the_backup(&g, &g.folder, &db, "daily");
+    let reqs = g.emu.requests();
+    let tokens = reqs.iter().filter(|r| r["op"] == "token").count();
+    assert!(tokens >= 3, "the token was refreshed before expiry and after the 401: {tokens} token requests");
+    assert!(reqs.iter().any(|r| r["op"] == "upload_chunk" && r["status"] == 401), "the revoked token was seen");
+    let chunks = chunk_requests(&g.emu);
+    assert_eq!(chunks.iter().filter(|c| range_start(c) == Some(0)).count(), 1, "restarted");
+    assert_eq!(g.emu.sessions().len(), 1);
+}
+
+#[test]
+fn pg_dump_failing_mid_upload_leaves_no_file_in_drive() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_dump_fails");
+    let bin = TempDir::new("drive_dump_fails_bin");
+    let fake = script(
+        bin.path(),
+        "pg_dump",
+        &format!("if [ \"$1\" = --version ]; then exec {} --version; fi\nhead -c 2000000 /dev/urandom | base64\necho 'pg_dump: error: Dumping the contents of table \"orders\" failed' >&2\nexit 1", real_pg_dump()),
+    );
+    let r = run(g.pgdrive(&db).env("PGDRIVE_PG_DUMP", &fake).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("Dumping the contents of table"), "{r:?}");
+    assert!(!chunk_requests(&g.emu).is_empty(), "the test should fail mid-upload");
+    assert!(g.emu.files_in(&g.folder).is_empty(), "a partial file was left: {:#?}", g.emu.files_in(&g.folder));
+    assert!(g.emu.sessions().iter().all(|s| s["state"] != "completed"));
+    assert!(g.emu.requests().iter().any(|r| r["op"] == "upload_cancel"), "the session was not cancelled");
+    let rows = db.catalog();
+    assert_eq!((rows.len(), rows[0].0.as_str()), (1, "ERROR"));
+}
+
+#[test]
+fn sigterm_mid_upload_leaves_no_file_and_records_the_interruption() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm");
+    bulky(&db);
+    g.emu.fault(json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"delay_ms": 300}}]));
+    let mut child = g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(g.emu.wait_for_request(|r| r["op"] == "upload_chunk", Duration::from_secs(20)), "no upload started");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert!(g.emu.files_in(&g.folder).is_empty());
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "ERROR");
+    assert!(rows[0].3.as_deref().unwrap().contains("SIGTERM"));
+    // pg_dump is gone too
+    let ps = std::process::Command::new("pgrep").args(["-f", &format!("pg_dump.*{}", db.name)]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "pg_dump still running");
+}
+
+#[test]
+fn a_held_lock_uploads_nothing() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_locked");
+    let mut holder = db.client();
+    holder.execute("SELECT pg_advisory_lock(1265025683::bigint)", &[]).unwrap();
+    let r = run(g.pgdrive(&db).env("HOURLY_DRIVE_FOLDER_ID", &g.folder).env("PGDRIVE_CRITICAL_TABLES", "x").args(["backup", "--kind", "hourly"]));
+    assert_eq!(r.status, 75, "{r:?}");
+    assert!(g.emu.requests().iter().all(|r| !r["op"].as_str().unwrap_or("").starts_with("upload")));
+    assert!(g.emu.files_in(&g.folder).is_empty());
+}
+
+#[test]
+fn retention_keeps_the_newest_own_files_and_never_touches_foreign_ones() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_keep");
+    // 19 earlier backups of this database and kind, 3 foreign files, 2 of another kind/database
+    for day in 1..=19 {
+        g.emu.post("files", json!({
+            "name": format!("{}-daily-202610{day:02}T030000Z.sql.gz", db.name),
+            "parents": [g.folder],
+            "content_b64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=",
+            "createdTime": format!("2026-10-{day:02}T03:00:00.000Z"),
+            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name},
+        }));
+    }
+    for i in 1..=3 {
+        g.emu.post("files", json!({"name": format!("{}-daily-2020010{i}T030000Z.sql.gz", db.name), "parents": [g.folder], "createdTime": format!("2020-01-0{i}T00:00:00.000Z")}));
+    }
+    g.emu.post("files", json!({"name": "x", "parents": [g.folder], "createdTime": "2020-01-01T00:00:00.000Z",
+        "appProperties": {"pgdrive": "1", "pgdrive_kind": "hourly", "pgdrive_database": db.name}}));
+    g.emu.post("files", json!({"name": "y", "parents": [g.folder], "createdTime": "2020-01-01T00:00:00.000Z",
+        "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": "otherdb"}}));
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let files = g.emu.files_in(&g.folder);
+    let own: Vec<&Value> = files.iter().filter(|f| f["appProperties"]["pgdrive_kind"] == "daily" && f["appProperties"]["pgdrive_database"] == db.name.as_str()).collect();
+    assert_eq!(own.len(), 14, "{own:#?}");
+    assert_eq!(files.len(), 14 + 3 + 2);
+    // the 6 oldest of the 20 went: day 1 to day 6
+    let mut names: Vec<&str> = own.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert!(names[0].contains("20261007T"), "{names:?}");
+    assert!(g.emu.requests().iter().filter(|r| r["op"] == "delete").count() == 6);
+    // permanently deleted, not trashed
+    assert!(g.emu.files().iter().all(|f| f["trashed"] != true));
+}
+
+#[test]
+fn a_checksum_mismatch_fails_and_the_bad_file_is_deleted() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_md5");
+    seed_shop(&db);
+    g.emu.fault(json!([{"op": "upload_chunk", "nth": 1, "action": {"corrupt_md5": true}}]));
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("MD5"), "{r:?}");
+    assert!(g.emu.files_in(&g.folder).is_empty(), "{:#?}", g.emu.files_in(&g.folder));
+    assert_eq!(db.catalog()[0].0, "ERROR");
+}
+
+#[test]
+fn a_service_account_writing_into_a_my_drive_folder_gets_the_quota_hint() {
+    let g = Google::shared_drive();
+    let mine = g.emu.post("folders", json!({"name": "personal", "owner": "alice@example.com", "permissions": {g.sa_email.clone(): "writer"}}));
+    let db = TestDb::new("drive_quota");
+    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", mine["id"].as_str().unwrap()).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("storageQuotaExceeded"), "{r:?}");
+    let hint = r.stderr.lines().find(|l| l.starts_with("hint:")).unwrap_or_default();
+    assert!(hint.contains("shared drive") && hint.contains("GOOGLE_IMPERSONATE_USER") && hint.contains("authorized_user"), "{r:?}");
+    assert!(g.emu.requests().iter().all(|r| r["op"] != "upload_chunk"), "nothing should have been dumped or sent");
+
+    // domain-wide delegation: the same folder works when acting as its owner
+    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", mine["id"].as_str().unwrap()).env("GOOGLE_IMPERSONATE_USER", "alice@example.com").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(g.emu.files_in(mine["id"].as_str().unwrap()).len(), 1);
+}
+
+#[test]
+fn oauth_user_credentials_work_and_a_revoked_refresh_token_gets_a_hint() {
+    let g = Google::shared_drive();
+    g.emu.post("authorized_users", json!({"client_id": "123.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": "good-refresh", "email": "bob@gmail.com"}));
+    let mine = g.emu.post("folders", json!({"name": "bob's", "owner": "bob@gmail.com"}));
+    let folder = mine["id"].as_str().unwrap();
+    let creds = g.dir.path().join("user.json");
+    let write = |token: &str| {
+        std::fs::write(&creds, json!({"type": "authorized_user", "client_id": "123.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": token, "token_uri": g.emu.token_uri()}).to_string()).unwrap();
+    };
+    let db = TestDb::new("drive_oauth");
+    write("good-refresh");
+    let mut cmd = pgdrive();
+    cmd.env("DATABASE_URL", db.url()).env("GOOGLE_APPLICATION_CREDENTIALS", &creds).env("GOOGLE_DRIVE_FOLDER_ID", folder).env("PGDRIVE_DRIVE_URL", &g.emu.base);
+    let r = run(cmd.args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(g.emu.files_in(folder).len(), 1);
+    write("revoked-refresh");
+    let r = run(&mut cmd);
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("invalid_grant") && r.stderr.contains("hint:") && r.stderr.contains("7 days"), "{r:?}");
+    assert!(!r.stderr.contains("revoked-refresh"), "the refresh token leaked: {r:?}");
+}
+
+#[test]
+fn bad_keys_and_unknown_folders_are_configuration_errors() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_bad");
+    let r = run(g.pgdrive(&db).env("GOOGLE_SERVICE_ACCOUNT_JSON", "{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----\\n\", \"client_email\": \"x@y\"}").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("not a usable RSA key") && !r.stderr.contains("not a key\\n"), "{r:?}");
+    let r = run(g.pgdrive(&db).env("GOOGLE_SERVICE_ACCOUNT_JSON", "{ this is not json").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("not valid JSON"), "{r:?}");
+    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", "0AbCdEfNoSuchFolder").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("0AbCdEfNoSuchFolder") && r.stderr.contains("not found"), "{r:?}");
+    // a file id where a folder id belongs
+    let file = g.emu.post("files", json!({"name": "notes.txt", "parents": [g.folder]}));
+    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", file["id"].as_str().unwrap()).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("not a folder"), "{r:?}");
+    let r = run(g.pgdrive(&db).env("PGDRIVE_DRIVE_URL", "ftp://example").args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(g.emu.files_in(&g.folder).len() == 1, "only the notes file");
+}
+
+#[test]
+fn drive_and_local_copies_are_written_together() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_both");
+    seed_shop(&db);
+    let dir = TempDir::new("drive_both");
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily", "--to", dir.path().to_str().unwrap()]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let (file, content) = the_backup(&g, &g.folder, &db, "daily");
+    let local = dir.path().join(file["name"].as_str().unwrap());
+    assert_eq!(std::fs::read(local).unwrap(), content);
+}
