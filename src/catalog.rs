@@ -9,6 +9,7 @@ use postgres::Client;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_backups", include_str!("../migrations/0001_backups.sql")),
     ("0002_catalog_details", include_str!("../migrations/0002_catalog_details.sql")),
+    ("0003_row_counts", include_str!("../migrations/0003_row_counts.sql")),
 ];
 
 /// Serialises concurrent migrations (any value distinct from the job locks).
@@ -79,6 +80,8 @@ pub struct RunRecord {
     pub host: String,
     pub pg_dump_version: Option<String>,
     pub server_version: Option<String>,
+    /// JSON object: rows per table in the dump.
+    pub row_counts: Option<String>,
 }
 
 /// Inserts the run's row; returns its id.
@@ -91,9 +94,9 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
         .query_one(
             "INSERT INTO backups (created_at, finished_at, duration_ms, filename, size_bytes, raw_size_bytes, drive_file_id,
                                   local_path, status, type, error, step, database_name, sha256, md5, compression, host,
-                                  pgdrive_version, pg_dump_version, server_version)
+                                  pgdrive_version, pg_dump_version, server_version, row_counts)
              VALUES (to_timestamp($1), to_timestamp($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20)
+                     $18, $19, $20, $21::text::jsonb)
              RETURNING id",
             &[
                 &started,
@@ -116,6 +119,7 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
                 &env!("CARGO_PKG_VERSION"),
                 &r.pg_dump_version,
                 &r.server_version,
+                &r.row_counts,
             ],
         )
         .context("recording the run in the backups table")?;

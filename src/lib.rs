@@ -6,7 +6,8 @@
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment.
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
-//! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread.
+//! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
+//!   `rowcount`: per-table row counts read off the dump as it streams.
 //! - `storage`: the `Target` interface with Drive and local implementations.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
@@ -31,6 +32,7 @@ pub mod pgdump;
 pub mod pipeline;
 pub mod redact;
 pub mod retention;
+pub mod rowcount;
 pub mod signals;
 pub mod storage;
 pub mod timeutil;

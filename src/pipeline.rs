@@ -1,5 +1,5 @@
-//! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → gzip →
-//! SHA-256, MD5 and byte count → fixed-size chunks handed to the uploader over a bounded channel.
+//! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → row counts
+//! and gzip → SHA-256, MD5 and byte count → fixed-size chunks handed to the uploader over a bounded channel.
 //! Memory is bounded by the chunk being filled, one chunk in the channel and the one being
 //! uploaded, whatever the database size; nothing touches the disk.
 //!
@@ -7,6 +7,7 @@
 //! thread owns pg_dump and the uploads, and learns pg_dump's exit status only after the
 //! compressor reported the end of the stream ([`Piece::End`]).
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -22,7 +23,7 @@ pub enum Piece {
     /// A full chunk of compressed bytes.
     Chunk(Vec<u8>),
     /// The end of the stream: the remaining bytes (gzip trailer included) and the totals.
-    End { tail: Vec<u8>, digest: Digest, raw_bytes: u64, dump_complete: bool },
+    End { tail: Vec<u8>, digest: Digest, raw_bytes: u64, dump_complete: bool, row_counts: BTreeMap<String, u64> },
     /// Reading or compressing failed.
     Failed(anyhow::Error),
 }
@@ -97,6 +98,7 @@ fn compress<R: Read>(mut input: R, level: u32, chunk_size: usize, tx: SyncSender
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
+    let mut rows = crate::rowcount::RowCounter::default();
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -109,12 +111,13 @@ fn compress<R: Read>(mut input: R, level: u32, chunk_size: usize, tx: SyncSender
         if raw_tail.len() > RAW_TAIL_KEEP {
             raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
         }
+        rows.feed(&buf[..n]);
         encoder.write_all(&buf[..n]).map_err(|e| anyhow::Error::new(e).context("compressing"))?;
     }
     let sink = encoder.finish().map_err(|e| anyhow::Error::new(e).context("finishing the gzip stream"))?;
     let digest = Digest { size: sink.size, sha256: hex(&sink.sha256.finalize()), md5: hex(&sink.md5.finalize()) };
     let dump_complete = raw_tail.windows(DUMP_COMPLETE_MARKER.len()).any(|w| w == DUMP_COMPLETE_MARKER);
-    let _ = tx.send(Piece::End { tail: sink.buf, digest, raw_bytes, dump_complete });
+    let _ = tx.send(Piece::End { tail: sink.buf, digest, raw_bytes, dump_complete, row_counts: rows.finish() });
     Ok(())
 }
 
@@ -129,7 +132,7 @@ mod tests {
         loop {
             match rx.recv().unwrap() {
                 Piece::Chunk(c) => chunks.push(c),
-                Piece::End { tail, digest, raw_bytes, dump_complete } => {
+                Piece::End { tail, digest, raw_bytes, dump_complete, .. } => {
                     handle.join().unwrap();
                     return (chunks, tail, digest, raw_bytes, dump_complete);
                 }

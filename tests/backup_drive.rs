@@ -51,6 +51,8 @@ fn daily_backup_lands_in_the_shared_drive_and_restores() {
     assert!(file["name"].as_str().unwrap().starts_with(&format!("{}-daily-", db.name)));
     assert!(file["appProperties"]["pgdrive_server_version"].as_str().unwrap().starts_with("15"));
     assert!(!file["appProperties"]["pgdrive_pg_dump_version"].as_str().unwrap().is_empty());
+    let manifest: Value = serde_json::from_str(file["description"].as_str().unwrap()).unwrap();
+    assert_eq!(manifest["row_counts"]["public.orders"], 5000);
     let target = TestDb::new("drive_daily_dst");
     restore_gz(&content, &target.url());
     assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);

@@ -69,6 +69,13 @@ fn daily_backup_restores_into_an_empty_database_and_matches_the_source() {
     assert_eq!(sidecar["properties"]["pgdrive_kind"], "daily");
     assert_eq!(sidecar["properties"]["pgdrive_database"], db.name.as_str());
     assert_eq!(sidecar["sha256"], row.get::<_, String>(3));
+    // row counts read off the dump itself
+    assert_eq!(sidecar["row_counts"]["public.orders"], 5000);
+    assert_eq!(sidecar["row_counts"]["public.customers"], 500);
+    assert_eq!(
+        psql(&db.url(), "SELECT row_counts->>'public.audit_log' FROM backups").trim(),
+        "2000"
+    );
 }
 
 #[test]

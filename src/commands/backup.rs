@@ -27,7 +27,7 @@ use crate::pipeline::{spawn_compressor, Piece};
 use crate::retention;
 use crate::storage::drive::DriveTarget;
 use crate::storage::local::LocalTarget;
-use crate::storage::{props, Digest, StoredObject, Target, Upload};
+use crate::storage::{props, Completion, StoredObject, Target, Upload};
 use crate::timeutil;
 
 /// Facts gathered during the run, for the catalog row, the properties and the logs.
@@ -102,7 +102,7 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         ..RunRecord::default()
     };
 
-    let (stored, digest, raw_bytes) = match outcome {
+    let (stored, done, raw_bytes) = match outcome {
         Ok(done) => done,
         Err(StepError { step, error }) => {
             record.success = false;
@@ -122,6 +122,8 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
     let mut follow_up_failed = false;
     record.success = true;
+    let digest = &done.digest;
+    record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());
     record.size_bytes = Some(digest.size as i64);
     record.raw_size_bytes = Some(raw_bytes as i64);
     record.sha256 = Some(digest.sha256.clone());
@@ -165,6 +167,8 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         ("dump_bytes", raw_bytes.to_string()),
         ("duration_s", format!("{elapsed:.1}")),
         ("throughput", format!("{}/s", human_bytes((raw_bytes as f64 / elapsed.max(0.001)) as u64))),
+        ("tables", done.row_counts.len().to_string()),
+        ("rows", done.row_counts.values().sum::<u64>().to_string()),
         ("sha256", digest.sha256.clone()),
     ];
     for s in &stored {
@@ -204,7 +208,7 @@ fn back_up(
     guard: &mut lock::LockGuard,
     targets: &mut [Box<dyn Target>],
     facts: &mut RunFacts,
-) -> std::result::Result<(Vec<StoredObject>, Digest, u64), StepError> {
+) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
     // --- preflight: nothing has been written anywhere yet
     let mut separate = None;
     if cfg.catalog.redacted() != cfg.database.redacted() {
@@ -251,7 +255,7 @@ fn stream(
     pg_dump: &PgDump,
     args: &[std::ffi::OsString],
     env: &[(&'static str, String)],
-) -> std::result::Result<(Vec<StoredObject>, Digest, u64), StepError> {
+) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
     let mut uploads: Vec<Box<dyn Upload + '_>> = Vec::new();
     for t in targets.iter_mut() {
         let what = t.describe();
@@ -281,7 +285,7 @@ fn stream(
     };
 
     let end = pump(&rx, &mut uploads);
-    let (tail, digest, raw_bytes, dump_complete) = match end {
+    let (tail, digest, raw_bytes, dump_complete, row_counts) = match end {
         Ok(end) => end,
         Err(e) => {
             // Abandon: stop pg_dump and the compressor, cancel the sessions, then report.
@@ -321,16 +325,20 @@ fn stream(
             return Err(e).at("upload");
         }
     }
-    let final_properties = BTreeMap::from([
-        (props::SHA256.to_string(), digest.sha256.clone()),
-        (props::MD5.to_string(), digest.md5.clone()),
-        (props::SIZE.to_string(), digest.size.to_string()),
-        (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
-    ]);
+    let done = Completion {
+        properties: BTreeMap::from([
+            (props::SHA256.to_string(), digest.sha256.clone()),
+            (props::MD5.to_string(), digest.md5.clone()),
+            (props::SIZE.to_string(), digest.size.to_string()),
+            (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
+        ]),
+        digest,
+        row_counts,
+    };
     let mut stored: Vec<StoredObject> = Vec::new();
     let mut pending = uploads.into_iter();
     while let Some(u) = pending.next() {
-        match u.finish(&digest, &final_properties) {
+        match u.finish(&done) {
             Ok(s) => {
                 log::info("stored", &[("target", s.target.to_string()), ("location", s.location.clone())]);
                 stored.push(s);
@@ -343,10 +351,11 @@ fn stream(
             }
         }
     }
-    Ok((stored, digest, raw_bytes))
+    Ok((stored, done, raw_bytes))
 }
 
-type StreamEnd = (Vec<u8>, Digest, u64, bool);
+/// The compressor's last word: remaining bytes, digest, raw size, trailer seen, row counts.
+type StreamEnd = (Vec<u8>, crate::storage::Digest, u64, bool, BTreeMap<String, u64>);
 
 /// Moves chunks from the compressor to every upload until the end of the stream.
 fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<StreamEnd> {
@@ -358,7 +367,9 @@ fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<St
                     u.write(&chunk)?;
                 }
             }
-            Ok(Piece::End { tail, digest, raw_bytes, dump_complete }) => return Ok((tail, digest, raw_bytes, dump_complete)),
+            Ok(Piece::End { tail, digest, raw_bytes, dump_complete, row_counts }) => {
+                return Ok((tail, digest, raw_bytes, dump_complete, row_counts))
+            }
             Ok(Piece::Failed(e)) => return Err(e),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => bail!("the compressor stopped unexpectedly"),

@@ -356,10 +356,10 @@ impl DriveClient {
         Ok(RemoteFile::from_json(&reply.json()?))
     }
 
-    /// Adds or replaces `appProperties` entries of a file.
-    pub fn set_app_properties(&mut self, id: &str, props: &BTreeMap<String, String>) -> Result<()> {
+    /// Adds or replaces `appProperties` entries of a file and sets its description.
+    pub fn update_metadata(&mut self, id: &str, props: &BTreeMap<String, String>, description: &str) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
-        let body = serde_json::json!({ "appProperties": props }).to_string();
+        let body = serde_json::json!({ "appProperties": props, "description": description }).to_string();
         self.execute(&format!("updating Drive file {id}"), &|agent, auth| {
             agent
                 .patch(&url)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Digest, Listed, StoredObject, Target, Upload};
+use super::{Completion, Listed, StoredObject, Target, Upload};
 use crate::drive::upload::ResumableUpload;
 use crate::drive::{quote_query_value, DriveClient, RemoteFile};
 
@@ -111,7 +111,8 @@ impl Upload for DriveUpload<'_> {
         self.upload.write(data)
     }
 
-    fn finish(self: Box<Self>, digest: &Digest, final_properties: &BTreeMap<String, String>) -> Result<StoredObject> {
+    fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject> {
+        let digest = &done.digest;
         let DriveUpload { upload, name } = *self;
         let (resource, client) = upload.finish().context("sending the last chunk")?;
         let id = resource["id"].as_str().context("Drive's final answer has no file id")?.to_string();
@@ -129,7 +130,8 @@ impl Upload for DriveUpload<'_> {
                     digest.md5
                 );
             }
-            client.set_app_properties(&id, final_properties).context("recording the checksums on the file")
+            let description = super::manifest_json(&done.row_counts);
+            client.update_metadata(&id, &done.properties, &description).context("recording the checksums on the file")
         };
         if let Err(err) = verify() {
             // Never leave an unverified file that looks like a backup.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use md5::Digest as _;
 
-use super::{Digest, Listed, StoredObject, Target, Upload};
+use super::{Completion, Listed, StoredObject, Target, Upload};
 
 pub const SIDECAR_SUFFIX: &str = ".pgdrive.json";
 
@@ -137,7 +137,8 @@ struct LocalUpload {
 }
 
 impl LocalUpload {
-    fn complete(&mut self, digest: &Digest, final_properties: &BTreeMap<String, String>) -> Result<PathBuf> {
+    fn complete(&mut self, done: &Completion) -> Result<PathBuf> {
+        let digest = &done.digest;
         let file = self.file.take().context("upload already finished")?;
         file.sync_all().with_context(|| format!("syncing {}", self.partial.display()))?;
         drop(file);
@@ -159,7 +160,7 @@ impl LocalUpload {
             bail!("the file on disk has {size} bytes with MD5 {md5}, but pgdrive wrote {} bytes with MD5 {}", digest.size, digest.md5);
         }
         let mut properties = self.properties.clone();
-        properties.extend(final_properties.clone());
+        properties.extend(done.properties.clone());
         let sidecar = serde_json::json!({
             "name": self.name,
             "created_time": crate::timeutil::rfc3339_millis(crate::timeutil::now_millis()),
@@ -167,6 +168,7 @@ impl LocalUpload {
             "md5": md5,
             "sha256": digest.sha256,
             "properties": properties,
+            "row_counts": done.row_counts,
         });
         let final_path = self.dir.join(&self.name);
         write_atomically(&self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name)), serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
@@ -185,8 +187,8 @@ impl Upload for LocalUpload {
             .with_context(|| format!("writing {}", self.partial.display()))
     }
 
-    fn finish(mut self: Box<Self>, digest: &Digest, final_properties: &BTreeMap<String, String>) -> Result<StoredObject> {
-        match self.complete(digest, final_properties) {
+    fn finish(mut self: Box<Self>, done: &Completion) -> Result<StoredObject> {
+        match self.complete(done) {
             Ok(path) => Ok(StoredObject { target: "local", id: self.name.clone(), name: self.name.clone(), location: path.display().to_string() }),
             Err(e) => {
                 let _ = fs::remove_file(&self.partial);
