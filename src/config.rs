@@ -424,6 +424,84 @@ impl BackupConfig {
     }
 }
 
+/// Where `list`, `restore` and `verify` read backups from, and where the catalog is (if anywhere).
+/// Unlike a backup, these commands must work from the storage alone (disaster recovery): no
+/// DATABASE_URL is needed, and the catalog is optional.
+pub struct ReadConfig {
+    /// Drive folders by kind (only the kinds whose folder is configured).
+    pub drive_folders: Vec<(Kind, String)>,
+    pub drive_url: String,
+    pub local_dir: Option<PathBuf>,
+    /// DATABASE_URL, when set: names the database whose backups `latest` means.
+    pub database: Option<ConnInfo>,
+    /// PGDRIVE_CATALOG_URL, else DATABASE_URL.
+    pub catalog: Option<ConnInfo>,
+    pub retry: RetryPolicy,
+    pub settings: Settings,
+}
+
+impl ReadConfig {
+    /// `from_dir` (a `--from DIR` flag) selects the local directory and ignores Drive; otherwise
+    /// Drive is used when credentials are configured, else PGDRIVE_LOCAL_DIR.
+    pub fn load(settings: Settings, from_dir: Option<PathBuf>, drive_url: Option<String>) -> Result<ReadConfig> {
+        let database = database_from(&settings, "DATABASE_URL")?;
+        let catalog = match database_from(&settings, "PGDRIVE_CATALOG_URL")? {
+            Some(c) => Some(c),
+            None => database.clone(),
+        };
+        let mut drive_folders = Vec::new();
+        let mut local_dir = from_dir.clone();
+        if from_dir.is_none() {
+            let has_credentials = settings.get("GOOGLE_SERVICE_ACCOUNT_JSON").is_some() || settings.get("GOOGLE_APPLICATION_CREDENTIALS").is_some();
+            if has_credentials {
+                for kind in [Kind::Daily, Kind::Hourly, Kind::Schema] {
+                    if let Some(folder) = settings.get(folder_variable(kind)) {
+                        drive_folders.push((kind, folder));
+                    }
+                }
+                if drive_folders.is_empty() {
+                    return Err(config_error_hint(
+                        "Google credentials are set but no Drive folder is",
+                        "set GOOGLE_DRIVE_FOLDER_ID (and HOURLY_DRIVE_FOLDER_ID / SCHEMA_DRIVE_FOLDER_ID for those kinds)",
+                    ));
+                }
+            } else {
+                local_dir = settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from);
+            }
+        }
+        if drive_folders.is_empty() && local_dir.is_none() {
+            return Err(config_error_hint(
+                "no backup storage is configured",
+                "set GOOGLE_SERVICE_ACCOUNT_JSON and GOOGLE_DRIVE_FOLDER_ID for Google Drive, or pass --from DIR (PGDRIVE_LOCAL_DIR)",
+            ));
+        }
+        let drive_url = normalize_base_url(&drive_url.or_else(|| settings.get("PGDRIVE_DRIVE_URL")).unwrap_or_else(|| DEFAULT_DRIVE_URL.into()))?;
+        let mut retry = RetryPolicy::default();
+        if let Some(n) = settings.parsed::<u32>("PGDRIVE_RETRY_MAX")? {
+            retry.max_retries = n;
+        }
+        if let Some(ms) = settings.parsed::<u64>("PGDRIVE_RETRY_INITIAL_MS")? {
+            retry.initial = Duration::from_millis(ms);
+        }
+        if let Some(ms) = settings.parsed::<u64>("PGDRIVE_RETRY_MAX_MS")? {
+            retry.max = Duration::from_millis(ms);
+        }
+        Ok(ReadConfig { drive_folders, drive_url, local_dir, database, catalog, retry, settings })
+    }
+
+    /// The Drive folder of a kind, or a configuration error naming the variable to set.
+    pub fn folder(&self, kind: Kind) -> Result<&str> {
+        self.drive_folders.iter().find(|(k, _)| *k == kind).map(|(_, f)| f.as_str()).ok_or_else(|| {
+            config_error_hint(format!("no Drive folder for {kind} backups"), format!("set {}", folder_variable(kind)))
+        })
+    }
+
+    /// Drive credentials, read afresh (each target owns its client).
+    pub fn credentials(&self) -> Result<Credentials> {
+        Credentials::from_settings(&self.settings)?.ok_or_else(|| config_error("Google credentials are not set"))
+    }
+}
+
 /// Ensures the base URL ends with '/', is http(s) and carries no credentials or query.
 pub fn normalize_base_url(url: &str) -> Result<String> {
     let url = url.trim();

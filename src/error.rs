@@ -22,6 +22,10 @@ pub enum ExitStatus {
     Usage = 2,
     /// The backup is stored and verified, but pruning, the catalog write or a notification failed.
     FollowUpFailed = 3,
+    /// restore/verify: the backup is corrupt (size, checksum, gzip stream or dump trailer wrong);
+    /// nothing was restored. Distinct from 1 because it needs a person, not a retry: a stored
+    /// backup is bad. (65 is sysexits' EX_DATAERR, like 75 and 78.)
+    Corrupt = 65,
     /// Skipped: another run holds this job's advisory lock.
     Locked = 75,
     /// The configuration is invalid; nothing was attempted.
@@ -70,6 +74,15 @@ pub fn failure_hint(message: impl Into<String>, hint: impl Into<String>) -> anyh
         status: ExitStatus::Failed,
         message: message.into(),
         hint: Some(hint.into()),
+    })
+}
+
+/// A corrupt backup (exit 65): checksums, gzip stream or dump trailer do not match.
+pub fn corrupt(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Classified {
+        status: ExitStatus::Corrupt,
+        message: format!("the backup is corrupt: {}", message.into()),
+        hint: Some("restore an older backup (`pgdrive list`), and run `pgdrive verify --all` to find out which backups are intact".into()),
     })
 }
 
@@ -164,12 +177,13 @@ mod tests {
             ExitStatus::Failed,
             ExitStatus::Usage,
             ExitStatus::FollowUpFailed,
+            ExitStatus::Corrupt,
             ExitStatus::Locked,
             ExitStatus::Config,
         ]
         .iter()
         .map(|s| s.code())
         .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 75, 78]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 65, 75, 78]);
     }
 }

@@ -12,11 +12,14 @@
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
+//! - `restore`: the checked restore stream shared by `restore` and `verify` (download → checksums →
+//!   gunzip → psql in one transaction); `psql`: the psql child; `progress`: the terminal progress line.
 //!
 //! # Concurrency
 //! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
 //! and the database connections (the sync `postgres` client must never run inside an async
-//! runtime); two helper threads drain pg_dump's stderr and compress. No async runtime is used.
+//! runtime); two helper threads drain pg_dump's stderr and compress. A restore runs on the main
+//! thread too (download, hash, gunzip, write to psql); one helper thread drains psql's stderr. No async runtime is used.
 
 pub mod catalog;
 pub mod cli;
@@ -30,7 +33,10 @@ pub mod manpage;
 pub mod pgconn;
 pub mod pgdump;
 pub mod pipeline;
+pub mod progress;
+pub mod psql;
 pub mod redact;
+pub mod restore;
 pub mod retention;
 pub mod rowcount;
 pub mod signals;

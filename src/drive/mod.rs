@@ -1,5 +1,5 @@
 //! Google Drive v3, the small part pgdrive uses: folder lookup, the resumable upload session,
-//! listing by `appProperties`, metadata updates and permanent deletion. One HTTP stack (ureq,
+//! listing by `appProperties`, metadata updates, permanent deletion and ranged downloads. One HTTP stack (ureq,
 //! blocking, redirects off so Drive's "308 Resume Incomplete" is seen as what it is) and one retry
 //! classifier ([`retry`]) serve every call.
 //!
@@ -9,6 +9,7 @@
 //! (`PGDRIVE_DRIVE_URL`), never hard-coded into paths, so an emulator can stand in for Google.
 
 pub mod auth;
+pub mod download;
 pub mod retry;
 pub mod upload;
 
@@ -127,7 +128,7 @@ impl Reply {
         serde_json::from_slice(&self.body).context("Drive answered with a body that is not JSON")
     }
 
-    fn from_response(mut resp: ureq::http::Response<ureq::Body>) -> std::result::Result<Reply, ureq::Error> {
+    pub(crate) fn from_response(mut resp: ureq::http::Response<ureq::Body>) -> std::result::Result<Reply, ureq::Error> {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let status = resp.status().as_u16();
         let range = header("range");
@@ -199,7 +200,7 @@ impl DriveClient {
         self.tokens.credentials()
     }
 
-    fn api(&self, path: &str) -> String {
+    pub(crate) fn api(&self, path: &str) -> String {
         format!("{}drive/v3/{path}", self.base)
     }
 
@@ -354,6 +355,17 @@ impl DriveClient {
             agent.get(&url).header("Authorization", auth).query("supportsAllDrives", "true").query("fields", FILE_FIELDS).call()
         })?;
         Ok(RemoteFile::from_json(&reply.json()?))
+    }
+
+    /// A file's metadata with its description (where pgdrive keeps the row-count manifest).
+    pub fn get_with_description(&mut self, id: &str) -> Result<(RemoteFile, Option<String>)> {
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        let fields = format!("{FILE_FIELDS},description,trashed");
+        let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
+            agent.get(&url).header("Authorization", auth).query("supportsAllDrives", "true").query("fields", &fields).call()
+        })?;
+        let v = reply.json()?;
+        Ok((RemoteFile::from_json(&v), v["description"].as_str().map(str::to_string)))
     }
 
     /// Adds or replaces `appProperties` entries of a file and sets its description.

@@ -1,10 +1,12 @@
 //! The Google Drive target: a folder, written through a resumable upload session.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Completion, Listed, StoredObject, Target, Upload};
+use super::{Completion, Found, Listed, StoredObject, Target, Upload};
+use crate::drive::download::RangedReader;
 use crate::drive::upload::ResumableUpload;
 use crate::drive::{quote_query_value, DriveClient, RemoteFile};
 
@@ -88,6 +90,29 @@ impl Target for DriveTarget {
 
     fn delete(&mut self, id: &str) -> Result<()> {
         self.client.delete(id)
+    }
+
+    fn check_readable(&mut self) -> Result<()> {
+        let folder = self.client.folder(&self.folder_id)?;
+        self.drive_id = folder.drive_id;
+        Ok(())
+    }
+
+    fn get(&mut self, id: &str) -> Result<Found> {
+        let (file, description) = self.client.get_with_description(id).map_err(|e| {
+            match e.downcast_ref::<crate::drive::DriveError>() {
+                Some(d) if d.status == 404 => crate::error::config_error_hint(
+                    format!("Drive file {id} was not found (or is not shared with {})", self.client.credentials().describe()),
+                    "take the file id from `pgdrive list`",
+                ),
+                _ => e,
+            }
+        })?;
+        Ok(Found { listed: listed(file), row_counts: description.as_deref().and_then(super::parse_manifest) })
+    }
+
+    fn open<'s>(&'s mut self, id: &str, size: Option<u64>) -> Result<Box<dyn Read + 's>> {
+        Ok(Box::new(RangedReader::new(&mut self.client, id, size)))
     }
 }
 

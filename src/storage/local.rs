@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use md5::Digest as _;
 
-use super::{Completion, Listed, StoredObject, Target, Upload};
+use super::{Completion, Found, Listed, StoredObject, Target, Upload};
 
 pub const SIDECAR_SUFFIX: &str = ".pgdrive.json";
 
@@ -38,6 +38,32 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
+
+impl LocalTarget {
+    /// A backup and its sidecar; `None` when either is missing or the sidecar is unreadable.
+    fn read_sidecar(&self, name: &str) -> Option<Found> {
+        let meta = fs::metadata(self.dir.join(name)).ok()?;
+        let text = fs::read_to_string(self.dir.join(format!("{name}{SIDECAR_SUFFIX}"))).ok()?;
+        let json = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+        let properties: BTreeMap<String, String> = json["properties"]
+            .as_object()
+            .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default();
+        let row_counts = json["row_counts"]
+            .as_object()
+            .and_then(|o| o.iter().map(|(k, n)| Some((k.clone(), n.as_u64()?))).collect());
+        Some(Found {
+            listed: Listed {
+                id: name.to_string(),
+                name: name.to_string(),
+                created_ms: json["created_time"].as_str().and_then(crate::timeutil::parse_rfc3339),
+                size: Some(meta.len()),
+                properties,
+            },
+            row_counts,
+        })
+    }
 }
 
 impl Target for LocalTarget {
@@ -97,22 +123,9 @@ impl Target for LocalTarget {
             if name.starts_with('.') {
                 continue;
             }
-            let data = self.dir.join(name);
-            let Ok(meta) = fs::metadata(&data) else { continue };
-            let Ok(text) = fs::read_to_string(entry.path()) else { continue };
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let properties: BTreeMap<String, String> = json["properties"]
-                .as_object()
-                .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-                .unwrap_or_default();
-            if selector.iter().all(|(k, v)| properties.get(k) == Some(v)) {
-                out.push(Listed {
-                    id: name.to_string(),
-                    name: name.to_string(),
-                    created_ms: json["created_time"].as_str().and_then(crate::timeutil::parse_rfc3339),
-                    size: Some(meta.len()),
-                    properties,
-                });
+            let Some(found) = self.read_sidecar(name) else { continue };
+            if selector.iter().all(|(k, v)| found.listed.properties.get(k) == Some(v)) {
+                out.push(found.listed);
             }
         }
         Ok(out)
@@ -125,6 +138,29 @@ impl Target for LocalTarget {
         fs::remove_file(self.dir.join(id)).with_context(|| format!("deleting {}", self.dir.join(id).display()))?;
         let _ = fs::remove_file(self.dir.join(format!("{id}{SIDECAR_SUFFIX}")));
         sync_dir(&self.dir)
+    }
+
+    fn check_readable(&mut self) -> Result<()> {
+        fs::read_dir(&self.dir)
+            .map(|_| ())
+            .map_err(|e| crate::error::config_error(format!("cannot read the local backup directory {}: {e}", self.dir.display())))
+    }
+
+    fn get(&mut self, id: &str) -> Result<Found> {
+        if id.contains('/') || id.starts_with('.') {
+            bail!("{id:?} is not a backup file name");
+        }
+        self.read_sidecar(id).ok_or_else(|| {
+            crate::error::config_error_hint(
+                format!("no backup {id} (with its {SIDECAR_SUFFIX} sidecar) in {}", self.dir.display()),
+                "take the name from `pgdrive list --from DIR`",
+            )
+        })
+    }
+
+    fn open<'s>(&'s mut self, id: &str, _size: Option<u64>) -> Result<Box<dyn Read + 's>> {
+        let path = self.dir.join(id);
+        Ok(Box::new(File::open(&path).with_context(|| format!("opening {}", path.display()))?))
     }
 }
 

@@ -4,6 +4,10 @@
 //! compressed stream in chunks, and only makes a backup visible in `finish`, after its size and
 //! MD5 have been checked against what pgdrive computed.
 //!
+//! For restores, a target also finds one backup ([`Target::get`]: its listing entry and the
+//! row-count manifest) and opens its bytes as a stream ([`Target::open`]; Drive downloads are
+//! ranged and resume after a dropped connection).
+//!
 //! Backups are recognised by their properties (Drive `appProperties`, a sidecar file locally),
 //! never by their names, so listing, pruning and restoring work from the storage alone.
 
@@ -11,6 +15,8 @@ pub mod drive;
 pub mod local;
 
 use std::collections::BTreeMap;
+
+use std::io::Read;
 
 use anyhow::Result;
 
@@ -78,6 +84,43 @@ pub fn manifest_json(row_counts: &BTreeMap<String, u64>) -> String {
     serde_json::json!({ "pgdrive_manifest": 1, "tables": row_counts.len(), "truncated": true }).to_string()
 }
 
+/// The row counts of a manifest written by [`manifest_json`]; `None` when absent, not JSON, or
+/// truncated (too many tables to fit).
+pub fn parse_manifest(text: &str) -> Option<BTreeMap<String, u64>> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    if v["pgdrive_manifest"].as_u64() != Some(1) {
+        return None;
+    }
+    let counts = v["row_counts"].as_object()?;
+    counts.iter().map(|(k, n)| Some((k.clone(), n.as_u64()?))).collect()
+}
+
+/// One backup found by id: what a listing shows plus the manifest recorded at backup time.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub listed: Listed,
+    pub row_counts: Option<BTreeMap<String, u64>>,
+}
+
+impl Listed {
+    pub fn prop(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// The size and checksums recorded when the backup was stored; `None` for a file that is not
+    /// a complete pgdrive backup (no marker, or the upload never recorded its checksums).
+    pub fn recorded_digest(&self) -> Option<Digest> {
+        if self.prop(props::MARKER) != Some(props::MARKER_VALUE) {
+            return None;
+        }
+        Some(Digest {
+            size: self.prop(props::SIZE)?.parse().ok()?,
+            sha256: self.prop(props::SHA256)?.to_string(),
+            md5: self.prop(props::MD5)?.to_string(),
+        })
+    }
+}
+
 /// A backup that was stored and verified.
 #[derive(Clone, Debug)]
 pub struct StoredObject {
@@ -112,6 +155,12 @@ pub trait Target {
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>>;
     /// Deletes an object permanently.
     fn delete(&mut self, id: &str) -> Result<()>;
+    /// Checks the destination can be read (listing, downloading), without requiring write access.
+    fn check_readable(&mut self) -> Result<()>;
+    /// One object by id, with its manifest.
+    fn get(&mut self, id: &str) -> Result<Found>;
+    /// The object's bytes as a stream; `size`, when known, lets a download resume up to the end.
+    fn open<'s>(&'s mut self, id: &str, size: Option<u64>) -> Result<Box<dyn Read + 's>>;
 }
 
 /// An upload in progress.
@@ -122,4 +171,17 @@ pub trait Upload {
     fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject>;
     /// Abandons the upload; nothing is left behind.
     fn abort(self: Box<Self>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_round_trip() {
+        let counts = BTreeMap::from([("public.orders".to_string(), 5000u64), ("public.\"Ä\"".to_string(), 0)]);
+        assert_eq!(parse_manifest(&manifest_json(&counts)), Some(counts));
+        assert_eq!(parse_manifest("{\"pgdrive_manifest\":1,\"tables\":3,\"truncated\":true}"), None);
+        assert_eq!(parse_manifest("a description someone typed"), None);
+    }
 }

@@ -1,0 +1,148 @@
+//! psql as a child process for restores: finding the binary (`PGDRIVE_PSQL`, PATH, then the
+//! newest `/usr/lib/postgresql/*/bin/psql`), running it with the connection in its environment
+//! (never argv), draining its stderr on a thread (tail kept for the error message), and ending it
+//! either cleanly (close stdin → psql commits its single transaction) or by SIGKILL before its
+//! stdin is closed, which drops the connection mid-transaction so the server rolls everything back.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+
+use crate::error::config_error;
+
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// Finds psql. An explicit path must exist.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(config_error(format!("psql not found at {} (PGDRIVE_PSQL)", p.display()))) };
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(p) = std::env::split_paths(&path).map(|d| d.join("psql")).find(|p| p.is_file()) {
+            return Ok(p);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin/psql"))))
+        .filter(|(_, p): &(u32, PathBuf)| p.is_file())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p).ok_or_else(|| {
+        crate::error::config_error_hint(
+            "psql was not found on PATH nor in /usr/lib/postgresql/<version>/bin",
+            "install the PostgreSQL client (e.g. apt-get install postgresql-client) or set PGDRIVE_PSQL",
+        )
+    })
+}
+
+/// A running `psql -X -q -v ON_ERROR_STOP=1 --single-transaction -f -`.
+pub struct RunningPsql {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+/// How psql ended.
+pub struct PsqlOutcome {
+    pub success: bool,
+    pub description: String,
+    pub stderr_tail: String,
+}
+
+impl RunningPsql {
+    /// Starts psql reading a script from stdin as one transaction (`-1 -f -`: `--single-transaction`
+    /// only applies to `-f`/`-c` input). The connection comes from `env` (PG* variables replace any
+    /// inherited ones).
+    pub fn spawn(bin: &Path, env: &[(&'static str, String)]) -> Result<RunningPsql> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let stdin = child.stdin.take().context("psql's stdin was not captured")?;
+        let mut stderr = child.stderr.take().context("psql's stderr was not captured")?;
+        let handle = std::thread::Builder::new().name("psql-stderr".into()).spawn(move || {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
+            }
+            tail
+        })?;
+        Ok(RunningPsql { child, stdin: Some(stdin), stderr: Some(handle) })
+    }
+
+    /// Writes script bytes. A failure usually means psql stopped at an error (ON_ERROR_STOP):
+    /// the caller then collects its stderr through [`RunningPsql::abort`].
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(s) => s.write_all(data),
+            None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "psql's input is closed")),
+        }
+    }
+
+    /// Ends the input: psql commits the transaction and exits.
+    pub fn finish(mut self) -> Result<PsqlOutcome> {
+        drop(self.stdin.take());
+        self.collect()
+    }
+
+    /// Kills psql while its input is still open, so its transaction can never commit; then
+    /// collects what it said.
+    pub fn abort(mut self) -> Result<PsqlOutcome> {
+        // SIGKILL first, stdin closed after: closing first would let psql reach end of input and COMMIT.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drop(self.stdin.take());
+        self.collect()
+    }
+
+    fn collect(&mut self) -> Result<PsqlOutcome> {
+        let status = self.child.wait().context("waiting for psql")?;
+        let tail = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let mut tail = String::from_utf8_lossy(&tail).into_owned();
+        if tail.len() > STDERR_TAIL_BYTES {
+            let mut cut = tail.len() - STDERR_TAIL_BYTES;
+            while !tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail = format!("…{}", &tail[cut..]);
+        }
+        let description = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+            (Some(0), _) => "exited 0".to_string(),
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            _ => "ended abnormally".to_string(),
+        };
+        Ok(PsqlOutcome { success: status.success(), description, stderr_tail: crate::redact::scrub(tail.trim()) })
+    }
+}
+
+impl Drop for RunningPsql {
+    fn drop(&mut self) {
+        // dropped without finish/abort: the restore is being abandoned, so it must not commit
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
