@@ -15,6 +15,8 @@ Exit status:
   2   usage error (the command line could not be parsed)
   3   the backup is stored and verified, but a follow-up step failed
       (pruning old backups, the catalog write, a notification)
+  65  restore/verify: the backup is corrupt (size, MD5, SHA-256, gzip stream
+      or dump trailer wrong); nothing was restored
   75  skipped: another run holds this job's advisory lock
   78  configuration invalid; nothing was attempted
 
@@ -58,6 +60,23 @@ pub enum Command {
     Backup(BackupArgs),
     /// Create or upgrade the `backups` catalog table (also done automatically by every backup).
     Migrate,
+    /// List the backups in storage (read from Drive's appProperties, all pages, or a local
+    /// directory's sidecars), joined with the catalog when it is reachable.
+    ///
+    /// Needs no database: without DATABASE_URL (or when it is unreachable) the storage alone is listed.
+    List(ListArgs),
+    /// Restore a backup into a database: streamed from storage (resumed after dropped
+    /// connections), checked against the recorded size, MD5 and SHA-256 while it streams, and fed
+    /// to psql as one transaction that commits only after every check passed.
+    ///
+    /// Works from storage alone (no catalog, no source database): the disaster-recovery path.
+    /// The target is printed before anything changes and, on a terminal, must be confirmed.
+    Restore(RestoreArgs),
+    /// Check backups end to end: size, MD5, SHA-256, the whole gzip stream and pg_dump's
+    /// completion trailer; with --restore-test also restore into a new scratch database, compare
+    /// every table's row count with the manifest recorded at backup time, and drop it. The result
+    /// is recorded in the catalog (verified_at, verify_result) when it is reachable.
+    Verify(VerifyArgs),
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
@@ -136,4 +155,106 @@ pub struct BackupArgs {
     /// [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
+}
+
+/// Where `list`, `restore` and `verify` read backups from.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Read backups from this local directory instead of Google Drive [env: PGDRIVE_LOCAL_DIR,
+    /// used when no Google credentials are configured].
+    #[arg(long = "from", value_name = "DIR")]
+    pub from_dir: Option<PathBuf>,
+
+    /// Only backups of this database (as recorded in each backup); `latest` picks among these
+    /// [default: the database in DATABASE_URL, else the only one in storage].
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+
+    /// Drive API base URL [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
+    #[arg(long, value_name = "URL")]
+    pub drive_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this kind [default: every kind whose Drive folder is configured].
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+
+    /// Print a JSON array (one object per backup) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// `latest` (the newest complete backup of --kind) or a file id from `pgdrive list`.
+    #[arg(value_name = "latest|FILE_ID")]
+    pub backup: String,
+
+    /// The kind `latest` means.
+    #[arg(long, value_enum, default_value = "daily")]
+    pub kind: Kind,
+
+    /// The database to restore into, e.g. postgres://user@host:5432/newdb. Required, and never
+    /// the database in DATABASE_URL or PGDRIVE_CATALOG_URL. Keep the password out of the command
+    /// line: ~/.pgpass and PGPASSWORD are honoured.
+    #[arg(long, value_name = "URL")]
+    pub target_url: String,
+
+    /// Create the target database first (it must not exist); it is dropped again if the restore fails.
+    #[arg(long)]
+    pub create: bool,
+
+    /// Allow a target that already has tables: in the restore's own transaction, drop every
+    /// non-system schema (CASCADE) and every large object, and recreate an empty public schema.
+    #[arg(long, conflicts_with = "create")]
+    pub clean: bool,
+
+    /// Do not ask for confirmation on a terminal (scripts never get asked).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// The psql to run [env: PGDRIVE_PSQL; default: psql on PATH, else the newest
+    /// /usr/lib/postgresql/<version>/bin/psql].
+    #[arg(long, value_name = "PATH")]
+    pub psql: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// `latest` (the newest complete backup of --kind) or a file id from `pgdrive list`.
+    #[arg(
+        value_name = "latest|FILE_ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub backup: Option<String>,
+
+    /// Verify every backup (of --kind, if given).
+    #[arg(long)]
+    pub all: bool,
+
+    /// The kind `latest` means (default daily), or the kind --all is limited to.
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+
+    /// Also restore into a new database created on this server (named
+    /// <dbname>_pgdrive_verify_<timestamp>; the URL's own database is only used to connect),
+    /// compare row counts, then drop it.
+    #[arg(long, value_name = "SCRATCH_URL")]
+    pub restore_test: Option<String>,
+
+    /// The psql to run for --restore-test [env: PGDRIVE_PSQL].
+    #[arg(long, value_name = "PATH")]
+    pub psql: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }

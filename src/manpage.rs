@@ -22,6 +22,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDRIVE_COMPRESS", "gzip or gzip:LEVEL (default gzip:6)."),
     ("PGDRIVE_CHUNK_SIZE", "Upload chunk size, a multiple of 256KiB (default 8MiB)."),
     ("PGDRIVE_PG_DUMP", "The pg_dump binary to use."),
+    ("PGDRIVE_PSQL", "The psql binary restore and verify --restore-test run."),
     ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
     ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
     ("PGDRIVE_ENV_FILE, PGDRIVE_LOG_FORMAT", "As --env-file and --log-format."),
@@ -32,6 +33,7 @@ const EXIT_STATUS: &[(&str, &str)] = &[
     ("1", "The backup failed; nothing new was stored."),
     ("2", "Usage error: the command line could not be parsed."),
     ("3", "The backup is stored and verified, but a follow-up step failed: pruning, the catalog write or a notification."),
+    ("65", "restore, verify: the backup is corrupt (size, MD5, SHA-256, gzip stream or dump trailer wrong); nothing was restored."),
     ("75", "Skipped: another run holds this job's advisory lock."),
     ("78", "The configuration is invalid; nothing was attempted."),
 ];

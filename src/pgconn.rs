@@ -137,6 +137,19 @@ impl ConnInfo {
         self
     }
 
+    /// A copy with one parameter replaced (e.g. another database on the same server). The
+    /// redacted rendering follows: it is rebuilt from the parameters, password masked.
+    pub fn with_param(&self, key: &str, value: &str) -> ConnInfo {
+        let mut params = self.params.clone();
+        params.insert(key.to_string(), value.to_string());
+        let original = params
+            .iter()
+            .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        ConnInfo { params, original }
+    }
+
     pub fn dbname(&self) -> &str {
         self.get("dbname").unwrap_or("postgres")
     }

@@ -27,15 +27,31 @@ pub struct Progress<R> {
 impl<R: Read> Progress<R> {
     /// Shows progress only if `enabled` (pass [`stderr_is_terminal`] unless quiet).
     pub fn new(inner: R, total: Option<u64>, enabled: bool) -> Progress<R> {
-        Progress { inner, total, done: 0, started: Instant::now(), last_draw: None, enabled }
+        Progress {
+            inner,
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_draw: None,
+            enabled,
+        }
     }
 
     fn draw(&mut self, force: bool) {
-        if !self.enabled || (!force && self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(250))) {
+        if !self.enabled
+            || (!force
+                && self
+                    .last_draw
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(250)))
+        {
             return;
         }
         self.last_draw = Some(Instant::now());
-        let _ = write!(io::stderr().lock(), "\r{}\x1b[K", line(self.done, self.total, self.started.elapsed()));
+        let _ = write!(
+            io::stderr().lock(),
+            "\r{}\x1b[K",
+            line(self.done, self.total, self.started.elapsed())
+        );
     }
 
     /// Ends the line (call once the stream is done or abandoned).
@@ -54,7 +70,11 @@ pub fn line(done: u64, total: Option<u64>, elapsed: Duration) -> String {
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     let mut s = human_bytes(done);
     if let Some(t) = total.filter(|t| *t > 0) {
-        s.push_str(&format!(" / {} ({}%)", human_bytes(t), (done.min(t) * 100 / t)));
+        s.push_str(&format!(
+            " / {} ({}%)",
+            human_bytes(t),
+            (done.min(t) * 100 / t)
+        ));
     }
     s.push_str(&format!("  {}/s", human_bytes(rate as u64)));
     if let Some(t) = total {
@@ -81,7 +101,10 @@ mod tests {
 
     #[test]
     fn the_line_reads_well() {
-        assert_eq!(line(2_000_000, Some(4_000_000), Duration::from_secs(2)), "2.0 MB / 4.0 MB (50%)  1.0 MB/s  ETA 0:02");
+        assert_eq!(
+            line(2_000_000, Some(4_000_000), Duration::from_secs(2)),
+            "2.0 MB / 4.0 MB (50%)  1.0 MB/s  ETA 0:02"
+        );
         assert_eq!(line(10, None, Duration::from_secs(1)), "10 B  10 B/s");
     }
 }

@@ -18,10 +18,20 @@ const STDERR_TAIL_BYTES: usize = 4096;
 /// Finds psql. An explicit path must exist.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(config_error(format!("psql not found at {} (PGDRIVE_PSQL)", p.display()))) };
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(config_error(format!(
+                "psql not found at {} (PGDRIVE_PSQL)",
+                p.display()
+            )))
+        };
     }
     if let Some(path) = std::env::var_os("PATH") {
-        if let Some(p) = std::env::split_paths(&path).map(|d| d.join("psql")).find(|p| p.is_file()) {
+        if let Some(p) = std::env::split_paths(&path)
+            .map(|d| d.join("psql"))
+            .find(|p| p.is_file())
+        {
             return Ok(p);
         }
     }
@@ -29,7 +39,12 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin/psql"))))
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.parse().ok()?,
+                e.path().join("bin/psql"),
+            ))
+        })
         .filter(|(_, p): &(u32, PathBuf)| p.is_file())
         .collect();
     versions.sort();
@@ -61,34 +76,56 @@ impl RunningPsql {
     /// inherited ones).
     pub fn spawn(bin: &Path, env: &[(&'static str, String)]) -> Result<RunningPsql> {
         let mut cmd = Command::new(bin);
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
                 cmd.env_remove(&key);
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let stdin = child.stdin.take().context("psql's stdin was not captured")?;
-        let mut stderr = child.stderr.take().context("psql's stderr was not captured")?;
-        let handle = std::thread::Builder::new().name("psql-stderr".into()).spawn(move || {
-            let mut tail = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdin = child
+            .stdin
+            .take()
+            .context("psql's stdin was not captured")?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .context("psql's stderr was not captured")?;
+        let handle = std::thread::Builder::new()
+            .name("psql-stderr".into())
+            .spawn(move || {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * STDERR_TAIL_BYTES {
+                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                    }
                 }
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 2 * STDERR_TAIL_BYTES {
-                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                }
-            }
-            tail
-        })?;
-        Ok(RunningPsql { child, stdin: Some(stdin), stderr: Some(handle) })
+                tail
+            })?;
+        Ok(RunningPsql {
+            child,
+            stdin: Some(stdin),
+            stderr: Some(handle),
+        })
     }
 
     /// Writes script bytes. A failure usually means psql stopped at an error (ON_ERROR_STOP):
@@ -96,7 +133,10 @@ impl RunningPsql {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self.stdin.as_mut() {
             Some(s) => s.write_all(data),
-            None => Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "psql's input is closed")),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "psql's input is closed",
+            )),
         }
     }
 
@@ -118,7 +158,11 @@ impl RunningPsql {
 
     fn collect(&mut self) -> Result<PsqlOutcome> {
         let status = self.child.wait().context("waiting for psql")?;
-        let tail = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let tail = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         let mut tail = String::from_utf8_lossy(&tail).into_owned();
         if tail.len() > STDERR_TAIL_BYTES {
             let mut cut = tail.len() - STDERR_TAIL_BYTES;
@@ -127,13 +171,20 @@ impl RunningPsql {
             }
             tail = format!("…{}", &tail[cut..]);
         }
-        let description = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        let description = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(0), _) => "exited 0".to_string(),
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             _ => "ended abnormally".to_string(),
         };
-        Ok(PsqlOutcome { success: status.success(), description, stderr_tail: crate::redact::scrub(tail.trim()) })
+        Ok(PsqlOutcome {
+            success: status.success(),
+            description,
+            stderr_tail: crate::redact::scrub(tail.trim()),
+        })
     }
 }
 

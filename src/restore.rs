@@ -68,8 +68,17 @@ impl std::error::Error for SinkFailed {}
 
 /// Reads `input` to its end, checking it against `expected`, and hands the decompressed SQL to
 /// `sink` as it goes. Returns only when every check passed; a mismatch is a [`corrupt`] error.
-pub fn check_stream(input: &mut dyn Read, expected: &Digest, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> Result<Checked> {
-    let hashing = Hashing { inner: input, sha256: sha2::Sha256::new(), md5: md5::Md5::new(), size: 0 };
+pub fn check_stream(
+    input: &mut dyn Read,
+    expected: &Digest,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> Result<Checked> {
+    let hashing = Hashing {
+        inner: input,
+        sha256: sha2::Sha256::new(),
+        md5: md5::Md5::new(),
+        size: 0,
+    };
     let mut decoder = flate2::read::MultiGzDecoder::new(hashing);
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
@@ -84,7 +93,12 @@ pub fn check_stream(input: &mut dyn Read, expected: &Digest, sink: &mut dyn FnMu
             Err(e) => {
                 // A transport failure (retries exhausted) is not corruption: report it as it is.
                 // (flate2 reports bad data as InvalidInput/InvalidData, a cut-off stream as UnexpectedEof)
-                if !matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) {
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidInput
+                        | io::ErrorKind::InvalidData
+                        | io::ErrorKind::UnexpectedEof
+                ) {
                     return Err(anyhow::Error::new(e).context("downloading the backup"));
                 }
                 decode_error = Some(e);
@@ -103,46 +117,78 @@ pub fn check_stream(input: &mut dyn Read, expected: &Digest, sink: &mut dyn FnMu
     // so the checksums describe the whole file.
     let mut hashing = decoder.into_inner();
     io::copy(&mut hashing, &mut io::sink()).context("downloading the backup")?;
-    let digest = Digest { size: hashing.size, sha256: hex(&hashing.sha256.finalize()), md5: hex(&hashing.md5.finalize()) };
+    let digest = Digest {
+        size: hashing.size,
+        sha256: hex(&hashing.sha256.finalize()),
+        md5: hex(&hashing.md5.finalize()),
+    };
     compare(&digest, expected)?;
     if let Some(e) = decode_error {
         return Err(corrupt(format!(
             "the file matches its recorded checksums but is not a valid gzip stream ({e}): the backup was damaged before it was stored"
         )));
     }
-    if !raw_tail.windows(DUMP_COMPLETE_MARKER.len()).any(|w| w == DUMP_COMPLETE_MARKER) {
-        return Err(corrupt("the dump does not end with \"PostgreSQL database dump complete\": it is truncated"));
+    if !raw_tail
+        .windows(DUMP_COMPLETE_MARKER.len())
+        .any(|w| w == DUMP_COMPLETE_MARKER)
+    {
+        return Err(corrupt(
+            "the dump does not end with \"PostgreSQL database dump complete\": it is truncated",
+        ));
     }
-    Ok(Checked { digest, raw_bytes, row_counts: rows.finish() })
+    Ok(Checked {
+        digest,
+        raw_bytes,
+        row_counts: rows.finish(),
+    })
 }
 
 /// Compares what was read with what the backup recorded; size first (the most telling).
 fn compare(got: &Digest, expected: &Digest) -> Result<()> {
     if got.size != expected.size {
-        return Err(corrupt(format!("size mismatch: read {} bytes, the backup recorded {}", got.size, expected.size)));
+        return Err(corrupt(format!(
+            "size mismatch: read {} bytes, the backup recorded {}",
+            got.size, expected.size
+        )));
     }
     if got.sha256 != expected.sha256 {
-        return Err(corrupt(format!("SHA-256 mismatch: read {}, the backup recorded {}", got.sha256, expected.sha256)));
+        return Err(corrupt(format!(
+            "SHA-256 mismatch: read {}, the backup recorded {}",
+            got.sha256, expected.sha256
+        )));
     }
     if got.md5 != expected.md5 {
-        return Err(corrupt(format!("MD5 mismatch: read {}, the backup recorded {}", got.md5, expected.md5)));
+        return Err(corrupt(format!(
+            "MD5 mismatch: read {}, the backup recorded {}",
+            got.md5, expected.md5
+        )));
     }
     Ok(())
 }
 
 /// Streams a backup into a running psql (after `prelude`, e.g. the `--clean` statements, which
 /// run in the same transaction) and lets psql commit only if every check passed.
-pub fn into_psql(input: &mut dyn Read, expected: &Digest, mut psql: RunningPsql, prelude: &str) -> Result<Checked> {
+pub fn into_psql(
+    input: &mut dyn Read,
+    expected: &Digest,
+    mut psql: RunningPsql,
+    prelude: &str,
+) -> Result<Checked> {
     let fed = (|| {
-        psql.write(prelude.as_bytes()).map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
+        psql.write(prelude.as_bytes())
+            .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
         check_stream(input, expected, &mut |data| psql.write(data))
     })();
     match fed {
         Ok(checked) => {
             let outcome = psql.finish()?;
             if !outcome.success {
-                return Err(anyhow!("psql {}: {}", outcome.description, quote(&outcome.stderr_tail)))
-                    .context("the restore failed and was rolled back");
+                return Err(anyhow!(
+                    "psql {}: {}",
+                    outcome.description,
+                    quote(&outcome.stderr_tail)
+                ))
+                .context("the restore failed and was rolled back");
             }
             Ok(checked)
         }
@@ -150,9 +196,12 @@ pub fn into_psql(input: &mut dyn Read, expected: &Digest, mut psql: RunningPsql,
             let outcome = psql.abort()?;
             if e.is::<SinkFailed>() || e.chain().any(|c| c.is::<SinkFailed>()) {
                 // psql stopped first (ON_ERROR_STOP): its words are the error.
-                return Err(anyhow!("psql stopped: {}", quote(&outcome.stderr_tail))).context("the restore failed and was rolled back");
+                return Err(anyhow!("psql stopped: {}", quote(&outcome.stderr_tail)))
+                    .context("the restore failed and was rolled back");
             }
-            Err(e.context("nothing was committed: psql was stopped before the end of its transaction"))
+            Err(e.context(
+                "nothing was committed: psql was stopped before the end of its transaction",
+            ))
         }
     }
 }
@@ -179,10 +228,15 @@ mod tests {
     }
 
     fn digest(bytes: &[u8]) -> Digest {
-        Digest { size: bytes.len() as u64, sha256: hex(&sha2::Sha256::digest(bytes)), md5: hex(&md5::Md5::digest(bytes)) }
+        Digest {
+            size: bytes.len() as u64,
+            sha256: hex(&sha2::Sha256::digest(bytes)),
+            md5: hex(&md5::Md5::digest(bytes)),
+        }
     }
 
-    const DUMP: &[u8] = b"COPY public.t (a) FROM stdin;\n1\n2\n\\.\n--\n-- PostgreSQL database dump complete\n--\n";
+    const DUMP: &[u8] =
+        b"COPY public.t (a) FROM stdin;\n1\n2\n\\.\n--\n-- PostgreSQL database dump complete\n--\n";
 
     #[test]
     fn a_good_stream_passes_and_is_counted() {
@@ -206,7 +260,11 @@ mod tests {
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
         let err = check_stream(&mut &bad[..], &expected, &mut |_| Ok(())).unwrap_err();
-        assert_eq!(crate::error::classify(&err), crate::error::ExitStatus::Corrupt, "{err:#}");
+        assert_eq!(
+            crate::error::classify(&err),
+            crate::error::ExitStatus::Corrupt,
+            "{err:#}"
+        );
         assert!(format!("{err:#}").contains("SHA-256 mismatch"), "{err:#}");
     }
 
@@ -221,6 +279,9 @@ mod tests {
     fn garbage_with_matching_checksums_is_not_gzip() {
         let file = b"this is not gzip at all".to_vec();
         let err = check_stream(&mut &file[..], &digest(&file), &mut |_| Ok(())).unwrap_err();
-        assert!(format!("{err:#}").contains("not a valid gzip stream"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not a valid gzip stream"),
+            "{err:#}"
+        );
     }
 }

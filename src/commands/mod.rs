@@ -2,7 +2,11 @@
 //! by `main`.
 
 pub mod backup;
+pub mod list;
 pub mod migrate;
+pub mod restore;
+pub mod source;
+pub mod verify;
 
 use anyhow::Result;
 
@@ -19,6 +23,9 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
+        Command::List(args) => list::run(args, settings),
+        Command::Restore(args) => restore::run(args, settings),
+        Command::Verify(args) => verify::run(args, settings),
         Command::GenerateMan => unreachable!(),
     }
 }

@@ -33,7 +33,16 @@ pub struct RangedReader<'a> {
 impl<'a> RangedReader<'a> {
     pub fn new(client: &'a mut DriveClient, file_id: &str, total: Option<u64>) -> RangedReader<'a> {
         let url = client.api(&format!("files/{}", urlencode_path(file_id)));
-        RangedReader { client, file_id: file_id.to_string(), url, offset: 0, total, body: None, attempt: 0, requests: 0 }
+        RangedReader {
+            client,
+            file_id: file_id.to_string(),
+            url,
+            offset: 0,
+            total,
+            body: None,
+            attempt: 0,
+            requests: 0,
+        }
     }
 
     /// Opens the body from `self.offset`, retrying under the client's policy.
@@ -57,7 +66,11 @@ impl<'a> RangedReader<'a> {
                     let status = resp.status().as_u16();
                     if status == 206 || (status == 200 && self.offset == 0) {
                         if status == 206 {
-                            let range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+                            let range = resp
+                                .headers()
+                                .get("content-range")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
                             let start = content_range_start(range);
                             if start != Some(self.offset) {
                                 return Err(anyhow!(
@@ -66,7 +79,8 @@ impl<'a> RangedReader<'a> {
                                 ));
                             }
                         }
-                        self.body = Some(resp.into_body().into_with_config().limit(u64::MAX).reader());
+                        self.body =
+                            Some(resp.into_body().into_with_config().limit(u64::MAX).reader());
                         return Ok(());
                     }
                     if status == 416 && self.total.is_some_and(|t| t == self.offset) {
@@ -74,8 +88,13 @@ impl<'a> RangedReader<'a> {
                         return Ok(());
                     }
                     let reply = Reply::from_response(resp).map_err(anyhow::Error::new)?;
-                    let err = DriveError::from_response(reply.status, &reply.body, reply.retry_after);
-                    (err.verdict(), anyhow::Error::new(err.clone()), err.retry_after)
+                    let err =
+                        DriveError::from_response(reply.status, &reply.body, reply.retry_after);
+                    (
+                        err.verdict(),
+                        anyhow::Error::new(err.clone()),
+                        err.retry_after,
+                    )
                 }
                 Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
             };
@@ -85,23 +104,36 @@ impl<'a> RangedReader<'a> {
                     refreshed = true;
                 }
                 Verdict::Retry => self.back_off(failure, retry_after)?,
-                _ => return Err(failure.context(format!("downloading Drive file {}", self.file_id))),
+                _ => {
+                    return Err(failure.context(format!("downloading Drive file {}", self.file_id)))
+                }
             }
         }
     }
 
     /// Sleeps before the next attempt, or gives up when the retries are spent.
-    fn back_off(&mut self, failure: anyhow::Error, retry_after: Option<std::time::Duration>) -> Result<()> {
+    fn back_off(
+        &mut self,
+        failure: anyhow::Error,
+        retry_after: Option<std::time::Duration>,
+    ) -> Result<()> {
         if self.attempt >= self.client.retry.max_retries {
             return Err(failure.context(format!(
                 "downloading Drive file {} at byte {} (gave up after {} retries)",
                 self.file_id, self.offset, self.client.retry.max_retries
             )));
         }
-        let delay = self.client.retry.delay(self.attempt, retry_after, random_unit());
+        let delay = self
+            .client
+            .retry
+            .delay(self.attempt, retry_after, random_unit());
         crate::log::debug(
             "download interrupted; resuming",
-            &[("file_id", self.file_id.clone()), ("offset", self.offset.to_string()), ("error", format!("{failure:#}"))],
+            &[
+                ("file_id", self.file_id.clone()),
+                ("offset", self.offset.to_string()),
+                ("error", format!("{failure:#}")),
+            ],
         );
         crate::signals::sleep(delay)?;
         self.attempt += 1;
@@ -111,7 +143,14 @@ impl<'a> RangedReader<'a> {
 
 /// `bytes 100-199/1000` → 100.
 fn content_range_start(value: &str) -> Option<u64> {
-    value.trim().strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+    value
+        .trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Read for RangedReader<'_> {

@@ -1,0 +1,247 @@
+//! What `list`, `restore` and `verify` share: opening the storage to read from (Drive folders by
+//! kind, or a local directory), finding a backup (`latest` or an id), the optional catalog
+//! connection, and the comparisons that keep a restore away from the source database.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::{Kind, SourceArgs};
+use crate::config::{ReadConfig, Settings};
+use crate::drive::auth::TokenSource;
+use crate::drive::DriveClient;
+use crate::error::{config_error, config_error_hint};
+use crate::pgconn::ConnInfo;
+use crate::storage::drive::DriveTarget;
+use crate::storage::local::LocalTarget;
+use crate::storage::{props, Found, Listed, Target};
+
+pub fn load(args: &SourceArgs, settings: Settings) -> Result<ReadConfig> {
+    let cfg = ReadConfig::load(settings, args.from_dir.clone(), args.drive_url.clone())?;
+    for w in &cfg.settings.warnings {
+        crate::log::warn(w, &[]);
+    }
+    Ok(cfg)
+}
+
+/// The readable targets for these kinds (every configured kind when `kind` is `None`): one per
+/// distinct Drive folder, or the local directory.
+pub fn targets(cfg: &ReadConfig, kind: Option<Kind>) -> Result<Vec<Box<dyn Target>>> {
+    let mut out: Vec<Box<dyn Target>> = Vec::new();
+    if let Some(dir) = &cfg.local_dir {
+        out.push(Box::new(LocalTarget::new(dir.clone())));
+        return Ok(out);
+    }
+    let folders: Vec<String> = match kind {
+        Some(k) => vec![cfg.folder(k)?.to_string()],
+        None => {
+            let mut f: Vec<String> = cfg.drive_folders.iter().map(|(_, f)| f.clone()).collect();
+            f.dedup();
+            f
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for folder in folders.into_iter().filter(|f| seen.insert(f.clone())) {
+        let client = DriveClient::new(
+            &cfg.drive_url,
+            TokenSource::new(cfg.credentials()?),
+            cfg.retry.clone(),
+        );
+        let mut t = DriveTarget::new(client, folder);
+        let what = t.describe();
+        t.check_readable()
+            .map_err(|e| e.context(format!("opening {what}")))?;
+        out.push(Box::new(t));
+    }
+    Ok(out)
+}
+
+/// The database whose backups `latest` means: --database, else DATABASE_URL's.
+pub fn wanted_database(cfg: &ReadConfig, args: &SourceArgs) -> Option<String> {
+    args.database
+        .clone()
+        .or_else(|| cfg.database.as_ref().map(|d| d.dbname().to_string()))
+}
+
+/// Complete pgdrive backups in `target` (optionally of one kind and database), newest first.
+pub fn complete_backups(
+    target: &mut dyn Target,
+    kind: Option<Kind>,
+    database: Option<&str>,
+) -> Result<Vec<Listed>> {
+    let mut selector = std::collections::BTreeMap::from([(
+        props::MARKER.to_string(),
+        props::MARKER_VALUE.to_string(),
+    )]);
+    if let Some(k) = kind {
+        selector.insert(props::KIND.to_string(), k.as_str().to_string());
+    }
+    if let Some(d) = database {
+        selector.insert(
+            props::DATABASE.to_string(),
+            crate::storage::fit_property(props::DATABASE, d),
+        );
+    }
+    let mut listed = target.list(&selector)?;
+    listed.retain(|l| l.recorded_digest().is_some());
+    listed.sort_by(|a, b| {
+        b.created_ms
+            .cmp(&a.created_ms)
+            .then_with(|| b.name.cmp(&a.name))
+    });
+    Ok(listed)
+}
+
+/// Resolves `latest` or an id to one complete backup with its manifest.
+pub fn find(
+    target: &mut dyn Target,
+    spec: &str,
+    kind: Kind,
+    database: Option<&str>,
+) -> Result<Found> {
+    if spec != "latest" {
+        let found = target.get(spec)?;
+        if found.listed.recorded_digest().is_none() {
+            return Err(config_error_hint(
+                format!("{} ({spec}) is not a complete pgdrive backup: it has no recorded size and checksums", found.listed.name),
+                "take the id of a complete backup from `pgdrive list`",
+            ));
+        }
+        return Ok(found);
+    }
+    let all = complete_backups(target, Some(kind), database)?;
+    if database.is_none() {
+        let mut names: Vec<&str> = all.iter().filter_map(|l| l.prop(props::DATABASE)).collect();
+        names.sort();
+        names.dedup();
+        if names.len() > 1 {
+            return Err(config_error_hint(
+                format!("{kind} backups of several databases are stored here ({}): which one is latest?", names.join(", ")),
+                "pass --database NAME (or set DATABASE_URL)",
+            ));
+        }
+    }
+    let Some(newest) = all.into_iter().next() else {
+        return Err(config_error(format!(
+            "no complete {kind} backup{} in {}",
+            database
+                .map(|d| format!(" of database {d}"))
+                .unwrap_or_default(),
+            target.describe()
+        )));
+    };
+    target.get(&newest.id)
+}
+
+/// The catalog connection, if one is configured and reachable within a few seconds; otherwise
+/// one warning line and `None` (these commands work without it).
+pub fn optional_catalog(cfg: &ReadConfig) -> Option<postgres::Client> {
+    let info = cfg.catalog.as_ref()?;
+    let attempt = || -> Result<postgres::Client> {
+        let mut config = info.client_config("pgdrive")?;
+        config.connect_timeout(Duration::from_secs(5));
+        let mut client = config.connect(postgres::NoTls)?;
+        client
+            .query_one("SELECT 1 FROM backups LIMIT 0", &[])
+            .map(|_| ())
+            .or_else(|e| match e.code() {
+                // no rows is fine; a missing table means there is no catalog here
+                None => Ok(()),
+                Some(_) => Err(e),
+            })?;
+        Ok(client)
+    };
+    match attempt() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            crate::log::warn(
+                "the catalog is not reachable; continuing with storage alone",
+                &[
+                    ("catalog", info.redacted()),
+                    ("error", crate::error::render(&e)),
+                ],
+            );
+            None
+        }
+    }
+}
+
+/// A host as a comparable value: the local names and socket directories count as one machine.
+fn host_key(info: &ConnInfo) -> String {
+    let host = info
+        .get("hostaddr")
+        .or(info.get("host"))
+        .unwrap_or("localhost");
+    if host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        "<local>".into()
+    } else {
+        host.to_ascii_lowercase()
+    }
+}
+
+/// Whether two connection strings name the same database on the same server (as far as the
+/// strings tell: same host — with localhost, 127.0.0.1, ::1 and sockets taken as one — same port,
+/// same database name).
+pub fn same_database(a: &ConnInfo, b: &ConnInfo) -> bool {
+    host_key(a) == host_key(b)
+        && a.get("port").unwrap_or("5432") == b.get("port").unwrap_or("5432")
+        && a.dbname() == b.dbname()
+}
+
+/// Parses a user-given database URL (target or scratch), insisting that it names its database
+/// (a database inherited from PGDATABASE or the user name would be a surprise), then resolves it.
+pub fn parse_url(flag: &str, url: &str, settings: &Settings) -> Result<ConnInfo> {
+    let info =
+        ConnInfo::parse(url).map_err(|e| config_error(format!("{flag} is invalid: {e:#}")))?;
+    if info.get("dbname").is_none_or(|d| d.is_empty()) {
+        return Err(config_error_hint(
+            format!("{flag} names no database"),
+            "write it as postgres://user@host:5432/DBNAME",
+        ));
+    }
+    Ok(info.resolve(&|k| settings.get(k)))
+}
+
+/// The same server, another database (for CREATE/DROP DATABASE).
+pub fn with_dbname(info: &ConnInfo, dbname: &str) -> ConnInfo {
+    info.with_param("dbname", dbname)
+}
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> ConnInfo {
+        ConnInfo::parse(s).unwrap()
+    }
+
+    #[test]
+    fn the_same_database_is_recognised_across_spellings() {
+        assert!(same_database(
+            &c("postgres://a@localhost/shop"),
+            &c("postgres://b:pw@127.0.0.1:5432/shop")
+        ));
+        assert!(!same_database(
+            &c("postgres://a@localhost/shop"),
+            &c("postgres://a@localhost/shop_restore")
+        ));
+        assert!(!same_database(
+            &c("postgres://a@db1/shop"),
+            &c("postgres://a@db2/shop")
+        ));
+        assert!(!same_database(
+            &c("postgres://a@db1:5433/shop"),
+            &c("postgres://a@db1/shop")
+        ));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}
