@@ -35,7 +35,14 @@ pub struct Cli {
     pub env_file: Option<PathBuf>,
 
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, value_name = "FORMAT", env = "PGDRIVE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "PGDRIVE_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Log debug detail (every HTTP retry, every chunk).
