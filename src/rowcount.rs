@@ -31,9 +31,14 @@ impl RowCounter {
     }
 
     fn push_partial(&mut self, bytes: &[u8]) {
-        let cap = if self.in_copy.is_some() { 3 } else { HEADER_CAP };
+        let cap = if self.in_copy.is_some() {
+            3
+        } else {
+            HEADER_CAP
+        };
         let room = cap.saturating_sub(self.prefix.len());
-        self.prefix.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.prefix
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
         self.line_len += bytes.len();
     }
 
@@ -67,7 +72,8 @@ impl RowCounter {
 
 /// The table of a `COPY <table> [(<columns>)] FROM stdin;` line.
 fn copy_table(line: &[u8]) -> Option<String> {
-    let line = std::str::from_utf8(line).ok()?;
+    // the dump is in the database's encoding, which need not be UTF-8
+    let line = String::from_utf8_lossy(line);
     let rest = line.strip_prefix("COPY ")?;
     if !rest.ends_with(" FROM stdin;") {
         return None;

@@ -81,7 +81,8 @@ pub fn manifest_json(row_counts: &BTreeMap<String, u64>) -> String {
     if full.len() <= MANIFEST_MAX_BYTES {
         return full;
     }
-    serde_json::json!({ "pgdrive_manifest": 1, "tables": row_counts.len(), "truncated": true }).to_string()
+    serde_json::json!({ "pgdrive_manifest": 1, "tables": row_counts.len(), "truncated": true })
+        .to_string()
 }
 
 /// The row counts of a manifest written by [`manifest_json`]; `None` when absent, not JSON, or
@@ -92,7 +93,10 @@ pub fn parse_manifest(text: &str) -> Option<BTreeMap<String, u64>> {
         return None;
     }
     let counts = v["row_counts"].as_object()?;
-    counts.iter().map(|(k, n)| Some((k.clone(), n.as_u64()?))).collect()
+    counts
+        .iter()
+        .map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+        .collect()
 }
 
 /// One backup found by id: what a listing shows plus the manifest recorded at backup time.
@@ -104,7 +108,10 @@ pub struct Found {
 
 impl Listed {
     pub fn prop(&self, key: &str) -> Option<&str> {
-        self.properties.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.properties
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// The size and checksums recorded when the backup was stored; `None` for a file that is not
@@ -150,7 +157,12 @@ pub trait Target {
     /// Checks the destination exists and can be written, before anything is dumped.
     fn preflight(&mut self) -> Result<()>;
     /// Opens an upload of a new object; nothing is visible until `finish`.
-    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, chunk_size: usize) -> Result<Box<dyn Upload + 's>>;
+    fn begin<'s>(
+        &'s mut self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+        chunk_size: usize,
+    ) -> Result<Box<dyn Upload + 's>>;
     /// Every object whose properties include all of `selector`.
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>>;
     /// Deletes an object permanently.
@@ -179,9 +191,15 @@ mod tests {
 
     #[test]
     fn manifests_round_trip() {
-        let counts = BTreeMap::from([("public.orders".to_string(), 5000u64), ("public.\"Ä\"".to_string(), 0)]);
+        let counts = BTreeMap::from([
+            ("public.orders".to_string(), 5000u64),
+            ("public.\"Ä\"".to_string(), 0),
+        ]);
         assert_eq!(parse_manifest(&manifest_json(&counts)), Some(counts));
-        assert_eq!(parse_manifest("{\"pgdrive_manifest\":1,\"tables\":3,\"truncated\":true}"), None);
+        assert_eq!(
+            parse_manifest("{\"pgdrive_manifest\":1,\"tables\":3,\"truncated\":true}"),
+            None
+        );
         assert_eq!(parse_manifest("a description someone typed"), None);
     }
 }
