@@ -85,6 +85,7 @@ pub fn check_stream(
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
     let mut rows = crate::rowcount::RowCounter::default();
     let mut decode_error: Option<io::Error> = None;
+    let mut sink_error: Option<io::Error> = None;
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -111,7 +112,12 @@ pub fn check_stream(
             raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
         }
         rows.feed(&buf[..n]);
-        sink(&buf[..n]).map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
+        if let Err(e) = sink(&buf[..n]) {
+            // psql stopped. Bad bytes may be why, so read the rest anyway: a checksum mismatch
+            // is the diagnosis that matters; only if the file is intact is psql's error the cause.
+            sink_error = Some(e);
+            break;
+        }
     }
     // Hash whatever the decoder did not need (trailing garbage, or the rest after a decode error)
     // so the checksums describe the whole file.
@@ -123,6 +129,9 @@ pub fn check_stream(
         md5: hex(&hashing.md5.finalize()),
     };
     compare(&digest, expected)?;
+    if let Some(e) = sink_error {
+        return Err(anyhow::Error::new(SinkFailed(e)));
+    }
     if let Some(e) = decode_error {
         return Err(corrupt(format!(
             "the file matches its recorded checksums but is not a valid gzip stream ({e}): the backup was damaged before it was stored"
