@@ -166,8 +166,9 @@ fn a_corrupted_byte_fails_restore_and_verify_and_nothing_is_committed() {
     let file = backed_up(&g, &db);
     let id = file["id"].as_str().unwrap().to_string();
     let size: u64 = file["size"].as_str().unwrap().parse().unwrap();
-    // late in the file, so psql has run most of the script inside its transaction already
-    g.emu.post(&format!("files/{id}/corrupt"), json!({"offset": size * 9 / 10}));
+    // In the gzip trailer (the stored length): every SQL statement decompresses fine and psql
+    // runs the whole script, so only the end-of-stream checks stand between it and a COMMIT.
+    g.emu.post(&format!("files/{id}/corrupt"), json!({"offset": size - 2}));
 
     let empty = TestDb::new("corrupt_into_empty");
     let r = run(g.pgdrive(&db).args(["restore", &id, "--target-url", &empty.url()]));
@@ -182,6 +183,8 @@ fn a_corrupted_byte_fails_restore_and_verify_and_nothing_is_committed() {
     assert_eq!(r.status, 65, "{r:?}");
     assert!(!database_exists(&created.name), "a database made by --create is dropped again: {r:?}");
 
+    // a second flipped byte mid-file: the checksum-only verify reads everything and says so
+    g.emu.post(&format!("files/{id}/corrupt"), json!({"offset": size / 2}));
     let r = run(g.pgdrive(&db).args(["verify", "latest"]));
     assert_eq!(r.status, 65, "{r:?}");
     assert!(r.stderr.contains("SHA-256 mismatch") || r.stderr.contains("MD5 mismatch"), "{r:?}");
