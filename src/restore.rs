@@ -87,6 +87,7 @@ pub fn check_stream(
     let mut decode_error: Option<io::Error> = None;
     let mut sink_error: Option<io::Error> = None;
     loop {
+        crate::signals::check()?;
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -122,7 +123,15 @@ pub fn check_stream(
     // Hash whatever the decoder did not need (trailing garbage, or the rest after a decode error)
     // so the checksums describe the whole file.
     let mut hashing = decoder.into_inner();
-    io::copy(&mut hashing, &mut io::sink()).context("downloading the backup")?;
+    loop {
+        crate::signals::check()?;
+        match hashing.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("downloading the backup")),
+        }
+    }
     let digest = Digest {
         size: hashing.size,
         sha256: hex(&hashing.sha256.finalize()),

@@ -56,7 +56,11 @@ fn schema_dump(db: &str) -> String {
         .args(["--schema-only", "--no-password", "-d", &admin_url(db)])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -95,7 +99,10 @@ fn fingerprint(db: &str) -> Vec<String> {
 }
 
 fn database_exists(name: &str) -> bool {
-    admin().query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).unwrap().is_some()
+    admin()
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .unwrap()
+        .is_some()
 }
 
 fn user_relations(db: &str) -> i64 {
@@ -111,7 +118,9 @@ fn user_relations(db: &str) -> i64 {
 
 /// A database name for pgdrive to create, dropped when the guard goes.
 fn new_target(prefix: &str) -> TestDb {
-    TestDb { name: unique(prefix) }
+    TestDb {
+        name: unique(prefix),
+    }
 }
 
 /// Only Drive: no DATABASE_URL, no catalog.
@@ -132,7 +141,10 @@ fn backed_up(g: &Google, db: &TestDb) -> Value {
 }
 
 fn media_requests(emu: &Emulator) -> Vec<Value> {
-    emu.requests().into_iter().filter(|r| r["op"] == "get_media").collect()
+    emu.requests()
+        .into_iter()
+        .filter(|r| r["op"] == "get_media")
+        .collect()
 }
 
 #[test]
@@ -142,20 +154,44 @@ fn round_trip_of_many_object_kinds_compares_equal() {
     seed_zoo(&db);
     let file = backed_up(&g, &db);
     let target = new_target("zoo_restored");
-    let r = run(g.pgdrive(&db).args(["restore", "latest", "--create", "--target-url", &target.url()]));
+    let r = run(g.pgdrive(&db).args([
+        "restore",
+        "latest",
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
-    assert!(r.stderr.contains(&target.name), "the target is printed first: {r:?}");
+    assert!(
+        r.stderr.contains(&target.name),
+        "the target is printed first: {r:?}"
+    );
     assert_eq!(schema_dump(&db.name), schema_dump(&target.name));
     let (a, b) = (fingerprint(&db.name), fingerprint(&target.name));
-    assert!(a.iter().any(|l| l.contains("standalone_seq") && l.contains("177/true")), "{a:#?}");
-    assert_eq!(a.iter().filter(|l| l.starts_with("large object")).count(), 2, "{a:#?}");
-    assert!(a.iter().any(|l| l.contains("\"Grüße\"") && l.contains("300 rows")), "{a:#?}");
+    assert!(
+        a.iter()
+            .any(|l| l.contains("standalone_seq") && l.contains("177/true")),
+        "{a:#?}"
+    );
+    assert_eq!(
+        a.iter().filter(|l| l.starts_with("large object")).count(),
+        2,
+        "{a:#?}"
+    );
+    assert!(
+        a.iter()
+            .any(|l| l.contains("\"Grüße\"") && l.contains("300 rows")),
+        "{a:#?}"
+    );
     assert_eq!(a, b);
     // downloads were ranged from byte 0
     let media = media_requests(&g.emu);
     assert_eq!(media.len(), 1, "{media:#?}");
     assert_eq!(media[0]["range"], "bytes=0-");
-    assert_eq!(media[0]["path"].as_str().unwrap().rsplit('/').next(), file["id"].as_str());
+    assert_eq!(
+        media[0]["path"].as_str().unwrap().rsplit('/').next(),
+        file["id"].as_str()
+    );
 }
 
 #[test]
@@ -168,28 +204,61 @@ fn a_corrupted_byte_fails_restore_and_verify_and_nothing_is_committed() {
     let size: u64 = file["size"].as_str().unwrap().parse().unwrap();
     // In the gzip trailer (the stored length): every SQL statement decompresses fine and psql
     // runs the whole script, so only the end-of-stream checks stand between it and a COMMIT.
-    g.emu.post(&format!("files/{id}/corrupt"), json!({"offset": size - 2}));
+    g.emu
+        .post(&format!("files/{id}/corrupt"), json!({"offset": size - 2}));
 
     let empty = TestDb::new("corrupt_into_empty");
-    let r = run(g.pgdrive(&db).args(["restore", &id, "--target-url", &empty.url()]));
+    let r = run(g
+        .pgdrive(&db)
+        .args(["restore", &id, "--target-url", &empty.url()]));
     assert_eq!(r.status, 65, "{r:?}");
-    assert!(r.stderr.contains("the backup is corrupt") && r.stderr.contains("mismatch"), "{r:?}");
-    assert_eq!(user_relations(&empty.name), 0, "nothing half-restored may be left");
+    assert!(
+        r.stderr.contains("the backup is corrupt") && r.stderr.contains("mismatch"),
+        "{r:?}"
+    );
+    assert_eq!(
+        user_relations(&empty.name),
+        0,
+        "nothing half-restored may be left"
+    );
     let lo: i64 = empty.query_i64("SELECT count(*) FROM pg_largeobject_metadata");
     assert_eq!(lo, 0);
 
     let created = new_target("corrupt_created");
-    let r = run(g.pgdrive(&db).args(["restore", "latest", "--create", "--target-url", &created.url()]));
+    let r = run(g.pgdrive(&db).args([
+        "restore",
+        "latest",
+        "--create",
+        "--target-url",
+        &created.url(),
+    ]));
     assert_eq!(r.status, 65, "{r:?}");
-    assert!(!database_exists(&created.name), "a database made by --create is dropped again: {r:?}");
+    assert!(
+        !database_exists(&created.name),
+        "a database made by --create is dropped again: {r:?}"
+    );
 
     // a second flipped byte mid-file: the checksum-only verify reads everything and says so
-    g.emu.post(&format!("files/{id}/corrupt"), json!({"offset": size / 2}));
+    g.emu
+        .post(&format!("files/{id}/corrupt"), json!({"offset": size / 2}));
     let r = run(g.pgdrive(&db).args(["verify", "latest"]));
     assert_eq!(r.status, 65, "{r:?}");
-    assert!(r.stderr.contains("SHA-256 mismatch") || r.stderr.contains("MD5 mismatch"), "{r:?}");
-    let result: String = db.client().query_one("SELECT verify_result FROM backups WHERE drive_file_id = $1", &[&id]).unwrap().get(0);
-    assert!(result.starts_with("FAILED: the backup is corrupt"), "{result}");
+    assert!(
+        r.stderr.contains("SHA-256 mismatch") || r.stderr.contains("MD5 mismatch"),
+        "{r:?}"
+    );
+    let result: String = db
+        .client()
+        .query_one(
+            "SELECT verify_result FROM backups WHERE drive_file_id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        result.starts_with("FAILED: the backup is corrupt"),
+        "{result}"
+    );
 }
 
 #[test]
@@ -198,15 +267,31 @@ fn a_dropped_download_is_resumed_from_where_it_stopped() {
     let db = TestDb::new("resume");
     seed_zoo(&db);
     backed_up(&g, &db);
-    g.emu.fault(json!([{"op": "get_media", "nth": 1, "action": {"drop": "mid_body"}}]));
+    g.emu
+        .fault(json!([{"op": "get_media", "nth": 1, "action": {"drop": "mid_body"}}]));
     let target = new_target("resume_restored");
-    let r = run(g.pgdrive(&db).args(["restore", "latest", "--create", "--target-url", &target.url()]));
+    let r = run(g.pgdrive(&db).args([
+        "restore",
+        "latest",
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
     let media = media_requests(&g.emu);
     assert_eq!(media.len(), 2, "{media:#?}");
     assert_eq!(media[0]["range"], "bytes=0-");
-    let resumed_at: u64 = media[1]["range"].as_str().unwrap().trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
-    assert!(resumed_at > 0, "the second request continues, it does not start over: {media:#?}");
+    let resumed_at: u64 = media[1]["range"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(
+        resumed_at > 0,
+        "the second request continues, it does not start over: {media:#?}"
+    );
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }
 
@@ -219,15 +304,33 @@ fn a_non_empty_target_is_refused_without_clean_and_replaced_with_it() {
     let target = TestDb::new("clean_target");
     target.exec("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (1); CREATE SCHEMA other; CREATE TABLE other.t (x int);
                  SELECT lo_from_bytea(0, 'old');");
-    let r = run(g.pgdrive(&db).args(["restore", "latest", "--target-url", &target.url()]));
+    let r = run(g
+        .pgdrive(&db)
+        .args(["restore", "latest", "--target-url", &target.url()]));
     assert_eq!(r.status, 1, "{r:?}");
-    assert!(r.stderr.contains("refusing to restore") && r.stderr.contains("--clean"), "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to restore") && r.stderr.contains("--clean"),
+        "{r:?}"
+    );
     assert_eq!(target.query_i64("SELECT count(*) FROM keep_me"), 1);
 
-    let r = run(g.pgdrive(&db).args(["restore", "latest", "--clean", "--yes", "--target-url", &target.url()]));
+    let r = run(g.pgdrive(&db).args([
+        "restore",
+        "latest",
+        "--clean",
+        "--yes",
+        "--target-url",
+        &target.url(),
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
-    assert_eq!(target.query_i64("SELECT count(*) FROM pg_class WHERE relname IN ('keep_me', 't')"), 0);
-    assert_eq!(target.query_i64("SELECT count(*) FROM pg_largeobject_metadata"), 0);
+    assert_eq!(
+        target.query_i64("SELECT count(*) FROM pg_class WHERE relname IN ('keep_me', 't')"),
+        0
+    );
+    assert_eq!(
+        target.query_i64("SELECT count(*) FROM pg_largeobject_metadata"),
+        0
+    );
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
     assert_eq!(schema_dump(&db.name), schema_dump(&target.name));
 }
@@ -239,9 +342,19 @@ fn the_source_database_is_never_a_target() {
     seed_shop(&db);
     backed_up(&g, &db);
     let same = db.url().replace("127.0.0.1", "localhost");
-    let r = run(g.pgdrive(&db).args(["restore", "latest", "--clean", "--yes", "--target-url", &same]));
+    let r = run(g.pgdrive(&db).args([
+        "restore",
+        "latest",
+        "--clean",
+        "--yes",
+        "--target-url",
+        &same,
+    ]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"), "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+        "{r:?}"
+    );
     assert!(media_requests(&g.emu).is_empty(), "nothing was downloaded");
 }
 
@@ -251,16 +364,38 @@ fn disaster_recovery_from_drive_alone() {
     let db = TestDb::new("dr_src");
     seed_zoo(&db);
     backed_up(&g, &db);
-    let (name, before, schema) = (db.name.clone(), fingerprint(&db.name), schema_dump(&db.name));
+    let (name, before, schema) = (
+        db.name.clone(),
+        fingerprint(&db.name),
+        schema_dump(&db.name),
+    );
     drop(db); // the server's database, and the catalog in it, are gone
 
     let r = run(drive_only(&g).args(["list"]));
     assert_eq!(r.status, 0, "{r:?}");
-    assert!(r.stdout.contains(&name) && r.stdout.contains("stored"), "{r:?}");
+    assert!(
+        r.stdout.contains(&name) && r.stdout.contains("stored"),
+        "{r:?}"
+    );
 
     let target = new_target("dr_restored");
-    let r = run(drive_only(&g).args(["restore", "latest", "--database", &name, "--create", "--target-url", &target.url()]));
+    // a password in the URL (ignored by this server's trust auth) must not show up anywhere
+    let url = target.url().replace("postgres@", "postgres:s3cret-pw@");
+    assert!(url.contains("s3cret-pw"));
+    let r = run(drive_only(&g).args([
+        "restore",
+        "latest",
+        "--database",
+        &name,
+        "--create",
+        "--target-url",
+        &url,
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        !r.stderr.contains("s3cret-pw") && !r.stdout.contains("s3cret-pw"),
+        "{r:?}"
+    );
     assert_eq!(before, fingerprint(&target.name));
     assert_eq!(schema, schema_dump(&target.name));
 }
@@ -271,16 +406,25 @@ fn verify_with_a_restore_test_records_the_result() {
     let db = TestDb::new("verify");
     seed_zoo(&db);
     let file = backed_up(&g, &db);
-    let r = run(g.pgdrive(&db).args(["verify", "latest", "--restore-test", &admin_url("postgres")]));
+    let r =
+        run(g
+            .pgdrive(&db)
+            .args(["verify", "latest", "--restore-test", &admin_url("postgres")]));
     assert_eq!(r.status, 0, "{r:?}");
     let row = db
         .client()
-        .query_one("SELECT verified_at IS NOT NULL, verify_result FROM backups WHERE drive_file_id = $1", &[&file["id"].as_str().unwrap()])
+        .query_one(
+            "SELECT verified_at IS NOT NULL, verify_result FROM backups WHERE drive_file_id = $1",
+            &[&file["id"].as_str().unwrap()],
+        )
         .unwrap();
     let (at, result): (bool, String) = (row.get(0), row.get(1));
     assert!(at && result.starts_with("ok: restore test"), "{result}");
     let left: i64 = admin()
-        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE $1", &[&format!("{}_pgdrive_verify_%", db.name)])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+            &[&format!("{}_pgdrive_verify_%", db.name)],
+        )
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "the scratch database is dropped");
@@ -292,10 +436,15 @@ fn verify_with_a_restore_test_records_the_result() {
     assert_eq!(list[0]["id"], file["id"]);
     assert_eq!(list[0]["in_catalog"], true);
     assert_eq!(list[0]["status"], "ok");
-    assert!(list[0]["verify_result"].as_str().unwrap().starts_with("ok"), "{list:#?}");
+    assert!(
+        list[0]["verify_result"].as_str().unwrap().starts_with("ok"),
+        "{list:#?}"
+    );
 
     // a checksum-only verify of every backup, with the catalog unreachable: still works, warns once
-    let r = run(drive_only(&g).env("DATABASE_URL", admin_url("no_such_database_here")).args(["verify", "--all"]));
+    let r = run(drive_only(&g)
+        .env("DATABASE_URL", admin_url("no_such_database_here"))
+        .args(["verify", "--all"]));
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains("catalog is not reachable"), "{r:?}");
 }
@@ -317,7 +466,11 @@ fn a_manifest_that_disagrees_with_the_dump_fails_verification() {
     client.set_description(id, &manifest.to_string());
     let r = run(drive_only(&g).args(["verify", id]));
     assert_eq!(r.status, 65, "{r:?}");
-    assert!(r.stderr.contains("public.orders: recorded 4999, found 5000"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("public.orders: recorded 4999, found 5000"),
+        "{r:?}"
+    );
 }
 
 /// Edits a file's description through the real Drive API (the emulator's control API has no update).
@@ -338,7 +491,9 @@ impl DriveClientForTests {
     }
 
     fn set_description(&mut self, id: &str, description: &str) {
-        self.client.update_metadata(id, &Default::default(), description).unwrap();
+        self.client
+            .update_metadata(id, &Default::default(), description)
+            .unwrap();
     }
 }
 
@@ -347,17 +502,37 @@ fn restore_and_list_from_a_local_directory() {
     let dir = TempDir::new("local_restore");
     let db = TestDb::new("local_src");
     seed_zoo(&db);
-    let r = run(pgdrive().env("DATABASE_URL", db.url()).args(["backup", "--kind", "daily", "--to"]).arg(dir.path()));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    let r = run(pgdrive().env("DATABASE_URL", db.url()).args(["list", "--from"]).arg(dir.path()));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["list", "--from"])
+        .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    assert!(r.stdout.lines().count() == 2 && r.stdout.contains(" ok "), "{r:?}");
+    assert!(
+        r.stdout.lines().count() == 2 && r.stdout.contains(" ok "),
+        "{r:?}"
+    );
     let target = new_target("local_restored");
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args(["restore", "latest", "--create", "--target-url", &target.url()]));
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
-    let r = run(pgdrive().env("DATABASE_URL", db.url()).args(["verify", "--all", "--from"]).arg(dir.path()));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["verify", "--all", "--from"])
+        .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    let verified = db.query_i64("SELECT count(*) FROM backups WHERE verified_at IS NOT NULL AND verify_result LIKE 'ok:%'");
+    let verified = db.query_i64(
+        "SELECT count(*) FROM backups WHERE verified_at IS NOT NULL AND verify_result LIKE 'ok:%'",
+    );
     assert_eq!(verified, 1);
 }

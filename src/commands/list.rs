@@ -95,7 +95,7 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
                     "md5": digest.as_ref().map(|d| d.md5.clone()),
                     "server_version": l.prop(props::SERVER_VERSION),
                     "in_catalog": facts.is_some(),
-                    "status": status(&l, facts.as_ref()),
+                    "status": status(l, facts.as_ref()),
                     "verified_at": facts.as_ref().and_then(|f| f.verified_at.clone()),
                     "verify_result": facts.as_ref().and_then(|f| f.verify_result.clone()),
                 })
