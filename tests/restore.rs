@@ -536,3 +536,28 @@ fn restore_and_list_from_a_local_directory() {
     );
     assert_eq!(verified, 1);
 }
+
+#[test]
+fn a_psql_error_rolls_everything_back_and_is_quoted() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("psql_err");
+    seed_zoo(&db);
+    backed_up(&g, &db);
+    // no tables, so the emptiness check passes, but the dump's CREATE TYPE mood will fail
+    let target = TestDb::new("psql_err_target");
+    target.exec("CREATE TYPE mood AS ENUM ('x')");
+    let r = run(g
+        .pgdrive(&db)
+        .args(["restore", "latest", "--target-url", &target.url()]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("psql stopped") && r.stderr.contains("type \"mood\" already exists"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("rolled back"), "{r:?}");
+    assert_eq!(user_relations(&target.name), 0);
+    assert_eq!(
+        target.query_i64("SELECT count(*) FROM pg_namespace WHERE nspname = 'Straße'"),
+        0
+    );
+}

@@ -241,6 +241,16 @@ mod tests {
     }
 
     #[test]
+    fn user_urls_must_name_their_database() {
+        let settings = Settings::load(None).unwrap();
+        assert!(parse_url("--target-url", "postgres://u@h:5432", &settings).is_err());
+        assert!(parse_url("--target-url", "postgres://u@h:5432/", &settings).is_err());
+        let ok = parse_url("--target-url", "postgres://u:pw@h:5432/new", &settings).unwrap();
+        assert_eq!(ok.dbname(), "new");
+        assert!(!with_dbname(&ok, "postgres").redacted().contains("pw"));
+    }
+
+    #[test]
     fn identifiers_are_quoted() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }

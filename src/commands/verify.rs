@@ -301,3 +301,38 @@ fn record(
         )
         .context("recording the verification in the backups catalog")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_are_new_and_fit() {
+        let server = ConnInfo::parse("postgres://u@h:5432/postgres").unwrap();
+        let db = scratch_database(&server, "shop");
+        assert!(
+            db.dbname().starts_with("shop_pgdrive_verify_"),
+            "{}",
+            db.dbname()
+        );
+        let long = scratch_database(&server, &"x".repeat(80));
+        assert!(long.dbname().len() <= 63 && long.dbname().contains("_pgdrive_verify_"));
+        let odd = scratch_database(&server, "we\"ird; DROP");
+        assert!(
+            odd.dbname().starts_with("weirdDROP_pgdrive_verify_"),
+            "{}",
+            odd.dbname()
+        );
+        assert_eq!(db.get("host"), Some("h"));
+    }
+
+    #[test]
+    fn manifest_differences_are_named() {
+        let want = BTreeMap::from([("a".to_string(), 1u64), ("b".to_string(), 2)]);
+        let got = BTreeMap::from([("a".to_string(), 1u64), ("c".to_string(), 3)]);
+        assert_eq!(
+            diff(&want, &got),
+            "b: recorded 2, found none; c: recorded none, found 3"
+        );
+    }
+}
