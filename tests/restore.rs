@@ -561,3 +561,46 @@ fn a_psql_error_rolls_everything_back_and_is_quoted() {
         0
     );
 }
+
+/// Runs pgdrive on a pseudo-terminal (util-linux `script`), typing `answer`.
+fn on_a_terminal(g: &Google, db: &TestDb, args: &str, answer: &str) -> Run {
+    use std::io::Write;
+    let line = format!("{} {args}", env!("CARGO_BIN_EXE_pgdrive"));
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("DATABASE_URL", db.url())
+        .env("GOOGLE_SERVICE_ACCOUNT_JSON", &g.key_file)
+        .env("GOOGLE_DRIVE_FOLDER_ID", &g.folder)
+        .env("PGDRIVE_DRIVE_URL", &g.emu.base)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn on_a_terminal_the_target_is_shown_and_must_be_confirmed() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("confirm");
+    seed_shop(&db);
+    backed_up(&g, &db);
+    let target = new_target("confirm_target");
+    let args = format!("restore latest --create --target-url {}", target.url());
+    let r = on_a_terminal(&g, &db, &args, "no\n");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stdout.contains(&target.name) && r.stdout.contains("Type yes"), "{r:?}");
+    assert!(!database_exists(&target.name), "nothing was changed: {r:?}");
+    assert!(media_requests(&g.emu).is_empty(), "nothing was downloaded");
+
+    let r = on_a_terminal(&g, &db, &args, "yes\n");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
+}
