@@ -577,7 +577,12 @@ fn on_a_terminal(g: &Google, db: &TestDb, args: &str, answer: &str) -> Run {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("script (util-linux)");
-    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     Run {
         status: out.status.code().unwrap_or(-1),
@@ -596,7 +601,10 @@ fn on_a_terminal_the_target_is_shown_and_must_be_confirmed() {
     let args = format!("restore latest --create --target-url {}", target.url());
     let r = on_a_terminal(&g, &db, &args, "no\n");
     assert_eq!(r.status, 1, "{r:?}");
-    assert!(r.stdout.contains(&target.name) && r.stdout.contains("Type yes"), "{r:?}");
+    assert!(
+        r.stdout.contains(&target.name) && r.stdout.contains("Type yes"),
+        "{r:?}"
+    );
     assert!(!database_exists(&target.name), "nothing was changed: {r:?}");
     assert!(media_requests(&g.emu).is_empty(), "nothing was downloaded");
 

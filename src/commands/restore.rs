@@ -1,9 +1,9 @@
 //! `pgdrive restore`: one backup from storage into a database, in this order:
 //!
 //! configuration → the target URL (must name its database; never DATABASE_URL's nor the
-//! catalog's) → find the backup (`latest` or an id; storage alone, no catalog needed) → print the
-//! plan and, on a terminal, ask → prepare the target (`--create`: CREATE DATABASE; otherwise
-//! refuse a database with user relations unless `--clean`) → stream through the checks into psql
+//! catalog's) → find the backup (`latest` or an id; storage alone, no catalog needed) → read-only
+//! checks of the target (`--create`: it must not exist; otherwise it must have no user relations
+//! unless `--clean`) → print the plan and, on a terminal, ask → `--create`: CREATE DATABASE → stream through the checks into psql
 //! (one transaction, committed only after the checksums matched; see `crate::restore`) → on
 //! failure drop a database `--create` made.
 //!
@@ -72,6 +72,17 @@ pub fn maintenance(info: &ConnInfo) -> Result<postgres::Client> {
     })
 }
 
+pub fn database_exists(info: &ConnInfo) -> Result<bool> {
+    let mut admin = maintenance(info)?;
+    Ok(admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&info.dbname()],
+        )?
+        .is_some())
+}
+
+/// Creates the database; one that already exists is an error (never restore over it by accident).
 pub fn create_database(info: &ConnInfo) -> Result<()> {
     let mut admin = maintenance(info)?;
     let exists = admin
@@ -140,6 +151,31 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         .recorded_digest()
         .expect("find returns complete backups");
 
+    // --- read-only checks of the target, before anyone is asked anything
+    if args.create {
+        if database_exists(&target_db)? {
+            return Err(failure_hint(
+                format!(
+                    "database {} already exists; --create only makes a new one",
+                    target_db.dbname()
+                ),
+                "pick a new name, or restore into it with --clean",
+            ));
+        }
+    } else {
+        let mut client = super::backup::connect(&target_db, "the restore target")?;
+        let n = user_relations(&mut client)?;
+        if n > 0 && !args.clean {
+            return Err(failure_hint(
+                format!(
+                    "refusing to restore: {} already has {n} tables, views or sequences",
+                    target_db.redacted()
+                ),
+                "restore into a new database with --create, or replace its contents with --clean",
+            ));
+        }
+    }
+
     let mode = if args.create {
         "create it, then restore into it"
     } else if args.clean {
@@ -187,7 +223,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
 
-    // --- prepare the target
+    // --- change the target (the checks ran before the question)
     let mut prelude = String::new();
     if args.create {
         create_database(&target_db)?;
@@ -195,21 +231,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             "created the target database",
             &[("database", target_db.dbname().to_string())],
         );
-    } else {
-        let mut client = super::backup::connect(&target_db, "the restore target")?;
-        let n = user_relations(&mut client)?;
-        if n > 0 && !args.clean {
-            return Err(failure_hint(
-                format!(
-                    "refusing to restore: {} already has {n} tables, views or sequences",
-                    target_db.redacted()
-                ),
-                "restore into a new database with --create, or replace its contents with --clean",
-            ));
-        }
-        if args.clean {
-            prelude.push_str(CLEAN_SQL);
-        }
+    } else if args.clean {
+        prelude.push_str(CLEAN_SQL);
     }
 
     // --- stream
