@@ -612,3 +612,40 @@ fn on_a_terminal_the_target_is_shown_and_must_be_confirmed() {
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }
+
+#[test]
+fn without_a_stored_manifest_the_catalog_row_counts_are_checked() {
+    let dir = TempDir::new("manifest_fallback");
+    let db = TestDb::new("manifest_fallback");
+    seed_shop(&db);
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    // drop the sidecar's manifest, so the catalog's is the only one
+    let sidecar = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
+        .unwrap();
+    let mut json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("row_counts");
+    std::fs::write(&sidecar, json.to_string()).unwrap();
+    let verify = || {
+        run(pgdrive()
+            .env("DATABASE_URL", db.url())
+            .args(["verify", "latest", "--from"])
+            .arg(dir.path()))
+    };
+    let r = verify();
+    assert_eq!(r.status, 0, "{r:?}");
+    db.exec("UPDATE backups SET row_counts = jsonb_set(row_counts, '{public.orders}', '1')");
+    let r = verify();
+    assert_eq!(r.status, 65, "{r:?}");
+    assert!(
+        r.stderr.contains("public.orders: recorded 1, found 5000"),
+        "{r:?}"
+    );
+}
