@@ -205,7 +205,6 @@ impl Credentials {
                 client_email,
                 key,
                 key_id,
-                token_uri,
                 subject,
                 ..
             } => {
@@ -219,7 +218,8 @@ impl Credentials {
                 let mut claims = serde_json::json!({
                     "iss": client_email,
                     "scope": DRIVE_SCOPE,
-                    "aud": token_uri,
+                    // Google documents the audience as always this constant, whatever token_uri says
+                    "aud": GOOGLE_TOKEN_URI,
                     "iat": now,
                     "exp": now + 3600,
                 });

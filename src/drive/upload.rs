@@ -62,9 +62,10 @@ impl<'a> ResumableUpload<'a> {
                 .query("fields", super::FILE_FIELDS)
                 .send(body.as_bytes())
         })?;
-        let session = reply
+        let location = reply
             .location
             .context("Drive opened an upload session without a Location header")?;
+        let session = absolute_url(&url, &location);
         Ok(ResumableUpload {
             client,
             session,
@@ -273,6 +274,23 @@ impl<'a> ResumableUpload<'a> {
     }
 }
 
+/// Resolves a `Location` that is a path against the URL it answered (Google sends absolute URLs).
+fn absolute_url(request_url: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let origin_end = request_url
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|i| request_url[i..].find('/').map(|j| i + j))
+        .unwrap_or(request_url.len());
+    format!(
+        "{}/{}",
+        &request_url[..origin_end],
+        location.trim_start_matches('/')
+    )
+}
+
 enum Answer {
     Complete(serde_json::Value),
     Incomplete,
@@ -288,6 +306,19 @@ fn session_gone(reply: &Reply) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_locations() {
+        let req = "http://127.0.0.1:9/upload/drive/v3/files";
+        assert_eq!(
+            absolute_url(req, "https://www.googleapis.com/upload/x?upload_id=1"),
+            "https://www.googleapis.com/upload/x?upload_id=1"
+        );
+        assert_eq!(
+            absolute_url(req, "/upload/drive/v3/files?upload_id=1"),
+            "http://127.0.0.1:9/upload/drive/v3/files?upload_id=1"
+        );
+    }
 
     #[test]
     fn range_headers() {
