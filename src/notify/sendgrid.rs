@@ -178,16 +178,16 @@ mod tests {
 
     #[test]
     fn gives_up_after_three_retries_and_never_retries_401() {
-        let (base, server) = server(vec![500, 500, 500, 500]);
+        let (base, busy) = server(vec![500, 500, 500, 500]);
         let e = Email { subject: "s".into(), text: "t".into(), html: "h".into() };
         let err = client(&base).deliver(&e, &mut |_| {}).unwrap_err();
-        assert_eq!(server.join().unwrap(), 4);
+        assert_eq!(busy.join().unwrap(), 4);
         assert!(format!("{err:#}").contains("gave up after 4 attempts"), "{err:#}");
 
-        let (base, server) = server(vec![401]);
+        let (base, refusing) = server(vec![401]);
         let mut slept = Vec::new();
         let err = client(&base).deliver(&e, &mut |d| slept.push(d)).unwrap_err();
-        assert_eq!(server.join().unwrap(), 1);
+        assert_eq!(refusing.join().unwrap(), 1);
         assert!(slept.is_empty());
         assert!(!format!("{err:#}").contains("secret-key"));
     }
