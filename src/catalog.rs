@@ -7,8 +7,18 @@ use postgres::Client;
 
 /// Every migration, in order. Append only; never edit one that has shipped.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_backups", include_str!("../migrations/0001_backups.sql")),
-    ("0002_catalog_details", include_str!("../migrations/0002_catalog_details.sql")),
+    (
+        "0001_backups",
+        include_str!("../migrations/0001_backups.sql"),
+    ),
+    (
+        "0002_catalog_details",
+        include_str!("../migrations/0002_catalog_details.sql"),
+    ),
+    (
+        "0003_row_counts",
+        include_str!("../migrations/0003_row_counts.sql"),
+    ),
 ];
 
 /// Serialises concurrent migrations (any value distinct from the job locks).
@@ -18,15 +28,22 @@ const MIGRATION_LOCK_KEY: i64 = 0x7067_6472_6976_65; // "pgdrive"
 /// When everything is applied already this runs no DDL, so a user without CREATE privilege can
 /// still back up once the owner has run `pgdrive migrate`.
 pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
-    let applied: Vec<String> = match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
-        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
-        Err(e) => return Err(e).context("reading pgdrive_schema_migrations"),
-    };
-    if MIGRATIONS.iter().all(|(name, _)| applied.iter().any(|a| a == name)) {
+    let applied: Vec<String> =
+        match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
+            Err(e) => return Err(e).context("reading pgdrive_schema_migrations"),
+        };
+    if MIGRATIONS
+        .iter()
+        .all(|(name, _)| applied.iter().any(|a| a == name))
+    {
         return Ok(Vec::new());
     }
-    let mut tx = client.transaction().context("starting the catalog migration")?;
+    refuse_foreign_backups_table(client)?;
+    let mut tx = client
+        .transaction()
+        .context("starting the catalog migration")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pgdrive_schema_migrations (
@@ -36,19 +53,71 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
     .map_err(|e| migration_error(e, "pgdrive_schema_migrations"))?;
     let mut done = Vec::new();
     for (name, sql) in MIGRATIONS {
-        let exists = tx.query_opt("SELECT 1 FROM pgdrive_schema_migrations WHERE version = $1", &[name])?.is_some();
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pgdrive_schema_migrations WHERE version = $1",
+                &[name],
+            )?
+            .is_some();
         if exists {
             continue;
         }
-        tx.batch_execute(sql).map_err(|e| migration_error(e, name))?;
-        tx.execute("INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)", &[name])?;
+        tx.batch_execute(sql)
+            .map_err(|e| migration_error(e, name))?;
+        tx.execute(
+            "INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)",
+            &[name],
+        )?;
         done.push(*name);
     }
     tx.commit().context("committing the catalog migration")?;
     Ok(done)
 }
 
+/// A table called `backups` that is neither pgdrive's nor the Node.js version's belongs to the
+/// application: pgdrive must not add columns to it or write rows into it.
+fn refuse_foreign_backups_table(client: &mut Client) -> Result<()> {
+    let columns: Vec<String> = client
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = to_regclass('backups') AND a.attnum > 0 AND NOT a.attisdropped",
+            &[],
+        )
+        .context("inspecting an existing backups table")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let required = [
+        "id",
+        "created_at",
+        "filename",
+        "size_bytes",
+        "drive_file_id",
+        "status",
+        "type",
+        "error",
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
+    if !columns.is_empty() && !missing.is_empty() {
+        return Err(crate::error::config_error_hint(
+            format!("this database already has a table named backups that is not a backup catalog (it lacks {})", missing.join(", ")),
+            "keep pgdrive's catalog in another database with PGDRIVE_CATALOG_URL",
+        ));
+    }
+    Ok(())
+}
+
 fn migration_error(e: postgres::Error, name: &str) -> anyhow::Error {
+    if e.code() == Some(&postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
+        return crate::error::config_error_hint(
+            format!("cannot create the backups catalog ({name}): the database is read-only (a standby?)"),
+            "keep the catalog and the lock on the primary with PGDRIVE_CATALOG_URL",
+        );
+    }
     if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
         return crate::error::config_error_hint(
             format!("cannot create or upgrade the backups catalog ({name}): {e}"),
@@ -79,6 +148,8 @@ pub struct RunRecord {
     pub host: String,
     pub pg_dump_version: Option<String>,
     pub server_version: Option<String>,
+    /// JSON object: rows per table in the dump.
+    pub row_counts: Option<String>,
 }
 
 /// Inserts the run's row; returns its id.
@@ -91,9 +162,9 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
         .query_one(
             "INSERT INTO backups (created_at, finished_at, duration_ms, filename, size_bytes, raw_size_bytes, drive_file_id,
                                   local_path, status, type, error, step, database_name, sha256, md5, compression, host,
-                                  pgdrive_version, pg_dump_version, server_version)
+                                  pgdrive_version, pg_dump_version, server_version, row_counts)
              VALUES (to_timestamp($1), to_timestamp($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20)
+                     $18, $19, $20, $21::text::jsonb)
              RETURNING id",
             &[
                 &started,
@@ -116,6 +187,7 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
                 &env!("CARGO_PKG_VERSION"),
                 &r.pg_dump_version,
                 &r.server_version,
+                &r.row_counts,
             ],
         )
         .context("recording the run in the backups table")?;
@@ -123,7 +195,11 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
 }
 
 /// Marks catalog rows whose file was pruned (matched by Drive file id or local file name).
-pub fn mark_pruned(client: &mut Client, drive_ids: &[String], local_names: &[String]) -> Result<u64> {
+pub fn mark_pruned(
+    client: &mut Client,
+    drive_ids: &[String],
+    local_names: &[String],
+) -> Result<u64> {
     let n = client
         .execute(
             "UPDATE backups SET pruned_at = now()

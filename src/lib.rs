@@ -4,9 +4,11 @@
 //! - `cli`: clap definitions; `config`: flags > environment > env-file, validated;
 //!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
 //! - `commands`: one module per command, orchestration only.
-//! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment.
+//! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
+//!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
-//! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread.
+//! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
+//!   `rowcount`: per-table row counts read off the dump as it streams.
 //! - `storage`: the `Target` interface with Drive and local implementations.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
@@ -31,9 +33,11 @@ pub mod manpage;
 pub mod notify;
 pub mod pgconn;
 pub mod pgdump;
+pub mod pgtls;
 pub mod pipeline;
 pub mod redact;
 pub mod retention;
+pub mod rowcount;
 pub mod signals;
 pub mod storage;
 pub mod timeutil;

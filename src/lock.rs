@@ -54,13 +54,20 @@ pub fn try_lock(mut client: Client, kind: Kind) -> Result<Option<LockGuard>> {
     keep_session_alive(&mut client)?;
     let key = lock_key(lock_name(kind));
     let row = client
-        .query_one("SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()", &[&key])
+        .query_one(
+            "SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()",
+            &[&key],
+        )
         .context("taking the advisory lock")?;
     let acquired: bool = row.get(0);
     if !acquired {
         return Ok(None);
     }
-    let mut guard = LockGuard { client, key, backend_pid: row.get(1) };
+    let mut guard = LockGuard {
+        client,
+        key,
+        backend_pid: row.get(1),
+    };
     guard.verify_held()?;
     Ok(Some(guard))
 }
@@ -104,7 +111,9 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.client.execute("SELECT pg_advisory_unlock($1::bigint)", &[&self.key]);
+        let _ = self
+            .client
+            .execute("SELECT pg_advisory_unlock($1::bigint)", &[&self.key]);
     }
 }
 

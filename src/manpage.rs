@@ -39,7 +39,14 @@ const EXIT_STATUS: &[(&str, &str)] = &[
 fn section(out: &mut Vec<u8>, title: &str, items: &[(&str, &str)]) {
     out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
     for (name, text) in items {
-        out.extend_from_slice(format!(".TP\n\\fB{}\\fR\n{}\n", roff_escape(name), roff_escape(text)).as_bytes());
+        out.extend_from_slice(
+            format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                roff_escape(name),
+                roff_escape(text)
+            )
+            .as_bytes(),
+        );
     }
 }
 
@@ -62,10 +69,28 @@ pub fn render() -> Result<String> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
-    man.render_subcommands_section(&mut out)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        out.extend_from_slice(format!(".SH \"COMMAND: {}\"\n", sub.get_name().to_uppercase()).as_bytes());
-        let sub_man = clap_mangen::Man::new(sub.clone().bin_name(format!("pgdrive {}", sub.get_name())));
+    let visible: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .collect();
+    out.extend_from_slice(b".SH COMMANDS\n");
+    for sub in &visible {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend_from_slice(
+            format!(
+                ".TP\n\\fBpgdrive {}\\fR\n{}\n",
+                sub.get_name(),
+                roff_escape(&about)
+            )
+            .as_bytes(),
+        );
+    }
+    for sub in visible {
+        out.extend_from_slice(
+            format!(".SH \"COMMAND: {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+        );
+        let sub_man =
+            clap_mangen::Man::new(sub.clone().bin_name(format!("pgdrive {}", sub.get_name())));
         let mut body = Vec::new();
         sub_man.render_synopsis_section(&mut body)?;
         sub_man.render_description_section(&mut body)?;

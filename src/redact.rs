@@ -16,7 +16,9 @@ pub fn scrub(text: &str) -> String {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
         // userinfo ends at the first '@' before any '/', whitespace or end of the URL
-        let end = tail.find(|c: char| c == '/' || c.is_whitespace() || c == '?' || c == '#').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '?' || c == '#')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         if let Some(at) = authority.rfind('@') {
             let userinfo = &authority[..at];
@@ -52,7 +54,9 @@ pub fn without(text: &str, secrets: &[&str]) -> String {
 /// `https://hooks.slack.com/services/T0/B0/secret` → `https://hooks.slack.com/…`: the part of a
 /// URL that can be shown (webhook and ping URLs carry their token in the path).
 pub fn url_origin(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return "…".into() };
+    let Some(scheme_end) = url.find("://") else {
+        return "…".into();
+    };
     let rest = &url[scheme_end + 3..];
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = &rest[..end];
@@ -69,7 +73,8 @@ fn scrub_pairs(text: &str, key: &str) -> String {
         let end = if let Some(stripped) = tail.strip_prefix('\'') {
             stripped.find('\'').map(|i| i + 2).unwrap_or(tail.len())
         } else {
-            tail.find(|c: char| c.is_whitespace() || c == '&').unwrap_or(tail.len())
+            tail.find(|c: char| c.is_whitespace() || c == '&')
+                .unwrap_or(tail.len())
         };
         out.push_str("***");
         rest = &tail[end..];
@@ -104,26 +109,47 @@ mod tests {
             connection_string("postgres://app:s3cr%40t@db.example:5432/shop?sslmode=require"),
             "postgres://app:***@db.example:5432/shop?sslmode=require"
         );
-        assert_eq!(connection_string("postgresql://app@db/shop"), "postgresql://app@db/shop");
+        assert_eq!(
+            connection_string("postgresql://app@db/shop"),
+            "postgresql://app@db/shop"
+        );
         assert_eq!(connection_string("postgres:///shop"), "postgres:///shop");
     }
 
     #[test]
     fn conninfo_passwords_are_removed() {
-        assert_eq!(scrub("host=db password=hunter2 dbname=x"), "host=db password=*** dbname=x");
-        assert_eq!(scrub("host=db password='a b' dbname=x"), "host=db password=*** dbname=x");
+        assert_eq!(
+            scrub("host=db password=hunter2 dbname=x"),
+            "host=db password=*** dbname=x"
+        );
+        assert_eq!(
+            scrub("host=db password='a b' dbname=x"),
+            "host=db password=*** dbname=x"
+        );
     }
 
     #[test]
     fn named_secrets_and_url_paths_are_removed() {
-        assert_eq!(without("key SG.abc123 refused", &["SG.abc123"]), "key *** refused");
-        assert_eq!(url_origin("https://hooks.slack.com/services/T0/B0/xyz"), "https://hooks.slack.com/…");
-        assert_eq!(url_origin("http://u:p@127.0.0.1:9/ping/uuid?x=1"), "http://127.0.0.1:9/…");
+        assert_eq!(
+            without("key SG.abc123 refused", &["SG.abc123"]),
+            "key *** refused"
+        );
+        assert_eq!(
+            url_origin("https://hooks.slack.com/services/T0/B0/xyz"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            url_origin("http://u:p@127.0.0.1:9/ping/uuid?x=1"),
+            "http://127.0.0.1:9/…"
+        );
     }
 
     #[test]
     fn tokens_are_removed() {
-        assert_eq!(scrub("Authorization: Bearer ya29.abc-DEF_1 rest"), "Authorization: Bearer *** rest");
+        assert_eq!(
+            scrub("Authorization: Bearer ya29.abc-DEF_1 rest"),
+            "Authorization: Bearer *** rest"
+        );
         assert_eq!(scrub("token ya29.a0AfB_xyz"), "token ya29.***");
     }
 }

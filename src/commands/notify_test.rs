@@ -33,7 +33,13 @@ pub fn run(settings: Settings) -> Result<ExitStatus> {
     }
 
     let host = crate::commands::backup::host_name();
-    let report = Report::new(Status::Test, Kind::Daily, "(none: test message)", &host, timeutil::now_millis());
+    let report = Report::new(
+        Status::Test,
+        Kind::Daily,
+        "(none: test message)",
+        &host,
+        timeutil::now_millis(),
+    );
     let failures = notify::fan_out(&channels, &report);
     let mut results: Vec<(String, String, Option<anyhow::Error>)> = Vec::new();
     let mut failures = failures.into_iter();
@@ -54,7 +60,11 @@ pub fn run(settings: Settings) -> Result<ExitStatus> {
     for (url, kinds) in ping_urls {
         let pinger = Pinger::new(url);
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        results.push((format!("ping ({})", kinds.join(",")), pinger.describe(), pinger.log().err()));
+        results.push((
+            format!("ping ({})", kinds.join(",")),
+            pinger.describe(),
+            pinger.log().err(),
+        ));
     }
 
     let mut all_ok = true;
@@ -70,5 +80,9 @@ pub fn run(settings: Settings) -> Result<ExitStatus> {
             }
         }
     }
-    Ok(if all_ok { ExitStatus::Ok } else { ExitStatus::Failed })
+    Ok(if all_ok {
+        ExitStatus::Ok
+    } else {
+        ExitStatus::Failed
+    })
 }

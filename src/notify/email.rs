@@ -55,7 +55,11 @@ struct Row {
 }
 
 fn row(label: &'static str, value: impl Into<String>) -> Row {
-    Row { label, value: value.into(), link: None }
+    Row {
+        label,
+        value: value.into(),
+        link: None,
+    }
 }
 
 fn rows(r: &Report) -> Vec<Row> {
@@ -63,15 +67,26 @@ fn rows(r: &Report) -> Vec<Row> {
     match r.status {
         Status::Success => {
             if let Some(f) = &r.file {
-                rows.push(Row { label: "File", value: f.clone(), link: r.drive_link() });
+                rows.push(Row {
+                    label: "File",
+                    value: f.clone(),
+                    link: r.drive_link(),
+                });
             }
             if let Some(n) = r.size_bytes {
-                rows.push(row("Size", format!("{:.1} MB ({n} bytes)", n as f64 / 1_000_000.0)));
+                rows.push(row(
+                    "Size",
+                    format!("{:.1} MB ({n} bytes)", n as f64 / 1_000_000.0),
+                ));
             }
             rows.push(row("Duration", duration_text(r.duration_ms())));
             rows.push(row("Finished", time_text(r.finished_ms)));
             if let Some(link) = r.drive_link() {
-                rows.push(Row { label: "Google Drive", value: link.clone(), link: Some(link) });
+                rows.push(Row {
+                    label: "Google Drive",
+                    value: link.clone(),
+                    link: Some(link),
+                });
             }
             if let Some(p) = &r.local_path {
                 rows.push(row("Local copy", p));
@@ -81,7 +96,10 @@ fn rows(r: &Report) -> Vec<Row> {
             }
         }
         Status::Failure => {
-            rows.push(row("Failed step", r.step.clone().unwrap_or_else(|| "unknown".into())));
+            rows.push(row(
+                "Failed step",
+                r.step.clone().unwrap_or_else(|| "unknown".into()),
+            ));
             rows.push(row("Started", time_text(r.started_ms)));
             rows.push(row("Failed after", duration_text(r.duration_ms())));
         }
@@ -95,11 +113,22 @@ fn rows(r: &Report) -> Vec<Row> {
 fn lead(r: &Report) -> String {
     match r.status {
         Status::Success if r.follow_up_errors.is_empty() => {
-            format!("The {} backup of {} is stored and verified.", r.kind, r.database)
+            format!(
+                "The {} backup of {} is stored and verified.",
+                r.kind, r.database
+            )
         }
-        Status::Success => format!("The {} backup of {} is stored and verified, but a follow-up step failed.", r.kind, r.database),
-        Status::Failure => format!("The {} backup of {} failed. Nothing new was stored.", r.kind, r.database),
-        Status::Test => "This is a test message from pgdrive notify-test: this channel works.".to_string(),
+        Status::Success => format!(
+            "The {} backup of {} is stored and verified, but a follow-up step failed.",
+            r.kind, r.database
+        ),
+        Status::Failure => format!(
+            "The {} backup of {} failed. Nothing new was stored.",
+            r.kind, r.database
+        ),
+        Status::Test => {
+            "This is a test message from pgdrive notify-test: this channel works.".to_string()
+        }
     }
 }
 
@@ -127,7 +156,11 @@ pub fn render(r: &Report) -> Email {
     for (title, body) in &sections {
         text.push_str(&format!("\n{title}:\n{body}\n"));
     }
-    text.push_str(&format!("\n-- \npgdrive {} on {}\n", env!("CARGO_PKG_VERSION"), one_line(&r.host)));
+    text.push_str(&format!(
+        "\n-- \npgdrive {} on {}\n",
+        env!("CARGO_PKG_VERSION"),
+        one_line(&r.host)
+    ));
 
     let accent = match r.status {
         Status::Success if r.follow_up_errors.is_empty() => "#1a7f37",
@@ -137,17 +170,30 @@ pub fn render(r: &Report) -> Email {
     };
     let mut html = String::new();
     html.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">");
-    html.push_str(&format!("<title>{}</title></head>\n", escape_html(&subject)));
+    html.push_str(&format!(
+        "<title>{}</title></head>\n",
+        escape_html(&subject)
+    ));
     html.push_str("<body style=\"margin:0;padding:24px;background:#f6f8fa;font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#1f2328\">\n");
     html.push_str(&format!(
         "<div style=\"max-width:640px;margin:0 auto;background:#ffffff;border:1px solid #d0d7de;border-top:4px solid {accent};border-radius:6px;padding:20px 24px\">\n"
     ));
-    html.push_str(&format!("<h1 style=\"font-size:20px;margin:0 0 12px 0;color:{accent}\">{}</h1>\n", escape_html(&r.headline())));
-    html.push_str(&format!("<p style=\"margin:0 0 16px 0;font-size:15px\">{}</p>\n", escape_html(&lead)));
+    html.push_str(&format!(
+        "<h1 style=\"font-size:20px;margin:0 0 12px 0;color:{accent}\">{}</h1>\n",
+        escape_html(&r.headline())
+    ));
+    html.push_str(&format!(
+        "<p style=\"margin:0 0 16px 0;font-size:15px\">{}</p>\n",
+        escape_html(&lead)
+    ));
     html.push_str("<table role=\"presentation\" style=\"border-collapse:collapse;width:100%;font-size:14px\">\n");
     for row in &rows {
         let value = match &row.link {
-            Some(link) => format!("<a href=\"{}\" style=\"color:#0969da\">{}</a>", escape_html(link), escape_html(&row.value)),
+            Some(link) => format!(
+                "<a href=\"{}\" style=\"color:#0969da\">{}</a>",
+                escape_html(link),
+                escape_html(&row.value)
+            ),
             None => escape_html(&row.value),
         };
         html.push_str(&format!(
@@ -168,7 +214,11 @@ pub fn render(r: &Report) -> Email {
         env!("CARGO_PKG_VERSION"),
         escape_html(&r.host)
     ));
-    Email { subject, text, html }
+    Email {
+        subject,
+        text,
+        html,
+    }
 }
 
 #[cfg(test)]
@@ -177,7 +227,13 @@ mod tests {
     use crate::cli::Kind;
 
     fn success() -> Report {
-        let mut r = Report::new(Status::Success, Kind::Daily, "shop", "db1", 1_764_471_600_000);
+        let mut r = Report::new(
+            Status::Success,
+            Kind::Daily,
+            "shop",
+            "db1",
+            1_764_471_600_000,
+        );
         r.finished_ms = r.started_ms + 192_400;
         r.file = Some("shop-daily-20251130T030000Z.sql.gz".into());
         r.drive_file_id = Some("1AbC".into());
@@ -190,11 +246,23 @@ mod tests {
     fn success_email_has_the_facts_and_the_link() {
         let e = render(&success());
         assert_eq!(e.subject, "[pgdrive] ✅ daily backup of shop: 1.2 GB");
-        for needle in ["shop-daily-20251130T030000Z.sql.gz", "1234.6 MB", "3 min 12 s", "2025-11-30 03:03:12 UTC", "14 daily backups", "db1"] {
+        for needle in [
+            "shop-daily-20251130T030000Z.sql.gz",
+            "1234.6 MB",
+            "3 min 12 s",
+            "2025-11-30 03:03:12 UTC",
+            "14 daily backups",
+            "db1",
+        ] {
             assert!(e.text.contains(needle), "text lacks {needle}:\n{}", e.text);
             assert!(e.html.contains(needle), "html lacks {needle}");
         }
-        assert!(e.html.contains("href=\"https://drive.google.com/file/d/1AbC/view\""), "{}", e.html);
+        assert!(
+            e.html
+                .contains("href=\"https://drive.google.com/file/d/1AbC/view\""),
+            "{}",
+            e.html
+        );
         assert!(e.text.contains("https://drive.google.com/file/d/1AbC/view"));
     }
 
@@ -209,9 +277,18 @@ mod tests {
         assert!(!e.html.contains("<script>"), "{}", e.html);
         assert!(!e.html.contains("<img"), "{}", e.html);
         assert!(!e.html.contains("<b>"), "{}", e.html);
-        assert!(e.html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"), "{}", e.html);
+        assert!(
+            e.html
+                .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"),
+            "{}",
+            e.html
+        );
         assert!(e.html.contains("host&amp;co"));
-        assert!(!e.html.contains(" & "), "a raw ampersand is left: {}", e.html);
+        assert!(
+            !e.html.contains(" & "),
+            "a raw ampersand is left: {}",
+            e.html
+        );
         // the plain-text part shows the text as it is
         assert!(e.text.contains("<script>alert('x')</script> & more"));
         assert!(e.text.contains("Failed step") && e.text.contains("dump"));
@@ -220,9 +297,14 @@ mod tests {
     #[test]
     fn follow_up_failures_are_shown() {
         let mut r = success();
-        r.follow_up_errors.push("pruning failed: listing backups: HTTP 500".into());
+        r.follow_up_errors
+            .push("pruning failed: listing backups: HTTP 500".into());
         let e = render(&r);
-        assert!(e.subject.starts_with("[pgdrive] ⚠️ daily backup of shop"), "{}", e.subject);
+        assert!(
+            e.subject.starts_with("[pgdrive] ⚠️ daily backup of shop"),
+            "{}",
+            e.subject
+        );
         assert!(e.text.contains("pruning failed"));
     }
 

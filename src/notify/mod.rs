@@ -94,7 +94,14 @@ impl Report {
 
     /// A failure report for `error` at `step`; the pg_dump stderr tail is taken from the error
     /// chain when pg_dump is what failed.
-    pub fn failure(kind: Kind, database: &str, host: &str, started_ms: i64, step: &str, error: &anyhow::Error) -> Report {
+    pub fn failure(
+        kind: Kind,
+        database: &str,
+        host: &str,
+        started_ms: i64,
+        step: &str,
+        error: &anyhow::Error,
+    ) -> Report {
         let mut r = Report::new(Status::Failure, kind, database, host, started_ms);
         r.step = Some(step.to_string());
         r.error = Some(crate::error::render(error));
@@ -107,7 +114,9 @@ impl Report {
     }
 
     pub fn drive_link(&self) -> Option<String> {
-        self.drive_file_id.as_ref().map(|id| format!("https://drive.google.com/file/d/{id}/view"))
+        self.drive_file_id
+            .as_ref()
+            .map(|id| format!("https://drive.google.com/file/d/{id}/view"))
     }
 
     pub fn duration_ms(&self) -> i64 {
@@ -119,7 +128,10 @@ impl Report {
         let what = format!("{} backup of {}", self.kind, one_line(&self.database));
         match self.status {
             Status::Success if !self.follow_up_errors.is_empty() => {
-                format!("⚠️ {what}: {} stored, but a follow-up step failed", self.size_text())
+                format!(
+                    "⚠️ {what}: {} stored, but a follow-up step failed",
+                    self.size_text()
+                )
             }
             Status::Success => format!("✅ {what}: {}", self.size_text()),
             Status::Failure => format!("❌ {what} failed"),
@@ -128,13 +140,17 @@ impl Report {
     }
 
     pub fn size_text(&self) -> String {
-        self.size_bytes.map(crate::commands::backup::human_bytes).unwrap_or_else(|| "size unknown".into())
+        self.size_bytes
+            .map(crate::commands::backup::human_bytes)
+            .unwrap_or_else(|| "size unknown".into())
     }
 }
 
 /// Control characters (a newline in a database name) would break subjects and chat lines.
 pub fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A way of telling people: email, chat, a webhook.
@@ -161,7 +177,10 @@ pub fn fan_out(channels: &[Box<dyn Channel>], report: &Report) -> Vec<ChannelFai
         let result = catch_unwind(AssertUnwindSafe(|| c.send(report)))
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the {} channel panicked", c.name())));
         if let Err(error) = result {
-            failures.push(ChannelFailure { channel: c.name(), error });
+            failures.push(ChannelFailure {
+                channel: c.name(),
+                error,
+            });
         }
     }
     failures
@@ -189,7 +208,13 @@ impl Notifier {
     pub fn run_started(&self) {
         if let Some(p) = &self.ping {
             if let Err(e) = p.start() {
-                log::warn("the start ping failed", &[("channel", "ping".into()), ("error", crate::error::render(&e))]);
+                log::warn(
+                    "the start ping failed",
+                    &[
+                        ("channel", "ping".into()),
+                        ("error", crate::error::render(&e)),
+                    ],
+                );
             }
         }
     }
@@ -204,7 +229,10 @@ impl Notifier {
                 _ => p.fail(),
             };
             match result {
-                Ok(()) => log::debug("ping sent", &[("channel", "ping".into()), ("to", p.describe())]),
+                Ok(()) => log::debug(
+                    "ping sent",
+                    &[("channel", "ping".into()), ("to", p.describe())],
+                ),
                 Err(e) => {
                     log_failure("ping", &e);
                     failed.push("ping");
@@ -220,7 +248,10 @@ impl Notifier {
                 log_failure(f.channel, &f.error);
                 failed.push(f.channel);
             } else {
-                log::info("notification sent", &[("channel", c.name().into()), ("to", c.describe())]);
+                log::info(
+                    "notification sent",
+                    &[("channel", c.name().into()), ("to", c.describe())],
+                );
             }
         }
         failed
@@ -228,7 +259,10 @@ impl Notifier {
 }
 
 fn log_failure(channel: &str, e: &anyhow::Error) {
-    let mut fields = vec![("channel", channel.to_string()), ("error", crate::error::render(e))];
+    let mut fields = vec![
+        ("channel", channel.to_string()),
+        ("error", crate::error::render(e)),
+    ];
     if let Some(h) = crate::error::hint(e) {
         fields.push(("hint", h));
     }
@@ -253,14 +287,23 @@ pub fn http_call(
     let agent = crate::drive::http_agent();
     let result = match body {
         Some(json) => {
-            let mut req = agent.post(url).config().timeout_global(Some(timeout)).build().header("Content-Type", "application/json");
+            let mut req = agent
+                .post(url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .header("Content-Type", "application/json");
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
             req.send(json.to_string().as_bytes())
         }
         None => {
-            let mut req = agent.get(url).config().timeout_global(Some(timeout)).build();
+            let mut req = agent
+                .get(url)
+                .config()
+                .timeout_global(Some(timeout))
+                .build();
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
@@ -270,10 +313,21 @@ pub fn http_call(
     match result {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
-            let body = resp.body_mut().with_config().limit(64 << 10).read_to_string().unwrap_or_default();
-            Ok(Answer { status, body: crate::redact::without(&body, secrets) })
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(64 << 10)
+                .read_to_string()
+                .unwrap_or_default();
+            Ok(Answer {
+                status,
+                body: crate::redact::without(&body, secrets),
+            })
         }
-        Err(e) => Err(anyhow::anyhow!("{}", crate::redact::without(&e.to_string(), secrets))),
+        Err(e) => Err(anyhow::anyhow!(
+            "{}",
+            crate::redact::without(&e.to_string(), secrets)
+        )),
     }
 }
 
@@ -312,20 +366,43 @@ mod tests {
     #[test]
     fn one_failing_or_panicking_channel_does_not_stop_the_others() {
         let channels: Vec<Box<dyn Channel>> = vec![
-            Box::new(Fake { name: "a", outcome: || Err(anyhow::anyhow!("down")), sent: 0.into() }),
-            Box::new(Fake { name: "b", outcome: || panic!("bug"), sent: 0.into() }),
-            Box::new(Fake { name: "c", outcome: || Ok(()), sent: 0.into() }),
+            Box::new(Fake {
+                name: "a",
+                outcome: || Err(anyhow::anyhow!("down")),
+                sent: 0.into(),
+            }),
+            Box::new(Fake {
+                name: "b",
+                outcome: || panic!("bug"),
+                sent: 0.into(),
+            }),
+            Box::new(Fake {
+                name: "c",
+                outcome: || Ok(()),
+                sent: 0.into(),
+            }),
         ];
         let failures = fan_out(&channels, &report(Status::Failure));
         let names: Vec<_> = failures.iter().map(|f| f.channel).collect();
         assert_eq!(names, vec!["a", "b"]);
-        let notifier = Notifier { policy: NotifyPolicy::Always, channels, ping: None };
-        assert_eq!(notifier.run_finished(&report(Status::Success)), vec!["a", "b"]);
+        let notifier = Notifier {
+            policy: NotifyPolicy::Always,
+            channels,
+            ping: None,
+        };
+        assert_eq!(
+            notifier.run_finished(&report(Status::Success)),
+            vec!["a", "b"]
+        );
     }
 
     #[test]
     fn policies() {
-        let n = |policy| Notifier { policy, channels: vec![], ping: None };
+        let n = |policy| Notifier {
+            policy,
+            channels: vec![],
+            ping: None,
+        };
         assert!(n(NotifyPolicy::OnFailure).wants(Status::Failure));
         assert!(!n(NotifyPolicy::OnFailure).wants(Status::Success));
         assert!(n(NotifyPolicy::Always).wants(Status::Success));
@@ -334,8 +411,16 @@ mod tests {
 
     #[test]
     fn the_policy_decides_whether_channels_are_tried() {
-        let channels: Vec<Box<dyn Channel>> = vec![Box::new(Fake { name: "a", outcome: || Err(anyhow::anyhow!("down")), sent: 0.into() })];
-        let notifier = Notifier { policy: NotifyPolicy::OnFailure, channels, ping: None };
+        let channels: Vec<Box<dyn Channel>> = vec![Box::new(Fake {
+            name: "a",
+            outcome: || Err(anyhow::anyhow!("down")),
+            sent: 0.into(),
+        })];
+        let notifier = Notifier {
+            policy: NotifyPolicy::OnFailure,
+            channels,
+            ping: None,
+        };
         assert!(notifier.run_finished(&report(Status::Success)).is_empty());
         assert_eq!(notifier.run_finished(&report(Status::Failure)), vec!["a"]);
     }
@@ -354,10 +439,16 @@ mod tests {
 
     #[test]
     fn failure_reports_carry_the_pg_dump_stderr_tail() {
-        let dump = crate::pgdump::DumpFailed { description: "exited with status 1".into(), stderr_tail: "pg_dump: error: permission denied".into() };
+        let dump = crate::pgdump::DumpFailed {
+            description: "exited with status 1".into(),
+            stderr_tail: "pg_dump: error: permission denied".into(),
+        };
         let err = anyhow::Error::new(dump).context("dumping");
         let r = Report::failure(Kind::Daily, "shop", "db1", 0, "dump", &err);
-        assert_eq!(r.dump_stderr.as_deref(), Some("pg_dump: error: permission denied"));
+        assert_eq!(
+            r.dump_stderr.as_deref(),
+            Some("pg_dump: error: permission denied")
+        );
         assert_eq!(r.step.as_deref(), Some("dump"));
         assert!(r.error.unwrap().contains("dumping"));
     }

@@ -44,12 +44,22 @@ impl Pinger {
 
     fn get(&self, suffix: &str) -> Result<()> {
         let url = with_suffix(&self.url, suffix);
-        let (_, path) = self.url.split_at(self.url.find("://").map(|i| i + 3).unwrap_or(0));
-        let what = if suffix.is_empty() { "success" } else { &suffix[1..] };
+        let (_, path) = self
+            .url
+            .split_at(self.url.find("://").map(|i| i + 3).unwrap_or(0));
+        let what = if suffix.is_empty() {
+            "success"
+        } else {
+            &suffix[1..]
+        };
         let answer = http_call(&url, &[], None, PING_TIMEOUT, &[&url, &self.url, path])
             .map_err(|e| e.context(format!("the {what} ping to {} failed", self.describe())))?;
         if !(200..300).contains(&answer.status) {
-            bail!("the {what} ping to {} failed: HTTP {}", self.describe(), answer.status);
+            bail!(
+                "the {what} ping to {} failed: HTTP {}",
+                self.describe(),
+                answer.status
+            );
         }
         Ok(())
     }
@@ -70,9 +80,21 @@ mod tests {
 
     #[test]
     fn suffixes_go_before_the_query() {
-        assert_eq!(with_suffix("https://hc-ping.com/abc", "/start"), "https://hc-ping.com/abc/start");
-        assert_eq!(with_suffix("https://hc-ping.com/abc/", "/fail"), "https://hc-ping.com/abc/fail");
-        assert_eq!(with_suffix("https://hc-ping.com/abc/", ""), "https://hc-ping.com/abc");
-        assert_eq!(with_suffix("https://k.example/api/push/t?status=up", "/fail"), "https://k.example/api/push/t/fail?status=up");
+        assert_eq!(
+            with_suffix("https://hc-ping.com/abc", "/start"),
+            "https://hc-ping.com/abc/start"
+        );
+        assert_eq!(
+            with_suffix("https://hc-ping.com/abc/", "/fail"),
+            "https://hc-ping.com/abc/fail"
+        );
+        assert_eq!(
+            with_suffix("https://hc-ping.com/abc/", ""),
+            "https://hc-ping.com/abc"
+        );
+        assert_eq!(
+            with_suffix("https://k.example/api/push/t?status=up", "/fail"),
+            "https://k.example/api/push/t/fail?status=up"
+        );
     }
 }

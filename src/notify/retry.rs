@@ -16,7 +16,11 @@ pub struct RetrySchedule(pub Vec<Duration>);
 
 impl Default for RetrySchedule {
     fn default() -> Self {
-        RetrySchedule(vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)])
+        RetrySchedule(vec![
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(15),
+        ])
     }
 }
 
@@ -61,7 +65,11 @@ pub fn with_retries<T>(
                 Some(wait) => {
                     log::debug(
                         "notification attempt failed; retrying",
-                        &[("channel", what.to_string()), ("error", crate::error::render(&e)), ("wait_ms", wait.as_millis().to_string())],
+                        &[
+                            ("channel", what.to_string()),
+                            ("error", crate::error::render(&e)),
+                            ("wait_ms", wait.as_millis().to_string()),
+                        ],
                     );
                     sleep(*wait);
                 }
@@ -83,28 +91,48 @@ mod tests {
     fn default_schedule_is_one_five_fifteen_seconds() {
         let mut slept = Vec::new();
         let mut calls = 0;
-        let err = with_retries(&RetrySchedule::default(), "test", &mut |d| slept.push(d), || -> Result<(), _> {
-            calls += 1;
-            Err(transient())
-        })
+        let err = with_retries(
+            &RetrySchedule::default(),
+            "test",
+            &mut |d| slept.push(d),
+            || -> Result<(), _> {
+                calls += 1;
+                Err(transient())
+            },
+        )
         .unwrap_err();
-        assert_eq!(slept, vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)]);
+        assert_eq!(
+            slept,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15)
+            ]
+        );
         assert_eq!(calls, 4, "one attempt and three retries");
-        assert!(format!("{err:#}").contains("gave up after 4 attempts"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("gave up after 4 attempts"),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn stops_at_the_first_success() {
         let mut slept = Vec::new();
         let mut calls = 0;
-        let v = with_retries(&RetrySchedule::default(), "test", &mut |d| slept.push(d), || {
-            calls += 1;
-            if calls < 3 {
-                Err(transient())
-            } else {
-                Ok(calls)
-            }
-        })
+        let v = with_retries(
+            &RetrySchedule::default(),
+            "test",
+            &mut |d| slept.push(d),
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(transient())
+                } else {
+                    Ok(calls)
+                }
+            },
+        )
         .unwrap();
         assert_eq!(v, 3);
         assert_eq!(slept, vec![Duration::from_secs(1), Duration::from_secs(5)]);
@@ -114,10 +142,15 @@ mod tests {
     fn permanent_failures_are_not_retried() {
         let mut slept = Vec::new();
         let mut calls = 0;
-        let err = with_retries(&RetrySchedule::default(), "test", &mut |d| slept.push(d), || -> Result<(), _> {
-            calls += 1;
-            Err(AttemptError::Permanent(anyhow::anyhow!("HTTP 401")))
-        })
+        let err = with_retries(
+            &RetrySchedule::default(),
+            "test",
+            &mut |d| slept.push(d),
+            || -> Result<(), _> {
+                calls += 1;
+                Err(AttemptError::Permanent(anyhow::anyhow!("HTTP 401")))
+            },
+        )
         .unwrap_err();
         assert_eq!((calls, slept.len()), (1, 0));
         assert_eq!(err.to_string(), "HTTP 401");
@@ -125,7 +158,10 @@ mod tests {
 
     #[test]
     fn schedules_parse_from_milliseconds() {
-        assert_eq!(RetrySchedule::parse_millis("1000, 5000,15000"), Some(RetrySchedule::default()));
+        assert_eq!(
+            RetrySchedule::parse_millis("1000, 5000,15000"),
+            Some(RetrySchedule::default())
+        );
         assert_eq!(RetrySchedule::parse_millis(""), Some(RetrySchedule(vec![])));
         assert_eq!(RetrySchedule::parse_millis("1s"), None);
     }

@@ -24,8 +24,22 @@ pub struct SendGrid {
 
 impl SendGrid {
     /// `base` ends with '/'.
-    pub fn new(base: &str, api_key: String, from: String, to: Vec<String>, schedule: RetrySchedule, timeout: Duration) -> SendGrid {
-        SendGrid { endpoint: format!("{base}v3/mail/send"), api_key, from, to, schedule, timeout }
+    pub fn new(
+        base: &str,
+        api_key: String,
+        from: String,
+        to: Vec<String>,
+        schedule: RetrySchedule,
+        timeout: Duration,
+    ) -> SendGrid {
+        SendGrid {
+            endpoint: format!("{base}v3/mail/send"),
+            api_key,
+            from,
+            to,
+            schedule,
+            timeout,
+        }
     }
 
     /// Sends one message, sleeping through `sleep` between attempts.
@@ -34,11 +48,20 @@ impl SendGrid {
         let auth = format!("Bearer {}", self.api_key);
         let secrets = [self.api_key.as_str()];
         with_retries(&self.schedule, "sendgrid", sleep, || {
-            let answer = http_call(&self.endpoint, &[("Authorization", &auth)], Some(&body), self.timeout, &secrets)
-                .map_err(|e| AttemptError::Transient(e.context("SendGrid could not be reached")))?;
+            let answer = http_call(
+                &self.endpoint,
+                &[("Authorization", &auth)],
+                Some(&body),
+                self.timeout,
+                &secrets,
+            )
+            .map_err(|e| AttemptError::Transient(e.context("SendGrid could not be reached")))?;
             match answer.status {
                 200..=299 => Ok(()),
-                s if is_transient_status(s) => Err(AttemptError::Transient(anyhow::anyhow!("SendGrid answered HTTP {s}: {}", error_text(&answer.body)))),
+                s if is_transient_status(s) => Err(AttemptError::Transient(anyhow::anyhow!(
+                    "SendGrid answered HTTP {s}: {}",
+                    error_text(&answer.body)
+                ))),
                 s => Err(AttemptError::Permanent(rejected(s, &answer.body))),
             }
         })
@@ -51,7 +74,11 @@ impl Channel for SendGrid {
     }
 
     fn describe(&self) -> String {
-        format!("{} via {}", self.to.join(", "), crate::redact::url_origin(&self.endpoint))
+        format!(
+            "{} via {}",
+            self.to.join(", "),
+            crate::redact::url_origin(&self.endpoint)
+        )
     }
 
     fn send(&self, report: &Report) -> Result<()> {
@@ -104,7 +131,13 @@ fn rejected(status: u16, body: &str) -> anyhow::Error {
         400 => "check SENDGRID_FROM_EMAIL (a sender verified in SendGrid) and PGDRIVE_NOTIFY_EMAIL",
         _ => "see SendGrid's answer above; this is not retried",
     };
-    failure_hint(format!("SendGrid refused the message: HTTP {status}: {}", error_text(body)), hint)
+    failure_hint(
+        format!(
+            "SendGrid refused the message: HTTP {status}: {}",
+            error_text(body)
+        ),
+        hint,
+    )
 }
 
 #[cfg(test)]
@@ -116,16 +149,32 @@ mod tests {
         let body = r#"{"errors":[{"message":"The provided authorization grant is invalid, expired, or revoked","field":null,"help":null}]}"#;
         let err = rejected(401, body);
         assert_eq!(err.to_string(), "SendGrid refused the message: HTTP 401: The provided authorization grant is invalid, expired, or revoked");
-        assert!(crate::error::hint(&err).unwrap().contains("SENDGRID_API_KEY"));
+        assert!(crate::error::hint(&err)
+            .unwrap()
+            .contains("SENDGRID_API_KEY"));
         let body = r#"{"errors":[{"message":"Does not contain a valid address.","field":"personalizations.0.to.0.email"}]}"#;
-        assert_eq!(error_text(body), "personalizations.0.to.0.email: Does not contain a valid address.");
+        assert_eq!(
+            error_text(body),
+            "personalizations.0.to.0.email: Does not contain a valid address."
+        );
     }
 
     #[test]
     fn the_request_lists_every_recipient_and_both_parts() {
-        let e = Email { subject: "s".into(), text: "t".into(), html: "<p>h</p>".into() };
-        let body = request_body(&e, "backups@example.com", &["a@example.com".into(), "b@example.com".into()]);
-        assert_eq!(body["personalizations"][0]["to"][1]["email"], "b@example.com");
+        let e = Email {
+            subject: "s".into(),
+            text: "t".into(),
+            html: "<p>h</p>".into(),
+        };
+        let body = request_body(
+            &e,
+            "backups@example.com",
+            &["a@example.com".into(), "b@example.com".into()],
+        );
+        assert_eq!(
+            body["personalizations"][0]["to"][1]["email"],
+            "b@example.com"
+        );
         assert_eq!(body["content"][0]["type"], "text/plain");
         assert_eq!(body["content"][1]["value"], "<p>h</p>");
     }
@@ -147,14 +196,30 @@ mod tests {
                     buf.extend_from_slice(&chunk[..n]);
                     let text = String::from_utf8_lossy(&buf).to_string();
                     if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())).unwrap_or(0);
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
                         if buf.len() >= end + 4 + len || n == 0 {
                             break;
                         }
                     }
                 }
-                let body = if status == 202 { "" } else { r#"{"errors":[{"message":"busy"}]}"# };
-                write!(s, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+                let body = if status == 202 {
+                    ""
+                } else {
+                    r#"{"errors":[{"message":"busy"}]}"#
+                };
+                write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
                 served += 1;
             }
             served
@@ -163,30 +228,57 @@ mod tests {
     }
 
     fn client(base: &str) -> SendGrid {
-        SendGrid::new(base, "SG.secret-key".into(), "b@example.com".into(), vec!["ops@example.com".into()], RetrySchedule::default(), Duration::from_secs(5))
+        SendGrid::new(
+            base,
+            "SG.secret-key".into(),
+            "b@example.com".into(),
+            vec!["ops@example.com".into()],
+            RetrySchedule::default(),
+            Duration::from_secs(5),
+        )
     }
 
     #[test]
     fn retries_429_and_5xx_after_1_5_and_15_seconds() {
         let (base, server) = server(vec![429, 500, 503, 202]);
         let mut slept = Vec::new();
-        let e = Email { subject: "s".into(), text: "t".into(), html: "h".into() };
+        let e = Email {
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+        };
         client(&base).deliver(&e, &mut |d| slept.push(d)).unwrap();
         assert_eq!(server.join().unwrap(), 4);
-        assert_eq!(slept, vec![Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(15)]);
+        assert_eq!(
+            slept,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(15)
+            ]
+        );
     }
 
     #[test]
     fn gives_up_after_three_retries_and_never_retries_401() {
         let (base, busy) = server(vec![500, 500, 500, 500]);
-        let e = Email { subject: "s".into(), text: "t".into(), html: "h".into() };
+        let e = Email {
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+        };
         let err = client(&base).deliver(&e, &mut |_| {}).unwrap_err();
         assert_eq!(busy.join().unwrap(), 4);
-        assert!(format!("{err:#}").contains("gave up after 4 attempts"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("gave up after 4 attempts"),
+            "{err:#}"
+        );
 
         let (base, refusing) = server(vec![401]);
         let mut slept = Vec::new();
-        let err = client(&base).deliver(&e, &mut |d| slept.push(d)).unwrap_err();
+        let err = client(&base)
+            .deliver(&e, &mut |d| slept.push(d))
+            .unwrap_err();
         assert_eq!(refusing.join().unwrap(), 1);
         assert!(slept.is_empty());
         assert!(!format!("{err:#}").contains("secret-key"));

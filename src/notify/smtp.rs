@@ -66,12 +66,22 @@ pub struct Smtp {
 impl Smtp {
     /// Validates the addresses and builds the transport; no connection is made yet.
     pub fn new(s: SmtpSettings, schedule: RetrySchedule) -> Result<Smtp> {
-        let from: Mailbox = s.from.parse().map_err(|e| config_error(format!("the SMTP sender {:?} is not an address: {e}", s.from)))?;
-        let to = s
-            .to
-            .iter()
-            .map(|a| a.parse::<Mailbox>().map_err(|e| config_error(format!("PGDRIVE_NOTIFY_EMAIL: {a:?} is not an address: {e}"))))
-            .collect::<Result<Vec<_>>>()?;
+        let from: Mailbox = s.from.parse().map_err(|e| {
+            config_error(format!(
+                "the SMTP sender {:?} is not an address: {e}",
+                s.from
+            ))
+        })?;
+        let to =
+            s.to.iter()
+                .map(|a| {
+                    a.parse::<Mailbox>().map_err(|e| {
+                        config_error(format!(
+                            "PGDRIVE_NOTIFY_EMAIL: {a:?} is not an address: {e}"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
         let builder = match s.tls {
             SmtpTls::StartTls => SmtpTransport::starttls_relay(&s.host),
             SmtpTls::Tls => SmtpTransport::relay(&s.host),
@@ -93,23 +103,34 @@ impl Smtp {
     }
 
     pub fn deliver(&self, message: &Email, sleep: &mut dyn FnMut(Duration)) -> Result<()> {
-        let mut builder = Message::builder().from(self.from.clone()).subject(one_line(&message.subject));
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(one_line(&message.subject));
         for to in &self.to {
             builder = builder.to(to.clone());
         }
         let mail = builder
-            .multipart(MultiPart::alternative_plain_html(message.text.clone(), message.html.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                message.text.clone(),
+                message.html.clone(),
+            ))
             .context("building the email")?;
         let secrets: Vec<&str> = self.password.iter().map(String::as_str).collect();
-        with_retries(&self.schedule, "smtp", sleep, || match self.transport.send(&mail) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let err = anyhow::anyhow!("SMTP server {}: {}", self.server, crate::redact::without(&e.to_string(), &secrets));
-                // 5xx answers are final; 4xx and connection trouble may pass
-                if e.is_permanent() {
-                    Err(AttemptError::Permanent(err))
-                } else {
-                    Err(AttemptError::Transient(err))
+        with_retries(&self.schedule, "smtp", sleep, || {
+            match self.transport.send(&mail) {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let err = anyhow::anyhow!(
+                        "SMTP server {}: {}",
+                        self.server,
+                        crate::redact::without(&e.to_string(), &secrets)
+                    );
+                    // 5xx answers are final; 4xx and connection trouble may pass
+                    if e.is_permanent() {
+                        Err(AttemptError::Permanent(err))
+                    } else {
+                        Err(AttemptError::Transient(err))
+                    }
                 }
             }
         })

@@ -29,16 +29,28 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(style: Style, url: String, schedule: RetrySchedule, timeout: Duration) -> Webhook {
-        Webhook { style, url, schedule, timeout }
+        Webhook {
+            style,
+            url,
+            schedule,
+            timeout,
+        }
     }
 
     pub fn deliver(&self, payload: &Value, sleep: &mut dyn FnMut(Duration)) -> Result<()> {
-        let (_, path) = self.url.split_at(self.url.find("://").map(|i| i + 3).unwrap_or(0));
+        let (_, path) = self
+            .url
+            .split_at(self.url.find("://").map(|i| i + 3).unwrap_or(0));
         let secrets = [self.url.as_str(), path];
         let what = self.name();
         with_retries(&self.schedule, what, sleep, || {
-            let answer = http_call(&self.url, &[], Some(payload), self.timeout, &secrets)
-                .map_err(|e| AttemptError::Transient(e.context(format!("{what} receiver {} could not be reached", self.describe()))))?;
+            let answer =
+                http_call(&self.url, &[], Some(payload), self.timeout, &secrets).map_err(|e| {
+                    AttemptError::Transient(e.context(format!(
+                        "{what} receiver {} could not be reached",
+                        self.describe()
+                    )))
+                })?;
             let text: String = answer.body.chars().take(200).collect();
             match answer.status {
                 200..=299 => Ok(()),
@@ -101,7 +113,9 @@ pub fn generic_payload(r: &Report) -> Value {
 
 /// Slack's control characters in text: `&`, `<` and `>` must be escaped.
 pub fn escape_slack(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A Slack message: the headline, the facts, and the error in a code block.
@@ -119,7 +133,10 @@ pub fn slack_payload(r: &Report) -> Value {
                 lines.push(format!("Kept: {k} {} backups", r.kind));
             }
         }
-        Status::Failure => lines.push(format!("Step: `{}`", escape_slack(r.step.as_deref().unwrap_or("unknown")))),
+        Status::Failure => lines.push(format!(
+            "Step: `{}`",
+            escape_slack(r.step.as_deref().unwrap_or("unknown"))
+        )),
         Status::Test => {}
     }
     lines.push(format!("Host: `{}`", escape_slack(&one_line(&r.host))));
@@ -148,7 +165,21 @@ mod tests {
         r.drive_file_id = Some("ID".into());
         r.size_bytes = Some(42);
         let p = generic_payload(&r);
-        for key in ["status", "kind", "database", "file", "file_id", "size_bytes", "duration_ms", "started_at", "finished_at", "host", "error", "timestamp", "message"] {
+        for key in [
+            "status",
+            "kind",
+            "database",
+            "file",
+            "file_id",
+            "size_bytes",
+            "duration_ms",
+            "started_at",
+            "finished_at",
+            "host",
+            "error",
+            "timestamp",
+            "message",
+        ] {
             assert!(p.get(key).is_some(), "{key} missing: {p}");
         }
         assert_eq!(p["status"], "success");
@@ -162,7 +193,10 @@ mod tests {
         let mut r = Report::new(Status::Failure, Kind::Hourly, "shop", "db1", 0);
         r.error = Some("<!channel> & <script>".into());
         let text = slack_payload(&r)["text"].as_str().unwrap().to_string();
-        assert!(text.contains("&lt;!channel&gt; &amp; &lt;script&gt;"), "{text}");
+        assert!(
+            text.contains("&lt;!channel&gt; &amp; &lt;script&gt;"),
+            "{text}"
+        );
         assert!(!text.contains("<!channel>"));
     }
 }

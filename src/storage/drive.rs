@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Digest, Listed, StoredObject, Target, Upload};
+use super::{Completion, Listed, StoredObject, Target, Upload};
 use crate::drive::upload::ResumableUpload;
 use crate::drive::{quote_query_value, DriveClient, RemoteFile};
 
@@ -18,7 +18,11 @@ pub struct DriveTarget {
 
 impl DriveTarget {
     pub fn new(client: DriveClient, folder_id: String) -> DriveTarget {
-        DriveTarget { client, folder_id, drive_id: None }
+        DriveTarget {
+            client,
+            folder_id,
+            drive_id: None,
+        }
     }
 
     pub fn client(&mut self) -> &mut DriveClient {
@@ -59,12 +63,23 @@ impl Target for DriveTarget {
                 &[("folder", folder.name.clone())],
             );
         }
-        crate::log::debug("Drive folder found", &[("name", folder.name.clone()), ("shared_drive", folder.drive_id.clone().unwrap_or_default())]);
+        crate::log::debug(
+            "Drive folder found",
+            &[
+                ("name", folder.name.clone()),
+                ("shared_drive", folder.drive_id.clone().unwrap_or_default()),
+            ],
+        );
         self.drive_id = folder.drive_id;
         Ok(())
     }
 
-    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, chunk_size: usize) -> Result<Box<dyn Upload + 's>> {
+    fn begin<'s>(
+        &'s mut self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+        chunk_size: usize,
+    ) -> Result<Box<dyn Upload + 's>> {
         let metadata = serde_json::json!({
             "name": name,
             "parents": [self.folder_id],
@@ -72,17 +87,28 @@ impl Target for DriveTarget {
             "appProperties": properties,
         });
         let upload = ResumableUpload::start(&mut self.client, &metadata, BACKUP_MIME, chunk_size)?;
-        Ok(Box::new(DriveUpload { upload, name: name.to_string() }))
+        Ok(Box::new(DriveUpload {
+            upload,
+            name: name.to_string(),
+        }))
     }
 
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>> {
         let query = selector
             .iter()
-            .map(|(k, v)| format!("appProperties has {{ key={} and value={} }}", quote_query_value(k), quote_query_value(v)))
+            .map(|(k, v)| {
+                format!(
+                    "appProperties has {{ key={} and value={} }}",
+                    quote_query_value(k),
+                    quote_query_value(v)
+                )
+            })
             .collect::<Vec<_>>()
             .join(" and ");
         let drive_id = self.drive_id.clone();
-        let files = self.client.list(&self.folder_id, drive_id.as_deref(), &query)?;
+        let files = self
+            .client
+            .list(&self.folder_id, drive_id.as_deref(), &query)?;
         Ok(files.into_iter().map(listed).collect())
     }
 
@@ -93,7 +119,10 @@ impl Target for DriveTarget {
 
 fn listed(f: RemoteFile) -> Listed {
     Listed {
-        created_ms: f.created_time.as_deref().and_then(crate::timeutil::parse_rfc3339),
+        created_ms: f
+            .created_time
+            .as_deref()
+            .and_then(crate::timeutil::parse_rfc3339),
         id: f.id,
         name: f.name,
         size: f.size,
@@ -111,10 +140,14 @@ impl Upload for DriveUpload<'_> {
         self.upload.write(data)
     }
 
-    fn finish(self: Box<Self>, digest: &Digest, final_properties: &BTreeMap<String, String>) -> Result<StoredObject> {
+    fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject> {
+        let digest = &done.digest;
         let DriveUpload { upload, name } = *self;
         let (resource, client) = upload.finish().context("sending the last chunk")?;
-        let id = resource["id"].as_str().context("Drive's final answer has no file id")?.to_string();
+        let id = resource["id"]
+            .as_str()
+            .context("Drive's final answer has no file id")?
+            .to_string();
         let mut verify = || -> Result<()> {
             let mut file = RemoteFile::from_json(&resource);
             if file.size.is_none() || file.md5.is_none() {
@@ -123,13 +156,18 @@ impl Upload for DriveUpload<'_> {
             if file.size != Some(digest.size) || file.md5.as_deref() != Some(digest.md5.as_str()) {
                 bail!(
                     "Drive stored {} bytes with MD5 {}, but pgdrive sent {} bytes with MD5 {}",
-                    file.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    file.size
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "?".into()),
                     file.md5.as_deref().unwrap_or("?"),
                     digest.size,
                     digest.md5
                 );
             }
-            client.set_app_properties(&id, final_properties).context("recording the checksums on the file")
+            let description = super::manifest_json(&done.row_counts);
+            client
+                .update_metadata(&id, &done.properties, &description)
+                .context("recording the checksums on the file")
         };
         if let Err(err) = verify() {
             // Never leave an unverified file that looks like a backup.
@@ -138,11 +176,18 @@ impl Upload for DriveUpload<'_> {
                     crate::log::warn("deleted the unverified upload", &[("file_id", id.clone())]);
                     err
                 }
-                Err(del) => err.context(format!("and deleting the unverified file {id} failed too ({del:#}): delete it by hand")),
+                Err(del) => err.context(format!(
+                    "and deleting the unverified file {id} failed too ({del:#}): delete it by hand"
+                )),
             }
             .context(format!("verifying the uploaded file {name}")));
         }
-        Ok(StoredObject { target: "drive", location: file_link(&id), id, name })
+        Ok(StoredObject {
+            target: "drive",
+            location: file_link(&id),
+            id,
+            name,
+        })
     }
 
     fn abort(self: Box<Self>) {

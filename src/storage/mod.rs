@@ -56,6 +56,29 @@ pub struct Digest {
     pub md5: String,
 }
 
+/// What is known once the stream ended successfully: checksums, the properties to add, and the
+/// per-table row counts (the manifest a restore test checks against).
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub digest: Digest,
+    pub properties: BTreeMap<String, String>,
+    pub row_counts: BTreeMap<String, u64>,
+}
+
+/// Largest manifest kept in a Drive file's description.
+const MANIFEST_MAX_BYTES: usize = 16_000;
+
+/// The manifest as JSON; when it would be too large for a file description, the row counts are
+/// dropped (marked `"truncated": true`) rather than cut arbitrarily.
+pub fn manifest_json(row_counts: &BTreeMap<String, u64>) -> String {
+    let full = serde_json::json!({ "pgdrive_manifest": 1, "row_counts": row_counts }).to_string();
+    if full.len() <= MANIFEST_MAX_BYTES {
+        return full;
+    }
+    serde_json::json!({ "pgdrive_manifest": 1, "tables": row_counts.len(), "truncated": true })
+        .to_string()
+}
+
 /// A backup that was stored and verified.
 #[derive(Clone, Debug)]
 pub struct StoredObject {
@@ -85,7 +108,12 @@ pub trait Target {
     /// Checks the destination exists and can be written, before anything is dumped.
     fn preflight(&mut self) -> Result<()>;
     /// Opens an upload of a new object; nothing is visible until `finish`.
-    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, chunk_size: usize) -> Result<Box<dyn Upload + 's>>;
+    fn begin<'s>(
+        &'s mut self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+        chunk_size: usize,
+    ) -> Result<Box<dyn Upload + 's>>;
     /// Every object whose properties include all of `selector`.
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>>;
     /// Deletes an object permanently.
@@ -95,9 +123,9 @@ pub trait Target {
 /// An upload in progress.
 pub trait Upload {
     fn write(&mut self, data: &[u8]) -> Result<()>;
-    /// Completes the upload, checks the stored size and MD5 against `digest`, records the final
-    /// properties, and deletes the object again if any of that fails.
-    fn finish(self: Box<Self>, digest: &Digest, final_properties: &BTreeMap<String, String>) -> Result<StoredObject>;
+    /// Completes the upload, checks the stored size and MD5 against the digest, records the final
+    /// properties and the manifest, and deletes the object again if any of that fails.
+    fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject>;
     /// Abandons the upload; nothing is left behind.
     fn abort(self: Box<Self>);
 }

@@ -59,6 +59,7 @@ SA_EMAIL = "pgdrive-backup@pgdrive-test.iam.gserviceaccount.com"
 DWD_SA_EMAIL = "pgdrive-dwd@pgdrive-test.iam.gserviceaccount.com"
 FO_SA_EMAIL = "pgdrive-fileorganizer@pgdrive-test.iam.gserviceaccount.com"
 PERSON = "alice@example.com"
+BOB = "bob@example.com"
 CLIENT_ID = "123456789-pgdrive.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-emulator-secret"
 REFRESH_TOKEN = "1//0emulator-refresh-token"
@@ -574,6 +575,46 @@ try:
                                 fields="trashed,explicitlyTrashed").execute()
         expect(res == {"trashed": True, "explicitlyTrashed": True}, repr(res))
 
+    @check("My Drive: writer adds and renames; only the owner trashes/deletes; trash cascades")
+    def _():
+        emu.control("POST", "authorized_users", {"client_id": "bob-client", "client_secret": "b",
+                                                 "refresh_token": "1//bob", "email": BOB})
+        bob = drive_for(user_credentials.Credentials(
+            token=None, refresh_token="1//bob", client_id="bob-client", client_secret="b",
+            token_uri=emu.url + "token"))
+        alice = drive_for(person_creds())
+        folder = emu.control("POST", "folders", {"name": "team", "owner": PERSON,
+                                                 "permissions": {BOB: "writer"}})["id"]
+        sub = alice.files().create(body={"name": "sub", "parents": [folder],
+                                         "mimeType": "application/vnd.google-apps.folder"},
+                                   fields="id").execute()["id"]
+        mine = multipart_upload(alice, b"alice", "alice.bin", parent=sub)["id"]
+        theirs = multipart_upload(bob, b"bob", "bob.bin", parent=sub)["id"]
+        expect_http_error(lambda: bob.files().delete(fileId=mine).execute(), 403,
+                          "insufficientFilePermissions")
+        expect_http_error(lambda: bob.files().update(fileId=mine, body={"trashed": True})
+                          .execute(), 403, "insufficientFilePermissions")
+        renamed = bob.files().update(fileId=mine, body={"name": "renamed.bin"},
+                                     fields="name").execute()
+        expect(renamed == {"name": "renamed.bin"}, repr(renamed))
+        expect_http_error(lambda: alice.files().delete(fileId=theirs).execute(), 403,
+                          "insufficientFilePermissions")
+        alice.files().update(fileId=sub, body={"trashed": True}).execute()
+        child = alice.files().get(fileId=mine, fields="trashed,explicitlyTrashed").execute()
+        expect(child == {"trashed": True, "explicitlyTrashed": False}, repr(child))
+        alice.files().update(fileId=sub, body={"trashed": False}).execute()
+        child = alice.files().get(fileId=mine, fields="trashed").execute()
+        expect(child == {"trashed": False}, repr(child))
+        alice.files().delete(fileId=mine).execute()
+        expect_http_error(lambda: alice.files().get(fileId=mine).execute(), 404, "notFound")
+
+    @check("files.update merges appProperties; null deletes a key")
+    def _():
+        fid = multipart_upload(DRIVE, b"p", "props.bin", app_properties={"a": "1", "b": "2"})["id"]
+        res = DRIVE.files().update(fileId=fid, body={"appProperties": {"a": None, "c": "3"}},
+                                   supportsAllDrives=True, fields="appProperties").execute()
+        expect(res == {"appProperties": {"b": "2", "c": "3"}}, repr(res))
+
     @check("session DELETE -> 499, then the session is 404")
     def _():
         data = payload(3 * CHUNK, "cancel")
@@ -799,6 +840,24 @@ try:
             raise AssertionError("full body received")
         finally:
             emu.control("DELETE", "faults")
+
+    @check("raw: fault rules count nth/times per op; OAuth-shaped token faults")
+    def _():
+        emu.control("POST", "faults", {"rules": [
+            {"op": "about", "nth": 2, "times": 2, "action": {"status": 500}},
+            {"op": "token", "action": {"status": 400, "error": "invalid_grant",
+                                       "error_description": "Token has been expired or revoked."}}]})
+        statuses = [raw(emu, "GET", "/drive/v3/about?fields=kind", headers=AUTH)[0]
+                    for _ in range(4)]
+        status, _, body = raw(emu, "POST", "/token", b"grant_type=refresh_token",
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+        rules = emu.control("GET", "faults")["rules"]
+        emu.control("DELETE", "faults")
+        expect(statuses == [200, 500, 500, 200], repr(statuses))
+        expect(status == 400 and json.loads(body) == {
+            "error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+            body)
+        expect([(r["seen"], r["fired"]) for r in rules] == [(4, 2), (1, 1)], repr(rules))
 
     @check("raw: hang_ms fault lets a client time out")
     def _():

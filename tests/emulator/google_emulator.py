@@ -778,12 +778,11 @@ class Principal:
     itself; with domain-wide delegation the principal is the impersonated user.
     """
 
-    __slots__ = ("email", "is_service_account", "display_name")
+    __slots__ = ("email", "is_service_account")
 
-    def __init__(self, email, is_service_account, display_name=None):
+    def __init__(self, email, is_service_account):
         self.email = email
         self.is_service_account = is_service_account
-        self.display_name = display_name or email.split("@")[0]
 
 
 class AccessToken:
@@ -878,7 +877,7 @@ class UploadSession:
     """A resumable upload session (DOC_MANAGE_UPLOADS, "Perform a resumable upload")."""
 
     def __init__(self, session_id, principal, metadata, params, content_type,
-                 declared_length, keep_content, created_path):
+                 declared_length, keep_content):
         self.id = session_id
         self.principal = principal
         self.metadata = metadata
@@ -892,7 +891,6 @@ class UploadSession:
         self.created_at = time.time()
         self.last_activity = self.created_at
         self.corrupt_md5 = False
-        self.created_path = created_path
 
     @property
     def stored(self):
@@ -1229,7 +1227,6 @@ class Request:
         self.body = body
         self.chunked = chunked
         self.op = "other"
-        self.log_entry = None
         self.fault = None  # FaultRule.action that fired, if any
 
     def header(self, name, default=None):
@@ -1506,8 +1503,8 @@ def _jwt_grant(emu, req, form):
         allowed = account.get("dwd_scopes")
         if not account["dwd"] or (allowed is not None and not set(scope.split()) <= set(allowed)):
             raise OAuthError(401, "unauthorized_client", DWD_REFUSED_MESSAGE)
-        return Principal(subject, False, emu.display_name(subject)), scope
-    return Principal(email, True, emu.display_name(email)), scope
+        return Principal(subject, False), scope
+    return Principal(email, True), scope
 
 
 def _refresh_grant(emu, form):
@@ -1529,7 +1526,7 @@ def _refresh_grant(emu, form):
             raise OAuthError(400, "invalid_scope",
                              "The requested scope is not within the granted scopes.")
         scope = " ".join(requested)
-    return Principal(user["email"], False, emu.display_name(user["email"])), scope
+    return Principal(user["email"], False), scope
 
 
 def authenticate(emu: Emulator, req: Request, scopes=READ_SCOPES) -> Principal:
@@ -2151,7 +2148,7 @@ def upload_initiate(emu: Emulator, req: Request) -> HttpResponse:
                                                                "prettyPrint")}
         sess = UploadSession(session_id, principal, meta, params,
                              req.header("X-Upload-Content-Type") or meta.get("mimeType"),
-                             declared, not emu.discard_content, req.path)
+                             declared, not emu.discard_content)
         emu.sessions[session_id] = sess
         host = req.header("Host")
     location = "%supload/drive/v3/files?uploadType=resumable&upload_id=%s" % (
@@ -2874,6 +2871,9 @@ class Handler(BaseHTTPRequestHandler):
     # Idle/read timeout per connection: a request whose body never arrives (or
     # an idle keep-alive connection) is closed after this many seconds.
     timeout = 300
+
+    def version_string(self):
+        return self.server_version
 
     def log_message(self, fmt, *args):
         if self.verbose:
