@@ -40,21 +40,14 @@ pub fn run(settings: Settings) -> Result<ExitStatus> {
         &host,
         timeutil::now_millis(),
     );
-    let failures = notify::fan_out(&channels, &report);
+    let mut failures = notify::fan_out(&channels, &report);
     let mut results: Vec<(String, String, Option<anyhow::Error>)> = Vec::new();
-    let mut failures = failures.into_iter();
-    let mut next_failure = failures.next();
     for c in &channels {
-        let error = match next_failure.take() {
-            Some(f) if f.channel == c.name() => {
-                next_failure = failures.next();
-                Some(f.error)
-            }
-            other => {
-                next_failure = other;
-                None
-            }
-        };
+        // channel names are unique, so each failure belongs to exactly one channel
+        let error = failures
+            .iter()
+            .position(|f| f.channel == c.name())
+            .map(|i| failures.remove(i).error);
         results.push((c.name().to_string(), c.describe(), error));
     }
     for (url, kinds) in ping_urls {
