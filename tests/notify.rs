@@ -683,6 +683,18 @@ fn smtp_failures_exit_3_without_revealing_the_password() {
         .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 3, "{r:?}");
     assert!(r.stderr.contains("channel=smtp"), "{r:?}");
+    assert!(
+        r.stderr.contains("No compatible authentication mechanism"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("hint=") && r.stderr.contains("PGDRIVE_SMTP_TLS"),
+        "{r:?}"
+    );
+    assert!(
+        !r.stderr.contains("gave up after"),
+        "a client error is not retried: {r:?}"
+    );
     assert_no_secrets(&r);
     assert!(smtp.messages().is_empty());
     assert_eq!(
@@ -769,5 +781,34 @@ fn notify_test_without_channels_is_a_configuration_error() {
     assert!(
         r.stderr.contains("no notification channel is configured"),
         "{r:?}"
+    );
+}
+
+#[test]
+fn notification_settings_work_from_the_env_file() {
+    let hooks = Receiver::start();
+    let dir = TempDir::new("envfile");
+    let file = dir.path().join("pgdrive.env");
+    std::fs::write(
+        &file,
+        format!(
+            "PGDRIVE_WEBHOOK_URL={}\nPGDRIVE_PING_URL_HOURLY={}\n",
+            hooks.url("hook/from-file"),
+            hooks.url("ping/hourly")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let r = run(pgdrive().arg("--env-file").arg(&file).arg("notify-test"));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("webhook: ok") && r.stdout.contains("ping (hourly): ok"),
+        "{r:?}"
+    );
+    assert_eq!(hooks.json_posted_to("/hook/from-file").len(), 1);
+    assert!(
+        hooks.paths().contains(&"GET /ping/hourly/log".to_string()),
+        "{:?}",
+        hooks.paths()
     );
 }

@@ -10,7 +10,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SmtpTransport, Transport};
 
-use crate::error::config_error;
+use crate::error::{config_error, failure_hint};
 use crate::notify::email::{self, Email};
 use crate::notify::retry::{with_retries, AttemptError, RetrySchedule};
 use crate::notify::{one_line, Channel, Report};
@@ -120,20 +120,34 @@ impl Smtp {
             match self.transport.send(&mail) {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    let err = anyhow::anyhow!(
+                    let message = format!(
                         "SMTP server {}: {}",
                         self.server,
                         crate::redact::without(&e.to_string(), &secrets)
                     );
-                    // 5xx answers are final; 4xx and connection trouble may pass
-                    if e.is_permanent() {
-                        Err(AttemptError::Permanent(err))
+                    // 4xx answers and network trouble may pass; the rest will not
+                    if e.is_transient()
+                        || !(e.is_permanent() || e.is_client() || e.is_tls() || e.is_response())
+                    {
+                        Err(AttemptError::Transient(anyhow::anyhow!(message)))
                     } else {
-                        Err(AttemptError::Transient(err))
+                        Err(AttemptError::Permanent(failure_hint(message, hint(&e))))
                     }
                 }
             }
         })
+    }
+}
+
+/// What to check after a final SMTP failure.
+fn hint(e: &lettre::transport::smtp::Error) -> &'static str {
+    let code = e.status().map(|c| c.to_string());
+    if code.as_deref() == Some("535") || code.as_deref() == Some("534") {
+        "check PGDRIVE_SMTP_USER and PGDRIVE_SMTP_PASSWORD"
+    } else if e.is_permanent() {
+        "the server refused the message: check PGDRIVE_SMTP_FROM (a sender the server accepts) and PGDRIVE_NOTIFY_EMAIL"
+    } else {
+        "check PGDRIVE_SMTP_TLS and PGDRIVE_SMTP_PORT (starttls: 587, tls: 465, none: a local relay) and whether the server offers a login on that connection"
     }
 }
 
