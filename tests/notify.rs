@@ -159,6 +159,43 @@ struct SmtpServer {
 
 impl SmtpServer {
     fn start() -> SmtpServer {
+        SmtpServer::start_with(&[])
+    }
+
+    /// With STARTTLS offered, using a self-signed certificate made with openssl.
+    fn start_with_self_signed_starttls() -> (SmtpServer, TempDir) {
+        let certs = TempDir::new("smtpcert");
+        let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success());
+        let args = [
+            "--tlscert".into(),
+            cert.display().to_string(),
+            "--tlskey".into(),
+            key.display().to_string(),
+        ];
+        (SmtpServer::start_with(&args), certs)
+    }
+
+    fn start_with(extra: &[String]) -> SmtpServer {
         let maildir = TempDir::new("maildir");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -166,15 +203,9 @@ impl SmtpServer {
             .unwrap()
             .port();
         let child = Command::new("python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(maildir.path().join("mail"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -702,6 +733,29 @@ fn smtp_failures_exit_3_without_revealing_the_password() {
         1,
         "the other channels still run"
     );
+}
+
+#[test]
+fn starttls_with_an_untrusted_certificate_fails_and_never_falls_back_to_plain_text() {
+    let s = Setup::new();
+    let (smtp, _certs) = SmtpServer::start_with_self_signed_starttls();
+    let r = run(s
+        .pgdrive()
+        .env_remove("SENDGRID_API_KEY")
+        .env("PGDRIVE_SMTP_HOST", "127.0.0.1")
+        .env("PGDRIVE_SMTP_PORT", smtp.port.to_string())
+        .env("PGDRIVE_SMTP_TLS", "starttls")
+        .env("PGDRIVE_SMTP_USER", "pgdrive")
+        .env("PGDRIVE_SMTP_PASSWORD", "smtp-pass-123")
+        .env("PGDRIVE_SMTP_FROM", "pgdrive@example.com")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("channel=smtp") && r.stderr.to_lowercase().contains("certificate"),
+        "{r:?}"
+    );
+    assert!(smtp.messages().is_empty());
+    assert_no_secrets(&r);
 }
 
 #[test]
