@@ -866,3 +866,31 @@ fn notification_settings_work_from_the_env_file() {
         hooks.paths()
     );
 }
+
+#[test]
+fn a_failure_before_the_lock_is_reported_and_pings_fail_without_start() {
+    let s = Setup::new();
+    let r = run(s
+        .pgdrive()
+        .env("DATABASE_URL", admin_url("no_such_database_pgdrive"))
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(
+        s.hooks
+            .paths()
+            .iter()
+            .filter(|p| p.starts_with("GET"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec!["GET /ping/ping-secret-uuid/fail"]
+    );
+    let mail = s.mail();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let text = text_of(&mail[0]);
+    assert!(
+        text.contains("Failed step")
+            && text.contains("connect")
+            && text.contains("no_such_database_pgdrive"),
+        "{text}"
+    );
+}
