@@ -68,6 +68,13 @@ pub enum Command {
     Backup(BackupArgs),
     /// Create or upgrade the `backups` catalog table (also done automatically by every backup).
     Migrate,
+    /// Send a test message through every configured notification channel (SendGrid, SMTP, Slack,
+    /// webhook, heartbeat pings) and report each.
+    ///
+    /// Exit status: 0 when every configured channel accepted the message, 1 when any failed, 78
+    /// when none is configured. Heartbeat URLs get `<url>/log`, which records an event without
+    /// changing the check's state.
+    NotifyTest,
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
@@ -100,6 +107,17 @@ impl Kind {
             _ => None,
         }
     }
+}
+
+/// When `pgdrive backup` sends email, Slack and webhook messages (heartbeat pings are always sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NotifyPolicy {
+    /// Only when the run failed.
+    OnFailure,
+    /// After every run.
+    Always,
+    /// Never.
+    Never,
 }
 
 impl std::fmt::Display for Kind {
@@ -155,4 +173,10 @@ pub struct BackupArgs {
     /// [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
+
+    /// When to send email, Slack and webhook messages about this run
+    /// [env: PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA by kind, then
+    /// PGDRIVE_NOTIFY; default: always for daily and schema, on-failure for hourly].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify: Option<NotifyPolicy>,
 }

@@ -14,6 +14,8 @@
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
+//! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
+//!   heartbeat pings; each channel independent, retries as data.
 //!
 //! # Concurrency
 //! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
@@ -30,6 +32,7 @@ pub mod error;
 pub mod lock;
 pub mod log;
 pub mod manpage;
+pub mod notify;
 pub mod pgconn;
 pub mod pgdump;
 pub mod pgtls;

@@ -26,6 +26,17 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDRIVE_PG_DUMP", "The pg_dump binary to use."),
     ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
     ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
+    ("PGDRIVE_NOTIFY, PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA", "When to send email, Slack and webhook messages: on-failure, always or never (as --notify; the per-kind setting wins; default always for daily and schema, on-failure for hourly)."),
+    ("PGDRIVE_NOTIFY_EMAIL", "Comma-separated recipients of the report emails (SendGrid and SMTP)."),
+    ("SENDGRID_API_KEY, SENDGRID_FROM_EMAIL", "Email through SendGrid's v3 API: a key with the Mail Send permission and a verified sender."),
+    ("PGDRIVE_SENDGRID_URL", "SendGrid API base URL (default https://api.sendgrid.com/)."),
+    ("PGDRIVE_SMTP_HOST, PGDRIVE_SMTP_PORT, PGDRIVE_SMTP_TLS", "Email through an SMTP server; TLS is starttls (default, port 587), tls (465) or none (25)."),
+    ("PGDRIVE_SMTP_USER, PGDRIVE_SMTP_PASSWORD", "SMTP login (both or neither)."),
+    ("PGDRIVE_SMTP_FROM", "The SMTP sender (default SENDGRID_FROM_EMAIL)."),
+    ("PGDRIVE_SLACK_WEBHOOK_URL", "A Slack incoming webhook."),
+    ("PGDRIVE_WEBHOOK_URL", "A URL that receives each report as JSON (POST)."),
+    ("PGDRIVE_PING_URL, PGDRIVE_PING_URL_DAILY, PGDRIVE_PING_URL_HOURLY, PGDRIVE_PING_URL_SCHEMA", "Heartbeat URL (healthchecks.io style): <url>/start when a run begins, <url> after a verified success, <url>/fail after a failure."),
+    ("PGDRIVE_NOTIFY_RETRY_DELAYS_MS, PGDRIVE_NOTIFY_TIMEOUT_MS", "Waits before the retries of a notification (1000,5000,15000) and each attempt's timeout (30000)."),
     ("PGDRIVE_ENV_FILE, PGDRIVE_LOG_FORMAT", "As --env-file and --log-format."),
 ];
 

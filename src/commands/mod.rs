@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod migrate;
+pub mod notify_test;
 
 use anyhow::Result;
 
@@ -19,6 +20,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
+        Command::NotifyTest => notify_test::run(settings),
         Command::GenerateMan => unreachable!(),
     }
 }
