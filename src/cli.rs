@@ -87,6 +87,13 @@ pub enum Command {
     /// every table's row count with the manifest recorded at backup time, and drop it. The result
     /// is recorded in the catalog (verified_at, verify_result) when it is reachable.
     Verify(VerifyArgs),
+    /// Send a test message through every configured notification channel (SendGrid, SMTP, Slack,
+    /// webhook, heartbeat pings) and report each.
+    ///
+    /// Exit status: 0 when every configured channel accepted the message, 1 when any failed, 78
+    /// when none is configured. Heartbeat URLs get `<url>/log`, which records an event without
+    /// changing the check's state.
+    NotifyTest,
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
@@ -121,6 +128,17 @@ impl Kind {
     }
 }
 
+/// When `pgdrive backup` sends email, Slack and webhook messages (heartbeat pings are always sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NotifyPolicy {
+    /// Only when the run failed.
+    OnFailure,
+    /// After every run.
+    Always,
+    /// Never.
+    Never,
+}
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -148,9 +166,18 @@ pub struct BackupArgs {
     #[arg(long = "to", value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
 
-    /// Compression: gzip or gzip:LEVEL (1-9) [env: PGDRIVE_COMPRESS; default gzip:6].
+    /// Compression: gzip[:1-9], zstd[:1-19] or none [env: PGDRIVE_COMPRESS; default gzip:6].
     #[arg(long, value_name = "CODEC[:LEVEL]")]
     pub compress: Option<String>,
+
+    /// Compression threads [env: PGDRIVE_THREADS; default: the cores available minus one, at least 1].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Dump format: plain (an SQL script) or custom (pg_dump -Fc, for pg_restore, compressed by
+    /// pgdrive) [env: PGDRIVE_FORMAT; default plain].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 
     /// Upload chunk size, a multiple of 256KiB (e.g. 8MiB, 262144) [env: PGDRIVE_CHUNK_SIZE; default 8MiB].
     #[arg(long, value_name = "SIZE")]
@@ -165,6 +192,12 @@ pub struct BackupArgs {
     /// [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
+
+    /// When to send email, Slack and webhook messages about this run
+    /// [env: PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA by kind, then
+    /// PGDRIVE_NOTIFY; default: always for daily and schema, on-failure for hourly].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify: Option<NotifyPolicy>,
 }
 
 /// Where `list`, `restore` and `verify` read backups from.

@@ -8,13 +8,16 @@
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
-//!   `rowcount`: per-table row counts read off the dump as it streams.
+//!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
+//!   members), zstd and none, encoders and decoders.
 //! - `storage`: the `Target` interface with Drive and local implementations.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
 //! - `restore`: the checked restore stream shared by `restore` and `verify` (download → checksums →
 //!   gunzip → psql in one transaction); `psql`: the psql child; `progress`: the terminal progress line.
+//! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
+//!   heartbeat pings; each channel independent, retries as data.
 //!
 //! # Concurrency
 //! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
@@ -24,6 +27,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod drive;
@@ -31,6 +35,7 @@ pub mod error;
 pub mod lock;
 pub mod log;
 pub mod manpage;
+pub mod notify;
 pub mod pgconn;
 pub mod pgdump;
 pub mod pgtls;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::Kind;
 use crate::error::{config_error, config_error_hint};
@@ -117,13 +117,50 @@ pub fn locate(explicit: Option<&Path>, server_major: u32) -> Result<PgDump> {
     }
 }
 
+/// pg_dump's output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// An SQL script, restored with psql.
+    Plain,
+    /// pg_dump's custom archive, uncompressed by pg_dump (pgdrive compresses), restored with
+    /// pg_restore (in parallel with `-j` from a seekable file).
+    Custom,
+}
+
+impl DumpFormat {
+    pub fn parse(s: &str) -> Option<DumpFormat> {
+        match s {
+            "plain" => Some(DumpFormat::Plain),
+            "custom" => Some(DumpFormat::Custom),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DumpFormat::Plain => "plain",
+            DumpFormat::Custom => "custom",
+        }
+    }
+
+    /// The file-name extension before the codec's.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            DumpFormat::Plain => ".sql",
+            DumpFormat::Custom => ".dump",
+        }
+    }
+}
+
 /// pg_dump's arguments for a backup kind. `tables` are exact `-t` patterns (already quoted).
-pub fn arguments(kind: Kind, tables: &[String]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "--format=plain".into(),
-        // never prompt: under cron there is nobody to answer
-        "--no-password".into(),
-    ];
+pub fn arguments(kind: Kind, format: DumpFormat, tables: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = match format {
+        DumpFormat::Plain => vec!["--format=plain".into()],
+        // one codec and one checksum path: pgdrive compresses, pg_dump does not
+        DumpFormat::Custom => vec!["--format=custom".into(), "--compress=0".into()],
+    };
+    // never prompt: under cron there is nobody to answer
+    args.push("--no-password".into());
     match kind {
         Kind::Daily => {}
         Kind::Schema => args.push("--schema-only".into()),
@@ -263,15 +300,36 @@ pub fn check_outcome(outcome: &DumpOutcome) -> Result<()> {
     if outcome.success {
         return Ok(());
     }
-    if outcome.stderr_tail.is_empty() {
-        bail!("pg_dump {}", outcome.description);
+    Err(DumpFailed {
+        description: outcome.description.clone(),
+        stderr_tail: outcome.stderr_tail.clone(),
     }
-    bail!(
-        "pg_dump {}: {}",
-        outcome.description,
-        outcome.stderr_tail.replace('\n', " | ")
-    );
+    .into())
 }
+
+/// pg_dump failed; the stderr tail is kept apart so that failure notifications can show it as is.
+#[derive(Debug)]
+pub struct DumpFailed {
+    pub description: String,
+    pub stderr_tail: String,
+}
+
+impl std::fmt::Display for DumpFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.stderr_tail.is_empty() {
+            write!(f, "pg_dump {}", self.description)
+        } else {
+            write!(
+                f,
+                "pg_dump {}: {}",
+                self.description,
+                self.stderr_tail.replace('\n', " | ")
+            )
+        }
+    }
+}
+
+impl std::error::Error for DumpFailed {}
 
 #[cfg(test)]
 mod tests {
@@ -296,17 +354,26 @@ mod tests {
 
     #[test]
     fn arguments_by_kind() {
-        let daily: Vec<String> = arguments(Kind::Daily, &[])
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(daily, vec!["--format=plain", "--no-password"]);
-        let schema = arguments(Kind::Schema, &[]);
+        let strings = |args: Vec<OsString>| -> Vec<String> {
+            args.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            strings(arguments(Kind::Daily, DumpFormat::Plain, &[])),
+            vec!["--format=plain", "--no-password"]
+        );
+        assert_eq!(
+            strings(arguments(Kind::Daily, DumpFormat::Custom, &[])),
+            vec!["--format=custom", "--compress=0", "--no-password"]
+        );
+        let schema = arguments(Kind::Schema, DumpFormat::Plain, &[]);
         assert!(schema.iter().any(|a| a == "--schema-only"));
-        let hourly: Vec<String> = arguments(Kind::Hourly, &["\"public\".\"orders\"".into()])
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let hourly = strings(arguments(
+            Kind::Hourly,
+            DumpFormat::Plain,
+            &["\"public\".\"orders\"".into()],
+        ));
         assert_eq!(
             hourly[2..],
             ["--strict-names", "--table", "\"public\".\"orders\""]

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod list;
 pub mod migrate;
+pub mod notify_test;
 pub mod restore;
 pub mod source;
 pub mod verify;
@@ -26,6 +27,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::List(args) => list::run(args, settings),
         Command::Restore(args) => restore::run(args, settings),
         Command::Verify(args) => verify::run(args, settings),
+        Command::NotifyTest => notify_test::run(settings),
         Command::GenerateMan => unreachable!(),
     }
 }
