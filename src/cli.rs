@@ -266,6 +266,11 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     pub psql: Option<PathBuf>,
 
+    /// The pg_restore to run for custom-format backups [env: PGDRIVE_PG_RESTORE; default:
+    /// pg_restore on PATH, else the newest /usr/lib/postgresql/<version>/bin/pg_restore].
+    #[arg(long, value_name = "PATH")]
+    pub pg_restore: Option<PathBuf>,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -297,6 +302,11 @@ pub struct VerifyArgs {
     /// The psql to run for --restore-test [env: PGDRIVE_PSQL].
     #[arg(long, value_name = "PATH")]
     pub psql: Option<PathBuf>,
+
+    /// The pg_restore to run for custom-format backups [env: PGDRIVE_PG_RESTORE; default:
+    /// pg_restore on PATH, else the newest /usr/lib/postgresql/<version>/bin/pg_restore].
+    #[arg(long, value_name = "PATH")]
+    pub pg_restore: Option<PathBuf>,
 
     #[command(flatten)]
     pub source: SourceArgs,

@@ -1,8 +1,9 @@
-//! psql as a child process for restores: finding the binary (`PGDRIVE_PSQL`, PATH, then the
-//! newest `/usr/lib/postgresql/*/bin/psql`), running it with the connection in its environment
-//! (never argv), draining its stderr on a thread (tail kept for the error message), and ending it
-//! either cleanly (close stdin → psql commits its single transaction) or by SIGKILL before its
-//! stdin is closed, which drops the connection mid-transaction so the server rolls everything back.
+//! The restore clients as child processes: psql for plain dumps, pg_restore for custom archives.
+//! Finding the binary (`PGDRIVE_PSQL` / `PGDRIVE_PG_RESTORE`, PATH, then the newest
+//! `/usr/lib/postgresql/*/bin`), running it with the connection in its environment (never argv),
+//! draining its stderr on a thread (tail kept for the error message), and ending it either
+//! cleanly (close stdin → it commits its single transaction) or by SIGKILL before its stdin is
+//! closed, which drops the connection mid-transaction so the server rolls everything back.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,19 +18,24 @@ const STDERR_TAIL_BYTES: usize = 4096;
 
 /// Finds psql. An explicit path must exist.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    locate_tool("psql", "PGDRIVE_PSQL", explicit)
+}
+
+/// Finds a PostgreSQL client program (`psql`, `pg_restore`). An explicit path must exist.
+pub fn locate_tool(name: &str, variable: &str, explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
             Err(config_error(format!(
-                "psql not found at {} (PGDRIVE_PSQL)",
+                "{name} not found at {} ({variable})",
                 p.display()
             )))
         };
     }
     if let Some(path) = std::env::var_os("PATH") {
         if let Some(p) = std::env::split_paths(&path)
-            .map(|d| d.join("psql"))
+            .map(|d| d.join(name))
             .find(|p| p.is_file())
         {
             return Ok(p);
@@ -42,7 +48,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
         .filter_map(|e| {
             Some((
                 e.file_name().to_str()?.parse().ok()?,
-                e.path().join("bin/psql"),
+                e.path().join("bin").join(name),
             ))
         })
         .filter(|(_, p): &(u32, PathBuf)| p.is_file())
@@ -50,21 +56,25 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
     versions.sort();
     versions.pop().map(|(_, p)| p).ok_or_else(|| {
         crate::error::config_error_hint(
-            "psql was not found on PATH nor in /usr/lib/postgresql/<version>/bin",
-            "install the PostgreSQL client (e.g. apt-get install postgresql-client) or set PGDRIVE_PSQL",
+            format!("{name} was not found on PATH nor in /usr/lib/postgresql/<version>/bin"),
+            format!("install the PostgreSQL client (e.g. apt-get install postgresql-client) or set {variable}"),
         )
     })
 }
 
-/// A running `psql -X -q -v ON_ERROR_STOP=1 --single-transaction -f -`.
+/// A running restore client reading from its stdin: `psql -X -q -v ON_ERROR_STOP=1
+/// --single-transaction -f -`, or `pg_restore --single-transaction --exit-on-error -d DB`.
 pub struct RunningPsql {
+    program: &'static str,
     child: Child,
     stdin: Option<ChildStdin>,
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
-/// How psql ended.
+/// How the client ended.
 pub struct PsqlOutcome {
+    /// `psql` or `pg_restore`.
+    pub program: &'static str,
     pub success: bool,
     pub description: String,
     pub stderr_tail: String,
@@ -75,8 +85,7 @@ impl RunningPsql {
     /// only applies to `-f`/`-c` input). The connection comes from `env` (PG* variables replace any
     /// inherited ones).
     pub fn spawn(bin: &Path, env: &[(&'static str, String)]) -> Result<RunningPsql> {
-        let mut cmd = Command::new(bin);
-        cmd.args([
+        let args = [
             "-X",
             "-q",
             "-v",
@@ -84,10 +93,48 @@ impl RunningPsql {
             "--single-transaction",
             "-f",
             "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        ];
+        Self::start("psql", bin, &args.map(String::from), env)
+    }
+
+    /// Starts pg_restore reading a custom archive from stdin into `dbname` as one transaction;
+    /// `clean` adds `--clean --if-exists` (drop the archive's objects before recreating them).
+    /// The database name is not a secret; host, user and password come from `env`.
+    pub fn spawn_pg_restore(
+        bin: &Path,
+        dbname: &str,
+        clean: bool,
+        env: &[(&'static str, String)],
+    ) -> Result<RunningPsql> {
+        let mut args: Vec<String> = ["--single-transaction", "--exit-on-error", "--no-password"]
+            .map(String::from)
+            .to_vec();
+        if clean {
+            args.extend(["--clean", "--if-exists"].map(String::from));
+        }
+        // as `dbname='…'`, a name containing '=' or a URI prefix is never read as a conninfo
+        let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
+        args.push(format!("--dbname=dbname='{quoted}'"));
+        Self::start("pg_restore", bin, &args, env)
+    }
+
+    /// Starts pg_restore turning a custom archive on stdin into SQL that is thrown away: it
+    /// reads and parses the whole archive, without a database.
+    pub fn spawn_pg_restore_check(bin: &Path) -> Result<RunningPsql> {
+        Self::start("pg_restore", bin, &["--file=/dev/null".to_string()], &[])
+    }
+
+    fn start(
+        program: &'static str,
+        bin: &Path,
+        args: &[String],
+        env: &[(&'static str, String)],
+    ) -> Result<RunningPsql> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
                 cmd.env_remove(&key);
@@ -106,7 +153,7 @@ impl RunningPsql {
             .take()
             .context("psql's stderr was not captured")?;
         let handle = std::thread::Builder::new()
-            .name("psql-stderr".into())
+            .name(format!("{program}-stderr"))
             .spawn(move || {
                 let mut tail = Vec::new();
                 let mut buf = [0u8; 8192];
@@ -122,6 +169,7 @@ impl RunningPsql {
                 tail
             })?;
         Ok(RunningPsql {
+            program,
             child,
             stdin: Some(stdin),
             stderr: Some(handle),
@@ -181,6 +229,7 @@ impl RunningPsql {
             _ => "ended abnormally".to_string(),
         };
         Ok(PsqlOutcome {
+            program: self.program,
             success: status.success(),
             description,
             stderr_tail: crate::redact::scrub(tail.trim()),

@@ -1,15 +1,18 @@
 //! The checked restore stream, shared by `pgdrive restore` and `pgdrive verify`:
 //!
-//! storage reader → SHA-256 + MD5 + byte count → gunzip (every member) → row counts and the
-//! "dump complete" trailer → a sink (psql's stdin, or nothing for a checksum-only verify).
+//! storage reader → SHA-256 + MD5 + byte count → the backup's codec (gzip, every member; zstd;
+//! none) → for plain dumps, row counts and the "dump complete" trailer → a sink (psql's or
+//! pg_restore's stdin, or nothing for a checksum-only verify).
 //!
 //! A checksum can only be confirmed at the end of the stream, so the restore is arranged so that
-//! nothing can commit before then: psql runs the whole script as one transaction
-//! (`--single-transaction`), which it commits only when its input ends. pgdrive closes psql's
-//! input only after the size, MD5 and SHA-256 of everything downloaded matched what the backup
-//! recorded, the gzip stream decoded to its end (CRC and length checked by the decoder) and the
-//! dump ended with pg_dump's completion trailer. On any mismatch psql is SIGKILLed while its input
-//! is still open: the server sees the connection drop inside the transaction and rolls it back.
+//! nothing can commit before then. The client runs everything as one transaction
+//! (`--single-transaction`). psql commits only when its input ends; pg_restore commits once it
+//! has read the archive's last data block, which is at the very end of the stream. So the last
+//! [`HOLD_BACK`] bytes of decompressed data are held back, and they — and the end of input — are
+//! given to the client only after the size, MD5 and SHA-256 of everything downloaded matched what
+//! the backup recorded, the codec decoded to its end (gzip: CRC and length) and a plain dump ended
+//! with pg_dump's completion trailer. On any mismatch the client is SIGKILLed while its input is
+//! still open: the server sees the connection drop inside the transaction and rolls it back.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -17,38 +20,129 @@ use std::io::{self, Read};
 use anyhow::{anyhow, Context, Result};
 use md5::Digest as _;
 
+use crate::codec::Codec;
 use crate::error::corrupt;
+use crate::pgdump::DumpFormat;
 use crate::pipeline::hex;
 use crate::psql::RunningPsql;
 use crate::storage::Digest;
+use crate::storage::{props, Listed};
 
 const DUMP_COMPLETE_MARKER: &[u8] = b"-- PostgreSQL database dump complete";
 const RAW_TAIL_KEEP: usize = 256;
+
+/// Decompressed bytes held back from the restore client until every check passed (see above).
+pub const HOLD_BACK: usize = 64 << 10;
+
+/// How a backup is encoded, from its properties. Backups written before these properties
+/// existed are gzip'd plain dumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub codec: Codec,
+    pub format: DumpFormat,
+}
+
+impl Layout {
+    pub fn of(listed: &Listed) -> Result<Layout> {
+        let codec = match listed.prop(props::COMPRESSION) {
+            None => crate::codec::DEFAULT,
+            Some(label) => Codec::from_label(label)
+                .ok_or_else(|| anyhow!("{} has an unknown compression {label:?}", listed.name))?,
+        };
+        let format = match listed.prop(props::FORMAT) {
+            None => DumpFormat::Plain,
+            Some(f) => DumpFormat::parse(f)
+                .ok_or_else(|| anyhow!("{} has an unknown dump format {f:?}", listed.name))?,
+        };
+        Ok(Layout { codec, format })
+    }
+}
+
+/// The restore client programs, found when first needed: psql for plain dumps, pg_restore for
+/// custom archives (explicit paths from flags or PGDRIVE_PSQL / PGDRIVE_PG_RESTORE).
+pub struct Clients {
+    pub psql: Option<std::path::PathBuf>,
+    pub pg_restore: Option<std::path::PathBuf>,
+}
+
+impl Clients {
+    /// A client restoring into `db` in one transaction. `clean`: for archives, pg_restore's own
+    /// `--clean --if-exists`; for plain dumps the caller sends its statements as the prelude.
+    pub fn restore_into(
+        &self,
+        format: DumpFormat,
+        db: &crate::pgconn::ConnInfo,
+        clean: bool,
+    ) -> Result<RunningPsql> {
+        match format {
+            DumpFormat::Plain => {
+                RunningPsql::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())
+            }
+            DumpFormat::Custom => {
+                let bin = crate::psql::locate_tool(
+                    "pg_restore",
+                    "PGDRIVE_PG_RESTORE",
+                    self.pg_restore.as_deref(),
+                )?;
+                RunningPsql::spawn_pg_restore(&bin, db.dbname(), clean, &db.child_env())
+            }
+        }
+    }
+
+    /// For archives, pg_restore reading the whole archive into nothing (a structural check
+    /// without a database); plain dumps need no client to be checked.
+    pub fn checker(&self, format: DumpFormat) -> Result<Option<RunningPsql>> {
+        match format {
+            DumpFormat::Plain => Ok(None),
+            DumpFormat::Custom => {
+                let bin = crate::psql::locate_tool(
+                    "pg_restore",
+                    "PGDRIVE_PG_RESTORE",
+                    self.pg_restore.as_deref(),
+                )?;
+                RunningPsql::spawn_pg_restore_check(&bin).map(Some)
+            }
+        }
+    }
+}
 
 /// What a fully read, fully checked backup stream held.
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub digest: Digest,
-    /// Bytes of SQL after decompression.
+    /// Bytes after decompression.
     pub raw_bytes: u64,
-    /// Rows per table, read off the COPY blocks of the decompressed dump.
+    /// Rows per table, read off the COPY blocks of a plain dump (empty for archives).
     pub row_counts: BTreeMap<String, u64>,
 }
 
-/// Hashes everything read through it.
-struct Hashing<R> {
-    inner: R,
+/// The running digest of everything read from storage, shared between the reader the decoder
+/// owns and the drain that reads what the decoder left.
+#[derive(Default)]
+struct Tally {
     sha256: sha2::Sha256,
     md5: md5::Md5,
     size: u64,
+    /// Reading from storage failed (as opposed to the data failing to decode).
+    source_failed: bool,
 }
 
-impl<R: Read> Read for Hashing<R> {
+/// Hashes everything read through it into a shared [`Tally`].
+struct Hashing<'a, 'b> {
+    inner: &'a mut (dyn Read + 'b),
+    tally: std::rc::Rc<std::cell::RefCell<Tally>>,
+}
+
+impl Read for Hashing<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha256.update(&buf[..n]);
-        self.md5.update(&buf[..n]);
-        self.size += n as u64;
+        let n = self
+            .inner
+            .read(buf)
+            .inspect_err(|_| self.tally.borrow_mut().source_failed = true)?;
+        let mut t = self.tally.borrow_mut();
+        t.sha256.update(&buf[..n]);
+        t.md5.update(&buf[..n]);
+        t.size += n as u64;
         Ok(n)
     }
 }
@@ -66,76 +160,92 @@ impl std::fmt::Display for SinkFailed {
 
 impl std::error::Error for SinkFailed {}
 
-/// Reads `input` to its end, checking it against `expected`, and hands the decompressed SQL to
-/// `sink` as it goes. Returns only when every check passed; a mismatch is a [`corrupt`] error.
+/// Reads `input` to its end, checking it against `expected`, and hands the decompressed data to
+/// `sink` as it goes, except the last [`HOLD_BACK`] bytes, which are handed over only once every
+/// check passed. Returns only then; a mismatch is a [`corrupt`] error.
 pub fn check_stream(
     input: &mut dyn Read,
     expected: &Digest,
+    layout: Layout,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<Checked> {
-    let hashing = Hashing {
-        inner: input,
-        sha256: sha2::Sha256::new(),
-        md5: md5::Md5::new(),
-        size: 0,
-    };
-    let mut decoder = flate2::read::MultiGzDecoder::new(hashing);
+    let tally = std::rc::Rc::new(std::cell::RefCell::new(Tally::default()));
+    let plain = layout.format == DumpFormat::Plain;
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
     let mut rows = crate::rowcount::RowCounter::default();
+    let mut held: Vec<u8> = Vec::with_capacity(HOLD_BACK + buf.len());
     let mut decode_error: Option<io::Error> = None;
     let mut sink_error: Option<io::Error> = None;
-    loop {
-        crate::signals::check()?;
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // A transport failure (retries exhausted) is not corruption: report it as it is.
-                // (flate2 reports bad data as InvalidInput/InvalidData, a cut-off stream as UnexpectedEof)
-                if !matches!(
-                    e.kind(),
-                    io::ErrorKind::InvalidInput
-                        | io::ErrorKind::InvalidData
-                        | io::ErrorKind::UnexpectedEof
-                ) {
-                    return Err(anyhow::Error::new(e).context("downloading the backup"));
-                }
-                decode_error = Some(e);
-                break;
-            }
+    {
+        let hashing = Hashing {
+            inner: &mut *input,
+            tally: tally.clone(),
         };
-        raw_bytes += n as u64;
-        raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
-        if raw_tail.len() > RAW_TAIL_KEEP {
-            raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
-        }
-        rows.feed(&buf[..n]);
-        if let Err(e) = sink(&buf[..n]) {
-            // psql stopped. Bad bytes may be why, so read the rest anyway: a checksum mismatch
-            // is the diagnosis that matters; only if the file is intact is psql's error the cause.
-            sink_error = Some(e);
-            break;
+        let mut decoder = match layout.codec.decoder(hashing) {
+            Ok(d) => d,
+            Err(e) => return Err(check_source(e, &tally)),
+        };
+        loop {
+            crate::signals::check()?;
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // A failed download (retries exhausted) is not corruption: report it as it is.
+                    if tally.borrow().source_failed {
+                        return Err(anyhow::Error::new(e).context("downloading the backup"));
+                    }
+                    decode_error = Some(e);
+                    break;
+                }
+            };
+            raw_bytes += n as u64;
+            if plain {
+                raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
+                if raw_tail.len() > RAW_TAIL_KEEP {
+                    raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
+                }
+                rows.feed(&buf[..n]);
+            }
+            held.extend_from_slice(&buf[..n]);
+            if held.len() > HOLD_BACK {
+                let release = held.len() - HOLD_BACK;
+                if let Err(e) = sink(&held[..release]) {
+                    // The client stopped. Bad bytes may be why, so read the rest anyway: a
+                    // checksum mismatch is the diagnosis that matters; only if the file is intact
+                    // is the client's error the cause.
+                    sink_error = Some(e);
+                    break;
+                }
+                held.drain(..release);
+            }
         }
     }
-    // Hash whatever the decoder did not need (trailing garbage, or the rest after a decode error)
-    // so the checksums describe the whole file.
-    let mut hashing = decoder.into_inner();
+    // Hash whatever the decoder did not need (trailing garbage, or the rest after an error) so
+    // the checksums describe the whole file.
+    let mut rest = Hashing {
+        inner: input,
+        tally: tally.clone(),
+    };
     loop {
         crate::signals::check()?;
-        match hashing.read(&mut buf) {
+        match rest.read(&mut buf) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(anyhow::Error::new(e).context("downloading the backup")),
         }
     }
-    let digest = Digest {
-        size: hashing.size,
-        sha256: hex(&hashing.sha256.finalize()),
-        md5: hex(&hashing.md5.finalize()),
+    let digest = {
+        let t = std::mem::take(&mut *tally.borrow_mut());
+        Digest {
+            size: t.size,
+            sha256: hex(&t.sha256.finalize()),
+            md5: hex(&t.md5.finalize()),
+        }
     };
     compare(&digest, expected)?;
     if let Some(e) = sink_error {
@@ -143,22 +253,35 @@ pub fn check_stream(
     }
     if let Some(e) = decode_error {
         return Err(corrupt(format!(
-            "the file matches its recorded checksums but is not a valid gzip stream ({e}): the backup was damaged before it was stored"
+            "the file matches its recorded checksums but is not a valid {} stream ({e}): the backup was damaged before it was stored",
+            layout.codec.label()
         )));
     }
-    if !raw_tail
-        .windows(DUMP_COMPLETE_MARKER.len())
-        .any(|w| w == DUMP_COMPLETE_MARKER)
+    if plain
+        && !raw_tail
+            .windows(DUMP_COMPLETE_MARKER.len())
+            .any(|w| w == DUMP_COMPLETE_MARKER)
     {
         return Err(corrupt(
             "the dump does not end with \"PostgreSQL database dump complete\": it is truncated",
         ));
     }
+    // every check passed: the client may have the end
+    sink(&held).map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
     Ok(Checked {
         digest,
         raw_bytes,
         row_counts: rows.finish(),
     })
+}
+
+/// An error opening the decoder: a download failure, or a stream that is not in its codec.
+fn check_source(e: io::Error, tally: &std::rc::Rc<std::cell::RefCell<Tally>>) -> anyhow::Error {
+    if tally.borrow().source_failed {
+        anyhow::Error::new(e).context("downloading the backup")
+    } else {
+        corrupt(format!("the stream cannot be decoded: {e}"))
+    }
 }
 
 /// Compares what was read with what the backup recorded; size first (the most telling).
@@ -184,25 +307,27 @@ fn compare(got: &Digest, expected: &Digest) -> Result<()> {
     Ok(())
 }
 
-/// Streams a backup into a running psql (after `prelude`, e.g. the `--clean` statements, which
-/// run in the same transaction) and lets psql commit only if every check passed.
-pub fn into_psql(
+/// Streams a backup into a running restore client (after `prelude`, e.g. psql's `--clean`
+/// statements, which run in the same transaction) and lets it commit only if every check passed.
+pub fn into_client(
     input: &mut dyn Read,
     expected: &Digest,
+    layout: Layout,
     mut psql: RunningPsql,
     prelude: &str,
 ) -> Result<Checked> {
     let fed = (|| {
         psql.write(prelude.as_bytes())
             .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
-        check_stream(input, expected, &mut |data| psql.write(data))
+        check_stream(input, expected, layout, &mut |data| psql.write(data))
     })();
     match fed {
         Ok(checked) => {
             let outcome = psql.finish()?;
             if !outcome.success {
                 return Err(anyhow!(
-                    "psql {}: {}",
+                    "{} {}: {}",
+                    outcome.program,
                     outcome.description,
                     quote(&outcome.stderr_tail)
                 ))
@@ -213,12 +338,16 @@ pub fn into_psql(
         Err(e) => {
             let outcome = psql.abort()?;
             if e.is::<SinkFailed>() || e.chain().any(|c| c.is::<SinkFailed>()) {
-                // psql stopped first (ON_ERROR_STOP): its words are the error.
-                return Err(anyhow!("psql stopped: {}", quote(&outcome.stderr_tail)))
-                    .context("the restore failed and was rolled back");
+                // the client stopped first (ON_ERROR_STOP / --exit-on-error): its words are the error
+                return Err(anyhow!(
+                    "{} stopped: {}",
+                    outcome.program,
+                    quote(&outcome.stderr_tail)
+                ))
+                .context("the restore failed and was rolled back");
             }
             Err(e.context(
-                "nothing was committed: psql was stopped before the end of its transaction",
+                "nothing was committed: the restore client was stopped before the end of its transaction",
             ))
         }
     }
@@ -253,6 +382,11 @@ mod tests {
         }
     }
 
+    const GZ_PLAIN: Layout = Layout {
+        codec: Codec::Gzip(6),
+        format: DumpFormat::Plain,
+    };
+
     const DUMP: &[u8] =
         b"COPY public.t (a) FROM stdin;\n1\n2\n\\.\n--\n-- PostgreSQL database dump complete\n--\n";
 
@@ -260,7 +394,7 @@ mod tests {
     fn a_good_stream_passes_and_is_counted() {
         let file = gz(&[DUMP]);
         let mut out = Vec::new();
-        let c = check_stream(&mut &file[..], &digest(&file), &mut |d| {
+        let c = check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |d| {
             out.extend_from_slice(d);
             Ok(())
         })
@@ -277,7 +411,7 @@ mod tests {
         let mut bad = file.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
-        let err = check_stream(&mut &bad[..], &expected, &mut |_| Ok(())).unwrap_err();
+        let err = check_stream(&mut &bad[..], &expected, GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
         assert_eq!(
             crate::error::classify(&err),
             crate::error::ExitStatus::Corrupt,
@@ -289,16 +423,18 @@ mod tests {
     #[test]
     fn a_truncated_dump_is_refused_even_with_matching_checksums() {
         let file = gz(&[b"COPY public.t (a) FROM stdin;\n1\n"]);
-        let err = check_stream(&mut &file[..], &digest(&file), &mut |_| Ok(())).unwrap_err();
+        let err =
+            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
         assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 
     #[test]
     fn garbage_with_matching_checksums_is_not_gzip() {
         let file = b"this is not gzip at all".to_vec();
-        let err = check_stream(&mut &file[..], &digest(&file), &mut |_| Ok(())).unwrap_err();
+        let err =
+            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
         assert!(
-            format!("{err:#}").contains("not a valid gzip stream"),
+            format!("{err:#}").contains("not a valid gzip:6 stream"),
             "{err:#}"
         );
     }

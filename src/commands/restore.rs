@@ -22,6 +22,7 @@ use crate::cli::RestoreArgs;
 use crate::config::Settings;
 use crate::error::{config_error_hint, failure_hint, ExitStatus};
 use crate::pgconn::ConnInfo;
+use crate::pgdump::DumpFormat;
 use crate::progress::{self, Progress};
 use crate::storage::props;
 
@@ -135,12 +136,16 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             }
         }
     }
-    let psql_bin = crate::psql::locate(
-        args.psql
+    let clients = crate::restore::Clients {
+        psql: args
+            .psql
             .clone()
-            .or_else(|| cfg.settings.get("PGDRIVE_PSQL").map(Into::into))
-            .as_deref(),
-    )?;
+            .or_else(|| cfg.settings.get("PGDRIVE_PSQL").map(Into::into)),
+        pg_restore: args
+            .pg_restore
+            .clone()
+            .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
+    };
 
     let database = source::wanted_database(&cfg, &args.source);
     let mut targets = source::targets(&cfg, Some(args.kind))?;
@@ -150,6 +155,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let expected = backup
         .recorded_digest()
         .expect("find returns complete backups");
+    let layout = crate::restore::Layout::of(backup)?;
 
     // --- read-only checks of the target, before anyone is asked anything
     if args.create {
@@ -231,20 +237,20 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             "created the target database",
             &[("database", target_db.dbname().to_string())],
         );
-    } else if args.clean {
+    } else if args.clean && layout.format == DumpFormat::Plain {
         prelude.push_str(CLEAN_SQL);
     }
 
     // --- stream
     let outcome = (|| -> Result<crate::restore::Checked> {
-        let psql = crate::psql::RunningPsql::spawn(&psql_bin, &target_db.child_env())?;
+        let client = clients.restore_into(layout.format, &target_db, args.clean)?;
         let reader = target.open(&backup.id, Some(expected.size))?;
         let mut reader = Progress::new(
             reader,
             Some(expected.size),
             progress::stderr_is_terminal() && !cfg!(test),
         );
-        let checked = crate::restore::into_psql(&mut reader, &expected, psql, &prelude);
+        let checked = crate::restore::into_client(&mut reader, &expected, layout, client, &prelude);
         reader.clear();
         checked
     })();

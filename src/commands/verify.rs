@@ -25,23 +25,25 @@ use crate::cli::{Kind, VerifyArgs};
 use crate::config::Settings;
 use crate::error::{classify, corrupt, ExitStatus};
 use crate::pgconn::ConnInfo;
+use crate::pgdump::DumpFormat;
 use crate::progress::{self, Progress};
 use crate::storage::{Found, Target};
 
 pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
     let scratch = match &args.restore_test {
-        Some(url) => {
-            let info = source::parse_url("--restore-test", url, &cfg.settings)?;
-            let psql = crate::psql::locate(
-                args.psql
-                    .clone()
-                    .or_else(|| cfg.settings.get("PGDRIVE_PSQL").map(Into::into))
-                    .as_deref(),
-            )?;
-            Some((info, psql))
-        }
+        Some(url) => Some(source::parse_url("--restore-test", url, &cfg.settings)?),
         None => None,
+    };
+    let clients = crate::restore::Clients {
+        psql: args
+            .psql
+            .clone()
+            .or_else(|| cfg.settings.get("PGDRIVE_PSQL").map(Into::into)),
+        pg_restore: args
+            .pg_restore
+            .clone()
+            .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
     };
     let database = source::wanted_database(&cfg, &args.source);
     let mut targets = source::targets(
@@ -104,7 +106,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
                         });
             }
         }
-        let outcome = verify_one(target, &found, scratch.as_ref());
+        let outcome = verify_one(target, &found, scratch.as_ref(), &clients);
         let result = match &outcome {
             Ok(summary) => format!("ok: {summary}"),
             Err(e) => format!("FAILED: {}", crate::error::render(e)),
@@ -165,12 +167,14 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
 fn verify_one(
     target: &mut dyn Target,
     found: &Found,
-    scratch: Option<&(ConnInfo, std::path::PathBuf)>,
+    scratch: Option<&ConnInfo>,
+    clients: &crate::restore::Clients,
 ) -> Result<String> {
     let backup = &found.listed;
     let expected = backup
         .recorded_digest()
         .context("the backup has no recorded checksums")?;
+    let layout = crate::restore::Layout::of(backup)?;
     let show = progress::stderr_is_terminal();
     let (checked, restored) = match scratch {
         None => {
@@ -179,27 +183,41 @@ fn verify_one(
                 Some(expected.size),
                 show,
             );
-            let checked = crate::restore::check_stream(&mut reader, &expected, &mut |_| Ok(()));
+            let checked = match clients.checker(layout.format)? {
+                Some(client) => {
+                    crate::restore::into_client(&mut reader, &expected, layout, client, "")
+                }
+                None => {
+                    crate::restore::check_stream(&mut reader, &expected, layout, &mut |_| Ok(()))
+                }
+            };
             reader.clear();
             (checked?, None)
         }
-        Some((server, psql_bin)) => {
+        Some(server) => {
             let db = scratch_database(
                 server,
                 backup.prop(crate::storage::props::DATABASE).unwrap_or("db"),
             );
             super::restore::create_database(&db)?;
             let restored = (|| -> Result<(crate::restore::Checked, BTreeMap<String, i64>)> {
-                let psql = crate::psql::RunningPsql::spawn(psql_bin, &db.child_env())?;
+                let client = clients.restore_into(layout.format, &db, false)?;
                 let mut reader = Progress::new(
                     target.open(&backup.id, Some(expected.size))?,
                     Some(expected.size),
                     show,
                 );
-                let checked = crate::restore::into_psql(&mut reader, &expected, psql, "");
+                let checked =
+                    crate::restore::into_client(&mut reader, &expected, layout, client, "");
                 reader.clear();
                 let checked = checked?;
-                let counts = count_rows(&db, checked.row_counts.keys())?;
+                // archives carry no row counts in the stream: check the recorded ones
+                let tables = if layout.format == DumpFormat::Plain {
+                    checked.row_counts.clone()
+                } else {
+                    found.row_counts.clone().unwrap_or_default()
+                };
+                let counts = count_rows(&db, tables.keys())?;
                 Ok((checked, counts))
             })();
             let dropped = super::restore::drop_database(&db);
@@ -208,7 +226,11 @@ fn verify_one(
             (checked, Some(counts))
         }
     };
-    if let Some(manifest) = &found.row_counts {
+    if let Some(manifest) = found
+        .row_counts
+        .as_ref()
+        .filter(|_| layout.format == DumpFormat::Plain)
+    {
         if manifest != &checked.row_counts {
             return Err(corrupt(format!(
                 "the dump's row counts differ from the manifest recorded at backup time: {}",
@@ -216,15 +238,29 @@ fn verify_one(
             )));
         }
     }
-    let rows: u64 = checked.row_counts.values().sum();
-    let tables = checked.row_counts.len();
+    let plain = layout.format == DumpFormat::Plain;
+    let expected_rows = if plain {
+        checked.row_counts.clone()
+    } else {
+        found.row_counts.clone().unwrap_or_default()
+    };
+    let rows: u64 = expected_rows.values().sum();
+    let tables = expected_rows.len();
     let Some(counts) = restored else {
-        return Ok(format!(
-            "checksums, gzip and dump trailer ({tables} tables, {rows} rows in the dump)"
-        ));
+        return Ok(if plain {
+            format!(
+                "checksums, {} stream and dump trailer ({tables} tables, {rows} rows in the dump)",
+                layout.codec.label()
+            )
+        } else {
+            format!(
+                "checksums, {} stream and the whole archive read by pg_restore",
+                layout.codec.label()
+            )
+        });
     };
     let mut wrong = Vec::new();
-    for (table, want) in &checked.row_counts {
+    for (table, want) in &expected_rows {
         match counts.get(table) {
             Some(got) if *got as u64 == *want => {}
             Some(got) => wrong.push(format!(
