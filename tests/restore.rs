@@ -725,3 +725,53 @@ fn a_corrupt_custom_archive_is_never_committed_by_pg_restore() {
     let r = run(g.pgdrive(&db).args(["verify", id]));
     assert_eq!(r.status, 65, "{r:?}");
 }
+
+/// A local backup whose bytes arrive through a FIFO: everything but the last few bytes at once,
+/// the rest after a pause — long enough for pg_restore to finish and commit if it had the end.
+#[test]
+fn pg_restore_cannot_commit_before_the_last_bytes_are_checked() {
+    let db = TestDb::new("slow_tail");
+    seed_zoo(&db);
+    let dir = TempDir::new("slow_tail");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_FORMAT", "custom")
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.gz"))
+        .unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 0xff; // the gzip trailer: the archive itself decompresses intact
+    std::fs::remove_file(&path).unwrap();
+    let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let _ = f.write_all(&bytes[..n - 4]);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _ = f.write_all(&bytes[n - 4..]);
+    });
+    let target = TestDb::new("slow_tail_target");
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--target-url",
+        &target.url(),
+    ]));
+    writer.join().unwrap();
+    assert_eq!(r.status, 65, "{r:?}");
+    assert_eq!(
+        user_relations(&target.name),
+        0,
+        "pg_restore committed before the check: {r:?}"
+    );
+}
