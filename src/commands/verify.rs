@@ -2,13 +2,14 @@
 //!
 //! 1. **Checksums** (always): the whole file is read from storage, and its size, MD5 and SHA-256
 //!    equal what was recorded when the backup was stored (Drive appProperties / local sidecar);
-//!    the gzip stream decodes to its end (every member's CRC-32 and length checked); the SQL ends
-//!    with pg_dump's "PostgreSQL database dump complete" trailer; and the per-table row counts
-//!    read off the dump equal the manifest recorded at backup time: the Drive description or
-//!    local sidecar, else the catalog's `row_counts` (a manifest too big for a description is
-//!    only in the catalog); with neither, this one check is skipped.
+//!    the compressed stream decodes to its end (gzip: every member's CRC-32 and length); a custom
+//!    archive is read to its end by pg_restore (into nothing); a plain dump's SQL ends with
+//!    pg_dump's "PostgreSQL database dump complete" trailer and its per-table row counts equal the
+//!    manifest recorded at backup time: the Drive description or local sidecar, else the
+//!    catalog's `row_counts` (a manifest too big for a description is only in the catalog); with
+//!    neither, this one check is skipped.
 //! 2. **Restore test** (`--restore-test SCRATCH_URL`): additionally the dump is restored, by
-//!    psql in one transaction with ON_ERROR_STOP, into a new database
+//!    psql or pg_restore in one transaction, stopping at the first error, into a new database
 //!    `<dbname>_pgdrive_verify_<timestamp>` on the scratch server; every table that has data in
 //!    the dump exists there, and `SELECT count(*) FROM ONLY` each equals the recorded count. The
 //!    scratch database is always dropped afterwards.
