@@ -7,10 +7,14 @@
 //! (one transaction, committed only after the checksums matched; see `crate::restore`) → on
 //! failure drop a database `--create` made.
 //!
-//! `--clean` does not rely on DROP statements in the dump (plain dumps have none): in the same
-//! transaction as the restore, before the dump's first statement, it drops every non-system
+//! Plain dumps go to psql, custom archives to pg_restore (see `crate::restore` for why neither
+//! can commit before the checksums matched).
+//!
+//! `--clean` for a plain dump does not rely on DROP statements in the dump (it has none): in the
+//! same transaction as the restore, before the dump's first statement, it drops every non-system
 //! schema with CASCADE and every large object, and recreates an empty `public` schema as
-//! PostgreSQL creates it. If the restore fails, the clean is rolled back with it.
+//! PostgreSQL creates it. If the restore fails, the clean is rolled back with it. For a custom
+//! archive it is pg_restore's `--clean --if-exists`, in the same single transaction.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -184,6 +188,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
 
     let mode = if args.create {
         "create it, then restore into it"
+    } else if args.clean && layout.format == DumpFormat::Custom {
+        "DROP the archive's objects where they exist (pg_restore --clean), then restore, in one transaction"
     } else if args.clean {
         "DROP every schema in it (CASCADE) and all large objects, then restore, in one transaction"
     } else {
