@@ -93,6 +93,8 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
                     "complete": digest.is_some(),
                     "sha256": digest.as_ref().map(|d| d.sha256.clone()),
                     "md5": digest.as_ref().map(|d| d.md5.clone()),
+                    "format": l.prop(props::FORMAT),
+                    "compression": l.prop(props::COMPRESSION),
                     "server_version": l.prop(props::SERVER_VERSION),
                     "in_catalog": facts.is_some(),
                     "status": status(l, facts.as_ref()),
