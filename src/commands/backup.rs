@@ -154,8 +154,7 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     };
 
     // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
-    let mut follow_up_failed = false;
-    let mut follow_up_errors = Vec::new();
+    let mut follow_ups = FollowUps::default();
     record.success = true;
     let digest = &done.digest;
     record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());
@@ -175,63 +174,37 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         .verify_held()
         .and_then(|_| catalog::record(guard.client(), &record))
     {
-        follow_up_failed = true;
-        follow_up_errors.push(format!(
-            "recording the backup in the catalog: {}",
-            crate::error::render(&e)
-        ));
-        log::error(
+        follow_ups.failed(
             "the backup is stored, but recording it in the catalog failed",
-            &[("error", crate::error::render(&e))],
+            &e,
         );
     }
 
     let mut kept = None;
     if cfg.keep > 0 {
         for (target, new) in targets.iter_mut().zip(&stored) {
-            let pruned = prune(target.as_mut(), &cfg, &facts.database, &new.id);
-            if let Ok((_, n)) = &pruned {
-                kept = kept.or(Some(*n)); // the first target's count: Drive's when there is one
-            }
-            match pruned.map(|(deleted, _)| deleted) {
-                Ok(deleted) if !deleted.is_empty() => {
+            match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
+                Ok((deleted, now_kept)) => {
+                    kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
                     let (drive_ids, local_names) = if target.label() == "drive" {
                         (deleted, vec![])
                     } else {
                         (vec![], deleted)
                     };
+                    if drive_ids.is_empty() && local_names.is_empty() {
+                        continue;
+                    }
                     if let Err(e) = catalog::mark_pruned(guard.client(), &drive_ids, &local_names) {
-                        follow_up_failed = true;
-                        follow_up_errors.push(format!(
-                            "recording the pruning in the catalog: {}",
-                            crate::error::render(&e)
-                        ));
-                        log::error(
-                            "pruned, but recording that in the catalog failed",
-                            &[("error", crate::error::render(&e))],
-                        );
+                        follow_ups.failed("pruned, but recording that in the catalog failed", &e);
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    follow_up_failed = true;
-                    follow_up_errors.push(format!(
-                        "pruning old backups in {}: {}",
-                        target.describe(),
-                        crate::error::render(&e)
-                    ));
-                    let mut fields = vec![
-                        ("target", target.describe()),
-                        ("error", crate::error::render(&e)),
-                    ];
-                    if let Some(h) = crate::error::hint(&e) {
-                        fields.push(("hint", h));
-                    }
-                    log::error(
-                        "the backup is stored, but pruning old backups failed",
-                        &fields,
-                    );
-                }
+                Err(e) => follow_ups.failed(
+                    &format!(
+                        "the backup is stored, but pruning old backups in {} failed",
+                        target.describe()
+                    ),
+                    &e,
+                ),
             }
         }
     }
@@ -249,10 +222,9 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     report.local_path = record.local_path.clone();
     report.size_bytes = Some(digest.size);
     report.kept = kept;
-    report.follow_up_errors = follow_up_errors;
-    if !notifier.run_finished(&report).is_empty() {
-        follow_up_failed = true;
-    }
+    report.follow_up_errors = follow_ups.errors.clone();
+    let notifications_failed = !notifier.run_finished(&report).is_empty();
+    let follow_up_failed = notifications_failed || !follow_ups.errors.is_empty();
 
     let elapsed = started.elapsed().as_secs_f64();
     let mut fields = vec![
@@ -293,6 +265,23 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     } else {
         ExitStatus::Ok
     })
+}
+
+/// Follow-up steps that failed after the backup was stored: each is logged (with its hint) as
+/// it happens and told in the notification; any of them makes the exit status 3.
+#[derive(Default)]
+struct FollowUps {
+    errors: Vec<String>,
+}
+
+impl FollowUps {
+    fn failed(&mut self, what: &str, error: &anyhow::Error) {
+        let rendered = crate::error::render(error);
+        let mut fields = vec![("error", rendered.clone())];
+        fields.extend(crate::error::hint(error).map(|h| ("hint", h)));
+        log::error(what, &fields);
+        self.errors.push(format!("{what}: {rendered}"));
+    }
 }
 
 /// Opens a connection; failures are reported with what to check.
