@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::{BackupArgs, Kind};
 use crate::codec::Codec;
@@ -495,12 +495,6 @@ pub fn normalize_base_url(url: &str) -> Result<String> {
     } else {
         format!("{url}/")
     })
-}
-
-pub fn parse_kind_list(s: &str) -> Result<Vec<Kind>> {
-    s.split(',')
-        .map(|k| Kind::parse(k.trim()).with_context(|| format!("unknown backup kind {k:?}")))
-        .collect()
 }
 
 #[cfg(test)]

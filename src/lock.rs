@@ -77,10 +77,6 @@ impl LockGuard {
         &mut self.client
     }
 
-    pub fn key(&self) -> i64 {
-        self.key
-    }
-
     /// Checks that this is still the same server session and that it still holds the lock. Fails
     /// behind a transaction-mode pooler, where consecutive statements reach different sessions.
     pub fn verify_held(&mut self) -> Result<()> {
