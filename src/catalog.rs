@@ -7,9 +7,18 @@ use postgres::Client;
 
 /// Every migration, in order. Append only; never edit one that has shipped.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_backups", include_str!("../migrations/0001_backups.sql")),
-    ("0002_catalog_details", include_str!("../migrations/0002_catalog_details.sql")),
-    ("0003_row_counts", include_str!("../migrations/0003_row_counts.sql")),
+    (
+        "0001_backups",
+        include_str!("../migrations/0001_backups.sql"),
+    ),
+    (
+        "0002_catalog_details",
+        include_str!("../migrations/0002_catalog_details.sql"),
+    ),
+    (
+        "0003_row_counts",
+        include_str!("../migrations/0003_row_counts.sql"),
+    ),
 ];
 
 /// Serialises concurrent migrations (any value distinct from the job locks).
@@ -19,15 +28,21 @@ const MIGRATION_LOCK_KEY: i64 = 0x7067_6472_6976_65; // "pgdrive"
 /// When everything is applied already this runs no DDL, so a user without CREATE privilege can
 /// still back up once the owner has run `pgdrive migrate`.
 pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
-    let applied: Vec<String> = match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
-        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
-        Err(e) => return Err(e).context("reading pgdrive_schema_migrations"),
-    };
-    if MIGRATIONS.iter().all(|(name, _)| applied.iter().any(|a| a == name)) {
+    let applied: Vec<String> =
+        match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
+            Err(e) => return Err(e).context("reading pgdrive_schema_migrations"),
+        };
+    if MIGRATIONS
+        .iter()
+        .all(|(name, _)| applied.iter().any(|a| a == name))
+    {
         return Ok(Vec::new());
     }
-    let mut tx = client.transaction().context("starting the catalog migration")?;
+    let mut tx = client
+        .transaction()
+        .context("starting the catalog migration")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pgdrive_schema_migrations (
@@ -37,12 +52,21 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
     .map_err(|e| migration_error(e, "pgdrive_schema_migrations"))?;
     let mut done = Vec::new();
     for (name, sql) in MIGRATIONS {
-        let exists = tx.query_opt("SELECT 1 FROM pgdrive_schema_migrations WHERE version = $1", &[name])?.is_some();
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pgdrive_schema_migrations WHERE version = $1",
+                &[name],
+            )?
+            .is_some();
         if exists {
             continue;
         }
-        tx.batch_execute(sql).map_err(|e| migration_error(e, name))?;
-        tx.execute("INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)", &[name])?;
+        tx.batch_execute(sql)
+            .map_err(|e| migration_error(e, name))?;
+        tx.execute(
+            "INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)",
+            &[name],
+        )?;
         done.push(*name);
     }
     tx.commit().context("committing the catalog migration")?;
@@ -127,7 +151,11 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
 }
 
 /// Marks catalog rows whose file was pruned (matched by Drive file id or local file name).
-pub fn mark_pruned(client: &mut Client, drive_ids: &[String], local_names: &[String]) -> Result<u64> {
+pub fn mark_pruned(
+    client: &mut Client,
+    drive_ids: &[String],
+    local_names: &[String],
+) -> Result<u64> {
     let n = client
         .execute(
             "UPDATE backups SET pruned_at = now()

@@ -21,6 +21,7 @@ pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
 /// Where settings come from, below the command line: the process environment, then the env-file.
+#[derive(Clone)]
 pub struct Settings {
     file: HashMap<String, String>,
     pub env_file: Option<PathBuf>,
@@ -33,8 +34,9 @@ impl Settings {
         let file = match env_file {
             None => HashMap::new(),
             Some(path) => {
-                let meta = std::fs::metadata(path)
-                    .map_err(|e| config_error(format!("cannot read env-file {}: {e}", path.display())))?;
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    config_error(format!("cannot read env-file {}: {e}", path.display()))
+                })?;
                 if meta.permissions().mode() & 0o077 != 0 {
                     warnings.push(format!(
                         "env-file {} is readable by group or others (mode {:o}); it holds secrets: chmod 600 it",
@@ -42,12 +44,18 @@ impl Settings {
                         meta.permissions().mode() & 0o777
                     ));
                 }
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| config_error(format!("cannot read env-file {}: {e}", path.display())))?;
-                parse_env_file(&text).map_err(|e| config_error(format!("env-file {}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    config_error(format!("cannot read env-file {}: {e}", path.display()))
+                })?;
+                parse_env_file(&text)
+                    .map_err(|e| config_error(format!("env-file {}: {e}", path.display())))?
             }
         };
-        Ok(Settings { file, env_file: env_file.map(Path::to_path_buf), warnings })
+        Ok(Settings {
+            file,
+            env_file: env_file.map(Path::to_path_buf),
+            warnings,
+        })
     }
 
     /// A setting by name: the environment wins over the env-file; empty values count as unset.
@@ -106,8 +114,16 @@ pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>> {
             key.push(c);
             chars.next();
         }
-        let key = key.trim().strip_prefix("export ").unwrap_or(key.trim()).trim().to_string();
-        if chars.next() != Some('=') || key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let key = key
+            .trim()
+            .strip_prefix("export ")
+            .unwrap_or(key.trim())
+            .trim()
+            .to_string();
+        if chars.next() != Some('=')
+            || key.is_empty()
+            || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             anyhow::bail!("line {line_no}: expected KEY=VALUE");
         }
         while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
@@ -119,7 +135,9 @@ pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>> {
                 chars.next();
                 loop {
                     match chars.next() {
-                        None => anyhow::bail!("line {line_no}: unterminated quote in value of {key}"),
+                        None => {
+                            anyhow::bail!("line {line_no}: unterminated quote in value of {key}")
+                        }
                         Some(c) if c == q => break,
                         Some('\\') if q == '"' => match chars.next() {
                             Some('n') => value.push('\n'),
@@ -181,7 +199,11 @@ impl Compression {
             None => DEFAULT_GZIP_LEVEL,
             Some(l) => match l.parse::<u32>() {
                 Ok(n @ 1..=9) => n,
-                _ => return Err(config_error(format!("gzip level {l:?} is not between 1 and 9"))),
+                _ => {
+                    return Err(config_error(format!(
+                        "gzip level {l:?} is not between 1 and 9"
+                    )))
+                }
             },
         };
         Ok(Compression { level })
@@ -251,7 +273,7 @@ pub fn folder_variable(kind: Kind) -> &'static str {
     }
 }
 
-fn keep_variable(kind: Kind) -> &'static str {
+pub fn keep_variable(kind: Kind) -> &'static str {
     match kind {
         Kind::Daily => "PGDRIVE_KEEP_DAILY",
         Kind::Hourly => "PGDRIVE_KEEP_HOURLY",
@@ -277,13 +299,19 @@ pub fn split_table_list(s: &str) -> Vec<String> {
         }
     }
     out.push(current);
-    out.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+    out.into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// The database connection from `DATABASE_URL`, resolved like libpq would.
 pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>> {
-    let Some(url) = settings.get(key) else { return Ok(None) };
-    let info = ConnInfo::parse(&url).map_err(|e| config_error(format!("{key} is invalid: {e:#}")))?;
+    let Some(url) = settings.get(key) else {
+        return Ok(None);
+    };
+    let info =
+        ConnInfo::parse(&url).map_err(|e| config_error(format!("{key} is invalid: {e:#}")))?;
     Ok(Some(info.resolve(&|k| settings.get(k))))
 }
 
@@ -296,22 +324,39 @@ impl BackupConfig {
                 "set DATABASE_URL=postgres://user@host:5432/dbname in the environment or the env-file (the password may come from ~/.pgpass)",
             )
         })?;
-        let catalog = database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| database.clone());
+        let catalog =
+            database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| database.clone());
 
         let keep = match args.keep {
             Some(k) => k,
-            None => settings.parsed::<u32>(keep_variable(kind))?.unwrap_or(default_keep(kind)),
+            None => settings
+                .parsed::<u32>(keep_variable(kind))?
+                .unwrap_or(default_keep(kind)),
         };
 
-        let compression = Compression::parse(&args.compress.clone().or_else(|| settings.get("PGDRIVE_COMPRESS")).unwrap_or_else(|| "gzip".into()))?;
+        let compression = Compression::parse(
+            &args
+                .compress
+                .clone()
+                .or_else(|| settings.get("PGDRIVE_COMPRESS"))
+                .unwrap_or_else(|| "gzip".into()),
+        )?;
 
-        let chunk_size = match args.chunk_size.clone().or_else(|| settings.get("PGDRIVE_CHUNK_SIZE")) {
+        let chunk_size = match args
+            .chunk_size
+            .clone()
+            .or_else(|| settings.get("PGDRIVE_CHUNK_SIZE"))
+        {
             None => DEFAULT_CHUNK_SIZE,
             Some(s) => {
-                let n = parse_size(&s).ok_or_else(|| config_error(format!("chunk size {s:?} is not a size (e.g. 8MiB)")))?;
+                let n = parse_size(&s).ok_or_else(|| {
+                    config_error(format!("chunk size {s:?} is not a size (e.g. 8MiB)"))
+                })?;
                 if n == 0 || n % CHUNK_ALIGNMENT != 0 || n > (1 << 30) {
                     return Err(config_error_hint(
-                        format!("chunk size {s:?} is not a multiple of 256KiB between 256KiB and 1GiB"),
+                        format!(
+                            "chunk size {s:?} is not a multiple of 256KiB between 256KiB and 1GiB"
+                        ),
                         "Drive requires upload chunks in multiples of 256KiB; try 8MiB",
                     ));
                 }
@@ -320,7 +365,8 @@ impl BackupConfig {
         };
 
         let critical_tables = if kind == Kind::Hourly {
-            let tables = split_table_list(&settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default());
+            let tables =
+                split_table_list(&settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default());
             if tables.is_empty() {
                 return Err(config_error_hint(
                     "PGDRIVE_CRITICAL_TABLES is empty: the hourly backup has nothing to dump",
@@ -333,7 +379,10 @@ impl BackupConfig {
         };
 
         let credentials = Credentials::from_settings(&settings)?;
-        let folder = args.folder.clone().or_else(|| settings.get(folder_variable(kind)));
+        let folder = args
+            .folder
+            .clone()
+            .or_else(|| settings.get(folder_variable(kind)));
         let drive = match (credentials, folder) {
             (Some(credentials), Some(folder_id)) => {
                 let base_url = args
@@ -357,7 +406,10 @@ impl BackupConfig {
             }
             (None, None) => None,
         };
-        let local_dir = args.local_dir.clone().or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
+        let local_dir = args
+            .local_dir
+            .clone()
+            .or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
         if drive.is_none() && local_dir.is_none() {
             return Err(config_error_hint(
                 "no backup target is configured",
@@ -368,7 +420,10 @@ impl BackupConfig {
             ));
         }
 
-        let pg_dump = args.pg_dump.clone().or_else(|| settings.get("PGDRIVE_PG_DUMP").map(PathBuf::from));
+        let pg_dump = args
+            .pg_dump
+            .clone()
+            .or_else(|| settings.get("PGDRIVE_PG_DUMP").map(PathBuf::from));
 
         let mut retry = RetryPolicy::default();
         if let Some(n) = settings.parsed::<u32>("PGDRIVE_RETRY_MAX")? {
@@ -402,7 +457,14 @@ impl BackupConfig {
         let mut s = vec![
             ("kind", self.kind.to_string()),
             ("database", self.database.redacted()),
-            ("keep", if self.keep == 0 { "all".into() } else { self.keep.to_string() }),
+            (
+                "keep",
+                if self.keep == 0 {
+                    "all".into()
+                } else {
+                    self.keep.to_string()
+                },
+            ),
             ("compress", self.compression.label()),
             ("chunk_size", self.chunk_size.to_string()),
         ];
@@ -427,13 +489,20 @@ impl BackupConfig {
 /// Ensures the base URL ends with '/', is http(s) and carries no credentials or query.
 pub fn normalize_base_url(url: &str) -> Result<String> {
     let url = url.trim();
-    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('?') || url.contains('@') {
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.contains('?')
+        || url.contains('@')
+    {
         return Err(config_error_hint(
             format!("PGDRIVE_DRIVE_URL {url:?} is not an http(s) base URL"),
             "use the default https://www.googleapis.com/ or an emulator's root such as http://127.0.0.1:8080/",
         ));
     }
-    Ok(if url.ends_with('/') { url.to_string() } else { format!("{url}/") })
+    Ok(if url.ends_with('/') {
+        url.to_string()
+    } else {
+        format!("{url}/")
+    })
 }
 
 pub fn parse_kind_list(s: &str) -> Result<Vec<Kind>> {
@@ -461,9 +530,13 @@ mod tests {
 
     #[test]
     fn env_file_errors_name_the_line_not_the_value() {
-        let err = parse_env_file("A=1\nthis is not a setting\n").unwrap_err().to_string();
+        let err = parse_env_file("A=1\nthis is not a setting\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
-        let err = parse_env_file("A=\"secret-unterminated\n").unwrap_err().to_string();
+        let err = parse_env_file("A=\"secret-unterminated\n")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret"), "{err}");
     }
 
@@ -478,7 +551,10 @@ mod tests {
 
     #[test]
     fn compression_spec() {
-        assert_eq!(Compression::parse("gzip").unwrap().level, DEFAULT_GZIP_LEVEL);
+        assert_eq!(
+            Compression::parse("gzip").unwrap().level,
+            DEFAULT_GZIP_LEVEL
+        );
         assert_eq!(Compression::parse("gzip:9").unwrap().level, 9);
         assert!(Compression::parse("gzip:0").is_err());
         assert!(Compression::parse("lz4").is_err());
@@ -486,15 +562,27 @@ mod tests {
 
     #[test]
     fn table_lists_respect_quotes() {
-        assert_eq!(split_table_list(" orders, public.payments ,"), vec!["orders", "public.payments"]);
-        assert_eq!(split_table_list("\"a,b\".\"c\",d"), vec!["\"a,b\".\"c\"", "d"]);
+        assert_eq!(
+            split_table_list(" orders, public.payments ,"),
+            vec!["orders", "public.payments"]
+        );
+        assert_eq!(
+            split_table_list("\"a,b\".\"c\",d"),
+            vec!["\"a,b\".\"c\"", "d"]
+        );
         assert!(split_table_list(" , ").is_empty());
     }
 
     #[test]
     fn base_urls() {
-        assert_eq!(normalize_base_url("http://127.0.0.1:9/").unwrap(), "http://127.0.0.1:9/");
-        assert_eq!(normalize_base_url("https://x.test").unwrap(), "https://x.test/");
+        assert_eq!(
+            normalize_base_url("http://127.0.0.1:9/").unwrap(),
+            "http://127.0.0.1:9/"
+        );
+        assert_eq!(
+            normalize_base_url("https://x.test").unwrap(),
+            "https://x.test/"
+        );
         assert!(normalize_base_url("ftp://x").is_err());
         assert!(normalize_base_url("www.googleapis.com").is_err());
     }

@@ -52,7 +52,11 @@ impl std::error::Error for Classified {}
 
 /// A configuration error (exit 78): reported before anything is attempted.
 pub fn config_error(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Classified { status: ExitStatus::Config, message: message.into(), hint: None })
+    anyhow::Error::new(Classified {
+        status: ExitStatus::Config,
+        message: message.into(),
+        hint: None,
+    })
 }
 
 /// A configuration error with a hint.
@@ -116,7 +120,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
 pub fn postgres_hint(err: &postgres::Error) -> Option<String> {
     use postgres::error::SqlState;
     let code = err.code()?;
-    let hint = if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+    let hint = if *code == SqlState::INVALID_PASSWORD
+        || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    {
         "check the user and password in DATABASE_URL (or the PGPASSFILE it relies on)"
     } else if *code == SqlState::INVALID_CATALOG_NAME {
         "the database in DATABASE_URL does not exist on that server; check its name"

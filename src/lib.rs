@@ -5,6 +5,7 @@
 //!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment.
+//! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`).
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
 //!   `rowcount`: per-table row counts read off the dump as it streams.
@@ -12,6 +13,8 @@
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
+//! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts;
+//!   `dashboard`: the facts `status` reports and their text, JSON, Prometheus and HTML renderings.
 //!
 //! # Concurrency
 //! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
@@ -22,8 +25,10 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod drive;
 pub mod error;
+pub mod health;
 pub mod lock;
 pub mod log;
 pub mod manpage;
@@ -33,6 +38,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod retention;
 pub mod rowcount;
+pub mod server;
 pub mod signals;
 pub mod storage;
 pub mod timeutil;

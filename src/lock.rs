@@ -32,6 +32,7 @@ pub struct LockGuard {
     client: Client,
     key: i64,
     backend_pid: i32,
+    released: bool,
 }
 
 /// Session settings for a connection that sits idle while the dump runs: no server-side timeout
@@ -54,13 +55,21 @@ pub fn try_lock(mut client: Client, kind: Kind) -> Result<Option<LockGuard>> {
     keep_session_alive(&mut client)?;
     let key = lock_key(lock_name(kind));
     let row = client
-        .query_one("SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()", &[&key])
+        .query_one(
+            "SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()",
+            &[&key],
+        )
         .context("taking the advisory lock")?;
     let acquired: bool = row.get(0);
     if !acquired {
         return Ok(None);
     }
-    let mut guard = LockGuard { client, key, backend_pid: row.get(1) };
+    let mut guard = LockGuard {
+        client,
+        key,
+        backend_pid: row.get(1),
+        released: false,
+    };
     guard.verify_held()?;
     Ok(Some(guard))
 }
@@ -102,9 +111,29 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// Releases the lock now, reporting what dropping the guard would ignore: `pgdrive check`
+    /// proves the lock can be released, not only taken.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        let row = self
+            .client
+            .query_one("SELECT pg_advisory_unlock($1::bigint)", &[&self.key])
+            .context("releasing the advisory lock")?;
+        if !row.get::<_, bool>(0) {
+            bail!("the server says this session did not hold the advisory lock it was releasing");
+        }
+        Ok(())
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.client.execute("SELECT pg_advisory_unlock($1::bigint)", &[&self.key]);
+        if !self.released {
+            let _ = self
+                .client
+                .execute("SELECT pg_advisory_unlock($1::bigint)", &[&self.key]);
+        }
     }
 }
 

@@ -49,7 +49,10 @@ pub fn init(format: LogFormat, verbose: bool, quiet: bool) {
 }
 
 fn logger() -> &'static Logger {
-    LOGGER.get_or_init(|| Logger { format: LogFormat::Text, min: Level::Info })
+    LOGGER.get_or_init(|| Logger {
+        format: LogFormat::Text,
+        min: Level::Info,
+    })
 }
 
 /// Writes one log event with structured fields.

@@ -11,7 +11,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { ExitStatus::Usage.code() } else { ExitStatus::Ok.code() });
+            return ExitCode::from(if e.use_stderr() {
+                ExitStatus::Usage.code()
+            } else {
+                ExitStatus::Ok.code()
+            });
         }
     };
     pgdrive::log::init(cli.log_format, cli.verbose, cli.quiet);

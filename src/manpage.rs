@@ -24,12 +24,14 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDRIVE_PG_DUMP", "The pg_dump binary to use."),
     ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
     ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
+    ("PGDRIVE_MAX_AGE", "status: maximum age per kind, as --max-age (default daily=26h,hourly=5h,schema=off)."),
+    ("PGDRIVE_PROMETHEUS_FILE", "backup refreshes this node_exporter textfile (as status --prometheus) at the end of every run."),
     ("PGDRIVE_ENV_FILE, PGDRIVE_LOG_FORMAT", "As --env-file and --log-format."),
 ];
 
 const EXIT_STATUS: &[(&str, &str)] = &[
     ("0", "The backup was stored and verified (other commands: success)."),
-    ("1", "The backup failed; nothing new was stored."),
+    ("1", "The backup failed; nothing new was stored. check: at least one check failed. status: a kind's newest backup is older than its max age, or its last run failed."),
     ("2", "Usage error: the command line could not be parsed."),
     ("3", "The backup is stored and verified, but a follow-up step failed: pruning, the catalog write or a notification."),
     ("75", "Skipped: another run holds this job's advisory lock."),
@@ -39,7 +41,14 @@ const EXIT_STATUS: &[(&str, &str)] = &[
 fn section(out: &mut Vec<u8>, title: &str, items: &[(&str, &str)]) {
     out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
     for (name, text) in items {
-        out.extend_from_slice(format!(".TP\n\\fB{}\\fR\n{}\n", roff_escape(name), roff_escape(text)).as_bytes());
+        out.extend_from_slice(
+            format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                roff_escape(name),
+                roff_escape(text)
+            )
+            .as_bytes(),
+        );
     }
 }
 
@@ -64,8 +73,11 @@ pub fn render() -> Result<String> {
     man.render_options_section(&mut out)?;
     man.render_subcommands_section(&mut out)?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        out.extend_from_slice(format!(".SH \"COMMAND: {}\"\n", sub.get_name().to_uppercase()).as_bytes());
-        let sub_man = clap_mangen::Man::new(sub.clone().bin_name(format!("pgdrive {}", sub.get_name())));
+        out.extend_from_slice(
+            format!(".SH \"COMMAND: {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+        );
+        let sub_man =
+            clap_mangen::Man::new(sub.clone().bin_name(format!("pgdrive {}", sub.get_name())));
         let mut body = Vec::new();
         sub_man.render_synopsis_section(&mut body)?;
         sub_man.render_description_section(&mut body)?;

@@ -57,7 +57,9 @@ fn percent_decode(s: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).context("truncated %-escape in connection URI")?;
+            let hex = s
+                .get(i + 1..i + 3)
+                .context("truncated %-escape in connection URI")?;
             out.push(u8::from_str_radix(hex, 16).context("invalid %-escape in connection URI")?);
             i += 3;
         } else {
@@ -73,7 +75,10 @@ impl ConnInfo {
     /// Errors never quote the input (it may hold a password).
     pub fn parse(s: &str) -> Result<ConnInfo> {
         let s = s.trim();
-        let params = if let Some(rest) = s.strip_prefix("postgresql://").or_else(|| s.strip_prefix("postgres://")) {
+        let params = if let Some(rest) = s
+            .strip_prefix("postgresql://")
+            .or_else(|| s.strip_prefix("postgres://"))
+        {
             parse_uri(rest)?
         } else if s.contains('=') {
             parse_keyword_value(s)?
@@ -81,11 +86,17 @@ impl ConnInfo {
             bail!("not a PostgreSQL connection string (expected postgres://user@host/dbname or host=... dbname=...)");
         };
         for key in params.keys() {
-            if !KEYWORD_ENV.iter().any(|(k, _)| k == key) && key != "keepalives" && !key.starts_with("keepalives_") {
+            if !KEYWORD_ENV.iter().any(|(k, _)| k == key)
+                && key != "keepalives"
+                && !key.starts_with("keepalives_")
+            {
                 bail!("unknown connection parameter {key:?}");
             }
         }
-        Ok(ConnInfo { params, original: s.to_string() })
+        Ok(ConnInfo {
+            params,
+            original: s.to_string(),
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -110,10 +121,16 @@ impl ConnInfo {
         }
         if !self.params.contains_key("host") && !self.params.contains_key("hostaddr") {
             let socket_dir = "/var/run/postgresql";
-            let host = if Path::new(socket_dir).is_dir() { socket_dir } else { "localhost" };
+            let host = if Path::new(socket_dir).is_dir() {
+                socket_dir
+            } else {
+                "localhost"
+            };
             self.params.insert("host".into(), host.into());
         }
-        self.params.entry("port".into()).or_insert_with(|| "5432".into());
+        self.params
+            .entry("port".into())
+            .or_insert_with(|| "5432".into());
         if !self.params.contains_key("user") {
             if let Some(u) = env("USER").or_else(os_user_name) {
                 self.params.insert("user".into(), u);
@@ -148,16 +165,30 @@ impl ConnInfo {
     fn password_from_passfile(&self, file: &Path) -> Option<String> {
         let text = std::fs::read_to_string(file).ok()?;
         let host = self.get("host").unwrap_or("localhost");
-        let host = if host.starts_with('/') { "localhost" } else { host.split(',').next().unwrap_or(host) };
-        let wanted = [host, self.get("port").unwrap_or("5432"), self.dbname(), self.user()];
-        text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).find_map(|line| {
-            let fields = split_passfile_line(line);
-            if fields.len() != 5 {
-                return None;
-            }
-            let matches = fields[..4].iter().zip(wanted.iter()).all(|(f, w)| f == "*" || f == w);
-            matches.then(|| fields[4].clone())
-        })
+        let host = if host.starts_with('/') {
+            "localhost"
+        } else {
+            host.split(',').next().unwrap_or(host)
+        };
+        let wanted = [
+            host,
+            self.get("port").unwrap_or("5432"),
+            self.dbname(),
+            self.user(),
+        ];
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .find_map(|line| {
+                let fields = split_passfile_line(line);
+                if fields.len() != 5 {
+                    return None;
+                }
+                let matches = fields[..4]
+                    .iter()
+                    .zip(wanted.iter())
+                    .all(|(f, w)| f == "*" || f == w);
+                matches.then(|| fields[4].clone())
+            })
     }
 
     /// A `postgres::Config` for pgdrive's own (catalog and lock) connection.
@@ -172,7 +203,10 @@ impl ConnInfo {
                 cfg.host(host);
             }
             let port = ports.get(i).or(ports.first()).copied().unwrap_or("5432");
-            cfg.port(port.parse().with_context(|| format!("invalid port {port:?} in DATABASE_URL"))?);
+            cfg.port(
+                port.parse()
+                    .with_context(|| format!("invalid port {port:?} in DATABASE_URL"))?,
+            );
         }
         if let Some(u) = self.get("user") {
             cfg.user(u);
@@ -186,7 +220,9 @@ impl ConnInfo {
         }
         cfg.application_name(application_name);
         if let Some(t) = self.get("connect_timeout") {
-            let secs: u64 = t.parse().context("invalid connect_timeout in DATABASE_URL")?;
+            let secs: u64 = t
+                .parse()
+                .context("invalid connect_timeout in DATABASE_URL")?;
             if secs > 0 {
                 cfg.connect_timeout(Duration::from_secs(secs));
             }
@@ -286,7 +322,9 @@ fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>> {
         let mut ports = Vec::new();
         for spec in hostlist.split(',') {
             let (host, port) = if let Some(v6) = spec.strip_prefix('[') {
-                let end = v6.find(']').context("unterminated [IPv6] host in connection URI")?;
+                let end = v6
+                    .find(']')
+                    .context("unterminated [IPv6] host in connection URI")?;
                 let port = v6[end + 1..].strip_prefix(':');
                 (&v6[..end], port)
             } else {
@@ -315,7 +353,9 @@ fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>> {
     }
     if let Some(q) = query {
         for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').context("connection URI parameter without '='")?;
+            let (k, v) = pair
+                .split_once('=')
+                .context("connection URI parameter without '='")?;
             let k = percent_decode(k)?;
             let k = if k == "ssl" && v == "true" {
                 params.insert("sslmode".into(), "require".into());
@@ -395,14 +435,20 @@ mod tests {
 
     #[test]
     fn parses_uris() {
-        let c = ConnInfo::parse("postgresql://app:p%40ss@db.example:6432/shop?sslmode=disable&connect_timeout=5").unwrap();
+        let c = ConnInfo::parse(
+            "postgresql://app:p%40ss@db.example:6432/shop?sslmode=disable&connect_timeout=5",
+        )
+        .unwrap();
         assert_eq!(c.get("user"), Some("app"));
         assert_eq!(c.get("password"), Some("p@ss"));
         assert_eq!(c.get("host"), Some("db.example"));
         assert_eq!(c.get("port"), Some("6432"));
         assert_eq!(c.get("dbname"), Some("shop"));
         assert_eq!(c.get("sslmode"), Some("disable"));
-        assert_eq!(c.redacted(), "postgresql://app:***@db.example:6432/shop?sslmode=disable&connect_timeout=5");
+        assert_eq!(
+            c.redacted(),
+            "postgresql://app:***@db.example:6432/shop?sslmode=disable&connect_timeout=5"
+        );
     }
 
     #[test]
@@ -427,14 +473,18 @@ mod tests {
     fn rejects_garbage_without_echoing_it() {
         let err = ConnInfo::parse("hunter2").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
-        let err = ConnInfo::parse("postgres://u:hunter2@h:notaport/d").unwrap_err().to_string();
+        let err = ConnInfo::parse("postgres://u:hunter2@h:notaport/d")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert!(ConnInfo::parse("host=x bogus=1").is_err());
     }
 
     #[test]
     fn child_env_carries_the_password_out_of_argv() {
-        let c = ConnInfo::parse("postgres://app:pw@h:5433/shop").unwrap().resolve(&no_env);
+        let c = ConnInfo::parse("postgres://app:pw@h:5433/shop")
+            .unwrap()
+            .resolve(&no_env);
         let env: BTreeMap<_, _> = c.child_env().into_iter().collect();
         assert_eq!(env["PGPASSWORD"], "pw");
         assert_eq!(env["PGHOST"], "h");
@@ -450,7 +500,9 @@ mod tests {
             "PGPORT" => Some("6000".to_string()),
             _ => None,
         };
-        let c = ConnInfo::parse("postgres://db.example").unwrap().resolve(&env);
+        let c = ConnInfo::parse("postgres://db.example")
+            .unwrap()
+            .resolve(&env);
         assert_eq!(c.user(), "alice");
         assert_eq!(c.get("port"), Some("6000"));
         assert_eq!(c.dbname(), "alice");
@@ -458,6 +510,9 @@ mod tests {
 
     #[test]
     fn passfile_lines_with_escapes() {
-        assert_eq!(split_passfile_line(r"h:5432:*:u:pa\:ss"), vec!["h", "5432", "*", "u", "pa:ss"]);
+        assert_eq!(
+            split_passfile_line(r"h:5432:*:u:pa\:ss"),
+            vec!["h", "5432", "*", "u", "pa:ss"]
+        );
     }
 }

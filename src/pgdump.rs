@@ -30,8 +30,13 @@ pub struct PgDump {
 /// Parses `pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` into (`15.20`, 15). Handles
 /// pre-10 numbering (`9.6.24` → major 9).
 pub fn parse_version(line: &str) -> Option<(String, u32)> {
-    let version = line.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    let version: String = version.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let version = line
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let version: String = version
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
     let major = version.split('.').next()?.parse().ok()?;
     Some((version, major))
 }
@@ -43,14 +48,25 @@ fn probe(path: &Path) -> Result<PgDump> {
         .output()
         .with_context(|| format!("running {} --version", path.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let (version, major) = parse_version(text.trim())
-        .with_context(|| format!("{} --version printed {:?}, not a pg_dump version", path.display(), text.trim()))?;
-    Ok(PgDump { path: path.to_path_buf(), version, major })
+    let (version, major) = parse_version(text.trim()).with_context(|| {
+        format!(
+            "{} --version printed {:?}, not a pg_dump version",
+            path.display(),
+            text.trim()
+        )
+    })?;
+    Ok(PgDump {
+        path: path.to_path_buf(),
+        version,
+        major,
+    })
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Chooses pg_dump: the explicit one if given (it must be new enough), otherwise the first of
@@ -68,13 +84,22 @@ pub fn locate(explicit: Option<&Path>, server_major: u32) -> Result<PgDump> {
     };
     if let Some(path) = explicit {
         if !path.exists() {
-            return Err(config_error(format!("pg_dump not found at {} (PGDRIVE_PG_DUMP / --pg-dump)", path.display())));
+            return Err(config_error(format!(
+                "pg_dump not found at {} (PGDRIVE_PG_DUMP / --pg-dump)",
+                path.display()
+            )));
         }
         let d = probe(path).map_err(|e| config_error(format!("{e:#}")))?;
-        return if d.major >= server_major { Ok(d) } else { Err(too_old(&d)) };
+        return if d.major >= server_major {
+            Ok(d)
+        } else {
+            Err(too_old(&d))
+        };
     }
     let mut candidates: Vec<PathBuf> = on_path("pg_dump").into_iter().collect();
-    candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/pg_dump")));
+    candidates.push(PathBuf::from(format!(
+        "/usr/lib/postgresql/{server_major}/bin/pg_dump"
+    )));
     let mut found = Vec::new();
     for c in candidates.iter().filter(|c| c.is_file()) {
         match probe(c) {
@@ -129,32 +154,49 @@ pub struct DumpOutcome {
 
 impl RunningDump {
     /// Starts pg_dump with the connection in `env` (PG* variables replace any inherited ones).
-    pub fn spawn(bin: &PgDump, args: &[OsString], env: &[(&'static str, String)]) -> Result<RunningDump> {
+    pub fn spawn(
+        bin: &PgDump,
+        args: &[OsString],
+        env: &[(&'static str, String)],
+    ) -> Result<RunningDump> {
         let mut cmd = Command::new(&bin.path);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
                 cmd.env_remove(&key);
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.path.display()))?;
-        let mut stderr = child.stderr.take().context("pg_dump's stderr was not captured")?;
-        let handle = std::thread::Builder::new().name("pg_dump-stderr".into()).spawn(move || {
-            let mut tail = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.path.display()))?;
+        let mut stderr = child
+            .stderr
+            .take()
+            .context("pg_dump's stderr was not captured")?;
+        let handle = std::thread::Builder::new()
+            .name("pg_dump-stderr".into())
+            .spawn(move || {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * STDERR_TAIL_BYTES {
+                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                    }
                 }
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 2 * STDERR_TAIL_BYTES {
-                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                }
-            }
-            tail
-        })?;
-        Ok(RunningDump { child, stderr: Some(handle) })
+                tail
+            })?;
+        Ok(RunningDump {
+            child,
+            stderr: Some(handle),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -162,7 +204,10 @@ impl RunningDump {
     }
 
     pub fn take_stdout(&mut self) -> Result<ChildStdout> {
-        self.child.stdout.take().context("pg_dump's stdout was already taken")
+        self.child
+            .stdout
+            .take()
+            .context("pg_dump's stdout was already taken")
     }
 
     /// Kills pg_dump (used when the run is being abandoned).
@@ -173,7 +218,11 @@ impl RunningDump {
     /// Waits for pg_dump to exit and collects its stderr tail.
     pub fn wait(mut self) -> Result<DumpOutcome> {
         let status = self.child.wait().context("waiting for pg_dump")?;
-        let tail = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let tail = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         let mut tail = String::from_utf8_lossy(&tail).into_owned();
         if tail.len() > STDERR_TAIL_BYTES {
             let mut cut = tail.len() - STDERR_TAIL_BYTES;
@@ -182,13 +231,20 @@ impl RunningDump {
             }
             tail = format!("…{}", &tail[cut..]);
         }
-        let description = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        let description = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(0), _) => "exited 0".to_string(),
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             _ => "ended abnormally".to_string(),
         };
-        Ok(DumpOutcome { success: status.success(), description, stderr_tail: tail.trim().to_string() })
+        Ok(DumpOutcome {
+            success: status.success(),
+            description,
+            stderr_tail: tail.trim().to_string(),
+        })
     }
 }
 
@@ -210,7 +266,11 @@ pub fn check_outcome(outcome: &DumpOutcome) -> Result<()> {
     if outcome.stderr_tail.is_empty() {
         bail!("pg_dump {}", outcome.description);
     }
-    bail!("pg_dump {}: {}", outcome.description, outcome.stderr_tail.replace('\n', " | "));
+    bail!(
+        "pg_dump {}: {}",
+        outcome.description,
+        outcome.stderr_tail.replace('\n', " | ")
+    );
 }
 
 #[cfg(test)]
@@ -219,20 +279,37 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(parse_version("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"), Some(("15.20".into(), 15)));
-        assert_eq!(parse_version("pg_dump (PostgreSQL) 17beta1"), Some(("17".into(), 17)));
-        assert_eq!(parse_version("pg_dump (PostgreSQL) 9.6.24"), Some(("9.6.24".into(), 9)));
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some(("15.20".into(), 15))
+        );
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 17beta1"),
+            Some(("17".into(), 17))
+        );
+        assert_eq!(
+            parse_version("pg_dump (PostgreSQL) 9.6.24"),
+            Some(("9.6.24".into(), 9))
+        );
         assert_eq!(parse_version("hello"), None);
     }
 
     #[test]
     fn arguments_by_kind() {
-        let daily: Vec<String> = arguments(Kind::Daily, &[]).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let daily: Vec<String> = arguments(Kind::Daily, &[])
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(daily, vec!["--format=plain", "--no-password"]);
         let schema = arguments(Kind::Schema, &[]);
         assert!(schema.iter().any(|a| a == "--schema-only"));
-        let hourly: Vec<String> =
-            arguments(Kind::Hourly, &["\"public\".\"orders\"".into()]).iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(hourly[2..], ["--strict-names", "--table", "\"public\".\"orders\""]);
+        let hourly: Vec<String> = arguments(Kind::Hourly, &["\"public\".\"orders\"".into()])
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            hourly[2..],
+            ["--strict-names", "--table", "\"public\".\"orders\""]
+        );
     }
 }

@@ -23,7 +23,13 @@ pub enum Piece {
     /// A full chunk of compressed bytes.
     Chunk(Vec<u8>),
     /// The end of the stream: the remaining bytes (gzip trailer included) and the totals.
-    End { tail: Vec<u8>, digest: Digest, raw_bytes: u64, dump_complete: bool, row_counts: BTreeMap<String, u64> },
+    End {
+        tail: Vec<u8>,
+        digest: Digest,
+        raw_bytes: u64,
+        dump_complete: bool,
+        row_counts: BTreeMap<String, u64>,
+    },
     /// Reading or compressing failed.
     Failed(anyhow::Error),
 }
@@ -59,9 +65,9 @@ impl Write for ChunkSink {
             data = &data[take..];
             if self.buf.len() == self.chunk_size {
                 let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
-                self.tx
-                    .send(Piece::Chunk(full))
-                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped"))?;
+                self.tx.send(Piece::Chunk(full)).map_err(|_| {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped")
+                })?;
             }
         }
         Ok(written)
@@ -74,18 +80,29 @@ impl Write for ChunkSink {
 
 /// Starts the compressor thread reading `input`. The channel holds one chunk, so the thread
 /// blocks (and pg_dump with it) while the uploader is behind: back-pressure, not buffering.
-pub fn spawn_compressor<R: Read + Send + 'static>(input: R, level: u32, chunk_size: usize) -> Result<(Receiver<Piece>, JoinHandle<()>)> {
+pub fn spawn_compressor<R: Read + Send + 'static>(
+    input: R,
+    level: u32,
+    chunk_size: usize,
+) -> Result<(Receiver<Piece>, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(1);
-    let handle = std::thread::Builder::new().name("compressor".into()).spawn(move || {
-        let failure_tx = tx.clone();
-        if let Err(e) = compress(input, level, chunk_size, tx) {
-            let _ = failure_tx.send(Piece::Failed(e));
-        }
-    })?;
+    let handle = std::thread::Builder::new()
+        .name("compressor".into())
+        .spawn(move || {
+            let failure_tx = tx.clone();
+            if let Err(e) = compress(input, level, chunk_size, tx) {
+                let _ = failure_tx.send(Piece::Failed(e));
+            }
+        })?;
     Ok((rx, handle))
 }
 
-fn compress<R: Read>(mut input: R, level: u32, chunk_size: usize, tx: SyncSender<Piece>) -> Result<()> {
+fn compress<R: Read>(
+    mut input: R,
+    level: u32,
+    chunk_size: usize,
+    tx: SyncSender<Piece>,
+) -> Result<()> {
     let sink = ChunkSink {
         buf: Vec::with_capacity(chunk_size),
         chunk_size,
@@ -112,12 +129,28 @@ fn compress<R: Read>(mut input: R, level: u32, chunk_size: usize, tx: SyncSender
             raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
         }
         rows.feed(&buf[..n]);
-        encoder.write_all(&buf[..n]).map_err(|e| anyhow::Error::new(e).context("compressing"))?;
+        encoder
+            .write_all(&buf[..n])
+            .map_err(|e| anyhow::Error::new(e).context("compressing"))?;
     }
-    let sink = encoder.finish().map_err(|e| anyhow::Error::new(e).context("finishing the gzip stream"))?;
-    let digest = Digest { size: sink.size, sha256: hex(&sink.sha256.finalize()), md5: hex(&sink.md5.finalize()) };
-    let dump_complete = raw_tail.windows(DUMP_COMPLETE_MARKER.len()).any(|w| w == DUMP_COMPLETE_MARKER);
-    let _ = tx.send(Piece::End { tail: sink.buf, digest, raw_bytes, dump_complete, row_counts: rows.finish() });
+    let sink = encoder
+        .finish()
+        .map_err(|e| anyhow::Error::new(e).context("finishing the gzip stream"))?;
+    let digest = Digest {
+        size: sink.size,
+        sha256: hex(&sink.sha256.finalize()),
+        md5: hex(&sink.md5.finalize()),
+    };
+    let dump_complete = raw_tail
+        .windows(DUMP_COMPLETE_MARKER.len())
+        .any(|w| w == DUMP_COMPLETE_MARKER);
+    let _ = tx.send(Piece::End {
+        tail: sink.buf,
+        digest,
+        raw_bytes,
+        dump_complete,
+        row_counts: rows.finish(),
+    });
     Ok(())
 }
 
@@ -132,7 +165,13 @@ mod tests {
         loop {
             match rx.recv().unwrap() {
                 Piece::Chunk(c) => chunks.push(c),
-                Piece::End { tail, digest, raw_bytes, dump_complete, .. } => {
+                Piece::End {
+                    tail,
+                    digest,
+                    raw_bytes,
+                    dump_complete,
+                    ..
+                } => {
                     handle.join().unwrap();
                     return (chunks, tail, digest, raw_bytes, dump_complete);
                 }
@@ -164,13 +203,18 @@ mod tests {
         assert_eq!(digest.md5, hex(&md5::Md5::digest(&all)));
         assert_eq!(digest.sha256, hex(&sha2::Sha256::digest(&all)));
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&all[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&all[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, input);
     }
 
     #[test]
     fn a_cut_short_dump_is_noticed() {
-        let (_, _, _, _, complete) = run(b"CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n".to_vec(), 256 << 10);
+        let (_, _, _, _, complete) = run(
+            b"CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n".to_vec(),
+            256 << 10,
+        );
         assert!(!complete);
     }
 

@@ -16,7 +16,9 @@ pub fn scrub(text: &str) -> String {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
         // userinfo ends at the first '@' before any '/', whitespace or end of the URL
-        let end = tail.find(|c: char| c == '/' || c.is_whitespace() || c == '?' || c == '#').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '?' || c == '#')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         if let Some(at) = authority.rfind('@') {
             let userinfo = &authority[..at];
@@ -48,7 +50,8 @@ fn scrub_pairs(text: &str, key: &str) -> String {
         let end = if let Some(stripped) = tail.strip_prefix('\'') {
             stripped.find('\'').map(|i| i + 2).unwrap_or(tail.len())
         } else {
-            tail.find(|c: char| c.is_whitespace() || c == '&').unwrap_or(tail.len())
+            tail.find(|c: char| c.is_whitespace() || c == '&')
+                .unwrap_or(tail.len())
         };
         out.push_str("***");
         rest = &tail[end..];
@@ -83,19 +86,31 @@ mod tests {
             connection_string("postgres://app:s3cr%40t@db.example:5432/shop?sslmode=require"),
             "postgres://app:***@db.example:5432/shop?sslmode=require"
         );
-        assert_eq!(connection_string("postgresql://app@db/shop"), "postgresql://app@db/shop");
+        assert_eq!(
+            connection_string("postgresql://app@db/shop"),
+            "postgresql://app@db/shop"
+        );
         assert_eq!(connection_string("postgres:///shop"), "postgres:///shop");
     }
 
     #[test]
     fn conninfo_passwords_are_removed() {
-        assert_eq!(scrub("host=db password=hunter2 dbname=x"), "host=db password=*** dbname=x");
-        assert_eq!(scrub("host=db password='a b' dbname=x"), "host=db password=*** dbname=x");
+        assert_eq!(
+            scrub("host=db password=hunter2 dbname=x"),
+            "host=db password=*** dbname=x"
+        );
+        assert_eq!(
+            scrub("host=db password='a b' dbname=x"),
+            "host=db password=*** dbname=x"
+        );
     }
 
     #[test]
     fn tokens_are_removed() {
-        assert_eq!(scrub("Authorization: Bearer ya29.abc-DEF_1 rest"), "Authorization: Bearer *** rest");
+        assert_eq!(
+            scrub("Authorization: Bearer ya29.abc-DEF_1 rest"),
+            "Authorization: Bearer *** rest"
+        );
         assert_eq!(scrub("token ya29.a0AfB_xyz"), "token ya29.***");
     }
 }

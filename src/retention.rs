@@ -22,12 +22,21 @@ pub fn selector(kind: &str, database: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
         (props::KIND.to_string(), kind.to_string()),
-        (props::DATABASE.to_string(), crate::storage::fit_property(props::DATABASE, database)),
+        (
+            props::DATABASE.to_string(),
+            crate::storage::fit_property(props::DATABASE, database),
+        ),
     ])
 }
 
 /// Plans the pruning of `listed` (any files, any order) after `just_stored` was stored.
-pub fn plan(listed: &[Listed], kind: &str, database: &str, keep: u32, just_stored: &str) -> PrunePlan {
+pub fn plan(
+    listed: &[Listed],
+    kind: &str,
+    database: &str,
+    keep: u32,
+    just_stored: &str,
+) -> PrunePlan {
     let wanted = selector(kind, database);
     let mut own: Vec<&Listed> = listed
         .iter()
@@ -35,11 +44,18 @@ pub fn plan(listed: &[Listed], kind: &str, database: &str, keep: u32, just_store
         .collect();
     // newest first; ties broken by name then id so the plan is deterministic
     own.sort_by(|a, b| {
-        b.created_ms.unwrap_or(i64::MIN).cmp(&a.created_ms.unwrap_or(i64::MIN)).then_with(|| b.name.cmp(&a.name)).then_with(|| b.id.cmp(&a.id))
+        b.created_ms
+            .unwrap_or(i64::MIN)
+            .cmp(&a.created_ms.unwrap_or(i64::MIN))
+            .then_with(|| b.name.cmp(&a.name))
+            .then_with(|| b.id.cmp(&a.id))
     });
     own.dedup_by(|a, b| a.id == b.id);
     if keep == 0 {
-        return PrunePlan { keep: own.iter().map(|f| f.id.clone()).collect(), delete: Vec::new() };
+        return PrunePlan {
+            keep: own.iter().map(|f| f.id.clone()).collect(),
+            delete: Vec::new(),
+        };
     }
     let mut plan = PrunePlan::default();
     let mut slots = keep as usize;
@@ -74,7 +90,13 @@ mod tests {
     }
 
     fn foreign(id: &str, created: i64) -> Listed {
-        Listed { id: id.into(), name: format!("shop-daily-{created}.sql.gz"), created_ms: Some(created), size: Some(1), properties: BTreeMap::new() }
+        Listed {
+            id: id.into(),
+            name: format!("shop-daily-{created}.sql.gz"),
+            created_ms: Some(created),
+            size: Some(1),
+            properties: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -86,7 +108,9 @@ mod tests {
             just: &'static str,
             want_delete: Vec<&'static str>,
         }
-        let twenty: Vec<Listed> = (1..=20).map(|i| own(&format!("f{i:02}"), i * 1000, "daily", "shop")).collect();
+        let twenty: Vec<Listed> = (1..=20)
+            .map(|i| own(&format!("f{i:02}"), i * 1000, "daily", "shop"))
+            .collect();
         let cases = vec![
             Case {
                 name: "20 own + 3 foreign keeps 14 own and every foreign file",
@@ -145,14 +169,24 @@ mod tests {
         for c in cases {
             let p = plan(&c.files, "daily", "shop", c.keep, c.just);
             assert_eq!(p.delete, c.want_delete, "{}", c.name);
-            assert!(!p.delete.iter().any(|d| d == c.just), "{}: deletes the new backup", c.name);
-            assert!(p.delete.iter().all(|d| !d.starts_with('x')), "{}: deletes a foreign file", c.name);
+            assert!(
+                !p.delete.iter().any(|d| d == c.just),
+                "{}: deletes the new backup",
+                c.name
+            );
+            assert!(
+                p.delete.iter().all(|d| !d.starts_with('x')),
+                "{}: deletes a foreign file",
+                c.name
+            );
         }
     }
 
     #[test]
     fn the_listing_order_does_not_matter() {
-        let mut files: Vec<Listed> = (1..=10).map(|i| own(&format!("f{i:02}"), i, "daily", "shop")).collect();
+        let mut files: Vec<Listed> = (1..=10)
+            .map(|i| own(&format!("f{i:02}"), i, "daily", "shop"))
+            .collect();
         let a = plan(&files, "daily", "shop", 3, "f10");
         files.reverse();
         let b = plan(&files, "daily", "shop", 3, "f10");

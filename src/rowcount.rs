@@ -31,9 +31,14 @@ impl RowCounter {
     }
 
     fn push_partial(&mut self, bytes: &[u8]) {
-        let cap = if self.in_copy.is_some() { 3 } else { HEADER_CAP };
+        let cap = if self.in_copy.is_some() {
+            3
+        } else {
+            HEADER_CAP
+        };
         let room = cap.saturating_sub(self.prefix.len());
-        self.prefix.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.prefix
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
         self.line_len += bytes.len();
     }
 

@@ -29,7 +29,9 @@ impl std::error::Error for Interrupted {}
 
 /// Installs the handlers; call once at start-up.
 pub fn install() -> std::io::Result<()> {
-    let flag = RECEIVED.get_or_init(|| Arc::new(AtomicUsize::new(0))).clone();
+    let flag = RECEIVED
+        .get_or_init(|| Arc::new(AtomicUsize::new(0)))
+        .clone();
     for sig in [SIGINT, SIGTERM, SIGHUP] {
         // Handlers run in registration order: the first delivery only records the signal and arms
         // the shutdown; a second delivery exits at once (status 1).
@@ -44,7 +46,10 @@ pub fn install() -> std::io::Result<()> {
 
 /// The signal received so far, if any.
 pub fn received() -> Option<usize> {
-    RECEIVED.get().map(|f| f.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    RECEIVED
+        .get()
+        .map(|f| f.load(Ordering::SeqCst))
+        .filter(|s| *s != 0)
 }
 
 /// `Err(Interrupted)` once a termination signal has arrived.

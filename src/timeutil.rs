@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
 }
 
 // Howard Hinnant's days-from-civil / civil-from-days algorithms (proleptic Gregorian calendar).
@@ -69,20 +72,34 @@ pub fn rfc3339_millis(millis: i64) -> String {
 /// `20261130T030000Z`: sorts lexically in time order; used in file names.
 pub fn compact_stamp(millis: i64) -> String {
     let p = parts(millis);
-    format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", p.year, p.month, p.day, p.hour, p.minute, p.second)
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        p.year, p.month, p.day, p.hour, p.minute, p.second
+    )
 }
 
 /// Parses RFC 3339 as Drive writes it (`2026-11-30T03:00:00.123Z`, any fraction length, or an
 /// explicit `+hh:mm` offset) into milliseconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
     let (year, month, day) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -114,7 +131,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+        - offset_secs;
     Some(secs * 1000 + millis)
 }
 
@@ -125,7 +143,10 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_796_007_600_123), "2026-11-30T03:00:00.123Z");
+        assert_eq!(
+            rfc3339_millis(1_796_007_600_123),
+            "2026-11-30T03:00:00.123Z"
+        );
         assert_eq!(compact_stamp(1_796_007_600_123), "20261130T030000Z");
         assert_eq!(rfc3339_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
@@ -135,9 +156,18 @@ mod tests {
         for ms in [0, 951_782_400_000, 1_796_007_600_123, 4_102_444_799_999] {
             assert_eq!(parse_rfc3339(&rfc3339_millis(ms)), Some(ms));
         }
-        assert_eq!(parse_rfc3339("2026-11-30T03:00:00Z"), Some(1_796_007_600_000));
-        assert_eq!(parse_rfc3339("2026-11-30T04:00:00.5+01:00"), Some(1_796_007_600_500));
-        assert_eq!(parse_rfc3339("2026-11-30T03:00:00.123456Z"), Some(1_796_007_600_123));
+        assert_eq!(
+            parse_rfc3339("2026-11-30T03:00:00Z"),
+            Some(1_796_007_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-30T04:00:00.5+01:00"),
+            Some(1_796_007_600_500)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-30T03:00:00.123456Z"),
+            Some(1_796_007_600_123)
+        );
         assert_eq!(parse_rfc3339("2026-13-30T03:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }

@@ -16,11 +16,20 @@ fn bulky(db: &TestDb) {
 }
 
 fn chunk_requests(emu: &Emulator) -> Vec<Value> {
-    emu.requests().into_iter().filter(|r| r["op"] == "upload_chunk").collect()
+    emu.requests()
+        .into_iter()
+        .filter(|r| r["op"] == "upload_chunk")
+        .collect()
 }
 
 fn range_start(r: &Value) -> Option<u64> {
-    r["content_range"].as_str()?.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
+    r["content_range"]
+        .as_str()?
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The one backup in the folder, after checking it is complete and labelled.
@@ -34,7 +43,10 @@ fn the_backup(g: &Google, folder: &str, db: &TestDb, kind: &str) -> (Value, Vec<
     assert_eq!(props["pgdrive_kind"], kind);
     assert_eq!(props["pgdrive_database"], db.name.as_str());
     use sha2::Digest;
-    assert_eq!(props["pgdrive_sha256"], pgdrive::pipeline::hex(&sha2::Sha256::digest(&content)).as_str());
+    assert_eq!(
+        props["pgdrive_sha256"],
+        pgdrive::pipeline::hex(&sha2::Sha256::digest(&content)).as_str()
+    );
     assert_eq!(f["mimeType"], "application/gzip");
     assert_eq!(f["size"], content.len().to_string().as_str());
     (f, content)
@@ -48,9 +60,18 @@ fn daily_backup_lands_in_the_shared_drive_and_restores() {
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     let (file, content) = the_backup(&g, &g.folder, &db, "daily");
-    assert!(file["name"].as_str().unwrap().starts_with(&format!("{}-daily-", db.name)));
-    assert!(file["appProperties"]["pgdrive_server_version"].as_str().unwrap().starts_with("15"));
-    assert!(!file["appProperties"]["pgdrive_pg_dump_version"].as_str().unwrap().is_empty());
+    assert!(file["name"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}-daily-", db.name)));
+    assert!(file["appProperties"]["pgdrive_server_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("15"));
+    assert!(!file["appProperties"]["pgdrive_pg_dump_version"]
+        .as_str()
+        .unwrap()
+        .is_empty());
     let manifest: Value = serde_json::from_str(file["description"].as_str().unwrap()).unwrap();
     assert_eq!(manifest["row_counts"]["public.orders"], 5000);
     let target = TestDb::new("drive_daily_dst");
@@ -78,9 +99,16 @@ fn hourly_and_schema_backups_go_to_their_own_folders() {
     let schema = g.new_folder("schema");
     let db = TestDb::new("drive_kinds");
     seed_shop(&db);
-    let r = run(g.pgdrive(&db).env("HOURLY_DRIVE_FOLDER_ID", &hourly).env("PGDRIVE_CRITICAL_TABLES", "orders").args(["backup", "--kind", "hourly"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("HOURLY_DRIVE_FOLDER_ID", &hourly)
+        .env("PGDRIVE_CRITICAL_TABLES", "orders")
+        .args(["backup", "--kind", "hourly"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let r = run(g.pgdrive(&db).env("SCHEMA_DRIVE_FOLDER_ID", &schema).args(["backup", "--kind", "schema"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("SCHEMA_DRIVE_FOLDER_ID", &schema)
+        .args(["backup", "--kind", "schema"]));
     assert_eq!(r.status, 0, "{r:?}");
     let (_, hourly_content) = the_backup(&g, &hourly, &db, "hourly");
     let (_, schema_content) = the_backup(&g, &schema, &db, "schema");
@@ -100,15 +128,31 @@ fn a_503_and_a_dropped_connection_mid_upload_are_resumed_without_restarting() {
         {"op": "upload_chunk", "nth": 4, "action": {"drop": "after"}},
         {"op": "upload_chunk", "nth": 6, "action": {"drop": "before"}},
     ]));
-    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     let (_, content) = the_backup(&g, &g.folder, &db, "daily");
     let chunks = chunk_requests(&g.emu);
-    assert!(chunks.len() >= 7, "expected several chunks: {}", chunks.len());
+    assert!(
+        chunks.len() >= 7,
+        "expected several chunks: {}",
+        chunks.len()
+    );
     // only the very first chunk starts at byte 0: nothing was restarted
-    assert_eq!(chunks.iter().filter(|c| range_start(c) == Some(0)).count(), 1, "{chunks:#?}");
+    assert_eq!(
+        chunks.iter().filter(|c| range_start(c) == Some(0)).count(),
+        1,
+        "{chunks:#?}"
+    );
     // after each fault the client asked the session how much it held
-    let status_queries = g.emu.requests().iter().filter(|r| r["op"] == "upload_status").count();
+    let status_queries = g
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r["op"] == "upload_status")
+        .count();
     assert!(status_queries >= 3, "status queries: {status_queries}");
     // the bytes Drive holds are exactly the dump
     let target = TestDb::new("drive_resume_dst");
@@ -122,12 +166,21 @@ fn a_partially_persisted_chunk_is_resent_from_memory() {
     let g = Google::shared_drive();
     let db = TestDb::new("drive_partial");
     bulky(&db);
-    g.emu.fault(json!([{"op": "upload_chunk", "nth": 1, "action": {"persist_partial": 262144}}]));
-    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "512KiB").args(["backup", "--kind", "daily"]));
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "nth": 1, "action": {"persist_partial": 262144}}]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_CHUNK_SIZE", "512KiB")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     the_backup(&g, &g.folder, &db, "daily");
     let chunks = chunk_requests(&g.emu);
-    assert_eq!(range_start(&chunks[1]), Some(262144), "the unacknowledged half is sent again: {:#?}", &chunks[..2]);
+    assert_eq!(
+        range_start(&chunks[1]),
+        Some(262144),
+        "the unacknowledged half is sent again: {:#?}",
+        &chunks[..2]
+    );
 }
 
 #[test]
@@ -144,9 +197,16 @@ fn rate_limits_back_off_and_retry() {
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     // Retry-After: 1 was honoured (twice), even though the test's backoff is 20 ms
-    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     let reqs = g.emu.requests();
-    assert_eq!(reqs.iter().filter(|r| r["op"] == "upload_initiate").count(), 3);
+    assert_eq!(
+        reqs.iter().filter(|r| r["op"] == "upload_initiate").count(),
+        3
+    );
     assert!(reqs.iter().filter(|r| r["op"] == "list").count() >= 2);
     the_backup(&g, &g.folder, &db, "daily");
 }
@@ -161,15 +221,31 @@ fn a_token_that_expires_mid_upload_is_refreshed_without_restarting() {
         {"op": "upload_chunk", "nth": 1, "times": 6, "action": {"delay_ms": 600}},
         {"op": "upload_chunk", "nth": 8, "action": {"expire_tokens": true}},
     ]));
-    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["--verbose", "backup", "--kind", "daily"]));
+    let r = run(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args([
+        "--verbose",
+        "backup",
+        "--kind",
+        "daily",
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
     the_backup(&g, &g.folder, &db, "daily");
     let reqs = g.emu.requests();
     let tokens = reqs.iter().filter(|r| r["op"] == "token").count();
-    assert!(tokens >= 3, "the token was refreshed before expiry and after the 401: {tokens} token requests");
-    assert!(reqs.iter().any(|r| r["op"] == "upload_chunk" && r["status"] == 401), "the revoked token was seen");
+    assert!(
+        tokens >= 3,
+        "the token was refreshed before expiry and after the 401: {tokens} token requests"
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r["op"] == "upload_chunk" && r["status"] == 401),
+        "the revoked token was seen"
+    );
     let chunks = chunk_requests(&g.emu);
-    assert_eq!(chunks.iter().filter(|c| range_start(c) == Some(0)).count(), 1, "restarted");
+    assert_eq!(
+        chunks.iter().filter(|c| range_start(c) == Some(0)).count(),
+        1,
+        "restarted"
+    );
     assert_eq!(g.emu.sessions().len(), 1);
 }
 
@@ -183,13 +259,27 @@ fn pg_dump_failing_mid_upload_leaves_no_file_in_drive() {
         "pg_dump",
         &format!("if [ \"$1\" = --version ]; then exec {} --version; fi\nhead -c 2000000 /dev/urandom | base64\necho 'pg_dump: error: Dumping the contents of table \"orders\" failed' >&2\nexit 1", real_pg_dump()),
     );
-    let r = run(g.pgdrive(&db).env("PGDRIVE_PG_DUMP", &fake).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("Dumping the contents of table"), "{r:?}");
-    assert!(!chunk_requests(&g.emu).is_empty(), "the test should fail mid-upload");
-    assert!(g.emu.files_in(&g.folder).is_empty(), "a partial file was left: {:#?}", g.emu.files_in(&g.folder));
+    assert!(
+        !chunk_requests(&g.emu).is_empty(),
+        "the test should fail mid-upload"
+    );
+    assert!(
+        g.emu.files_in(&g.folder).is_empty(),
+        "a partial file was left: {:#?}",
+        g.emu.files_in(&g.folder)
+    );
     assert!(g.emu.sessions().iter().all(|s| s["state"] != "completed"));
-    assert!(g.emu.requests().iter().any(|r| r["op"] == "upload_cancel"), "the session was not cancelled");
+    assert!(
+        g.emu.requests().iter().any(|r| r["op"] == "upload_cancel"),
+        "the session was not cancelled"
+    );
     let rows = db.catalog();
     assert_eq!((rows.len(), rows[0].0.as_str()), (1, "ERROR"));
 }
@@ -199,10 +289,21 @@ fn sigterm_mid_upload_leaves_no_file_and_records_the_interruption() {
     let g = Google::shared_drive();
     let db = TestDb::new("drive_sigterm");
     bulky(&db);
-    g.emu.fault(json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"delay_ms": 300}}]));
-    let mut child = g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped()).spawn().unwrap();
-    assert!(g.emu.wait_for_request(|r| r["op"] == "upload_chunk", Duration::from_secs(20)), "no upload started");
+    g.emu.fault(
+        json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"delay_ms": 300}}]),
+    );
+    let mut child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu
+            .wait_for_request(|r| r["op"] == "upload_chunk", Duration::from_secs(20)),
+        "no upload started"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -213,7 +314,10 @@ fn sigterm_mid_upload_leaves_no_file_and_records_the_interruption() {
     assert_eq!(rows[0].0, "ERROR");
     assert!(rows[0].3.as_deref().unwrap().contains("SIGTERM"));
     // pg_dump is gone too
-    let ps = std::process::Command::new("pgrep").args(["-f", &format!("pg_dump.*{}", db.name)]).output().unwrap();
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &format!("pg_dump.*{}", db.name)])
+        .output()
+        .unwrap();
     assert!(ps.stdout.is_empty(), "pg_dump still running");
 }
 
@@ -222,10 +326,20 @@ fn a_held_lock_uploads_nothing() {
     let g = Google::shared_drive();
     let db = TestDb::new("drive_locked");
     let mut holder = db.client();
-    holder.execute("SELECT pg_advisory_lock(1265025683::bigint)", &[]).unwrap();
-    let r = run(g.pgdrive(&db).env("HOURLY_DRIVE_FOLDER_ID", &g.folder).env("PGDRIVE_CRITICAL_TABLES", "x").args(["backup", "--kind", "hourly"]));
+    holder
+        .execute("SELECT pg_advisory_lock(1265025683::bigint)", &[])
+        .unwrap();
+    let r = run(g
+        .pgdrive(&db)
+        .env("HOURLY_DRIVE_FOLDER_ID", &g.folder)
+        .env("PGDRIVE_CRITICAL_TABLES", "x")
+        .args(["backup", "--kind", "hourly"]));
     assert_eq!(r.status, 75, "{r:?}");
-    assert!(g.emu.requests().iter().all(|r| !r["op"].as_str().unwrap_or("").starts_with("upload")));
+    assert!(g
+        .emu
+        .requests()
+        .iter()
+        .all(|r| !r["op"].as_str().unwrap_or("").starts_with("upload")));
     assert!(g.emu.files_in(&g.folder).is_empty());
 }
 
@@ -246,21 +360,40 @@ fn retention_keeps_the_newest_own_files_and_never_touches_foreign_ones() {
     for i in 1..=3 {
         g.emu.post("files", json!({"name": format!("{}-daily-2020010{i}T030000Z.sql.gz", db.name), "parents": [g.folder], "createdTime": format!("2020-01-0{i}T00:00:00.000Z")}));
     }
-    g.emu.post("files", json!({"name": "x", "parents": [g.folder], "createdTime": "2020-01-01T00:00:00.000Z",
-        "appProperties": {"pgdrive": "1", "pgdrive_kind": "hourly", "pgdrive_database": db.name}}));
-    g.emu.post("files", json!({"name": "y", "parents": [g.folder], "createdTime": "2020-01-01T00:00:00.000Z",
-        "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": "otherdb"}}));
+    g.emu.post(
+        "files",
+        json!({"name": "x", "parents": [g.folder], "createdTime": "2020-01-01T00:00:00.000Z",
+        "appProperties": {"pgdrive": "1", "pgdrive_kind": "hourly", "pgdrive_database": db.name}}),
+    );
+    g.emu.post(
+        "files",
+        json!({"name": "y", "parents": [g.folder], "createdTime": "2020-01-01T00:00:00.000Z",
+        "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": "otherdb"}}),
+    );
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     let files = g.emu.files_in(&g.folder);
-    let own: Vec<&Value> = files.iter().filter(|f| f["appProperties"]["pgdrive_kind"] == "daily" && f["appProperties"]["pgdrive_database"] == db.name.as_str()).collect();
+    let own: Vec<&Value> = files
+        .iter()
+        .filter(|f| {
+            f["appProperties"]["pgdrive_kind"] == "daily"
+                && f["appProperties"]["pgdrive_database"] == db.name.as_str()
+        })
+        .collect();
     assert_eq!(own.len(), 14, "{own:#?}");
     assert_eq!(files.len(), 14 + 3 + 2);
     // the 6 oldest of the 20 went: day 1 to day 6
     let mut names: Vec<&str> = own.iter().map(|f| f["name"].as_str().unwrap()).collect();
     names.sort();
     assert!(names[0].contains("20261007T"), "{names:?}");
-    assert!(g.emu.requests().iter().filter(|r| r["op"] == "delete").count() == 6);
+    assert!(
+        g.emu
+            .requests()
+            .iter()
+            .filter(|r| r["op"] == "delete")
+            .count()
+            == 6
+    );
     // permanently deleted, not trashed
     assert!(g.emu.files().iter().all(|f| f["trashed"] != true));
 }
@@ -270,11 +403,16 @@ fn a_checksum_mismatch_fails_and_the_bad_file_is_deleted() {
     let g = Google::shared_drive();
     let db = TestDb::new("drive_md5");
     seed_shop(&db);
-    g.emu.fault(json!([{"op": "upload_chunk", "nth": 1, "action": {"corrupt_md5": true}}]));
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "nth": 1, "action": {"corrupt_md5": true}}]));
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("MD5"), "{r:?}");
-    assert!(g.emu.files_in(&g.folder).is_empty(), "{:#?}", g.emu.files_in(&g.folder));
+    assert!(
+        g.emu.files_in(&g.folder).is_empty(),
+        "{:#?}",
+        g.emu.files_in(&g.folder)
+    );
     assert_eq!(db.catalog()[0].0, "ERROR");
 }
 
@@ -283,15 +421,34 @@ fn a_service_account_writing_into_a_my_drive_folder_gets_the_quota_hint() {
     let g = Google::shared_drive();
     let mine = g.emu.post("folders", json!({"name": "personal", "owner": "alice@example.com", "permissions": {g.sa_email.clone(): "writer"}}));
     let db = TestDb::new("drive_quota");
-    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", mine["id"].as_str().unwrap()).args(["backup", "--kind", "daily"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("GOOGLE_DRIVE_FOLDER_ID", mine["id"].as_str().unwrap())
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("storageQuotaExceeded"), "{r:?}");
-    let hint = r.stderr.lines().find(|l| l.starts_with("hint:")).unwrap_or_default();
-    assert!(hint.contains("shared drive") && hint.contains("GOOGLE_IMPERSONATE_USER") && hint.contains("authorized_user"), "{r:?}");
-    assert!(g.emu.requests().iter().all(|r| r["op"] != "upload_chunk"), "nothing should have been dumped or sent");
+    let hint = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_default();
+    assert!(
+        hint.contains("shared drive")
+            && hint.contains("GOOGLE_IMPERSONATE_USER")
+            && hint.contains("authorized_user"),
+        "{r:?}"
+    );
+    assert!(
+        g.emu.requests().iter().all(|r| r["op"] != "upload_chunk"),
+        "nothing should have been dumped or sent"
+    );
 
     // domain-wide delegation: the same folder works when acting as its owner
-    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", mine["id"].as_str().unwrap()).env("GOOGLE_IMPERSONATE_USER", "alice@example.com").args(["backup", "--kind", "daily"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("GOOGLE_DRIVE_FOLDER_ID", mine["id"].as_str().unwrap())
+        .env("GOOGLE_IMPERSONATE_USER", "alice@example.com")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(g.emu.files_in(mine["id"].as_str().unwrap()).len(), 1);
 }
@@ -300,7 +457,10 @@ fn a_service_account_writing_into_a_my_drive_folder_gets_the_quota_hint() {
 fn oauth_user_credentials_work_and_a_revoked_refresh_token_gets_a_hint() {
     let g = Google::shared_drive();
     g.emu.post("authorized_users", json!({"client_id": "123.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": "good-refresh", "email": "bob@gmail.com"}));
-    let mine = g.emu.post("folders", json!({"name": "bob's", "owner": "bob@gmail.com"}));
+    let mine = g.emu.post(
+        "folders",
+        json!({"name": "bob's", "owner": "bob@gmail.com"}),
+    );
     let folder = mine["id"].as_str().unwrap();
     let creds = g.dir.path().join("user.json");
     let write = |token: &str| {
@@ -309,15 +469,26 @@ fn oauth_user_credentials_work_and_a_revoked_refresh_token_gets_a_hint() {
     let db = TestDb::new("drive_oauth");
     write("good-refresh");
     let mut cmd = pgdrive();
-    cmd.env("DATABASE_URL", db.url()).env("GOOGLE_APPLICATION_CREDENTIALS", &creds).env("GOOGLE_DRIVE_FOLDER_ID", folder).env("PGDRIVE_DRIVE_URL", &g.emu.base);
+    cmd.env("DATABASE_URL", db.url())
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &creds)
+        .env("GOOGLE_DRIVE_FOLDER_ID", folder)
+        .env("PGDRIVE_DRIVE_URL", &g.emu.base);
     let r = run(cmd.args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(g.emu.files_in(folder).len(), 1);
     write("revoked-refresh");
     let r = run(&mut cmd);
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("invalid_grant") && r.stderr.contains("hint:") && r.stderr.contains("7 days"), "{r:?}");
-    assert!(!r.stderr.contains("revoked-refresh"), "the refresh token leaked: {r:?}");
+    assert!(
+        r.stderr.contains("invalid_grant")
+            && r.stderr.contains("hint:")
+            && r.stderr.contains("7 days"),
+        "{r:?}"
+    );
+    assert!(
+        !r.stderr.contains("revoked-refresh"),
+        "the refresh token leaked: {r:?}"
+    );
 }
 
 #[test]
@@ -326,19 +497,39 @@ fn bad_keys_and_unknown_folders_are_configuration_errors() {
     let db = TestDb::new("drive_bad");
     let r = run(g.pgdrive(&db).env("GOOGLE_SERVICE_ACCOUNT_JSON", "{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----\\n\", \"client_email\": \"x@y\"}").args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("not a usable RSA key") && !r.stderr.contains("not a key\\n"), "{r:?}");
-    let r = run(g.pgdrive(&db).env("GOOGLE_SERVICE_ACCOUNT_JSON", "{ this is not json").args(["backup", "--kind", "daily"]));
+    assert!(
+        r.stderr.contains("not a usable RSA key") && !r.stderr.contains("not a key\\n"),
+        "{r:?}"
+    );
+    let r = run(g
+        .pgdrive(&db)
+        .env("GOOGLE_SERVICE_ACCOUNT_JSON", "{ this is not json")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("not valid JSON"), "{r:?}");
-    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", "0AbCdEfNoSuchFolder").args(["backup", "--kind", "daily"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("GOOGLE_DRIVE_FOLDER_ID", "0AbCdEfNoSuchFolder")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("0AbCdEfNoSuchFolder") && r.stderr.contains("not found"), "{r:?}");
+    assert!(
+        r.stderr.contains("0AbCdEfNoSuchFolder") && r.stderr.contains("not found"),
+        "{r:?}"
+    );
     // a file id where a folder id belongs
-    let file = g.emu.post("files", json!({"name": "notes.txt", "parents": [g.folder]}));
-    let r = run(g.pgdrive(&db).env("GOOGLE_DRIVE_FOLDER_ID", file["id"].as_str().unwrap()).args(["backup", "--kind", "daily"]));
+    let file = g
+        .emu
+        .post("files", json!({"name": "notes.txt", "parents": [g.folder]}));
+    let r = run(g
+        .pgdrive(&db)
+        .env("GOOGLE_DRIVE_FOLDER_ID", file["id"].as_str().unwrap())
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("not a folder"), "{r:?}");
-    let r = run(g.pgdrive(&db).env("PGDRIVE_DRIVE_URL", "ftp://example").args(["backup", "--kind", "daily"]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_DRIVE_URL", "ftp://example")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(g.emu.files_in(&g.folder).len() == 1, "only the notes file");
 }
@@ -349,7 +540,13 @@ fn drive_and_local_copies_are_written_together() {
     let db = TestDb::new("drive_both");
     seed_shop(&db);
     let dir = TempDir::new("drive_both");
-    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily", "--to", dir.path().to_str().unwrap()]));
+    let r = run(g.pgdrive(&db).args([
+        "backup",
+        "--kind",
+        "daily",
+        "--to",
+        dir.path().to_str().unwrap(),
+    ]));
     assert_eq!(r.status, 0, "{r:?}");
     let (file, content) = the_backup(&g, &g.folder, &db, "daily");
     let local = dir.path().join(file["name"].as_str().unwrap());

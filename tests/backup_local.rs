@@ -7,14 +7,18 @@ use common::*;
 
 fn local(db: &TestDb, dir: &TempDir) -> std::process::Command {
     let mut cmd = pgdrive();
-    cmd.env("DATABASE_URL", db.url()).env("PGDRIVE_LOCAL_DIR", dir.path());
+    cmd.env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path());
     cmd
 }
 
 /// Backup files (not sidecars, not partials) in a directory.
 fn backups_in(dir: &TempDir) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir.path())
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v.retain(|n| n.ends_with(".sql.gz"));
@@ -22,7 +26,12 @@ fn backups_in(dir: &TempDir) -> Vec<String> {
 }
 
 fn all_entries(dir: &TempDir) -> Vec<String> {
-    std::fs::read_dir(dir.path()).map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default()
+    std::fs::read_dir(dir.path())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 const TABLE_CHECKSUMS: &str = "SELECT string_agg(format('%s:%s:%s', c.relname,
@@ -41,14 +50,23 @@ fn daily_backup_restores_into_an_empty_database_and_matches_the_source() {
     assert_eq!(r.status, 0, "{r:?}");
     let files = backups_in(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(files[0].starts_with(&format!("{}-daily-", db.name)) && files[0].ends_with("Z.sql.gz"), "{files:?}");
+    assert!(
+        files[0].starts_with(&format!("{}-daily-", db.name)) && files[0].ends_with("Z.sql.gz"),
+        "{files:?}"
+    );
     let bytes = std::fs::read(dir.path().join(&files[0])).unwrap();
 
     let target = TestDb::new("daily_dst");
     restore_gz(&bytes, &target.url());
-    assert_eq!(psql(&db.url(), TABLE_CHECKSUMS), psql(&target.url(), TABLE_CHECKSUMS));
+    assert_eq!(
+        psql(&db.url(), TABLE_CHECKSUMS),
+        psql(&target.url(), TABLE_CHECKSUMS)
+    );
     assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
-    assert_eq!(psql(&target.url(), "SELECT last_value FROM orders_id_seq"), psql(&db.url(), "SELECT last_value FROM orders_id_seq"));
+    assert_eq!(
+        psql(&target.url(), "SELECT last_value FROM orders_id_seq"),
+        psql(&db.url(), "SELECT last_value FROM orders_id_seq")
+    );
 
     // the run is recorded, with checksums that match the file
     let row = db
@@ -59,13 +77,18 @@ fn daily_backup_restores_into_an_empty_database_and_matches_the_source() {
     assert_eq!(row.get::<_, String>(1), "daily");
     assert_eq!(row.get::<_, i64>(2), bytes.len() as i64);
     use sha2::Digest;
-    assert_eq!(row.get::<_, String>(3), pgdrive::pipeline::hex(&sha2::Sha256::digest(&bytes)));
+    assert_eq!(
+        row.get::<_, String>(3),
+        pgdrive::pipeline::hex(&sha2::Sha256::digest(&bytes))
+    );
     assert_eq!(row.get::<_, String>(5), files[0]);
     assert!(row.get::<_, String>(6).starts_with("15"));
     assert!(!row.get::<_, String>(7).is_empty());
     // the sidecar describes the backup like Drive's appProperties would
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(format!("{}.pgdrive.json", files[0]))).unwrap()).unwrap();
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(format!("{}.pgdrive.json", files[0]))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(sidecar["properties"]["pgdrive_kind"], "daily");
     assert_eq!(sidecar["properties"]["pgdrive_database"], db.name.as_str());
     assert_eq!(sidecar["sha256"], row.get::<_, String>(3));
@@ -73,7 +96,11 @@ fn daily_backup_restores_into_an_empty_database_and_matches_the_source() {
     assert_eq!(sidecar["row_counts"]["public.orders"], 5000);
     assert_eq!(sidecar["row_counts"]["public.customers"], 500);
     assert_eq!(
-        psql(&db.url(), "SELECT row_counts->>'public.audit_log' FROM backups").trim(),
+        psql(
+            &db.url(),
+            "SELECT row_counts->>'public.audit_log' FROM backups"
+        )
+        .trim(),
         "2000"
     );
 }
@@ -90,23 +117,46 @@ fn hourly_backup_contains_only_the_critical_tables_including_partitions() {
          INSERT INTO sales.\"Events\" SELECT g, '2025-06-01'::date + g FROM generate_series(1, 400) g;",
     );
     let dir = TempDir::new("hourly");
-    let r = run(local(&db, &dir).env("PGDRIVE_CRITICAL_TABLES", "orders, public.customers,sales.\"Events\"").args(["backup", "--kind", "hourly"]));
+    let r = run(local(&db, &dir)
+        .env(
+            "PGDRIVE_CRITICAL_TABLES",
+            "orders, public.customers,sales.\"Events\"",
+        )
+        .args(["backup", "--kind", "hourly"]));
     assert_eq!(r.status, 0, "{r:?}");
     let files = backups_in(&dir);
     assert_eq!(files.len(), 1);
     assert!(files[0].contains("-hourly-"));
     let sql = gunzip(&std::fs::read(dir.path().join(&files[0])).unwrap());
     assert!(sql.contains("CREATE TABLE public.orders"), "orders missing");
-    assert!(sql.contains("CREATE TABLE public.customers"), "customers missing");
-    assert!(sql.contains("CREATE TABLE sales.events_2025"), "partition missing");
-    assert!(!sql.contains("audit_log"), "a non-critical table was dumped");
-    assert!(!sql.contains("CREATE TABLE public.backups"), "the catalog was dumped");
+    assert!(
+        sql.contains("CREATE TABLE public.customers"),
+        "customers missing"
+    );
+    assert!(
+        sql.contains("CREATE TABLE sales.events_2025"),
+        "partition missing"
+    );
+    assert!(
+        !sql.contains("audit_log"),
+        "a non-critical table was dumped"
+    );
+    assert!(
+        !sql.contains("CREATE TABLE public.backups"),
+        "the catalog was dumped"
+    );
 
     // like pg_dump --table, an hourly backup holds the tables, not the schemas they live in
     let target = TestDb::new("hourly_dst");
     target.exec("CREATE SCHEMA sales");
-    restore_gz(&std::fs::read(dir.path().join(&files[0])).unwrap(), &target.url());
-    assert_eq!(target.query_i64("SELECT count(*) FROM sales.\"Events\""), 400);
+    restore_gz(
+        &std::fs::read(dir.path().join(&files[0])).unwrap(),
+        &target.url(),
+    );
+    assert_eq!(
+        target.query_i64("SELECT count(*) FROM sales.\"Events\""),
+        400
+    );
     assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
 }
 
@@ -130,18 +180,29 @@ fn a_missing_critical_table_is_a_configuration_error_and_nothing_is_stored() {
     let db = TestDb::new("missing_table");
     seed_shop(&db);
     let dir = TempDir::new("missing_table");
-    let r = run(local(&db, &dir).env("PGDRIVE_CRITICAL_TABLES", "orders,no_such_table").args(["backup", "--kind", "hourly"]));
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_CRITICAL_TABLES", "orders,no_such_table")
+        .args(["backup", "--kind", "hourly"]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("pgdrive: error:") && r.stderr.contains("no_such_table"), "{r:?}");
+    assert!(
+        r.stderr.contains("pgdrive: error:") && r.stderr.contains("no_such_table"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("hint:"), "{r:?}");
-    assert!(all_entries(&dir).iter().all(|e| !e.contains(".sql.gz")), "{:?}", all_entries(&dir));
+    assert!(
+        all_entries(&dir).iter().all(|e| !e.contains(".sql.gz")),
+        "{:?}",
+        all_entries(&dir)
+    );
     let rows = db.catalog();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, "ERROR");
     assert!(rows[0].3.as_deref().unwrap().contains("no_such_table"));
 
     // an empty list is refused before connecting at all
-    let r = run(local(&db, &dir).env("PGDRIVE_CRITICAL_TABLES", " , ").args(["backup", "--kind", "hourly"]));
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_CRITICAL_TABLES", " , ")
+        .args(["backup", "--kind", "hourly"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("PGDRIVE_CRITICAL_TABLES"), "{r:?}");
 }
@@ -153,7 +214,9 @@ fn a_held_lock_skips_the_run_with_75_and_stores_nothing() {
     let dir = TempDir::new("locked");
     let mut holder = db.client();
     // the Node.js implementation's key for daily-backup-job
-    holder.execute("SELECT pg_advisory_lock(-1450133114::bigint)", &[]).unwrap();
+    holder
+        .execute("SELECT pg_advisory_lock(-1450133114::bigint)", &[])
+        .unwrap();
     let r = run(local(&db, &dir).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 75, "{r:?}");
     assert!(r.stderr.contains("another run holds the lock"), "{r:?}");
@@ -161,7 +224,9 @@ fn a_held_lock_skips_the_run_with_75_and_stores_nothing() {
     // another kind is not blocked
     let r = run(local(&db, &dir).args(["backup", "--kind", "schema"]));
     assert_eq!(r.status, 0, "{r:?}");
-    holder.execute("SELECT pg_advisory_unlock(-1450133114::bigint)", &[]).unwrap();
+    holder
+        .execute("SELECT pg_advisory_unlock(-1450133114::bigint)", &[])
+        .unwrap();
     let r = run(local(&db, &dir).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
 }
@@ -171,7 +236,10 @@ fn fake_pg_dump(dir: &TempDir, body: &str) -> std::path::PathBuf {
     script(
         dir.path(),
         "pg_dump",
-        &format!("if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}", real_pg_dump()),
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}",
+            real_pg_dump()
+        ),
     )
 }
 
@@ -181,14 +249,32 @@ fn pg_dump_failing_mid_stream_leaves_no_file_and_an_error_row() {
     let dir = TempDir::new("dump_fails");
     let bin = TempDir::new("dump_fails_bin");
     let fake = fake_pg_dump(&bin, "head -c 3000000 /dev/urandom | base64\necho 'pg_dump: error: query failed: server closed the connection unexpectedly' >&2\nexit 1");
-    let r = run(local(&db, &dir).env("PGDRIVE_PG_DUMP", &fake).env("PGDRIVE_CHUNK_SIZE", "256KiB").args(["backup", "--kind", "daily"]));
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
-    assert!(r.stderr.contains("server closed the connection unexpectedly"), "pg_dump's stderr must be quoted: {r:?}");
-    assert!(all_entries(&dir).is_empty(), "left behind: {:?}", all_entries(&dir));
+    assert!(
+        r.stderr
+            .contains("server closed the connection unexpectedly"),
+        "pg_dump's stderr must be quoted: {r:?}"
+    );
+    assert!(
+        all_entries(&dir).is_empty(),
+        "left behind: {:?}",
+        all_entries(&dir)
+    );
     let rows = db.catalog();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, "ERROR");
-    assert!(rows[0].3.as_deref().unwrap().contains("exited with status 1"), "{rows:?}");
+    assert!(
+        rows[0]
+            .3
+            .as_deref()
+            .unwrap()
+            .contains("exited with status 1"),
+        "{rows:?}"
+    );
 }
 
 #[test]
@@ -197,14 +283,18 @@ fn pg_dump_killed_or_truncated_is_a_failure() {
     let dir = TempDir::new("dump_killed");
     let bin = TempDir::new("dump_killed_bin");
     let fake = fake_pg_dump(&bin, "head -c 1000000 /dev/urandom | base64\nkill -9 $$");
-    let r = run(local(&db, &dir).env("PGDRIVE_PG_DUMP", &fake).args(["backup", "--kind", "daily"]));
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("killed by signal 9"), "{r:?}");
     assert!(all_entries(&dir).is_empty(), "{:?}", all_entries(&dir));
 
     // exit 0 but the output stops before pg_dump's closing comment
     let fake = fake_pg_dump(&bin, "echo 'CREATE TABLE t (a int);'\nexit 0");
-    let r = run(local(&db, &dir).env("PGDRIVE_PG_DUMP", &fake).args(["backup", "--kind", "daily"]));
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("truncated"), "{r:?}");
     assert!(all_entries(&dir).is_empty());
@@ -217,13 +307,22 @@ fn the_password_never_appears_in_argv_logs_or_the_catalog() {
     seed_shop(&db);
     let role = unique("pgdrive_user");
     let password = "Sup3r-S3cret-pa55";
-    admin().batch_execute(&format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'")).unwrap();
+    admin()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{password}'"
+        ))
+        .unwrap();
     let dir = TempDir::new("secret");
     let bin = TempDir::new("secret_bin");
     let argv_log = bin.path().join("argv.txt");
     let fake = fake_pg_dump(
         &bin,
-        &format!("printf '%s\\n' \"$0\" \"$@\" > {}\ncat /proc/$$/cmdline >> {}\nexec {} \"$@\"", argv_log.display(), argv_log.display(), real_pg_dump()),
+        &format!(
+            "printf '%s\\n' \"$0\" \"$@\" > {}\ncat /proc/$$/cmdline >> {}\nexec {} \"$@\"",
+            argv_log.display(),
+            argv_log.display(),
+            real_pg_dump()
+        ),
     );
     let url = format!("postgres://{role}:{password}@127.0.0.1:5432/{}", db.name);
     for kind in ["daily", "hourly"] {
@@ -236,11 +335,17 @@ fn the_password_never_appears_in_argv_logs_or_the_catalog() {
         assert_eq!(r.status, 0, "{r:?}");
         assert!(!r.stderr.contains(password), "password in the log: {r:?}");
         let argv = std::fs::read_to_string(&argv_log).unwrap();
-        assert!(!argv.contains(password), "password in pg_dump's argv: {argv}");
+        assert!(
+            !argv.contains(password),
+            "password in pg_dump's argv: {argv}"
+        );
     }
     // a failing run's error (stored in the catalog) does not carry it either
     let r = run(pgdrive()
-        .env("DATABASE_URL", format!("postgres://{role}:{password}@127.0.0.1:1/{}", db.name))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://{role}:{password}@127.0.0.1:1/{}", db.name),
+        )
         .env("PGDRIVE_LOCAL_DIR", dir.path())
         .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
@@ -253,27 +358,52 @@ fn the_password_never_appears_in_argv_logs_or_the_catalog() {
 #[test]
 fn bad_database_urls_and_missing_pg_dump_get_clear_errors() {
     let dir = TempDir::new("bad_url");
-    let r = run(pgdrive().env("DATABASE_URL", "postgres://u:pw@host:notaport/db").env("PGDRIVE_LOCAL_DIR", dir.path()).args(["backup", "--kind", "daily"]));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", "postgres://u:pw@host:notaport/db")
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("DATABASE_URL is invalid") && !r.stderr.contains(":pw@"), "{r:?}");
+    assert!(
+        r.stderr.contains("DATABASE_URL is invalid") && !r.stderr.contains(":pw@"),
+        "{r:?}"
+    );
 
-    let r = run(pgdrive().env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing").env("PGDRIVE_LOCAL_DIR", dir.path()).args(["backup", "--kind", "daily"]));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 1, "{r:?}");
-    assert!(r.stderr.contains("cannot connect") && r.stderr.contains("hint:"), "{r:?}");
+    assert!(
+        r.stderr.contains("cannot connect") && r.stderr.contains("hint:"),
+        "{r:?}"
+    );
 
     let db = TestDb::new("no_pg_dump");
-    let r = run(pgdrive().env("DATABASE_URL", db.url()).env("PGDRIVE_LOCAL_DIR", dir.path()).env("PGDRIVE_PG_DUMP", "/nonexistent/pg_dump").args(["backup", "--kind", "daily"]));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .env("PGDRIVE_PG_DUMP", "/nonexistent/pg_dump")
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("pg_dump not found"), "{r:?}");
 
     let bin = TempDir::new("old_pg_dump");
     let old = script(bin.path(), "pg_dump", "echo 'pg_dump (PostgreSQL) 12.9'");
-    let r = run(pgdrive().env("DATABASE_URL", db.url()).env("PGDRIVE_LOCAL_DIR", dir.path()).env("PGDRIVE_PG_DUMP", &old).args(["backup", "--kind", "daily"]));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .env("PGDRIVE_PG_DUMP", &old)
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("older than the server") && r.stderr.contains("hint:"), "{r:?}");
+    assert!(
+        r.stderr.contains("older than the server") && r.stderr.contains("hint:"),
+        "{r:?}"
+    );
     assert!(backups_in(&dir).is_empty());
 
-    let r = run(pgdrive().env("DATABASE_URL", db.url()).args(["backup", "--kind", "daily"]));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("no backup target"), "{r:?}");
 
@@ -286,18 +416,30 @@ fn local_retention_keeps_the_newest_and_ignores_other_files() {
     let db = TestDb::new("local_keep");
     let dir = TempDir::new("local_keep");
     std::fs::write(dir.path().join("notes.txt"), "not a backup").unwrap();
-    std::fs::write(dir.path().join("other-daily-20200101T000000Z.sql.gz"), "someone else's").unwrap();
+    std::fs::write(
+        dir.path().join("other-daily-20200101T000000Z.sql.gz"),
+        "someone else's",
+    )
+    .unwrap();
     for _ in 0..3 {
         let r = run(local(&db, &dir).args(["backup", "--kind", "daily", "--keep", "2"]));
         assert_eq!(r.status, 0, "{r:?}");
         std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct second-resolution names
     }
     let files = backups_in(&dir);
-    assert_eq!(files.iter().filter(|f| f.starts_with(&db.name)).count(), 2, "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with(&db.name)).count(),
+        2,
+        "{files:?}"
+    );
     assert!(files.contains(&"other-daily-20200101T000000Z.sql.gz".to_string()));
     assert!(dir.path().join("notes.txt").exists());
     let rows = db.catalog();
-    assert_eq!(rows.iter().filter(|r| r.5).count(), 1, "one row marked pruned: {rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r.5).count(),
+        1,
+        "one row marked pruned: {rows:?}"
+    );
 }
 
 #[test]
@@ -312,16 +454,38 @@ fn env_file_settings_precedence_and_permission_warning() {
     // the environment beats the file, the flag beats both
     let r = run(pgdrive()
         .env("PGDRIVE_LOCAL_DIR", dir.path().join("from-env"))
-        .args(["--env-file", env_file.to_str().unwrap(), "backup", "--kind", "daily", "--to", other.path().to_str().unwrap()]));
+        .args([
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "backup",
+            "--kind",
+            "daily",
+            "--to",
+            other.path().to_str().unwrap(),
+        ]));
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains("readable by group or others"), "{r:?}");
     assert!(r.stderr.contains("keep=3"), "{r:?}");
     assert_eq!(backups_in(&other).len(), 1);
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path().join("from-env")).args(["--env-file", env_file.to_str().unwrap(), "backup", "--kind", "schema"]));
+    let r = run(pgdrive()
+        .env("PGDRIVE_LOCAL_DIR", dir.path().join("from-env"))
+        .args([
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "backup",
+            "--kind",
+            "schema",
+        ]));
     assert_eq!(r.status, 0, "{r:?}");
     assert!(!r.stderr.contains("readable by group"), "{r:?}");
-    assert_eq!(std::fs::read_dir(dir.path().join("from-env")).unwrap().count(), 2, "backup + sidecar in the env's directory");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("from-env"))
+            .unwrap()
+            .count(),
+        2,
+        "backup + sidecar in the env's directory"
+    );
 }
 
 #[test]
@@ -335,7 +499,14 @@ fn migrate_upgrades_the_node_table_in_place() {
     let r = run(pgdrive().env("DATABASE_URL", db.url()).arg("migrate"));
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(psql(&db.url(), "SELECT data_type FROM information_schema.columns WHERE table_name = 'backups' AND column_name = 'size_bytes'").trim(), "bigint");
-    assert_eq!(psql(&db.url(), "SELECT filename || ':' || size_bytes || ':' || status FROM backups").trim(), "old.sql.gz:123:SUCCESS");
+    assert_eq!(
+        psql(
+            &db.url(),
+            "SELECT filename || ':' || size_bytes || ':' || status FROM backups"
+        )
+        .trim(),
+        "old.sql.gz:123:SUCCESS"
+    );
     db.exec("INSERT INTO backups (filename, size_bytes, status, type) VALUES ('big', 5000000000, 'SUCCESS', 'daily')");
     // idempotent
     let r = run(pgdrive().env("DATABASE_URL", db.url()).arg("migrate"));

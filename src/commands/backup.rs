@@ -19,12 +19,15 @@ use crate::cli::{BackupArgs, Kind};
 use crate::config::{BackupConfig, Settings};
 use crate::drive::auth::TokenSource;
 use crate::drive::DriveClient;
-use crate::error::{config_error, config_error_hint, ExitStatus};
+use crate::error::ExitStatus;
 use crate::lock;
+// shared with `check` and `migrate`: one implementation of each
 use crate::log;
 use crate::pgdump::{self, PgDump, RunningDump};
 use crate::pipeline::{spawn_compressor, Piece};
 use crate::retention;
+pub use crate::server::connect;
+use crate::server::{resolve_tables, server_version};
 use crate::storage::drive::DriveTarget;
 use crate::storage::local::LocalTarget;
 use crate::storage::{props, Completion, StoredObject, Target, Upload};
@@ -57,6 +60,12 @@ impl<T> AtStep<T> for Result<T> {
 }
 
 pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
+    // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`).
+    let after = settings.clone();
+    super::status::after_backup(&after, args.kind, run_backup(args, settings))
+}
+
+fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
     let mut cfg = BackupConfig::load(args, settings)?;
     for w in &cfg.settings_warnings {
@@ -77,7 +86,10 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let Some(mut guard) = lock::try_lock(control, cfg.kind)? else {
         log::info(
             "skipped: another run holds the lock for this kind",
-            &[("lock", lock::lock_name(cfg.kind).to_string()), ("key", lock::lock_key(lock::lock_name(cfg.kind)).to_string())],
+            &[
+                ("lock", lock::lock_name(cfg.kind).to_string()),
+                ("key", lock::lock_key(lock::lock_name(cfg.kind)).to_string()),
+            ],
         );
         return Ok(ExitStatus::Locked);
     };
@@ -109,11 +121,20 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             record.step = Some(step.to_string());
             record.error = Some(crate::error::render(&error));
             if let Err(e) = catalog::record(guard.client(), &record) {
-                log::error("could not record the failure in the catalog", &[("error", crate::error::render(&e))]);
+                log::error(
+                    "could not record the failure in the catalog",
+                    &[("error", crate::error::render(&e))],
+                );
             }
             log::error(
                 "backup failed",
-                &[("step", step.to_string()), ("duration_s", format!("{:.1}", started.elapsed().as_secs_f64()))],
+                &[
+                    ("step", step.to_string()),
+                    (
+                        "duration_s",
+                        format!("{:.1}", started.elapsed().as_secs_f64()),
+                    ),
+                ],
             );
             return Err(error);
         }
@@ -128,31 +149,56 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     record.raw_size_bytes = Some(raw_bytes as i64);
     record.sha256 = Some(digest.sha256.clone());
     record.md5 = Some(digest.md5.clone());
-    record.drive_file_id = stored.iter().find(|s| s.target == "drive").map(|s| s.id.clone());
-    record.local_path = stored.iter().find(|s| s.target == "local").map(|s| s.location.clone());
-    if let Err(e) = guard.verify_held().and_then(|_| catalog::record(guard.client(), &record)) {
+    record.drive_file_id = stored
+        .iter()
+        .find(|s| s.target == "drive")
+        .map(|s| s.id.clone());
+    record.local_path = stored
+        .iter()
+        .find(|s| s.target == "local")
+        .map(|s| s.location.clone());
+    if let Err(e) = guard
+        .verify_held()
+        .and_then(|_| catalog::record(guard.client(), &record))
+    {
         follow_up_failed = true;
-        log::error("the backup is stored, but recording it in the catalog failed", &[("error", crate::error::render(&e))]);
+        log::error(
+            "the backup is stored, but recording it in the catalog failed",
+            &[("error", crate::error::render(&e))],
+        );
     }
 
     if cfg.keep > 0 {
         for (target, new) in targets.iter_mut().zip(&stored) {
             match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
                 Ok(deleted) if !deleted.is_empty() => {
-                    let (drive_ids, local_names) = if target.label() == "drive" { (deleted, vec![]) } else { (vec![], deleted) };
+                    let (drive_ids, local_names) = if target.label() == "drive" {
+                        (deleted, vec![])
+                    } else {
+                        (vec![], deleted)
+                    };
                     if let Err(e) = catalog::mark_pruned(guard.client(), &drive_ids, &local_names) {
                         follow_up_failed = true;
-                        log::error("pruned, but recording that in the catalog failed", &[("error", crate::error::render(&e))]);
+                        log::error(
+                            "pruned, but recording that in the catalog failed",
+                            &[("error", crate::error::render(&e))],
+                        );
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     follow_up_failed = true;
-                    let mut fields = vec![("target", target.describe()), ("error", crate::error::render(&e))];
+                    let mut fields = vec![
+                        ("target", target.describe()),
+                        ("error", crate::error::render(&e)),
+                    ];
                     if let Some(h) = crate::error::hint(&e) {
                         fields.push(("hint", h));
                     }
-                    log::error("the backup is stored, but pruning old backups failed", &fields);
+                    log::error(
+                        "the backup is stored, but pruning old backups failed",
+                        &fields,
+                    );
                 }
             }
         }
@@ -161,31 +207,42 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
 
     let elapsed = started.elapsed().as_secs_f64();
     let mut fields = vec![
-        ("outcome", if follow_up_failed { "stored, follow-up failed" } else { "stored" }.to_string()),
+        (
+            "outcome",
+            if follow_up_failed {
+                "stored, follow-up failed"
+            } else {
+                "stored"
+            }
+            .to_string(),
+        ),
         ("size_bytes", digest.size.to_string()),
         ("size", human_bytes(digest.size)),
         ("dump_bytes", raw_bytes.to_string()),
         ("duration_s", format!("{elapsed:.1}")),
-        ("throughput", format!("{}/s", human_bytes((raw_bytes as f64 / elapsed.max(0.001)) as u64))),
+        (
+            "throughput",
+            format!(
+                "{}/s",
+                human_bytes((raw_bytes as f64 / elapsed.max(0.001)) as u64)
+            ),
+        ),
         ("tables", done.row_counts.len().to_string()),
         ("rows", done.row_counts.values().sum::<u64>().to_string()),
         ("sha256", digest.sha256.clone()),
     ];
     for s in &stored {
-        fields.push(if s.target == "drive" { ("drive", s.location.clone()) } else { ("local", s.location.clone()) });
+        fields.push(if s.target == "drive" {
+            ("drive", s.location.clone())
+        } else {
+            ("local", s.location.clone())
+        });
     }
     log::info("backup finished", &fields);
-    Ok(if follow_up_failed { ExitStatus::FollowUpFailed } else { ExitStatus::Ok })
-}
-
-/// Opens a connection; failures are reported with what to check.
-pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
-    let config = info.client_config("pgdrive")?;
-    config.connect(postgres::NoTls).map_err(|e| {
-        let hint = crate::error::postgres_hint(&e).unwrap_or_else(|| {
-            "check that the server is running and that the host, port, user and database in the URL are right".into()
-        });
-        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e}", info.redacted()), hint)
+    Ok(if follow_up_failed {
+        ExitStatus::FollowUpFailed
+    } else {
+        ExitStatus::Ok
     })
 }
 
@@ -193,7 +250,11 @@ pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::C
 fn build_targets(cfg: &mut BackupConfig) -> Vec<Box<dyn Target>> {
     let mut targets: Vec<Box<dyn Target>> = Vec::new();
     if let Some(d) = cfg.drive.take() {
-        let client = DriveClient::new(&d.base_url, TokenSource::new(d.credentials), cfg.retry.clone());
+        let client = DriveClient::new(
+            &d.base_url,
+            TokenSource::new(d.credentials),
+            cfg.retry.clone(),
+        );
         targets.push(Box::new(DriveTarget::new(client, d.folder_id)));
     }
     if let Some(dir) = &cfg.local_dir {
@@ -222,22 +283,43 @@ fn back_up(
     facts.server_version = Some(server_version.clone());
     let pg_dump = pgdump::locate(cfg.pg_dump.as_deref(), server_major).at("preflight")?;
     facts.pg_dump = Some(pg_dump.clone());
-    let tables = if cfg.kind == Kind::Hourly { resolve_tables(data_client, &cfg.critical_tables).at("preflight")? } else { Vec::new() };
+    let tables = if cfg.kind == Kind::Hourly {
+        resolve_tables(data_client, &cfg.critical_tables).at("preflight")?
+    } else {
+        Vec::new()
+    };
     for t in targets.iter_mut() {
         let what = t.describe();
-        t.preflight().with_context(|| format!("checking {what}")).at("preflight")?;
+        t.preflight()
+            .with_context(|| format!("checking {what}"))
+            .at("preflight")?;
     }
     log::info(
         "preflight passed",
         &[
             ("server", server_version.clone()),
-            ("pg_dump", format!("{} ({})", pg_dump.version, pg_dump.path.display())),
-            ("targets", targets.iter().map(|t| t.describe()).collect::<Vec<_>>().join("; ")),
+            (
+                "pg_dump",
+                format!("{} ({})", pg_dump.version, pg_dump.path.display()),
+            ),
+            (
+                "targets",
+                targets
+                    .iter()
+                    .map(|t| t.describe())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
         ],
     );
 
     // --- stream
-    let name = format!("{}-{}-{}.sql.gz", file_name_part(&facts.database), cfg.kind, timeutil::compact_stamp(facts.started_ms));
+    let name = format!(
+        "{}-{}-{}.sql.gz",
+        file_name_part(&facts.database),
+        cfg.kind,
+        timeutil::compact_stamp(facts.started_ms)
+    );
     facts.file_name = Some(name.clone());
     let properties = initial_properties(cfg, facts, &pg_dump);
     let args = pgdump::arguments(cfg.kind, &tables);
@@ -275,7 +357,9 @@ fn stream(
         }
     };
     log::debug("pg_dump started", &[("pid", dump.pid().to_string())]);
-    let compressor = dump.take_stdout().and_then(|out| spawn_compressor(out, cfg.compression.level, cfg.chunk_size));
+    let compressor = dump
+        .take_stdout()
+        .and_then(|out| spawn_compressor(out, cfg.compression.level, cfg.chunk_size));
     let (rx, handle) = match compressor {
         Ok(c) => c,
         Err(e) => {
@@ -295,8 +379,16 @@ fn stream(
             let outcome = dump.wait();
             abort_all(uploads);
             let e = match outcome {
-                Ok(o) if !o.success && !o.stderr_tail.is_empty() && !e.is::<crate::signals::Interrupted>() => {
-                    e.context(format!("pg_dump {}: {}", o.description, o.stderr_tail.replace('\n', " | ")))
+                Ok(o)
+                    if !o.success
+                        && !o.stderr_tail.is_empty()
+                        && !e.is::<crate::signals::Interrupted>() =>
+                {
+                    e.context(format!(
+                        "pg_dump {}: {}",
+                        o.description,
+                        o.stderr_tail.replace('\n', " | ")
+                    ))
                 }
                 _ => e,
             };
@@ -317,7 +409,10 @@ fn stream(
         .at("dump");
     }
     if !outcome.stderr_tail.is_empty() {
-        log::warn("pg_dump wrote to stderr", &[("stderr", outcome.stderr_tail.clone())]);
+        log::warn(
+            "pg_dump wrote to stderr",
+            &[("stderr", outcome.stderr_tail.clone())],
+        );
     }
     for u in uploads.iter_mut() {
         if let Err(e) = u.write(&tail) {
@@ -340,13 +435,26 @@ fn stream(
     while let Some(u) = pending.next() {
         match u.finish(&done) {
             Ok(s) => {
-                log::info("stored", &[("target", s.target.to_string()), ("location", s.location.clone())]);
+                log::info(
+                    "stored",
+                    &[
+                        ("target", s.target.to_string()),
+                        ("location", s.location.clone()),
+                    ],
+                );
                 stored.push(s);
             }
             Err(e) => {
                 abort_all(pending.collect());
                 let kept: Vec<String> = stored.iter().map(|s| s.location.clone()).collect();
-                let e = if kept.is_empty() { e } else { e.context(format!("(the copy at {} is complete and verified)", kept.join(", "))) };
+                let e = if kept.is_empty() {
+                    e
+                } else {
+                    e.context(format!(
+                        "(the copy at {} is complete and verified)",
+                        kept.join(", ")
+                    ))
+                };
                 return Err(e).at("verify");
             }
         }
@@ -355,7 +463,13 @@ fn stream(
 }
 
 /// The compressor's last word: remaining bytes, digest, raw size, trailer seen, row counts.
-type StreamEnd = (Vec<u8>, crate::storage::Digest, u64, bool, BTreeMap<String, u64>);
+type StreamEnd = (
+    Vec<u8>,
+    crate::storage::Digest,
+    u64,
+    bool,
+    BTreeMap<String, u64>,
+);
 
 /// Moves chunks from the compressor to every upload until the end of the stream.
 fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<StreamEnd> {
@@ -367,9 +481,13 @@ fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<St
                     u.write(&chunk)?;
                 }
             }
-            Ok(Piece::End { tail, digest, raw_bytes, dump_complete, row_counts }) => {
-                return Ok((tail, digest, raw_bytes, dump_complete, row_counts))
-            }
+            Ok(Piece::End {
+                tail,
+                digest,
+                raw_bytes,
+                dump_complete,
+                row_counts,
+            }) => return Ok((tail, digest, raw_bytes, dump_complete, row_counts)),
             Ok(Piece::Failed(e)) => return Err(e),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => bail!("the compressor stopped unexpectedly"),
@@ -384,32 +502,66 @@ fn abort_all(uploads: Vec<Box<dyn Upload + '_>>) {
 }
 
 /// Deletes the backups of this kind beyond the keep count; returns the deleted IDs.
-fn prune(target: &mut dyn Target, cfg: &BackupConfig, database: &str, just_stored: &str) -> Result<Vec<String>> {
-    let listed = target.list(&retention::selector(cfg.kind.as_str(), database)).context("listing backups")?;
+fn prune(
+    target: &mut dyn Target,
+    cfg: &BackupConfig,
+    database: &str,
+    just_stored: &str,
+) -> Result<Vec<String>> {
+    let listed = target
+        .list(&retention::selector(cfg.kind.as_str(), database))
+        .context("listing backups")?;
     let plan = retention::plan(&listed, cfg.kind.as_str(), database, cfg.keep, just_stored);
     let mut deleted = Vec::new();
     for id in &plan.delete {
-        let name = listed.iter().find(|l| &l.id == id).map(|l| l.name.clone()).unwrap_or_default();
-        target.delete(id).with_context(|| format!("deleting {name} ({id})"))?;
-        log::info("pruned", &[("target", target.label().to_string()), ("file", name), ("id", id.clone())]);
+        let name = listed
+            .iter()
+            .find(|l| &l.id == id)
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        target
+            .delete(id)
+            .with_context(|| format!("deleting {name} ({id})"))?;
+        log::info(
+            "pruned",
+            &[
+                ("target", target.label().to_string()),
+                ("file", name),
+                ("id", id.clone()),
+            ],
+        );
         deleted.push(id.clone());
     }
     log::info(
         "retention applied",
-        &[("target", target.label().to_string()), ("kept", plan.keep.len().to_string()), ("deleted", deleted.len().to_string())],
+        &[
+            ("target", target.label().to_string()),
+            ("kept", plan.keep.len().to_string()),
+            ("deleted", deleted.len().to_string()),
+        ],
     );
     Ok(deleted)
 }
 
-fn initial_properties(cfg: &BackupConfig, facts: &RunFacts, pg_dump: &PgDump) -> BTreeMap<String, String> {
+fn initial_properties(
+    cfg: &BackupConfig,
+    facts: &RunFacts,
+    pg_dump: &PgDump,
+) -> BTreeMap<String, String> {
     let fit = |k: &str, v: &str| (k.to_string(), crate::storage::fit_property(k, v));
     BTreeMap::from([
         fit(props::MARKER, props::MARKER_VALUE),
         fit(props::KIND, cfg.kind.as_str()),
         fit(props::DATABASE, &facts.database),
-        fit(props::STARTED_AT, &timeutil::rfc3339_millis(facts.started_ms)),
+        fit(
+            props::STARTED_AT,
+            &timeutil::rfc3339_millis(facts.started_ms),
+        ),
         fit(props::VERSION, env!("CARGO_PKG_VERSION")),
-        fit(props::SERVER_VERSION, facts.server_version.as_deref().unwrap_or("")),
+        fit(
+            props::SERVER_VERSION,
+            facts.server_version.as_deref().unwrap_or(""),
+        ),
         fit(props::PG_DUMP_VERSION, &pg_dump.version),
         fit(props::FORMAT, "plain"),
         fit(props::COMPRESSION, &cfg.compression.label()),
@@ -417,77 +569,18 @@ fn initial_properties(cfg: &BackupConfig, facts: &RunFacts, pg_dump: &PgDump) ->
     ])
 }
 
-/// The server's version string and major version.
-fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
-    let row = client
-        .query_one("SELECT current_setting('server_version'), current_setting('server_version_num')::int", &[])
-        .context("reading the server version")?;
-    let version: String = row.get(0);
-    let num: i32 = row.get(1);
-    let major = if num >= 100_000 { num / 10_000 } else { num / 100 } as u32;
-    Ok((version, major))
-}
-
-/// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a
-/// double quote is written twice.
-fn pattern_quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Resolves each configured critical table exactly as SQL would (`to_regclass`), expands
-/// partitioned tables to their partitions (pg_dump's `--table` does not include them), and
-/// returns exact `--table` patterns. A missing table is a configuration error.
-fn resolve_tables(client: &mut postgres::Client, tables: &[String]) -> Result<Vec<String>> {
-    let mut patterns = Vec::new();
-    for t in tables {
-        let row = client
-            .query_one(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text
-                   FROM (SELECT to_regclass($1) AS oid) r
-                   LEFT JOIN pg_class c ON c.oid = r.oid
-                   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace",
-                &[t],
-            )
-            .map_err(|e| config_error(format!("PGDRIVE_CRITICAL_TABLES entry {t:?} is not a valid table name: {}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string()))))?;
-        let oid: Option<u32> = row.get(0);
-        let Some(oid) = oid else {
-            return Err(config_error_hint(
-                format!("critical table {t} does not exist in database {}", client_db(client)),
-                "fix PGDRIVE_CRITICAL_TABLES (names are resolved like SQL: unquoted names are lower-cased; quote mixed-case names as \"Name\")",
-            ));
-        };
-        let kind: String = row.get(3);
-        if !matches!(kind.as_str(), "r" | "p") {
-            log::warn("a critical table is not a plain table; pg_dump will include its definition", &[("table", t.clone()), ("relkind", kind)]);
-        }
-        let rows = client.query(
-            "WITH RECURSIVE tree(oid) AS (
-                 SELECT $1::oid
-                 UNION ALL
-                 SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid
-                  WHERE (SELECT relkind FROM pg_class WHERE oid = tree.oid) = 'p')
-             SELECT n.nspname::text, c.relname::text FROM tree
-               JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
-              ORDER BY 1, 2",
-            &[&oid],
-        )?;
-        for r in rows {
-            let pattern = format!("{}.{}", pattern_quote(r.get(0)), pattern_quote(r.get(1)));
-            if !patterns.contains(&pattern) {
-                patterns.push(pattern);
-            }
-        }
-    }
-    Ok(patterns)
-}
-
-fn client_db(client: &mut postgres::Client) -> String {
-    client.query_one("SELECT current_database()::text", &[]).map(|r| r.get(0)).unwrap_or_default()
-}
-
 /// The database name as it appears in file names: path separators and control characters replaced.
 pub fn file_name_part(db: &str) -> String {
-    let cleaned: String = db.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    let cleaned: String = db
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
     let cleaned = cleaned.trim_start_matches('.').to_string();
     if cleaned.is_empty() {
         "db".into()
@@ -532,11 +625,6 @@ mod tests {
         assert_eq!(file_name_part("a/b"), "a_b");
         assert_eq!(file_name_part("..hidden"), "hidden");
         assert_eq!(file_name_part("магазин"), "магазин");
-    }
-
-    #[test]
-    fn patterns_are_literal() {
-        assert_eq!(pattern_quote("Order\"s*"), "\"Order\"\"s*\"");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! by `main`.
 
 pub mod backup;
+pub mod check;
 pub mod migrate;
+pub mod status;
 
 use anyhow::Result;
 
@@ -19,6 +21,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
+        Command::Check(args) => check::run(args, settings),
+        Command::Status(args) => status::run(args, settings),
         Command::GenerateMan => unreachable!(),
     }
 }

@@ -54,7 +54,10 @@ fn pem_to_der(pem: &str) -> Option<(bool, Vec<u8>)> {
         .map(str::trim)
         .filter(|l| !l.starts_with("-----") && !l.is_empty())
         .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok().map(|der| (pkcs1, der))
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()
+        .map(|der| (pkcs1, der))
 }
 
 impl Credentials {
@@ -76,7 +79,9 @@ impl Credentials {
             }
         } else if let Some(path) = settings.get("GOOGLE_APPLICATION_CREDENTIALS") {
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                config_error(format!("GOOGLE_APPLICATION_CREDENTIALS names a file that cannot be read ({path}): {e}"))
+                config_error(format!(
+                    "GOOGLE_APPLICATION_CREDENTIALS names a file that cannot be read ({path}): {e}"
+                ))
             })?;
             (text, path)
         } else {
@@ -94,13 +99,25 @@ impl Credentials {
             )
         })?;
         let field = |name: &str| -> Result<String> {
-            json.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string).ok_or_else(|| {
-                config_error(format!("Google credentials from {source} lack the field {name:?}"))
-            })
+            json.get(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    config_error(format!(
+                        "Google credentials from {source} lack the field {name:?}"
+                    ))
+                })
         };
-        let token_uri = json.get("token_uri").and_then(|v| v.as_str()).unwrap_or(GOOGLE_TOKEN_URI).to_string();
+        let token_uri = json
+            .get("token_uri")
+            .and_then(|v| v.as_str())
+            .unwrap_or(GOOGLE_TOKEN_URI)
+            .to_string();
         if !(token_uri.starts_with("https://") || token_uri.starts_with("http://")) {
-            return Err(config_error(format!("token_uri in {source} is not an http(s) URL")));
+            return Err(config_error(format!(
+                "token_uri in {source} is not an http(s) URL"
+            )));
         }
         match json.get("type").and_then(|v| v.as_str()) {
             Some("service_account") => {
@@ -152,10 +169,16 @@ impl Credentials {
     /// Who is acting, for logs: never includes key material or secrets.
     pub fn describe(&self) -> String {
         match self {
-            Credentials::ServiceAccount { client_email, subject: Some(s), .. } => {
+            Credentials::ServiceAccount {
+                client_email,
+                subject: Some(s),
+                ..
+            } => {
                 format!("service account {client_email} impersonating {s}")
             }
-            Credentials::ServiceAccount { client_email, .. } => format!("service account {client_email}"),
+            Credentials::ServiceAccount { client_email, .. } => {
+                format!("service account {client_email}")
+            }
             Credentials::AuthorizedUser { client_id, .. } => {
                 let short: String = client_id.chars().take(12).collect();
                 format!("OAuth user credentials (client {short}…)")
@@ -171,14 +194,24 @@ impl Credentials {
 
     fn token_uri(&self) -> &str {
         match self {
-            Credentials::ServiceAccount { token_uri, .. } | Credentials::AuthorizedUser { token_uri, .. } => token_uri,
+            Credentials::ServiceAccount { token_uri, .. }
+            | Credentials::AuthorizedUser { token_uri, .. } => token_uri,
         }
     }
 
     fn grant_form(&self) -> Result<Vec<(&'static str, String)>> {
         match self {
-            Credentials::ServiceAccount { client_email, key, key_id, token_uri, subject, .. } => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            Credentials::ServiceAccount {
+                client_email,
+                key,
+                key_id,
+                token_uri,
+                subject,
+                ..
+            } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs();
                 let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
                 if let Some(kid) = key_id {
                     header["kid"] = kid.clone().into();
@@ -194,7 +227,11 @@ impl Credentials {
                     claims["sub"] = sub.clone().into();
                 }
                 let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-                let signing_input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+                let signing_input = format!(
+                    "{}.{}",
+                    b64.encode(header.to_string()),
+                    b64.encode(claims.to_string())
+                );
                 let mut signature = vec![0; key.public().modulus_len()];
                 key.sign(
                     &ring::signature::RSA_PKCS1_SHA256,
@@ -205,11 +242,19 @@ impl Credentials {
                 .map_err(|_| anyhow::anyhow!("signing the token request failed"))?;
                 let assertion = format!("{signing_input}.{}", b64.encode(signature));
                 Ok(vec![
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()),
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                    ),
                     ("assertion", assertion),
                 ])
             }
-            Credentials::AuthorizedUser { client_id, client_secret, refresh_token, .. } => Ok(vec![
+            Credentials::AuthorizedUser {
+                client_id,
+                client_secret,
+                refresh_token,
+                ..
+            } => Ok(vec![
                 ("grant_type", "refresh_token".into()),
                 ("client_id", client_id.clone()),
                 ("client_secret", client_secret.clone()),
@@ -231,7 +276,11 @@ pub struct TokenError {
 
 impl std::fmt::Display for TokenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Google's token endpoint refused the credentials (HTTP {}): {}", self.status, self.error)?;
+        write!(
+            f,
+            "Google's token endpoint refused the credentials (HTTP {}): {}",
+            self.status, self.error
+        )?;
         if !self.description.is_empty() {
             write!(f, ": {}", self.description)?;
         }
@@ -246,7 +295,12 @@ impl TokenError {
     pub fn is_configuration_problem(&self) -> bool {
         matches!(
             self.error.as_str(),
-            "invalid_grant" | "unauthorized_client" | "invalid_client" | "invalid_scope" | "access_denied" | "invalid_request"
+            "invalid_grant"
+                | "unauthorized_client"
+                | "invalid_client"
+                | "invalid_scope"
+                | "access_denied"
+                | "invalid_request"
         )
     }
 
@@ -284,7 +338,10 @@ pub struct TokenSource {
 
 impl TokenSource {
     pub fn new(credentials: Credentials) -> TokenSource {
-        TokenSource { credentials, cached: None }
+        TokenSource {
+            credentials,
+            cached: None,
+        }
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -298,7 +355,11 @@ impl TokenSource {
 
     /// A valid access token, refreshed when less than a fifth of its lifetime (at most five
     /// minutes) remains.
-    pub fn token(&mut self, agent: &ureq::Agent, retry: &crate::drive::retry::RetryPolicy) -> Result<String> {
+    pub fn token(
+        &mut self,
+        agent: &ureq::Agent,
+        retry: &crate::drive::retry::RetryPolicy,
+    ) -> Result<String> {
         if let Some((token, expires, lifetime)) = &self.cached {
             let margin = (*lifetime / 5).min(Duration::from_secs(300));
             if Instant::now() + margin < *expires {
@@ -307,25 +368,36 @@ impl TokenSource {
         }
         let (token, lifetime) = self.fetch(agent, retry)?;
         self.cached = Some((token.clone(), Instant::now() + lifetime, lifetime));
-        crate::log::debug("obtained an access token", &[("expires_in_s", lifetime.as_secs().to_string())]);
+        crate::log::debug(
+            "obtained an access token",
+            &[("expires_in_s", lifetime.as_secs().to_string())],
+        );
         Ok(token)
     }
 
-    fn fetch(&self, agent: &ureq::Agent, retry: &crate::drive::retry::RetryPolicy) -> Result<(String, Duration)> {
+    fn fetch(
+        &self,
+        agent: &ureq::Agent,
+        retry: &crate::drive::retry::RetryPolicy,
+    ) -> Result<(String, Duration)> {
         use crate::drive::retry::{classify_transport, random_unit, Verdict};
         let form = self.credentials.grant_form()?;
         let uri = self.credentials.token_uri().to_string();
         let mut attempt = 0;
         loop {
             crate::signals::check()?;
-            let outcome = agent.post(&uri).send_form(form.iter().map(|(k, v)| (*k, v.as_str())));
+            let outcome = agent
+                .post(&uri)
+                .send_form(form.iter().map(|(k, v)| (*k, v.as_str())));
             match outcome {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
                     let body = resp.body_mut().read_to_string().unwrap_or_default();
                     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                     if status == 200 {
-                        let token = json["access_token"].as_str().context("token endpoint answered without access_token")?;
+                        let token = json["access_token"]
+                            .as_str()
+                            .context("token endpoint answered without access_token")?;
                         let expires_in = json["expires_in"]
                             .as_u64()
                             .or_else(|| json["expires_in"].as_str().and_then(|s| s.parse().ok()))
@@ -334,16 +406,33 @@ impl TokenSource {
                     }
                     let err = TokenError {
                         status,
-                        error: json["error"].as_str().unwrap_or("unknown_error").to_string(),
+                        error: json["error"]
+                            .as_str()
+                            .unwrap_or("unknown_error")
+                            .to_string(),
                         description: json["error_description"].as_str().unwrap_or("").to_string(),
-                        user_credentials: matches!(self.credentials, Credentials::AuthorizedUser { .. }),
-                        impersonating: matches!(self.credentials, Credentials::ServiceAccount { subject: Some(_), .. }),
+                        user_credentials: matches!(
+                            self.credentials,
+                            Credentials::AuthorizedUser { .. }
+                        ),
+                        impersonating: matches!(
+                            self.credentials,
+                            Credentials::ServiceAccount {
+                                subject: Some(_),
+                                ..
+                            }
+                        ),
                     };
                     // The token endpoint's own retry rule (as in Google's auth libraries).
                     let retryable = matches!(status, 408 | 429 | 500..=599)
-                        || matches!(err.error.as_str(), "internal_failure" | "server_error" | "temporarily_unavailable");
+                        || matches!(
+                            err.error.as_str(),
+                            "internal_failure" | "server_error" | "temporarily_unavailable"
+                        );
                     if !retryable || attempt >= retry.max_retries {
-                        return Err(anyhow::Error::new(err).context("obtaining a Google access token"));
+                        return Err(
+                            anyhow::Error::new(err).context("obtaining a Google access token")
+                        );
                     }
                 }
                 Err(e) => {
@@ -351,7 +440,10 @@ impl TokenSource {
                         return Err(anyhow::Error::new(e)
                             .context(format!("obtaining a Google access token from {uri}")));
                     }
-                    crate::log::debug("token request failed, retrying", &[("error", e.to_string())]);
+                    crate::log::debug(
+                        "token request failed, retrying",
+                        &[("error", e.to_string())],
+                    );
                 }
             }
             crate::signals::sleep(retry.delay(attempt, None, random_unit()))?;

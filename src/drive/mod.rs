@@ -18,7 +18,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use auth::TokenSource;
-use retry::{classify_status, classify_transport, random_unit, parse_retry_after, RetryPolicy, Verdict};
+use retry::{
+    classify_status, classify_transport, parse_retry_after, random_unit, RetryPolicy, Verdict,
+};
 
 pub const FOLDER_MIME: &str = "application/vnd.google-apps.folder";
 
@@ -66,12 +68,24 @@ impl DriveError {
     pub fn from_response(status: u16, body: &[u8], retry_after: Option<Duration>) -> DriveError {
         let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let err = &json["error"];
-        let reason = err["errors"][0]["reason"].as_str().or_else(|| err["status"].as_str()).map(str::to_string);
+        let reason = err["errors"][0]["reason"]
+            .as_str()
+            .or_else(|| err["status"].as_str())
+            .map(str::to_string);
         let message = err["message"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string());
-        DriveError { status, reason, message, retry_after }
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+                    .trim()
+                    .to_string()
+            });
+        DriveError {
+            status,
+            reason,
+            message,
+            retry_after,
+        }
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -80,7 +94,8 @@ impl DriveError {
 
     /// Since April 2025 service accounts own no Drive storage: this is their error.
     pub fn is_service_account_quota(&self) -> bool {
-        self.reason.as_deref() == Some("storageQuotaExceeded") && self.message.contains("Service Accounts")
+        self.reason.as_deref() == Some("storageQuotaExceeded")
+            && self.message.contains("Service Accounts")
     }
 
     pub fn hint(&self) -> Option<String> {
@@ -127,14 +142,31 @@ impl Reply {
         serde_json::from_slice(&self.body).context("Drive answered with a body that is not JSON")
     }
 
-    fn from_response(mut resp: ureq::http::Response<ureq::Body>) -> std::result::Result<Reply, ureq::Error> {
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    fn from_response(
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> std::result::Result<Reply, ureq::Error> {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         let status = resp.status().as_u16();
         let range = header("range");
         let location = header("location");
         let retry_after = parse_retry_after(header("retry-after").as_deref());
-        let body = resp.body_mut().with_config().limit(16 << 20).read_to_vec()?;
-        Ok(Reply { status, range, location, retry_after, body })
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()?;
+        Ok(Reply {
+            status,
+            range,
+            location,
+            retry_after,
+            body,
+        })
     }
 }
 
@@ -155,12 +187,19 @@ impl RemoteFile {
         RemoteFile {
             id: s("id").unwrap_or_default(),
             name: s("name").unwrap_or_default(),
-            size: v["size"].as_str().and_then(|x| x.parse().ok()).or_else(|| v["size"].as_u64()),
+            size: v["size"]
+                .as_str()
+                .and_then(|x| x.parse().ok())
+                .or_else(|| v["size"].as_u64()),
             md5: s("md5Checksum"),
             created_time: s("createdTime"),
             app_properties: v["appProperties"]
                 .as_object()
-                .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -175,7 +214,8 @@ pub struct FolderInfo {
     pub can_delete_children: Option<bool>,
 }
 
-pub const FILE_FIELDS: &str = "id,name,size,md5Checksum,sha256Checksum,createdTime,mimeType,parents,appProperties";
+pub const FILE_FIELDS: &str =
+    "id,name,size,md5Checksum,sha256Checksum,createdTime,mimeType,parents,appProperties";
 
 /// Escapes a string for a single-quoted value in a `files.list` query.
 pub fn quote_query_value(s: &str) -> String {
@@ -192,7 +232,12 @@ pub struct DriveClient {
 
 impl DriveClient {
     pub fn new(base: &str, tokens: TokenSource, retry: RetryPolicy) -> DriveClient {
-        DriveClient { agent: http_agent(), base: base.to_string(), tokens, retry }
+        DriveClient {
+            agent: http_agent(),
+            base: base.to_string(),
+            tokens,
+            retry,
+        }
     }
 
     pub fn credentials(&self) -> &auth::Credentials {
@@ -226,25 +271,41 @@ impl DriveClient {
     pub fn execute(
         &mut self,
         what: &str,
-        send: &dyn Fn(&ureq::Agent, &str) -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        send: &dyn Fn(
+            &ureq::Agent,
+            &str,
+        )
+            -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Reply> {
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
             crate::signals::check()?;
             let token = self.token()?;
-            let outcome = send(&self.agent, &format!("Bearer {token}")).and_then(Reply::from_response);
-            let (verdict, failure, retry_after): (Verdict, anyhow::Error, Option<Duration>) = match outcome {
-                Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => return Ok(reply),
-                Ok(reply) => {
-                    let err = DriveError::from_response(reply.status, &reply.body, reply.retry_after);
-                    (err.verdict(), anyhow::Error::new(err.clone()), err.retry_after)
-                }
-                Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
-            };
+            let outcome =
+                send(&self.agent, &format!("Bearer {token}")).and_then(Reply::from_response);
+            let (verdict, failure, retry_after): (Verdict, anyhow::Error, Option<Duration>) =
+                match outcome {
+                    Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => {
+                        return Ok(reply)
+                    }
+                    Ok(reply) => {
+                        let err =
+                            DriveError::from_response(reply.status, &reply.body, reply.retry_after);
+                        (
+                            err.verdict(),
+                            anyhow::Error::new(err.clone()),
+                            err.retry_after,
+                        )
+                    }
+                    Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
+                };
             match verdict {
                 Verdict::RefreshToken if !refreshed => {
-                    crate::log::debug("access token refused; fetching a new one", &[("call", what.to_string())]);
+                    crate::log::debug(
+                        "access token refused; fetching a new one",
+                        &[("call", what.to_string())],
+                    );
                     self.tokens.invalidate();
                     refreshed = true;
                 }
@@ -252,13 +313,20 @@ impl DriveClient {
                     let delay = self.retry.delay(attempt, retry_after, random_unit());
                     crate::log::debug(
                         "Drive call failed; retrying",
-                        &[("call", what.to_string()), ("error", format!("{failure:#}")), ("delay_ms", delay.as_millis().to_string())],
+                        &[
+                            ("call", what.to_string()),
+                            ("error", format!("{failure:#}")),
+                            ("delay_ms", delay.as_millis().to_string()),
+                        ],
                     );
                     crate::signals::sleep(delay)?;
                     attempt += 1;
                 }
                 Verdict::Retry => {
-                    return Err(failure.context(format!("{what} (gave up after {} retries)", self.retry.max_retries)))
+                    return Err(failure.context(format!(
+                        "{what} (gave up after {} retries)",
+                        self.retry.max_retries
+                    )))
                 }
                 _ => return Err(failure.context(what.to_string())),
             }
@@ -283,7 +351,10 @@ impl DriveClient {
                 if let Some(d) = e.downcast_ref::<DriveError>() {
                     if d.status == 404 {
                         return Err(crate::error::config_error_hint(
-                            format!("Drive folder {id} was not found (or is not shared with {})", self.credentials().describe()),
+                            format!(
+                                "Drive folder {id} was not found (or is not shared with {})",
+                                self.credentials().describe()
+                            ),
                             d.hint().unwrap_or_default(),
                         ));
                     }
@@ -294,12 +365,17 @@ impl DriveClient {
         let v = reply.json()?;
         if v["mimeType"].as_str() != Some(FOLDER_MIME) {
             return Err(crate::error::config_error_hint(
-                format!("Drive ID {id} is a file ({}), not a folder", v["mimeType"].as_str().unwrap_or("unknown type")),
+                format!(
+                    "Drive ID {id} is a file ({}), not a folder",
+                    v["mimeType"].as_str().unwrap_or("unknown type")
+                ),
                 "copy the ID from the folder's URL: https://drive.google.com/drive/folders/<ID>",
             ));
         }
         if v["trashed"].as_bool() == Some(true) {
-            return Err(crate::error::config_error(format!("Drive folder {id} is in the Trash")));
+            return Err(crate::error::config_error(format!(
+                "Drive folder {id} is in the Trash"
+            )));
         }
         Ok(FolderInfo {
             name: v["name"].as_str().unwrap_or_default().to_string(),
@@ -310,9 +386,17 @@ impl DriveClient {
     }
 
     /// Every file (all pages) in `folder` matching the extra query clauses.
-    pub fn list(&mut self, folder: &str, drive_id: Option<&str>, extra_query: &str) -> Result<Vec<RemoteFile>> {
+    pub fn list(
+        &mut self,
+        folder: &str,
+        drive_id: Option<&str>,
+        extra_query: &str,
+    ) -> Result<Vec<RemoteFile>> {
         let url = self.api("files");
-        let mut q = format!("{} in parents and trashed = false", quote_query_value(folder));
+        let mut q = format!(
+            "{} in parents and trashed = false",
+            quote_query_value(folder)
+        );
         if !extra_query.is_empty() {
             q.push_str(" and ");
             q.push_str(extra_query);
@@ -321,25 +405,32 @@ impl DriveClient {
         let mut files = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
-            let reply = self.execute(&format!("listing Drive folder {folder}"), &|agent, auth| {
-                let mut req = agent
-                    .get(&url)
-                    .header("Authorization", auth)
-                    .query("q", &q)
-                    .query("fields", &fields)
-                    .query("pageSize", "1000")
-                    .query("supportsAllDrives", "true")
-                    .query("includeItemsFromAllDrives", "true");
-                if let Some(d) = drive_id {
-                    req = req.query("corpora", "drive").query("driveId", d);
-                }
-                if let Some(t) = &page_token {
-                    req = req.query("pageToken", t);
-                }
-                req.call()
-            })?;
+            let reply =
+                self.execute(&format!("listing Drive folder {folder}"), &|agent, auth| {
+                    let mut req = agent
+                        .get(&url)
+                        .header("Authorization", auth)
+                        .query("q", &q)
+                        .query("fields", &fields)
+                        .query("pageSize", "1000")
+                        .query("supportsAllDrives", "true")
+                        .query("includeItemsFromAllDrives", "true");
+                    if let Some(d) = drive_id {
+                        req = req.query("corpora", "drive").query("driveId", d);
+                    }
+                    if let Some(t) = &page_token {
+                        req = req.query("pageToken", t);
+                    }
+                    req.call()
+                })?;
             let v = reply.json()?;
-            files.extend(v["files"].as_array().into_iter().flatten().map(RemoteFile::from_json));
+            files.extend(
+                v["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(RemoteFile::from_json),
+            );
             match v["nextPageToken"].as_str() {
                 Some(t) if !t.is_empty() => page_token = Some(t.to_string()),
                 _ => break,
@@ -351,15 +442,26 @@ impl DriveClient {
     pub fn get(&mut self, id: &str) -> Result<RemoteFile> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
         let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
-            agent.get(&url).header("Authorization", auth).query("supportsAllDrives", "true").query("fields", FILE_FIELDS).call()
+            agent
+                .get(&url)
+                .header("Authorization", auth)
+                .query("supportsAllDrives", "true")
+                .query("fields", FILE_FIELDS)
+                .call()
         })?;
         Ok(RemoteFile::from_json(&reply.json()?))
     }
 
     /// Adds or replaces `appProperties` entries of a file and sets its description.
-    pub fn update_metadata(&mut self, id: &str, props: &BTreeMap<String, String>, description: &str) -> Result<()> {
+    pub fn update_metadata(
+        &mut self,
+        id: &str,
+        props: &BTreeMap<String, String>,
+        description: &str,
+    ) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
-        let body = serde_json::json!({ "appProperties": props, "description": description }).to_string();
+        let body =
+            serde_json::json!({ "appProperties": props, "description": description }).to_string();
         self.execute(&format!("updating Drive file {id}"), &|agent, auth| {
             agent
                 .patch(&url)
@@ -376,9 +478,57 @@ impl DriveClient {
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
         self.execute(&format!("deleting Drive file {id}"), &|agent, auth| {
-            agent.delete(&url).header("Authorization", auth).query("supportsAllDrives", "true").call()
+            agent
+                .delete(&url)
+                .header("Authorization", auth)
+                .query("supportsAllDrives", "true")
+                .call()
         })?;
         Ok(())
+    }
+}
+
+/// The account's storage figures from `about.get`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageQuota {
+    /// `None` when the account's storage is unlimited (Google omits the field).
+    pub limit: Option<u64>,
+    /// Bytes used across Drive, Gmail and Photos; Trash counts.
+    pub usage: u64,
+    pub usage_in_drive_trash: u64,
+}
+
+impl StorageQuota {
+    pub fn free(&self) -> Option<u64> {
+        self.limit.map(|l| l.saturating_sub(self.usage))
+    }
+}
+
+impl DriveClient {
+    /// The storage quota of the account pgdrive acts as (`about.get`). It describes that
+    /// account's own storage: files in a shared drive count against the organization's pool instead.
+    pub fn about(&mut self) -> Result<StorageQuota> {
+        let url = self.api("about");
+        let reply = self.execute("reading the Drive storage quota", &|agent, auth| {
+            agent
+                .get(&url)
+                .header("Authorization", auth)
+                .query("fields", "storageQuota")
+                .call()
+        })?;
+        let v = reply.json()?;
+        let q = &v["storageQuota"];
+        // int64 fields arrive as JSON strings
+        let n = |k: &str| {
+            q[k].as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .or_else(|| q[k].as_u64())
+        };
+        Ok(StorageQuota {
+            limit: n("limit"),
+            usage: n("usage").unwrap_or(0),
+            usage_in_drive_trash: n("usageInDriveTrash").unwrap_or(0),
+        })
     }
 }
 
@@ -406,7 +556,11 @@ mod tests {
         assert_eq!(e.reason.as_deref(), Some("storageQuotaExceeded"));
         assert!(e.is_service_account_quota());
         let hint = e.hint().unwrap();
-        assert!(hint.contains("shared drive") && hint.contains("GOOGLE_IMPERSONATE_USER") && hint.contains("authorized_user"));
+        assert!(
+            hint.contains("shared drive")
+                && hint.contains("GOOGLE_IMPERSONATE_USER")
+                && hint.contains("authorized_user")
+        );
         assert_eq!(e.verdict(), Verdict::Fatal);
 
         let e = DriveError::from_response(403, br#"{"error":{"code":403,"message":"Rate Limit Exceeded","errors":[{"reason":"rateLimitExceeded"}]}}"#, None);

@@ -20,7 +20,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 8, initial: Duration::from_secs(1), max: Duration::from_secs(64), retry_after_cap: Duration::from_secs(300) }
+        RetryPolicy {
+            max_retries: 8,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(64),
+            retry_after_cap: Duration::from_secs(300),
+        }
     }
 }
 
@@ -29,7 +34,9 @@ impl RetryPolicy {
     /// with "equal jitter" (half fixed, half random) so that concurrent clients spread out, and
     /// never shorter than the server's `Retry-After` (up to `retry_after_cap`).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, random_unit: f64) -> Duration {
-        let exp = self.initial.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
+        let exp = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
         let base = exp.min(self.max);
         let jittered = base / 2 + base.mul_f64(0.5 * random_unit.clamp(0.0, 1.0));
         match retry_after {
@@ -56,7 +63,11 @@ pub fn classify_status(status: u16, reason: Option<&str>) -> Verdict {
         401 => Verdict::RefreshToken,
         408 | 429 => Verdict::Retry,
         500..=599 => Verdict::Retry,
-        403 if matches!(reason, Some("rateLimitExceeded" | "userRateLimitExceeded" | "backendError")) => {
+        403 if matches!(
+            reason,
+            Some("rateLimitExceeded" | "userRateLimitExceeded" | "backendError")
+        ) =>
+        {
             Verdict::Retry
         }
         _ => Verdict::Fatal,
@@ -115,7 +126,11 @@ mod tests {
             (410, None, Verdict::Fatal),
         ];
         for (status, reason, want) in cases {
-            assert_eq!(classify_status(*status, *reason), *want, "{status} {reason:?}");
+            assert_eq!(
+                classify_status(*status, *reason),
+                *want,
+                "{status} {reason:?}"
+            );
         }
     }
 
@@ -132,9 +147,18 @@ mod tests {
         assert_eq!(p.delay(2, None, 1.0), Duration::from_secs(4));
         assert_eq!(p.delay(10, None, 1.0), Duration::from_secs(8));
         assert_eq!(p.delay(40, None, 0.0), Duration::from_secs(4));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(5)), 0.0), Duration::from_secs(5));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(30)), 0.0), Duration::from_secs(30));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(500)), 0.0), Duration::from_secs(60));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(5)), 0.0),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(30)), 0.0),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(500)), 0.0),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub fn stored_bytes(range: Option<&str>) -> Result<u64> {
 
 impl<'a> ResumableUpload<'a> {
     /// Opens a session for a new file with `metadata` (name, parents, appProperties, ...).
-    pub fn start(client: &'a mut DriveClient, metadata: &serde_json::Value, content_type: &str, chunk_size: usize) -> Result<Self> {
+    pub fn start(
+        client: &'a mut DriveClient,
+        metadata: &serde_json::Value,
+        content_type: &str,
+        chunk_size: usize,
+    ) -> Result<Self> {
         let url = client.upload_endpoint();
         let body = metadata.to_string();
         let reply = client.execute("opening the Drive upload session", &|agent, auth| {
@@ -57,8 +62,17 @@ impl<'a> ResumableUpload<'a> {
                 .query("fields", super::FILE_FIELDS)
                 .send(body.as_bytes())
         })?;
-        let session = reply.location.context("Drive opened an upload session without a Location header")?;
-        Ok(ResumableUpload { client, session, acked: 0, pending: Vec::with_capacity(chunk_size), chunk_size, requests: 0 })
+        let session = reply
+            .location
+            .context("Drive opened an upload session without a Location header")?;
+        Ok(ResumableUpload {
+            client,
+            session,
+            acked: 0,
+            pending: Vec::with_capacity(chunk_size),
+            chunk_size,
+            requests: 0,
+        })
     }
 
     /// Queues bytes; full chunks are sent as they fill.
@@ -87,7 +101,9 @@ impl<'a> ResumableUpload<'a> {
     pub fn abort(self) {
         let agent = self.client.agent().clone();
         let outcome = agent.delete(&self.session).call();
-        let status = outcome.map(|r| r.status().as_u16().to_string()).unwrap_or_else(|e| e.to_string());
+        let status = outcome
+            .map(|r| r.status().as_u16().to_string())
+            .unwrap_or_else(|e| e.to_string());
         crate::log::debug("cancelled the upload session", &[("answer", status)]);
     }
 
@@ -134,7 +150,11 @@ impl<'a> ResumableUpload<'a> {
                     }
                     status => {
                         let err = DriveError::from_response(status, &reply.body, reply.retry_after);
-                        (err.verdict(), anyhow::Error::new(err.clone()), err.retry_after)
+                        (
+                            err.verdict(),
+                            anyhow::Error::new(err.clone()),
+                            err.retry_after,
+                        )
                     }
                 },
                 Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
@@ -160,7 +180,9 @@ impl<'a> ResumableUpload<'a> {
                     attempt += 1;
                     // Ask the session how much it holds, and continue from there.
                     match self.query_status(total)? {
-                        Some(resource) => return self.completed_resource(resource, total).map(Some),
+                        Some(resource) => {
+                            return self.completed_resource(resource, total).map(Some)
+                        }
                         None if self.pending.len() < len => {
                             // the server already holds part of this chunk: send only the rest
                             return Ok(None);
@@ -187,7 +209,10 @@ impl<'a> ResumableUpload<'a> {
             crate::signals::check()?;
             let token = self.client.token()?;
             self.requests += 1;
-            let range = format!("bytes */{}", total.map(|t| t.to_string()).unwrap_or_else(|| "*".into()));
+            let range = format!(
+                "bytes */{}",
+                total.map(|t| t.to_string()).unwrap_or_else(|| "*".into())
+            );
             let outcome = self
                 .client
                 .agent()
@@ -204,8 +229,12 @@ impl<'a> ResumableUpload<'a> {
                         return Ok(None);
                     }
                     404 | 410 => {
-                        return Err(anyhow::Error::new(DriveError::from_response(reply.status, &reply.body, None)))
-                            .context("the upload session expired; the backup must be run again")
+                        return Err(anyhow::Error::new(DriveError::from_response(
+                            reply.status,
+                            &reply.body,
+                            None,
+                        )))
+                        .context("the upload session expired; the backup must be run again")
                     }
                     401 => {
                         self.client.invalidate_token();
@@ -214,16 +243,22 @@ impl<'a> ResumableUpload<'a> {
                     status => {
                         let err = DriveError::from_response(status, &reply.body, reply.retry_after);
                         if err.verdict() == Verdict::Fatal {
-                            return Err(anyhow::Error::new(err).context("asking the upload session how much it holds"));
+                            return Err(anyhow::Error::new(err)
+                                .context("asking the upload session how much it holds"));
                         }
                         anyhow::Error::new(err)
                     }
                 },
                 Err(e) if classify_transport(&e) == Verdict::Retry => anyhow::Error::new(e),
-                Err(e) => return Err(anyhow::Error::new(e).context("asking the upload session how much it holds")),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("asking the upload session how much it holds"))
+                }
             };
             if attempt >= self.client.retry.max_retries {
-                return Err(failure.context("asking the upload session how much it holds (gave up)"));
+                return Err(
+                    failure.context("asking the upload session how much it holds (gave up)")
+                );
             }
             crate::signals::sleep(self.client.retry.delay(attempt, None, random_unit()))?;
             attempt += 1;
@@ -250,7 +285,11 @@ impl<'a> ResumableUpload<'a> {
         self.completed_resource(resource, total)
     }
 
-    fn completed_resource(&mut self, resource: serde_json::Value, total: Option<u64>) -> Result<serde_json::Value> {
+    fn completed_resource(
+        &mut self,
+        resource: serde_json::Value,
+        total: Option<u64>,
+    ) -> Result<serde_json::Value> {
         if total.is_none() {
             // Drive only completes an upload when told the total; anything else is a protocol
             // violation and the stored file would be truncated.

@@ -18,11 +18,75 @@ pub struct DriveTarget {
 
 impl DriveTarget {
     pub fn new(client: DriveClient, folder_id: String) -> DriveTarget {
-        DriveTarget { client, folder_id, drive_id: None }
+        DriveTarget {
+            client,
+            folder_id,
+            drive_id: None,
+        }
     }
 
     pub fn client(&mut self) -> &mut DriveClient {
         &mut self.client
+    }
+}
+
+/// The property that marks `pgdrive check`'s probe file. It never carries the backup marker, so
+/// listings, pruning and restores can never take a leftover probe for a backup.
+pub const PROBE_PROPERTY: &str = "pgdrive_probe";
+
+/// Which half of the probe failed.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// The probe file could not be created: backups cannot be uploaded.
+    Write(anyhow::Error),
+    /// It was created but could not be deleted permanently: pruning will fail. The probe file
+    /// (its ID) is left behind.
+    Delete(String, anyhow::Error),
+}
+
+impl DriveTarget {
+    /// The folder's facts (a missing folder or a file ID is an error); also remembers the shared
+    /// drive for later listings.
+    pub fn folder_info(&mut self) -> Result<crate::drive::FolderInfo> {
+        let folder = self.client.folder(&self.folder_id)?;
+        self.drive_id = folder.drive_id.clone();
+        Ok(folder)
+    }
+
+    /// Uploads a tiny file through the same resumable protocol as a backup and deletes it
+    /// permanently, proving both the right to upload and the right to prune.
+    pub fn probe(&mut self) -> std::result::Result<String, ProbeFailure> {
+        let name = format!(
+            ".pgdrive-check-probe-{}-{}",
+            crate::commands::backup::host_name(),
+            std::process::id()
+        );
+        let metadata = serde_json::json!({
+            "name": name,
+            "parents": [self.folder_id],
+            "mimeType": "text/plain",
+            "description": "written and deleted by `pgdrive check`; safe to delete if left behind",
+            "appProperties": { PROBE_PROPERTY: "1" },
+        });
+        let id = (|| -> Result<String> {
+            let mut upload = ResumableUpload::start(
+                &mut self.client,
+                &metadata,
+                "text/plain",
+                crate::config::CHUNK_ALIGNMENT,
+            )?;
+            upload.write(b"pgdrive check probe\n")?;
+            let (resource, _) = upload.finish()?;
+            Ok(resource["id"]
+                .as_str()
+                .context("Drive's final answer has no file id")?
+                .to_string())
+        })()
+        .map_err(ProbeFailure::Write)?;
+        self.client
+            .delete(&id)
+            .map_err(|e| ProbeFailure::Delete(id.clone(), e))?;
+        Ok(name)
     }
 }
 
@@ -59,12 +123,23 @@ impl Target for DriveTarget {
                 &[("folder", folder.name.clone())],
             );
         }
-        crate::log::debug("Drive folder found", &[("name", folder.name.clone()), ("shared_drive", folder.drive_id.clone().unwrap_or_default())]);
+        crate::log::debug(
+            "Drive folder found",
+            &[
+                ("name", folder.name.clone()),
+                ("shared_drive", folder.drive_id.clone().unwrap_or_default()),
+            ],
+        );
         self.drive_id = folder.drive_id;
         Ok(())
     }
 
-    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, chunk_size: usize) -> Result<Box<dyn Upload + 's>> {
+    fn begin<'s>(
+        &'s mut self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+        chunk_size: usize,
+    ) -> Result<Box<dyn Upload + 's>> {
         let metadata = serde_json::json!({
             "name": name,
             "parents": [self.folder_id],
@@ -72,17 +147,28 @@ impl Target for DriveTarget {
             "appProperties": properties,
         });
         let upload = ResumableUpload::start(&mut self.client, &metadata, BACKUP_MIME, chunk_size)?;
-        Ok(Box::new(DriveUpload { upload, name: name.to_string() }))
+        Ok(Box::new(DriveUpload {
+            upload,
+            name: name.to_string(),
+        }))
     }
 
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>> {
         let query = selector
             .iter()
-            .map(|(k, v)| format!("appProperties has {{ key={} and value={} }}", quote_query_value(k), quote_query_value(v)))
+            .map(|(k, v)| {
+                format!(
+                    "appProperties has {{ key={} and value={} }}",
+                    quote_query_value(k),
+                    quote_query_value(v)
+                )
+            })
             .collect::<Vec<_>>()
             .join(" and ");
         let drive_id = self.drive_id.clone();
-        let files = self.client.list(&self.folder_id, drive_id.as_deref(), &query)?;
+        let files = self
+            .client
+            .list(&self.folder_id, drive_id.as_deref(), &query)?;
         Ok(files.into_iter().map(listed).collect())
     }
 
@@ -93,7 +179,10 @@ impl Target for DriveTarget {
 
 fn listed(f: RemoteFile) -> Listed {
     Listed {
-        created_ms: f.created_time.as_deref().and_then(crate::timeutil::parse_rfc3339),
+        created_ms: f
+            .created_time
+            .as_deref()
+            .and_then(crate::timeutil::parse_rfc3339),
         id: f.id,
         name: f.name,
         size: f.size,
@@ -115,7 +204,10 @@ impl Upload for DriveUpload<'_> {
         let digest = &done.digest;
         let DriveUpload { upload, name } = *self;
         let (resource, client) = upload.finish().context("sending the last chunk")?;
-        let id = resource["id"].as_str().context("Drive's final answer has no file id")?.to_string();
+        let id = resource["id"]
+            .as_str()
+            .context("Drive's final answer has no file id")?
+            .to_string();
         let mut verify = || -> Result<()> {
             let mut file = RemoteFile::from_json(&resource);
             if file.size.is_none() || file.md5.is_none() {
@@ -124,14 +216,18 @@ impl Upload for DriveUpload<'_> {
             if file.size != Some(digest.size) || file.md5.as_deref() != Some(digest.md5.as_str()) {
                 bail!(
                     "Drive stored {} bytes with MD5 {}, but pgdrive sent {} bytes with MD5 {}",
-                    file.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    file.size
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "?".into()),
                     file.md5.as_deref().unwrap_or("?"),
                     digest.size,
                     digest.md5
                 );
             }
             let description = super::manifest_json(&done.row_counts);
-            client.update_metadata(&id, &done.properties, &description).context("recording the checksums on the file")
+            client
+                .update_metadata(&id, &done.properties, &description)
+                .context("recording the checksums on the file")
         };
         if let Err(err) = verify() {
             // Never leave an unverified file that looks like a backup.
@@ -140,11 +236,18 @@ impl Upload for DriveUpload<'_> {
                     crate::log::warn("deleted the unverified upload", &[("file_id", id.clone())]);
                     err
                 }
-                Err(del) => err.context(format!("and deleting the unverified file {id} failed too ({del:#}): delete it by hand")),
+                Err(del) => err.context(format!(
+                    "and deleting the unverified file {id} failed too ({del:#}): delete it by hand"
+                )),
             }
             .context(format!("verifying the uploaded file {name}")));
         }
-        Ok(StoredObject { target: "drive", location: file_link(&id), id, name })
+        Ok(StoredObject {
+            target: "drive",
+            location: file_link(&id),
+            id,
+            name,
+        })
     }
 
     fn abort(self: Box<Self>) {

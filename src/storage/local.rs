@@ -27,13 +27,25 @@ impl LocalTarget {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("pgdrive")));
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("pgdrive")
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -51,21 +63,39 @@ impl Target for LocalTarget {
 
     fn preflight(&mut self) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(|e| {
-            crate::error::config_error(format!("cannot create the local backup directory {}: {e}", self.dir.display()))
+            crate::error::config_error(format!(
+                "cannot create the local backup directory {}: {e}",
+                self.dir.display()
+            ))
         })?;
-        let probe = self.dir.join(format!(".pgdrive-probe-{}", std::process::id()));
+        let probe = self
+            .dir
+            .join(format!(".pgdrive-probe-{}", std::process::id()));
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
-            .map_err(|e| crate::error::config_error(format!("cannot write into the local backup directory {}: {e}", self.dir.display())))
+            .map_err(|e| {
+                crate::error::config_error(format!(
+                    "cannot write into the local backup directory {}: {e}",
+                    self.dir.display()
+                ))
+            })
     }
 
-    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, _chunk_size: usize) -> Result<Box<dyn Upload + 's>> {
+    fn begin<'s>(
+        &'s mut self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+        _chunk_size: usize,
+    ) -> Result<Box<dyn Upload + 's>> {
         if name.contains('/') || name.starts_with('.') {
             bail!("refusing to write a backup named {name:?}");
         }
         let final_path = self.dir.join(name);
         if final_path.exists() {
-            bail!("{} already exists; refusing to overwrite a backup", final_path.display());
+            bail!(
+                "{} already exists; refusing to overwrite a backup",
+                final_path.display()
+            );
         }
         let partial = self.dir.join(format!(".{name}.partial"));
         let file = OpenOptions::new()
@@ -93,23 +123,37 @@ impl Target for LocalTarget {
         for entry in entries {
             let entry = entry?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(name) = file_name.strip_suffix(SIDECAR_SUFFIX) else { continue };
+            let Some(name) = file_name.strip_suffix(SIDECAR_SUFFIX) else {
+                continue;
+            };
             if name.starts_with('.') {
                 continue;
             }
             let data = self.dir.join(name);
-            let Ok(meta) = fs::metadata(&data) else { continue };
-            let Ok(text) = fs::read_to_string(entry.path()) else { continue };
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let Ok(meta) = fs::metadata(&data) else {
+                continue;
+            };
+            let Ok(text) = fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
             let properties: BTreeMap<String, String> = json["properties"]
                 .as_object()
-                .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default();
             if selector.iter().all(|(k, v)| properties.get(k) == Some(v)) {
                 out.push(Listed {
                     id: name.to_string(),
                     name: name.to_string(),
-                    created_ms: json["created_time"].as_str().and_then(crate::timeutil::parse_rfc3339),
+                    created_ms: json["created_time"]
+                        .as_str()
+                        .and_then(crate::timeutil::parse_rfc3339),
                     size: Some(meta.len()),
                     properties,
                 });
@@ -122,7 +166,8 @@ impl Target for LocalTarget {
         if id.contains('/') || id.starts_with('.') {
             bail!("refusing to delete {id:?}");
         }
-        fs::remove_file(self.dir.join(id)).with_context(|| format!("deleting {}", self.dir.join(id).display()))?;
+        fs::remove_file(self.dir.join(id))
+            .with_context(|| format!("deleting {}", self.dir.join(id).display()))?;
         let _ = fs::remove_file(self.dir.join(format!("{id}{SIDECAR_SUFFIX}")));
         sync_dir(&self.dir)
     }
@@ -140,7 +185,8 @@ impl LocalUpload {
     fn complete(&mut self, done: &Completion) -> Result<PathBuf> {
         let digest = &done.digest;
         let file = self.file.take().context("upload already finished")?;
-        file.sync_all().with_context(|| format!("syncing {}", self.partial.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.partial.display()))?;
         drop(file);
         // Read back what the disk holds and compare with what was streamed.
         let mut reader = File::open(&self.partial)?;
@@ -171,8 +217,12 @@ impl LocalUpload {
             "row_counts": done.row_counts,
         });
         let final_path = self.dir.join(&self.name);
-        write_atomically(&self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name)), serde_json::to_string_pretty(&sidecar)?.as_bytes())?;
-        fs::rename(&self.partial, &final_path).with_context(|| format!("renaming into {}", final_path.display()))?;
+        write_atomically(
+            &self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name)),
+            serde_json::to_string_pretty(&sidecar)?.as_bytes(),
+        )?;
+        fs::rename(&self.partial, &final_path)
+            .with_context(|| format!("renaming into {}", final_path.display()))?;
         sync_dir(&self.dir)?;
         Ok(final_path)
     }
@@ -189,7 +239,12 @@ impl Upload for LocalUpload {
 
     fn finish(mut self: Box<Self>, done: &Completion) -> Result<StoredObject> {
         match self.complete(done) {
-            Ok(path) => Ok(StoredObject { target: "local", id: self.name.clone(), name: self.name.clone(), location: path.display().to_string() }),
+            Ok(path) => Ok(StoredObject {
+                target: "local",
+                id: self.name.clone(),
+                name: self.name.clone(),
+                location: path.display().to_string(),
+            }),
             Err(e) => {
                 let _ = fs::remove_file(&self.partial);
                 let _ = fs::remove_file(self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name)));

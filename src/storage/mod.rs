@@ -75,7 +75,8 @@ pub fn manifest_json(row_counts: &BTreeMap<String, u64>) -> String {
     if full.len() <= MANIFEST_MAX_BYTES {
         return full;
     }
-    serde_json::json!({ "pgdrive_manifest": 1, "tables": row_counts.len(), "truncated": true }).to_string()
+    serde_json::json!({ "pgdrive_manifest": 1, "tables": row_counts.len(), "truncated": true })
+        .to_string()
 }
 
 /// A backup that was stored and verified.
@@ -107,7 +108,12 @@ pub trait Target {
     /// Checks the destination exists and can be written, before anything is dumped.
     fn preflight(&mut self) -> Result<()>;
     /// Opens an upload of a new object; nothing is visible until `finish`.
-    fn begin<'s>(&'s mut self, name: &str, properties: &BTreeMap<String, String>, chunk_size: usize) -> Result<Box<dyn Upload + 's>>;
+    fn begin<'s>(
+        &'s mut self,
+        name: &str,
+        properties: &BTreeMap<String, String>,
+        chunk_size: usize,
+    ) -> Result<Box<dyn Upload + 's>>;
     /// Every object whose properties include all of `selector`.
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>>;
     /// Deletes an object permanently.

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 /// The server the tests use (a superuser connection; trust auth on this machine).
 pub fn admin_url(db: &str) -> String {
-    let base = std::env::var("PGDRIVE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("PGDRIVE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     format!("{base}/{db}")
 }
 
@@ -27,7 +28,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}_{}_{}_{n}", std::process::id(), nanos % 1_000_000)
 }
 
@@ -39,7 +43,9 @@ pub struct TestDb {
 impl TestDb {
     pub fn new(prefix: &str) -> TestDb {
         let name = unique(prefix);
-        admin().batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        admin()
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap();
         TestDb { name }
     }
 
@@ -52,7 +58,9 @@ impl TestDb {
     }
 
     pub fn exec(&self, sql: &str) {
-        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
     }
 
     pub fn query_i64(&self, sql: &str) -> i64 {
@@ -60,7 +68,16 @@ impl TestDb {
     }
 
     /// The catalog rows, oldest first: (status, type, filename, error, drive_file_id, pruned).
-    pub fn catalog(&self) -> Vec<(String, String, Option<String>, Option<String>, Option<String>, bool)> {
+    pub fn catalog(
+        &self,
+    ) -> Vec<(
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        bool,
+    )> {
         self.client()
             .query(
                 "SELECT status, type, filename, error, drive_file_id, pruned_at IS NOT NULL FROM backups ORDER BY id",
@@ -75,7 +92,10 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = admin().batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        let _ = admin().batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ));
     }
 }
 
@@ -95,10 +115,24 @@ pub fn seed_shop(db: &TestDb) {
 /// Runs `psql` with a script against a database URL; panics on failure.
 pub fn psql(url: &str, script: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", url, "-c", script])
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-d",
+            url,
+            "-c",
+            script,
+        ])
         .output()
         .expect("psql");
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -106,7 +140,9 @@ pub fn psql(url: &str, script: &str) -> String {
 pub fn restore_gz(bytes: &[u8], url: &str) {
     use std::io::{Read, Write};
     let mut sql = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut sql).expect("a valid gzip stream");
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut sql)
+        .expect("a valid gzip stream");
     let mut child = Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url])
         .stdin(Stdio::piped())
@@ -117,13 +153,19 @@ pub fn restore_gz(bytes: &[u8], url: &str) {
     // psql stops reading at the first error; its stderr says why
     let _ = child.stdin.take().unwrap().write_all(&sql);
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn gunzip(bytes: &[u8]) -> String {
     use std::io::Read;
     let mut s = String::new();
-    flate2::read::GzDecoder::new(bytes).read_to_string(&mut s).expect("a valid gzip stream");
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut s)
+        .expect("a valid gzip stream");
     s
 }
 
@@ -152,12 +194,19 @@ impl Drop for TempDir {
 pub fn pgdrive() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgdrive"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("PG") || k.starts_with("GOOGLE_") || k == "DATABASE_URL" || k.starts_with("SENDGRID") || k.starts_with("HOURLY_") || k.starts_with("SCHEMA_") {
+        if k.starts_with("PG")
+            || k.starts_with("GOOGLE_")
+            || k == "DATABASE_URL"
+            || k.starts_with("SENDGRID")
+            || k.starts_with("HOURLY_")
+            || k.starts_with("SCHEMA_")
+        {
             cmd.env_remove(k);
         }
     }
     // fast retries in tests; the policy itself is unit-tested
-    cmd.env("PGDRIVE_RETRY_INITIAL_MS", "20").env("PGDRIVE_RETRY_MAX_MS", "200");
+    cmd.env("PGDRIVE_RETRY_INITIAL_MS", "20")
+        .env("PGDRIVE_RETRY_MAX_MS", "200");
     cmd.stdin(Stdio::null());
     cmd
 }
@@ -179,7 +228,11 @@ pub fn run(cmd: &mut Command) -> Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stderr ---\n{}\n--- stdout ---\n{}", self.status, self.stderr, self.stdout)
+        write!(
+            f,
+            "exit {}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.status, self.stderr, self.stdout
+        )
     }
 }
 
@@ -212,7 +265,8 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start() -> Emulator {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/google_emulator.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulator/google_emulator.py");
         let mut child = Command::new("python3")
             .arg(&script)
             .args(["--port", "0"])
@@ -221,9 +275,18 @@ impl Emulator {
             .spawn()
             .expect("python3 must be installed to run the Google emulator");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("emulator said {line:?}")).to_string();
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("emulator said {line:?}"))
+            .to_string();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
         Emulator { child, base, agent }
     }
 
@@ -232,7 +295,12 @@ impl Emulator {
     }
 
     pub fn post(&self, path: &str, body: Value) -> Value {
-        let mut r = self.agent.post(&format!("{}__emulator/{path}", self.base)).header("Content-Type", "application/json").send(body.to_string().as_bytes()).unwrap();
+        let mut r = self
+            .agent
+            .post(&format!("{}__emulator/{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.body_mut().read_to_string().unwrap();
         assert!(status < 300, "emulator {path}: {status} {text}");
@@ -240,13 +308,25 @@ impl Emulator {
     }
 
     pub fn get(&self, path: &str) -> Value {
-        let mut r = self.agent.get(&format!("{}__emulator/{path}", self.base)).call().unwrap();
+        let mut r = self
+            .agent
+            .get(&format!("{}__emulator/{path}", self.base))
+            .call()
+            .unwrap();
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
     }
 
     pub fn get_bytes(&self, path: &str) -> Vec<u8> {
-        let mut r = self.agent.get(&format!("{}__emulator/{path}", self.base)).call().unwrap();
-        r.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap()
+        let mut r = self
+            .agent
+            .get(&format!("{}__emulator/{path}", self.base))
+            .call()
+            .unwrap();
+        r.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap()
     }
 
     pub fn fault(&self, rules: Value) {
@@ -262,7 +342,11 @@ impl Emulator {
         self.files()
             .into_iter()
             .filter(|f| f["mimeType"] != "application/vnd.google-apps.folder")
-            .filter(|f| f["parents"].as_array().is_some_and(|p| p.iter().any(|x| x == folder)))
+            .filter(|f| {
+                f["parents"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == folder))
+            })
             .collect()
     }
 
@@ -302,14 +386,28 @@ impl Drop for Emulator {
 pub fn rsa_keypair(dir: &Path) -> (String, String) {
     let key = dir.join("sa.pem");
     let st = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&key)
         .stderr(Stdio::null())
         .status()
         .expect("openssl");
     assert!(st.success());
-    let public = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key).output().unwrap();
-    (std::fs::read_to_string(&key).unwrap(), String::from_utf8(public.stdout).unwrap())
+    let public = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(public.stdout).unwrap(),
+    )
 }
 
 /// A Google account set up in the emulator, with its credentials file written to disk.
@@ -330,10 +428,19 @@ impl Google {
         let dir = TempDir::new("google");
         let (private, public) = rsa_keypair(dir.path());
         let sa_email = "backup@pgdrive-test.iam.gserviceaccount.com".to_string();
-        emu.post("service_accounts", json!({"client_email": sa_email, "public_key_pem": public, "dwd": true}));
-        let drive = emu.post("shared_drives", json!({"name": "Backups", "members": {sa_email.clone(): "organizer"}}));
+        emu.post(
+            "service_accounts",
+            json!({"client_email": sa_email, "public_key_pem": public, "dwd": true}),
+        );
+        let drive = emu.post(
+            "shared_drives",
+            json!({"name": "Backups", "members": {sa_email.clone(): "organizer"}}),
+        );
         let shared_drive = drive["id"].as_str().unwrap().to_string();
-        let folder = emu.post("folders", json!({"name": "db", "drive_id": shared_drive}))["id"].as_str().unwrap().to_string();
+        let folder = emu.post("folders", json!({"name": "db", "drive_id": shared_drive}))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let key = json!({
             "type": "service_account",
             "project_id": "pgdrive-test",
@@ -345,12 +452,25 @@ impl Google {
         });
         let key_file = dir.path().join("key.json");
         std::fs::write(&key_file, key.to_string()).unwrap();
-        Google { emu, dir, key_file, sa_email, folder, shared_drive }
+        Google {
+            emu,
+            dir,
+            key_file,
+            sa_email,
+            folder,
+            shared_drive,
+        }
     }
 
     /// Another folder in the same shared drive.
     pub fn new_folder(&self, name: &str) -> String {
-        self.emu.post("folders", json!({"name": name, "drive_id": self.shared_drive}))["id"].as_str().unwrap().to_string()
+        self.emu.post(
+            "folders",
+            json!({"name": name, "drive_id": self.shared_drive}),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// pgdrive configured for this account, backing up `db`.
