@@ -170,6 +170,7 @@ pub fn judge(k: &mut KindStatus, max_age: Option<Duration>, now_ms: i64) {
         .as_ref()
         .map(|s| ((now_ms - s.at_ms).max(0) / 1000) as u64);
     k.problems.clear();
+    k.stale = false;
     if let Some(max) = max_age {
         match k.age_seconds {
             None => {
