@@ -40,6 +40,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
     {
         return Ok(Vec::new());
     }
+    refuse_foreign_backups_table(client)?;
     let mut tx = client
         .transaction()
         .context("starting the catalog migration")?;
@@ -73,7 +74,50 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
     Ok(done)
 }
 
+/// A table called `backups` that is neither pgdrive's nor the Node.js version's belongs to the
+/// application: pgdrive must not add columns to it or write rows into it.
+fn refuse_foreign_backups_table(client: &mut Client) -> Result<()> {
+    let columns: Vec<String> = client
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = to_regclass('backups') AND a.attnum > 0 AND NOT a.attisdropped",
+            &[],
+        )
+        .context("inspecting an existing backups table")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let required = [
+        "id",
+        "created_at",
+        "filename",
+        "size_bytes",
+        "drive_file_id",
+        "status",
+        "type",
+        "error",
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
+    if !columns.is_empty() && !missing.is_empty() {
+        return Err(crate::error::config_error_hint(
+            format!("this database already has a table named backups that is not a backup catalog (it lacks {})", missing.join(", ")),
+            "keep pgdrive's catalog in another database with PGDRIVE_CATALOG_URL",
+        ));
+    }
+    Ok(())
+}
+
 fn migration_error(e: postgres::Error, name: &str) -> anyhow::Error {
+    if e.code() == Some(&postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) {
+        return crate::error::config_error_hint(
+            format!("cannot create the backups catalog ({name}): the database is read-only (a standby?)"),
+            "keep the catalog and the lock on the primary with PGDRIVE_CATALOG_URL",
+        );
+    }
     if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
         return crate::error::config_error_hint(
             format!("cannot create or upgrade the backups catalog ({name}): {e}"),

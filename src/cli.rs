@@ -21,9 +21,12 @@ Exit status:
 
 Configuration precedence: command-line flags, then environment variables, then --env-file.";
 
-/// Back up PostgreSQL to Google Drive (or a local directory): pg_dump is streamed through gzip
-/// and checksums straight into a resumable upload, old backups are pruned, and every run is
-/// recorded in a `backups` table.
+/// Back up PostgreSQL to Google Drive
+///
+/// pg_dump is streamed through gzip and checksums straight into a Google Drive resumable upload
+/// (or a local directory): no temporary file, bounded memory. Old backups of the same kind are
+/// pruned, and every run is recorded in a `backups` table. Run by cron or a systemd timer; the
+/// exit status says what happened.
 #[derive(Debug, Parser)]
 #[command(name = "pgdrive", version, after_long_help = EXIT_STATUS_HELP, max_term_width = 100)]
 pub struct Cli {

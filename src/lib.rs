@@ -4,7 +4,8 @@
 //! - `cli`: clap definitions; `config`: flags > environment > env-file, validated;
 //!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
 //! - `commands`: one module per command, orchestration only.
-//! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment.
+//! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
+//!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
 //! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`).
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
@@ -34,6 +35,7 @@ pub mod log;
 pub mod manpage;
 pub mod pgconn;
 pub mod pgdump;
+pub mod pgtls;
 pub mod pipeline;
 pub mod redact;
 pub mod retention;

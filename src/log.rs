@@ -48,6 +48,11 @@ pub fn init(format: LogFormat, verbose: bool, quiet: bool) {
     let _ = LOGGER.set(Logger { format, min });
 }
 
+/// Whether log lines are JSON (so that even the final error line stays machine-readable).
+pub fn is_json() -> bool {
+    logger().format == LogFormat::Json
+}
+
 fn logger() -> &'static Logger {
     LOGGER.get_or_init(|| Logger {
         format: LogFormat::Text,

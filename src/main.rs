@@ -26,15 +26,19 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status.code()),
         Err(err) => {
             let status = error::classify(&err);
-            eprintln!("pgdrive: error: {}", error::render(&err));
-            if let Some(hint) = error::hint(&err) {
-                eprintln!("hint: {}", crate::redact_hint(&hint));
+            let message = error::render(&err);
+            let hint = error::hint(&err).map(|h| pgdrive::redact::scrub(&h));
+            if pgdrive::log::is_json() {
+                let mut fields = vec![("exit_status", status.code().to_string())];
+                fields.extend(hint.map(|h| ("hint", h)));
+                pgdrive::log::error(&format!("pgdrive: error: {message}"), &fields);
+            } else {
+                eprintln!("pgdrive: error: {message}");
+                if let Some(hint) = hint {
+                    eprintln!("hint: {hint}");
+                }
             }
             ExitCode::from(status.code())
         }
     }
-}
-
-fn redact_hint(hint: &str) -> String {
-    pgdrive::redact::scrub(hint)
 }

@@ -71,8 +71,23 @@ pub fn render() -> Result<String> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
-    man.render_subcommands_section(&mut out)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    let visible: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        .collect();
+    out.extend_from_slice(b".SH COMMANDS\n");
+    for sub in &visible {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend_from_slice(
+            format!(
+                ".TP\n\\fBpgdrive {}\\fR\n{}\n",
+                sub.get_name(),
+                roff_escape(&about)
+            )
+            .as_bytes(),
+        );
+    }
+    for sub in visible {
         out.extend_from_slice(
             format!(".SH \"COMMAND: {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
         );

@@ -233,18 +233,39 @@ impl ConnInfo {
         // NAT boxes and firewalls from silently dropping it.
         cfg.keepalives(true);
         cfg.keepalives_idle(Duration::from_secs(60));
-        match self.get("sslmode").unwrap_or("prefer") {
-            "disable" | "allow" | "prefer" => {
-                cfg.ssl_mode(postgres::config::SslMode::Disable);
-            }
+        cfg.ssl_mode(match self.sslmode() {
+            "disable" => postgres::config::SslMode::Disable,
+            "allow" | "prefer" => postgres::config::SslMode::Prefer,
+            "require" | "verify-ca" | "verify-full" => postgres::config::SslMode::Require,
             other => {
-                return Err(crate::error::config_error_hint(
-                    format!("sslmode={other} is not supported yet for pgdrive's own connection"),
-                    "use sslmode=prefer or disable for now, or connect over a local socket",
-                ))
+                return Err(crate::error::config_error(format!(
+                    "unknown sslmode={other:?} in DATABASE_URL"
+                )))
             }
-        }
+        });
         Ok(cfg)
+    }
+
+    pub fn sslmode(&self) -> &str {
+        self.get("sslmode").unwrap_or("prefer")
+    }
+
+    /// Opens a connection with libpq's TLS semantics for `sslmode` (see [`crate::pgtls`]).
+    pub fn connect(&self, application_name: &str) -> Result<postgres::Client> {
+        let cfg = self.client_config(application_name)?;
+        if self.get("sslcert").is_some() {
+            crate::log::warn("client certificates (sslcert/sslkey) are passed to pg_dump but not used by pgdrive's own connection", &[]);
+        }
+        let connected = if self.sslmode() == "disable" {
+            cfg.connect(postgres::NoTls)
+        } else {
+            let rootcert = self.get("sslrootcert");
+            cfg.connect(crate::pgtls::connector(
+                crate::pgtls::verification(self.sslmode(), rootcert.is_some()),
+                rootcert,
+            )?)
+        };
+        Ok(connected?)
     }
 
     /// The PG* environment for `pg_dump`: every resolved parameter, the password included, so the

@@ -72,7 +72,8 @@ impl RowCounter {
 
 /// The table of a `COPY <table> [(<columns>)] FROM stdin;` line.
 fn copy_table(line: &[u8]) -> Option<String> {
-    let line = std::str::from_utf8(line).ok()?;
+    // the dump is in the database's encoding, which need not be UTF-8
+    let line = String::from_utf8_lossy(line);
     let rest = line.strip_prefix("COPY ")?;
     if !rest.ends_with(" FROM stdin;") {
         return None;

@@ -9,12 +9,14 @@ use crate::log;
 
 /// Opens a connection; failures are reported with what to check.
 pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
-    let config = info.client_config("pgdrive")?;
-    config.connect(postgres::NoTls).map_err(|e| {
-        let hint = crate::error::postgres_hint(&e).unwrap_or_else(|| {
-            "check that the server is running and that the host, port, user and database in the URL are right".into()
+    info.connect("pgdrive").map_err(|e| {
+        if e.downcast_ref::<crate::error::Classified>().is_some() {
+            return e;
+        }
+        let hint = crate::error::hint(&e).unwrap_or_else(|| {
+            "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
         });
-        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e}", info.redacted()), hint)
+        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e:#}", info.redacted()), hint)
     })
 }
 

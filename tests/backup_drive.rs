@@ -552,3 +552,24 @@ fn drive_and_local_copies_are_written_together() {
     let local = dir.path().join(file["name"].as_str().unwrap());
     assert_eq!(std::fs::read(local).unwrap(), content);
 }
+
+#[test]
+fn an_expired_upload_session_fails_the_backup_clearly() {
+    let g = Google::shared_drive();
+    g.emu.post("config", json!({"session_lifetime_seconds": 1}));
+    let db = TestDb::new("drive_expired");
+    bulky(&db);
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "nth": 2, "action": {"status": 503}}]));
+    // the backoff after the 503 outlasts the session
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .env("PGDRIVE_RETRY_INITIAL_MS", "3000")
+        .env("PGDRIVE_RETRY_MAX_MS", "3000")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("upload session expired"), "{r:?}");
+    assert!(g.emu.files_in(&g.folder).is_empty());
+    assert_eq!(db.catalog()[0].0, "ERROR");
+}

@@ -513,3 +513,127 @@ fn migrate_upgrades_the_node_table_in_place() {
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains("up to date"), "{r:?}");
 }
+
+#[test]
+fn tls_sslmodes_follow_libpq() {
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let db = TestDb::new("tls");
+    let tls_on = psql(&db.url(), "SHOW ssl").trim() == "on";
+    if !tls_on || !std::path::Path::new(snakeoil).exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI's PostgreSQL should have TLS on with the snakeoil certificate"
+        );
+        eprintln!("SKIPPED: the server has no TLS");
+        return;
+    }
+    let dir = TempDir::new("tls");
+    let base = format!("postgres://postgres@127.0.0.1:5432/{}", db.name);
+    let ok = [
+        format!("{base}?sslmode=require"),
+        format!("{base}?sslmode=verify-ca&sslrootcert={snakeoil}"),
+        format!(
+            "postgres://postgres@localhost:5432/{}?sslmode=verify-full&sslrootcert={snakeoil}",
+            db.name
+        ),
+    ];
+    for (i, url) in ok.iter().enumerate() {
+        let r = run(pgdrive()
+            .env("DATABASE_URL", url)
+            .env("PGDRIVE_LOCAL_DIR", dir.path().join(i.to_string()))
+            .args(["backup", "--kind", "schema"]));
+        assert_eq!(r.status, 0, "{url}: {r:?}");
+    }
+    // the certificate is self-signed and names localhost, not 127.0.0.1
+    for (url, why) in [
+        (format!("{base}?sslmode=verify-full"), "UnknownIssuer"),
+        (
+            format!("{base}?sslmode=verify-full&sslrootcert={snakeoil}"),
+            "not valid for name",
+        ),
+    ] {
+        let r = run(pgdrive()
+            .env("DATABASE_URL", &url)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["backup", "--kind", "schema"]));
+        assert_eq!(r.status, 1, "{url}: {r:?}");
+        assert!(r.stderr.contains(why), "{r:?}");
+    }
+    // while pg_dump runs, pgdrive's own (lock) connection is open: it must be encrypted
+    let bin = TempDir::new("tls_bin");
+    let seen = bin.path().join("ssl.txt");
+    let probe = format!(
+        "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{}' AND a.application_name = 'pgdrive'",
+        db.name
+    );
+    let fake = fake_pg_dump(
+        &bin,
+        &format!(
+            "psql -X -At -d 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable&application_name=probe' -c \"{probe}\" > {}\nexec {} \"$@\"",
+            seen.display(),
+            real_pg_dump()
+        ),
+    );
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &ok[0])
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .env("PGDRIVE_LOCAL_DIR", dir.path().join("probe"))
+        .args(["backup", "--kind", "schema"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "true");
+}
+
+#[test]
+fn an_unrelated_backups_table_is_left_alone() {
+    let db = TestDb::new("foreign_catalog");
+    db.exec("CREATE TABLE backups (id int PRIMARY KEY, host text NOT NULL, taken date); INSERT INTO backups VALUES (1, 'x', now());");
+    let dir = TempDir::new("foreign_catalog");
+    let r = run(local(&db, &dir).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("PGDRIVE_CATALOG_URL"), "{r:?}");
+    assert_eq!(
+        psql(
+            &db.url(),
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'backups'"
+        )
+        .trim(),
+        "3"
+    );
+    // with the catalog elsewhere, the backup runs
+    let catalog = TestDb::new("catalog_elsewhere");
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(catalog.catalog().len(), 1);
+    assert_eq!(catalog.catalog()[0].0, "SUCCESS");
+}
+
+#[test]
+fn json_logs_stay_json_to_the_last_line() {
+    let db = TestDb::new("json_logs");
+    let dir = TempDir::new("json_logs");
+    for (kind, status) in [("daily", 0), ("hourly", 78)] {
+        let r = run(local(&db, &dir)
+            .env("PGDRIVE_CRITICAL_TABLES", "nope")
+            .args(["--log-format", "json", "backup", "--kind", kind]));
+        assert_eq!(r.status, status, "{r:?}");
+        for line in r.stderr.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(
+                v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string(),
+                "{line}"
+            );
+        }
+        let last: serde_json::Value =
+            serde_json::from_str(r.stderr.lines().last().unwrap()).unwrap();
+        if status == 0 {
+            assert_eq!(last["msg"], "backup finished");
+            assert!(last["size_bytes"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+        } else {
+            assert_eq!(last["exit_status"], "78");
+            assert!(last["hint"].is_string());
+        }
+    }
+}

@@ -21,11 +21,11 @@ use crate::drive::auth::TokenSource;
 use crate::drive::DriveClient;
 use crate::error::ExitStatus;
 use crate::lock;
-// shared with `check` and `migrate`: one implementation of each
 use crate::log;
 use crate::pgdump::{self, PgDump, RunningDump};
 use crate::pipeline::{spawn_compressor, Piece};
 use crate::retention;
+// shared with `check`, `status` and `migrate`: one implementation of each
 pub use crate::server::connect;
 use crate::server::{resolve_tables, server_version};
 use crate::storage::drive::DriveTarget;
