@@ -204,14 +204,32 @@ fn check_database(
         .find_map(|c| c.pg_dump.clone())
         .or_else(|| settings.get("PGDRIVE_PG_DUMP").map(Into::into));
     match pgdump::locate(explicit.as_deref(), major) {
-        Ok(d) => report.add(Finding::ok(
-            "pg_dump",
-            format!(
-                "{} is version {} (server major {major})",
-                d.path.display(),
-                d.version
-            ),
-        )),
+        Ok(d) => {
+            // An older pg_dump first on PATH is skipped by the backup, but a person running
+            // pg_dump by hand (or a restore script) would get it: worth a warning.
+            let first_on_path = std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|dir| dir.join("pg_dump"))
+                    .find(|p| p.is_file())
+            });
+            if let Some(shadow) = first_on_path.filter(|p| explicit.is_none() && *p != d.path) {
+                if let Err(e) = pgdump::locate(Some(&shadow), major) {
+                    report.add(Finding::warn(
+                        "pg_dump",
+                        format!("{} (pgdrive skips it)", crate::error::render(&e)),
+                        crate::error::hint(&e),
+                    ));
+                }
+            }
+            report.add(Finding::ok(
+                "pg_dump",
+                format!(
+                    "{} is version {} (server major {major})",
+                    d.path.display(),
+                    d.version
+                ),
+            ))
+        }
         Err(e) => report.add(Finding::from_error("pg_dump", &e)),
     }
 
