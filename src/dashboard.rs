@@ -457,7 +457,11 @@ pub fn render_text(d: &Dashboard, unicode: bool) -> String {
                 if let Some(ms) = s.duration_ms {
                     line.push_str(&format!(
                         ", took {}",
-                        human_duration((ms / 1000).max(0) as u64)
+                        if ms < 60_000 {
+                            format!("{:.1}s", ms.max(0) as f64 / 1000.0)
+                        } else {
+                            human_duration((ms / 1000) as u64)
+                        }
                     ));
                 }
                 line.push_str(&match (&s.verified_at_ms, &s.verify_result) {
@@ -705,7 +709,7 @@ fn timeline_svg(k: &KindStatus) -> String {
     // Evenly spaced when all runs share one instant; by time otherwise.
     let x = |i: usize, at: i64| {
         if t1 > t0 {
-            L + 12.0 + (at as f64 - t0) / span * (plot_w - 24.0)
+            L + 16.0 + (at as f64 - t0) / span * (plot_w - 32.0)
         } else {
             L + (i as f64 + 0.5) * plot_w / n
         }

@@ -313,8 +313,10 @@ fn the_quota_check_estimates_the_next_backup_from_the_last() {
 fn row(db: &TestDb, kind: &str, status: &str, hours_ago: f64, size: i64) {
     db.exec(&format!(
         "INSERT INTO backups (created_at, finished_at, duration_ms, status, type, size_bytes, database_name, filename, drive_file_id, step, error)
-         VALUES (now() - interval '{hours_ago} hours', now() - interval '{hours_ago} hours' + interval '42 seconds', 42000, '{status}', '{kind}', {size},
+         VALUES (now() - interval '{hours_ago} hours', now() - interval '{hours_ago} hours' + {duration} * interval '1 ms', {duration}, '{status}', '{kind}', {size},
                  current_database(), 'f-{hours_ago}.sql.gz', {id}, {step}, {error})",
+        // a dump's duration grows with its size, as it would
+        duration = 5_000 + size / 100,
         id = if status == "SUCCESS" { format!("'id{hours_ago}'") } else { "NULL".into() },
         step = if status == "SUCCESS" { "NULL" } else { "'dump'" },
         error = if status == "SUCCESS" { "NULL" } else { "'pg_dump exited with status 1: connection refused'" },
