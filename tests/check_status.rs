@@ -659,3 +659,48 @@ fn the_html_page_is_self_contained_and_renders_in_chromium() {
         std::fs::copy(&png, keep).unwrap();
     }
 }
+
+#[test]
+fn an_unreachable_database_is_reported_and_the_storage_is_still_checked() {
+    let dir = TempDir::new("check_no_db");
+    // nothing listens on port 1
+    let r = run(pgdrive()
+        .env(
+            "DATABASE_URL",
+            "postgres://backup:s3cret-pw@127.0.0.1:1/shop",
+        )
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .arg("check"));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_line(&r, "FAIL database", "cannot connect to the database");
+    assert!(
+        r.stdout.contains("hint: check that the server is running"),
+        "{r:?}"
+    );
+    assert_line(&r, "ok   local daily", "can be written");
+    assert!(
+        !r.stdout.contains("s3cret-pw") && !r.stderr.contains("s3cret-pw"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_stored_backup_whose_metrics_cannot_be_written_exits_3() {
+    let db = TestDb::new("prom_follow_up");
+    let dir = TempDir::new("prom_follow_up");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .env(
+            "PGDRIVE_PROMETHEUS_FILE",
+            dir.path().join("no/such/dir/pgdrive.prom"),
+        )
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("the backup is stored, but refreshing the Prometheus file failed"),
+        "{r:?}"
+    );
+    assert_eq!(db.catalog()[0].0, "SUCCESS");
+}
