@@ -27,6 +27,17 @@ pub fn lock_key(name: &str) -> i64 {
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) as i64
 }
 
+const POOLER_MESSAGE: &str =
+    "the advisory lock is not held by this session: the connection goes through a transaction-mode pooler";
+
+/// Whether an error is [`LockGuard::verify_held`]'s "not a direct connection" verdict.
+pub fn is_pooler_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<crate::error::Classified>()
+            .is_some_and(|c| c.message == POOLER_MESSAGE)
+    })
+}
+
 /// Proof that this process holds the lock; releasing it on drop.
 pub struct LockGuard {
     client: Client,
@@ -103,7 +114,7 @@ impl LockGuard {
         if pid != self.backend_pid || !held {
             bail!(crate::error::Classified {
                 status: crate::error::ExitStatus::Config,
-                message: "the advisory lock is not held by this session: the connection goes through a transaction-mode pooler".into(),
+                message: POOLER_MESSAGE.into(),
                 hint: Some("point DATABASE_URL (or PGDRIVE_CATALOG_URL) at PostgreSQL directly, or at a session-mode pool".into()),
             });
         }

@@ -126,7 +126,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     }
 
     // --- storage
-    let mut quota_checked = BTreeSet::new();
+    let mut seen = BTreeSet::new();
     for cfg in configs.iter_mut() {
         if let Some(d) = cfg.drive.take() {
             let client = DriveClient::new(
@@ -140,7 +140,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                 cfg.kind,
                 &mut target,
                 &d.folder_id,
-                &mut quota_checked,
+                &mut seen,
                 &last_sizes,
             );
         }
@@ -302,7 +302,7 @@ fn check_catalog(
                 format!("{name} is held by another session right now (a {kind} backup running?)"),
                 Some("run the check again when no backup is running".into()),
             )),
-            Err(e) if format!("{e:#}").contains("pooler") => {
+            Err(e) if lock::is_pooler_error(&e) => {
                 report.add(Finding::from_error("connection", &e))
             }
             Err(e) => report.add(Finding::from_error(format!("lock {kind}"), &e)),
@@ -373,7 +373,7 @@ fn check_drive(
     kind: Kind,
     target: &mut DriveTarget,
     folder_id: &str,
-    quota_checked: &mut BTreeSet<String>,
+    seen: &mut BTreeSet<String>,
     last_sizes: &[(Kind, u64)],
 ) {
     let who = target.client().credentials().describe();
@@ -384,7 +384,7 @@ fn check_drive(
             &e,
         ));
     }
-    if quota_checked.insert(format!("token {who}")) {
+    if seen.insert(format!("token {who}")) {
         report.add(Finding::ok(
             "google credentials",
             format!("a token was obtained for {who}"),
@@ -462,7 +462,7 @@ fn check_drive(
         }
     }
 
-    if !quota_checked.insert(format!("quota {who}")) {
+    if !seen.insert(format!("quota {who}")) {
         return;
     }
     let estimate = last_sizes.iter().map(|(_, s)| *s).max();

@@ -187,10 +187,16 @@ fn drive_client(settings: &Settings) -> Result<Option<DriveClient>> {
             .get("PGDRIVE_DRIVE_URL")
             .unwrap_or_else(|| DEFAULT_DRIVE_URL.into()),
     )?;
+    // The dashboard's Drive reads are informative: a Drive outage must not hold up `status`, or
+    // the end of a backup, for the minutes the full retry policy would take.
+    let retry = RetryPolicy {
+        max_retries: 2,
+        ..RetryPolicy::default()
+    };
     Ok(Some(DriveClient::new(
         &base,
         TokenSource::new(credentials),
-        RetryPolicy::default(),
+        retry,
     )))
 }
 
