@@ -181,9 +181,18 @@ pub struct BackupArgs {
     #[arg(long = "to", value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
 
-    /// Compression: gzip or gzip:LEVEL (1-9) [env: PGDRIVE_COMPRESS; default gzip:6].
+    /// Compression: gzip[:1-9], zstd[:1-19] or none [env: PGDRIVE_COMPRESS; default gzip:6].
     #[arg(long, value_name = "CODEC[:LEVEL]")]
     pub compress: Option<String>,
+
+    /// Compression threads [env: PGDRIVE_THREADS; default: the cores available minus one, at least 1].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Dump format: plain (an SQL script) or custom (pg_dump -Fc, for pg_restore, compressed by
+    /// pgdrive) [env: PGDRIVE_FORMAT; default plain].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 
     /// Upload chunk size, a multiple of 256KiB (e.g. 8MiB, 262144) [env: PGDRIVE_CHUNK_SIZE; default 8MiB].
     #[arg(long, value_name = "SIZE")]

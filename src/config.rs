@@ -10,13 +10,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::{BackupArgs, Kind};
+use crate::codec::Codec;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
 use crate::error::{config_error, config_error_hint};
 use crate::pgconn::ConnInfo;
+use crate::pgdump::DumpFormat;
 
 pub const DEFAULT_DRIVE_URL: &str = "https://www.googleapis.com/";
-pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
@@ -177,43 +178,6 @@ pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>> {
     Ok(map)
 }
 
-/// gzip compression level (flate2 with the zlib-rs backend).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Compression {
-    pub level: u32,
-}
-
-impl Compression {
-    pub fn parse(s: &str) -> Result<Compression> {
-        let (codec, level) = match s.split_once(':') {
-            Some((c, l)) => (c, Some(l)),
-            None => (s, None),
-        };
-        if codec != "gzip" {
-            return Err(config_error_hint(
-                format!("unsupported compression {codec:?}"),
-                "use gzip or gzip:LEVEL with LEVEL 1-9",
-            ));
-        }
-        let level = match level {
-            None => DEFAULT_GZIP_LEVEL,
-            Some(l) => match l.parse::<u32>() {
-                Ok(n @ 1..=9) => n,
-                _ => {
-                    return Err(config_error(format!(
-                        "gzip level {l:?} is not between 1 and 9"
-                    )))
-                }
-            },
-        };
-        Ok(Compression { level })
-    }
-
-    pub fn label(&self) -> String {
-        format!("gzip:{}", self.level)
-    }
-}
-
 /// Parses `8MiB`, `256KiB`, `1048576`, `16M` into bytes.
 pub fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
@@ -249,7 +213,10 @@ pub struct BackupConfig {
     pub keep: u32,
     pub drive: Option<DriveSettings>,
     pub local_dir: Option<PathBuf>,
-    pub compression: Compression,
+    pub codec: Codec,
+    /// Compression threads.
+    pub threads: usize,
+    pub format: DumpFormat,
     pub chunk_size: usize,
     pub pg_dump: Option<PathBuf>,
     pub critical_tables: Vec<String>,
@@ -334,13 +301,35 @@ impl BackupConfig {
                 .unwrap_or(default_keep(kind)),
         };
 
-        let compression = Compression::parse(
-            &args
-                .compress
-                .clone()
-                .or_else(|| settings.get("PGDRIVE_COMPRESS"))
-                .unwrap_or_else(|| "gzip".into()),
-        )?;
+        let codec = match args
+            .compress
+            .clone()
+            .or_else(|| settings.get("PGDRIVE_COMPRESS"))
+        {
+            Some(spec) => Codec::parse(&spec)?,
+            None => crate::codec::DEFAULT,
+        };
+        let threads = match args.threads {
+            Some(n) => n,
+            None => settings
+                .parsed::<usize>("PGDRIVE_THREADS")?
+                .unwrap_or_else(crate::codec::default_threads),
+        };
+        if threads == 0 || threads > 256 {
+            return Err(config_error(format!(
+                "--threads {threads} is not between 1 and 256"
+            )));
+        }
+        let format = match args
+            .format
+            .clone()
+            .or_else(|| settings.get("PGDRIVE_FORMAT"))
+        {
+            Some(f) => DumpFormat::parse(&f).ok_or_else(|| {
+                config_error_hint(format!("unknown dump format {f:?}"), "use plain or custom")
+            })?,
+            None => DumpFormat::Plain,
+        };
 
         let chunk_size = match args
             .chunk_size
@@ -443,7 +432,9 @@ impl BackupConfig {
             keep,
             drive,
             local_dir,
-            compression,
+            codec,
+            threads,
+            format,
             chunk_size,
             pg_dump,
             critical_tables,
@@ -465,7 +456,9 @@ impl BackupConfig {
                     self.keep.to_string()
                 },
             ),
-            ("compress", self.compression.label()),
+            ("format", self.format.as_str().to_string()),
+            ("compress", self.codec.label()),
+            ("threads", self.threads.to_string()),
             ("chunk_size", self.chunk_size.to_string()),
         ];
         if self.catalog.redacted() != self.database.redacted() {
@@ -547,17 +540,6 @@ mod tests {
         assert_eq!(parse_size("262144"), Some(262_144));
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("lots"), None);
-    }
-
-    #[test]
-    fn compression_spec() {
-        assert_eq!(
-            Compression::parse("gzip").unwrap().level,
-            DEFAULT_GZIP_LEVEL
-        );
-        assert_eq!(Compression::parse("gzip:9").unwrap().level, 9);
-        assert!(Compression::parse("gzip:0").is_err());
-        assert!(Compression::parse("lz4").is_err());
     }
 
     #[test]

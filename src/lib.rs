@@ -9,7 +9,8 @@
 //! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`).
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
-//!   `rowcount`: per-table row counts read off the dump as it streams.
+//!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
+//!   members), zstd and none, encoders and decoders.
 //! - `storage`: the `Target` interface with Drive and local implementations.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
@@ -24,6 +25,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod dashboard;

@@ -117,13 +117,50 @@ pub fn locate(explicit: Option<&Path>, server_major: u32) -> Result<PgDump> {
     }
 }
 
+/// pg_dump's output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// An SQL script, restored with psql.
+    Plain,
+    /// pg_dump's custom archive, uncompressed by pg_dump (pgdrive compresses), restored with
+    /// pg_restore (in parallel with `-j` from a seekable file).
+    Custom,
+}
+
+impl DumpFormat {
+    pub fn parse(s: &str) -> Option<DumpFormat> {
+        match s {
+            "plain" => Some(DumpFormat::Plain),
+            "custom" => Some(DumpFormat::Custom),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DumpFormat::Plain => "plain",
+            DumpFormat::Custom => "custom",
+        }
+    }
+
+    /// The file-name extension before the codec's.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            DumpFormat::Plain => ".sql",
+            DumpFormat::Custom => ".dump",
+        }
+    }
+}
+
 /// pg_dump's arguments for a backup kind. `tables` are exact `-t` patterns (already quoted).
-pub fn arguments(kind: Kind, tables: &[String]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "--format=plain".into(),
-        // never prompt: under cron there is nobody to answer
-        "--no-password".into(),
-    ];
+pub fn arguments(kind: Kind, format: DumpFormat, tables: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = match format {
+        DumpFormat::Plain => vec!["--format=plain".into()],
+        // one codec and one checksum path: pgdrive compresses, pg_dump does not
+        DumpFormat::Custom => vec!["--format=custom".into(), "--compress=0".into()],
+    };
+    // never prompt: under cron there is nobody to answer
+    args.push("--no-password".into());
     match kind {
         Kind::Daily => {}
         Kind::Schema => args.push("--schema-only".into()),
@@ -296,17 +333,26 @@ mod tests {
 
     #[test]
     fn arguments_by_kind() {
-        let daily: Vec<String> = arguments(Kind::Daily, &[])
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(daily, vec!["--format=plain", "--no-password"]);
-        let schema = arguments(Kind::Schema, &[]);
+        let strings = |args: Vec<OsString>| -> Vec<String> {
+            args.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            strings(arguments(Kind::Daily, DumpFormat::Plain, &[])),
+            vec!["--format=plain", "--no-password"]
+        );
+        assert_eq!(
+            strings(arguments(Kind::Daily, DumpFormat::Custom, &[])),
+            vec!["--format=custom", "--compress=0", "--no-password"]
+        );
+        let schema = arguments(Kind::Schema, DumpFormat::Plain, &[]);
         assert!(schema.iter().any(|a| a == "--schema-only"));
-        let hourly: Vec<String> = arguments(Kind::Hourly, &["\"public\".\"orders\"".into()])
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let hourly = strings(arguments(
+            Kind::Hourly,
+            DumpFormat::Plain,
+            &["\"public\".\"orders\"".into()],
+        ));
         assert_eq!(
             hourly[2..],
             ["--strict-names", "--table", "\"public\".\"orders\""]

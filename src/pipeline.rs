@@ -1,5 +1,5 @@
 //! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → row counts
-//! and gzip → SHA-256, MD5 and byte count → fixed-size chunks handed to the uploader over a bounded channel.
+//! and compression (see `codec`) → SHA-256, MD5 and byte count → fixed-size chunks handed to the uploader over a bounded channel.
 //! Memory is bounded by the chunk being filled, one chunk in the channel and the one being
 //! uploaded, whatever the database size; nothing touches the disk.
 //!
@@ -13,7 +13,6 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use anyhow::Result;
-use flate2::write::GzEncoder;
 use md5::Digest as _;
 
 use crate::storage::Digest;
@@ -82,27 +81,32 @@ impl Write for ChunkSink {
 /// blocks (and pg_dump with it) while the uploader is behind: back-pressure, not buffering.
 pub fn spawn_compressor<R: Read + Send + 'static>(
     input: R,
-    level: u32,
-    chunk_size: usize,
+    options: StreamOptions,
 ) -> Result<(Receiver<Piece>, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(1);
     let handle = std::thread::Builder::new()
         .name("compressor".into())
         .spawn(move || {
             let failure_tx = tx.clone();
-            if let Err(e) = compress(input, level, chunk_size, tx) {
+            if let Err(e) = compress(input, options, tx) {
                 let _ = failure_tx.send(Piece::Failed(e));
             }
         })?;
     Ok((rx, handle))
 }
 
-fn compress<R: Read>(
-    mut input: R,
-    level: u32,
-    chunk_size: usize,
-    tx: SyncSender<Piece>,
-) -> Result<()> {
+/// How the compressor thread works.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamOptions {
+    pub codec: crate::codec::Codec,
+    pub threads: usize,
+    pub chunk_size: usize,
+    /// The input is a plain-format dump: count rows and look for the closing comment.
+    pub plain: bool,
+}
+
+fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>) -> Result<()> {
+    let chunk_size = options.chunk_size;
     let sink = ChunkSink {
         buf: Vec::with_capacity(chunk_size),
         chunk_size,
@@ -111,7 +115,7 @@ fn compress<R: Read>(
         md5: md5::Md5::new(),
         size: 0,
     };
-    let mut encoder = GzEncoder::new(sink, flate2::Compression::new(level));
+    let mut encoder = crate::codec::encoder(options.codec, options.threads, sink)?;
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
@@ -124,26 +128,30 @@ fn compress<R: Read>(
             Err(e) => return Err(anyhow::Error::new(e).context("reading pg_dump's output")),
         };
         raw_bytes += n as u64;
-        raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
-        if raw_tail.len() > RAW_TAIL_KEEP {
-            raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
+        if options.plain {
+            raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
+            if raw_tail.len() > RAW_TAIL_KEEP {
+                raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
+            }
+            rows.feed(&buf[..n]);
         }
-        rows.feed(&buf[..n]);
         encoder
             .write_all(&buf[..n])
             .map_err(|e| anyhow::Error::new(e).context("compressing"))?;
     }
     let sink = encoder
-        .finish()
-        .map_err(|e| anyhow::Error::new(e).context("finishing the gzip stream"))?;
+        .finish_into()
+        .map_err(|e| anyhow::Error::new(e).context("finishing the compressed stream"))?;
     let digest = Digest {
         size: sink.size,
         sha256: hex(&sink.sha256.finalize()),
         md5: hex(&sink.md5.finalize()),
     };
-    let dump_complete = raw_tail
-        .windows(DUMP_COMPLETE_MARKER.len())
-        .any(|w| w == DUMP_COMPLETE_MARKER);
+    // a custom-format archive has no closing marker; pg_dump's exit status is the check there
+    let dump_complete = !options.plain
+        || raw_tail
+            .windows(DUMP_COMPLETE_MARKER.len())
+            .any(|w| w == DUMP_COMPLETE_MARKER);
     let _ = tx.send(Piece::End {
         tail: sink.buf,
         digest,
@@ -160,7 +168,13 @@ mod tests {
     use std::io::Read;
 
     fn run(input: Vec<u8>, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, Digest, u64, bool) {
-        let (rx, handle) = spawn_compressor(io::Cursor::new(input), 6, chunk).unwrap();
+        let options = StreamOptions {
+            codec: crate::codec::Codec::Gzip(6),
+            threads: 1,
+            chunk_size: chunk,
+            plain: true,
+        };
+        let (rx, handle) = spawn_compressor(io::Cursor::new(input), options).unwrap();
         let mut chunks = Vec::new();
         loop {
             match rx.recv().unwrap() {

@@ -637,3 +637,75 @@ fn json_logs_stay_json_to_the_last_line() {
         }
     }
 }
+
+#[test]
+fn every_codec_and_format_restores() {
+    let db = TestDb::new("codecs");
+    seed_shop(&db);
+    let dir = TempDir::new("codecs");
+    let cases = [
+        ("gzip:1", "2", "plain", ".sql.gz"),
+        ("zstd:3", "2", "plain", ".sql.zst"),
+        ("none", "1", "plain", ".sql"),
+        ("gzip:6", "2", "custom", ".dump.gz"),
+        ("zstd:9", "1", "custom", ".dump.zst"),
+    ];
+    for (codec, threads, format, ext) in cases {
+        let out = dir
+            .path()
+            .join(format!("{format}-{}", codec.replace(':', "")));
+        let r = run(local(&db, &dir).env("PGDRIVE_LOCAL_DIR", &out).args([
+            "backup",
+            "--kind",
+            "daily",
+            "--compress",
+            codec,
+            "--threads",
+            threads,
+            "--format",
+            format,
+        ]));
+        assert_eq!(r.status, 0, "{codec} {format}: {r:?}");
+        let name = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .find(|n| !n.ends_with(".json"))
+            .unwrap();
+        assert!(name.ends_with(ext), "{name}");
+        let sidecar: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join(format!("{name}.pgdrive.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sidecar["properties"]["pgdrive_compression"], codec);
+        assert_eq!(sidecar["properties"]["pgdrive_format"], format);
+        // decompress with the standard tools, restore with the standard tools
+        let file = out.join(&name);
+        let decompress = match &codec[..4] {
+            "gzip" => format!("gzip -dc '{}'", file.display()),
+            "zstd" => format!("zstd -dcq '{}'", file.display()),
+            _ => format!("cat '{}'", file.display()),
+        };
+        let target = TestDb::new("codecs_dst");
+        let restore = if format == "plain" {
+            format!(
+                "{decompress} | psql -X -q -v ON_ERROR_STOP=1 -d '{}' >/dev/null",
+                target.url()
+            )
+        } else {
+            format!(
+                "{decompress} | pg_restore --exit-on-error -d '{}'",
+                target.url()
+            )
+        };
+        let st = std::process::Command::new("bash")
+            .args(["-o", "pipefail", "-c", &restore])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{restore}");
+        assert_eq!(
+            target.query_i64("SELECT count(*) FROM orders"),
+            5000,
+            "{codec} {format}"
+        );
+    }
+}

@@ -23,7 +23,7 @@ use crate::error::ExitStatus;
 use crate::lock;
 use crate::log;
 use crate::pgdump::{self, PgDump, RunningDump};
-use crate::pipeline::{spawn_compressor, Piece};
+use crate::pipeline::{spawn_compressor, Piece, StreamOptions};
 use crate::retention;
 // shared with `check`, `status` and `migrate`: one implementation of each
 pub use crate::server::connect;
@@ -108,7 +108,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         database_name: facts.database.clone(),
         host: facts.host.clone(),
         filename: facts.file_name.clone(),
-        compression: Some(cfg.compression.label()),
+        compression: Some(cfg.codec.label()),
         server_version: facts.server_version.clone(),
         pg_dump_version: facts.pg_dump.as_ref().map(|d| d.version.clone()),
         ..RunRecord::default()
@@ -315,14 +315,16 @@ fn back_up(
 
     // --- stream
     let name = format!(
-        "{}-{}-{}.sql.gz",
+        "{}-{}-{}{}{}",
         file_name_part(&facts.database),
         cfg.kind,
-        timeutil::compact_stamp(facts.started_ms)
+        timeutil::compact_stamp(facts.started_ms),
+        cfg.format.extension(),
+        cfg.codec.extension()
     );
     facts.file_name = Some(name.clone());
     let properties = initial_properties(cfg, facts, &pg_dump);
-    let args = pgdump::arguments(cfg.kind, &tables);
+    let args = pgdump::arguments(cfg.kind, cfg.format, &tables);
     let env = cfg.database.child_env();
     stream(targets, &name, &properties, cfg, &pg_dump, &args, &env)
 }
@@ -341,7 +343,7 @@ fn stream(
     let mut uploads: Vec<Box<dyn Upload + '_>> = Vec::new();
     for t in targets.iter_mut() {
         let what = t.describe();
-        match t.begin(name, properties, cfg.chunk_size) {
+        match t.begin(name, cfg.codec.mime_type(), properties, cfg.chunk_size) {
             Ok(u) => uploads.push(u),
             Err(e) => {
                 abort_all(uploads);
@@ -357,9 +359,15 @@ fn stream(
         }
     };
     log::debug("pg_dump started", &[("pid", dump.pid().to_string())]);
+    let options = StreamOptions {
+        codec: cfg.codec,
+        threads: cfg.threads,
+        chunk_size: cfg.chunk_size,
+        plain: cfg.format == pgdump::DumpFormat::Plain,
+    };
     let compressor = dump
         .take_stdout()
-        .and_then(|out| spawn_compressor(out, cfg.compression.level, cfg.chunk_size));
+        .and_then(|out| spawn_compressor(out, options));
     let (rx, handle) = match compressor {
         Ok(c) => c,
         Err(e) => {
@@ -563,8 +571,8 @@ fn initial_properties(
             facts.server_version.as_deref().unwrap_or(""),
         ),
         fit(props::PG_DUMP_VERSION, &pg_dump.version),
-        fit(props::FORMAT, "plain"),
-        fit(props::COMPRESSION, &cfg.compression.label()),
+        fit(props::FORMAT, cfg.format.as_str()),
+        fit(props::COMPRESSION, &cfg.codec.label()),
         fit(props::HOST, &facts.host),
     ])
 }

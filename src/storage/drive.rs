@@ -8,8 +8,6 @@ use super::{Completion, Listed, StoredObject, Target, Upload};
 use crate::drive::upload::ResumableUpload;
 use crate::drive::{quote_query_value, DriveClient, RemoteFile};
 
-pub const BACKUP_MIME: &str = "application/gzip";
-
 pub struct DriveTarget {
     client: DriveClient,
     folder_id: String,
@@ -137,16 +135,17 @@ impl Target for DriveTarget {
     fn begin<'s>(
         &'s mut self,
         name: &str,
+        mime_type: &str,
         properties: &BTreeMap<String, String>,
         chunk_size: usize,
     ) -> Result<Box<dyn Upload + 's>> {
         let metadata = serde_json::json!({
             "name": name,
             "parents": [self.folder_id],
-            "mimeType": BACKUP_MIME,
+            "mimeType": mime_type,
             "appProperties": properties,
         });
-        let upload = ResumableUpload::start(&mut self.client, &metadata, BACKUP_MIME, chunk_size)?;
+        let upload = ResumableUpload::start(&mut self.client, &metadata, mime_type, chunk_size)?;
         Ok(Box::new(DriveUpload {
             upload,
             name: name.to_string(),

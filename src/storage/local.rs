@@ -84,6 +84,7 @@ impl Target for LocalTarget {
     fn begin<'s>(
         &'s mut self,
         name: &str,
+        _mime_type: &str,
         properties: &BTreeMap<String, String>,
         _chunk_size: usize,
     ) -> Result<Box<dyn Upload + 's>> {

@@ -111,6 +111,7 @@ pub trait Target {
     fn begin<'s>(
         &'s mut self,
         name: &str,
+        mime_type: &str,
         properties: &BTreeMap<String, String>,
         chunk_size: usize,
     ) -> Result<Box<dyn Upload + 's>>;

@@ -140,7 +140,7 @@ pub fn psql(url: &str, script: &str) -> String {
 pub fn restore_gz(bytes: &[u8], url: &str) {
     use std::io::{Read, Write};
     let mut sql = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
+    flate2::read::MultiGzDecoder::new(bytes)
         .read_to_end(&mut sql)
         .expect("a valid gzip stream");
     let mut child = Command::new("psql")
@@ -163,7 +163,7 @@ pub fn restore_gz(bytes: &[u8], url: &str) {
 pub fn gunzip(bytes: &[u8]) -> String {
     use std::io::Read;
     let mut s = String::new();
-    flate2::read::GzDecoder::new(bytes)
+    flate2::read::MultiGzDecoder::new(bytes)
         .read_to_string(&mut s)
         .expect("a valid gzip stream");
     s
