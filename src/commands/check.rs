@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
-use crate::cli::{BackupArgs, CheckArgs, Kind};
+use clap::Parser;
+
+use crate::cli::{BackupArgs, CheckArgs, Cli, Command, Kind};
 use crate::config::{database_from, BackupConfig, Settings};
 use crate::dashboard;
 use crate::drive::auth::TokenSource;
@@ -40,16 +42,15 @@ impl Report {
     }
 }
 
+/// `backup --kind K` with no other flags: what a scheduled run sees. Parsed rather than built,
+/// so options added to `backup` later keep their defaults here.
 fn backup_args(kind: Kind) -> BackupArgs {
-    BackupArgs {
-        kind,
-        keep: None,
-        folder: None,
-        local_dir: None,
-        compress: None,
-        chunk_size: None,
-        pg_dump: None,
-        drive_url: None,
+    match Cli::try_parse_from(["pgdrive", "backup", "--kind", kind.as_str()]) {
+        Ok(Cli {
+            command: Command::Backup(args),
+            ..
+        }) => args,
+        other => unreachable!("`backup --kind {kind}` always parses: {other:?}"),
     }
 }
 
