@@ -151,6 +151,31 @@ fn missing_critical_tables_are_all_named() {
 }
 
 #[test]
+fn an_application_table_named_backups_fails_the_catalog_check() {
+    let db = TestDb::new("check_foreign");
+    db.exec("CREATE TABLE backups (id int PRIMARY KEY, customer text, restored boolean)");
+    let dir = TempDir::new("check_foreign");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .arg("check"));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_line(&r, "FAIL catalog", "not a backup catalog");
+    assert!(
+        r.stdout
+            .contains("hint: keep pgdrive's catalog in another database with PGDRIVE_CATALOG_URL"),
+        "{r:?}"
+    );
+    // and the check changed nothing
+    assert_eq!(
+        db.query_i64(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'backups'"
+        ),
+        3
+    );
+}
+
+#[test]
 fn a_folder_id_that_is_a_file_fails() {
     let g = Google::shared_drive();
     let db = TestDb::new("check_file_id");

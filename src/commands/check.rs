@@ -343,6 +343,21 @@ fn catalog_state(client: &mut postgres::Client) -> Result<Finding> {
             ),
         ));
     }
+    // The same refusal the backup's migration would give.
+    catalog::refuse_foreign_backups_table(client)?;
+    if client
+        .query_one("SELECT pg_is_in_recovery()", &[])?
+        .get::<_, bool>(0)
+    {
+        return Ok(Finding::fail(
+            "catalog",
+            format!(
+                "the backups table needs migrations {} but this server is a read-only standby",
+                pending.join(", ")
+            ),
+            Some("keep the catalog and the lock on the primary with PGDRIVE_CATALOG_URL".into()),
+        ));
+    }
     // Creating needs CREATE on the schema; upgrading an existing table needs to own it.
     let row = client.query_one(
         "SELECT has_schema_privilege(current_schema(), 'CREATE'),
