@@ -285,12 +285,20 @@ fn a_bad_key_fails_the_credentials_check() {
     key["private_key"] = private.into();
     let key_file = other.path().join("key.json");
     std::fs::write(&key_file, key.to_string()).unwrap();
+    let hourly = g.new_folder("hourly");
     let r = run(g
         .pgdrive(&db)
         .env("GOOGLE_SERVICE_ACCOUNT_JSON", &key_file)
+        .env("HOURLY_DRIVE_FOLDER_ID", &hourly)
+        .env("PGDRIVE_CRITICAL_TABLES", "pg_catalog.pg_class")
         .arg("check"));
     assert_eq!(r.status, 1, "{r:?}");
     assert_line(&r, "FAIL google credentials", "refused the credentials");
+    assert_eq!(
+        lines_with(&r, "FAIL").len(),
+        1,
+        "said once for both kinds: {r:?}"
+    );
     assert!(!r.stdout.contains("PRIVATE KEY") && !r.stderr.contains("PRIVATE KEY"));
     // a key that is not even a key is a configuration failure, on the config line
     std::fs::write(

@@ -394,7 +394,11 @@ fn check_drive(
 ) {
     let who = target.client().credentials().describe();
     let subject = format!("drive {kind}");
+    if seen.contains(&format!("no token {who}")) {
+        return; // already reported for an earlier kind; the folder cannot be checked without one
+    }
     if let Err(e) = target.client().token() {
+        seen.insert(format!("no token {who}"));
         return report.add(Finding::from_error(
             format!("google credentials ({who})"),
             &e,
