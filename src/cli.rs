@@ -69,6 +69,13 @@ pub enum Command {
     Backup(BackupArgs),
     /// Create or upgrade the `backups` catalog table (also done automatically by every backup).
     Migrate,
+    /// Send a test message through every configured notification channel (SendGrid, SMTP, Slack,
+    /// webhook, heartbeat pings) and report each.
+    ///
+    /// Exit status: 0 when every configured channel accepted the message, 1 when any failed, 78
+    /// when none is configured. Heartbeat URLs get `<url>/log`, which records an event without
+    /// changing the check's state.
+    NotifyTest,
     /// Check the whole setup without backing up: configuration, database, catalog, lock, pg_dump,
     /// critical tables, Google credentials, each folder's write and prune rights, Drive quota.
     ///
@@ -154,6 +161,17 @@ impl Kind {
     }
 }
 
+/// When `pgdrive backup` sends email, Slack and webhook messages (heartbeat pings are always sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NotifyPolicy {
+    /// Only when the run failed.
+    OnFailure,
+    /// After every run.
+    Always,
+    /// Never.
+    Never,
+}
+
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -207,4 +225,10 @@ pub struct BackupArgs {
     /// [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
+
+    /// When to send email, Slack and webhook messages about this run
+    /// [env: PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA by kind, then
+    /// PGDRIVE_NOTIFY; default: always for daily and schema, on-failure for hourly].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify: Option<NotifyPolicy>,
 }

@@ -15,6 +15,8 @@
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
+//! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
+//!   heartbeat pings; each channel independent, retries as data.
 //! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts;
 //!   `dashboard`: the facts `status` reports and their text, JSON, Prometheus and HTML renderings.
 //!
@@ -35,6 +37,7 @@ pub mod health;
 pub mod lock;
 pub mod log;
 pub mod manpage;
+pub mod notify;
 pub mod pgconn;
 pub mod pgdump;
 pub mod pgtls;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cli::Kind;
 use crate::error::{config_error, config_error_hint};
@@ -300,15 +300,36 @@ pub fn check_outcome(outcome: &DumpOutcome) -> Result<()> {
     if outcome.success {
         return Ok(());
     }
-    if outcome.stderr_tail.is_empty() {
-        bail!("pg_dump {}", outcome.description);
+    Err(DumpFailed {
+        description: outcome.description.clone(),
+        stderr_tail: outcome.stderr_tail.clone(),
     }
-    bail!(
-        "pg_dump {}: {}",
-        outcome.description,
-        outcome.stderr_tail.replace('\n', " | ")
-    );
+    .into())
 }
+
+/// pg_dump failed; the stderr tail is kept apart so that failure notifications can show it as is.
+#[derive(Debug)]
+pub struct DumpFailed {
+    pub description: String,
+    pub stderr_tail: String,
+}
+
+impl std::fmt::Display for DumpFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.stderr_tail.is_empty() {
+            write!(f, "pg_dump {}", self.description)
+        } else {
+            write!(
+                f,
+                "pg_dump {}: {}",
+                self.description,
+                self.stderr_tail.replace('\n', " | ")
+            )
+        }
+    }
+}
+
+impl std::error::Error for DumpFailed {}
 
 #[cfg(test)]
 mod tests {

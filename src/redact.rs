@@ -41,6 +41,29 @@ pub fn scrub(text: &str) -> String {
     scrub_token_like(&out, "ya29.")
 }
 
+/// Replaces every occurrence of each secret (an API key, a webhook URL or its path) with `***`.
+/// For texts that may quote a secret the generic [`scrub`] cannot recognise.
+pub fn without(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(*s, "***");
+    }
+    out
+}
+
+/// `https://hooks.slack.com/services/T0/B0/secret` → `https://hooks.slack.com/…`: the part of a
+/// URL that can be shown (webhook and ping URLs carry their token in the path).
+pub fn url_origin(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "…".into();
+    };
+    let rest = &url[scheme_end + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+    format!("{}://{host}/…", &url[..scheme_end])
+}
+
 fn scrub_pairs(text: &str, key: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -102,6 +125,22 @@ mod tests {
         assert_eq!(
             scrub("host=db password='a b' dbname=x"),
             "host=db password=*** dbname=x"
+        );
+    }
+
+    #[test]
+    fn named_secrets_and_url_paths_are_removed() {
+        assert_eq!(
+            without("key SG.abc123 refused", &["SG.abc123"]),
+            "key *** refused"
+        );
+        assert_eq!(
+            url_origin("https://hooks.slack.com/services/T0/B0/xyz"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            url_origin("http://u:p@127.0.0.1:9/ping/uuid?x=1"),
+            "http://127.0.0.1:9/…"
         );
     }
 

@@ -573,3 +573,42 @@ fn an_expired_upload_session_fails_the_backup_clearly() {
     assert!(g.emu.files_in(&g.folder).is_empty());
     assert_eq!(db.catalog()[0].0, "ERROR");
 }
+
+#[test]
+fn a_content_manager_cannot_prune_so_the_run_exits_3_with_the_fix() {
+    let g = Google::shared_drive();
+    // a second shared drive where the service account is only a Content manager
+    let drive = g.emu.post(
+        "shared_drives",
+        json!({"name": "Limited", "members": {g.sa_email.clone(): "fileOrganizer"}}),
+    );
+    let folder = g
+        .emu
+        .post("folders", json!({"name": "db", "drive_id": drive["id"]}))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db = TestDb::new("drive_prune_forbidden");
+    for day in 1..=2 {
+        g.emu.post("files", json!({
+            "name": format!("old-{day}"), "parents": [folder], "createdTime": format!("2026-10-0{day}T03:00:00.000Z"),
+            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name},
+        }));
+    }
+    let r = run(g
+        .pgdrive(&db)
+        .env("GOOGLE_DRIVE_FOLDER_ID", &folder)
+        .args(["backup", "--kind", "daily", "--keep", "1"]));
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("pruning old backups failed") && r.stderr.contains("Manager"),
+        "{r:?}"
+    );
+    assert_eq!(
+        g.emu.files_in(&folder).len(),
+        3,
+        "the new backup is stored, nothing was deleted"
+    );
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "SUCCESS");
+}

@@ -709,3 +709,52 @@ fn every_codec_and_format_restores() {
         );
     }
 }
+
+#[test]
+fn an_old_pg_dump_first_on_path_is_passed_over_for_the_servers_version() {
+    let db = TestDb::new("path_pg_dump");
+    let dir = TempDir::new("path_pg_dump");
+    let bin = TempDir::new("path_pg_dump_bin");
+    script(
+        bin.path(),
+        "pg_dump",
+        "echo 'pg_dump (PostgreSQL) 12.9'; exit 0",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let r = run(local(&db, &dir)
+        .env("PATH", &path)
+        .args(["backup", "--kind", "schema"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("/usr/lib/postgresql/15/bin/pg_dump"),
+        "{r:?}"
+    );
+    let version = psql(&db.url(), "SELECT pg_dump_version FROM backups");
+    assert!(version.starts_with("15."), "{version}");
+}
+
+#[test]
+fn a_catalog_write_that_fails_after_the_upload_exits_3_and_keeps_the_backup() {
+    let db = TestDb::new("catalog_fails");
+    seed_shop(&db);
+    let dir = TempDir::new("catalog_fails");
+    let bin = TempDir::new("catalog_fails_bin");
+    // the catalog disappears while pg_dump runs
+    let fake = fake_pg_dump(
+        &bin,
+        &format!("psql -X -q -d '{}' -c 'ALTER TABLE backups RENAME TO backups_moved' >/dev/null\nexec {} \"$@\"", db.url(), real_pg_dump()),
+    );
+    let r = run(local(&db, &dir)
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("recording it in the catalog failed"),
+        "{r:?}"
+    );
+    assert_eq!(backups_in(&dir).len(), 1, "the stored backup is kept");
+}

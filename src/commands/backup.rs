@@ -4,7 +4,11 @@
 //! configuration → connect → advisory lock (or exit 75) → catalog migration → preflight (pg_dump
 //! version, critical tables, Drive credentials and folder) → open the upload sessions → pg_dump →
 //! gzip → checksums → chunks → finish only after pg_dump exited 0 → verify size and MD5 → catalog
-//! row → prune (only after success) → release the lock.
+//! row → prune (only after success) → release the lock → notify.
+//!
+//! Notifications (`notify`) never change the outcome: a stored backup whose notification failed
+//! exits 3, a failed backup stays a failure. The heartbeat's start ping is sent once the lock is
+//! held: a run skipped because another holds the lock did not start anything.
 //!
 //! No protocol code lives here; see `pipeline`, `pgdump`, `storage`, `drive`, `catalog`, `retention`.
 
@@ -22,6 +26,7 @@ use crate::drive::DriveClient;
 use crate::error::ExitStatus;
 use crate::lock;
 use crate::log;
+use crate::notify::{self, Report, Status};
 use crate::pgdump::{self, PgDump, RunningDump};
 use crate::pipeline::{spawn_compressor, Piece, StreamOptions};
 use crate::retention;
@@ -67,6 +72,7 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
 
 fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
+    let notifier = notify::load(&settings, args.kind, args.notify)?;
     let mut cfg = BackupConfig::load(args, settings)?;
     for w in &cfg.settings_warnings {
         log::warn(w, &[]);
@@ -82,8 +88,22 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         file_name: None,
     };
 
-    let control = connect(&cfg.catalog, "the catalog database")?;
-    let Some(mut guard) = lock::try_lock(control, cfg.kind)? else {
+    // every failure from here on is reported (the notification's own failures are only logged)
+    let (kind, database, host, started_ms) = (
+        cfg.kind,
+        facts.database.clone(),
+        facts.host.clone(),
+        facts.started_ms,
+    );
+    let failed = |step: &str, error: anyhow::Error| {
+        notifier.run_finished(&Report::failure(
+            kind, &database, &host, started_ms, step, &error,
+        ));
+        error
+    };
+    let control =
+        connect(&cfg.catalog, "the catalog database").map_err(|e| failed("connect", e))?;
+    let Some(mut guard) = lock::try_lock(control, cfg.kind).map_err(|e| failed("lock", e))? else {
         log::info(
             "skipped: another run holds the lock for this kind",
             &[
@@ -93,7 +113,8 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         );
         return Ok(ExitStatus::Locked);
     };
-    let applied = catalog::migrate(guard.client())?;
+    notifier.run_started();
+    let applied = catalog::migrate(guard.client()).map_err(|e| failed("catalog", e))?;
     if !applied.is_empty() {
         log::info("catalog migrated", &[("applied", applied.join(","))]);
     }
@@ -136,12 +157,14 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
                     ),
                 ],
             );
-            return Err(error);
+            drop(guard);
+            return Err(failed(step, error));
         }
     };
 
     // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
     let mut follow_up_failed = false;
+    let mut follow_up_errors = Vec::new();
     record.success = true;
     let digest = &done.digest;
     record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());
@@ -162,15 +185,24 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         .and_then(|_| catalog::record(guard.client(), &record))
     {
         follow_up_failed = true;
+        follow_up_errors.push(format!(
+            "recording the backup in the catalog: {}",
+            crate::error::render(&e)
+        ));
         log::error(
             "the backup is stored, but recording it in the catalog failed",
             &[("error", crate::error::render(&e))],
         );
     }
 
+    let mut kept = None;
     if cfg.keep > 0 {
         for (target, new) in targets.iter_mut().zip(&stored) {
-            match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
+            let pruned = prune(target.as_mut(), &cfg, &facts.database, &new.id);
+            if let Ok((_, n)) = &pruned {
+                kept = kept.or(Some(*n)); // the first target's count: Drive's when there is one
+            }
+            match pruned.map(|(deleted, _)| deleted) {
                 Ok(deleted) if !deleted.is_empty() => {
                     let (drive_ids, local_names) = if target.label() == "drive" {
                         (deleted, vec![])
@@ -179,6 +211,10 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
                     };
                     if let Err(e) = catalog::mark_pruned(guard.client(), &drive_ids, &local_names) {
                         follow_up_failed = true;
+                        follow_up_errors.push(format!(
+                            "recording the pruning in the catalog: {}",
+                            crate::error::render(&e)
+                        ));
                         log::error(
                             "pruned, but recording that in the catalog failed",
                             &[("error", crate::error::render(&e))],
@@ -188,6 +224,11 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
                 Ok(_) => {}
                 Err(e) => {
                     follow_up_failed = true;
+                    follow_up_errors.push(format!(
+                        "pruning old backups in {}: {}",
+                        target.describe(),
+                        crate::error::render(&e)
+                    ));
                     let mut fields = vec![
                         ("target", target.describe()),
                         ("error", crate::error::render(&e)),
@@ -204,6 +245,23 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
     drop(guard);
+
+    let mut report = Report::new(
+        Status::Success,
+        cfg.kind,
+        &facts.database,
+        &facts.host,
+        facts.started_ms,
+    );
+    report.file = facts.file_name.clone();
+    report.drive_file_id = record.drive_file_id.clone();
+    report.local_path = record.local_path.clone();
+    report.size_bytes = Some(digest.size);
+    report.kept = kept;
+    report.follow_up_errors = follow_up_errors;
+    if !notifier.run_finished(&report).is_empty() {
+        follow_up_failed = true;
+    }
 
     let elapsed = started.elapsed().as_secs_f64();
     let mut fields = vec![
@@ -509,13 +567,14 @@ fn abort_all(uploads: Vec<Box<dyn Upload + '_>>) {
     }
 }
 
-/// Deletes the backups of this kind beyond the keep count; returns the deleted IDs.
+/// Deletes the backups of this kind beyond the keep count; returns the deleted IDs and how many
+/// backups of this kind remain.
 fn prune(
     target: &mut dyn Target,
     cfg: &BackupConfig,
     database: &str,
     just_stored: &str,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, usize)> {
     let listed = target
         .list(&retention::selector(cfg.kind.as_str(), database))
         .context("listing backups")?;
@@ -548,7 +607,7 @@ fn prune(
             ("deleted", deleted.len().to_string()),
         ],
     );
-    Ok(deleted)
+    Ok((deleted, plan.keep.len()))
 }
 
 fn initial_properties(

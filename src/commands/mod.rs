@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod check;
 pub mod migrate;
+pub mod notify_test;
 pub mod status;
 
 use anyhow::Result;
@@ -21,6 +22,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
+        Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),
         Command::GenerateMan => unreachable!(),

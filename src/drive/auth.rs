@@ -205,7 +205,6 @@ impl Credentials {
                 client_email,
                 key,
                 key_id,
-                token_uri,
                 subject,
                 ..
             } => {
@@ -219,7 +218,8 @@ impl Credentials {
                 let mut claims = serde_json::json!({
                     "iss": client_email,
                     "scope": DRIVE_SCOPE,
-                    "aud": token_uri,
+                    // Google documents the audience as always this constant, whatever token_uri says
+                    "aud": GOOGLE_TOKEN_URI,
                     "iat": now,
                     "exp": now + 3600,
                 });
@@ -380,16 +380,16 @@ impl TokenSource {
         agent: &ureq::Agent,
         retry: &crate::drive::retry::RetryPolicy,
     ) -> Result<(String, Duration)> {
-        use crate::drive::retry::{classify_transport, random_unit, Verdict};
+        use crate::drive::retry::{classify_transport, Attempts, Next, Verdict};
         let form = self.credentials.grant_form()?;
         let uri = self.credentials.token_uri().to_string();
-        let mut attempt = 0;
+        let mut attempts = Attempts::new(retry);
         loop {
             crate::signals::check()?;
-            let outcome = agent
+            let (verdict, error) = match agent
                 .post(&uri)
-                .send_form(form.iter().map(|(k, v)| (*k, v.as_str())));
-            match outcome {
+                .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
+            {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
                     let body = resp.body_mut().read_to_string().unwrap_or_default();
@@ -429,25 +429,32 @@ impl TokenSource {
                             err.error.as_str(),
                             "internal_failure" | "server_error" | "temporarily_unavailable"
                         );
-                    if !retryable || attempt >= retry.max_retries {
-                        return Err(
-                            anyhow::Error::new(err).context("obtaining a Google access token")
-                        );
-                    }
+                    let verdict = if retryable {
+                        Verdict::Retry
+                    } else {
+                        Verdict::Fatal
+                    };
+                    (
+                        verdict,
+                        anyhow::Error::new(err).context("obtaining a Google access token"),
+                    )
                 }
-                Err(e) => {
-                    if classify_transport(&e) != Verdict::Retry || attempt >= retry.max_retries {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("obtaining a Google access token from {uri}")));
-                    }
+                Err(e) => (
+                    classify_transport(&e),
+                    anyhow::Error::new(e)
+                        .context(format!("obtaining a Google access token from {uri}")),
+                ),
+            };
+            match attempts.after(verdict, None) {
+                Next::Backoff(delay) => {
                     crate::log::debug(
                         "token request failed, retrying",
-                        &[("error", e.to_string())],
+                        &[("error", format!("{error:#}"))],
                     );
+                    crate::signals::sleep(delay)?;
                 }
+                _ => return Err(error),
             }
-            crate::signals::sleep(retry.delay(attempt, None, random_unit()))?;
-            attempt += 1;
         }
     }
 }

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 
 use auth::TokenSource;
 use retry::{
-    classify_status, classify_transport, parse_retry_after, random_unit, RetryPolicy, Verdict,
+    classify_status, classify_transport, parse_retry_after, Attempts, Next, RetryPolicy, Verdict,
 };
 
 pub const FOLDER_MIME: &str = "application/vnd.google-apps.folder";
@@ -125,6 +125,34 @@ impl DriveError {
             _ => return None,
         };
         Some(hint.to_string())
+    }
+}
+
+/// A failed attempt: how to treat it, the error to report, and the server's `Retry-After`.
+pub struct Failure {
+    pub verdict: Verdict,
+    pub error: anyhow::Error,
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// Classifies a reply that is not a success, or a transport error.
+    pub fn of(outcome: std::result::Result<Reply, ureq::Error>) -> Failure {
+        match outcome {
+            Ok(reply) => {
+                let err = DriveError::from_response(reply.status, &reply.body, reply.retry_after);
+                Failure {
+                    verdict: err.verdict(),
+                    retry_after: err.retry_after,
+                    error: anyhow::Error::new(err),
+                }
+            }
+            Err(e) => Failure {
+                verdict: classify_transport(&e),
+                error: anyhow::Error::new(e),
+                retry_after: None,
+            },
+        }
     }
 }
 
@@ -277,58 +305,47 @@ impl DriveClient {
         )
             -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Reply> {
-        let mut attempt = 0u32;
-        let mut refreshed = false;
+        let policy = self.retry.clone();
+        let mut attempts = Attempts::new(&policy);
         loop {
             crate::signals::check()?;
             let token = self.token()?;
-            let outcome =
-                send(&self.agent, &format!("Bearer {token}")).and_then(Reply::from_response);
-            let (verdict, failure, retry_after): (Verdict, anyhow::Error, Option<Duration>) =
-                match outcome {
-                    Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => {
-                        return Ok(reply)
-                    }
-                    Ok(reply) => {
-                        let err =
-                            DriveError::from_response(reply.status, &reply.body, reply.retry_after);
-                        (
-                            err.verdict(),
-                            anyhow::Error::new(err.clone()),
-                            err.retry_after,
-                        )
-                    }
-                    Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
-                };
-            match verdict {
-                Verdict::RefreshToken if !refreshed => {
+            let failure = match send(&self.agent, &format!("Bearer {token}"))
+                .and_then(Reply::from_response)
+            {
+                Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => {
+                    return Ok(reply)
+                }
+                outcome => Failure::of(outcome),
+            };
+            match attempts.after(failure.verdict, failure.retry_after) {
+                Next::RefreshToken => {
                     crate::log::debug(
                         "access token refused; fetching a new one",
                         &[("call", what.to_string())],
                     );
                     self.tokens.invalidate();
-                    refreshed = true;
                 }
-                Verdict::Retry if attempt < self.retry.max_retries => {
-                    let delay = self.retry.delay(attempt, retry_after, random_unit());
+                Next::Backoff(delay) => {
                     crate::log::debug(
                         "Drive call failed; retrying",
                         &[
                             ("call", what.to_string()),
-                            ("error", format!("{failure:#}")),
+                            ("error", format!("{:#}", failure.error)),
                             ("delay_ms", delay.as_millis().to_string()),
                         ],
                     );
                     crate::signals::sleep(delay)?;
-                    attempt += 1;
                 }
-                Verdict::Retry => {
-                    return Err(failure.context(format!(
+                Next::GiveUp { exhausted: true } => {
+                    return Err(failure.error.context(format!(
                         "{what} (gave up after {} retries)",
-                        self.retry.max_retries
+                        attempts.retries()
                     )))
                 }
-                _ => return Err(failure.context(what.to_string())),
+                Next::GiveUp { exhausted: false } => {
+                    return Err(failure.error.context(what.to_string()))
+                }
             }
         }
     }

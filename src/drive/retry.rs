@@ -57,6 +57,56 @@ pub enum Verdict {
     Fatal,
 }
 
+/// What to do next after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Fetch a new access token and try again at once.
+    RefreshToken,
+    /// Wait this long, then try again.
+    Backoff(Duration),
+    /// Stop; `exhausted` when the failure was retryable but the retries are used up.
+    GiveUp { exhausted: bool },
+}
+
+/// The state of one call's attempts under a policy: every retry loop (Drive API calls, upload
+/// chunks, status queries, the token endpoint) keeps its count here and asks it what to do.
+pub struct Attempts<'p> {
+    policy: &'p RetryPolicy,
+    retries: u32,
+    refreshed: bool,
+}
+
+impl<'p> Attempts<'p> {
+    pub fn new(policy: &'p RetryPolicy) -> Self {
+        Attempts {
+            policy,
+            retries: 0,
+            refreshed: false,
+        }
+    }
+
+    /// Decides after a failure: one token refresh per call, then backoff while retries remain.
+    pub fn after(&mut self, verdict: Verdict, retry_after: Option<Duration>) -> Next {
+        match verdict {
+            Verdict::RefreshToken if !self.refreshed => {
+                self.refreshed = true;
+                Next::RefreshToken
+            }
+            Verdict::Retry if self.retries < self.policy.max_retries => {
+                let delay = self.policy.delay(self.retries, retry_after, random_unit());
+                self.retries += 1;
+                Next::Backoff(delay)
+            }
+            Verdict::Retry => Next::GiveUp { exhausted: true },
+            _ => Next::GiveUp { exhausted: false },
+        }
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+}
+
 /// Classifies an HTTP status and Google error reason.
 pub fn classify_status(status: u16, reason: Option<&str>) -> Verdict {
     match status {
@@ -158,6 +208,37 @@ mod tests {
         assert_eq!(
             p.delay(0, Some(Duration::from_secs(500)), 0.0),
             Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn attempts_refresh_once_then_back_off_then_give_up() {
+        let p = RetryPolicy {
+            max_retries: 2,
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+            retry_after_cap: Duration::from_secs(1),
+        };
+        let mut a = Attempts::new(&p);
+        assert_eq!(a.after(Verdict::RefreshToken, None), Next::RefreshToken);
+        assert_eq!(
+            a.after(Verdict::RefreshToken, None),
+            Next::GiveUp { exhausted: false }
+        );
+        assert!(
+            matches!(a.after(Verdict::Retry, None), Next::Backoff(d) if d >= Duration::from_millis(5) && d <= Duration::from_millis(10))
+        );
+        assert!(
+            matches!(a.after(Verdict::Retry, Some(Duration::from_millis(500))), Next::Backoff(d) if d == Duration::from_millis(500))
+        );
+        assert_eq!(
+            a.after(Verdict::Retry, None),
+            Next::GiveUp { exhausted: true }
+        );
+        assert_eq!(a.retries(), 2);
+        assert_eq!(
+            Attempts::new(&p).after(Verdict::Fatal, None),
+            Next::GiveUp { exhausted: false }
         );
     }
 

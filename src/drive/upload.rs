@@ -12,8 +12,8 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::retry::{classify_transport, random_unit, Verdict};
-use super::{DriveClient, DriveError, Reply};
+use super::retry::{Attempts, Next};
+use super::{DriveClient, DriveError, Failure, Reply};
 
 /// An open upload session.
 pub struct ResumableUpload<'a> {
@@ -62,9 +62,10 @@ impl<'a> ResumableUpload<'a> {
                 .query("fields", super::FILE_FIELDS)
                 .send(body.as_bytes())
         })?;
-        let session = reply
+        let location = reply
             .location
             .context("Drive opened an upload session without a Location header")?;
+        let session = absolute_url(&url, &location);
         Ok(ResumableUpload {
             client,
             session,
@@ -114,154 +115,130 @@ impl<'a> ResumableUpload<'a> {
     /// One PUT of `len` pending bytes (all retries included). Returns the file resource when this
     /// completed the upload, or `None` after a 308 (with `pending` trimmed to what is still unacknowledged).
     fn send(&mut self, len: usize, total: Option<u64>) -> Result<Option<serde_json::Value>> {
-        let mut attempt = 0u32;
-        let mut refreshed = false;
+        let policy = self.client.retry.clone();
+        let mut attempts = Attempts::new(&policy);
         loop {
             crate::signals::check()?;
-            let content_range = match (len, total) {
-                (0, Some(t)) => format!("bytes */{t}"),
-                (n, t) => format!(
-                    "bytes {}-{}/{}",
+            let total_text = total.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
+            let content_range = match len {
+                0 => format!("bytes */{total_text}"),
+                n => format!(
+                    "bytes {}-{}/{total_text}",
                     self.acked,
-                    self.acked + n as u64 - 1,
-                    t.map(|t| t.to_string()).unwrap_or_else(|| "*".into())
+                    self.acked + n as u64 - 1
                 ),
             };
             let token = self.client.token()?;
-            self.requests += 1;
-            let outcome = self
-                .client
-                .agent()
-                .put(&self.session)
-                .header("Authorization", format!("Bearer {token}"))
-                .header("Content-Range", &content_range)
-                .send(&self.pending[..len])
-                .and_then(Reply::from_response);
-            let (verdict, failure, retry_after) = match outcome {
-                Ok(reply) => match reply.status {
-                    200 | 201 => return self.completed(reply, total).map(Some),
-                    308 => {
-                        self.acknowledge(stored_bytes(reply.range.as_deref())?)?;
-                        return Ok(None);
-                    }
-                    404 | 410 => {
-                        return Err(anyhow::Error::new(DriveError::from_response(reply.status, &reply.body, None)))
-                            .context("the upload session expired or was cancelled; the backup must be run again");
-                    }
-                    status => {
-                        let err = DriveError::from_response(status, &reply.body, reply.retry_after);
-                        (
-                            err.verdict(),
-                            anyhow::Error::new(err.clone()),
-                            err.retry_after,
-                        )
-                    }
-                },
-                Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
+            let outcome = self.put(&token, &content_range, len);
+            let failure = match self.answer(outcome)? {
+                Answer::Complete(resource) => return self.completed(resource, total).map(Some),
+                Answer::Incomplete => return Ok(None),
+                Answer::Failed(failure) => failure,
             };
-            match verdict {
-                Verdict::RefreshToken if !refreshed => {
+            match attempts.after(failure.verdict, failure.retry_after) {
+                Next::RefreshToken => {
                     crate::log::debug("access token refused mid-upload; fetching a new one", &[]);
                     self.client.invalidate_token();
-                    refreshed = true;
-                    continue;
                 }
-                Verdict::Retry if attempt < self.client.retry.max_retries => {
-                    let delay = self.client.retry.delay(attempt, retry_after, random_unit());
+                Next::Backoff(delay) => {
                     crate::log::info(
                         "upload chunk failed; resuming after backoff",
                         &[
                             ("offset", self.acked.to_string()),
-                            ("error", format!("{failure:#}")),
+                            ("error", format!("{:#}", failure.error)),
                             ("delay_ms", delay.as_millis().to_string()),
                         ],
                     );
                     crate::signals::sleep(delay)?;
-                    attempt += 1;
                     // Ask the session how much it holds, and continue from there.
                     match self.query_status(total)? {
-                        Some(resource) => {
-                            return self.completed_resource(resource, total).map(Some)
-                        }
-                        None if self.pending.len() < len => {
-                            // the server already holds part of this chunk: send only the rest
-                            return Ok(None);
-                        }
+                        Some(resource) => return self.completed(resource, total).map(Some),
+                        // the server already holds part of this chunk: send only the rest
+                        None if self.pending.len() < len => return Ok(None),
                         None => {}
                     }
                 }
-                Verdict::Retry => {
-                    return Err(failure.context(format!(
-                        "uploading at offset {} (gave up after {} retries)",
-                        self.acked, self.client.retry.max_retries
-                    )))
+                Next::GiveUp { exhausted } => {
+                    let gave_up = if exhausted {
+                        format!(" (gave up after {} retries)", attempts.retries())
+                    } else {
+                        String::new()
+                    };
+                    return Err(failure
+                        .error
+                        .context(format!("uploading at offset {}{gave_up}", self.acked)));
                 }
-                _ => return Err(failure.context(format!("uploading at offset {}", self.acked))),
             }
+        }
+    }
+
+    /// One request on the session URI: the first `len` pending bytes (none for a status query).
+    fn put(
+        &mut self,
+        token: &str,
+        content_range: &str,
+        len: usize,
+    ) -> std::result::Result<Reply, ureq::Error> {
+        self.requests += 1;
+        let request = self
+            .client
+            .agent()
+            .put(&self.session)
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Range", content_range);
+        let response = if len == 0 {
+            request.send_empty()
+        } else {
+            request.send(&self.pending[..len])
+        };
+        response.and_then(Reply::from_response)
+    }
+
+    /// What a session's answer means: complete (with the file resource), incomplete (the
+    /// acknowledged point moved to its `Range`), or a failure to classify. A session Drive no
+    /// longer knows is final.
+    fn answer(&mut self, outcome: std::result::Result<Reply, ureq::Error>) -> Result<Answer> {
+        match outcome {
+            Ok(reply) => match reply.status {
+                200 | 201 => Ok(Answer::Complete(reply.json()?)),
+                308 => {
+                    self.acknowledge(stored_bytes(reply.range.as_deref())?)?;
+                    Ok(Answer::Incomplete)
+                }
+                404 | 410 => Err(session_gone(&reply)),
+                _ => Ok(Answer::Failed(Failure::of(Ok(reply)))),
+            },
+            Err(e) => Ok(Answer::Failed(Failure::of(Err(e)))),
         }
     }
 
     /// The status query: an empty PUT with `Content-Range: bytes */*` (or `*/TOTAL` when the
     /// total is known). Updates `acked`; returns the resource if the upload turns out complete.
     fn query_status(&mut self, total: Option<u64>) -> Result<Option<serde_json::Value>> {
-        let mut attempt = 0u32;
+        let policy = self.client.retry.clone();
+        let mut attempts = Attempts::new(&policy);
+        let range = format!(
+            "bytes */{}",
+            total.map(|t| t.to_string()).unwrap_or_else(|| "*".into())
+        );
         loop {
             crate::signals::check()?;
             let token = self.client.token()?;
-            self.requests += 1;
-            let range = format!(
-                "bytes */{}",
-                total.map(|t| t.to_string()).unwrap_or_else(|| "*".into())
-            );
-            let outcome = self
-                .client
-                .agent()
-                .put(&self.session)
-                .header("Authorization", format!("Bearer {token}"))
-                .header("Content-Range", &range)
-                .send_empty()
-                .and_then(Reply::from_response);
-            let failure = match outcome {
-                Ok(reply) => match reply.status {
-                    200 | 201 => return Ok(Some(reply.json()?)),
-                    308 => {
-                        self.acknowledge(stored_bytes(reply.range.as_deref())?)?;
-                        return Ok(None);
-                    }
-                    404 | 410 => {
-                        return Err(anyhow::Error::new(DriveError::from_response(
-                            reply.status,
-                            &reply.body,
-                            None,
-                        )))
-                        .context("the upload session expired; the backup must be run again")
-                    }
-                    401 => {
-                        self.client.invalidate_token();
-                        anyhow::Error::new(DriveError::from_response(401, &reply.body, None))
-                    }
-                    status => {
-                        let err = DriveError::from_response(status, &reply.body, reply.retry_after);
-                        if err.verdict() == Verdict::Fatal {
-                            return Err(anyhow::Error::new(err)
-                                .context("asking the upload session how much it holds"));
-                        }
-                        anyhow::Error::new(err)
-                    }
-                },
-                Err(e) if classify_transport(&e) == Verdict::Retry => anyhow::Error::new(e),
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
+            let outcome = self.put(&token, &range, 0);
+            let failure = match self.answer(outcome)? {
+                Answer::Complete(resource) => return Ok(Some(resource)),
+                Answer::Incomplete => return Ok(None),
+                Answer::Failed(failure) => failure,
+            };
+            match attempts.after(failure.verdict, failure.retry_after) {
+                Next::RefreshToken => self.client.invalidate_token(),
+                Next::Backoff(delay) => crate::signals::sleep(delay)?,
+                Next::GiveUp { .. } => {
+                    return Err(failure
+                        .error
                         .context("asking the upload session how much it holds"))
                 }
-            };
-            if attempt >= self.client.retry.max_retries {
-                return Err(
-                    failure.context("asking the upload session how much it holds (gave up)")
-                );
             }
-            crate::signals::sleep(self.client.retry.delay(attempt, None, random_unit()))?;
-            attempt += 1;
         }
     }
 
@@ -280,31 +257,68 @@ impl<'a> ResumableUpload<'a> {
         Ok(())
     }
 
-    fn completed(&mut self, reply: Reply, total: Option<u64>) -> Result<serde_json::Value> {
-        let resource = reply.json()?;
-        self.completed_resource(resource, total)
-    }
-
-    fn completed_resource(
+    fn completed(
         &mut self,
         resource: serde_json::Value,
         total: Option<u64>,
     ) -> Result<serde_json::Value> {
-        if total.is_none() {
+        let Some(total) = total else {
             // Drive only completes an upload when told the total; anything else is a protocol
             // violation and the stored file would be truncated.
             let id = resource["id"].as_str().unwrap_or("").to_string();
             bail!("Drive completed the upload (file {id}) before the last chunk was sent");
-        }
-        self.acked = total.unwrap_or(self.acked);
+        };
+        self.acked = total;
         self.pending.clear();
         Ok(resource)
     }
 }
 
+/// Resolves a `Location` that is a path against the URL it answered (Google sends absolute URLs).
+fn absolute_url(request_url: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let origin_end = request_url
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|i| request_url[i..].find('/').map(|j| i + j))
+        .unwrap_or(request_url.len());
+    format!(
+        "{}/{}",
+        &request_url[..origin_end],
+        location.trim_start_matches('/')
+    )
+}
+
+enum Answer {
+    Complete(serde_json::Value),
+    Incomplete,
+    Failed(Failure),
+}
+
+/// The error for a session Drive no longer knows (expired after a week idle, or cancelled).
+fn session_gone(reply: &Reply) -> anyhow::Error {
+    anyhow::Error::new(DriveError::from_response(reply.status, &reply.body, None))
+        .context("the upload session expired or was cancelled; the backup must be run again")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_locations() {
+        let req = "http://127.0.0.1:9/upload/drive/v3/files";
+        assert_eq!(
+            absolute_url(req, "https://www.googleapis.com/upload/x?upload_id=1"),
+            "https://www.googleapis.com/upload/x?upload_id=1"
+        );
+        assert_eq!(
+            absolute_url(req, "/upload/drive/v3/files?upload_id=1"),
+            "http://127.0.0.1:9/upload/drive/v3/files?upload_id=1"
+        );
+    }
 
     #[test]
     fn range_headers() {
