@@ -17,7 +17,8 @@
 //! - `retention`: the pure pruning plan.
 //! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
 //!   heartbeat pings; each channel independent, retries as data.
-//! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts;
+//! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts
+//!   (the notification channels use both: `health::notifications`);
 //!   `dashboard`: the facts `status` reports and their text, JSON, Prometheus and HTML renderings.
 //!
 //! # Concurrency

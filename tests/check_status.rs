@@ -737,3 +737,97 @@ fn a_stored_backup_whose_metrics_cannot_be_written_exits_3() {
     );
     assert_eq!(db.catalog()[0].0, "SUCCESS");
 }
+
+/// The emulator with a SendGrid key, and pgdrive configured to email through it.
+fn with_sendgrid(emu: &Emulator, cmd: &mut Command) {
+    emu.post("sendgrid_keys", json!({"key": "SG.status-test-key"}));
+    cmd.env("SENDGRID_API_KEY", "SG.status-test-key")
+        .env("SENDGRID_FROM_EMAIL", "backups@example.com")
+        .env("PGDRIVE_NOTIFY_EMAIL", "ops@example.com")
+        .env("PGDRIVE_SENDGRID_URL", &emu.base)
+        .env("PGDRIVE_NOTIFY_RETRY_DELAYS_MS", "10");
+}
+
+#[test]
+fn check_validates_notification_channels_and_their_reachability_without_sending() {
+    let emu = Emulator::start();
+    let db = TestDb::new("check_notify");
+    let dir = TempDir::new("check_notify");
+    let mut cmd = pgdrive();
+    with_sendgrid(&emu, &mut cmd);
+    // nothing listens on port 1
+    cmd.env(
+        "PGDRIVE_PING_URL_DAILY",
+        "http://127.0.0.1:1/ping/secret-ping-uuid",
+    );
+    let r = run(cmd
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .arg("check"));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_line(&r, "ok   notify sendgrid", "configured: ops@example.com");
+    let port = emu
+        .base
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_line(
+        &r,
+        "ok   notify sendgrid",
+        &format!("127.0.0.1:{port} accepts connections"),
+    );
+    assert_line(&r, "ok   ping daily", "configured");
+    assert_line(
+        &r,
+        "FAIL notify ping daily",
+        "127.0.0.1:1 cannot be reached",
+    );
+    assert!(
+        !r.stdout.contains("secret-ping-uuid") && !r.stdout.contains("SG.status-test-key"),
+        "{r:?}"
+    );
+    assert!(
+        emu.get("mail")["messages"].as_array().unwrap().is_empty(),
+        "check sends nothing"
+    );
+
+    // a half-configured channel is a FAIL line, not an abort
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .env("SENDGRID_API_KEY", "SG.x")
+        .arg("check"));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_line(&r, "FAIL notify", "");
+    assert_line(&r, "ok   database", "PostgreSQL 15");
+}
+
+#[test]
+fn a_stale_status_alerts_through_the_notification_channels() {
+    let emu = Emulator::start();
+    let db = migrated_db("status_alert");
+    row(&db, "daily", "SUCCESS", 30.0, 1_000_000);
+    let mut cmd = pgdrive();
+    with_sendgrid(&emu, &mut cmd);
+    let r = run(cmd.env("DATABASE_URL", db.url()).arg("status"));
+    assert_eq!(r.status, 1, "{r:?}");
+    let mail = emu.get("mail")["messages"].as_array().unwrap().clone();
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    let text = mail[0].to_string();
+    assert!(
+        text.contains("daily backup of")
+            && text.contains("newest backup is 1d 6h old (max age 1d 2h)"),
+        "{text}"
+    );
+    // healthy: no alert
+    row(&db, "daily", "SUCCESS", 1.0, 1_000_000);
+    let mut cmd = pgdrive();
+    with_sendgrid(&emu, &mut cmd);
+    assert_eq!(
+        run(cmd.env("DATABASE_URL", db.url()).arg("status")).status,
+        0
+    );
+    assert_eq!(emu.get("mail")["messages"].as_array().unwrap().len(), 1);
+}

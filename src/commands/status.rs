@@ -56,7 +56,12 @@ pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
     }
     let alert = Alert {
         database: dash.database.clone(),
-        problems: dash.kinds.iter().flat_map(|k| k.problems.clone()).collect(),
+        kinds: dash
+            .kinds
+            .iter()
+            .filter(|k| !k.problems.is_empty())
+            .map(|k| (k.kind, k.problems.clone()))
+            .collect(),
     };
     for sink in ALERT_SINKS {
         if let Err(e) = sink(&settings, &alert) {

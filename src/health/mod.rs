@@ -1,12 +1,14 @@
 //! The shared vocabulary of `pgdrive check` and `pgdrive status`: one finding per line (ok, warn
 //! or FAIL, with a hint), which kinds count as configured, and the seams through which other
-//! modules (the notification channels) add their own checks and receive status alerts without
-//! this module knowing them.
+//! modules (the notification channels, [`notifications`]) add their own checks and receive status
+//! alerts.
 
 use std::fmt;
 
 use crate::cli::Kind;
 use crate::config::Settings;
+
+pub mod notifications;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,23 +97,24 @@ impl fmt::Display for Finding {
 pub type Contributor = fn(&Settings) -> Vec<Finding>;
 
 /// Every contributed check, run after pgdrive's own, in order. Modules add theirs here.
-pub const CONTRIBUTED_CHECKS: &[Contributor] = &[];
+pub const CONTRIBUTED_CHECKS: &[Contributor] = &[notifications::checks];
 
 /// What `pgdrive status` found wrong, for an alert.
 #[derive(Clone, Debug)]
 pub struct Alert {
     pub database: String,
-    /// One line per problem, e.g. `daily: newest backup is 30h old (max 26h)`.
-    pub problems: Vec<String>,
+    /// Each unhealthy kind with its problems, one line each, e.g. `daily: newest backup is 1d 6h
+    /// old (max age 1d 2h)`.
+    pub kinds: Vec<(Kind, Vec<String>)>,
 }
 
 /// Something that delivers a status alert (a notification channel). Returns an error when the
 /// delivery failed; `status` reports it and still exits non-zero for the staleness itself.
 pub type AlertSink = fn(&Settings, &Alert) -> anyhow::Result<()>;
 
-/// Every alert sink. Modules add theirs here; with none, `status` alerts only through its exit
-/// status and output (cron mails the output of a failing job).
-pub const ALERT_SINKS: &[AlertSink] = &[];
+/// Every alert sink. Modules add theirs here. Without any configured channel, `status` alerts
+/// only through its exit status and output (cron mails the output of a failing job).
+pub const ALERT_SINKS: &[AlertSink] = &[notifications::alert];
 
 /// The kinds `check` and `status` look at: the one asked for, else daily (always expected) plus
 /// hourly when HOURLY_DRIVE_FOLDER_ID or PGDRIVE_CRITICAL_TABLES is set, plus schema when
