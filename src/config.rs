@@ -22,6 +22,7 @@ pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
 /// Where settings come from, below the command line: the process environment, then the env-file.
+#[derive(Clone)]
 pub struct Settings {
     file: HashMap<String, String>,
     pub env_file: Option<PathBuf>,
@@ -239,7 +240,7 @@ pub fn folder_variable(kind: Kind) -> &'static str {
     }
 }
 
-fn keep_variable(kind: Kind) -> &'static str {
+pub fn keep_variable(kind: Kind) -> &'static str {
     match kind {
         Kind::Daily => "PGDRIVE_KEEP_DAILY",
         Kind::Hourly => "PGDRIVE_KEEP_HOURLY",

@@ -2,8 +2,10 @@
 //! by `main`.
 
 pub mod backup;
+pub mod check;
 pub mod migrate;
 pub mod notify_test;
+pub mod status;
 
 use anyhow::Result;
 
@@ -21,6 +23,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
         Command::NotifyTest => notify_test::run(settings),
+        Command::Check(args) => check::run(args, settings),
+        Command::Status(args) => status::run(args, settings),
         Command::GenerateMan => unreachable!(),
     }
 }
