@@ -76,7 +76,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
 
 /// A table called `backups` that is neither pgdrive's nor the Node.js version's belongs to the
 /// application: pgdrive must not add columns to it or write rows into it.
-fn refuse_foreign_backups_table(client: &mut Client) -> Result<()> {
+pub fn refuse_foreign_backups_table(client: &mut Client) -> Result<()> {
     let columns: Vec<String> = client
         .query(
             "SELECT a.attname::text FROM pg_attribute a

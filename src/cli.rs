@@ -11,7 +11,8 @@ use crate::log::LogFormat;
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0   the backup was stored and verified (other commands: success)
-  1   the backup failed; nothing new was stored
+  1   the backup failed; nothing new was stored (check: a check failed;
+      status: a backup is stale or its last run failed)
   2   usage error (the command line could not be parsed)
   3   the backup is stored and verified, but a follow-up step failed
       (pruning old backups, the catalog write, a notification)
@@ -94,12 +95,63 @@ pub enum Command {
     /// when none is configured. Heartbeat URLs get `<url>/log`, which records an event without
     /// changing the check's state.
     NotifyTest,
+    /// Check the whole setup without backing up: configuration, database, catalog, lock, pg_dump,
+    /// critical tables, Google credentials, each folder's write and prune rights, Drive quota.
+    ///
+    /// Prints one line per check (ok, warn or FAIL, with a hint) and evaluates everything, even
+    /// after a failure. Exit status 0 when nothing failed (warnings allowed), 1 when any check
+    /// failed. The Drive check uploads a tiny probe file (appProperties pgdrive_probe=1) and
+    /// deletes it permanently again.
+    Check(CheckArgs),
+    /// Show, per kind, the newest successful backup, the last failure, retention and the size
+    /// trend, from the catalog (or from Drive alone when the catalog is unreachable).
+    ///
+    /// Exit status 1 when a kind's newest backup is older than its max age or its last run
+    /// failed, so it can run from cron and alert. Can also write a Prometheus textfile and an
+    /// HTML page.
+    Status(StatusArgs),
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Check only this kind (default: daily, plus hourly and schema when configured).
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show only this kind (default: daily, plus hourly and schema when configured).
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+
+    /// Maximum age of the newest successful backup per kind, e.g. daily=26h,hourly=5h,schema=off
+    /// (units s, m, h, d; "off" disables the check) [env: PGDRIVE_MAX_AGE; default daily=26h,hourly=5h,schema=off].
+    #[arg(long, value_name = "KIND=AGE,...")]
+    pub max_age: Option<String>,
+
+    /// Print the dashboard as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the metrics in the node_exporter textfile-collector format to FILE (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+
+    /// Also write a self-contained HTML page with the same facts and a timeline chart to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// How many recent runs the size trend and the chart show.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub history: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// The whole database; folder GOOGLE_DRIVE_FOLDER_ID; keeps 14.
     Daily,

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::{BackupArgs, Kind};
 use crate::codec::Codec;
@@ -22,6 +22,7 @@ pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
 /// Where settings come from, below the command line: the process environment, then the env-file.
+#[derive(Clone)]
 pub struct Settings {
     file: HashMap<String, String>,
     pub env_file: Option<PathBuf>,
@@ -239,7 +240,7 @@ pub fn folder_variable(kind: Kind) -> &'static str {
     }
 }
 
-fn keep_variable(kind: Kind) -> &'static str {
+pub fn keep_variable(kind: Kind) -> &'static str {
     match kind {
         Kind::Daily => "PGDRIVE_KEEP_DAILY",
         Kind::Hourly => "PGDRIVE_KEEP_HOURLY",
@@ -598,12 +599,6 @@ pub fn normalize_base_url(url: &str) -> Result<String> {
     } else {
         format!("{url}/")
     })
-}
-
-pub fn parse_kind_list(s: &str) -> Result<Vec<Kind>> {
-    s.split(',')
-        .map(|k| Kind::parse(k.trim()).with_context(|| format!("unknown backup kind {k:?}")))
-        .collect()
 }
 
 #[cfg(test)]

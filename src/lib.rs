@@ -6,6 +6,7 @@
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
+//! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`).
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
 //!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
@@ -18,6 +19,9 @@
 //!   gunzip → psql in one transaction); `psql`: the psql child; `progress`: the terminal progress line.
 //! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
 //!   heartbeat pings; each channel independent, retries as data.
+//! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts
+//!   (the notification channels use both: `health::notifications`);
+//!   `dashboard`: the facts `status` reports and their text, JSON, Prometheus and HTML renderings.
 //!
 //! # Concurrency
 //! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
@@ -30,8 +34,10 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod drive;
 pub mod error;
+pub mod health;
 pub mod lock;
 pub mod log;
 pub mod manpage;
@@ -46,6 +52,7 @@ pub mod redact;
 pub mod restore;
 pub mod retention;
 pub mod rowcount;
+pub mod server;
 pub mod signals;
 pub mod storage;
 pub mod timeutil;

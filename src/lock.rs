@@ -27,11 +27,23 @@ pub fn lock_key(name: &str) -> i64 {
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) as i64
 }
 
+const POOLER_MESSAGE: &str =
+    "the advisory lock is not held by this session: the connection goes through a transaction-mode pooler";
+
+/// Whether an error is [`LockGuard::verify_held`]'s "not a direct connection" verdict.
+pub fn is_pooler_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<crate::error::Classified>()
+            .is_some_and(|c| c.message == POOLER_MESSAGE)
+    })
+}
+
 /// Proof that this process holds the lock; releasing it on drop.
 pub struct LockGuard {
     client: Client,
     key: i64,
     backend_pid: i32,
+    released: bool,
 }
 
 /// Session settings for a connection that sits idle while the dump runs: no server-side timeout
@@ -67,6 +79,7 @@ pub fn try_lock(mut client: Client, kind: Kind) -> Result<Option<LockGuard>> {
         client,
         key,
         backend_pid: row.get(1),
+        released: false,
     };
     guard.verify_held()?;
     Ok(Some(guard))
@@ -75,10 +88,6 @@ pub fn try_lock(mut client: Client, kind: Kind) -> Result<Option<LockGuard>> {
 impl LockGuard {
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
-    }
-
-    pub fn key(&self) -> i64 {
-        self.key
     }
 
     /// Checks that this is still the same server session and that it still holds the lock. Fails
@@ -101,7 +110,7 @@ impl LockGuard {
         if pid != self.backend_pid || !held {
             bail!(crate::error::Classified {
                 status: crate::error::ExitStatus::Config,
-                message: "the advisory lock is not held by this session: the connection goes through a transaction-mode pooler".into(),
+                message: POOLER_MESSAGE.into(),
                 hint: Some("point DATABASE_URL (or PGDRIVE_CATALOG_URL) at PostgreSQL directly, or at a session-mode pool".into()),
             });
         }
@@ -109,11 +118,29 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// Releases the lock now, reporting what dropping the guard would ignore: `pgdrive check`
+    /// proves the lock can be released, not only taken.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        let row = self
+            .client
+            .query_one("SELECT pg_advisory_unlock($1::bigint)", &[&self.key])
+            .context("releasing the advisory lock")?;
+        if !row.get::<_, bool>(0) {
+            bail!("the server says this session did not hold the advisory lock it was releasing");
+        }
+        Ok(())
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self
-            .client
-            .execute("SELECT pg_advisory_unlock($1::bigint)", &[&self.key]);
+        if !self.released {
+            let _ = self
+                .client
+                .execute("SELECT pg_advisory_unlock($1::bigint)", &[&self.key]);
+        }
     }
 }
 

@@ -39,12 +39,14 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDRIVE_WEBHOOK_URL", "A URL that receives each report as JSON (POST)."),
     ("PGDRIVE_PING_URL, PGDRIVE_PING_URL_DAILY, PGDRIVE_PING_URL_HOURLY, PGDRIVE_PING_URL_SCHEMA", "Heartbeat URL (healthchecks.io style): <url>/start when a run begins, <url> after a verified success, <url>/fail after a failure."),
     ("PGDRIVE_NOTIFY_RETRY_DELAYS_MS, PGDRIVE_NOTIFY_TIMEOUT_MS", "Waits before the retries of a notification (1000,5000,15000) and each attempt's timeout (30000)."),
+    ("PGDRIVE_MAX_AGE", "status: maximum age per kind, as --max-age (default daily=26h,hourly=5h,schema=off)."),
+    ("PGDRIVE_PROMETHEUS_FILE", "backup refreshes this node_exporter textfile (as status --prometheus) at the end of every run."),
     ("PGDRIVE_ENV_FILE, PGDRIVE_LOG_FORMAT", "As --env-file and --log-format."),
 ];
 
 const EXIT_STATUS: &[(&str, &str)] = &[
     ("0", "The backup was stored and verified (other commands: success)."),
-    ("1", "The backup failed; nothing new was stored."),
+    ("1", "The backup failed; nothing new was stored. check: at least one check failed. status: a kind's newest backup is older than its max age, or its last run failed."),
     ("2", "Usage error: the command line could not be parsed."),
     ("3", "The backup is stored and verified, but a follow-up step failed: pruning, the catalog write or a notification."),
     ("65", "restore, verify: the backup is corrupt (size, MD5, SHA-256, gzip stream or dump trailer wrong); nothing was restored."),

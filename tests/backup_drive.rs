@@ -601,7 +601,7 @@ fn a_content_manager_cannot_prune_so_the_run_exits_3_with_the_fix() {
         .args(["backup", "--kind", "daily", "--keep", "1"]));
     assert_eq!(r.status, 3, "{r:?}");
     assert!(
-        r.stderr.contains("pruning old backups failed") && r.stderr.contains("Manager"),
+        r.stderr.contains("pruning old backups in") && r.stderr.contains("Manager"),
         "{r:?}"
     );
     assert_eq!(

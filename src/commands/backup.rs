@@ -23,13 +23,16 @@ use crate::cli::{BackupArgs, Kind};
 use crate::config::{BackupConfig, Settings};
 use crate::drive::auth::TokenSource;
 use crate::drive::DriveClient;
-use crate::error::{config_error, config_error_hint, ExitStatus};
+use crate::error::ExitStatus;
 use crate::lock;
 use crate::log;
 use crate::notify::{self, Report, Status};
 use crate::pgdump::{self, PgDump, RunningDump};
 use crate::pipeline::{spawn_compressor, Piece, StreamOptions};
 use crate::retention;
+// shared with `check`, `status` and `migrate`: one implementation of each
+pub use crate::server::connect;
+use crate::server::{resolve_tables, server_version};
 use crate::storage::drive::DriveTarget;
 use crate::storage::local::LocalTarget;
 use crate::storage::{props, Completion, StoredObject, Target, Upload};
@@ -62,6 +65,12 @@ impl<T> AtStep<T> for Result<T> {
 }
 
 pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
+    // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`).
+    let after = settings.clone();
+    super::status::after_backup(&after, args.kind, run_backup(args, settings))
+}
+
+fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
     let notifier = notify::load(&settings, args.kind, args.notify)?;
     let mut cfg = BackupConfig::load(args, settings)?;
@@ -154,8 +163,7 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     };
 
     // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
-    let mut follow_up_failed = false;
-    let mut follow_up_errors = Vec::new();
+    let mut follow_ups = FollowUps::default();
     record.success = true;
     let digest = &done.digest;
     record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());
@@ -175,63 +183,37 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         .verify_held()
         .and_then(|_| catalog::record(guard.client(), &record))
     {
-        follow_up_failed = true;
-        follow_up_errors.push(format!(
-            "recording the backup in the catalog: {}",
-            crate::error::render(&e)
-        ));
-        log::error(
+        follow_ups.failed(
             "the backup is stored, but recording it in the catalog failed",
-            &[("error", crate::error::render(&e))],
+            &e,
         );
     }
 
     let mut kept = None;
     if cfg.keep > 0 {
         for (target, new) in targets.iter_mut().zip(&stored) {
-            let pruned = prune(target.as_mut(), &cfg, &facts.database, &new.id);
-            if let Ok((_, n)) = &pruned {
-                kept = kept.or(Some(*n)); // the first target's count: Drive's when there is one
-            }
-            match pruned.map(|(deleted, _)| deleted) {
-                Ok(deleted) if !deleted.is_empty() => {
+            match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
+                Ok((deleted, now_kept)) => {
+                    kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
                     let (drive_ids, local_names) = if target.label() == "drive" {
                         (deleted, vec![])
                     } else {
                         (vec![], deleted)
                     };
+                    if drive_ids.is_empty() && local_names.is_empty() {
+                        continue;
+                    }
                     if let Err(e) = catalog::mark_pruned(guard.client(), &drive_ids, &local_names) {
-                        follow_up_failed = true;
-                        follow_up_errors.push(format!(
-                            "recording the pruning in the catalog: {}",
-                            crate::error::render(&e)
-                        ));
-                        log::error(
-                            "pruned, but recording that in the catalog failed",
-                            &[("error", crate::error::render(&e))],
-                        );
+                        follow_ups.failed("pruned, but recording that in the catalog failed", &e);
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    follow_up_failed = true;
-                    follow_up_errors.push(format!(
-                        "pruning old backups in {}: {}",
-                        target.describe(),
-                        crate::error::render(&e)
-                    ));
-                    let mut fields = vec![
-                        ("target", target.describe()),
-                        ("error", crate::error::render(&e)),
-                    ];
-                    if let Some(h) = crate::error::hint(&e) {
-                        fields.push(("hint", h));
-                    }
-                    log::error(
-                        "the backup is stored, but pruning old backups failed",
-                        &fields,
-                    );
-                }
+                Err(e) => follow_ups.failed(
+                    &format!(
+                        "the backup is stored, but pruning old backups in {} failed",
+                        target.describe()
+                    ),
+                    &e,
+                ),
             }
         }
     }
@@ -249,10 +231,9 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     report.local_path = record.local_path.clone();
     report.size_bytes = Some(digest.size);
     report.kept = kept;
-    report.follow_up_errors = follow_up_errors;
-    if !notifier.run_finished(&report).is_empty() {
-        follow_up_failed = true;
-    }
+    report.follow_up_errors = follow_ups.errors.clone();
+    let notifications_failed = !notifier.run_finished(&report).is_empty();
+    let follow_up_failed = notifications_failed || !follow_ups.errors.is_empty();
 
     let elapsed = started.elapsed().as_secs_f64();
     let mut fields = vec![
@@ -295,17 +276,21 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     })
 }
 
-/// Opens a connection; failures are reported with what to check.
-pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
-    info.connect("pgdrive").map_err(|e| {
-        if e.downcast_ref::<crate::error::Classified>().is_some() {
-            return e;
-        }
-        let hint = crate::error::hint(&e).unwrap_or_else(|| {
-            "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
-        });
-        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e:#}", info.redacted()), hint)
-    })
+/// Follow-up steps that failed after the backup was stored: each is logged (with its hint) as
+/// it happens and told in the notification; any of them makes the exit status 3.
+#[derive(Default)]
+struct FollowUps {
+    errors: Vec<String>,
+}
+
+impl FollowUps {
+    fn failed(&mut self, what: &str, error: &anyhow::Error) {
+        let rendered = crate::error::render(error);
+        let mut fields = vec![("error", rendered.clone())];
+        fields.extend(crate::error::hint(error).map(|h| ("hint", h)));
+        log::error(what, &fields);
+        self.errors.push(format!("{what}: {rendered}"));
+    }
 }
 
 /// The storage targets, Drive first. Takes the credentials out of the configuration.
@@ -640,94 +625,6 @@ fn initial_properties(
     ])
 }
 
-/// The server's version string and major version.
-fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
-            &[],
-        )
-        .context("reading the server version")?;
-    let version: String = row.get(0);
-    let num: i32 = row.get(1);
-    let major = if num >= 100_000 {
-        num / 10_000
-    } else {
-        num / 100
-    } as u32;
-    Ok((version, major))
-}
-
-/// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a
-/// double quote is written twice.
-fn pattern_quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Resolves each configured critical table exactly as SQL would (`to_regclass`), expands
-/// partitioned tables to their partitions (pg_dump's `--table` does not include them), and
-/// returns exact `--table` patterns. A missing table is a configuration error.
-fn resolve_tables(client: &mut postgres::Client, tables: &[String]) -> Result<Vec<String>> {
-    let mut patterns = Vec::new();
-    for t in tables {
-        let row = client
-            .query_one(
-                "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text
-                   FROM (SELECT to_regclass($1) AS oid) r
-                   LEFT JOIN pg_class c ON c.oid = r.oid
-                   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace",
-                &[t],
-            )
-            .map_err(|e| {
-                config_error(format!(
-                    "PGDRIVE_CRITICAL_TABLES entry {t:?} is not a valid table name: {}",
-                    e.as_db_error()
-                        .map(|d| d.message().to_string())
-                        .unwrap_or_else(|| e.to_string())
-                ))
-            })?;
-        let oid: Option<u32> = row.get(0);
-        let Some(oid) = oid else {
-            return Err(config_error_hint(
-                format!("critical table {t} does not exist in database {}", client_db(client)),
-                "fix PGDRIVE_CRITICAL_TABLES (names are resolved like SQL: unquoted names are lower-cased; quote mixed-case names as \"Name\")",
-            ));
-        };
-        let kind: String = row.get(3);
-        if !matches!(kind.as_str(), "r" | "p") {
-            log::warn(
-                "a critical table is not a plain table; pg_dump will include its definition",
-                &[("table", t.clone()), ("relkind", kind)],
-            );
-        }
-        let rows = client.query(
-            "WITH RECURSIVE tree(oid) AS (
-                 SELECT $1::oid
-                 UNION ALL
-                 SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid
-                  WHERE (SELECT relkind FROM pg_class WHERE oid = tree.oid) = 'p')
-             SELECT n.nspname::text, c.relname::text FROM tree
-               JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
-              ORDER BY 1, 2",
-            &[&oid],
-        )?;
-        for r in rows {
-            let pattern = format!("{}.{}", pattern_quote(r.get(0)), pattern_quote(r.get(1)));
-            if !patterns.contains(&pattern) {
-                patterns.push(pattern);
-            }
-        }
-    }
-    Ok(patterns)
-}
-
-fn client_db(client: &mut postgres::Client) -> String {
-    client
-        .query_one("SELECT current_database()::text", &[])
-        .map(|r| r.get(0))
-        .unwrap_or_default()
-}
-
 /// The database name as it appears in file names: path separators and control characters replaced.
 pub fn file_name_part(db: &str) -> String {
     let cleaned: String = db
@@ -784,11 +681,6 @@ mod tests {
         assert_eq!(file_name_part("a/b"), "a_b");
         assert_eq!(file_name_part("..hidden"), "hidden");
         assert_eq!(file_name_part("магазин"), "магазин");
-    }
-
-    #[test]
-    fn patterns_are_literal() {
-        assert_eq!(pattern_quote("Order\"s*"), "\"Order\"\"s*\"");
     }
 
     #[test]

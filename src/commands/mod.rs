@@ -2,11 +2,13 @@
 //! by `main`.
 
 pub mod backup;
+pub mod check;
 pub mod list;
 pub mod migrate;
 pub mod notify_test;
 pub mod restore;
 pub mod source;
+pub mod status;
 pub mod verify;
 
 use anyhow::Result;
@@ -28,6 +30,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::Restore(args) => restore::run(args, settings),
         Command::Verify(args) => verify::run(args, settings),
         Command::NotifyTest => notify_test::run(settings),
+        Command::Check(args) => check::run(args, settings),
+        Command::Status(args) => status::run(args, settings),
         Command::GenerateMan => unreachable!(),
     }
 }

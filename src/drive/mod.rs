@@ -525,6 +525,50 @@ impl DriveClient {
     }
 }
 
+/// The account's storage figures from `about.get`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageQuota {
+    /// `None` when the account's storage is unlimited (Google omits the field).
+    pub limit: Option<u64>,
+    /// Bytes used across Drive, Gmail and Photos; Trash counts.
+    pub usage: u64,
+    pub usage_in_drive_trash: u64,
+}
+
+impl StorageQuota {
+    pub fn free(&self) -> Option<u64> {
+        self.limit.map(|l| l.saturating_sub(self.usage))
+    }
+}
+
+impl DriveClient {
+    /// The storage quota of the account pgdrive acts as (`about.get`). It describes that
+    /// account's own storage: files in a shared drive count against the organization's pool instead.
+    pub fn about(&mut self) -> Result<StorageQuota> {
+        let url = self.api("about");
+        let reply = self.execute("reading the Drive storage quota", &|agent, auth| {
+            agent
+                .get(&url)
+                .header("Authorization", auth)
+                .query("fields", "storageQuota")
+                .call()
+        })?;
+        let v = reply.json()?;
+        let q = &v["storageQuota"];
+        // int64 fields arrive as JSON strings
+        let n = |k: &str| {
+            q[k].as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .or_else(|| q[k].as_u64())
+        };
+        Ok(StorageQuota {
+            limit: n("limit"),
+            usage: n("usage").unwrap_or(0),
+            usage_in_drive_trash: n("usageInDriveTrash").unwrap_or(0),
+        })
+    }
+}
+
 /// Percent-encodes a path segment (Drive IDs are URL-safe already; this guards odd input).
 pub fn urlencode_path(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -25,7 +25,6 @@ pub struct ResumableUpload<'a> {
     /// Bytes after `acked` not yet acknowledged.
     pending: Vec<u8>,
     chunk_size: usize,
-    pub requests: u64,
 }
 
 /// Parses a 308's `Range: bytes=0-N` into the number of bytes stored (N+1); no header means 0.
@@ -72,7 +71,6 @@ impl<'a> ResumableUpload<'a> {
             acked: 0,
             pending: Vec::with_capacity(chunk_size),
             chunk_size,
-            requests: 0,
         })
     }
 
@@ -106,10 +104,6 @@ impl<'a> ResumableUpload<'a> {
             .map(|r| r.status().as_u16().to_string())
             .unwrap_or_else(|e| e.to_string());
         crate::log::debug("cancelled the upload session", &[("answer", status)]);
-    }
-
-    pub fn acknowledged(&self) -> u64 {
-        self.acked
     }
 
     /// One PUT of `len` pending bytes (all retries included). Returns the file resource when this
@@ -179,7 +173,6 @@ impl<'a> ResumableUpload<'a> {
         content_range: &str,
         len: usize,
     ) -> std::result::Result<Reply, ureq::Error> {
-        self.requests += 1;
         let request = self
             .client
             .agent()

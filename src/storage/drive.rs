@@ -30,6 +30,66 @@ impl DriveTarget {
     }
 }
 
+/// The property that marks `pgdrive check`'s probe file. It never carries the backup marker, so
+/// listings, pruning and restores can never take a leftover probe for a backup.
+pub const PROBE_PROPERTY: &str = "pgdrive_probe";
+
+/// Which half of the probe failed.
+#[derive(Debug)]
+pub enum ProbeFailure {
+    /// The probe file could not be created: backups cannot be uploaded.
+    Write(anyhow::Error),
+    /// It was created but could not be deleted permanently: pruning will fail. The probe file
+    /// (its ID) is left behind.
+    Delete(String, anyhow::Error),
+}
+
+impl DriveTarget {
+    /// The folder's facts (a missing folder or a file ID is an error); also remembers the shared
+    /// drive for later listings.
+    pub fn folder_info(&mut self) -> Result<crate::drive::FolderInfo> {
+        let folder = self.client.folder(&self.folder_id)?;
+        self.drive_id = folder.drive_id.clone();
+        Ok(folder)
+    }
+
+    /// Uploads a tiny file through the same resumable protocol as a backup and deletes it
+    /// permanently, proving both the right to upload and the right to prune.
+    pub fn probe(&mut self) -> std::result::Result<String, ProbeFailure> {
+        let name = format!(
+            ".pgdrive-check-probe-{}-{}",
+            crate::commands::backup::host_name(),
+            std::process::id()
+        );
+        let metadata = serde_json::json!({
+            "name": name,
+            "parents": [self.folder_id],
+            "mimeType": "text/plain",
+            "description": "written and deleted by `pgdrive check`; safe to delete if left behind",
+            "appProperties": { PROBE_PROPERTY: "1" },
+        });
+        let id = (|| -> Result<String> {
+            let mut upload = ResumableUpload::start(
+                &mut self.client,
+                &metadata,
+                "text/plain",
+                crate::config::CHUNK_ALIGNMENT,
+            )?;
+            upload.write(b"pgdrive check probe\n")?;
+            let (resource, _) = upload.finish()?;
+            Ok(resource["id"]
+                .as_str()
+                .context("Drive's final answer has no file id")?
+                .to_string())
+        })()
+        .map_err(ProbeFailure::Write)?;
+        self.client
+            .delete(&id)
+            .map_err(|e| ProbeFailure::Delete(id.clone(), e))?;
+        Ok(name)
+    }
+}
+
 pub fn file_link(id: &str) -> String {
     format!("https://drive.google.com/file/d/{id}/view")
 }

@@ -1,0 +1,335 @@
+//! `pgdrive status`: the dashboard. Gathers the facts ([`dashboard`]) from the catalog, or from
+//! the storage listings when the catalog is unreachable, prints them (text or JSON), optionally
+//! writes the Prometheus textfile and the HTML page, and exits 1 when a kind is stale or its last
+//! run failed, so that `status` itself can run from cron and alert.
+//!
+//! `backup` calls [`after_backup`] so that `PGDRIVE_PROMETHEUS_FILE` is refreshed at the end of
+//! every run, successful or not.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Kind, StatusArgs};
+use crate::config::{
+    database_from, default_keep, folder_variable, keep_variable, normalize_base_url, Settings,
+    DEFAULT_DRIVE_URL,
+};
+use crate::dashboard::{self, Dashboard, KindStatus, Source};
+use crate::drive::auth::{Credentials, TokenSource};
+use crate::drive::retry::RetryPolicy;
+use crate::drive::DriveClient;
+use crate::error::{config_error_hint, ExitStatus};
+use crate::health::{configured_kinds, Alert, ALERT_SINKS};
+use crate::log;
+use crate::storage::drive::DriveTarget;
+use crate::storage::local::LocalTarget;
+use crate::storage::Target;
+
+pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
+    for w in &settings.warnings {
+        log::warn(w, &[]);
+    }
+    let max_ages = max_ages(&settings, args.max_age.as_deref())?;
+    let kinds = configured_kinds(&settings, args.kind);
+    let dash = collect(&settings, &kinds, &max_ages, args.history)?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&dash)?);
+    } else {
+        print!(
+            "{}",
+            dashboard::render_text(&dash, std::io::stdout().is_terminal())
+        );
+    }
+    if let Some(path) = &args.prometheus {
+        write_atomically(path, &dashboard::render_prometheus(&dash), 0o644)?;
+    }
+    if let Some(path) = &args.html {
+        write_atomically(path, &dashboard::render_html(&dash), 0o644)?;
+    }
+    if dash.healthy() {
+        return Ok(ExitStatus::Ok);
+    }
+    let alert = Alert {
+        database: dash.database.clone(),
+        kinds: dash
+            .kinds
+            .iter()
+            .filter(|k| !k.problems.is_empty())
+            .map(|k| (k.kind, k.problems.clone()))
+            .collect(),
+    };
+    for sink in ALERT_SINKS {
+        if let Err(e) = sink(&settings, &alert) {
+            log::error(
+                "could not deliver the status alert",
+                &[("error", crate::error::render(&e))],
+            );
+        }
+    }
+    Ok(ExitStatus::Failed)
+}
+
+fn max_ages(settings: &Settings, flag: Option<&str>) -> Result<Vec<(Kind, Option<Duration>)>> {
+    let spec = flag
+        .map(str::to_string)
+        .or_else(|| settings.get("PGDRIVE_MAX_AGE"));
+    dashboard::parse_max_age(spec.as_deref())
+        .map(Vec::from)
+        .map_err(|e| {
+            config_error_hint(
+                format!("{e:#}"),
+                "use --max-age daily=26h,hourly=5h,schema=off (units s, m, h, d; off disables)",
+            )
+        })
+}
+
+fn keep_setting(settings: &Settings, kind: Kind) -> u32 {
+    settings
+        .get(keep_variable(kind))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default_keep(kind))
+}
+
+/// Gathers the dashboard. Only a missing DATABASE_URL is an error: everything else that cannot
+/// be read becomes a warning in the dashboard.
+pub fn collect(
+    settings: &Settings,
+    kinds: &[Kind],
+    max_ages: &[(Kind, Option<Duration>)],
+    history: u32,
+) -> Result<Dashboard> {
+    let database = database_from(settings, "DATABASE_URL")?.ok_or_else(|| {
+        config_error_hint(
+            "DATABASE_URL is not set",
+            "status names the database whose backups it reports: set DATABASE_URL as for backup",
+        )
+    })?;
+    let catalog =
+        database_from(settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| database.clone());
+    let dbname = database.dbname().to_string();
+    let mut warnings = Vec::new();
+
+    let from_catalog =
+        crate::server::connect(&catalog, "the catalog database").and_then(|mut client| {
+            kinds
+                .iter()
+                .map(|k| {
+                    dashboard::from_catalog(
+                        &mut client,
+                        *k,
+                        &dbname,
+                        keep_setting(settings, *k),
+                        history,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()
+        });
+    let catalog_ok = from_catalog.is_ok();
+    let mut statuses = match from_catalog {
+        Ok(s) => s,
+        Err(e) => {
+            warnings.push(format!(
+                "the catalog could not be read ({}); showing what the storage holds",
+                crate::error::render(&e)
+            ));
+            kinds
+                .iter()
+                .map(|k| from_storage(settings, *k, &dbname, history, &mut warnings))
+                .collect()
+        }
+    };
+    let now = crate::timeutil::now_millis();
+    for s in statuses.iter_mut() {
+        let max = max_ages
+            .iter()
+            .find(|(k, _)| *k == s.kind)
+            .and_then(|(_, m)| *m);
+        dashboard::judge(s, max, now);
+    }
+
+    let quota = match drive_client(settings) {
+        Ok(Some(mut client)) => match client.about() {
+            Ok(q) => Some(q.into()),
+            Err(e) => {
+                warnings.push(format!(
+                    "the Drive quota could not be read: {}",
+                    crate::error::render(&e)
+                ));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            warnings.push(format!(
+                "the Google credentials are unusable: {}",
+                crate::error::render(&e)
+            ));
+            None
+        }
+    };
+    Ok(Dashboard {
+        generated_ms: now,
+        database: dbname,
+        catalog_ok,
+        kinds: statuses,
+        quota,
+        warnings,
+    })
+}
+
+/// A Drive client from the settings, or `None` without Google credentials.
+fn drive_client(settings: &Settings) -> Result<Option<DriveClient>> {
+    let Some(credentials) = Credentials::from_settings(settings)? else {
+        return Ok(None);
+    };
+    let base = normalize_base_url(
+        &settings
+            .get("PGDRIVE_DRIVE_URL")
+            .unwrap_or_else(|| DEFAULT_DRIVE_URL.into()),
+    )?;
+    // The dashboard's Drive reads are informative: a Drive outage must not hold up `status`, or
+    // the end of a backup, for the minutes the full retry policy would take.
+    let retry = RetryPolicy {
+        max_retries: 2,
+        ..RetryPolicy::default()
+    };
+    Ok(Some(DriveClient::new(
+        &base,
+        TokenSource::new(credentials),
+        retry,
+    )))
+}
+
+/// A kind's facts from its Drive folder, else its local directory.
+fn from_storage(
+    settings: &Settings,
+    kind: Kind,
+    dbname: &str,
+    history: u32,
+    warnings: &mut Vec<String>,
+) -> KindStatus {
+    let selector = crate::retention::selector(kind.as_str(), dbname);
+    let keep = keep_setting(settings, kind);
+    let listed = (|| -> Result<Option<Vec<crate::storage::Listed>>> {
+        if let (Some(folder), Some(client)) =
+            (settings.get(folder_variable(kind)), drive_client(settings)?)
+        {
+            let mut target = DriveTarget::new(client, folder);
+            target.folder_info()?;
+            return Ok(Some(target.list(&selector)?));
+        }
+        if let Some(dir) = settings.get("PGDRIVE_LOCAL_DIR") {
+            return Ok(Some(LocalTarget::new(dir.into()).list(&selector)?));
+        }
+        Ok(None)
+    })();
+    match listed {
+        Ok(Some(l)) => dashboard::from_listing(kind, &l, keep, history),
+        Ok(None) => {
+            warnings.push(format!(
+                "{kind}: no storage is configured to list backups from"
+            ));
+            empty(kind, keep)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "{kind}: the storage could not be listed: {}",
+                crate::error::render(&e)
+            ));
+            empty(kind, keep)
+        }
+    }
+}
+
+fn empty(kind: Kind, keep: u32) -> KindStatus {
+    let mut s = dashboard::from_listing(kind, &[], keep, 1);
+    s.source = Source::None;
+    s.kept = None;
+    s
+}
+
+/// Writes `FILE.tmp.<pid>`, fsyncs it and renames it over `FILE`, so readers (node_exporter, a
+/// web server) see the old file or the new one, never a partial one. node_exporter ignores the
+/// temporary name (it reads only `*.prom`).
+pub fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        "{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+/// `backup`'s last step: when PGDRIVE_PROMETHEUS_FILE is set, rewrite it with every kind's
+/// facts (this run's included), whatever the run's outcome. A backup that was stored but whose
+/// metrics could not be written exits 3 (a follow-up failure); a failed run keeps its status.
+pub fn after_backup(
+    settings: &Settings,
+    kind: Kind,
+    outcome: Result<ExitStatus>,
+) -> Result<ExitStatus> {
+    let Some(path) = settings.get("PGDRIVE_PROMETHEUS_FILE") else {
+        return outcome;
+    };
+    let refreshed = (|| -> Result<()> {
+        let max_ages = max_ages(settings, None)?;
+        let mut kinds = configured_kinds(settings, None);
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+        let dash = collect(settings, &kinds, &max_ages, 30)?;
+        write_atomically(
+            Path::new(&path),
+            &dashboard::render_prometheus(&dash),
+            0o644,
+        )
+    })();
+    match (refreshed, outcome) {
+        (Ok(()), outcome) => {
+            log::debug("Prometheus file refreshed", &[("file", path)]);
+            outcome
+        }
+        (Err(e), Ok(ExitStatus::Ok)) => {
+            log::error(
+                "the backup is stored, but refreshing the Prometheus file failed",
+                &[("file", path), ("error", crate::error::render(&e))],
+            );
+            Ok(ExitStatus::FollowUpFailed)
+        }
+        (Err(e), outcome) => {
+            log::error(
+                "refreshing the Prometheus file failed",
+                &[("file", path), ("error", crate::error::render(&e))],
+            );
+            outcome
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The database server as pgdrive's preflight sees it: connecting with a useful hint, the server's
+//! version (pg_dump must be at least its major), and the critical tables resolved exactly as SQL
+//! would. Shared by `backup` and `check` so both judge a setup the same way.
+
+use anyhow::{Context, Result};
+
+use crate::error::{config_error, config_error_hint};
+use crate::log;
+
+/// Opens a connection; failures are reported with what to check.
+pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
+    info.connect("pgdrive").map_err(|e| {
+        if e.downcast_ref::<crate::error::Classified>().is_some() {
+            return e;
+        }
+        let hint = crate::error::hint(&e).unwrap_or_else(|| {
+            "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
+        });
+        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e:#}", info.redacted()), hint)
+    })
+}
+
+/// The server's version string and major version.
+pub fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int",
+            &[],
+        )
+        .context("reading the server version")?;
+    let version: String = row.get(0);
+    let num: i32 = row.get(1);
+    let major = if num >= 100_000 {
+        num / 10_000
+    } else {
+        num / 100
+    } as u32;
+    Ok((version, major))
+}
+
+/// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a
+/// double quote is written twice.
+fn pattern_quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Resolves each configured critical table exactly as SQL would (`to_regclass`), expands
+/// partitioned tables to their partitions (pg_dump's `--table` does not include them), and
+/// returns exact `--table` patterns. A missing table is a configuration error.
+pub fn resolve_tables(client: &mut postgres::Client, tables: &[String]) -> Result<Vec<String>> {
+    let mut patterns = Vec::new();
+    for t in tables {
+        let row = client
+            .query_one(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text
+                   FROM (SELECT to_regclass($1) AS oid) r
+                   LEFT JOIN pg_class c ON c.oid = r.oid
+                   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace",
+                &[t],
+            )
+            .map_err(|e| {
+                config_error(format!(
+                    "PGDRIVE_CRITICAL_TABLES entry {t:?} is not a valid table name: {}",
+                    e.as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string())
+                ))
+            })?;
+        let oid: Option<u32> = row.get(0);
+        let Some(oid) = oid else {
+            return Err(config_error_hint(
+                format!("critical table {t} does not exist in database {}", client_db(client)),
+                "fix PGDRIVE_CRITICAL_TABLES (names are resolved like SQL: unquoted names are lower-cased; quote mixed-case names as \"Name\")",
+            ));
+        };
+        let kind: String = row.get(3);
+        if !matches!(kind.as_str(), "r" | "p") {
+            log::warn(
+                "a critical table is not a plain table; pg_dump will include its definition",
+                &[("table", t.clone()), ("relkind", kind)],
+            );
+        }
+        let rows = client.query(
+            "WITH RECURSIVE tree(oid) AS (
+                 SELECT $1::oid
+                 UNION ALL
+                 SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid
+                  WHERE (SELECT relkind FROM pg_class WHERE oid = tree.oid) = 'p')
+             SELECT n.nspname::text, c.relname::text FROM tree
+               JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+              ORDER BY 1, 2",
+            &[&oid],
+        )?;
+        for r in rows {
+            let pattern = format!("{}.{}", pattern_quote(r.get(0)), pattern_quote(r.get(1)));
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
+            }
+        }
+    }
+    Ok(patterns)
+}
+
+fn client_db(client: &mut postgres::Client) -> String {
+    client
+        .query_one("SELECT current_database()::text", &[])
+        .map(|r| r.get(0))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_are_literal() {
+        assert_eq!(pattern_quote("Order\"s*"), "\"Order\"\"s*\"");
+    }
+}
