@@ -64,7 +64,7 @@ pub fn locate_tool(name: &str, variable: &str, explicit: Option<&Path>) -> Resul
 
 /// A running restore client reading from its stdin: `psql -X -q -v ON_ERROR_STOP=1
 /// --single-transaction -f -`, or `pg_restore --single-transaction --exit-on-error -d DB`.
-pub struct RunningPsql {
+pub struct RunningClient {
     program: &'static str,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -72,7 +72,7 @@ pub struct RunningPsql {
 }
 
 /// How the client ended.
-pub struct PsqlOutcome {
+pub struct ClientOutcome {
     /// `psql` or `pg_restore`.
     pub program: &'static str,
     pub success: bool,
@@ -80,11 +80,11 @@ pub struct PsqlOutcome {
     pub stderr_tail: String,
 }
 
-impl RunningPsql {
+impl RunningClient {
     /// Starts psql reading a script from stdin as one transaction (`-1 -f -`: `--single-transaction`
     /// only applies to `-f`/`-c` input). The connection comes from `env` (PG* variables replace any
     /// inherited ones).
-    pub fn spawn(bin: &Path, env: &[(&'static str, String)]) -> Result<RunningPsql> {
+    pub fn spawn(bin: &Path, env: &[(&'static str, String)]) -> Result<RunningClient> {
         let args = [
             "-X",
             "-q",
@@ -105,7 +105,7 @@ impl RunningPsql {
         dbname: &str,
         clean: bool,
         env: &[(&'static str, String)],
-    ) -> Result<RunningPsql> {
+    ) -> Result<RunningClient> {
         let mut args: Vec<String> = ["--single-transaction", "--exit-on-error", "--no-password"]
             .map(String::from)
             .to_vec();
@@ -120,7 +120,7 @@ impl RunningPsql {
 
     /// Starts pg_restore turning a custom archive on stdin into SQL that is thrown away: it
     /// reads and parses the whole archive, without a database.
-    pub fn spawn_pg_restore_check(bin: &Path) -> Result<RunningPsql> {
+    pub fn spawn_pg_restore_check(bin: &Path) -> Result<RunningClient> {
         Self::start("pg_restore", bin, &["--file=/dev/null".to_string()], &[])
     }
 
@@ -129,7 +129,7 @@ impl RunningPsql {
         bin: &Path,
         args: &[String],
         env: &[(&'static str, String)],
-    ) -> Result<RunningPsql> {
+    ) -> Result<RunningClient> {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .stdin(Stdio::piped())
@@ -168,7 +168,7 @@ impl RunningPsql {
                 }
                 tail
             })?;
-        Ok(RunningPsql {
+        Ok(RunningClient {
             program,
             child,
             stdin: Some(stdin),
@@ -177,7 +177,7 @@ impl RunningPsql {
     }
 
     /// Writes script bytes. A failure usually means psql stopped at an error (ON_ERROR_STOP):
-    /// the caller then collects its stderr through [`RunningPsql::abort`].
+    /// the caller then collects its stderr through [`RunningClient::abort`].
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self.stdin.as_mut() {
             Some(s) => s.write_all(data),
@@ -189,14 +189,14 @@ impl RunningPsql {
     }
 
     /// Ends the input: psql commits the transaction and exits.
-    pub fn finish(mut self) -> Result<PsqlOutcome> {
+    pub fn finish(mut self) -> Result<ClientOutcome> {
         drop(self.stdin.take());
         self.collect()
     }
 
     /// Kills psql while its input is still open, so its transaction can never commit; then
     /// collects what it said.
-    pub fn abort(mut self) -> Result<PsqlOutcome> {
+    pub fn abort(mut self) -> Result<ClientOutcome> {
         // SIGKILL first, stdin closed after: closing first would let psql reach end of input and COMMIT.
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -204,7 +204,7 @@ impl RunningPsql {
         self.collect()
     }
 
-    fn collect(&mut self) -> Result<PsqlOutcome> {
+    fn collect(&mut self) -> Result<ClientOutcome> {
         let status = self.child.wait().context("waiting for psql")?;
         let tail = self
             .stderr
@@ -228,7 +228,7 @@ impl RunningPsql {
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             _ => "ended abnormally".to_string(),
         };
-        Ok(PsqlOutcome {
+        Ok(ClientOutcome {
             program: self.program,
             success: status.success(),
             description,
@@ -237,7 +237,7 @@ impl RunningPsql {
     }
 }
 
-impl Drop for RunningPsql {
+impl Drop for RunningClient {
     fn drop(&mut self) {
         // dropped without finish/abort: the restore is being abandoned, so it must not commit
         if let Ok(None) = self.child.try_wait() {

@@ -24,7 +24,7 @@ use crate::codec::Codec;
 use crate::error::corrupt;
 use crate::pgdump::DumpFormat;
 use crate::pipeline::hex;
-use crate::psql::RunningPsql;
+use crate::psql::RunningClient;
 use crate::storage::Digest;
 use crate::storage::{props, Listed};
 
@@ -73,10 +73,10 @@ impl Clients {
         format: DumpFormat,
         db: &crate::pgconn::ConnInfo,
         clean: bool,
-    ) -> Result<RunningPsql> {
+    ) -> Result<RunningClient> {
         match format {
             DumpFormat::Plain => {
-                RunningPsql::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())
+                RunningClient::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())
             }
             DumpFormat::Custom => {
                 let bin = crate::psql::locate_tool(
@@ -84,14 +84,14 @@ impl Clients {
                     "PGDRIVE_PG_RESTORE",
                     self.pg_restore.as_deref(),
                 )?;
-                RunningPsql::spawn_pg_restore(&bin, db.dbname(), clean, &db.child_env())
+                RunningClient::spawn_pg_restore(&bin, db.dbname(), clean, &db.child_env())
             }
         }
     }
 
     /// For archives, pg_restore reading the whole archive into nothing (a structural check
     /// without a database); plain dumps need no client to be checked.
-    pub fn checker(&self, format: DumpFormat) -> Result<Option<RunningPsql>> {
+    pub fn checker(&self, format: DumpFormat) -> Result<Option<RunningClient>> {
         match format {
             DumpFormat::Plain => Ok(None),
             DumpFormat::Custom => {
@@ -100,7 +100,7 @@ impl Clients {
                     "PGDRIVE_PG_RESTORE",
                     self.pg_restore.as_deref(),
                 )?;
-                RunningPsql::spawn_pg_restore_check(&bin).map(Some)
+                RunningClient::spawn_pg_restore_check(&bin).map(Some)
             }
         }
     }
@@ -313,7 +313,7 @@ pub fn into_client(
     input: &mut dyn Read,
     expected: &Digest,
     layout: Layout,
-    mut psql: RunningPsql,
+    mut psql: RunningClient,
     prelude: &str,
 ) -> Result<Checked> {
     let fed = (|| {
