@@ -6,7 +6,9 @@
 //! The answer must be a 206 whose `Content-Range` starts at N (or a 200 when N is 0). The retry
 //! policy and classifier are the client's ([`super::retry`]); the attempt counter is reset
 //! whenever bytes arrive, so a long download over a flaky link keeps going as long as it makes
-//! progress. A 401 fetches a new token once per failure.
+//! progress, and a connection that broke after delivering bytes is re-requested at once (no
+//! backoff): that is also how a download outlives the agent's total body timeout. A 401 fetches a
+//! new token once per failure.
 
 use std::io::{self, Read};
 
@@ -25,6 +27,8 @@ pub struct RangedReader<'a> {
     /// The expected total, when known: reaching it ends the download without another request.
     total: Option<u64>,
     body: Option<ureq::BodyReader<'static>>,
+    /// `offset` when the current body was opened: progress since then means the link works.
+    opened_at: u64,
     attempt: u32,
     /// Requests made (for logs and tests).
     pub requests: u32,
@@ -40,6 +44,7 @@ impl<'a> RangedReader<'a> {
             offset: 0,
             total,
             body: None,
+            opened_at: 0,
             attempt: 0,
             requests: 0,
         }
@@ -79,6 +84,7 @@ impl<'a> RangedReader<'a> {
                                 ));
                             }
                         }
+                        self.opened_at = self.offset;
                         self.body =
                             Some(resp.into_body().into_with_config().limit(u64::MAX).reader());
                         return Ok(());
@@ -141,6 +147,24 @@ impl<'a> RangedReader<'a> {
     }
 }
 
+impl RangedReader<'_> {
+    /// After a broken body: re-request at once if it delivered bytes, else back off first.
+    fn resume(&mut self, failure: anyhow::Error) -> io::Result<()> {
+        if self.offset > self.opened_at {
+            crate::log::debug(
+                "download connection broke; resuming",
+                &[
+                    ("file_id", self.file_id.clone()),
+                    ("offset", self.offset.to_string()),
+                    ("error", format!("{failure:#}")),
+                ],
+            );
+            return Ok(());
+        }
+        self.back_off(failure, None).map_err(io::Error::other)
+    }
+}
+
 /// `bytes 100-199/1000` → 100.
 fn content_range_start(value: &str) -> Option<u64> {
     value
@@ -176,7 +200,7 @@ impl Read for RangedReader<'_> {
                         // the connection ended early (a clean close looks like EOF): resume
                         Some(t) if self.offset < t => {
                             let e = anyhow!("the connection closed at byte {} of {t}", self.offset);
-                            self.back_off(e, None).map_err(io::Error::other)?;
+                            self.resume(e)?;
                         }
                         _ => return Ok(0),
                     }
@@ -190,7 +214,7 @@ impl Read for RangedReader<'_> {
                 Err(e) => {
                     self.body = None;
                     let e = anyhow::Error::new(e).context("reading the download");
-                    self.back_off(e, None).map_err(io::Error::other)?;
+                    self.resume(e)?;
                 }
             }
         }
