@@ -775,3 +775,28 @@ fn pg_restore_cannot_commit_before_the_last_bytes_are_checked() {
         "pg_restore committed before the check: {r:?}"
     );
 }
+
+#[test]
+fn a_download_that_keeps_failing_is_a_failure_not_corruption() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("dl_fail");
+    seed_shop(&db);
+    backed_up(&g, &db);
+    g.emu
+        .fault(json!([{"op": "get_media", "nth": 1, "times": 100, "action": {"status": 503}}]));
+    let target = new_target("dl_fail_target");
+    let r = run(g.pgdrive(&db).env("PGDRIVE_RETRY_MAX", "2").args([
+        "restore",
+        "latest",
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("gave up after 2 retries") && !r.stderr.contains("corrupt"),
+        "{r:?}"
+    );
+    assert!(!database_exists(&target.name), "{r:?}");
+    assert_eq!(media_requests(&g.emu).len(), 3);
+}
