@@ -1,7 +1,9 @@
 //! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → row counts
-//! and compression (see `codec`) → SHA-256, MD5 and byte count → fixed-size chunks handed to the uploader over a bounded channel.
-//! Memory is bounded by the chunk being filled, one chunk in the channel and the one being
-//! uploaded, whatever the database size; nothing touches the disk.
+//! and compression (see `codec`) → fixed-size chunks handed to the uploader over a rendezvous
+//! channel. The uploader hashes what it receives (SHA-256, MD5, size) on its own thread, which
+//! is otherwise waiting on the network, so checksums do not slow the compressor. Memory is
+//! bounded by the chunk being filled, the one handed over, and the one being uploaded (the
+//! uploader takes ownership: no copy), whatever the database size; nothing touches the disk.
 //!
 //! The compressor runs on its own thread so that compression and network I/O overlap; the main
 //! thread owns pg_dump and the uploads, and learns pg_dump's exit status only after the
@@ -13,9 +15,6 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use anyhow::Result;
-use md5::Digest as _;
-
-use crate::storage::Digest;
 
 /// What the compressor thread sends.
 pub enum Piece {
@@ -24,7 +23,6 @@ pub enum Piece {
     /// The end of the stream: the remaining bytes (gzip trailer included) and the totals.
     End {
         tail: Vec<u8>,
-        digest: Digest,
         raw_bytes: u64,
         dump_complete: bool,
         row_counts: BTreeMap<String, u64>,
@@ -33,30 +31,20 @@ pub enum Piece {
     Failed(anyhow::Error),
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// pg_dump's plain format ends with this comment; its absence means the output was cut short.
 const DUMP_COMPLETE_MARKER: &[u8] = b"-- PostgreSQL database dump complete";
 const RAW_TAIL_KEEP: usize = 256;
 
-/// Receives compressed bytes, hashes them and cuts them into chunks.
+/// Receives compressed bytes and cuts them into chunks.
 struct ChunkSink {
     buf: Vec<u8>,
     chunk_size: usize,
     tx: SyncSender<Piece>,
-    sha256: sha2::Sha256,
-    md5: md5::Md5,
-    size: u64,
 }
 
 impl Write for ChunkSink {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let written = data.len();
-        self.sha256.update(data);
-        self.md5.update(data);
-        self.size += data.len() as u64;
         while !data.is_empty() {
             let room = self.chunk_size - self.buf.len();
             let take = room.min(data.len());
@@ -77,13 +65,13 @@ impl Write for ChunkSink {
     }
 }
 
-/// Starts the compressor thread reading `input`. The channel holds one chunk, so the thread
-/// blocks (and pg_dump with it) while the uploader is behind: back-pressure, not buffering.
+/// Starts the compressor thread reading `input`. The channel holds no chunk of its own: the
+/// thread blocks (and pg_dump with it) while the uploader is behind: back-pressure, not buffering.
 pub fn spawn_compressor<R: Read + Send + 'static>(
     input: R,
     options: StreamOptions,
 ) -> Result<(Receiver<Piece>, JoinHandle<()>)> {
-    let (tx, rx) = sync_channel(1);
+    let (tx, rx) = sync_channel(0);
     let handle = std::thread::Builder::new()
         .name("compressor".into())
         .spawn(move || {
@@ -111,9 +99,6 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
         buf: Vec::with_capacity(chunk_size),
         chunk_size,
         tx: tx.clone(),
-        sha256: sha2::Sha256::new(),
-        md5: md5::Md5::new(),
-        size: 0,
     };
     let mut encoder = crate::codec::encoder(options.codec, options.threads, sink)?;
     let mut buf = vec![0u8; 256 << 10];
@@ -142,11 +127,7 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
     let sink = encoder
         .finish_into()
         .map_err(|e| anyhow::Error::new(e).context("finishing the compressed stream"))?;
-    let digest = Digest {
-        size: sink.size,
-        sha256: hex(&sink.sha256.finalize()),
-        md5: hex(&sink.md5.finalize()),
-    };
+
     // a custom-format archive has no closing marker; pg_dump's exit status is the check there
     let dump_complete = !options.plain
         || raw_tail
@@ -154,7 +135,6 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
             .any(|w| w == DUMP_COMPLETE_MARKER);
     let _ = tx.send(Piece::End {
         tail: sink.buf,
-        digest,
         raw_bytes,
         dump_complete,
         row_counts: rows.finish(),
@@ -167,7 +147,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn run(input: Vec<u8>, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, Digest, u64, bool) {
+    fn run(input: Vec<u8>, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, u64, bool) {
         let options = StreamOptions {
             codec: crate::codec::Codec::Gzip(6),
             threads: 1,
@@ -181,13 +161,12 @@ mod tests {
                 Piece::Chunk(c) => chunks.push(c),
                 Piece::End {
                     tail,
-                    digest,
                     raw_bytes,
                     dump_complete,
                     ..
                 } => {
                     handle.join().unwrap();
-                    return (chunks, tail, digest, raw_bytes, dump_complete);
+                    return (chunks, tail, raw_bytes, dump_complete);
                 }
                 Piece::Failed(e) => panic!("{e:#}"),
             }
@@ -206,16 +185,13 @@ mod tests {
             input.extend_from_slice(&x.to_le_bytes()[..3]);
         }
         input.extend_from_slice(b"\n--\n-- PostgreSQL database dump complete\n--\n\n");
-        let (chunks, tail, digest, raw, complete) = run(input.clone(), 256 << 10);
+        let (chunks, tail, raw, complete) = run(input.clone(), 256 << 10);
         assert!(chunks.len() >= 3, "{} chunks", chunks.len());
         assert!(chunks.iter().all(|c| c.len() == 256 << 10));
         assert!(tail.len() < 256 << 10);
         assert_eq!(raw, input.len() as u64);
         assert!(complete);
         let all: Vec<u8> = chunks.concat().into_iter().chain(tail).collect();
-        assert_eq!(all.len() as u64, digest.size);
-        assert_eq!(digest.md5, hex(&md5::Md5::digest(&all)));
-        assert_eq!(digest.sha256, hex(&sha2::Sha256::digest(&all)));
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&all[..])
             .read_to_end(&mut out)
@@ -225,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_cut_short_dump_is_noticed() {
-        let (_, _, _, _, complete) = run(
+        let (_, _, _, complete) = run(
             b"CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n".to_vec(),
             256 << 10,
         );
@@ -234,10 +210,9 @@ mod tests {
 
     #[test]
     fn empty_input_is_still_a_gzip_stream() {
-        let (chunks, tail, digest, raw, _) = run(Vec::new(), 256 << 10);
+        let (chunks, tail, raw, _) = run(Vec::new(), 256 << 10);
         assert!(chunks.is_empty());
         assert_eq!(raw, 0);
-        assert_eq!(tail.len() as u64, digest.size);
-        assert!(digest.size >= 18);
+        assert!(tail.len() >= 18, "a gzip header and trailer");
     }
 }

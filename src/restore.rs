@@ -18,12 +18,10 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use anyhow::{anyhow, Context, Result};
-use md5::Digest as _;
 
 use crate::codec::Codec;
 use crate::error::corrupt;
 use crate::pgdump::DumpFormat;
-use crate::pipeline::hex;
 use crate::psql::RunningClient;
 use crate::storage::Digest;
 use crate::storage::{props, Listed};
@@ -120,9 +118,7 @@ pub struct Checked {
 /// owns and the drain that reads what the decoder left.
 #[derive(Default)]
 struct Tally {
-    sha256: sha2::Sha256,
-    md5: md5::Md5,
-    size: u64,
+    hasher: crate::storage::Hasher,
     /// Reading from storage failed (as opposed to the data failing to decode).
     source_failed: bool,
 }
@@ -140,9 +136,7 @@ impl Read for Hashing<'_, '_> {
             .read(buf)
             .inspect_err(|_| self.tally.borrow_mut().source_failed = true)?;
         let mut t = self.tally.borrow_mut();
-        t.sha256.update(&buf[..n]);
-        t.md5.update(&buf[..n]);
-        t.size += n as u64;
+        t.hasher.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -239,14 +233,7 @@ pub fn check_stream(
             Err(e) => return Err(anyhow::Error::new(e).context("downloading the backup")),
         }
     }
-    let digest = {
-        let t = std::mem::take(&mut *tally.borrow_mut());
-        Digest {
-            size: t.size,
-            sha256: hex(&t.sha256.finalize()),
-            md5: hex(&t.md5.finalize()),
-        }
-    };
+    let digest = std::mem::take(&mut *tally.borrow_mut()).hasher.finish();
     compare(&digest, expected)?;
     if let Some(e) = sink_error {
         return Err(anyhow::Error::new(SinkFailed(e)));
@@ -375,11 +362,9 @@ mod tests {
     }
 
     fn digest(bytes: &[u8]) -> Digest {
-        Digest {
-            size: bytes.len() as u64,
-            sha256: hex(&sha2::Sha256::digest(bytes)),
-            md5: hex(&md5::Md5::digest(bytes)),
-        }
+        let mut h = crate::storage::Hasher::default();
+        h.update(bytes);
+        h.finish()
     }
 
     const GZ_PLAIN: Layout = Layout {

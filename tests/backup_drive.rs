@@ -56,7 +56,7 @@ fn the_backup(g: &Google, folder: &str, db: &TestDb, kind: &str) -> (Value, Vec<
     use sha2::Digest;
     assert_eq!(
         props["pgdrive_sha256"],
-        pgdrive::pipeline::hex(&sha2::Sha256::digest(&content)).as_str()
+        pgdrive::storage::hex(&sha2::Sha256::digest(&content)).as_str()
     );
     assert_eq!(f["mimeType"], "application/gzip");
     assert_eq!(f["size"], content.len().to_string().as_str());
@@ -293,7 +293,7 @@ fn sigterm_mid_upload_leaves_no_file_and_records_the_interruption() {
     g.emu.fault(
         json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"delay_ms": 300}}]),
     );
-    let mut child = g
+    let child = g
         .pgdrive(&db)
         .env("PGDRIVE_CHUNK_SIZE", "256KiB")
         .args(["backup", "--kind", "daily"])

@@ -79,7 +79,7 @@ fn daily_backup_restores_into_an_empty_database_and_matches_the_source() {
     use sha2::Digest;
     assert_eq!(
         row.get::<_, String>(3),
-        pgdrive::pipeline::hex(&sha2::Sha256::digest(&bytes))
+        pgdrive::storage::hex(&sha2::Sha256::digest(&bytes))
     );
     assert_eq!(row.get::<_, String>(5), files[0]);
     assert!(row.get::<_, String>(6).starts_with("15"));

@@ -424,7 +424,13 @@ fn stream(
     };
 
     let end = pump(&rx, &mut uploads);
-    let (tail, digest, raw_bytes, dump_complete, row_counts) = match end {
+    let StreamEnd {
+        tail,
+        mut hasher,
+        raw_bytes,
+        dump_complete,
+        row_counts,
+    } = match end {
         Ok(end) => end,
         Err(e) => {
             // Abandon: stop pg_dump and the compressor, cancel the sessions, then report.
@@ -469,12 +475,12 @@ fn stream(
             &[("stderr", outcome.stderr_tail.clone())],
         );
     }
-    for u in uploads.iter_mut() {
-        if let Err(e) = u.write(&tail) {
-            abort_all(uploads);
-            return Err(e).at("upload");
-        }
+    hasher.update(&tail);
+    if let Err(e) = hand_over(&mut uploads, tail) {
+        abort_all(uploads);
+        return Err(e).at("upload");
     }
+    let digest = hasher.finish();
     let done = Completion {
         properties: BTreeMap::from([
             (props::SHA256.to_string(), digest.sha256.clone()),
@@ -518,36 +524,57 @@ fn stream(
 }
 
 /// The compressor's last word: remaining bytes, digest, raw size, trailer seen, row counts.
-type StreamEnd = (
-    Vec<u8>,
-    crate::storage::Digest,
-    u64,
-    bool,
-    BTreeMap<String, u64>,
-);
+/// The compressor's last word, with the running digest of everything it produced so far.
+struct StreamEnd {
+    tail: Vec<u8>,
+    hasher: crate::storage::Hasher,
+    raw_bytes: u64,
+    dump_complete: bool,
+    row_counts: BTreeMap<String, u64>,
+}
 
-/// Moves chunks from the compressor to every upload until the end of the stream.
+/// Moves chunks from the compressor to every upload until the end of the stream, hashing them on
+/// the way (this thread mostly waits on the network; the compressor's does not).
 fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<StreamEnd> {
+    let mut hasher = crate::storage::Hasher::default();
     loop {
         crate::signals::check()?;
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Piece::Chunk(chunk)) => {
-                for u in uploads.iter_mut() {
-                    u.write(&chunk)?;
-                }
+                hasher.update(&chunk);
+                hand_over(uploads, chunk)?;
             }
             Ok(Piece::End {
                 tail,
-                digest,
                 raw_bytes,
                 dump_complete,
                 row_counts,
-            }) => return Ok((tail, digest, raw_bytes, dump_complete, row_counts)),
+            }) => {
+                return Ok(StreamEnd {
+                    tail,
+                    hasher,
+                    raw_bytes,
+                    dump_complete,
+                    row_counts,
+                })
+            }
             Ok(Piece::Failed(e)) => return Err(e),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => bail!("the compressor stopped unexpectedly"),
         }
     }
+}
+
+/// Gives a chunk to every upload. The first (Drive, which keeps it until acknowledged) takes
+/// ownership; the others, which write at once, get copies that are dropped straight away.
+fn hand_over(uploads: &mut [Box<dyn Upload + '_>], chunk: Vec<u8>) -> Result<()> {
+    if let Some((first, rest)) = uploads.split_first_mut() {
+        for u in rest {
+            u.write(chunk.clone())?;
+        }
+        first.write(chunk)?;
+    }
+    Ok(())
 }
 
 fn abort_all(uploads: Vec<Box<dyn Upload + '_>>) {

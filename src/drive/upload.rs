@@ -75,8 +75,14 @@ impl<'a> ResumableUpload<'a> {
     }
 
     /// Queues bytes; full chunks are sent as they fill.
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.pending.extend_from_slice(data);
+    pub fn write(&mut self, data: Vec<u8>) -> Result<()> {
+        // Chunks arrive exactly chunk-sized and are normally acknowledged whole, so `pending` is
+        // usually empty here and the chunk is kept without a copy.
+        if self.pending.is_empty() {
+            self.pending = data;
+        } else {
+            self.pending.extend_from_slice(&data);
+        }
         while self.pending.len() >= self.chunk_size {
             if let Some(_resource) = self.send(self.chunk_size, None)? {
                 bail!("Drive completed the upload before the last chunk was sent");

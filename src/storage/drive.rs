@@ -75,7 +75,7 @@ impl DriveTarget {
                 "text/plain",
                 crate::config::CHUNK_ALIGNMENT,
             )?;
-            upload.write(b"pgdrive check probe\n")?;
+            upload.write(b"pgdrive check probe\n".to_vec())?;
             let (resource, _) = upload.finish()?;
             Ok(resource["id"]
                 .as_str()
@@ -226,7 +226,7 @@ struct DriveUpload<'a> {
 }
 
 impl Upload for DriveUpload<'_> {
-    fn write(&mut self, data: &[u8]) -> Result<()> {
+    fn write(&mut self, data: Vec<u8>) -> Result<()> {
         self.upload.write(data)
     }
 

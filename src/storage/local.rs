@@ -10,7 +10,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use md5::Digest as _;
 
 use super::{Completion, Found, Listed, StoredObject, Target, Upload};
 
@@ -236,18 +235,16 @@ impl LocalUpload {
         drop(file);
         // Read back what the disk holds and compare with what was streamed.
         let mut reader = File::open(&self.partial)?;
-        let mut md5 = md5::Md5::new();
-        let mut size = 0u64;
+        let mut read_back = super::Hasher::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = reader.read(&mut buf)?;
             if n == 0 {
                 break;
             }
-            md5.update(&buf[..n]);
-            size += n as u64;
+            read_back.update(&buf[..n]);
         }
-        let md5 = crate::pipeline::hex(&md5.finalize());
+        let super::Digest { size, md5, .. } = read_back.finish();
         if size != digest.size || md5 != digest.md5 {
             bail!("the file on disk has {size} bytes with MD5 {md5}, but pgdrive wrote {} bytes with MD5 {}", digest.size, digest.md5);
         }
@@ -275,11 +272,11 @@ impl LocalUpload {
 }
 
 impl Upload for LocalUpload {
-    fn write(&mut self, data: &[u8]) -> Result<()> {
+    fn write(&mut self, data: Vec<u8>) -> Result<()> {
         self.file
             .as_mut()
             .context("upload already finished")?
-            .write_all(data)
+            .write_all(&data)
             .with_context(|| format!("writing {}", self.partial.display()))
     }
 

@@ -62,6 +62,38 @@ pub struct Digest {
     pub md5: String,
 }
 
+/// SHA-256, MD5 and the byte count of a stream, computed together: the one implementation behind
+/// the backup's digest, the local target's read-back and restore's checks.
+#[derive(Default, Clone)]
+pub struct Hasher {
+    sha256: sha2::Sha256,
+    md5: md5::Md5,
+    size: u64,
+}
+
+impl Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        use md5::Digest as _;
+        self.sha256.update(data);
+        self.md5.update(data);
+        self.size += data.len() as u64;
+    }
+
+    pub fn finish(self) -> Digest {
+        use md5::Digest as _;
+        Digest {
+            size: self.size,
+            sha256: hex(&self.sha256.finalize()),
+            md5: hex(&self.md5.finalize()),
+        }
+    }
+}
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What is known once the stream ended successfully: checksums, the properties to add, and the
 /// per-table row counts (the manifest a restore test checks against).
 #[derive(Clone, Debug)]
@@ -178,7 +210,9 @@ pub trait Target {
 
 /// An upload in progress.
 pub trait Upload {
-    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Takes the next bytes of the stream (by value: an upload that must keep them until the
+    /// server acknowledges them needs no copy).
+    fn write(&mut self, data: Vec<u8>) -> Result<()>;
     /// Completes the upload, checks the stored size and MD5 against the digest, records the final
     /// properties and the manifest, and deletes the object again if any of that fails.
     fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject>;
@@ -202,5 +236,20 @@ mod tests {
             None
         );
         assert_eq!(parse_manifest("a description someone typed"), None);
+    }
+
+    #[test]
+    fn hasher_matches_known_digests_however_the_input_is_split() {
+        let mut h = Hasher::default();
+        h.update(b"a");
+        h.update(b"");
+        h.update(b"bc");
+        let d = h.finish();
+        assert_eq!(d.size, 3);
+        assert_eq!(d.md5, "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }
