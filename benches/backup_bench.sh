@@ -9,7 +9,8 @@
 #   * pgdrive backup --kind daily --compress gzip:N       (into the local Google emulator, started
 #                                                          with --discard-content)
 #   for each gzip level N in BENCH_LEVELS, plus one pgdrive run per repeat with --chunk-size 32MiB
-#   at level 6, to show that memory grows with the chunk size and not with the database.
+#   at level 6, to show that memory grows with the chunk size and not with the database, and (with
+#   BENCH_SLOW=1, the default) two runs against a throttled emulator, the worst case for memory.
 # Every command runs under GNU time (wall, user+sys CPU of the whole process tree, max RSS), on a
 # warm page cache (one untimed pg_dump first; the database fits in RAM; caches are not dropped).
 # pgdrive's OWN peak RSS is read from /proc/<pid>/status VmHWM, sampled every 20 ms while it runs
@@ -30,6 +31,8 @@
 #   BENCH_LEVELS="1 6 9" gzip levels
 #   BENCH_REPEAT=2       repetitions of every measurement (best and median wall are reported)
 #   BENCH_DROP=0         1 drops pgdrive_bench at the end
+#   BENCH_SLOW=1         also run pgdrive against a throttled emulator (≈8 MiB/s upload), 8 and 32 MiB
+#                        chunks: back-pressure fills the pipeline, the worst case for memory
 #   BENCH_PG=postgres://postgres@127.0.0.1:5432   server (superuser; must be able to CREATE DATABASE)
 #   BENCH_PG_BIN=/usr/lib/postgresql/15/bin       where pg_dump and psql are
 # Needs: cargo, python3 with `cryptography` (the emulator), openssl, GNU time (/usr/bin/time), bc,
@@ -41,6 +44,7 @@ SCALE=${BENCH_SCALE:-1}
 LEVELS=${BENCH_LEVELS:-"1 6 9"}
 REPEAT=${BENCH_REPEAT:-2}
 DROP=${BENCH_DROP:-0}
+SLOW=${BENCH_SLOW:-1}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 PG_BIN=${BENCH_PG_BIN:-/usr/lib/postgresql/15/bin}
 DB=pgdrive_bench
@@ -258,6 +262,10 @@ print(folder)
 PY
 )
 say "   emulator at $EMU, folder $FOLDER"
+# emulator fault rules (the control API); [] clears them
+faults() {
+  curl -fsS -X POST -H 'Content-Type: application/json' -d "{\"rules\": $1}" "${EMU}__emulator/faults" >/dev/null
+}
 
 # ---------------------------------------------------------------- measuring
 # Results: one line per run in $WORK/results: label level wall cpu maxrss_kib own_rss_kib out_bytes raw_bytes load1
@@ -279,7 +287,7 @@ measure() {
 # measure_pgdrive LABEL LEVEL EXTRA-ARGS...: pgdrive under GNU time, with its own VmHWM sampled.
 measure_pgdrive() {
   local label=$1 level=$2; shift 2
-  local l tpid pid="" hwm=0 dump_hwm=0 k v _ kid=""
+  local l tpid pid="" hwm=0 dump_hwm=0 k v _ kid="" got=""
   l=$(load)
   local emu0; emu0=$(emu_cpu)
   DATABASE_URL="$DB_URL" GOOGLE_SERVICE_ACCOUNT_JSON="$WORK/key.json" GOOGLE_DRIVE_FOLDER_ID="$FOLDER" \
@@ -301,10 +309,14 @@ measure_pgdrive() {
       done </proc/"$pid"/status; } 2>/dev/null || true
     if [[ -z $kid ]]; then
       kid=$(pgrep -P "$pid" -x pg_dump | head -n1) || true
-    else
+    fi
+    if [[ -n $kid ]]; then
+      got=""
       { while read -r k v _; do
-          [[ $k == VmHWM: ]] && (( v > dump_hwm )) && dump_hwm=$v
+          [[ $k == VmHWM: ]] && got=$v && (( v > dump_hwm )) && dump_hwm=$v
         done </proc/"$kid"/status; } 2>/dev/null || true
+      # not (or no longer) readable: look again while pgdrive runs, keeping the peak seen so far
+      [[ -n $got ]] || kid=""
     fi
     sleep 0.02
   done
@@ -349,6 +361,16 @@ for rep in $(seq "$REPEAT"); do
     measure_pgdrive "pgdrive" "$n"
   done
   measure_pgdrive "pgdrive-chunk32MiB" 6 --chunk-size 32MiB
+  if [[ $SLOW == 1 ]]; then
+    # A slow link: the emulator holds every chunk's response for 1 s per 8 MiB (about 8 MiB/s,
+    # slower than gzip -6 produces), so the compressor runs ahead of the uploader and back-pressure
+    # fills the pipeline: the worst case for memory. Wall times of these runs are not comparable.
+    faults '[{"op": "upload_chunk", "times": 1000000, "action": {"delay_ms": 1000}}]'
+    measure_pgdrive "pgdrive-slow-8MiB" 6
+    faults '[{"op": "upload_chunk", "times": 1000000, "action": {"delay_ms": 4000}}]'
+    measure_pgdrive "pgdrive-slow-32MiB" 6 --chunk-size 32MiB
+    faults '[]'
+  fi
 done
 # the runs' catalog rows are not part of the data set
 psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backups CASCADE" 2>/dev/null || true
@@ -408,6 +430,11 @@ if c32:
     r = (f"{c32['best']/base['best']:.2f}", f"{c32['best']/g6['best']:.2f}" if g6 else "", f"{c32['best']/gs6['best']:.2f}" if gs6 else "")
     row("pgdrive --chunk 32MiB", "6", c32, r)
     checks.append(("6, 32MiB chunks", 32, c32))
+for label, chunk in (("pgdrive-slow-8MiB", 8), ("pgdrive-slow-32MiB", 32)):
+    a = agg((label, "6"))
+    if a:
+        row(label.replace("pgdrive-", "pgdrive ") + " link", "6", a)
+        checks.append((f"6, {chunk}MiB, slow link", chunk, a))
 print()
 print("ratios are pgdrive's best wall over the baseline's best wall (÷dump: pg_dump > /dev/null; ÷gzip: pg_dump | gzip -N;")
 print("÷gz|sha: pg_dump | gzip -N | sha256sum); < 1.00 means pgdrive is faster.")
