@@ -10,7 +10,7 @@
 #                                                          with --discard-content)
 #   for each gzip level N in BENCH_LEVELS, plus one pgdrive run per repeat with --chunk-size 32MiB
 #   at level 6, to show that memory grows with the chunk size and not with the database, and (with
-#   BENCH_SLOW=1, the default) two runs against a throttled emulator, the worst case for memory.
+#   BENCH_SLOW=1, the default) two runs against a stalled emulator, the worst case for memory.
 # Every command runs under GNU time (wall, user+sys CPU of the whole process tree, max RSS), on a
 # warm page cache (one untimed pg_dump first; the database fits in RAM; caches are not dropped).
 # pgdrive's OWN peak RSS is read from /proc/<pid>/status VmHWM, sampled every 20 ms while it runs
@@ -31,8 +31,10 @@
 #   BENCH_LEVELS="1 6 9" gzip levels
 #   BENCH_REPEAT=2       repetitions of every measurement (best and median wall are reported)
 #   BENCH_DROP=0         1 drops pgdrive_bench at the end
-#   BENCH_SLOW=1         also run pgdrive against a throttled emulator (≈8 MiB/s upload), 8 and 32 MiB
-#                        chunks: back-pressure fills the pipeline, the worst case for memory
+#   BENCH_SLOW=1         also run pgdrive (gzip:6, 8 and 32 MiB chunks) against an emulator that holds
+#                        the first 3 chunk answers BENCH_SLOW_MS=20000 ms each: back-pressure fills
+#                        every buffer, the worst case for memory
+#   BENCH_ONLY=stalled   only those stalled-link runs (no baselines, no level sweep)
 #   BENCH_PG=postgres://postgres@127.0.0.1:5432   server (superuser; must be able to CREATE DATABASE)
 #   BENCH_PG_BIN=/usr/lib/postgresql/15/bin       where pg_dump and psql are
 # Needs: cargo, python3 with `cryptography` (the emulator), openssl, GNU time (/usr/bin/time), bc,
@@ -45,6 +47,8 @@ LEVELS=${BENCH_LEVELS:-"1 6 9"}
 REPEAT=${BENCH_REPEAT:-2}
 DROP=${BENCH_DROP:-0}
 SLOW=${BENCH_SLOW:-1}
+SLOW_MS=${BENCH_SLOW_MS:-20000}
+ONLY=${BENCH_ONLY:-}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 PG_BIN=${BENCH_PG_BIN:-/usr/lib/postgresql/15/bin}
 DB=pgdrive_bench
@@ -353,22 +357,23 @@ say "== measuring: levels [$LEVELS], $REPEAT repeat(s), $(nproc) CPUs, pigz $([[
 # Round-robin (all variants, then repeat) so that a burst of background load hits every variant.
 for rep in $(seq "$REPEAT"); do
   say "-- repeat $rep/$REPEAT"
-  measure "pg_dump>null" - "$DUMP > /dev/null"
-  for n in $LEVELS; do
+  [[ $ONLY == stalled ]] || measure "pg_dump>null" - "$DUMP > /dev/null"
+  [[ $ONLY == stalled ]] || for n in $LEVELS; do
     measure "pg_dump|gzip" "$n" "$DUMP | gzip -$n > /dev/null"
     measure "pg_dump|gzip|sha256" "$n" "$DUMP | gzip -$n | sha256sum > /dev/null"
     [[ $HAVE_PIGZ == 0 ]] || measure "pg_dump|pigz-p2" "$n" "$DUMP | pigz -$n -p 2 > /dev/null"
     measure_pgdrive "pgdrive" "$n"
   done
-  measure_pgdrive "pgdrive-chunk32MiB" 6 --chunk-size 32MiB
-  if [[ $SLOW == 1 ]]; then
-    # A slow link: the emulator holds every chunk's response for 1 s per 8 MiB (about 8 MiB/s,
-    # slower than gzip -6 produces), so the compressor runs ahead of the uploader and back-pressure
-    # fills the pipeline: the worst case for memory. Wall times of these runs are not comparable.
-    faults '[{"op": "upload_chunk", "times": 1000000, "action": {"delay_ms": 1000}}]'
-    measure_pgdrive "pgdrive-slow-8MiB" 6
-    faults '[{"op": "upload_chunk", "times": 1000000, "action": {"delay_ms": 4000}}]'
-    measure_pgdrive "pgdrive-slow-32MiB" 6 --chunk-size 32MiB
+  [[ $ONLY == stalled ]] || measure_pgdrive "pgdrive-chunk32MiB" 6 --chunk-size 32MiB
+  if [[ $SLOW == 1 || $ONLY == stalled ]]; then
+    # A stalled link: the emulator holds the answers to the first 3 chunk uploads for
+    # BENCH_SLOW_MS (20 s) each, long enough for the compressor to run ahead of the uploader
+    # until back-pressure stops it with every buffer full: the worst case for memory, whatever the
+    # link speed. Wall times of these runs are not comparable.
+    for chunk in 8 32; do
+      faults "[{\"op\": \"upload_chunk\", \"times\": 3, \"action\": {\"delay_ms\": $SLOW_MS}}]"
+      measure_pgdrive "pgdrive-stalled-${chunk}MiB" 6 --chunk-size "${chunk}MiB"
+    done
     faults '[]'
   fi
 done
@@ -412,7 +417,8 @@ def row(label, level, a, ratios=("", "", "")):
     ratio = f"{raw/a['size']:.2f}" if a["size"] and raw else "-"
     wall = f"{a['best']:.1f} ({a['median']:.1f})"
     print(f"{label:<23} {level:>4} {wall:>15} {a['cpu']:>7.1f} {a['rss']:>8.1f} {own:>8} {out:>7} {ratio:>6} {ratios[0]:>6} {ratios[1]:>6} {ratios[2]:>7}  {a['loads']}")
-row("pg_dump > /dev/null", "-", base)
+if base:
+    row("pg_dump > /dev/null", "-", base)
 levels = sorted({lv for (_, lv) in runs if lv != "-"}, key=int)
 checks = []
 for lv in levels:
@@ -430,11 +436,11 @@ if c32:
     r = (f"{c32['best']/base['best']:.2f}", f"{c32['best']/g6['best']:.2f}" if g6 else "", f"{c32['best']/gs6['best']:.2f}" if gs6 else "")
     row("pgdrive --chunk 32MiB", "6", c32, r)
     checks.append(("6, 32MiB chunks", 32, c32))
-for label, chunk in (("pgdrive-slow-8MiB", 8), ("pgdrive-slow-32MiB", 32)):
+for label, chunk in (("pgdrive-stalled-8MiB", 8), ("pgdrive-stalled-32MiB", 32)):
     a = agg((label, "6"))
     if a:
-        row(label.replace("pgdrive-", "pgdrive ") + " link", "6", a)
-        checks.append((f"6, {chunk}MiB, slow link", chunk, a))
+        row(f"pgdrive {chunk}MiB stalled", "6", a)
+        checks.append((f"6, {chunk}MiB, stalled", chunk, a))
 print()
 print("ratios are pgdrive's best wall over the baseline's best wall (÷dump: pg_dump > /dev/null; ÷gzip: pg_dump | gzip -N;")
 print("÷gz|sha: pg_dump | gzip -N | sha256sum); < 1.00 means pgdrive is faster.")
@@ -452,7 +458,7 @@ print("RSS target: pgdrive's own peak < 64 MiB + 2 x chunk")
 for lv, chunk, a in checks:
     limit = 64 + 2 * chunk
     own = a["own"]
-    print(f"  gzip:{lv:<16} chunk {chunk:>2} MiB: peak {own:.1f} MiB vs {limit} MiB -> {'OK' if own < limit else 'MISSED'}"
+    print(f"  gzip:{lv:<19} chunk {chunk:>2} MiB: peak {own:.1f} MiB vs {limit} MiB -> {'OK' if own < limit else 'MISSED'}"
           f"   (time %M incl. pg_dump: {a['rss']:.1f} MiB)")
 PY
 
