@@ -35,6 +35,10 @@
 #                        the first 3 chunk answers BENCH_SLOW_MS=20000 ms each: back-pressure fills
 #                        every buffer, the worst case for memory
 #   BENCH_ONLY=stalled   only those stalled-link runs (no baselines, no level sweep)
+#   BENCH_ONLY=formats   only the codec/format/thread matrix and the restore timings (issue 6)
+#   BENCH_FORMATS=1      also run that matrix: gzip with 1 and 2 threads, zstd, none, custom format,
+#                        against `| pigz`, `| zstd -T0`, `pg_dump -Fc -Z0`; BENCH_RESTORE=1 also times
+#                        restores (pgdrive restore vs gunzip | psql, zstd -dc | pg_restore, pg_restore -j 2)
 #   BENCH_PG=postgres://postgres@127.0.0.1:5432   server (superuser; must be able to CREATE DATABASE)
 #   BENCH_PG_BIN=/usr/lib/postgresql/15/bin       where pg_dump and psql are
 # Needs: cargo, python3 with `cryptography` (the emulator), openssl, GNU time (/usr/bin/time), bc,
@@ -49,6 +53,8 @@ DROP=${BENCH_DROP:-0}
 SLOW=${BENCH_SLOW:-1}
 SLOW_MS=${BENCH_SLOW_MS:-20000}
 ONLY=${BENCH_ONLY:-}
+FORMATS=${BENCH_FORMATS:-1}
+RESTORE=${BENCH_RESTORE:-1}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 PG_BIN=${BENCH_PG_BIN:-/usr/lib/postgresql/15/bin}
 DB=pgdrive_bench
@@ -70,6 +76,8 @@ cleanup() {
 trap cleanup EXIT
 
 say() { printf '%s\n' "$*" >&2; }
+# a bare gzip level (6) or a codec spec (zstd:3, none)
+codec() { [[ $1 =~ ^[0-9]+$ ]] && echo "gzip:$1" || echo "$1"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 # CPU seconds (user+sys) used so far by the emulator process
 emu_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' /proc/"$EMU_PID"/stat; }
@@ -296,7 +304,7 @@ measure_pgdrive() {
   local emu0; emu0=$(emu_cpu)
   DATABASE_URL="$DB_URL" GOOGLE_SERVICE_ACCOUNT_JSON="$WORK/key.json" GOOGLE_DRIVE_FOLDER_ID="$FOLDER" \
     PGDRIVE_DRIVE_URL="$EMU" PGDRIVE_PG_DUMP="$PG_DUMP" \
-    $TIME -f '%e %U %S %M' -o "$WORK/time" "$PGDRIVE" backup --kind daily --compress "gzip:$level" "$@" \
+    $TIME -f '%e %U %S %M' -o "$WORK/time" "$PGDRIVE" backup --kind daily --compress "$(codec "$level")" "$@" \
       2>"$WORK/pgdrive.log" &
   tpid=$!
   # GNU time forks and execs pgdrive: pgdrive is time's only child.
@@ -358,14 +366,32 @@ say "== measuring: levels [$LEVELS], $REPEAT repeat(s), $(nproc) CPUs, pigz $([[
 for rep in $(seq "$REPEAT"); do
   say "-- repeat $rep/$REPEAT"
   [[ $ONLY == stalled ]] || measure "pg_dump>null" - "$DUMP > /dev/null"
-  [[ $ONLY == stalled ]] || for n in $LEVELS; do
+  [[ -n $ONLY ]] || for n in $LEVELS; do
     measure "pg_dump|gzip" "$n" "$DUMP | gzip -$n > /dev/null"
     measure "pg_dump|gzip|sha256" "$n" "$DUMP | gzip -$n | sha256sum > /dev/null"
     [[ $HAVE_PIGZ == 0 ]] || measure "pg_dump|pigz-p2" "$n" "$DUMP | pigz -$n -p 2 > /dev/null"
     measure_pgdrive "pgdrive" "$n"
   done
-  [[ $ONLY == stalled ]] || measure_pgdrive "pgdrive-chunk32MiB" 6 --chunk-size 32MiB
-  if [[ $SLOW == 1 || $ONLY == stalled ]]; then
+  [[ -n $ONLY ]] || measure_pgdrive "pgdrive-chunk32MiB" 6 --chunk-size 32MiB
+  if [[ $ONLY == formats || ( $FORMATS == 1 && -z $ONLY ) ]]; then
+    # issue 6: codecs, threads and formats, against the shell pipelines a user would write
+    measure "pg_dump|gzip|sha256" 6 "$DUMP | gzip -6 | sha256sum > /dev/null"
+    measure "pg_dump|gzip" 9 "$DUMP | gzip -9 > /dev/null"
+    [[ $HAVE_PIGZ == 0 ]] || measure "pg_dump|pigz-p2" 6 "$DUMP | pigz -6 -p 2 > /dev/null"
+    measure "pg_dump|zstd-T0" zstd:3 "$DUMP | zstd -3 -T0 -q -c > /dev/null"
+    measure "pg_dump-Fc-Z0>null" - "'$PG_DUMP' -Fc -Z0 -d '$DB_URL' > /dev/null"
+    measure_pgdrive "fmt:plain/t1" 6 --threads 1
+    measure_pgdrive "fmt:plain/t2" 6 --threads 2
+    measure_pgdrive "fmt:plain/t1" 9 --threads 1
+    measure_pgdrive "fmt:plain/t2" 9 --threads 2
+    measure_pgdrive "fmt:plain/t1" zstd:3 --threads 1
+    measure_pgdrive "fmt:plain/t2" zstd:3 --threads 2
+    measure_pgdrive "fmt:plain/t2" zstd:9 --threads 2
+    measure_pgdrive "fmt:plain/t1" none
+    measure_pgdrive "fmt:custom/t1" zstd:3 --format custom --threads 1
+    measure_pgdrive "fmt:custom/t2" 6 --format custom --threads 2
+  fi
+  if [[ -z $ONLY && $SLOW == 1 || $ONLY == stalled ]]; then
     # A stalled link: the emulator holds the answers to the first 3 chunk uploads for
     # BENCH_SLOW_MS (20 s) each, long enough for the compressor to run ahead of the uploader
     # until back-pressure stops it with every buffer full: the worst case for memory, whatever the
@@ -377,6 +403,29 @@ for rep in $(seq "$REPEAT"); do
     faults '[]'
   fi
 done
+if [[ $RESTORE == 1 && ( -z $ONLY || $ONLY == formats ) ]]; then
+  # issue 6: restore times of a gzip:6 plain backup and a zstd:3 custom archive, by pgdrive (checked
+  # while streaming, one transaction) and by hand; each into a freshly created database
+  say "== restore timings"
+  RDIR="$WORK/restore"; mkdir -p "$RDIR/plain" "$RDIR/custom"
+  DATABASE_URL="$DB_URL" "$PGDRIVE" -q backup --kind daily --compress gzip:6 --to "$RDIR/plain"
+  DATABASE_URL="$DB_URL" "$PGDRIVE" -q backup --kind daily --compress zstd:3 --format custom --to "$RDIR/custom"
+  PLAIN=$(ls "$RDIR"/plain/*.sql.gz); CUSTOM=$(ls "$RDIR"/custom/*.dump.zst)
+  T="$PG/pgdrive_bench_restore"
+  fresh() { psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)" -c "CREATE DATABASE pgdrive_bench_restore"; }
+  fresh; measure "restore:gunzip|psql" 6 "gunzip -c '$PLAIN' | '$PSQL' -X -q -v ON_ERROR_STOP=1 --single-transaction -d '$T' > /dev/null"
+  fresh; measure "restore:pgdrive" 6 "'$PGDRIVE' -q restore latest --from '$RDIR/plain' --database $DB --target-url '$T' --yes"
+  fresh; measure "restore:zstd|pg_restore" zstd:3 "zstd -dcq '$CUSTOM' | '$PG_BIN/pg_restore' --exit-on-error --single-transaction -d '$T'"
+  zstd -dcq "$CUSTOM" >"$RDIR/custom.dump"
+  fresh; measure "restore:pg_restore-j2" zstd:3 "'$PG_BIN/pg_restore' -j 2 --exit-on-error -d '$T' '$RDIR/custom.dump'"
+  fresh; measure "restore:pgdrive" zstd:3 "'$PGDRIVE' -q restore latest --from '$RDIR/custom' --database $DB --target-url '$T' --yes"
+  if "$PGDRIVE" restore --help | grep -q -- '--jobs'; then
+    psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)"
+    measure "restore:pgdrive-j2" zstd:3 "'$PGDRIVE' -q restore latest --from '$RDIR/custom' --database $DB --target-url '$T' --yes --create --jobs 2 --spool-dir '$RDIR'"
+  fi
+  psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)"
+  rm -rf "$RDIR"
+fi
 # the runs' catalog rows are not part of the data set
 psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backups CASCADE" 2>/dev/null || true
 
@@ -419,7 +468,7 @@ def row(label, level, a, ratios=("", "", "")):
     print(f"{label:<23} {level:>4} {wall:>15} {a['cpu']:>7.1f} {a['rss']:>8.1f} {own:>8} {out:>7} {ratio:>6} {ratios[0]:>6} {ratios[1]:>6} {ratios[2]:>7}  {a['loads']}")
 if base:
     row("pg_dump > /dev/null", "-", base)
-levels = sorted({lv for (_, lv) in runs if lv != "-"}, key=int)
+levels = sorted({lv for (label, lv) in runs if lv.isdigit() and label == "pgdrive"}, key=int)
 checks = []
 for lv in levels:
     g, gs, pz, pd = (agg((k, lv)) for k in ("pg_dump|gzip", "pg_dump|gzip|sha256", "pg_dump|pigz-p2", "pgdrive"))
@@ -449,10 +498,37 @@ print()
 print("pgdrive, best run: streaming = 'preflight passed' → 'stored' in its log; overhead = the rest of the wall time;")
 print("emulator CPU = what the Python emulator (same machine) spent receiving and hashing the upload")
 for (label, lv), r in sorted(runs.items()):
-    if label.startswith("pgdrive"):
+    if label.startswith("pgdrive") and label != "pgdrive|":
         a = agg((label, lv))
         print(f"  {label:<20} gzip:{lv}: wall {a['best']:.1f}s = streaming {a['stream']:.1f}s + overhead {a['best'] - a['stream']:.1f}s;"
               f" emulator CPU {a['emu']:.1f}s")
+fmt = sorted(k for k in runs if k[0].startswith("fmt:"))
+if fmt:
+    print()
+    print("issue 6: codecs, threads, formats (pgdrive backup into the emulator; ratios of best wall times)")
+    shell = {"6": agg(("pg_dump|gzip|sha256", "6")), "9": agg(("pg_dump|gzip", "9")), "zstd:3": agg(("pg_dump|zstd-T0", "zstd:3"))}
+    fc = agg(("pg_dump-Fc-Z0>null", "-"))
+    for label, a in (("pg_dump | gzip -6 | sha256sum", shell["6"]), ("pg_dump | gzip -9", shell["9"]),
+                     ("pg_dump | pigz -6 -p 2", agg(("pg_dump|pigz-p2", "6"))), ("pg_dump | zstd -3 -T0", shell["zstd:3"]),
+                     ("pg_dump -Fc -Z0 > /dev/null", fc)):
+        if a:
+            print(f"  {label:<34} wall {a['best']:6.1f}s  cpu {a['cpu']:6.1f}s")
+    print(f"  {'pgdrive':<14} {'codec':<7} {'wall s':>7} {'cpu s':>6} {'own MiB':>7} {'out MB':>7} {'÷dump':>6} {'÷shell':>7}  shell = the same codec's pipeline")
+    for label, lv in fmt:
+        a = agg((label, lv))
+        spec = f"gzip:{lv}" if lv.isdigit() else lv
+        sh = shell.get(lv)
+        dump_base = fc if "custom" in label else base
+        own = f"{a['own']:.1f}" if a["own"] is not None else "-"
+        print(f"  {label[4:]:<14} {spec:<7} {a['best']:7.1f} {a['cpu']:6.1f} {own:>7} {a['size']/1e6:7.1f} "
+              f"{a['best']/dump_base['best']:6.2f} {(a['best']/sh['best']) if sh else float('nan'):7.2f}")
+rest = sorted(k for k in runs if k[0].startswith("restore:"))
+if rest:
+    print()
+    print("issue 6: restore into a new database (wall s; gzip:6 plain file / zstd:3 custom archive)")
+    for label, lv in rest:
+        a = agg((label, lv))
+        print(f"  {label[8:]:<22} {lv:<7} wall {a['best']:7.1f}s  cpu {a['cpu']:6.1f}s  rss {a['rss']:6.1f} MiB")
 print()
 print("RSS target: pgdrive's own peak < 64 MiB + 2 x chunk")
 for lv, chunk, a in checks:
