@@ -159,6 +159,10 @@ pub fn encoder<W: Write + Send + 'static>(
             let mut e = zstd::stream::write::Encoder::new(sink, level)?;
             if threads > 1 {
                 e.multithread(threads as u32)?;
+                // libzstd sizes each worker's job from the window (16 MiB and more from level 9
+                // up); smaller jobs keep the workers' buffers, and so the memory bound, small,
+                // at a cost of about 1 % in ratio (measured at zstd:9).
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
             }
             Box::new(e)
         }
@@ -166,6 +170,8 @@ pub fn encoder<W: Write + Send + 'static>(
 }
 
 const BLOCK: usize = 1 << 20;
+/// zstd's job size with several workers (its minimum is 512 KiB).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 fn gzip_member(data: &[u8], level: u32) -> io::Result<Vec<u8>> {
     let mut e = flate2::write::GzEncoder::new(
