@@ -118,6 +118,53 @@ impl RunningClient {
         Self::start("pg_restore", bin, &args, env)
     }
 
+    /// Starts `pg_restore -j JOBS --exit-on-error` on a custom archive in a (seekable) file into
+    /// `dbname`. Not one transaction: pg_restore cannot combine `-j` with
+    /// `--single-transaction`. `clean` adds `--clean --if-exists`. Its stdin is not read.
+    pub fn spawn_pg_restore_parallel(
+        bin: &Path,
+        dbname: &str,
+        clean: bool,
+        jobs: u32,
+        file: &Path,
+        env: &[(&'static str, String)],
+    ) -> Result<RunningClient> {
+        let mut args: Vec<String> = vec![
+            format!("--jobs={jobs}"),
+            "--exit-on-error".into(),
+            "--no-password".into(),
+        ];
+        if clean {
+            args.extend(["--clean", "--if-exists"].map(String::from));
+        }
+        let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
+        args.push(format!("--dbname=dbname='{quoted}'"));
+        args.push(file.to_string_lossy().into_owned());
+        Self::start("pg_restore", bin, &args, env)
+    }
+
+    /// Waits for the client to exit, polling for SIGINT/SIGTERM: on one, the client is killed
+    /// and `Interrupted` returned.
+    pub fn wait_interruptible(mut self) -> Result<ClientOutcome> {
+        drop(self.stdin.take());
+        loop {
+            if let Err(e) = crate::signals::check() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(e.into());
+            }
+            if self
+                .child
+                .try_wait()
+                .context("waiting for pg_restore")?
+                .is_some()
+            {
+                return self.collect();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Starts pg_restore turning a custom archive on stdin into SQL that is thrown away: it
     /// reads and parses the whole archive, without a database.
     pub fn spawn_pg_restore_check(bin: &Path) -> Result<RunningClient> {
