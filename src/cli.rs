@@ -323,6 +323,23 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
 
+    /// Restore a custom-format backup with N parallel pg_restore jobs (1, the default, streams
+    /// as one transaction). With N > 1 the decompressed archive is first written to a temporary
+    /// file in --spool-dir (mode 0600, deleted afterwards, also on failure or SIGINT/SIGTERM)
+    /// while its size, MD5 and SHA-256 are checked; only then does `pg_restore -j N
+    /// --exit-on-error` run on it. That restore is NOT one transaction, so --jobs requires
+    /// --create (the new database is dropped if the restore fails) or --clean (a failed restore
+    /// leaves the target partially restored). Refused for plain-format backups, and when the
+    /// spool directory has too little free space.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+
+    /// Where --jobs N > 1 writes its temporary archive [default: the system temporary
+    /// directory, $TMPDIR or /tmp]. It needs room for the decompressed archive.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }

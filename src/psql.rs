@@ -67,6 +67,9 @@ pub fn locate_tool(name: &str, variable: &str, explicit: Option<&Path>) -> Resul
 pub struct RunningClient {
     program: &'static str,
     child: Child,
+    /// Runs in its own process group (parallel pg_restore: the leader and its workers), which is
+    /// killed as a whole.
+    group: bool,
     stdin: Option<ChildStdin>,
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
@@ -118,6 +121,53 @@ impl RunningClient {
         Self::start("pg_restore", bin, &args, env)
     }
 
+    /// Starts `pg_restore -j JOBS --exit-on-error` on a custom archive in a (seekable) file into
+    /// `dbname`. Not one transaction: pg_restore cannot combine `-j` with
+    /// `--single-transaction`. `clean` adds `--clean --if-exists`. Its stdin is not read.
+    pub fn spawn_pg_restore_parallel(
+        bin: &Path,
+        dbname: &str,
+        clean: bool,
+        jobs: u32,
+        file: &Path,
+        env: &[(&'static str, String)],
+    ) -> Result<RunningClient> {
+        let mut args: Vec<String> = vec![
+            format!("--jobs={jobs}"),
+            "--exit-on-error".into(),
+            "--no-password".into(),
+        ];
+        if clean {
+            args.extend(["--clean", "--if-exists"].map(String::from));
+        }
+        let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
+        args.push(format!("--dbname=dbname='{quoted}'"));
+        args.push(file.to_string_lossy().into_owned());
+        Self::start_in("pg_restore", bin, &args, env, true)
+    }
+
+    /// Waits for the client to exit, polling for SIGINT/SIGTERM: on one, the client is killed
+    /// and `Interrupted` returned.
+    pub fn wait_interruptible(mut self) -> Result<ClientOutcome> {
+        drop(self.stdin.take());
+        loop {
+            if let Err(e) = crate::signals::check() {
+                self.kill();
+                let _ = self.child.wait();
+                return Err(e.into());
+            }
+            if self
+                .child
+                .try_wait()
+                .context("waiting for pg_restore")?
+                .is_some()
+            {
+                return self.collect();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Starts pg_restore turning a custom archive on stdin into SQL that is thrown away: it
     /// reads and parses the whole archive, without a database.
     pub fn spawn_pg_restore_check(bin: &Path) -> Result<RunningClient> {
@@ -130,7 +180,20 @@ impl RunningClient {
         args: &[String],
         env: &[(&'static str, String)],
     ) -> Result<RunningClient> {
+        Self::start_in(program, bin, args, env, false)
+    }
+
+    fn start_in(
+        program: &'static str,
+        bin: &Path,
+        args: &[String],
+        env: &[(&'static str, String)],
+        group: bool,
+    ) -> Result<RunningClient> {
         let mut cmd = Command::new(bin);
+        if group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -171,6 +234,7 @@ impl RunningClient {
         Ok(RunningClient {
             program,
             child,
+            group,
             stdin: Some(stdin),
             stderr: Some(handle),
         })
@@ -202,6 +266,17 @@ impl RunningClient {
         let _ = self.child.wait();
         drop(self.stdin.take());
         self.collect()
+    }
+
+    /// SIGKILL to the client (and, for a process group, to its workers too).
+    fn kill(&mut self) {
+        if self.group {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: signals the process group this child leads (created at spawn).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+        let _ = self.child.kill();
     }
 
     fn collect(&mut self) -> Result<ClientOutcome> {
@@ -241,7 +316,7 @@ impl Drop for RunningClient {
     fn drop(&mut self) {
         // dropped without finish/abort: the restore is being abandoned, so it must not commit
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            self.kill();
             let _ = self.child.wait();
         }
     }

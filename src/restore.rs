@@ -340,6 +340,42 @@ pub fn into_client(
     }
 }
 
+/// Writes a backup's decompressed data to `file` (the spool of a parallel restore) through the
+/// same checks as [`into_client`]. Returns only once every check passed and the file is flushed;
+/// the caller must not use the file otherwise.
+pub fn into_file(
+    input: &mut dyn Read,
+    expected: &Digest,
+    layout: Layout,
+    file: &mut std::fs::File,
+) -> Result<Checked> {
+    use std::io::Write;
+    let checked =
+        check_stream(input, expected, layout, &mut |data| file.write_all(data)).map_err(|e| {
+            if e.is::<SinkFailed>() {
+                e.context("writing the spool file")
+            } else {
+                e
+            }
+        })?;
+    file.flush().context("writing the spool file")?;
+    Ok(checked)
+}
+
+/// Runs a parallel pg_restore on a spooled, already checked archive.
+pub fn run_parallel(client: RunningClient) -> Result<()> {
+    let outcome = client.wait_interruptible()?;
+    if !outcome.success {
+        return Err(anyhow!(
+            "{} {}: {}",
+            outcome.program,
+            outcome.description,
+            quote(&outcome.stderr_tail)
+        ));
+    }
+    Ok(())
+}
+
 fn quote(tail: &str) -> String {
     if tail.is_empty() {
         "(no message)".into()

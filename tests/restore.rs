@@ -800,3 +800,258 @@ fn a_download_that_keeps_failing_is_a_failure_not_corruption() {
     assert!(!database_exists(&target.name), "{r:?}");
     assert_eq!(media_requests(&g.emu).len(), 3);
 }
+
+/// A local custom-format backup of `db` in `dir`; returns the path of the stored file.
+fn custom_backup_in(db: &TestDb, dir: &TempDir) -> std::path::PathBuf {
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_FORMAT", "custom")
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.gz"))
+        .unwrap()
+}
+
+fn parallel_restore(dir: &TempDir, db: &TestDb, target: &TestDb, extra: &[&str]) -> Command {
+    let mut cmd = pgdrive();
+    cmd.env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--database",
+            &db.name,
+            "--target-url",
+            &target.url(),
+            "--jobs",
+            "2",
+        ])
+        .args(extra);
+    cmd
+}
+
+fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[test]
+fn a_parallel_restore_equals_the_source_and_leaves_no_spool_file() {
+    let db = TestDb::new("jobs_rt");
+    seed_zoo(&db);
+    let before = fingerprint(&db.name);
+    let dir = TempDir::new("jobs_rt");
+    custom_backup_in(&db, &dir);
+    let spool = TempDir::new("jobs_rt_spool");
+
+    // neither --create nor --clean: refused before anything changes
+    let target = new_target("jobs_rt_restored");
+    let r = run(parallel_restore(&dir, &db, &target, &[])
+        .arg("--spool-dir")
+        .arg(spool.path()));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("--create or --clean"), "{r:?}");
+    assert!(!database_exists(&target.name), "{r:?}");
+
+    let r = run(parallel_restore(&dir, &db, &target, &["--create"])
+        .arg("--spool-dir")
+        .arg(spool.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("parallel restore"), "{r:?}");
+    let mut after = fingerprint(&target.name);
+    let mut want = before.clone();
+    want.retain(|l| !l.contains("pgdrive_schema_migrations"));
+    after.retain(|l| !l.contains("pgdrive_schema_migrations"));
+    assert_eq!(want, after);
+    assert_eq!(entries(spool.path()), Vec::<std::path::PathBuf>::new());
+}
+
+/// `--clean --jobs` replaces the archive's objects in a database that has them (the shop: pg_restore
+/// --clean cannot drop the zoo's partition constraints, with or without --jobs).
+#[test]
+fn a_parallel_clean_restore_replaces_the_archives_objects() {
+    let db = TestDb::new("jobs_clean");
+    seed_shop(&db);
+    let before = fingerprint(&db.name);
+    let dir = TempDir::new("jobs_clean");
+    custom_backup_in(&db, &dir);
+    let target = TestDb::new("jobs_clean_target");
+    seed_shop(&target);
+    target.exec("DELETE FROM orders WHERE id % 3 = 0");
+    assert_ne!(fingerprint(&target.name), before);
+    let spool = TempDir::new("jobs_clean_spool");
+    let r = run(parallel_restore(&dir, &db, &target, &["--clean"])
+        .arg("--spool-dir")
+        .arg(spool.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("partially restored"), "{r:?}");
+    let mut after = fingerprint(&target.name);
+    let mut want = before.clone();
+    want.retain(|l| !l.contains("pgdrive_schema_migrations"));
+    after.retain(|l| !l.contains("pgdrive_schema_migrations"));
+    assert_eq!(want, after);
+    assert_eq!(entries(spool.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
+fn a_corrupt_archive_is_never_given_to_a_parallel_restore() {
+    let db = TestDb::new("jobs_corrupt");
+    seed_zoo(&db);
+    let dir = TempDir::new("jobs_corrupt");
+    let path = custom_backup_in(&db, &dir);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let spool = TempDir::new("jobs_corrupt_spool");
+    let target = new_target("jobs_corrupt_target");
+    let r = run(parallel_restore(&dir, &db, &target, &["--create"])
+        .arg("--spool-dir")
+        .arg(spool.path()));
+    assert_eq!(r.status, 65, "{r:?}");
+    assert!(!database_exists(&target.name), "{r:?}");
+    assert_eq!(
+        entries(spool.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn jobs_on_a_plain_backup_is_refused() {
+    let db = TestDb::new("jobs_plain");
+    seed_shop(&db);
+    let dir = TempDir::new("jobs_plain");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    let target = new_target("jobs_plain_target");
+    let r = run(&mut parallel_restore(&dir, &db, &target, &["--create"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("custom-format") && r.stderr.contains("drop --jobs"),
+        "{r:?}"
+    );
+    assert!(!database_exists(&target.name), "{r:?}");
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(prefix: &str, size: &str) -> Option<Tmpfs> {
+        let dir = TempDir::new(prefix);
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+            other => {
+                let why = format!("{other:?}");
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "cannot mount a tmpfs: {why}"
+                );
+                eprintln!("skipped: cannot mount a tmpfs: {why}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_spool_directory_without_room_is_refused_before_anything_changes() {
+    let Some(small) = Tmpfs::mount("jobs_small", "64k") else {
+        return;
+    };
+    let db = TestDb::new("jobs_space");
+    seed_shop(&db);
+    db.exec("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g");
+    let dir = TempDir::new("jobs_space");
+    custom_backup_in(&db, &dir);
+    let target = new_target("jobs_space_target");
+    let r = run(parallel_restore(&dir, &db, &target, &["--create"])
+        .arg("--spool-dir")
+        .arg(small.0.path()));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("not enough free space")
+            && r.stderr.contains("recorded decompressed size")
+            && r.stderr.contains("--spool-dir"),
+        "{r:?}"
+    );
+    assert!(!database_exists(&target.name), "{r:?}");
+    assert_eq!(entries(small.0.path()), Vec::<std::path::PathBuf>::new());
+}
+
+/// SIGTERM while the archive is being spooled: the spool file is deleted and the database
+/// created for the restore dropped.
+#[test]
+fn an_interrupted_parallel_restore_removes_its_spool_file() {
+    let db = TestDb::new("jobs_sigterm");
+    seed_zoo(&db);
+    let dir = TempDir::new("jobs_sigterm");
+    let path = custom_backup_in(&db, &dir);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let spool = TempDir::new("jobs_sigterm_spool");
+    let target = new_target("jobs_sigterm_target");
+    let child = parallel_restore(&dir, &db, &target, &["--create"])
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let n = bytes.len();
+    f.write_all(&bytes[..n / 2]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while entries(spool.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spool file appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = f.write_all(&bytes[n / 2..]);
+    drop(f);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert_eq!(
+        entries(spool.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "{stderr}"
+    );
+    assert!(!database_exists(&target.name), "{stderr}");
+}

@@ -15,8 +15,16 @@
 //! schema with CASCADE and every large object, and recreates an empty `public` schema as
 //! PostgreSQL creates it. If the restore fails, the clean is rolled back with it. For a custom
 //! archive it is pg_restore's `--clean --if-exists`, in the same single transaction.
+//!
+//! `--jobs N > 1` (custom archives; requires `--create` or `--clean`): the free space of the spool
+//! directory is checked with the other read-only checks; then the decompressed archive is written
+//! through the same checks to a 0600 spool file, and only after they passed does
+//! `pg_restore -j N` run on it. Not one transaction: a failure drops a `--create`d database, and
+//! leaves a `--clean` target partially restored. The spool file is removed in every case.
 
 use std::io::{BufRead, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -120,6 +128,215 @@ pub fn drop_database(info: &ConnInfo) -> Result<()> {
         .with_context(|| format!("dropping database {}", info.dbname()))
 }
 
+/// Where and how much a parallel restore spools (checked before anything changes).
+pub struct SpoolPlan {
+    pub dir: PathBuf,
+    pub needed: u64,
+}
+
+/// The checks of `--jobs N > 1` that need the backup: its format, `--create`/`--clean`, and the
+/// free space of the spool directory.
+fn plan_spool(
+    args: &RestoreArgs,
+    backup: &crate::storage::Listed,
+    layout: crate::restore::Layout,
+    stored_size: u64,
+) -> Result<SpoolPlan> {
+    if layout.format != DumpFormat::Custom {
+        return Err(config_error_hint(
+            format!(
+                "--jobs {} needs a custom-format backup; {} is a plain SQL dump, which psql restores in one stream",
+                args.jobs, backup.name
+            ),
+            "drop --jobs (plain dumps are restored by psql, which has no parallel mode), or back up with PGDRIVE_FORMAT=custom",
+        ));
+    }
+    if !args.create && !args.clean {
+        return Err(config_error_hint(
+            format!(
+                "--jobs {} needs --create or --clean: a parallel pg_restore is not one transaction, so a failed restore leaves objects behind",
+                args.jobs
+            ),
+            "use --create (a new database, dropped again if the restore fails), or --clean if a partially restored target is acceptable on failure",
+        ));
+    }
+    let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    if !dir.is_dir() {
+        return Err(config_error_hint(
+            format!("the spool directory {} does not exist", dir.display()),
+            "point --spool-dir at an existing directory with room for the decompressed archive",
+        ));
+    }
+    let (needed, basis) = match backup
+        .prop(props::RAW_SIZE)
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(raw) => (raw, "the backup's recorded decompressed size".to_string()),
+        None => (
+            stored_size.saturating_mul(10),
+            "an estimate, 10 × the stored size: the backup records no decompressed size"
+                .to_string(),
+        ),
+    };
+    let free = free_bytes(&dir)?;
+    if free < needed {
+        return Err(config_error_hint(
+            format!(
+                "not enough free space for --jobs in {}: {} free, {} needed ({basis})",
+                dir.display(),
+                super::backup::human_bytes(free),
+                super::backup::human_bytes(needed),
+            ),
+            "point --spool-dir at a directory with more room, or restore without --jobs (streamed, no temporary file)",
+        ));
+    }
+    crate::log::info(
+        "spooling for a parallel restore",
+        &[
+            ("spool_dir", dir.display().to_string()),
+            ("needed_bytes", needed.to_string()),
+            ("needed_basis", basis),
+            ("free_bytes", free.to_string()),
+        ],
+    );
+    Ok(SpoolPlan { dir, needed })
+}
+
+/// Bytes available to an unprivileged user on the file system holding `dir` (statvfs).
+fn free_bytes(dir: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .with_context(|| format!("spool directory {}", dir.display()))?;
+    // SAFETY: a valid NUL-terminated path and a zeroed, properly sized out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(anyhow::Error::new(std::io::Error::last_os_error()))
+            .with_context(|| format!("checking the free space of {}", dir.display()));
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// The temporary archive of a parallel restore: created new with mode 0600 under a unique name,
+/// removed when dropped (success, error, or the unwinding of an interrupted run).
+struct SpoolFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl SpoolFile {
+    fn create(dir: &Path) -> Result<SpoolFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for attempt in 0..100u32 {
+            let path = dir.join(format!(
+                ".pgdrive-restore-{}-{nanos}-{attempt}.dump",
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(SpoolFile {
+                        path,
+                        file: Some(file),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("creating a spool file in {}", dir.display()))
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "could not find a free spool file name in {}",
+            dir.display()
+        ))
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                crate::log::error(
+                    "could not delete the spool file",
+                    &[
+                        ("path", self.path.display().to_string()),
+                        ("error", e.to_string()),
+                    ],
+                );
+            }
+        }
+    }
+}
+
+/// `--jobs N > 1`: download into a spool file through the checks, then — only if they all
+/// passed — `pg_restore -j N` on it. The file is deleted whatever happens.
+#[allow(clippy::too_many_arguments)]
+fn spool_and_restore(
+    plan: &SpoolPlan,
+    args: &RestoreArgs,
+    clients: &crate::restore::Clients,
+    target_db: &ConnInfo,
+    storage: &mut dyn crate::storage::Target,
+    id: &str,
+    expected: &crate::storage::Digest,
+    layout: crate::restore::Layout,
+) -> Result<crate::restore::Checked> {
+    let bin = crate::psql::locate_tool(
+        "pg_restore",
+        "PGDRIVE_PG_RESTORE",
+        clients.pg_restore.as_deref(),
+    )?;
+    let mut spool = SpoolFile::create(&plan.dir)?;
+    let reader = storage.open(id, Some(expected.size))?;
+    let mut reader = Progress::new(
+        reader,
+        Some(expected.size),
+        progress::stderr_is_terminal() && !cfg!(test),
+    );
+    let checked = crate::restore::into_file(
+        &mut reader,
+        expected,
+        layout,
+        spool.file.as_mut().expect("open until dropped"),
+    );
+    reader.clear();
+    let checked =
+        checked.context("nothing was restored: the backup is checked before pg_restore starts")?;
+    drop(spool.file.take());
+    crate::log::info(
+        "checksums match; starting the parallel restore",
+        &[
+            ("jobs", args.jobs.to_string()),
+            ("dump_bytes", checked.raw_bytes.to_string()),
+            ("estimated_bytes", plan.needed.to_string()),
+        ],
+    );
+    let client = crate::psql::RunningClient::spawn_pg_restore_parallel(
+        &bin,
+        target_db.dbname(),
+        args.clean,
+        args.jobs,
+        &spool.path,
+        &target_db.child_env(),
+    )?;
+    crate::restore::run_parallel(client).context(if args.clean {
+        "the parallel restore failed; it is not one transaction, so the target is partially restored"
+    } else {
+        "the parallel restore failed"
+    })?;
+    drop(spool);
+    Ok(checked)
+}
+
 pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
     let cfg = source::load(&args.source, settings)?;
@@ -160,6 +377,11 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         .recorded_digest()
         .expect("find returns complete backups");
     let layout = crate::restore::Layout::of(backup)?;
+    let spool = if args.jobs > 1 {
+        Some(plan_spool(args, backup, layout, expected.size)?)
+    } else {
+        None
+    };
 
     // --- read-only checks of the target, before anyone is asked anything
     if args.create {
@@ -186,14 +408,25 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
 
-    let mode = if args.create {
-        "create it, then restore into it"
+    let mode = if spool.is_some() && args.create {
+        format!(
+            "create it, then restore into it with pg_restore -j {} from a checked temporary file (not one transaction; the database is dropped again if the restore fails)",
+            args.jobs
+        )
+    } else if spool.is_some() {
+        format!(
+            "DROP the archive's objects where they exist (pg_restore --clean), then restore with pg_restore -j {} from a checked temporary file: NOT one transaction, a failed restore leaves the database partially restored",
+            args.jobs
+        )
+    } else if args.create {
+        "create it, then restore into it".into()
     } else if args.clean && layout.format == DumpFormat::Custom {
-        "DROP the archive's objects where they exist (pg_restore --clean), then restore, in one transaction"
+        "DROP the archive's objects where they exist (pg_restore --clean), then restore, in one transaction".into()
     } else if args.clean {
         "DROP every schema in it (CASCADE) and all large objects, then restore, in one transaction"
+            .into()
     } else {
-        "restore into it (it must have no tables)"
+        "restore into it (it must have no tables)".into()
     };
     let plan = [
         ("backup", backup.name.clone()),
@@ -212,7 +445,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         ("size", super::backup::human_bytes(expected.size)),
         ("from", target.describe()),
         ("target", target_db.redacted()),
-        ("action", mode.to_string()),
+        ("action", mode.clone()),
     ];
     crate::log::info("restore plan", &plan);
     if progress::stdin_is_terminal() && !args.yes {
@@ -247,8 +480,13 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         prelude.push_str(CLEAN_SQL);
     }
 
-    // --- stream
+    // --- stream (or spool, then restore in parallel)
     let outcome = (|| -> Result<crate::restore::Checked> {
+        if let Some(spool) = &spool {
+            return spool_and_restore(
+                spool, args, &clients, &target_db, target, &backup.id, &expected, layout,
+            );
+        }
         let client = clients.restore_into(layout.format, &target_db, args.clean)?;
         let reader = target.open(&backup.id, Some(expected.size))?;
         let mut reader = Progress::new(
