@@ -14,20 +14,22 @@ pub struct StderrTail(Option<JoinHandle<Vec<u8>>>);
 
 /// Starts draining `stderr` on a thread named after the program.
 pub fn drain_stderr(mut stderr: ChildStderr, program: &str) -> std::io::Result<StderrTail> {
-    let handle = std::thread::Builder::new().name(format!("{program}-stderr")).spawn(move || {
-        let mut tail = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
+    let handle = std::thread::Builder::new()
+        .name(format!("{program}-stderr"))
+        .spawn(move || {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL_BYTES {
+                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+                }
             }
-            tail.extend_from_slice(&buf[..n]);
-            if tail.len() > 2 * STDERR_TAIL_BYTES {
-                tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-            }
-        }
-        tail
-    })?;
+            tail
+        })?;
     Ok(StderrTail(Some(handle)))
 }
 
@@ -35,7 +37,11 @@ impl StderrTail {
     /// The last part of what the child wrote (call after the child exited), trimmed, with `…`
     /// where earlier output was dropped.
     pub fn collect(&mut self) -> String {
-        let bytes = self.0.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let bytes = self
+            .0
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         let mut tail = String::from_utf8_lossy(&bytes).into_owned();
         if tail.len() > STDERR_TAIL_BYTES {
             let mut cut = tail.len() - STDERR_TAIL_BYTES;
@@ -50,7 +56,10 @@ impl StderrTail {
 
 /// `exited 0`, `exited with status 1`, `was killed by signal 9`.
 pub fn describe_exit(status: &ExitStatus) -> String {
-    match (status.code(), std::os::unix::process::ExitStatusExt::signal(status)) {
+    match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(status),
+    ) {
         (Some(0), _) => "exited 0".to_string(),
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),

@@ -8,15 +8,16 @@
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
 //! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`).
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
-//! - `pgdump`: the pg_dump child; `pipeline`: gzip + checksums + chunking on a thread;
+//! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
+//!   compression and chunking on a thread (checksums are taken on the uploader);
 //!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
 //!   members), zstd and none, encoders and decoders.
 //! - `storage`: the `Target` interface with Drive and local implementations.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
-//!   `retry` (policy and classifier).
+//!   `download` (ranged, resumed), `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
 //! - `restore`: the checked restore stream shared by `restore` and `verify` (download → checksums →
-//!   gunzip → psql in one transaction); `psql`: the psql child; `progress`: the terminal progress line.
+//!   decompression → psql or pg_restore in one transaction); `psql`: the psql/pg_restore child; `progress`: the terminal progress line.
 //! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
 //!   heartbeat pings; each channel independent, retries as data.
 //! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts
@@ -30,6 +31,7 @@
 //! thread too (download, hash, gunzip, write to psql); one helper thread drains psql's stderr. No async runtime is used.
 
 pub mod catalog;
+pub mod child;
 pub mod cli;
 pub mod codec;
 pub mod commands;

@@ -5,18 +5,13 @@
 //! only after its stdout reached EOF, and only a zero status lets a backup be finalised.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 
 use crate::cli::Kind;
 use crate::error::{config_error, config_error_hint};
-
-/// How much of pg_dump's stderr is kept for error messages.
-const STDERR_TAIL_BYTES: usize = 4096;
 
 /// A pg_dump binary and its version.
 #[derive(Clone, Debug)]
@@ -179,7 +174,7 @@ pub fn arguments(kind: Kind, format: DumpFormat, tables: &[String]) -> Vec<OsStr
 /// A running pg_dump.
 pub struct RunningDump {
     child: Child,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    stderr: crate::child::StderrTail,
 }
 
 /// How pg_dump ended.
@@ -210,30 +205,12 @@ impl RunningDump {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.path.display()))?;
-        let mut stderr = child
+        let stderr = child
             .stderr
             .take()
             .context("pg_dump's stderr was not captured")?;
-        let handle = std::thread::Builder::new()
-            .name("pg_dump-stderr".into())
-            .spawn(move || {
-                let mut tail = Vec::new();
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 2 * STDERR_TAIL_BYTES {
-                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                    }
-                }
-                tail
-            })?;
-        Ok(RunningDump {
-            child,
-            stderr: Some(handle),
-        })
+        let stderr = crate::child::drain_stderr(stderr, "pg_dump")?;
+        Ok(RunningDump { child, stderr })
     }
 
     pub fn pid(&self) -> u32 {
@@ -255,32 +232,10 @@ impl RunningDump {
     /// Waits for pg_dump to exit and collects its stderr tail.
     pub fn wait(mut self) -> Result<DumpOutcome> {
         let status = self.child.wait().context("waiting for pg_dump")?;
-        let tail = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let mut tail = String::from_utf8_lossy(&tail).into_owned();
-        if tail.len() > STDERR_TAIL_BYTES {
-            let mut cut = tail.len() - STDERR_TAIL_BYTES;
-            while !tail.is_char_boundary(cut) {
-                cut += 1;
-            }
-            tail = format!("…{}", &tail[cut..]);
-        }
-        let description = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(0), _) => "exited 0".to_string(),
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig}"),
-            _ => "ended abnormally".to_string(),
-        };
         Ok(DumpOutcome {
             success: status.success(),
-            description,
-            stderr_tail: tail.trim().to_string(),
+            description: crate::child::describe_exit(&status),
+            stderr_tail: self.stderr.collect(),
         })
     }
 }

