@@ -147,10 +147,40 @@ pub fn postgres_hint(err: &postgres::Error) -> Option<String> {
     Some(hint.to_string())
 }
 
-/// The one-line rendering of an error chain (`{:#}`), with any secret-looking URL credentials
-/// removed as a last line of defence.
+/// The one-line rendering of an error chain (as `{:#}`, causes joined by ": "), with a
+/// PostgreSQL error in the server's own words (see [`postgres_message`]) and any secret-looking
+/// URL credentials removed as a last line of defence.
 pub fn render(err: &anyhow::Error) -> String {
-    crate::redact::scrub(&format!("{err:#}"))
+    let mut parts = Vec::new();
+    let mut chain = err.chain();
+    while let Some(cause) = chain.next() {
+        match cause.downcast_ref::<postgres::Error>() {
+            Some(pg) if pg.as_db_error().is_some() => {
+                parts.push(postgres_message(pg));
+                chain.next(); // its source: the server's error, just rendered
+            }
+            _ => parts.push(cause.to_string()),
+        }
+    }
+    crate::redact::scrub(&parts.join(": ").replace('\n', " "))
+}
+
+/// A PostgreSQL error as the server put it, on one line: `ERROR: permission denied for table t
+/// (SQLSTATE 42501; detail: …; server hint: …)`. The postgres crate's own Display says only
+/// "db error".
+pub fn postgres_message(err: &postgres::Error) -> String {
+    let Some(db) = err.as_db_error() else {
+        return err.to_string();
+    };
+    let mut facts = vec![format!("SQLSTATE {}", db.code().code())];
+    facts.extend(db.detail().map(|d| format!("detail: {d}")));
+    facts.extend(db.hint().map(|h| format!("server hint: {h}")));
+    format!(
+        "{}: {} ({})",
+        db.severity(),
+        db.message(),
+        facts.join("; ").replace('\n', " ")
+    )
 }
 
 #[cfg(test)]

@@ -25,7 +25,14 @@ pub fn connect_as(
         let hint = crate::error::hint(&e).unwrap_or_else(|| {
             "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
         });
-        crate::error::failure_hint(format!("cannot connect to {what} at {}: {e:#}", info.redacted()), hint)
+        crate::error::failure_hint(
+            format!(
+                "cannot connect to {what} at {}: {}",
+                info.redacted(),
+                crate::error::render(&e)
+            ),
+            hint,
+        )
     })
 }
 

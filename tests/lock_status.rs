@@ -183,3 +183,107 @@ fn the_lock_in_the_backed_up_database_keeps_the_node_key_even_when_the_catalog_u
     assert_eq!(held, 1);
     assert!(first.wait().unwrap().success());
 }
+
+#[test]
+fn postgres_errors_are_rendered_in_the_servers_own_words_on_one_line() {
+    let db = TestDb::new("pg_message");
+    let err = db
+        .client()
+        .batch_execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'no access to t' USING DETAIL = E'two\\nlines', HINT = 'grant it'; END $$",
+        )
+        .unwrap_err();
+    let err = anyhow::Error::new(err).context("reading t");
+    assert_eq!(
+        pgdrive::error::render(&err),
+        "reading t: ERROR: no access to t (SQLSTATE P0001; detail: two lines; server hint: grant it)"
+    );
+}
+
+/// The README's "Database permissions" SQL block, for database `db` and role `role`.
+fn documented_grants(db: &str, role: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```sql\n-- pgdrive backup role\n")
+        .expect("README has the backup role's SQL");
+    let block = &readme[start + "```sql\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    block
+        .replace("pgdrive_backup", role)
+        .replace("ON DATABASE shop ", &format!("ON DATABASE \"{db}\" "))
+}
+
+#[test]
+fn a_role_with_exactly_the_documented_grants_backs_up_and_lists_and_a_missing_grant_is_named() {
+    let db = TestDb::new("least_priv");
+    seed_shop(&db);
+    let role = unique("pgdrive_backup");
+    let dir = TempDir::new("least_priv");
+    struct DropRole(String, String);
+    impl Drop for DropRole {
+        fn drop(&mut self) {
+            let _ = admin_client_for(&self.1)
+                .batch_execute(&format!("DROP OWNED BY \"{0}\"; ", self.0));
+            let _ = admin().batch_execute(&format!("DROP ROLE IF EXISTS \"{}\"", self.0));
+        }
+    }
+    let _cleanup = DropRole(role.clone(), db.name.clone());
+
+    // the owner migrates; then exactly the documented grants, nothing else
+    let owner = run(pgdrive().env("DATABASE_URL", db.url()).arg("migrate"));
+    assert_eq!(owner.status, 0, "{owner:?}");
+    psql(&db.url(), &documented_grants(&db.name, &role));
+    let restricted = format!("postgres://{role}@127.0.0.1:5432/{}", db.name);
+    let superuser: bool = db
+        .client()
+        .query_one(
+            "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!superuser);
+
+    let backup = |url: &str| {
+        run(pgdrive()
+            .env("DATABASE_URL", url)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["backup", "--kind", "daily"]))
+    };
+    let r = backup(&restricted);
+    assert_eq!(r.status, 0, "{r:?}");
+    let catalog = db.catalog();
+    assert_eq!(catalog.len(), 1, "{catalog:?}");
+    assert_eq!(catalog[0].0, "SUCCESS");
+    let dump = std::fs::read(dir.path().join(catalog[0].2.as_ref().unwrap())).unwrap();
+    assert!(gunzip(&dump).contains("COPY public.orders"));
+
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &restricted)
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["list", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains(catalog[0].2.as_ref().unwrap()), "{r:?}");
+
+    // one documented grant missing: the server's own message, never "db error"
+    db.exec(&format!(
+        "REVOKE SELECT ON pgdrive_schema_migrations FROM \"{role}\""
+    ));
+    let r = backup(&restricted);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("permission denied for table pgdrive_schema_migrations"),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("db error"), "{r:?}");
+    assert!(
+        r.stderr.contains("Database permissions"),
+        "the hint points at the README: {r:?}"
+    );
+}
+
+fn admin_client_for(db: &str) -> postgres::Client {
+    postgres::Client::connect(&admin_url(db), postgres::NoTls).unwrap()
+}

@@ -73,7 +73,24 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
 fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
     let notifier = notify::load(&settings, args.kind, args.notify)?;
-    let mut cfg = BackupConfig::load(args, settings)?;
+    // A setting that breaks a scheduled run (a malformed key, a bad URL) is reported like any
+    // other failure of the job: someone must hear of it before the backups are missed.
+    let database_name = crate::config::database_from(&settings, "DATABASE_URL")
+        .ok()
+        .flatten()
+        .map(|d| d.dbname().to_string())
+        .unwrap_or_default();
+    let mut cfg = BackupConfig::load(args, settings).map_err(|error| {
+        notifier.run_finished(&Report::failure(
+            args.kind,
+            &database_name,
+            &host_name(),
+            timeutil::now_millis(),
+            "config",
+            &error,
+        ));
+        error
+    })?;
     for w in &cfg.settings_warnings {
         log::warn(w, &[]);
     }
@@ -126,7 +143,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             let holder = lock::describe_holder(&mut control, &job_lock)
                 .unwrap_or_else(|e| format!("unknown ({})", crate::error::render(&e)));
             log::warn(
-                "skipped: another run of this job holds its lock; nothing was backed up",
+                "skipped: another run holds the lock of this job (kind and database); nothing was backed up",
                 &[
                     ("kind", cfg.kind.to_string()),
                     ("database", facts.database.clone()),
