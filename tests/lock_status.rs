@@ -287,3 +287,41 @@ fn a_role_with_exactly_the_documented_grants_backs_up_and_lists_and_a_missing_gr
 fn admin_client_for(db: &str) -> postgres::Client {
     postgres::Client::connect(&admin_url(db), postgres::NoTls).unwrap()
 }
+
+#[test]
+fn verify_all_that_verified_nothing_fails() {
+    let db = TestDb::new("verify_none");
+    db.exec("CREATE TABLE t AS SELECT generate_series(1, 10) AS id");
+    let dir = TempDir::new("verify_none");
+    let verify_all = || {
+        run(pgdrive()
+            .env("DATABASE_URL", db.url())
+            .args(["verify", "--all", "--from"])
+            .arg(dir.path()))
+    };
+    // an empty directory: nothing proven
+    let r = verify_all();
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("found no complete backup") && r.stderr.contains("\nhint: "),
+        "{r:?}"
+    );
+
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(verify_all().status, 0, "an intact backup verifies");
+
+    // every sidecar corrupt: the backups are no longer complete, and nothing is verified
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".pgdrive.json") {
+            std::fs::write(&path, b"{\"truncated\": ").unwrap();
+        }
+    }
+    let r = verify_all();
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("found no complete backup"), "{r:?}");
+}
