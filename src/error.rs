@@ -54,16 +54,8 @@ impl fmt::Display for Classified {
 
 impl std::error::Error for Classified {}
 
-/// A configuration error (exit 78): reported before anything is attempted.
-pub fn config_error(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Classified {
-        status: ExitStatus::Config,
-        message: message.into(),
-        hint: None,
-    })
-}
-
-/// A configuration error with a hint.
+/// A configuration error (exit 78), reported before anything is attempted. There is no form
+/// without a hint: whoever meets a 78 must be told what to change.
 pub fn config_error_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Classified {
         status: ExitStatus::Config,
@@ -189,7 +181,7 @@ mod tests {
 
     #[test]
     fn config_errors_map_to_78_even_under_context() {
-        let err = config_error("bad").context("loading configuration");
+        let err = config_error_hint("bad", "fix it").context("loading configuration");
         assert_eq!(classify(&err), ExitStatus::Config);
     }
 
@@ -204,6 +196,36 @@ mod tests {
     fn hints_are_found_anywhere_in_the_chain() {
         let err = config_error_hint("no folder", "set GOOGLE_DRIVE_FOLDER_ID").context("checking");
         assert_eq!(hint(&err).as_deref(), Some("set GOOGLE_DRIVE_FOLDER_ID"));
+    }
+
+    #[test]
+    fn every_token_refusal_that_exits_78_has_a_hint() {
+        let codes = [
+            "invalid_grant",
+            "unauthorized_client",
+            "invalid_client",
+            "invalid_scope",
+            "access_denied",
+            "invalid_request",
+            "temporarily_unavailable",
+            "server_error",
+        ];
+        for code in codes {
+            for (user_credentials, impersonating) in [(false, false), (true, false), (false, true)]
+            {
+                let err = anyhow::Error::new(TokenError {
+                    status: 400,
+                    error: code.into(),
+                    description: String::new(),
+                    user_credentials,
+                    impersonating,
+                })
+                .context("getting an access token");
+                if classify(&err) == ExitStatus::Config {
+                    assert!(hint(&err).is_some(), "{code} exits 78 without a hint");
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 use crate::log;
 
 /// Opens a connection; failures are reported with what to check.
@@ -75,12 +75,12 @@ pub fn resolve_tables(client: &mut postgres::Client, tables: &[String]) -> Resul
                 &[t],
             )
             .map_err(|e| {
-                config_error(format!(
+                config_error_hint(format!(
                     "PGDRIVE_CRITICAL_TABLES entry {t:?} is not a valid table name: {}",
                     e.as_db_error()
                         .map(|d| d.message().to_string())
                         .unwrap_or_else(|| e.to_string())
-                ))
+                ), "fix PGDRIVE_CRITICAL_TABLES: table names separated by commas, as SQL reads them (schema.table; quote mixed-case names as \"Name\")")
             })?;
         let oid: Option<u32> = row.get(0);
         let Some(oid) = oid else {

@@ -325,3 +325,208 @@ fn verify_all_that_verified_nothing_fails() {
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("found no complete backup"), "{r:?}");
 }
+
+/// Every configuration error (78) says what to change: a table of misconfigurations, each run
+/// through the real binary, each must exit 78 with a `hint:` line.
+#[test]
+fn every_configuration_error_carries_a_hint() {
+    let db = TestDb::new("hints");
+    db.exec("CREATE TABLE t (id int)");
+    let dir = TempDir::new("hints");
+    let not_a_dir = dir.path().join("a-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let url = db.url();
+    let kv = |extra: &str| format!("host=127.0.0.1 user=postgres dbname={} {extra}", db.name);
+    let not_a_dir_child = not_a_dir.join("sub").display().to_string();
+    // (what, environment, arguments)
+    let cases: Vec<(&str, Vec<(&str, String)>, Vec<&str>)> = vec![
+        (
+            "no DATABASE_URL",
+            vec![("DATABASE_URL", String::new())],
+            vec![],
+        ),
+        (
+            "connect_timeout=abc",
+            vec![("DATABASE_URL", format!("{url}?connect_timeout=abc"))],
+            vec![],
+        ),
+        ("port=abc", vec![("DATABASE_URL", kv("port=abc"))], vec![]),
+        (
+            "unknown sslmode",
+            vec![("DATABASE_URL", kv("sslmode=sometimes"))],
+            vec![],
+        ),
+        (
+            "gzip level",
+            vec![("PGDRIVE_COMPRESS", "gzip:12".into())],
+            vec![],
+        ),
+        ("codec", vec![("PGDRIVE_COMPRESS", "brotli".into())], vec![]),
+        ("threads", vec![("PGDRIVE_THREADS", "0".into())], vec![]),
+        (
+            "threads not a number",
+            vec![("PGDRIVE_THREADS", "many".into())],
+            vec![],
+        ),
+        (
+            "chunk size",
+            vec![("PGDRIVE_CHUNK_SIZE", "lots".into())],
+            vec![],
+        ),
+        (
+            "chunk alignment",
+            vec![("PGDRIVE_CHUNK_SIZE", "1000".into())],
+            vec![],
+        ),
+        ("format", vec![("PGDRIVE_FORMAT", "tar".into())], vec![]),
+        ("keep", vec![("PGDRIVE_KEEP_DAILY", "lots".into())], vec![]),
+        (
+            "pg_dump missing",
+            vec![("PGDRIVE_PG_DUMP", "/nonexistent/pg_dump".into())],
+            vec![],
+        ),
+        (
+            "pg_dump not a pg_dump",
+            vec![("PGDRIVE_PG_DUMP", "/bin/false".into())],
+            vec![],
+        ),
+        (
+            "key not JSON",
+            vec![
+                ("GOOGLE_SERVICE_ACCOUNT_JSON", "{not json".into()),
+                ("GOOGLE_DRIVE_FOLDER_ID", "f".into()),
+            ],
+            vec![],
+        ),
+        (
+            "key lacks fields",
+            vec![
+                (
+                    "GOOGLE_SERVICE_ACCOUNT_JSON",
+                    "{\"type\": \"service_account\"}".into(),
+                ),
+                ("GOOGLE_DRIVE_FOLDER_ID", "f".into()),
+            ],
+            vec![],
+        ),
+        (
+            "key file unreadable",
+            vec![
+                (
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "/nonexistent/key.json".into(),
+                ),
+                ("GOOGLE_DRIVE_FOLDER_ID", "f".into()),
+            ],
+            vec![],
+        ),
+        (
+            "folder without credentials",
+            vec![("GOOGLE_DRIVE_FOLDER_ID", "f".into())],
+            vec![],
+        ),
+        (
+            "local dir cannot be created",
+            vec![("PGDRIVE_LOCAL_DIR", not_a_dir_child.clone())],
+            vec![],
+        ),
+        (
+            "missing critical table",
+            vec![("PGDRIVE_CRITICAL_TABLES", "no_such_table".into())],
+            vec!["--kind", "hourly"],
+        ),
+        (
+            "notify timeout",
+            vec![
+                ("PGDRIVE_WEBHOOK_URL", "http://127.0.0.1:9/h".into()),
+                ("PGDRIVE_NOTIFY_TIMEOUT_MS", "soon".into()),
+            ],
+            vec![],
+        ),
+        (
+            "smtp port",
+            vec![
+                ("PGDRIVE_SMTP_HOST", "127.0.0.1".into()),
+                ("PGDRIVE_SMTP_TLS", "none".into()),
+                ("PGDRIVE_SMTP_FROM", "a@example.com".into()),
+                ("PGDRIVE_NOTIFY_EMAIL", "b@example.com".into()),
+                ("PGDRIVE_SMTP_PORT", "99999".into()),
+            ],
+            vec![],
+        ),
+        (
+            "smtp user without password",
+            vec![
+                ("PGDRIVE_SMTP_HOST", "127.0.0.1".into()),
+                ("PGDRIVE_SMTP_TLS", "none".into()),
+                ("PGDRIVE_SMTP_FROM", "a@example.com".into()),
+                ("PGDRIVE_NOTIFY_EMAIL", "b@example.com".into()),
+                ("PGDRIVE_SMTP_USER", "u".into()),
+            ],
+            vec![],
+        ),
+        (
+            "recipient",
+            vec![
+                ("SENDGRID_API_KEY", "SG.x".into()),
+                ("SENDGRID_FROM_EMAIL", "a@example.com".into()),
+                ("PGDRIVE_NOTIFY_EMAIL", "not an address".into()),
+            ],
+            vec![],
+        ),
+        (
+            "env-file missing",
+            vec![],
+            vec!["--env-file", "/nonexistent/pgdrive.env"],
+        ),
+    ];
+    for (what, env, extra) in cases {
+        let mut cmd = pgdrive();
+        cmd.env("DATABASE_URL", &url)
+            .env("PGDRIVE_LOCAL_DIR", dir.path());
+        for (k, v) in &env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        // --env-file is a global option: it goes before the subcommand
+        if extra.first() == Some(&"--env-file") {
+            cmd.args(&extra);
+            cmd.args(["backup", "--kind", "daily"]);
+        } else {
+            cmd.args(["backup"]);
+            if !extra.contains(&"--kind") {
+                cmd.args(["--kind", "daily"]);
+            }
+            cmd.args(&extra);
+        }
+        let r = run(&mut cmd);
+        assert_eq!(r.status, 78, "{what}: {r:?}");
+        let hint = r.stderr.lines().find(|l| l.starts_with("hint: "));
+        assert!(
+            hint.is_some_and(|h| h.len() > "hint: ".len() + 10),
+            "{what}: a 78 without a hint: {r:?}"
+        );
+    }
+
+    // the read commands too
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--target-url",
+        &format!("{url}?connect_timeout=abc"),
+        "--yes",
+    ]));
+    assert!(r.status == 78 && r.stderr.contains("\nhint: "), "{r:?}");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &url)
+        .args(["status", "--max-age", "daily=soon"]));
+    assert!(r.status == 78 && r.stderr.contains("\nhint: "), "{r:?}");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &url)
+        .args(["verify", "--all", "--from"])
+        .arg(&not_a_dir_child));
+    assert_ne!(r.status, 0, "{r:?}");
+}
