@@ -282,6 +282,33 @@ fn a_role_with_exactly_the_documented_grants_backs_up_and_lists_and_a_missing_gr
         r.stderr.contains("Database permissions"),
         "the hint points at the README: {r:?}"
     );
+
+    // the README's PostgreSQL 14+ alternative: pg_read_all_data instead of the per-schema grants
+    let reader = unique("pgdrive_reader");
+    let _cleanup_reader = DropRole(reader.clone(), db.name.clone());
+    let grants = documented_grants(&db.name, &reader);
+    let per_schema: String = grants
+        .lines()
+        .filter(|l| l.contains("IN SCHEMA") || l.contains("USAGE ON SCHEMA"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(per_schema.lines().count(), 5, "{grants}");
+    let grants = grants.replace(
+        &per_schema,
+        &format!("GRANT pg_read_all_data TO \"{reader}\";\n"),
+    );
+    psql(&db.url(), &grants);
+    let r = run(pgdrive()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://{reader}@127.0.0.1:5432/{}", db.name),
+        )
+        .env(
+            "PGDRIVE_LOCAL_DIR",
+            TempDir::new("least_priv_reader").path(),
+        )
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
 }
 
 fn admin_client_for(db: &str) -> postgres::Client {
