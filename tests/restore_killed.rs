@@ -364,3 +364,104 @@ fn scratch_of(pid: u32) -> Option<String> {
         .unwrap()
         .map(|r| r.get(0))
 }
+
+/// The restore client of the running pgdrive `pid`, once it has been started.
+fn client_of(pid: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// `(state, process group)` of a process, from /proc/PID/stat; `None` once it is gone.
+fn state_and_group(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after the parenthesised command name: state, ppid, pgrp
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Opens, for writing, the pipe that is the client's stdin, through pgdrive's own end of it: with
+/// that end held open elsewhere the client never sees its input end.
+fn hold_input_open(pgdrive: u32, client: u32) -> std::fs::File {
+    let pipe = std::fs::read_link(format!("/proc/{client}/fd/0")).unwrap();
+    let end = std::fs::read_dir(format!("/proc/{pgdrive}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|fd| std::fs::read_link(fd).is_ok_and(|l| l == pipe))
+        .expect("pgdrive holds the client's stdin");
+    std::fs::OpenOptions::new().write(true).open(end).unwrap()
+}
+
+/// Kills a process left behind by a failed assertion.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: a process this test made (or an id that is gone: ESRCH).
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
+/// The client cannot outlive pgdrive even when it cannot see its input end (the test holds the
+/// pipe open): when pgdrive is SIGKILLed, the kernel kills psql and pg_restore too. They run in
+/// a process group of their own (a terminal's Ctrl-C reaches pgdrive alone).
+#[test]
+fn a_client_dies_with_pgdrive_even_when_its_input_stays_open() {
+    let source = TestDb::new("orphan");
+    seed_shop(&source);
+    for format in ["plain", "custom"] {
+        let dir = TempDir::new(&format!("orphan_{format}"));
+        let r = run(pgdrive()
+            .env("DATABASE_URL", source.url())
+            .env("PGDRIVE_FORMAT", format)
+            .args(["backup", "--kind", "daily", "--to"])
+            .arg(dir.path()));
+        assert_eq!(r.status, 0, "{r:?}");
+        let path = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let target = TestDb::new("orphan_target");
+        let url = target.url();
+        let mut child = pgdrive()
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(restore_args(&source, &url))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut fifo = open_writer(&path, &mut child);
+        fifo.write_all(&bytes[..bytes.len() / 2]).unwrap();
+        let client = wait_for(Duration::from_secs(10), "the restore client", || {
+            client_of(pid)
+        });
+        let _reap = Reap(client);
+        let (_, group) = state_and_group(client).expect("the client is running");
+        assert_eq!(
+            group, client,
+            "{format}: the client leads its own process group"
+        );
+        let held = hold_input_open(pid, client);
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        child.wait().unwrap();
+        drop(fifo);
+        wait_for(Duration::from_secs(5), "the client to be killed", || {
+            // gone, or a zombie waiting for a reaper that is not its parent
+            match state_and_group(client) {
+                None | Some(('Z', _)) => Some(()),
+                Some(_) => None,
+            }
+        });
+        drop(held);
+        assert_nothing_committed(&target.name, format);
+    }
+}
