@@ -107,9 +107,11 @@ impl RunningClient {
         let args = ["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-f", "-"];
         let mut client = Self::start("psql", bin, &args.map(String::from), env)?;
         client.commit = Some(COMMIT);
-        client
-            .write(BEGIN)
-            .context("psql stopped before the restore began")?;
+        if client.write(BEGIN).is_err() {
+            // psql already stopped (e.g. it could not connect): nothing may reach it without its
+            // BEGIN; the first write fails and its stderr is quoted
+            client.stdin = None;
+        }
         Ok(client)
     }
 
