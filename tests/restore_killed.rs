@@ -465,3 +465,82 @@ fn a_client_dies_with_pgdrive_even_when_its_input_stays_open() {
         assert_nothing_committed(&target.name, format);
     }
 }
+
+/// What psql is told, byte for byte, through a stand-in psql that records its input: pgdrive's
+/// `BEGIN;` first, the dump unchanged except its own large-object `BEGIN;`/`COMMIT;` turned into
+/// comments, and pgdrive's `COMMIT;` last — and for a corrupt backup no `COMMIT;` at all.
+#[test]
+fn psql_is_sent_commit_once_and_only_after_every_check() {
+    let source = TestDb::new("consent");
+    seed_shop(&source);
+    source.exec("SELECT lo_from_bytea(0, 'a large object')");
+    let dir = TempDir::new("consent");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", source.url())
+        .env("PGDRIVE_COMPRESS", "none")
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let dump = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let tools = TempDir::new("consent_psql");
+    let record = tools.path().join("script.sql");
+    let fake_psql = script(
+        tools.path(),
+        "psql",
+        &format!("cat > '{}'", record.display()),
+    );
+    let restore = |target: &TestDb| {
+        run(pgdrive()
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .env("PGDRIVE_PSQL", &fake_psql)
+            .args(restore_args(&source, &target.url())))
+    };
+
+    let target = TestDb::new("consent_target");
+    let r = restore(&target);
+    assert_eq!(r.status, 0, "{r:?}");
+    let sent = std::fs::read_to_string(&record).unwrap();
+    let lo_section = "-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -\n--\n\nBEGIN;\n";
+    assert!(dump.contains(lo_section), "no large-object section");
+    let expected = format!(
+        "BEGIN;\n{}\nCOMMIT;\n",
+        dump.replacen(
+            lo_section,
+            &lo_section.replace(
+                "\nBEGIN;\n",
+                "\n-- BEGIN; (left out by pgdrive: the whole restore is one transaction)\n"
+            ),
+            1
+        )
+        .replacen(
+            "lo_close(0);\n\nCOMMIT;\n",
+            "lo_close(0);\n\n-- COMMIT; (left out by pgdrive: the whole restore is one transaction)\n",
+            1
+        )
+    );
+    assert!(sent == expected, "psql was sent something else");
+    assert_eq!(sent.lines().filter(|l| *l == "COMMIT;").count(), 1);
+
+    let mut bytes = dump.into_bytes();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    let r = restore(&target);
+    assert_eq!(r.status, 65, "{r:?}");
+    let sent = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        sent.starts_with("BEGIN;\n"),
+        "{}",
+        &sent[..sent.len().min(200)]
+    );
+    assert!(
+        !sent.lines().any(|l| l.trim() == "COMMIT;"),
+        "a corrupt backup was sent a COMMIT"
+    );
+}
