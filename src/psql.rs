@@ -303,8 +303,7 @@ impl Drop for RunningClient {
 fn dies_with_pgdrive(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
-    // SAFETY: getpid is async-signal-safe; it runs before the fork.
-    let parent = unsafe { libc::getpid() };
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
