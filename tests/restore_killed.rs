@@ -5,7 +5,8 @@
 //! The stored backup is replaced by a FIFO the test writes, so each kill lands at a known point:
 //! in the middle of the big table's COPY, or with everything but the file's last bytes given
 //! (the dump's large-object section, which carries its own COMMIT, and all but pgdrive's held-back
-//! tail already run by psql).
+//! tail already run by psql). Two more tests pin the mechanism: the client dies with pgdrive even
+//! when its input is held open, and psql is sent exactly one `COMMIT;`, pgdrive's, at the end.
 
 mod common;
 
@@ -151,14 +152,14 @@ fn killed(
             })
         }
     }
-    let pid_t = pid as i32;
+    let signalled = pid as i32;
     match attack {
         // SAFETY: signalling our own child.
-        Attack::Sigkill => assert_eq!(unsafe { libc::kill(pid_t, libc::SIGKILL) }, 0),
+        Attack::Sigkill => assert_eq!(unsafe { libc::kill(signalled, libc::SIGKILL) }, 0),
         Attack::TwoSigterms => {
-            assert_eq!(unsafe { libc::kill(pid_t, libc::SIGTERM) }, 0);
+            assert_eq!(unsafe { libc::kill(signalled, libc::SIGTERM) }, 0);
             std::thread::sleep(Duration::from_millis(20));
-            assert_eq!(unsafe { libc::kill(pid_t, libc::SIGTERM) }, 0);
+            assert_eq!(unsafe { libc::kill(signalled, libc::SIGTERM) }, 0);
         }
     }
     let out = child.wait_with_output().unwrap();
