@@ -17,7 +17,9 @@
 //!   `download` (ranged, resumed), `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
 //! - `restore`: the checked restore stream shared by `restore` and `verify` (download → checksums →
-//!   decompression → psql or pg_restore in one transaction); `psql`: the psql/pg_restore child; `progress`: the terminal progress line.
+//!   decompression → psql or pg_restore in one transaction that only pgdrive commits); `psql`:
+//!   the psql/pg_restore child; `dumpscript`: a plain dump's own large-object transaction taken
+//!   out of it; `progress`: the terminal progress line.
 //! - `notify`: run reports to people and monitors: SendGrid/SMTP email, Slack, a JSON webhook,
 //!   heartbeat pings; each channel independent, retries as data.
 //! - `health`: findings shared by `check` and `status`, and the seams for contributed checks and alerts
@@ -38,6 +40,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod drive;
+pub mod dumpscript;
 pub mod error;
 pub mod health;
 pub mod lock;

@@ -2,8 +2,21 @@
 //! Finding the binary (`PGDRIVE_PSQL` / `PGDRIVE_PG_RESTORE`, PATH, then the newest
 //! `/usr/lib/postgresql/*/bin`), running it with the connection in its environment (never argv),
 //! draining its stderr on a thread (tail kept for the error message), and ending it either
-//! cleanly (close stdin → it commits its single transaction) or by SIGKILL before its stdin is
-//! closed, which drops the connection mid-transaction so the server rolls everything back.
+//! cleanly ([`RunningClient::finish`]: pgdrive's consent to commit, then end of input) or by
+//! SIGKILL before its stdin is closed, which drops the connection mid-transaction so the server
+//! rolls everything back.
+//!
+//! Only pgdrive's consent commits, whatever happens to pgdrive:
+//! - psql does not run the script as `--single-transaction` (which commits at end of input, so a
+//!   pgdrive killed mid-stream — SIGKILL, the OOM killer, a second signal — would commit what it
+//!   had sent). pgdrive sends `BEGIN;` itself and `COMMIT;` only in `finish`; psql reaching end
+//!   of input inside that transaction disconnects, and the server rolls it back.
+//! - pg_restore commits only after reading the archive's last data block, which pgdrive holds back
+//!   until every check passed (`crate::restore`); an archive that ends early is a fatal error, and
+//!   pg_restore exits without committing.
+//! - Every client gets `PR_SET_PDEATHSIG(SIGKILL)` (it dies with pgdrive instead of running on)
+//!   and its own process group (a terminal's Ctrl-C reaches pgdrive alone, which decides; a
+//!   parallel pg_restore's workers are killed with their leader).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,14 +72,19 @@ pub fn locate_tool(name: &str, variable: &str, explicit: Option<&Path>) -> Resul
     })
 }
 
-/// A running restore client reading from its stdin: `psql -X -q -v ON_ERROR_STOP=1
-/// --single-transaction -f -`, or `pg_restore --single-transaction --exit-on-error -d DB`.
+/// What pgdrive sends psql first: the restore's transaction, which only [`COMMIT`] ends well.
+const BEGIN: &[u8] = b"BEGIN;\n";
+/// pgdrive's consent, sent by [`RunningClient::finish`] (on a line of its own even if the dump's
+/// last line has no newline).
+const COMMIT: &[u8] = b"\nCOMMIT;\n";
+
+/// A running restore client reading from its stdin: `psql -X -q -w -v ON_ERROR_STOP=1 -f -`
+/// inside pgdrive's `BEGIN;`, or `pg_restore --single-transaction --exit-on-error -d DB`.
 pub struct RunningClient {
     program: &'static str,
     child: Child,
-    /// Runs in its own process group (parallel pg_restore: the leader and its workers), which is
-    /// killed as a whole.
-    group: bool,
+    /// The statement that commits (psql), sent only by `finish`.
+    commit: Option<&'static [u8]>,
     stdin: Option<ChildStdin>,
     stderr: crate::child::StderrTail,
 }
@@ -81,20 +99,20 @@ pub struct ClientOutcome {
 }
 
 impl RunningClient {
-    /// Starts psql reading a script from stdin as one transaction (`-1 -f -`: `--single-transaction`
-    /// only applies to `-f`/`-c` input). The connection comes from `env` (PG* variables replace any
-    /// inherited ones).
+    /// Starts psql reading a script from stdin inside a transaction pgdrive has begun and only
+    /// [`RunningClient::finish`] commits (see the module docs). `-w`: never prompt for a
+    /// password (it has no terminal in its own process group). The connection comes from `env`
+    /// (PG* variables replace any inherited ones).
     pub fn spawn(bin: &Path, env: &[(&'static str, String)]) -> Result<RunningClient> {
-        let args = [
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "--single-transaction",
-            "-f",
-            "-",
-        ];
-        Self::start("psql", bin, &args.map(String::from), env)
+        let args = ["-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-f", "-"];
+        let mut client = Self::start("psql", bin, &args.map(String::from), env)?;
+        client.commit = Some(COMMIT);
+        if client.write(BEGIN).is_err() {
+            // psql already stopped (e.g. it could not connect): nothing may reach it without its
+            // BEGIN; the first write fails and its stderr is quoted
+            client.stdin = None;
+        }
+        Ok(client)
     }
 
     /// Starts pg_restore reading a custom archive from stdin into `dbname` as one transaction;
@@ -140,7 +158,7 @@ impl RunningClient {
         let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
         args.push(format!("--dbname=dbname='{quoted}'"));
         args.push(file.to_string_lossy().into_owned());
-        Self::start_in("pg_restore", bin, &args, env, true)
+        Self::start("pg_restore", bin, &args, env)
     }
 
     /// Waits for the client to exit, polling for SIGINT/SIGTERM: on one, the client is killed
@@ -177,20 +195,8 @@ impl RunningClient {
         args: &[String],
         env: &[(&'static str, String)],
     ) -> Result<RunningClient> {
-        Self::start_in(program, bin, args, env, false)
-    }
-
-    fn start_in(
-        program: &'static str,
-        bin: &Path,
-        args: &[String],
-        env: &[(&'static str, String)],
-        group: bool,
-    ) -> Result<RunningClient> {
         let mut cmd = Command::new(bin);
-        if group {
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        }
+        dies_with_pgdrive(&mut cmd);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -216,7 +222,7 @@ impl RunningClient {
         Ok(RunningClient {
             program,
             child,
-            group,
+            commit: None,
             stdin: Some(stdin),
             stderr,
         })
@@ -234,29 +240,38 @@ impl RunningClient {
         }
     }
 
-    /// Ends the input: psql commits the transaction and exits.
+    /// pgdrive's consent: psql is sent `COMMIT;`, then end of input (pg_restore has had the
+    /// archive's end already); it commits and exits.
     pub fn finish(mut self) -> Result<ClientOutcome> {
+        let consent = match self.commit {
+            Some(commit) => self.write(commit),
+            None => Ok(()),
+        };
         drop(self.stdin.take());
-        self.collect()
+        let mut outcome = self.collect()?;
+        if consent.is_err() {
+            // it stopped before it could be told to commit: it cannot have committed
+            outcome.success = false;
+        }
+        Ok(outcome)
     }
 
-    /// Kills psql while its input is still open, so its transaction can never commit; then
-    /// collects what it said.
+    /// Kills the client while its input is still open, so its transaction can never commit;
+    /// then collects what it said.
     pub fn abort(mut self) -> Result<ClientOutcome> {
-        // SIGKILL first, stdin closed after: closing first would let psql reach end of input and COMMIT.
-        let _ = self.child.kill();
+        // SIGKILL first, stdin closed after: the client never sees an orderly end of input.
+        self.kill();
         let _ = self.child.wait();
         drop(self.stdin.take());
         self.collect()
     }
 
-    /// SIGKILL to the client (and, for a process group, to its workers too).
+    /// SIGKILL to the client's process group (a parallel pg_restore's workers too).
     fn kill(&mut self) {
-        if self.group {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                // SAFETY: signals the process group this child leads (created at spawn).
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-            }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signals the process group this child leads (created at spawn); the child has
+            // not been reaped yet, so the id is still its own.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
         let _ = self.child.kill();
     }
@@ -280,4 +295,35 @@ impl Drop for RunningClient {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Makes the child a process group of its own and has the kernel SIGKILL it when pgdrive dies
+/// (`PR_SET_PDEATHSIG`). The death signal follows the spawning *thread*: clients are started by
+/// the main thread, which lives as long as pgdrive.
+fn dies_with_pgdrive(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // pgdrive died before the death signal was armed: do not start at all
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "pgdrive exited while starting the client",
+                ));
+            }
+            Ok(())
+        })
+    };
 }

@@ -5,14 +5,19 @@
 //! pg_restore's stdin, or nothing for a checksum-only verify).
 //!
 //! A checksum can only be confirmed at the end of the stream, so the restore is arranged so that
-//! nothing can commit before then. The client runs everything as one transaction
-//! (`--single-transaction`). psql commits only when its input ends; pg_restore commits once it
+//! nothing can commit before then, nor ever without pgdrive's consent. The client runs everything
+//! as one transaction: psql inside the `BEGIN;` pgdrive sends first, committed only by the
+//! `COMMIT;` pgdrive sends after every check passed (the dump's own large-object transaction is
+//! taken out of it, see `crate::dumpscript`); pg_restore (`--single-transaction`) commits once it
 //! has read the archive's last data block, which is at the very end of the stream. So the last
-//! [`HOLD_BACK`] bytes of decompressed data are held back, and they — and the end of input — are
+//! [`HOLD_BACK`] bytes of decompressed data are held back, and they — and psql's `COMMIT;` — are
 //! given to the client only after the size, MD5 and SHA-256 of everything downloaded matched what
 //! the backup recorded, the codec decoded to its end (gzip: CRC and length) and a plain dump ended
 //! with pg_dump's completion trailer. On any mismatch the client is SIGKILLed while its input is
-//! still open: the server sees the connection drop inside the transaction and rolls it back.
+//! still open: the server sees the connection drop inside the transaction and rolls it back. If
+//! pgdrive itself dies instead (SIGKILL, the OOM killer, a second signal), the client sees its
+//! input end without that consent — psql inside an open transaction, pg_restore inside an
+//! archive — and is SIGKILLed by the kernel as well (`crate::psql`): nothing commits.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -306,7 +311,17 @@ pub fn into_client(
     let fed = (|| {
         psql.write(prelude.as_bytes())
             .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
-        check_stream(input, expected, layout, &mut |data| psql.write(data))
+        if layout.format != DumpFormat::Plain {
+            return check_stream(input, expected, layout, &mut |data| psql.write(data));
+        }
+        let mut script = crate::dumpscript::OwnTransactionsOut::default();
+        let checked = check_stream(input, expected, layout, &mut |data| {
+            script.feed(data, &mut |out| psql.write(out))
+        })?;
+        script
+            .finish(&mut |out| psql.write(out))
+            .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
+        Ok(checked)
     })();
     match fed {
         Ok(checked) => {

@@ -71,7 +71,7 @@ impl RowCounter {
 }
 
 /// The table of a `COPY <table> [(<columns>)] FROM stdin;` line.
-fn copy_table(line: &[u8]) -> Option<String> {
+pub(crate) fn copy_table(line: &[u8]) -> Option<String> {
     // the dump is in the database's encoding, which need not be UTF-8
     let line = String::from_utf8_lossy(line);
     let rest = line.strip_prefix("COPY ")?;

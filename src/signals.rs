@@ -1,6 +1,8 @@
 //! SIGINT/SIGTERM/SIGHUP handling. The first signal sets a flag that every long-running step polls
 //! (the upload loop, retry sleeps, the dump pipeline), so a run abandons its upload session, kills
 //! pg_dump and records an ERROR row instead of dying half-way; a second signal exits at once.
+//! Exiting at once never commits a restore: its client commits only on pgdrive's explicit
+//! consent and dies with pgdrive (see `crate::psql`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
