@@ -277,8 +277,7 @@ pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>>
     let Some(url) = settings.get(key) else {
         return Ok(None);
     };
-    let info =
-        ConnInfo::parse(&url).map_err(|e| config_error(format!("{key} is invalid: {e:#}")))?;
+    let info = ConnInfo::parse_setting(key, &url)?;
     Ok(Some(info.resolve(&|k| settings.get(k))))
 }
 
