@@ -21,6 +21,25 @@ pub const DEFAULT_DRIVE_URL: &str = "https://www.googleapis.com/";
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
+/// Settings whose whole value is secret (or holds one that may not be found by parsing).
+const SECRET_SETTINGS: &[&str] = &[
+    "PGPASSWORD",
+    "PGDRIVE_SMTP_PASSWORD",
+    "SENDGRID_API_KEY",
+    "DATABASE_URL",
+    "PGDRIVE_CATALOG_URL",
+];
+
+/// Settings holding URLs whose path or query is a token (webhooks, heartbeat pings).
+const TOKEN_URL_SETTINGS: &[&str] = &[
+    "PGDRIVE_SLACK_WEBHOOK_URL",
+    "PGDRIVE_WEBHOOK_URL",
+    "PGDRIVE_PING_URL",
+    "PGDRIVE_PING_URL_DAILY",
+    "PGDRIVE_PING_URL_HOURLY",
+    "PGDRIVE_PING_URL_SCHEMA",
+];
+
 /// Where settings come from, below the command line: the process environment, then the env-file.
 #[derive(Clone)]
 pub struct Settings {
@@ -52,11 +71,29 @@ impl Settings {
                     .map_err(|e| config_error(format!("env-file {}: {e}", path.display())))?
             }
         };
-        Ok(Settings {
+        let settings = Settings {
             file,
             env_file: env_file.map(Path::to_path_buf),
             warnings,
-        })
+        };
+        settings.register_secrets();
+        Ok(settings)
+    }
+
+    /// Tells [`crate::redact`] every secret setting's value before anything can print it. The
+    /// connection strings are registered whole (for a string that cannot be parsed, the only
+    /// way to know its password); parsing registers their passwords too.
+    fn register_secrets(&self) {
+        for key in SECRET_SETTINGS {
+            if let Some(v) = self.get(key) {
+                crate::redact::register(&v);
+            }
+        }
+        for key in TOKEN_URL_SETTINGS {
+            if let Some(v) = self.get(key) {
+                crate::redact::register_url(v.trim());
+            }
+        }
     }
 
     /// A setting by name: the environment wins over the env-file; empty values count as unset.
