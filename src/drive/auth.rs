@@ -78,7 +78,10 @@ fn unwrap_value(v: &str) -> &str {
 fn read_key_file(variable: &str, value: &str) -> Result<String> {
     let looks_like_path = value.len() <= 255
         && !value.chars().any(|c| c.is_whitespace() || c.is_control())
-        && (["/", "./", "../", "~/"].iter().any(|p| value.starts_with(p)) || value.ends_with(".json"));
+        && (["/", "./", "../", "~/"]
+            .iter()
+            .any(|p| value.starts_with(p))
+            || value.ends_with(".json"));
     match std::fs::read_to_string(value) {
         Ok(text) => Ok(text),
         Err(e) if looks_like_path => Err(config_error_hint(
@@ -102,7 +105,10 @@ fn read_key_file(variable: &str, value: &str) -> Result<String> {
 fn looks_like_base64_json(value: &str) -> bool {
     let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
-        .decode(compact.trim_end_matches('=').to_string() + &"=".repeat((4 - compact.trim_end_matches('=').len() % 4) % 4))
+        .decode(
+            compact.trim_end_matches('=').to_string()
+                + &"=".repeat((4 - compact.trim_end_matches('=').len() % 4) % 4),
+        )
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .is_some_and(|text| unwrap_value(&text).starts_with('{'))
@@ -119,9 +125,15 @@ impl Credentials {
         let (text, source) = if let Some(v) = settings.get("GOOGLE_SERVICE_ACCOUNT_JSON") {
             let v = unwrap_value(&v);
             if v.starts_with('{') {
-                (v.to_string(), "GOOGLE_SERVICE_ACCOUNT_JSON (inline JSON)".to_string())
+                (
+                    v.to_string(),
+                    "GOOGLE_SERVICE_ACCOUNT_JSON (inline JSON)".to_string(),
+                )
             } else {
-                (read_key_file("GOOGLE_SERVICE_ACCOUNT_JSON", v)?, v.to_string())
+                (
+                    read_key_file("GOOGLE_SERVICE_ACCOUNT_JSON", v)?,
+                    v.to_string(),
+                )
             }
         } else if let Some(v) = settings.get("GOOGLE_APPLICATION_CREDENTIALS") {
             let v = unwrap_value(&v);
@@ -131,7 +143,10 @@ impl Credentials {
                     "put the key JSON in GOOGLE_SERVICE_ACCOUNT_JSON instead, or save it to a file (chmod 600) and set GOOGLE_APPLICATION_CREDENTIALS to its path",
                 ));
             }
-            (read_key_file("GOOGLE_APPLICATION_CREDENTIALS", v)?, v.to_string())
+            (
+                read_key_file("GOOGLE_APPLICATION_CREDENTIALS", v)?,
+                v.to_string(),
+            )
         } else {
             return Ok(None);
         };

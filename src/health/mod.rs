@@ -83,7 +83,12 @@ impl Finding {
 impl fmt::Display for Finding {
     /// `ok   subject: detail`, and an indented `hint:` line; secrets scrubbed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut line = format!("{:<4} {}: {}", self.level.label(), self.subject, self.detail);
+        let mut line = format!(
+            "{:<4} {}: {}",
+            self.level.label(),
+            self.subject,
+            self.detail
+        );
         if let Some(h) = &self.hint {
             line.push_str(&format!("\n     hint: {h}"));
         }

@@ -312,10 +312,24 @@ mod tests {
 
     #[test]
     fn only_loopback_hosts_count_as_this_machine() {
-        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1"] {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["smtp.example.com", "10.0.0.1", "localhost.example.com", "127.0.0.1.nip.io", "0.0.0.0"] {
+        for host in [
+            "smtp.example.com",
+            "10.0.0.1",
+            "localhost.example.com",
+            "127.0.0.1.nip.io",
+            "0.0.0.0",
+        ] {
             assert!(!is_loopback(host), "{host}");
         }
     }
