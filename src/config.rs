@@ -22,13 +22,7 @@ pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
 /// Settings whose whole value is secret (or holds one that may not be found by parsing).
-const SECRET_SETTINGS: &[&str] = &[
-    "PGPASSWORD",
-    "PGDRIVE_SMTP_PASSWORD",
-    "SENDGRID_API_KEY",
-    "DATABASE_URL",
-    "PGDRIVE_CATALOG_URL",
-];
+const SECRET_SETTINGS: &[&str] = &["PGPASSWORD", "PGDRIVE_SMTP_PASSWORD", "SENDGRID_API_KEY"];
 
 /// Settings holding URLs whose path or query is a token (webhooks, heartbeat pings).
 const TOKEN_URL_SETTINGS: &[&str] = &[
@@ -80,9 +74,8 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Tells [`crate::redact`] every secret setting's value before anything can print it. The
-    /// connection strings are registered whole (for a string that cannot be parsed, the only
-    /// way to know its password); parsing registers their passwords too.
+    /// Tells [`crate::redact`] every secret setting's value before anything can print it
+    /// (connection strings register their passwords when they are parsed).
     fn register_secrets(&self) {
         for key in SECRET_SETTINGS {
             if let Some(v) = self.get(key) {

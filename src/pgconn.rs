@@ -78,6 +78,15 @@ impl ConnInfo {
         if let Some(pw) = parsed.params.get("password") {
             crate::redact::register(pw);
         }
+        if let Some(ports) = parsed.params.get("port") {
+            let list: Vec<&str> = ports.split(',').collect();
+            for (i, port) in list.iter().enumerate() {
+                if !port.is_empty() && port.parse::<u16>().is_err() {
+                    // not quoted: an unencoded '/' or '?' in a password ends up here
+                    bail!("port {} of {} is not a port number", i + 1, list.len());
+                }
+            }
+        }
         Ok(ConnInfo {
             params: parsed.params,
             original: s.to_string(),
@@ -90,6 +99,8 @@ impl ConnInfo {
     /// cannot be parsed is a configuration error naming the setting, with [`SYNTAX_HINT`].
     pub fn parse_setting(setting: &str, s: &str) -> Result<ConnInfo> {
         let mut info = ConnInfo::parse(s).map_err(|e| {
+            // its password cannot be told apart: the whole string is the secret
+            crate::redact::register(s.trim_matches(is_conninfo_space));
             config_error_hint(format!("{setting} cannot be parsed: {e:#}"), SYNTAX_HINT)
         })?;
         info.setting = setting.to_string();
@@ -355,7 +366,7 @@ fn split_passfile_line(line: &str) -> Vec<String> {
 
 /// What a connection string that cannot be parsed should be told: how to write it, quoting none
 /// of it (it may hold a password).
-pub const SYNTAX_HINT: &str = "in a postgres:// URL, percent-encode special characters of the user name and password (@ as %40, / as %2F, : as %3A, % as %25, a space as %20), or use the keyword form: host=... dbname=... password='...' with ' and \\ written as \\' and \\\\";
+pub const SYNTAX_HINT: &str = "in a postgres:// URL, percent-encode special characters of the user name and password (@ as %40, / as %2F, : as %3A, % as %25, a space as %20), or use the keyword form (host=... dbname=..., the password value in single quotes with ' and \\ written as \\' and \\\\)";
 
 /// The parameters of a connection string as libpq reads it, and where in the string the
 /// password values are (so the string can be shown with exactly those masked).
@@ -497,6 +508,11 @@ fn parse_uri(s: &str, prefix_len: usize) -> Result<Parsed> {
         hosts.push(',');
         ports.push(',');
     }
+    // Stricter than libpq, which would take these as a host or a database name: an '@' there
+    // is the rest of a password whose '@' or '/' was not encoded, and must not be shown.
+    if hosts.contains('@') {
+        bail!("an '@' follows the host in the connection URI (is an '@' in the password not percent-encoded?)");
+    }
     if !hosts.is_empty() {
         parsed.store(
             "host".into(),
@@ -517,6 +533,9 @@ fn parse_uri(s: &str, prefix_len: usize) -> Result<Parsed> {
         let start = p;
         while p < n && b[p] != b'?' {
             p += 1;
+        }
+        if s[start..p].contains('@') {
+            bail!("the database name in the connection URI holds an '@' (is a '/' in the password not percent-encoded?)");
         }
         if p > start {
             parsed.store("dbname".into(), percent_decode(&s[start..p])?, start..p)?;
@@ -703,10 +722,7 @@ mod tests {
     fn rejects_garbage_without_echoing_it() {
         let err = ConnInfo::parse("hunter2").unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
-        // libpq too reads the port only when connecting
         let err = ConnInfo::parse("postgres://u:hunter2@h:notaport/d")
-            .unwrap()
-            .client_config("t")
             .unwrap_err()
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
@@ -818,6 +834,8 @@ mod tests {
             ("host=db password='secret77 dbname=x", "secret77"),
             ("host=db password=se'cret77 bogus99=1", "bogus99"),
             ("postgres://app:secret77%zz@db/shop", "secret77"),
+            ("postgres://app:p@ssword77@db/shop", "ssword77"),
+            ("postgres://app:1234/567877@db/shop", "567877"),
         ] {
             let err = ConnInfo::parse_setting("DATABASE_URL", s)
                 .and_then(|c| c.client_config("t").map(|_| ()))
