@@ -101,7 +101,7 @@ impl ConnInfo {
         let mut info = ConnInfo::parse(s).map_err(|e| {
             // its password cannot be told apart: the whole string is the secret
             crate::redact::register(s.trim_matches(is_conninfo_space));
-            config_error_hint(format!("{setting} cannot be parsed: {e:#}"), SYNTAX_HINT)
+            config_error_hint(format!("{setting} is invalid: {e:#}"), SYNTAX_HINT)
         })?;
         info.setting = setting.to_string();
         Ok(info)
