@@ -129,13 +129,6 @@ pub fn values(text: &str) -> String {
     out
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`; key/value conninfo strings
-/// get `password=***`. For strings that were not parsed (a parsed [`crate::pgconn::ConnInfo`]
-/// masks its own password exactly).
-pub fn connection_string(url: &str) -> String {
-    scrub(url)
-}
-
 /// Removes credentials from free text: every registered secret, then passwords in URLs'
 /// userinfo, `password=` pairs, bearer tokens and Google access tokens.
 pub fn scrub(text: &str) -> String {
@@ -292,14 +285,14 @@ mod tests {
     #[test]
     fn url_passwords_are_removed() {
         assert_eq!(
-            connection_string("postgres://app:s3cr%40t@db.example:5432/shop?sslmode=require"),
+            scrub("postgres://app:s3cr%40t@db.example:5432/shop?sslmode=require"),
             "postgres://app:***@db.example:5432/shop?sslmode=require"
         );
         assert_eq!(
-            connection_string("postgresql://app@db/shop"),
+            scrub("postgresql://app@db/shop"),
             "postgresql://app@db/shop"
         );
-        assert_eq!(connection_string("postgres:///shop"), "postgres:///shop");
+        assert_eq!(scrub("postgres:///shop"), "postgres:///shop");
     }
 
     #[test]

@@ -1043,6 +1043,11 @@ fn a_password_of_any_shape_never_appears_in_any_output() {
                 1,
             ),
             (
+                vec!["restore", "latest", "--target-url", &scratch, "--yes"],
+                false,
+                1,
+            ),
+            (
                 vec![
                     "--log-format",
                     "json",
