@@ -850,4 +850,27 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn a_password_from_the_password_file_is_registered_as_a_secret() {
+        let dir = std::env::temp_dir().join(format!("pgconn_pgpass_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passfile = dir.join("pgpass");
+        std::fs::write(
+            &passfile,
+            "db.example:5432:shop:app:from\\:the-passfile 42\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "PGPASSFILE" => Some(passfile.display().to_string()),
+            _ => None,
+        };
+        let c = ConnInfo::parse("postgres://app@db.example/shop")
+            .unwrap()
+            .resolve(&env);
+        assert_eq!(c.get("password"), Some("from:the-passfile 42"));
+        let shown = crate::redact::scrub("server said: password from:the-passfile 42 is wrong");
+        assert_eq!(shown, "server said: password *** is wrong");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

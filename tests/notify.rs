@@ -1047,6 +1047,7 @@ fn a_password_of_any_shape_never_appears_in_any_output() {
                 false,
                 1,
             ),
+            (vec!["status"], false, 1),
             (
                 vec![
                     "--log-format",
