@@ -102,13 +102,11 @@ fn read_key_file(variable: &str, value: &str) -> Result<String> {
     }
 }
 
+/// Whether a value is base64 (with or without padding) of something that starts like JSON.
 fn looks_like_base64_json(value: &str) -> bool {
     let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(
-            compact.trim_end_matches('=').to_string()
-                + &"=".repeat((4 - compact.trim_end_matches('=').len() % 4) % 4),
-        )
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(compact.trim_end_matches('='))
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .is_some_and(|text| unwrap_value(&text).starts_with('{'))
