@@ -73,7 +73,7 @@ fn unwrap_value(v: &str) -> &str {
 }
 
 /// Reads a key file named by `variable`. The value is shown only when it looks like a path
-/// (short, one line, starting with `/`, `./`, `../` or `~/`): anything else may be key material
+/// (short, one line, starting with `/`, `./`, `../` or `~/`, or ending in `.json`): anything else may be key material
 /// pasted into the wrong place, and is described instead of quoted.
 fn read_key_file(variable: &str, value: &str) -> Result<String> {
     let looks_like_path = value.len() <= 255
