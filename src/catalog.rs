@@ -180,7 +180,7 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
                 &r.local_path,
                 &status,
                 &r.kind,
-                &r.error,
+                &r.error.as_deref().map(crate::redact::scrub),
                 &r.step,
                 &r.database_name,
                 &r.sha256,

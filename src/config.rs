@@ -21,6 +21,19 @@ pub const DEFAULT_DRIVE_URL: &str = "https://www.googleapis.com/";
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 
+/// Settings whose whole value is secret (or holds one that may not be found by parsing).
+const SECRET_SETTINGS: &[&str] = &["PGPASSWORD", "PGDRIVE_SMTP_PASSWORD", "SENDGRID_API_KEY"];
+
+/// Settings holding URLs whose path or query is a token (webhooks, heartbeat pings).
+const TOKEN_URL_SETTINGS: &[&str] = &[
+    "PGDRIVE_SLACK_WEBHOOK_URL",
+    "PGDRIVE_WEBHOOK_URL",
+    "PGDRIVE_PING_URL",
+    "PGDRIVE_PING_URL_DAILY",
+    "PGDRIVE_PING_URL_HOURLY",
+    "PGDRIVE_PING_URL_SCHEMA",
+];
+
 /// Where settings come from, below the command line: the process environment, then the env-file.
 #[derive(Clone)]
 pub struct Settings {
@@ -52,11 +65,28 @@ impl Settings {
                     .map_err(|e| config_error_hint(format!("env-file {}: {e}", path.display()), "each line is KEY=value, `export KEY=value` or a # comment; quote values that hold spaces or #"))?
             }
         };
-        Ok(Settings {
+        let settings = Settings {
             file,
             env_file: env_file.map(Path::to_path_buf),
             warnings,
-        })
+        };
+        settings.register_secrets();
+        Ok(settings)
+    }
+
+    /// Tells [`crate::redact`] every secret setting's value before anything can print it
+    /// (connection strings register their passwords when they are parsed).
+    fn register_secrets(&self) {
+        for key in SECRET_SETTINGS {
+            if let Some(v) = self.get(key) {
+                crate::redact::register(&v);
+            }
+        }
+        for key in TOKEN_URL_SETTINGS {
+            if let Some(v) = self.get(key) {
+                crate::redact::register_url(v.trim());
+            }
+        }
     }
 
     /// A setting by name: the environment wins over the env-file; empty values count as unset.
@@ -278,8 +308,7 @@ pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>>
     let Some(url) = settings.get(key) else {
         return Ok(None);
     };
-    let info =
-        ConnInfo::parse(&url).map_err(|e| config_error_hint(format!("{key} is invalid: {e:#}"), "write it as postgres://user:password@host:5432/dbname, percent-encoding special characters in the password, or as key=value pairs (host=... dbname=...)"))?;
+    let info = ConnInfo::parse_setting(key, &url)?;
     Ok(Some(info.resolve(&|k| settings.get(k))))
 }
 

@@ -4,16 +4,24 @@
 //! `pg_dump`, so the password never appears on any command line.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use crate::error::config_error_hint;
+use crate::redact::is_conninfo_space;
 
 /// Connection parameters by libpq keyword (`host`, `port`, `user`, `password`, `dbname`, ...).
 #[derive(Clone)]
 pub struct ConnInfo {
     params: BTreeMap<String, String>,
     original: String,
+    /// Where the password values are in `original`, to mask exactly them.
+    password_spans: Vec<Range<usize>>,
+    /// The setting or flag the string came from, for messages.
+    setting: String,
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -51,67 +59,77 @@ const KEYWORD_ENV: &[(&str, &str)] = &[
     ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
 ];
 
-fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .context("truncated %-escape in connection URI")?;
-            out.push(u8::from_str_radix(hex, 16).context("invalid %-escape in connection URI")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).context("connection URI is not valid UTF-8 after %-decoding")
-}
-
 impl ConnInfo {
-    /// Parses a connection URI (`postgres://...`, `postgresql://...`) or a keyword/value string.
-    /// Errors never quote the input (it may hold a password).
+    /// Parses a connection URI (`postgres://...`, `postgresql://...`) or a keyword/value string
+    /// exactly as libpq does. Errors never quote the input (it may hold a password). The
+    /// password is registered with [`crate::redact`] at once.
     pub fn parse(s: &str) -> Result<ConnInfo> {
-        let s = s.trim();
-        let params = if let Some(rest) = s
-            .strip_prefix("postgresql://")
-            .or_else(|| s.strip_prefix("postgres://"))
-        {
-            parse_uri(rest)?
+        let s = s.trim_matches(is_conninfo_space);
+        let uri_prefix = ["postgresql://", "postgres://"]
+            .into_iter()
+            .find(|p| s.starts_with(p));
+        let parsed = if let Some(prefix) = uri_prefix {
+            parse_uri(s, prefix.len())?
         } else if s.contains('=') {
             parse_keyword_value(s)?
         } else {
             bail!("not a PostgreSQL connection string (expected postgres://user@host/dbname or host=... dbname=...)");
         };
-        for key in params.keys() {
-            if !KEYWORD_ENV.iter().any(|(k, _)| k == key)
-                && key != "keepalives"
-                && !key.starts_with("keepalives_")
-            {
-                bail!("unknown connection parameter {key:?}");
+        if let Some(pw) = parsed.params.get("password") {
+            crate::redact::register(pw);
+        }
+        if let Some(ports) = parsed.params.get("port") {
+            let list: Vec<&str> = ports.split(',').collect();
+            for (i, port) in list.iter().enumerate() {
+                if !port.is_empty() && port.parse::<u16>().is_err() {
+                    // not quoted: an unencoded '/' or '?' in a password ends up here
+                    bail!("port {} of {} is not a port number", i + 1, list.len());
+                }
             }
         }
         Ok(ConnInfo {
-            params,
+            params: parsed.params,
             original: s.to_string(),
+            password_spans: parsed.password_spans,
+            setting: "the connection string".into(),
         })
+    }
+
+    /// Parses the value of a setting or flag (`DATABASE_URL`, `--target-url`): a string that
+    /// cannot be parsed is a configuration error naming the setting, with [`SYNTAX_HINT`].
+    pub fn parse_setting(setting: &str, s: &str) -> Result<ConnInfo> {
+        let mut info = ConnInfo::parse(s).map_err(|e| {
+            // its password cannot be told apart: the whole string is the secret
+            crate::redact::register(s.trim_matches(is_conninfo_space));
+            config_error_hint(format!("{setting} is invalid: {e:#}"), SYNTAX_HINT)
+        })?;
+        info.setting = setting.to_string();
+        Ok(info)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)
     }
 
-    /// The connection string with its password masked.
+    /// The connection string with its password masked: exactly the spans the parser read the
+    /// password from, then whatever [`crate::redact::scrub`] finds.
     pub fn redacted(&self) -> String {
-        crate::redact::connection_string(&self.original)
+        let mut out = self.original.clone();
+        let mut spans = self.password_spans.clone();
+        spans.sort_by_key(|r| std::cmp::Reverse(r.start));
+        for span in spans {
+            out.replace_range(span, "***");
+        }
+        crate::redact::scrub(&out)
     }
 
     /// Fills in what libpq would take from PG* variables and its defaults, and the password
     /// from the password file when none is given, so pgdrive's own connection and pg_dump's reach
     /// the same server as the same user.
     pub fn resolve(mut self, env: &dyn Fn(&str) -> Option<String>) -> ConnInfo {
+        if let Some(pw) = env("PGPASSWORD") {
+            crate::redact::register(&pw);
+        }
         for (key, var) in KEYWORD_ENV {
             if !self.params.contains_key(*key) {
                 if let Some(v) = env(var).filter(|v| !v.is_empty()) {
@@ -148,6 +166,7 @@ impl ConnInfo {
                 .cloned()
                 .or_else(|| env("HOME").map(|h| format!("{h}/.pgpass")));
             if let Some(pw) = passfile.and_then(|f| self.password_from_passfile(Path::new(&f))) {
+                crate::redact::register(&pw);
                 self.params.insert("password".into(), pw);
             }
         }
@@ -159,12 +178,13 @@ impl ConnInfo {
     pub fn with_param(&self, key: &str, value: &str) -> ConnInfo {
         let mut params = self.params.clone();
         params.insert(key.to_string(), value.to_string());
-        let original = params
-            .iter()
-            .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
-            .collect::<Vec<_>>()
-            .join(" ");
-        ConnInfo { params, original }
+        let (original, password_spans) = render_keyword_value(&params);
+        ConnInfo {
+            params,
+            original,
+            password_spans,
+            setting: self.setting.clone(),
+        }
     }
 
     pub fn dbname(&self) -> &str {
@@ -209,6 +229,7 @@ impl ConnInfo {
         let mut cfg = postgres::Config::new();
         let hosts = self.get("host").unwrap_or("localhost");
         let ports: Vec<&str> = self.get("port").unwrap_or("5432").split(',').collect();
+        let host_count = hosts.split(',').count();
         for (i, host) in hosts.split(',').enumerate() {
             if host.starts_with('/') {
                 cfg.host_path(host);
@@ -216,12 +237,19 @@ impl ConnInfo {
                 cfg.host(host);
             }
             let port = ports.get(i).or(ports.first()).copied().unwrap_or("5432");
-            cfg.port(port.parse().map_err(|_| {
-                crate::error::config_error_hint(
-                    format!("invalid port {port:?} in DATABASE_URL"),
-                    "the port must be a number from 1 to 65535 (percent-encode a password that holds / ? # or @)",
+            let port = if port.is_empty() { "5432" } else { port };
+            // the port is not quoted: a '/' or '?' in an unencoded password ends up here
+            let port: u16 = port.parse().map_err(|_| {
+                config_error_hint(
+                    format!(
+                        "{} has an invalid port number (host {} of {host_count})",
+                        self.setting,
+                        i + 1
+                    ),
+                    SYNTAX_HINT,
                 )
-            })?);
+            })?;
+            cfg.port(port);
         }
         if let Some(u) = self.get("user") {
             cfg.user(u);
@@ -235,10 +263,13 @@ impl ConnInfo {
         }
         cfg.application_name(application_name);
         if let Some(t) = self.get("connect_timeout") {
-            let secs: u64 = t.parse().map_err(|_| {
-                crate::error::config_error_hint(
-                    "invalid connect_timeout in DATABASE_URL: not a whole number of seconds",
-                    "set connect_timeout to a number of seconds, e.g. connect_timeout=10 (0 waits indefinitely)",
+            let secs: u64 = t.trim().parse().map_err(|_| {
+                config_error_hint(
+                    format!(
+                        "connect_timeout in {} is not a number of seconds",
+                        self.setting
+                    ),
+                    "write connect_timeout=10 (0 waits forever)",
                 )
             })?;
             if secs > 0 {
@@ -255,9 +286,9 @@ impl ConnInfo {
             "disable" => postgres::config::SslMode::Disable,
             "allow" | "prefer" => postgres::config::SslMode::Prefer,
             "require" | "verify-ca" | "verify-full" => postgres::config::SslMode::Require,
-            other => {
-                return Err(crate::error::config_error_hint(
-                    format!("unknown sslmode={other:?} in DATABASE_URL"),
+            _ => {
+                return Err(config_error_hint(
+                    format!("sslmode in {} is not a known mode", self.setting),
                     "use sslmode=disable, allow, prefer, require, verify-ca or verify-full",
                 ))
             }
@@ -271,7 +302,12 @@ impl ConnInfo {
 
     /// Opens a connection with libpq's TLS semantics for `sslmode` (see [`crate::pgtls`]).
     pub fn connect(&self, application_name: &str) -> Result<postgres::Client> {
-        let cfg = self.client_config(application_name)?;
+        self.connect_with(self.client_config(application_name)?)
+    }
+
+    /// Opens a connection from a (possibly adjusted) [`ConnInfo::client_config`], with the same
+    /// TLS semantics as [`ConnInfo::connect`]: every pgdrive connection goes through here.
+    pub fn connect_with(&self, cfg: postgres::Config) -> Result<postgres::Client> {
         if self.get("sslcert").is_some() {
             crate::log::warn("client certificates (sslcert/sslkey) are passed to pg_dump but not used by pgdrive's own connection", &[]);
         }
@@ -328,141 +364,314 @@ fn split_passfile_line(line: &str) -> Vec<String> {
     fields
 }
 
-fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>> {
-    let mut params = BTreeMap::new();
-    let (main, query) = match rest.split_once('?') {
-        Some((m, q)) => (m, Some(q)),
-        None => (rest, None),
-    };
-    let (authority, path) = match main.find('/') {
-        Some(i) => (&main[..i], Some(&main[i + 1..])),
-        None => (main, None),
-    };
-    let hostlist = match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.split_once(':') {
-                Some((u, p)) => {
-                    if !u.is_empty() {
-                        params.insert("user".into(), percent_decode(u)?);
-                    }
-                    params.insert("password".into(), percent_decode(p)?);
-                }
-                None if !userinfo.is_empty() => {
-                    params.insert("user".into(), percent_decode(userinfo)?);
-                }
-                None => {}
-            }
-            &authority[at + 1..]
-        }
-        None => authority,
-    };
-    if !hostlist.is_empty() {
-        let mut hosts = Vec::new();
-        let mut ports = Vec::new();
-        for spec in hostlist.split(',') {
-            let (host, port) = if let Some(v6) = spec.strip_prefix('[') {
-                let end = v6
-                    .find(']')
-                    .context("unterminated [IPv6] host in connection URI")?;
-                let port = v6[end + 1..].strip_prefix(':');
-                (&v6[..end], port)
-            } else {
-                match spec.rsplit_once(':') {
-                    Some((h, p)) => (h, Some(p)),
-                    None => (spec, None),
-                }
-            };
-            hosts.push(percent_decode(host)?);
-            ports.push(port.unwrap_or("").to_string());
-        }
-        if hosts.iter().any(|h| !h.is_empty()) {
-            params.insert("host".into(), hosts.join(","));
-        }
-        if ports.iter().any(|p| !p.is_empty()) {
-            for p in &ports {
-                if !p.is_empty() && p.parse::<u16>().is_err() {
-                    bail!("invalid port {p:?} in connection URI");
-                }
-            }
-            params.insert("port".into(), ports.join(","));
-        }
-    }
-    if let Some(db) = path.filter(|p| !p.is_empty()) {
-        params.insert("dbname".into(), percent_decode(db)?);
-    }
-    if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .context("connection URI parameter without '='")?;
-            let k = percent_decode(k)?;
-            let k = if k == "ssl" && v == "true" {
-                params.insert("sslmode".into(), "require".into());
-                continue;
-            } else {
-                k
-            };
-            params.insert(k, percent_decode(v)?);
-        }
-    }
-    Ok(params)
+/// What a connection string that cannot be parsed should be told: how to write it, quoting none
+/// of it (it may hold a password).
+pub const SYNTAX_HINT: &str = "in a postgres:// URL, percent-encode special characters of the user name and password (@ as %40, / as %2F, : as %3A, % as %25, a space as %20), or use the keyword form (host=... dbname=..., the password value in single quotes with ' and \\ written as \\' and \\\\)";
+
+/// The parameters of a connection string as libpq reads it, and where in the string the
+/// password values are (so the string can be shown with exactly those masked).
+#[derive(Default)]
+struct Parsed {
+    params: BTreeMap<String, String>,
+    password_spans: Vec<Range<usize>>,
+    count: usize,
 }
 
-fn parse_keyword_value(s: &str) -> Result<BTreeMap<String, String>> {
-    let mut params = BTreeMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+impl Parsed {
+    /// Stores one parameter; `span` is where its raw value is in the string.
+    fn store(&mut self, key: String, value: String, span: Range<usize>) -> Result<()> {
+        self.count += 1;
+        if !is_known_keyword(&key) {
+            // the key is not quoted: with a mistyped quote it may be a piece of the password
+            bail!(
+                "parameter {} is not a connection parameter libpq knows (known: {})",
+                self.count,
+                KEYWORD_ENV
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
-        if chars.peek().is_none() {
+        if key == "password" {
+            self.password_spans.push(span);
+        }
+        self.params.insert(key, value);
+        Ok(())
+    }
+}
+
+fn is_known_keyword(key: &str) -> bool {
+    KEYWORD_ENV.iter().any(|(k, _)| *k == key)
+        || key == "keepalives"
+        || key.starts_with("keepalives_")
+}
+
+/// libpq's `conninfo_uri_decode`: `%XX` escapes anywhere, `%00` refused, `+` left alone.
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let byte = s
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .context("a %-escape is not followed by two hex digits (write % itself as %25)")?;
+            if byte == 0 {
+                bail!("%00 is not allowed in a connection URI");
+            }
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).context("the connection URI is not valid UTF-8 after %-decoding")
+}
+
+/// A connection URI as libpq's `conninfo_uri_parse_options` reads it: the userinfo ends at the
+/// first `@` before any `/` (so `#`, `?` and `:` may appear in a password, `@` and `/` must be
+/// percent-encoded), hosts and ports are comma-separated lists, the database runs up to `?`,
+/// parameters are `&`-separated `key=value` pairs; every part is percent-decoded.
+fn parse_uri(s: &str, prefix_len: usize) -> Result<Parsed> {
+    let b = s.as_bytes();
+    let n = b.len();
+    let at = |i: usize| b.get(i).copied();
+    let mut parsed = Parsed::default();
+    let mut p = prefix_len;
+
+    let mut look = p;
+    while look < n && b[look] != b'@' && b[look] != b'/' {
+        look += 1;
+    }
+    if at(look) == Some(b'@') {
+        let mut user_end = p;
+        while b[user_end] != b':' && b[user_end] != b'@' {
+            user_end += 1;
+        }
+        if user_end > p {
+            parsed.store("user".into(), percent_decode(&s[p..user_end])?, p..user_end)?;
+        }
+        if b[user_end] == b':' && look > user_end + 1 {
+            let span = user_end + 1..look;
+            parsed.store("password".into(), percent_decode(&s[span.clone()])?, span)?;
+        }
+        p = look + 1;
+    }
+
+    let (mut hosts, mut ports) = (String::new(), String::new());
+    let hosts_start = p;
+    let mut hosts_end;
+    let mut terminator;
+    loop {
+        if at(p) == Some(b'[') {
+            p += 1;
+            let start = p;
+            while p < n && b[p] != b']' {
+                p += 1;
+            }
+            if p == n {
+                bail!("an IPv6 address in the connection URI lacks its closing ']'");
+            }
+            if p == start {
+                bail!("an IPv6 address in the connection URI is empty");
+            }
+            hosts.push_str(&s[start..p]);
+            p += 1;
+            if !matches!(at(p), None | Some(b':' | b'/' | b'?' | b',')) {
+                bail!("an IPv6 address in the connection URI is followed by something other than ':' or '/'");
+            }
+        } else {
+            let start = p;
+            while p < n && !matches!(b[p], b':' | b'/' | b'?' | b',') {
+                p += 1;
+            }
+            hosts.push_str(&s[start..p]);
+        }
+        terminator = at(p);
+        if terminator == Some(b':') {
+            p += 1;
+            let start = p;
+            while p < n && !matches!(b[p], b'/' | b'?' | b',') {
+                p += 1;
+            }
+            ports.push_str(&s[start..p]);
+            terminator = at(p);
+        }
+        hosts_end = p;
+        if terminator != Some(b',') {
             break;
         }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
+        p += 1;
+        hosts.push(',');
+        ports.push(',');
+    }
+    // Stricter than libpq, which would take these as a host or a database name: an '@' there
+    // is the rest of a password whose '@' or '/' was not encoded, and must not be shown.
+    if hosts.contains('@') {
+        bail!("an '@' follows the host in the connection URI (is an '@' in the password not percent-encoded?)");
+    }
+    if !hosts.is_empty() {
+        parsed.store(
+            "host".into(),
+            percent_decode(&hosts)?,
+            hosts_start..hosts_end,
+        )?;
+    }
+    if !ports.is_empty() {
+        parsed.store(
+            "port".into(),
+            percent_decode(&ports)?,
+            hosts_start..hosts_end,
+        )?;
+    }
+
+    if terminator.is_some_and(|c| c != b'?') {
+        p += 1;
+        let start = p;
+        while p < n && b[p] != b'?' {
+            p += 1;
+        }
+        if s[start..p].contains('@') {
+            bail!("the database name in the connection URI holds an '@' (is a '/' in the password not percent-encoded?)");
+        }
+        if p > start {
+            parsed.store("dbname".into(), percent_decode(&s[start..p])?, start..p)?;
+        }
+        terminator = at(p);
+    }
+
+    if terminator.is_some() {
+        p += 1;
+        while p < n {
+            let key_start = p;
+            let mut value_start = None;
+            while p < n && b[p] != b'&' {
+                if b[p] == b'=' {
+                    if value_start.is_some() {
+                        bail!("a parameter of the connection URI has a second '=' (percent-encode it as %3D)");
+                    }
+                    value_start = Some(p + 1);
+                }
+                p += 1;
+            }
+            let Some(value_start) = value_start else {
+                bail!("a parameter of the connection URI has no '='");
+            };
+            let key = percent_decode(&s[key_start..value_start - 1])?;
+            let value = percent_decode(&s[value_start..p])?;
+            // libpq's JDBC compatibility: ssl=true means sslmode=require
+            if key == "ssl" && value == "true" {
+                parsed.store("sslmode".into(), "require".into(), value_start..p)?;
+            } else {
+                parsed.store(key, value, value_start..p)?;
+            }
+            if p < n {
+                p += 1;
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// A keyword/value string as libpq's `conninfo_parse` reads it: blank space (C `isspace`)
+/// separates pairs and may surround `=`; a value is either single-quoted or runs to the next
+/// blank; inside both, a backslash takes the next character literally.
+fn parse_keyword_value(s: &str) -> Result<Parsed> {
+    let mut parsed = Parsed::default();
+    let mut chars = s.char_indices().peekable();
+    let mut word = 0;
+    let skip_space = |chars: &mut std::iter::Peekable<std::str::CharIndices>| {
+        while chars.next_if(|(_, c)| is_conninfo_space(*c)).is_some() {}
+    };
+    loop {
+        skip_space(&mut chars);
+        let Some(&(key_start, _)) = chars.peek() else {
+            break;
+        };
+        word += 1;
+        let mut key_end = s.len();
+        while let Some(&(i, c)) = chars.peek() {
+            if c == '=' || is_conninfo_space(c) {
+                key_end = i;
                 break;
             }
-            key.push(c);
             chars.next();
         }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
+        skip_space(&mut chars);
+        if chars.next().map(|(_, c)| c) != Some('=') {
+            // not quoted: a word without '=' is usually the rest of an unquoted password
+            bail!("word {word} of the connection string is not followed by '=' (quote values holding spaces: password='...')");
         }
-        if chars.next() != Some('=') {
-            bail!("missing '=' after {key:?} in connection string");
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
+        skip_space(&mut chars);
+        let value_start = chars.peek().map(|&(i, _)| i).unwrap_or(s.len());
         let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
+        let value_end;
+        if chars.next_if(|(_, c)| *c == '\'').is_some() {
             loop {
                 match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
-                    Some('\'') => break,
-                    Some(c) => value.push(c),
-                    None => bail!("unterminated quoted value in connection string"),
+                    Some((_, '\\')) => value.extend(chars.next().map(|(_, c)| c)),
+                    Some((i, '\'')) => {
+                        value_end = i + 1;
+                        break;
+                    }
+                    Some((_, c)) => value.push(c),
+                    None => bail!("a quoted value in the connection string has no closing quote"),
                 }
             }
         } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                chars.next();
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
+            loop {
+                match chars.peek().copied() {
+                    None => {
+                        value_end = s.len();
+                        break;
+                    }
+                    Some((i, c)) if is_conninfo_space(c) => {
+                        value_end = i;
+                        break;
+                    }
+                    Some((_, '\\')) => {
+                        chars.next();
+                        value.extend(chars.next().map(|(_, c)| c));
+                    }
+                    Some((_, c)) => {
+                        chars.next();
+                        value.push(c);
+                    }
                 }
             }
         }
-        params.insert(key, value);
+        parsed.store(
+            s[key_start..key_end].to_string(),
+            value,
+            value_start..value_end,
+        )?;
     }
-    Ok(params)
+    Ok(parsed)
+}
+
+/// The keyword/value rendering of parameters (values quoted and escaped as libpq reads them),
+/// with where the password value is in it.
+fn render_keyword_value(params: &BTreeMap<String, String>) -> (String, Vec<Range<usize>>) {
+    let mut out = String::new();
+    let mut spans = Vec::new();
+    for (k, v) in params {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(k);
+        out.push('=');
+        let start = out.len();
+        out.push('\'');
+        out.push_str(&v.replace('\\', "\\\\").replace('\'', "\\'"));
+        out.push('\'');
+        if k == "password" {
+            spans.push(start..out.len());
+        }
+    }
+    (out, spans)
 }
 
 #[cfg(test)]
@@ -554,5 +763,114 @@ mod tests {
             split_passfile_line(r"h:5432:*:u:pa\:ss"),
             vec!["h", "5432", "*", "u", "pa:ss"]
         );
+    }
+
+    #[test]
+    fn every_password_of_the_table_parses_and_is_masked_in_both_forms() {
+        for pw in crate::redact::test_password_table() {
+            let encoded = crate::redact::percent_encode(&pw, false);
+            let quoted = pw.replace('\\', "\\\\").replace('\'', "\\'");
+            for s in [
+                format!("postgres://app:{encoded}@db.example:5433/shop?sslmode=disable"),
+                format!("postgresql://app@db.example/shop?password={encoded}&connect_timeout=3"),
+                format!("host=db.example password='{quoted}' dbname=shop"),
+                format!("host=db.example password = '{quoted}'dbname=shop"),
+            ] {
+                let c = ConnInfo::parse(&s).unwrap_or_else(|e| panic!("{pw:?}: {e}"));
+                assert_eq!(c.get("password"), Some(pw.as_str()), "{s}");
+                assert_eq!(c.dbname(), "shop", "{s}");
+                let shown = c.redacted();
+                assert!(!shown.contains(&pw) && !shown.contains(&encoded), "{shown}");
+                assert!(shown.contains("***"), "{shown}");
+                let copy = c.with_param("dbname", "other").redacted();
+                assert!(!copy.contains(&pw) && copy.contains("***"), "{copy}");
+            }
+        }
+    }
+
+    #[test]
+    fn uris_are_read_as_libpq_reads_them() {
+        // '#', '?' and ':' may stand in a password; the userinfo ends at the first '@'
+        let c =
+            ConnInfo::parse("postgres://u:pa#ss?w:x@h:5433/d%2Fb?application_name=a%20b").unwrap();
+        assert_eq!(c.get("password"), Some("pa#ss?w:x"));
+        assert_eq!(c.get("host"), Some("h"));
+        assert_eq!(c.get("port"), Some("5433"));
+        assert_eq!(c.dbname(), "d/b");
+        assert_eq!(c.get("application_name"), Some("a b"));
+        assert_eq!(
+            c.redacted(),
+            "postgres://u:***@h:5433/d%2Fb?application_name=a%20b"
+        );
+        let c = ConnInfo::parse("postgres://h1:1,h2,[::1]:3/d?ssl=true").unwrap();
+        assert_eq!(c.get("host"), Some("h1,h2,::1"));
+        assert_eq!(c.get("port"), Some("1,,3"));
+        assert_eq!(c.sslmode(), "require");
+        let c = ConnInfo::parse("postgres://u@h/d?").unwrap();
+        assert_eq!(c.dbname(), "d");
+        assert!(ConnInfo::parse("postgres://u:a%00b@h/d").is_err());
+        assert!(ConnInfo::parse("postgres://h/d?sslmode").is_err());
+        assert!(ConnInfo::parse("postgres://h/d?a=b=c").is_err());
+        assert!(ConnInfo::parse("postgres://[::1/d").is_err());
+    }
+
+    #[test]
+    fn keyword_values_are_read_as_libpq_reads_them() {
+        let c =
+            ConnInfo::parse("host = db\tport=5432 password=a\\ b\\'c user='it\\\\\\'s'").unwrap();
+        assert_eq!(c.get("password"), Some("a b'c"));
+        assert_eq!(c.get("user"), Some("it\\'s"));
+        // non-ASCII blank space is part of a value, as in libpq
+        let c = ConnInfo::parse("password=x\u{a0}y host=h").unwrap();
+        assert_eq!(c.get("password"), Some("x\u{a0}y"));
+    }
+
+    #[test]
+    fn strings_that_cannot_be_parsed_are_never_quoted() {
+        for (s, secret) in [
+            ("postgres://app:se/cret77@db/shop", "cret77"),
+            ("postgres://app:se?cret77/x@db/shop", "cret77"),
+            ("host=db password=secret77 more99", "more99"),
+            ("host=db password='secret77 dbname=x", "secret77"),
+            ("host=db password=se'cret77 bogus99=1", "bogus99"),
+            ("postgres://app:secret77%zz@db/shop", "secret77"),
+            ("postgres://app:p@ssword77@db/shop", "ssword77"),
+            ("postgres://app:1234/567877@db/shop", "567877"),
+        ] {
+            let err = ConnInfo::parse_setting("DATABASE_URL", s)
+                .and_then(|c| c.client_config("t").map(|_| ()))
+                .unwrap_err();
+            let text = format!("{err:#} {}", crate::error::hint(&err).unwrap_or_default());
+            assert!(!text.contains(secret), "{s}: {text}");
+            assert!(text.contains("DATABASE_URL"), "{s}: {text}");
+            assert!(text.contains("percent-encode"), "{s}: {text}");
+            assert_eq!(
+                crate::error::classify(&err),
+                crate::error::ExitStatus::Config
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_from_the_password_file_is_registered_as_a_secret() {
+        let dir = std::env::temp_dir().join(format!("pgconn_pgpass_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passfile = dir.join("pgpass");
+        std::fs::write(
+            &passfile,
+            "db.example:5432:shop:app:from\\:the-passfile 42\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "PGPASSFILE" => Some(passfile.display().to_string()),
+            _ => None,
+        };
+        let c = ConnInfo::parse("postgres://app@db.example/shop")
+            .unwrap()
+            .resolve(&env);
+        assert_eq!(c.get("password"), Some("from:the-passfile 42"));
+        let shown = crate::redact::scrub("server said: password from:the-passfile 42 is wrong");
+        assert_eq!(shown, "server said: password *** is wrong");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

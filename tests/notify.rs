@@ -1006,3 +1006,242 @@ fn a_malformed_key_notifies_like_a_missing_folder() {
     }
     assert!(!r.stderr.contains(secret), "{r:?}");
 }
+
+// ------------------------------------------------------------------ passwords of every shape
+
+/// Every printable ASCII character (space included) and some non-ASCII ones.
+fn every_character() -> String {
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect();
+    format!("{ascii}ünïcødé€🔑пароль")
+}
+
+fn percent_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The spellings an output could show a password in.
+fn spellings(pw: &str) -> Vec<String> {
+    let json = serde_json::to_string(pw).unwrap();
+    let html = pw
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;");
+    let mut out = vec![
+        pw.to_string(),
+        percent_encoded(pw),
+        percent_encoded(pw).to_lowercase(),
+        json[1..json.len() - 1].to_string(),
+        html,
+    ];
+    // and any piece of it long enough to mean something
+    let chars: Vec<char> = pw.chars().collect();
+    out.extend(chars.windows(12).map(|w| w.iter().collect::<String>()));
+    out
+}
+
+fn assert_hidden(pw: &str, text: &str, what: &str) {
+    for s in spellings(pw) {
+        assert!(
+            !text.contains(&s),
+            "{what} shows the password as {s:?}:\n{text}"
+        );
+    }
+}
+
+/// The text parts of a raw email, decoded (quoted-printable, base64) by Python's email module.
+fn decoded_email(raw: &str) -> String {
+    let mut child = Command::new("python3")
+        .args(["-c", "import email,sys\nm=email.message_from_string(sys.stdin.read())\nprint(m['Subject'])\nfor p in m.walk():\n    if not p.is_multipart(): print(p.get_payload(decode=True).decode())"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(raw.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_password_of_any_shape_never_appears_in_any_output() {
+    let s = Setup::new();
+    let smtp = SmtpServer::start();
+    let bin = TempDir::new("bin");
+    // a pg_dump that quotes its password back in its error, as a careless wrapper might
+    let leaky_pg_dump = script(
+        bin.path(),
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\nprintf 'pg_dump: error: connection to postgres://%s:%s@db/x failed: password=%s (%s)\\n' \"$PGUSER\" \"$PGPASSWORD\" \"$PGPASSWORD\" \"$PGPASSWORD\" >&2\nexit 1",
+            real_pg_dump()
+        ),
+    );
+    let all = every_character();
+    // libpq takes every character but '@', '/' and '%' unencoded in a URI's password
+    let unencoded: String = all.chars().filter(|c| !"@/%".contains(*c)).collect();
+    let kv_quoted = all.replace('\\', "\\\\").replace('\'', "\\'");
+    let kv_unquoted: String = all
+        .chars()
+        .flat_map(|c| {
+            let escape = matches!(c, '\\' | '\'' | ' ');
+            escape.then_some('\\').into_iter().chain(std::iter::once(c))
+        })
+        .collect();
+    let db = &s.db.name;
+    let shapes = [
+        (
+            all.clone(),
+            format!(
+                "postgres://postgres:{}@127.0.0.1:5432/{db}",
+                percent_encoded(&all)
+            ),
+        ),
+        (
+            unencoded.clone(),
+            format!("postgres://postgres:{unencoded}@127.0.0.1:5432/{db}"),
+        ),
+        (
+            all.clone(),
+            format!("host=127.0.0.1 port=5432 user=postgres dbname={db} password = '{kv_quoted}'"),
+        ),
+        (
+            all.clone(),
+            format!("password={kv_unquoted} host=127.0.0.1 port=5432 user=postgres dbname={db}"),
+        ),
+    ];
+    let html = s.dir.path().join("status.html");
+    let prom = s.dir.path().join("status.prom");
+    for (i, (pw, url)) in shapes.iter().enumerate() {
+        // file names have a resolution of a second: each run stores into its own directory
+        let stored = s.dir.path().join(format!("shape{i}"));
+        let with_smtp = |cmd: &mut Command| {
+            cmd.env("DATABASE_URL", url)
+                .env("PGDRIVE_LOCAL_DIR", &stored)
+                .env("PGDRIVE_SMTP_HOST", "127.0.0.1")
+                .env("PGDRIVE_SMTP_PORT", smtp.port.to_string())
+                .env("PGDRIVE_SMTP_TLS", "none")
+                .env("PGDRIVE_SMTP_FROM", "pgdrive@example.com")
+                .env("PGDRIVE_NOTIFY", "always");
+        };
+        let scratch = url.replace(":5432/", ":1/").replace("port=5432", "port=1");
+        let mut runs = Vec::new();
+        for (args, leaky, want) in [
+            (vec!["backup", "--kind", "daily"], false, 0),
+            (vec!["backup", "--kind", "daily"], true, 1),
+            (
+                vec!["--log-format", "json", "backup", "--kind", "daily"],
+                true,
+                1,
+            ),
+            (vec!["check"], false, 0),
+            (
+                vec!["verify", "latest", "--restore-test", &scratch],
+                false,
+                1,
+            ),
+            (
+                vec!["restore", "latest", "--target-url", &scratch, "--yes"],
+                false,
+                1,
+            ),
+            (vec!["status"], false, 1),
+            (
+                vec![
+                    "--log-format",
+                    "json",
+                    "status",
+                    "--json",
+                    "--html",
+                    html.to_str().unwrap(),
+                    "--prometheus",
+                    prom.to_str().unwrap(),
+                ],
+                false,
+                1,
+            ),
+        ] {
+            let mut cmd = s.pgdrive();
+            with_smtp(&mut cmd);
+            if leaky {
+                cmd.env("PGDRIVE_PG_DUMP", &leaky_pg_dump).env(
+                    "PGDRIVE_LOCAL_DIR",
+                    s.dir.path().join(format!("leaky{i}_{}", runs.len())),
+                );
+            }
+            let r = run(cmd.args(&args));
+            assert_eq!(r.status, want, "{args:?} with {url}: {r:?}");
+            assert_hidden(
+                pw,
+                &format!("{}\n{}", r.stdout, r.stderr),
+                &format!("{args:?}"),
+            );
+            runs.push(r);
+        }
+        // the outputs really carry what the password would have been in
+        assert!(
+            runs[0].stderr.contains("database=") && runs[0].stderr.contains("***"),
+            "{:?}",
+            runs[0]
+        );
+        assert!(
+            runs[1]
+                .stderr
+                .contains("pg_dump: error: connection to postgres://postgres:***@db"),
+            "{:?}",
+            runs[1]
+        );
+        assert!(runs[4].stderr.contains("password=***"), "{:?}", runs[4]);
+        let row: (String, String) = {
+            let row = s.db.client().query_one(
+                "SELECT string_agg(coalesce(error, ''), E'\\n'), string_agg(coalesce(verify_result, ''), E'\\n') FROM backups",
+                &[],
+            ).unwrap();
+            (row.get(0), row.get(1))
+        };
+        assert!(row.0.contains("password=***"), "{row:?}");
+        assert!(row.1.contains("FAILED"), "{row:?}");
+        assert_hidden(pw, &format!("{}\n{}", row.0, row.1), "the catalog");
+        for page in [&html, &prom] {
+            assert_hidden(pw, &std::fs::read_to_string(page).unwrap(), "a status page");
+        }
+    }
+    let mail = s.mail();
+    assert!(mail.len() >= 8, "{mail:?}");
+    let hooks: Vec<String> = s
+        .hooks
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.path, r.body))
+        .collect();
+    assert!(
+        hooks
+            .iter()
+            .any(|h| h.contains("/hook/") && h.contains("password=***")),
+        "{hooks:?}"
+    );
+    let smtp_mail: Vec<String> = smtp.messages().iter().map(|m| decoded_email(m)).collect();
+    assert!(
+        smtp_mail.iter().any(|m| m.contains("password=***")),
+        "{smtp_mail:?}"
+    );
+    for (pw, _) in &shapes {
+        assert_hidden(pw, &serde_json::to_string(&mail).unwrap(), "SendGrid mail");
+        assert_hidden(pw, &hooks.join("\n"), "Slack, webhook or ping requests");
+        assert_hidden(pw, &smtp_mail.join("\n"), "SMTP mail");
+    }
+}

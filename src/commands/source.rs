@@ -143,7 +143,8 @@ pub fn optional_catalog(cfg: &ReadConfig) -> Option<postgres::Client> {
     let attempt = || -> Result<postgres::Client> {
         let mut config = info.client_config("pgdrive")?;
         config.connect_timeout(Duration::from_secs(5));
-        let mut client = config.connect(postgres::NoTls)?;
+        // the same TLS as every other connection: sslmode=require must not look unreachable
+        let mut client = info.connect_with(config)?;
         client
             .query_one("SELECT 1 FROM backups LIMIT 0", &[])
             .map(|_| ())
@@ -194,8 +195,7 @@ pub fn same_database(a: &ConnInfo, b: &ConnInfo) -> bool {
 /// Parses a user-given database URL (target or scratch), insisting that it names its database
 /// (a database inherited from PGDATABASE or the user name would be a surprise), then resolves it.
 pub fn parse_url(flag: &str, url: &str, settings: &Settings) -> Result<ConnInfo> {
-    let info =
-        ConnInfo::parse(url).map_err(|e| config_error_hint(format!("{flag} is invalid: {e:#}"), "write it as postgres://user:password@host:5432/dbname, percent-encoding special characters in the password, or as key=value pairs (host=... dbname=...)"))?;
+    let info = ConnInfo::parse_setting(flag, url)?;
     if info.get("dbname").is_none_or(|d| d.is_empty()) {
         return Err(config_error_hint(
             format!("{flag} names no database"),

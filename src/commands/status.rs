@@ -37,8 +37,13 @@ pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
     let kinds = configured_kinds(&settings, args.kind);
     let dash = collect(&settings, &kinds, &max_ages, args.history)?;
 
+    // what the catalog holds was scrubbed when written; the registry catches what this process
+    // knows to be secret in any encoding, without touching the outputs' syntax
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&dash)?);
+        println!(
+            "{}",
+            crate::redact::values(&serde_json::to_string_pretty(&dash)?)
+        );
     } else {
         print!(
             "{}",
@@ -46,10 +51,12 @@ pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
         );
     }
     if let Some(path) = &args.prometheus {
-        write_atomically(path, &dashboard::render_prometheus(&dash), 0o644)?;
+        let page = crate::redact::values(&dashboard::render_prometheus(&dash));
+        write_atomically(path, &page, 0o644)?;
     }
     if let Some(path) = &args.html {
-        write_atomically(path, &dashboard::render_html(&dash), 0o644)?;
+        let page = crate::redact::values(&dashboard::render_html(&dash));
+        write_atomically(path, &page, 0o644)?;
     }
     if dash.healthy() {
         return Ok(ExitStatus::Ok);

@@ -378,7 +378,7 @@ fn record(
         .execute(
             "UPDATE backups SET verified_at = now(), verify_result = $3
               WHERE ($1::text IS NOT NULL AND drive_file_id = $1) OR ($2::text IS NOT NULL AND local_path IS NOT NULL AND filename = $2)",
-            &[&drive_id, &local_name, &result],
+            &[&drive_id, &local_name, &crate::redact::scrub(result)],
         )
         .context("recording the verification in the backups catalog")
 }

@@ -60,30 +60,91 @@ fn pem_to_der(pem: &str) -> Option<(bool, Vec<u8>)> {
         .map(|der| (pkcs1, der))
 }
 
+/// A credentials value as people paste it: without a UTF-8 byte order mark, surrounding blank
+/// space and one pair of matching surrounding quotes.
+fn unwrap_value(v: &str) -> &str {
+    let v = v.trim_start_matches('\u{feff}').trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner.trim_start_matches('\u{feff}').trim();
+        }
+    }
+    v
+}
+
+/// Reads a key file named by `variable`. The value is shown only when it looks like a path
+/// (short, one line, starting with `/`, `./`, `../` or `~/`, or ending in `.json`): anything else may be key material
+/// pasted into the wrong place, and is described instead of quoted.
+fn read_key_file(variable: &str, value: &str) -> Result<String> {
+    let looks_like_path = value.len() <= 255
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        && (["/", "./", "../", "~/"]
+            .iter()
+            .any(|p| value.starts_with(p))
+            || value.ends_with(".json"));
+    match std::fs::read_to_string(value) {
+        Ok(text) => Ok(text),
+        Err(e) if looks_like_path => Err(config_error_hint(
+            format!("{variable} names a key file that cannot be read ({value}): {e}"),
+            "set it to the key JSON itself or to the path of the key file downloaded from Google Cloud",
+        )),
+        Err(_) => {
+            let what = if looks_like_base64_json(value) {
+                "base64-encoded text, not JSON or a path: decode it first (base64 -d)".to_string()
+            } else {
+                format!("neither key JSON nor the path of a readable file ({} characters; not shown, it may be a secret)", value.chars().count())
+            };
+            Err(config_error_hint(
+                format!("{variable} holds {what}"),
+                "set it to the key JSON itself (starting with {) or to the absolute path of the key file downloaded from Google Cloud",
+            ))
+        }
+    }
+}
+
+/// Whether a value is base64 (with or without padding) of something that starts like JSON.
+fn looks_like_base64_json(value: &str) -> bool {
+    let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(compact.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .is_some_and(|text| unwrap_value(&text).starts_with('{'))
+}
+
 impl Credentials {
     /// Reads `GOOGLE_SERVICE_ACCOUNT_JSON` (the key JSON itself or a path to it), else
-    /// `GOOGLE_APPLICATION_CREDENTIALS` (a path). `Ok(None)` when neither is set.
+    /// `GOOGLE_APPLICATION_CREDENTIALS` (a path). `Ok(None)` when neither is set. A UTF-8 BOM,
+    /// surrounding blank space and one pair of surrounding quotes are accepted; any other value
+    /// that is not JSON or a readable file is refused naming the variable and what is wrong, never
+    /// quoting it (it may be a whole private key).
     pub fn from_settings(settings: &Settings) -> Result<Option<Credentials>> {
         let subject = settings.get("GOOGLE_IMPERSONATE_USER");
         let (text, source) = if let Some(v) = settings.get("GOOGLE_SERVICE_ACCOUNT_JSON") {
-            if v.trim_start().starts_with('{') {
-                (v, "GOOGLE_SERVICE_ACCOUNT_JSON (inline JSON)".to_string())
+            let v = unwrap_value(&v);
+            if v.starts_with('{') {
+                (
+                    v.to_string(),
+                    "GOOGLE_SERVICE_ACCOUNT_JSON (inline JSON)".to_string(),
+                )
             } else {
-                let text = std::fs::read_to_string(v.trim()).map_err(|e| {
-                    config_error_hint(
-                        format!("GOOGLE_SERVICE_ACCOUNT_JSON names a key file that cannot be read ({}): {e}", v.trim()),
-                        "set it to the key JSON itself or to the path of the key file downloaded from Google Cloud",
-                    )
-                })?;
-                (text, v.trim().to_string())
+                (
+                    read_key_file("GOOGLE_SERVICE_ACCOUNT_JSON", v)?,
+                    v.to_string(),
+                )
             }
-        } else if let Some(path) = settings.get("GOOGLE_APPLICATION_CREDENTIALS") {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                config_error_hint(format!(
-                    "GOOGLE_APPLICATION_CREDENTIALS names a file that cannot be read ({path}): {e}"
-                ), "check the path, and that the user pgdrive runs as may read the file (mode 0600, owned by that user)")
-            })?;
-            (text, path)
+        } else if let Some(v) = settings.get("GOOGLE_APPLICATION_CREDENTIALS") {
+            let v = unwrap_value(&v);
+            if v.starts_with('{') {
+                return Err(config_error_hint(
+                    "GOOGLE_APPLICATION_CREDENTIALS holds JSON, but it must be the path of a key file",
+                    "put the key JSON in GOOGLE_SERVICE_ACCOUNT_JSON instead, or save it to a file (chmod 600) and set GOOGLE_APPLICATION_CREDENTIALS to its path",
+                ));
+            }
+            (
+                read_key_file("GOOGLE_APPLICATION_CREDENTIALS", v)?,
+                v.to_string(),
+            )
         } else {
             return Ok(None);
         };
@@ -92,7 +153,7 @@ impl Credentials {
 
     /// Parses a service-account key or an authorized_user file. Errors never quote the content.
     pub fn parse(text: &str, source: &str, subject: Option<String>) -> Result<Credentials> {
-        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let json: serde_json::Value = serde_json::from_str(unwrap_value(text)).map_err(|e| {
             config_error_hint(
                 format!("Google credentials from {source} are not valid JSON (line {}, column {})", e.line(), e.column()),
                 "download the key again from Google Cloud (IAM > Service accounts > Keys > Add key > JSON)",
@@ -123,6 +184,7 @@ impl Credentials {
         match json.get("type").and_then(|v| v.as_str()) {
             Some("service_account") => {
                 let pem = field("private_key")?;
+                crate::redact::register_key_material(&pem);
                 let key = pem_to_der(&pem)
                     .and_then(|(pkcs1, der)| {
                         if pkcs1 {
@@ -150,6 +212,9 @@ impl Credentials {
                 if subject.is_some() {
                     return Err(config_error_hint(
                         "GOOGLE_IMPERSONATE_USER needs a service account key; OAuth user credentials already act as their user", "unset GOOGLE_IMPERSONATE_USER, or use a service account key with domain-wide delegation"));
+                }
+                for secret in ["client_secret", "refresh_token"] {
+                    crate::redact::register(&field(secret)?);
                 }
                 Ok(Credentials::AuthorizedUser {
                     client_id: field("client_id")?,
@@ -408,6 +473,7 @@ impl TokenSource {
                             .as_u64()
                             .or_else(|| json["expires_in"].as_str().and_then(|s| s.parse().ok()))
                             .unwrap_or(3600);
+                        crate::redact::register(token);
                         return Ok((token.to_string(), Duration::from_secs(expires_in.max(1))));
                     }
                     let err = TokenError {

@@ -83,12 +83,16 @@ impl Finding {
 impl fmt::Display for Finding {
     /// `ok   subject: detail`, and an indented `hint:` line; secrets scrubbed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let detail = crate::redact::scrub(&self.detail);
-        write!(f, "{:<4} {}: {}", self.level.label(), self.subject, detail)?;
+        let mut line = format!(
+            "{:<4} {}: {}",
+            self.level.label(),
+            self.subject,
+            self.detail
+        );
         if let Some(h) = &self.hint {
-            write!(f, "\n     hint: {}", crate::redact::scrub(h))?;
+            line.push_str(&format!("\n     hint: {h}"));
         }
-        Ok(())
+        f.write_str(&crate::redact::scrub(&line))
     }
 }
 

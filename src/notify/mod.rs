@@ -296,7 +296,8 @@ pub fn http_call(
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }
-            req.send(json.to_string().as_bytes())
+            // the report's texts are scrubbed already; no registered secret leaves in any encoding
+            req.send(crate::redact::values(&json.to_string()).as_bytes())
         }
         None => {
             let mut req = agent

@@ -161,6 +161,12 @@ pub fn channels(settings: &Settings) -> Result<Vec<Box<dyn Channel>>> {
                     "set both PGDRIVE_SMTP_USER and PGDRIVE_SMTP_PASSWORD, or neither", "the SMTP login needs the user and the password; leave both unset for a relay that needs no login"))
             }
         };
+        if tls == SmtpTls::None && credentials.is_some() && !is_loopback(&host) {
+            return Err(config_error_hint(
+                "PGDRIVE_SMTP_TLS=none would send the SMTP password unencrypted to a host that is not this machine",
+                "use PGDRIVE_SMTP_TLS=starttls (port 587) or tls (port 465); plain SMTP with a login is only for a relay on localhost, 127.0.0.1 or ::1",
+            ));
+        }
         let from = settings
             .get("PGDRIVE_SMTP_FROM")
             .or_else(|| settings.get("SENDGRID_FROM_EMAIL"))
@@ -251,6 +257,15 @@ fn check_address(key: &str, address: &str) -> Result<()> {
 }
 
 /// Checks an http(s) URL without ever quoting it: webhook and ping URLs carry tokens.
+/// Whether a host names this machine without asking DNS: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 fn http_url(key: &str, url: &str) -> Result<String> {
     let url = url.trim();
     if !(url.starts_with("https://") || url.starts_with("http://"))
@@ -294,5 +309,29 @@ mod tests {
     fn hourly_successes_are_quiet_by_default() {
         assert_eq!(default_policy(Kind::Hourly), NotifyPolicy::OnFailure);
         assert_eq!(default_policy(Kind::Daily), NotifyPolicy::Always);
+    }
+
+    #[test]
+    fn only_loopback_hosts_count_as_this_machine() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "smtp.example.com",
+            "10.0.0.1",
+            "localhost.example.com",
+            "127.0.0.1.nip.io",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }

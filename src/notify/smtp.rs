@@ -105,14 +105,14 @@ impl Smtp {
     pub fn deliver(&self, message: &Email, sleep: &mut dyn FnMut(Duration)) -> Result<()> {
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(one_line(&message.subject));
+            .subject(crate::redact::values(&one_line(&message.subject)));
         for to in &self.to {
             builder = builder.to(to.clone());
         }
         let mail = builder
             .multipart(MultiPart::alternative_plain_html(
-                message.text.clone(),
-                message.html.clone(),
+                crate::redact::values(&message.text),
+                crate::redact::values(&message.html),
             ))
             .context("building the email")?;
         let secrets: Vec<&str> = self.password.iter().map(String::as_str).collect();
