@@ -659,9 +659,12 @@ fn sigterm_during_a_stalled_upload_exits_within_seconds_with_an_error_row() {
     let g = Google::shared_drive();
     let db = TestDb::new("drive_sigterm_hang");
     bulky(&db);
-    // Drive reads the second chunk and then says nothing for two minutes
-    g.emu
-        .fault(json!([{"op": "upload_chunk", "nth": 2, "action": {"hang_ms": 120000}}]));
+    // Drive reads the second chunk and then says nothing for two minutes; cancelling the
+    // session hangs as well, so the cleanup has to be bounded too
+    g.emu.fault(json!([
+        {"op": "upload_chunk", "nth": 2, "action": {"hang_ms": 120000}},
+        {"op": "upload_cancel", "action": {"hang_ms": 120000}},
+    ]));
     let child = g
         .pgdrive(&db)
         .env("PGDRIVE_CHUNK_SIZE", "256KiB")
@@ -776,4 +779,129 @@ fn a_308_that_acknowledges_nothing_is_resent_only_a_bounded_number_of_times() {
         "the first send and 3 resends"
     );
     assert_failed_cleanly(&g, &db, "acknowledged none of the");
+}
+
+#[test]
+fn a_locked_catalog_does_not_hold_the_exit_after_sigterm() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_catalog");
+    seed_shop(&db);
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "action": {"hang_ms": 120000}}]));
+    let child = g
+        .pgdrive(&db)
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the upload never reached the hanging chunk"
+    );
+    // the catalog stops answering: nobody can write to the backups table
+    let mut blocker = db.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    tx.rollback().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not record the failure in the catalog")
+            && stderr.contains("statement timeout")
+            && stderr.contains("interrupted by SIGTERM"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(g.emu.files_in(&g.folder).is_empty());
+}
+
+/// A TCP relay to the test server that can be frozen: once frozen it forwards nothing more in
+/// either direction, like a network that went silent (the connections stay open).
+struct FreezableRelay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableRelay {
+    fn start() -> FreezableRelay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = std::net::TcpStream::connect("127.0.0.1:5432").unwrap();
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 << 10];
+                        while let Ok(n) = from.read(&mut buf) {
+                            while flag.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezableRelay { port, frozen }
+    }
+
+    fn url(&self, db: &TestDb) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, db.name)
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_silent_catalog_does_not_hold_the_exit_after_sigterm() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_silent");
+    seed_shop(&db);
+    let relay = FreezableRelay::start();
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "action": {"hang_ms": 120000}}]));
+    let child = g
+        .pgdrive(&db)
+        .env("DATABASE_URL", relay.url(&db))
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the upload never reached the hanging chunk"
+    );
+    relay.freeze(); // the catalog's network goes silent: the ERROR row cannot be written
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM, and the cleanup did not finish within 8 s"),
+        "{stderr}"
+    );
+    assert!(g.emu.files_in(&g.folder).is_empty());
 }

@@ -141,6 +141,13 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             record.success = false;
             record.step = Some(step.to_string());
             record.error = Some(crate::error::render(&error));
+            if crate::signals::stopping() {
+                // a stopping run must exit within seconds, even if the catalog is blocked
+                let timeout = crate::signals::CLEANUP_TIMEOUT.as_millis();
+                let _ = guard
+                    .client()
+                    .batch_execute(&format!("SET statement_timeout = {timeout}"));
+            }
             if let Err(e) = catalog::record(guard.client(), &record) {
                 log::error(
                     "could not record the failure in the catalog",
