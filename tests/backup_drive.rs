@@ -905,3 +905,42 @@ fn a_silent_catalog_does_not_hold_the_exit_after_sigterm() {
     );
     assert!(g.emu.files_in(&g.folder).is_empty());
 }
+
+#[test]
+fn sigterm_while_the_new_file_is_labelled_takes_the_file_back() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_label");
+    seed_shop(&db);
+    // the upload completes, then recording the checksums on the file hangs
+    g.emu
+        .fault(json!([{"op": "update", "action": {"hang_ms": 120000}}]));
+    let child = g
+        .pgdrive(&db)
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "update" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the run never reached the labelling"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        g.emu.files_in(&g.folder).is_empty(),
+        "an unverified file was left: {:#?}",
+        g.emu.files_in(&g.folder)
+    );
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "ERROR", "{rows:?}");
+    assert!(
+        rows[0].3.as_deref().unwrap().contains("SIGTERM"),
+        "{rows:?}"
+    );
+}

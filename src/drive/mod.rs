@@ -546,6 +546,33 @@ impl DriveClient {
         Ok(())
     }
 
+    /// Deletes a file permanently like [`Self::delete`], and also while the run is stopping: then
+    /// with one attempt through the bounded cleanup agent (the client's own has been shut down).
+    /// Takes back a completed upload that must not stay, such as one left unverified by a signal.
+    pub fn delete_even_when_stopping(&mut self, id: &str) -> Result<()> {
+        if !crate::signals::stopping() {
+            return self.delete(id);
+        }
+        let token = self.token()?; // normally the cached one
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        let reply = http_agent()
+            .delete(&url)
+            .header("Authorization", format!("Bearer {token}"))
+            .query("supportsAllDrives", "true")
+            .call()
+            .and_then(Reply::from_response)
+            .with_context(|| format!("deleting Drive file {id}"))?;
+        if !(200..300).contains(&reply.status) {
+            return Err(anyhow::Error::new(DriveError::from_response(
+                reply.status,
+                &reply.body,
+                None,
+            ))
+            .context(format!("deleting Drive file {id}")));
+        }
+        Ok(())
+    }
+
     /// Deletes a file permanently (Trash would still count against the quota).
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
