@@ -944,3 +944,31 @@ fn sigterm_while_the_new_file_is_labelled_takes_the_file_back() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn a_folder_lookup_that_never_answers_fails_as_stalled() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_stall_preflight");
+    seed_shop(&db);
+    g.emu
+        .fault(json!([{"op": "get", "times": 100, "action": {"hang_ms": 60000}}]));
+    let child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, took) = exit_within(child, Duration::from_secs(15));
+    eprintln!("failed after {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let wanted = format!(
+        "stalled: Google Drive folder {} did not answer the preflight for 1.5 s",
+        g.folder
+    );
+    assert!(stderr.contains(&wanted), "{stderr}");
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "ERROR", "{rows:?}");
+    assert!(rows[0].3.as_deref().unwrap().contains(&wanted), "{rows:?}");
+}

@@ -324,7 +324,11 @@ fn back_up(
     targets: &mut [Box<dyn Target>],
     facts: &mut RunFacts,
 ) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
+    // from here to the verified upload, a run that makes no progress fails as "stalled"
+    let _watch = (!cfg.stall_timeout.is_zero()).then(|| crate::signals::watch(cfg.stall_timeout));
+
     // --- preflight: nothing has been written anywhere yet
+    crate::signals::waiting_on("the database did not answer the preflight");
     let mut separate = None;
     if cfg.catalog.redacted() != cfg.database.redacted() {
         separate = Some(connect(&cfg.database, "the database").at("connect")?);
@@ -344,9 +348,11 @@ fn back_up(
     };
     for t in targets.iter_mut() {
         let what = t.describe();
+        crate::signals::waiting_on(format!("{what} did not answer the preflight"));
         t.preflight()
             .with_context(|| format!("checking {what}"))
             .at("preflight")?;
+        crate::signals::progress();
     }
     log::info(
         "preflight passed",
@@ -394,8 +400,6 @@ fn stream(
     args: &[std::ffi::OsString],
     env: &[(&'static str, String)],
 ) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
-    // from here to the verified upload, a run that makes no progress fails as "stalled"
-    let _watch = (!cfg.stall_timeout.is_zero()).then(|| crate::signals::watch(cfg.stall_timeout));
     let mut uploads: Vec<Box<dyn Upload + '_>> = Vec::new();
     let names: Vec<String> = targets.iter().map(|t| t.describe()).collect();
     for t in targets.iter_mut() {
