@@ -672,6 +672,15 @@ mod tests {
     }
 
     #[test]
+    fn chunk_timeouts_grow_with_the_chunk() {
+        let (small, answer) = chunk_timeouts(256 << 10);
+        assert_eq!(small, Duration::from_secs(24));
+        assert_eq!(answer, Duration::from_secs(60));
+        assert_eq!(chunk_timeouts(8 << 20).0, Duration::from_secs(148));
+        assert_eq!(chunk_timeouts(0).0, Duration::from_secs(20));
+    }
+
+    #[test]
     fn query_values_are_escaped() {
         assert_eq!(quote_query_value("it's a \\ test"), r"'it\'s a \\ test'");
     }

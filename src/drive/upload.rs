@@ -8,10 +8,11 @@
 //! continues from there: it never restarts from byte zero. A 308 that acknowledges none of the
 //! bytes just sent counts as a failed attempt, so such resends back off and are bounded by the
 //! retry policy. A 404/410 (session expired) or any other 4xx is final. Each PUT's timeouts scale
-//! with its size ([`super::chunk_timeouts`]); acknowledged bytes are the upload's progress for the
-//! stall watchdog ([`crate::signals::watch`]). The last chunk, carrying the total, is only sent by [`ResumableUpload::finish`],
-//! which the pipeline calls only after pg_dump exited 0 and the gzip trailer was written; until then
-//! no file exists in the folder, and [`ResumableUpload::abort`] cancels the session.
+//! with its size ([`super::chunk_timeouts`]); acknowledged bytes are the upload's progress for
+//! the stall watchdog ([`crate::signals::watch`]). The last chunk, carrying the total, is only
+//! sent by [`ResumableUpload::finish`], which the pipeline calls only after pg_dump exited 0 and
+//! the gzip trailer was written; until then no file exists in the folder, and
+//! [`ResumableUpload::abort`] cancels the session (as a failed last chunk does).
 
 use anyhow::{bail, Context, Result};
 
