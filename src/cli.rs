@@ -68,6 +68,10 @@ pub enum Command {
     /// `daily-backup-job`, `hourly-backup-job`, `schema-backup-job`), so only one run of a kind
     /// happens at a time across hosts. The lock needs a direct connection: PgBouncer in
     /// transaction mode breaks session locks.
+    ///
+    /// SIGINT/SIGTERM stop the run within seconds (the request in flight is cut, the upload
+    /// cancelled, the interruption recorded); a run that gets no bytes from pg_dump and has none
+    /// accepted by a target for PGDRIVE_STALL_TIMEOUT_MS (5 min) fails as stalled.
     Backup(BackupArgs),
     /// Create or upgrade the `backups` catalog table (also done automatically by every backup).
     Migrate,

@@ -20,6 +20,8 @@ use crate::pgdump::DumpFormat;
 pub const DEFAULT_DRIVE_URL: &str = "https://www.googleapis.com/";
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
 pub const CHUNK_ALIGNMENT: usize = 256 << 10;
+/// PGDRIVE_STALL_TIMEOUT_MS's default: longer than a full round of Drive retries (about 3 min).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Settings whose whole value is secret (or holds one that may not be found by parsing).
 const SECRET_SETTINGS: &[&str] = &["PGPASSWORD", "PGDRIVE_SMTP_PASSWORD", "SENDGRID_API_KEY"];
@@ -252,6 +254,9 @@ pub struct BackupConfig {
     pub pg_dump: Option<PathBuf>,
     pub critical_tables: Vec<String>,
     pub retry: RetryPolicy,
+    /// A backup with no bytes from pg_dump and none accepted by a target for this long fails
+    /// as stalled (zero: never).
+    pub stall_timeout: Duration,
     pub settings_warnings: Vec<String>,
 }
 
@@ -459,6 +464,11 @@ impl BackupConfig {
             retry.max = Duration::from_millis(ms);
         }
 
+        let stall_timeout = settings
+            .parsed::<u64>("PGDRIVE_STALL_TIMEOUT_MS")?
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_STALL_TIMEOUT);
+
         Ok(BackupConfig {
             kind,
             database,
@@ -473,6 +483,7 @@ impl BackupConfig {
             pg_dump,
             critical_tables,
             retry,
+            stall_timeout,
             settings_warnings: settings.warnings,
         })
     }
@@ -494,6 +505,10 @@ impl BackupConfig {
             ("compress", self.codec.label()),
             ("threads", self.threads.to_string()),
             ("chunk_size", self.chunk_size.to_string()),
+            (
+                "stall_timeout_ms",
+                self.stall_timeout.as_millis().to_string(),
+            ),
         ];
         if self.catalog.redacted() != self.database.redacted() {
             s.push(("catalog", self.catalog.redacted()));

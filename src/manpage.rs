@@ -28,6 +28,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDRIVE_PG_RESTORE", "The pg_restore binary restore and verify run for custom archives."),
     ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
     ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
+    ("PGDRIVE_STALL_TIMEOUT_MS", "A backup with no bytes from pg_dump and none accepted by a target for this long fails as stalled, exit 1 (default 300000; 0: never)."),
     ("PGDRIVE_NOTIFY, PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA", "When to send email, Slack and webhook messages: on-failure, always or never (as --notify; the per-kind setting wins; default always for daily and schema, on-failure for hourly)."),
     ("PGDRIVE_NOTIFY_EMAIL", "Comma-separated recipients of the report emails (SendGrid and SMTP)."),
     ("SENDGRID_API_KEY, SENDGRID_FROM_EMAIL", "Email through SendGrid's v3 API: a key with the Mail Send permission and a verified sender."),
@@ -52,6 +53,10 @@ const EXIT_STATUS: &[(&str, &str)] = &[
     ("65", "restore, verify: the backup is corrupt (size, MD5, SHA-256, gzip stream or dump trailer wrong); nothing was restored."),
     ("75", "Skipped: another run holds this job's advisory lock."),
     ("78", "The configuration is invalid; nothing was attempted."),
+];
+
+const SIGNALS: &[(&str, &str)] = &[
+    ("SIGINT, SIGTERM, SIGHUP", "The run stops within seconds: the request in flight is cut, pg_dump killed, the upload session cancelled, the ERROR row written and the notification sent (each bounded to 3 s); exit 1. Should that cleanup hang, pgdrive exits 8 s after the signal anyway. A second signal exits at once."),
 ];
 
 fn section(out: &mut Vec<u8>, title: &str, items: &[(&str, &str)]) {
@@ -119,6 +124,7 @@ pub fn render() -> Result<String> {
     }
     section(&mut out, "ENVIRONMENT", ENVIRONMENT);
     section(&mut out, "EXIT STATUS", EXIT_STATUS);
+    section(&mut out, "SIGNALS", SIGNALS);
     man.render_version_section(&mut out)?;
     Ok(String::from_utf8(out)?)
 }

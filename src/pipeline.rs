@@ -113,6 +113,7 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
             Err(e) => return Err(anyhow::Error::new(e).context("reading pg_dump's output")),
         };
         raw_bytes += n as u64;
+        crate::signals::progress();
         if options.plain {
             raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
             if raw_tail.len() > RAW_TAIL_KEEP {

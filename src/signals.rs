@@ -1,15 +1,36 @@
-//! SIGINT/SIGTERM/SIGHUP handling. The first signal sets a flag that every long-running step polls
-//! (the upload loop, retry sleeps, the dump pipeline), so a run abandons its upload session, kills
-//! pg_dump and records an ERROR row instead of dying half-way; a second signal exits at once.
+//! Stopping a run: SIGINT/SIGTERM/SIGHUP and the stall watchdog.
+//!
+//! The first signal sets a flag that every long-running step polls (the upload loop, retry
+//! sleeps, the dump pipeline), so a run abandons its upload session, kills pg_dump and records an
+//! ERROR row instead of dying half-way; a second signal exits at once. A request blocked on the
+//! network cannot poll, so a watcher thread shuts down the process's HTTP agent
+//! ([`cut_on_stop`]) the moment a signal arrives: the blocked call fails at once and the run
+//! reaches its cleanup, whose own requests go through a fresh agent with short timeouts
+//! ([`CLEANUP_TIMEOUT`]). Should the cleanup itself hang (a catalog that stopped answering), the
+//! watcher exits the process [`GRACE`] after the signal, well inside systemd's TimeoutStopSec.
+//!
+//! The stall watchdog ([`watch`]) fails a backup that makes no progress: no bytes from pg_dump and
+//! none accepted by a target for the configured time. It stops the run the same way a signal does
+//! (in-flight requests are cut), with a "stalled" error naming what it was waiting on.
+//!
 //! Exiting at once never commits a restore: its client commits only on pgdrive's explicit
 //! consent and dies with pgdrive (see `crate::psql`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 static RECEIVED: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// How long the cleanup after a signal may take before the process exits regardless.
+pub const GRACE: Duration = Duration::from_secs(8);
+/// The whole-request timeout of every HTTP request made after a stop (cancelling the upload
+/// session, notifications), so that the cleanup is bounded too.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the watcher looks at the signal flag and the watchdog.
+const TICK: Duration = Duration::from_millis(50);
 
 /// The error every step returns once a termination signal has arrived.
 #[derive(Debug)]
@@ -29,7 +50,7 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Installs the handlers; call once at start-up.
+/// Installs the handlers and starts the watcher thread; call once at start-up.
 pub fn install() -> std::io::Result<()> {
     let flag = RECEIVED
         .get_or_init(|| Arc::new(AtomicUsize::new(0)))
@@ -38,11 +59,14 @@ pub fn install() -> std::io::Result<()> {
         // Handlers run in registration order: the first delivery only records the signal and arms
         // the shutdown; a second delivery exits at once (status 1).
         let flag = flag.clone();
-        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let armed = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register_conditional_shutdown(sig, 1, armed.clone())?;
         signal_hook::flag::register_usize(sig, flag, sig as usize)?;
         signal_hook::flag::register(sig, armed)?;
     }
+    std::thread::Builder::new()
+        .name("signal-watcher".into())
+        .spawn(watcher)?;
     Ok(())
 }
 
@@ -62,15 +86,171 @@ pub fn check() -> Result<(), Interrupted> {
     }
 }
 
-/// Sleeps, waking early (with `Err`) when a termination signal arrives.
-pub fn sleep(duration: std::time::Duration) -> Result<(), Interrupted> {
-    let deadline = std::time::Instant::now() + duration;
+/// Like [`check`], and also `Err` (the "stalled" error) once the stall watchdog has fired.
+pub fn check_run() -> anyhow::Result<()> {
+    check()?;
+    match STALLED.get() {
+        Some(message) => Err(crate::error::failure_hint(
+            message.clone(),
+            "find what blocks it: a lock held on a dumped table (see pg_stat_activity), or the network \
+             to the target; on a link that is only slow, raise PGDRIVE_STALL_TIMEOUT_MS or lower \
+             PGDRIVE_CHUNK_SIZE",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// True once the run must stop (a signal, or a stall): requests made from now on are cleanup.
+pub fn stopping() -> bool {
+    received().is_some() || STALLED.get().is_some()
+}
+
+/// Sleeps, waking early (with `Err`) when the run must stop.
+pub fn sleep(duration: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + duration;
     loop {
-        check()?;
-        let now = std::time::Instant::now();
+        check_run()?;
+        let now = Instant::now();
         if now >= deadline {
             return Ok(());
         }
-        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(50)));
+        std::thread::sleep((deadline - now).min(TICK));
+    }
+}
+
+// ------------------------------------------------------------------ cutting in-flight requests
+
+static CUT_ON_STOP: Mutex<Vec<ureq::Agent>> = Mutex::new(Vec::new());
+
+/// Registers an agent whose connections are shut down when the run stops, which makes a request
+/// blocked on one of them fail at once instead of waiting out its timeout.
+pub fn cut_on_stop(agent: ureq::Agent) {
+    CUT_ON_STOP
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(agent);
+}
+
+fn cut_requests() {
+    let agents = std::mem::take(&mut *CUT_ON_STOP.lock().unwrap_or_else(|p| p.into_inner()));
+    for agent in agents {
+        agent.shutdown();
+    }
+}
+
+// ------------------------------------------------------------------ the stall watchdog
+
+static STALLED: OnceLock<String> = OnceLock::new();
+/// Milliseconds since [`epoch`] of the last progress; the timeout (0: not watching).
+static LAST_PROGRESS_MS: AtomicU64 = AtomicU64::new(0);
+static STALL_TIMEOUT_MS: AtomicU64 = AtomicU64::new(0);
+static WAITING_ON: Mutex<String> = Mutex::new(String::new());
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// Arms the watchdog until the returned guard is dropped: if [`progress`] is not called for
+/// `timeout`, the run stops with "stalled: <what it waits on> for N s".
+#[must_use = "the watchdog is disarmed when the guard is dropped"]
+pub fn watch(timeout: Duration) -> Watch {
+    progress();
+    STALL_TIMEOUT_MS.store(timeout.as_millis().max(1) as u64, Ordering::SeqCst);
+    Watch(())
+}
+
+/// Disarms the watchdog on drop.
+pub struct Watch(());
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        STALL_TIMEOUT_MS.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Records progress: bytes came from pg_dump, or a target accepted bytes.
+pub fn progress() {
+    LAST_PROGRESS_MS.store(now_ms(), Ordering::SeqCst);
+}
+
+/// Says what the run is waiting on, for the stall message ("pg_dump produced no output").
+pub fn waiting_on(what: impl Into<String>) {
+    *WAITING_ON.lock().unwrap_or_else(|p| p.into_inner()) = what.into();
+}
+
+/// The stall message, when the watchdog is armed and has seen no progress for its timeout.
+fn stall_now() -> Option<String> {
+    let timeout = STALL_TIMEOUT_MS.load(Ordering::SeqCst);
+    let idle = now_ms().saturating_sub(LAST_PROGRESS_MS.load(Ordering::SeqCst));
+    if timeout == 0 || idle < timeout {
+        return None;
+    }
+    let what = WAITING_ON.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Some(format!(
+        "stalled: {what} for {} s (PGDRIVE_STALL_TIMEOUT_MS={timeout})",
+        timeout as f64 / 1000.0
+    ))
+}
+
+// ------------------------------------------------------------------ the watcher thread
+
+fn watcher() {
+    let mut signalled_at: Option<Instant> = None;
+    loop {
+        std::thread::sleep(TICK);
+        if STALLED.get().is_none() {
+            if let Some(message) = stall_now() {
+                let _ = STALLED.set(message);
+                cut_requests();
+            }
+        }
+        match (received(), signalled_at) {
+            (Some(_), None) => {
+                signalled_at = Some(Instant::now());
+                cut_requests();
+            }
+            (Some(sig), Some(at)) if at.elapsed() >= GRACE => {
+                crate::log::error(
+                    &format!(
+                        "{}, and the cleanup did not finish within {} s: exiting now",
+                        Interrupted(sig),
+                        GRACE.as_secs()
+                    ),
+                    &[],
+                );
+                std::process::exit(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_fires_only_while_armed_and_idle() {
+        assert!(stall_now().is_none(), "not armed");
+        waiting_on("pg_dump produced no output");
+        let guard = watch(Duration::from_millis(30));
+        assert!(stall_now().is_none(), "just armed");
+        std::thread::sleep(Duration::from_millis(20));
+        progress();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(stall_now().is_none(), "progress resets the clock");
+        std::thread::sleep(Duration::from_millis(30));
+        let message = stall_now().expect("idle for longer than the timeout");
+        assert!(
+            message.starts_with("stalled: pg_dump produced no output for "),
+            "{message}"
+        );
+        drop(guard);
+        assert!(stall_now().is_none(), "disarmed");
     }
 }

@@ -613,3 +613,362 @@ fn a_content_manager_cannot_prune_so_the_run_exits_3_with_the_fix() {
     let rows = db.catalog();
     assert_eq!(rows[0].0, "SUCCESS");
 }
+
+/// Waits for `child` at most `limit` (killing it and failing the test beyond that); returns its
+/// output and how long it took.
+fn exit_within(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> (std::process::Output, Duration) {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "pgdrive was still running after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    (child.wait_with_output().unwrap(), took)
+}
+
+/// The failure left nothing behind: no file, the session cancelled, one ERROR row whose error
+/// contains `error_part`.
+fn assert_failed_cleanly(g: &Google, db: &TestDb, error_part: &str) {
+    assert!(
+        g.emu.files_in(&g.folder).is_empty(),
+        "{:#?}",
+        g.emu.files_in(&g.folder)
+    );
+    assert!(
+        g.emu.requests().iter().any(|r| r["op"] == "upload_cancel"),
+        "the session was not cancelled"
+    );
+    let rows = db.catalog();
+    assert_eq!((rows.len(), rows[0].0.as_str()), (1, "ERROR"), "{rows:?}");
+    let error = rows[0].3.as_deref().unwrap_or_default();
+    assert!(error.contains(error_part), "{error}");
+}
+
+#[test]
+fn sigterm_during_a_stalled_upload_exits_within_seconds_with_an_error_row() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_hang");
+    bulky(&db);
+    // Drive reads the second chunk and then says nothing for two minutes; cancelling the
+    // session hangs as well, so the cleanup has to be bounded too
+    g.emu.fault(json!([
+        {"op": "upload_chunk", "nth": 2, "action": {"hang_ms": 120000}},
+        {"op": "upload_cancel", "action": {"hang_ms": 120000}},
+    ]));
+    let child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the upload never reached the hanging chunk"
+    );
+    std::thread::sleep(Duration::from_millis(500)); // well inside the hanging request
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert_failed_cleanly(&g, &db, "SIGTERM");
+}
+
+#[test]
+fn a_pg_dump_that_stops_producing_output_fails_as_stalled() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_stall_dump");
+    let bin = TempDir::new("drive_stall_dump_bin");
+    let fake = script(
+        bin.path(),
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\necho 'SET statement_timeout = 0;'\nexec sleep 60",
+            real_pg_dump()
+        ),
+    );
+    let child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, took) = exit_within(child, Duration::from_secs(15));
+    eprintln!("failed after {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stalled: pg_dump produced no output for 1.5 s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert_failed_cleanly(&g, &db, "stalled: pg_dump produced no output");
+}
+
+#[test]
+fn a_drive_that_accepts_no_bytes_fails_as_stalled() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_stall_target");
+    bulky(&db);
+    g.emu.fault(
+        json!([{"op": "upload_chunk", "nth": 1, "times": 100, "action": {"hang_ms": 60000}}]),
+    );
+    let child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, took) = exit_within(child, Duration::from_secs(15));
+    eprintln!("failed after {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let wanted = format!(
+        "stalled: Google Drive folder {} accepted no bytes for 1.5 s",
+        g.folder
+    );
+    assert!(stderr.contains(&wanted), "{stderr}");
+    assert_failed_cleanly(&g, &db, &wanted);
+}
+
+#[test]
+fn a_308_that_acknowledges_nothing_is_resent_only_a_bounded_number_of_times() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_308_none");
+    seed_shop(&db);
+    // every chunk is answered 308 with nothing stored
+    g.emu.fault(
+        json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"persist_partial": 0}}]),
+    );
+    let child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_RETRY_MAX", "3")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, _) = exit_within(child, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("acknowledged none of the") && stderr.contains("gave up after 3 retries"),
+        "{stderr}"
+    );
+    assert_eq!(
+        chunk_requests(&g.emu).len(),
+        4,
+        "the first send and 3 resends"
+    );
+    assert_failed_cleanly(&g, &db, "acknowledged none of the");
+}
+
+#[test]
+fn a_locked_catalog_does_not_hold_the_exit_after_sigterm() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_catalog");
+    seed_shop(&db);
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "action": {"hang_ms": 120000}}]));
+    let child = g
+        .pgdrive(&db)
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the upload never reached the hanging chunk"
+    );
+    // the catalog stops answering: nobody can write to the backups table
+    let mut blocker = db.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    tx.rollback().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not record the failure in the catalog")
+            && stderr.contains("statement timeout")
+            && stderr.contains("interrupted by SIGTERM"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(g.emu.files_in(&g.folder).is_empty());
+}
+
+/// A TCP relay to the test server that can be frozen: once frozen it forwards nothing more in
+/// either direction, like a network that went silent (the connections stay open).
+struct FreezableRelay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableRelay {
+    fn start() -> FreezableRelay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = std::net::TcpStream::connect("127.0.0.1:5432").unwrap();
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16 << 10];
+                        while let Ok(n) = from.read(&mut buf) {
+                            while flag.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezableRelay { port, frozen }
+    }
+
+    fn url(&self, db: &TestDb) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, db.name)
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_silent_catalog_does_not_hold_the_exit_after_sigterm() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_silent");
+    seed_shop(&db);
+    let relay = FreezableRelay::start();
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "action": {"hang_ms": 120000}}]));
+    let child = g
+        .pgdrive(&db)
+        .env("DATABASE_URL", relay.url(&db))
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the upload never reached the hanging chunk"
+    );
+    relay.freeze(); // the catalog's network goes silent: the ERROR row cannot be written
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGTERM, and the cleanup did not finish within 8 s"),
+        "{stderr}"
+    );
+    assert!(g.emu.files_in(&g.folder).is_empty());
+}
+
+#[test]
+fn sigterm_while_the_new_file_is_labelled_takes_the_file_back() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_sigterm_label");
+    seed_shop(&db);
+    // the upload completes, then recording the checksums on the file hangs
+    g.emu
+        .fault(json!([{"op": "update", "action": {"hang_ms": 120000}}]));
+    let child = g
+        .pgdrive(&db)
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == "update" && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the run never reached the labelling"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(10));
+    eprintln!("exited {took:?} after SIGTERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        g.emu.files_in(&g.folder).is_empty(),
+        "an unverified file was left: {:#?}",
+        g.emu.files_in(&g.folder)
+    );
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "ERROR", "{rows:?}");
+    assert!(
+        rows[0].3.as_deref().unwrap().contains("SIGTERM"),
+        "{rows:?}"
+    );
+}
+
+#[test]
+fn a_folder_lookup_that_never_answers_fails_as_stalled() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_stall_preflight");
+    seed_shop(&db);
+    g.emu
+        .fault(json!([{"op": "get", "times": 100, "action": {"hang_ms": 60000}}]));
+    let child = g
+        .pgdrive(&db)
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
+        .args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, took) = exit_within(child, Duration::from_secs(15));
+    eprintln!("failed after {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let wanted = format!(
+        "stalled: Google Drive folder {} did not answer the preflight for 1.5 s",
+        g.folder
+    );
+    assert!(stderr.contains(&wanted), "{stderr}");
+    let rows = db.catalog();
+    assert_eq!(rows[0].0, "ERROR", "{rows:?}");
+    assert!(rows[0].3.as_deref().unwrap().contains(&wanted), "{rows:?}");
+}

@@ -326,6 +326,11 @@ fn record_failure(
     record.success = false;
     record.step = Some(step.to_string());
     record.error = Some(crate::error::render(error));
+    if crate::signals::stopping() {
+        // a stopping run must exit within seconds, even if the catalog is blocked
+        let timeout = crate::signals::CLEANUP_TIMEOUT.as_millis();
+        let _ = client.batch_execute(&format!("SET statement_timeout = {timeout}"));
+    }
     let recorded = if migrate {
         catalog::migrate(client).map(|_| ())
     } else {
@@ -382,7 +387,11 @@ fn back_up(
     targets: &mut [Box<dyn Target>],
     facts: &mut RunFacts,
 ) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
+    // from here to the verified upload, a run that makes no progress fails as "stalled"
+    let _watch = (!cfg.stall_timeout.is_zero()).then(|| crate::signals::watch(cfg.stall_timeout));
+
     // --- preflight: nothing has been written anywhere yet
+    crate::signals::waiting_on("the database did not answer the preflight");
     let data_client = match separate.as_mut() {
         Some(client) => client,
         None => guard.client(),
@@ -398,9 +407,11 @@ fn back_up(
     };
     for t in targets.iter_mut() {
         let what = t.describe();
+        crate::signals::waiting_on(format!("{what} did not answer the preflight"));
         t.preflight()
             .with_context(|| format!("checking {what}"))
             .at("preflight")?;
+        crate::signals::progress();
     }
     log::info(
         "preflight passed",
@@ -449,8 +460,10 @@ fn stream(
     env: &[(&'static str, String)],
 ) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
     let mut uploads: Vec<Box<dyn Upload + '_>> = Vec::new();
+    let names: Vec<String> = targets.iter().map(|t| t.describe()).collect();
     for t in targets.iter_mut() {
         let what = t.describe();
+        crate::signals::waiting_on(format!("{what} did not open the upload session"));
         match t.begin(name, cfg.codec.mime_type(), properties, cfg.chunk_size) {
             Ok(u) => uploads.push(u),
             Err(e) => {
@@ -484,7 +497,7 @@ fn stream(
         }
     };
 
-    let end = pump(&rx, &mut uploads);
+    let end = pump(&rx, &mut uploads, &names);
     let StreamEnd {
         tail,
         mut hasher,
@@ -501,11 +514,7 @@ fn stream(
             let outcome = dump.wait();
             abort_all(uploads);
             let e = match outcome {
-                Ok(o)
-                    if !o.success
-                        && !o.stderr_tail.is_empty()
-                        && !e.is::<crate::signals::Interrupted>() =>
-                {
+                Ok(o) if !o.success && !o.stderr_tail.is_empty() && !crate::signals::stopping() => {
                     e.context(format!(
                         "pg_dump {}: {}",
                         o.description,
@@ -537,7 +546,7 @@ fn stream(
         );
     }
     hasher.update(&tail);
-    if let Err(e) = hand_over(&mut uploads, tail) {
+    if let Err(e) = hand_over(&mut uploads, &names, tail) {
         abort_all(uploads);
         return Err(e).at("upload");
     }
@@ -553,8 +562,9 @@ fn stream(
         row_counts,
     };
     let mut stored: Vec<StoredObject> = Vec::new();
-    let mut pending = uploads.into_iter();
-    while let Some(u) = pending.next() {
+    let mut pending = uploads.into_iter().zip(&names);
+    while let Some((u, what)) = pending.next() {
+        crate::signals::waiting_on(format!("{what} did not confirm the upload"));
         match u.finish(&done) {
             Ok(s) => {
                 log::info(
@@ -567,7 +577,7 @@ fn stream(
                 stored.push(s);
             }
             Err(e) => {
-                abort_all(pending.collect());
+                abort_all(pending.map(|(u, _)| u).collect());
                 let kept: Vec<String> = stored.iter().map(|s| s.location.clone()).collect();
                 let e = if kept.is_empty() {
                     e
@@ -595,15 +605,21 @@ struct StreamEnd {
 }
 
 /// Moves chunks from the compressor to every upload until the end of the stream, hashing them on
-/// the way (this thread mostly waits on the network; the compressor's does not).
-fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<StreamEnd> {
+/// the way (this thread mostly waits on the network; the compressor's does not). `names` are
+/// the targets' descriptions, in the uploads' order.
+fn pump(
+    rx: &Receiver<Piece>,
+    uploads: &mut [Box<dyn Upload + '_>],
+    names: &[String],
+) -> Result<StreamEnd> {
     let mut hasher = crate::storage::Hasher::default();
     loop {
-        crate::signals::check()?;
+        crate::signals::waiting_on("pg_dump produced no output");
+        crate::signals::check_run()?;
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Piece::Chunk(chunk)) => {
                 hasher.update(&chunk);
-                hand_over(uploads, chunk)?;
+                hand_over(uploads, names, chunk)?;
             }
             Ok(Piece::End {
                 tail,
@@ -627,13 +643,18 @@ fn pump(rx: &Receiver<Piece>, uploads: &mut [Box<dyn Upload + '_>]) -> Result<St
 }
 
 /// Gives a chunk to every upload. The first (Drive, which keeps it until acknowledged) takes
-/// ownership; the others, which write at once, get copies that are dropped straight away.
-fn hand_over(uploads: &mut [Box<dyn Upload + '_>], chunk: Vec<u8>) -> Result<()> {
+/// ownership; the others, which write at once, get copies that are dropped straight away. A
+/// write that returned is progress for the stall watchdog.
+fn hand_over(uploads: &mut [Box<dyn Upload + '_>], names: &[String], chunk: Vec<u8>) -> Result<()> {
     if let Some((first, rest)) = uploads.split_first_mut() {
-        for u in rest {
+        for (u, what) in rest.iter_mut().zip(&names[1..]) {
+            crate::signals::waiting_on(format!("{what} accepted no bytes"));
             u.write(chunk.clone())?;
+            crate::signals::progress();
         }
+        crate::signals::waiting_on(format!("{} accepted no bytes", names[0]));
         first.write(chunk)?;
+        crate::signals::progress();
     }
     Ok(())
 }

@@ -456,7 +456,7 @@ impl TokenSource {
         let uri = self.credentials.token_uri().to_string();
         let mut attempts = Attempts::new(retry);
         loop {
-            crate::signals::check()?;
+            crate::signals::check_run()?;
             let (verdict, error) = match agent
                 .post(&uri)
                 .send_form(form.iter().map(|(k, v)| (*k, v.as_str())))
@@ -517,6 +517,7 @@ impl TokenSource {
                         .context(format!("obtaining a Google access token from {uri}")),
                 ),
             };
+            crate::signals::check_run()?;
             match attempts.after(verdict, None) {
                 Next::Backoff(delay) => {
                     crate::log::debug(

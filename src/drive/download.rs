@@ -54,7 +54,7 @@ impl<'a> RangedReader<'a> {
     fn open(&mut self) -> Result<()> {
         let mut refreshed = false;
         loop {
-            crate::signals::check()?;
+            crate::signals::check_run()?;
             let token = self.client.token()?;
             self.requests += 1;
             let outcome = self
@@ -104,6 +104,7 @@ impl<'a> RangedReader<'a> {
                 }
                 Err(e) => (classify_transport(&e), anyhow::Error::new(e), None),
             };
+            crate::signals::check_run()?;
             match verdict {
                 Verdict::RefreshToken if !refreshed => {
                     self.client.invalidate_token();

@@ -27,17 +27,50 @@ pub const FOLDER_MIME: &str = "application/vnd.google-apps.folder";
 
 /// The HTTP agent every outbound call uses. Status codes are not errors (Google's JSON error
 /// bodies are read), and redirects are never followed (a 308 is Drive's "resume incomplete").
+///
+/// One agent serves the whole process, registered with [`crate::signals::cut_on_stop`] so that a
+/// signal or a stall cuts whatever request is in flight. Once the run is stopping, each call gets
+/// a fresh agent whose requests are bounded by [`crate::signals::CLEANUP_TIMEOUT`] (cancelling the
+/// upload session, notifications), so the cleanup cannot hang either.
 pub fn http_agent() -> ureq::Agent {
+    static SHARED: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    if crate::signals::stopping() {
+        return agent_config()
+            .timeout_global(Some(crate::signals::CLEANUP_TIMEOUT))
+            .build()
+            .new_agent();
+    }
+    SHARED
+        .get_or_init(|| {
+            let agent = agent_config().build().new_agent();
+            crate::signals::cut_on_stop(agent.clone());
+            agent
+        })
+        .clone()
+}
+
+/// The timeouts of JSON calls (small bodies). Upload chunks set their own, scaled to the chunk
+/// ([`chunk_timeouts`]); downloads re-request a body that outlives `timeout_recv_body`.
+fn agent_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("pgdrive/", env!("CARGO_PKG_VERSION")))
-        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_recv_response(Some(Duration::from_secs(120)))
         .timeout_recv_body(Some(Duration::from_secs(300)))
-        .timeout_send_body(Some(Duration::from_secs(600)))
-        .build()
-        .new_agent()
+        .timeout_send_body(Some(Duration::from_secs(60)))
+}
+
+/// The slowest link an upload chunk is given time for, and the fixed allowance on top.
+const MIN_UPLOAD_BYTES_PER_S: u64 = 64 << 10;
+const CHUNK_TIMEOUT_FLOOR: Duration = Duration::from_secs(20);
+
+/// Send-body and response timeouts for a chunk of `len` bytes: a floor plus the time the chunk
+/// takes at [`MIN_UPLOAD_BYTES_PER_S`] (8 MiB: 148 s), and a minute for Drive's answer.
+pub fn chunk_timeouts(len: usize) -> (Duration, Duration) {
+    let send = CHUNK_TIMEOUT_FLOOR + Duration::from_secs(len as u64 / MIN_UPLOAD_BYTES_PER_S);
+    (send, Duration::from_secs(60))
 }
 
 /// An error answer from Drive, with Google's reason code.
@@ -309,7 +342,7 @@ impl DriveClient {
         let policy = self.retry.clone();
         let mut attempts = Attempts::new(&policy);
         loop {
-            crate::signals::check()?;
+            crate::signals::check_run()?;
             let token = self.token()?;
             let failure = match send(&self.agent, &format!("Bearer {token}"))
                 .and_then(Reply::from_response)
@@ -319,6 +352,8 @@ impl DriveClient {
                 }
                 outcome => Failure::of(outcome),
             };
+            // a request cut by a signal or the stall watchdog fails: report why, not how
+            crate::signals::check_run()?;
             match attempts.after(failure.verdict, failure.retry_after) {
                 Next::RefreshToken => {
                     crate::log::debug(
@@ -511,6 +546,33 @@ impl DriveClient {
         Ok(())
     }
 
+    /// Deletes a file permanently like [`Self::delete`], and also while the run is stopping: then
+    /// with one attempt through the bounded cleanup agent (the client's own has been shut down).
+    /// Takes back a completed upload that must not stay, such as one left unverified by a signal.
+    pub fn delete_even_when_stopping(&mut self, id: &str) -> Result<()> {
+        if !crate::signals::stopping() {
+            return self.delete(id);
+        }
+        let token = self.token()?; // normally the cached one
+        let url = self.api(&format!("files/{}", urlencode_path(id)));
+        let reply = http_agent()
+            .delete(&url)
+            .header("Authorization", format!("Bearer {token}"))
+            .query("supportsAllDrives", "true")
+            .call()
+            .and_then(Reply::from_response)
+            .with_context(|| format!("deleting Drive file {id}"))?;
+        if !(200..300).contains(&reply.status) {
+            return Err(anyhow::Error::new(DriveError::from_response(
+                reply.status,
+                &reply.body,
+                None,
+            ))
+            .context(format!("deleting Drive file {id}")));
+        }
+        Ok(())
+    }
+
     /// Deletes a file permanently (Trash would still count against the quota).
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
@@ -607,6 +669,15 @@ mod tests {
         assert_eq!(e.reason, None);
         assert_eq!(e.verdict(), Verdict::Retry);
         assert!(e.message.contains("Bad Gateway"));
+    }
+
+    #[test]
+    fn chunk_timeouts_grow_with_the_chunk() {
+        let (small, answer) = chunk_timeouts(256 << 10);
+        assert_eq!(small, Duration::from_secs(24));
+        assert_eq!(answer, Duration::from_secs(60));
+        assert_eq!(chunk_timeouts(8 << 20).0, Duration::from_secs(148));
+        assert_eq!(chunk_timeouts(0).0, Duration::from_secs(20));
     }
 
     #[test]

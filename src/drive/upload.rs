@@ -5,14 +5,18 @@
 //! 256 KiB as `Content-Range: bytes a-b/*`; the server answers 308 with `Range: bytes=0-N`, and
 //! whatever it did not acknowledge stays in memory and is sent again. After a network error, a 5xx,
 //! a 429 or a rate-limit 403 the session is asked how much it holds (`bytes */*`) and the upload
-//! continues from there: it never restarts from byte zero. A 404/410 (session expired) or any other
-//! 4xx is final. The last chunk, carrying the total, is only sent by [`ResumableUpload::finish`],
-//! which the pipeline calls only after pg_dump exited 0 and the gzip trailer was written; until then
-//! no file exists in the folder, and [`ResumableUpload::abort`] cancels the session.
+//! continues from there: it never restarts from byte zero. A 308 that acknowledges none of the
+//! bytes just sent counts as a failed attempt, so such resends back off and are bounded by the
+//! retry policy. A 404/410 (session expired) or any other 4xx is final. Each PUT's timeouts scale
+//! with its size ([`super::chunk_timeouts`]); acknowledged bytes are the upload's progress for
+//! the stall watchdog ([`crate::signals::watch`]). The last chunk, carrying the total, is only
+//! sent by [`ResumableUpload::finish`], which the pipeline calls only after pg_dump exited 0 and
+//! the gzip trailer was written; until then no file exists in the folder, and
+//! [`ResumableUpload::abort`] cancels the session (as a failed last chunk does).
 
 use anyhow::{bail, Context, Result};
 
-use super::retry::{Attempts, Next};
+use super::retry::{Attempts, Next, Verdict};
 use super::{DriveClient, DriveError, Failure, Reply};
 
 /// An open upload session.
@@ -92,20 +96,26 @@ impl<'a> ResumableUpload<'a> {
     }
 
     /// Sends what remains as the final chunk, declaring the total, and returns the file resource
-    /// together with the client, which the caller needs to verify and label the new file.
+    /// together with the client, which the caller needs to verify and label the new file. When
+    /// that fails the session is cancelled.
     pub fn finish(mut self) -> Result<(serde_json::Value, &'a mut DriveClient)> {
         let total = self.acked + self.pending.len() as u64;
         loop {
-            if let Some(resource) = self.send(self.pending.len(), Some(total))? {
-                return Ok((resource, self.client));
+            match self.send(self.pending.len(), Some(total)) {
+                Ok(Some(resource)) => return Ok((resource, self.client)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.abort();
+                    return Err(e);
+                }
             }
         }
     }
 
-    /// Cancels the session (best effort): Drive never creates the file.
+    /// Cancels the session (best effort): Drive never creates the file. Uses a fresh agent: after
+    /// a signal or a stall the client's own has been shut down, and this one is bounded in time.
     pub fn abort(self) {
-        let agent = self.client.agent().clone();
-        let outcome = agent.delete(&self.session).call();
+        let outcome = super::http_agent().delete(&self.session).call();
         let status = outcome
             .map(|r| r.status().as_u16().to_string())
             .unwrap_or_else(|e| e.to_string());
@@ -118,7 +128,7 @@ impl<'a> ResumableUpload<'a> {
         let policy = self.client.retry.clone();
         let mut attempts = Attempts::new(&policy);
         loop {
-            crate::signals::check()?;
+            crate::signals::check_run()?;
             let total_text = total.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
             let content_range = match len {
                 0 => format!("bytes */{total_text}"),
@@ -130,11 +140,21 @@ impl<'a> ResumableUpload<'a> {
             };
             let token = self.client.token()?;
             let outcome = self.put(&token, &content_range, len);
+            let acked_before = self.acked;
             let failure = match self.answer(outcome)? {
                 Answer::Complete(resource) => return self.completed(resource, total).map(Some),
-                Answer::Incomplete => return Ok(None),
+                Answer::Incomplete if len == 0 || self.acked > acked_before => return Ok(None),
+                Answer::Incomplete => Failure {
+                    verdict: Verdict::Retry,
+                    error: anyhow::anyhow!(
+                        "Drive answered 308 but acknowledged none of the {len} bytes sent (it holds {})",
+                        self.acked
+                    ),
+                    retry_after: None,
+                },
                 Answer::Failed(failure) => failure,
             };
+            crate::signals::check_run()?;
             match attempts.after(failure.verdict, failure.retry_after) {
                 Next::RefreshToken => {
                     crate::log::debug("access token refused mid-upload; fetching a new one", &[]);
@@ -179,10 +199,15 @@ impl<'a> ResumableUpload<'a> {
         content_range: &str,
         len: usize,
     ) -> std::result::Result<Reply, ureq::Error> {
+        let (send_timeout, answer_timeout) = super::chunk_timeouts(len);
         let request = self
             .client
             .agent()
             .put(&self.session)
+            .config()
+            .timeout_send_body(Some(send_timeout))
+            .timeout_recv_response(Some(answer_timeout))
+            .build()
             .header("Authorization", format!("Bearer {token}"))
             .header("Content-Range", content_range);
         let response = if len == 0 {
@@ -221,7 +246,7 @@ impl<'a> ResumableUpload<'a> {
             total.map(|t| t.to_string()).unwrap_or_else(|| "*".into())
         );
         loop {
-            crate::signals::check()?;
+            crate::signals::check_run()?;
             let token = self.client.token()?;
             let outcome = self.put(&token, &range, 0);
             let failure = match self.answer(outcome)? {
@@ -229,6 +254,7 @@ impl<'a> ResumableUpload<'a> {
                 Answer::Incomplete => return Ok(None),
                 Answer::Failed(failure) => failure,
             };
+            crate::signals::check_run()?;
             match attempts.after(failure.verdict, failure.retry_after) {
                 Next::RefreshToken => self.client.invalidate_token(),
                 Next::Backoff(delay) => crate::signals::sleep(delay)?,
@@ -252,6 +278,9 @@ impl<'a> ResumableUpload<'a> {
         }
         let consumed = (stored - self.acked) as usize;
         self.pending.drain(..consumed);
+        if stored > self.acked {
+            crate::signals::progress();
+        }
         self.acked = stored;
         Ok(())
     }
@@ -269,6 +298,7 @@ impl<'a> ResumableUpload<'a> {
         };
         self.acked = total;
         self.pending.clear();
+        crate::signals::progress();
         Ok(resource)
     }
 }

@@ -285,6 +285,12 @@ pub fn http_call(
     secrets: &[&str],
 ) -> std::result::Result<Answer, anyhow::Error> {
     let agent = crate::drive::http_agent();
+    // after a signal or a stall the notification is part of a cleanup that must stay short
+    let timeout = if crate::signals::stopping() {
+        timeout.min(crate::signals::CLEANUP_TIMEOUT)
+    } else {
+        timeout
+    };
     let result = match body {
         Some(json) => {
             let mut req = agent

@@ -61,8 +61,9 @@ pub fn with_retries<T>(
         match attempt() {
             Ok(v) => return Ok(v),
             Err(AttemptError::Permanent(e)) => return Err(e),
+            // a stopping run sends each notification once: its cleanup must end within seconds
             Err(AttemptError::Transient(e)) => match waits.next() {
-                Some(wait) => {
+                Some(wait) if !crate::signals::stopping() => {
                     log::debug(
                         "notification attempt failed; retrying",
                         &[
@@ -73,7 +74,7 @@ pub fn with_retries<T>(
                     );
                     sleep(*wait);
                 }
-                None => return Err(e.context(format!("gave up after {tries} attempts"))),
+                _ => return Err(e.context(format!("gave up after {tries} attempts"))),
             },
         }
     }

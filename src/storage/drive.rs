@@ -261,7 +261,7 @@ impl Upload for DriveUpload<'_> {
         };
         if let Err(err) = verify() {
             // Never leave an unverified file that looks like a backup.
-            return Err(match client.delete(&id) {
+            return Err(match client.delete_even_when_stopping(&id) {
                 Ok(()) => {
                     crate::log::warn("deleted the unverified upload", &[("file_id", id.clone())]);
                     err
