@@ -335,27 +335,115 @@ fn a_non_empty_target_is_refused_without_clean_and_replaced_with_it() {
     assert_eq!(schema_dump(&db.name), schema_dump(&target.name));
 }
 
+/// A local daily backup of `db` in `dir`, with `db` as DATABASE_URL.
+fn local_backup(db: &TestDb, dir: &TempDir) {
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+}
+
+fn this_host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    assert_eq!(
+        unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) },
+        0
+    );
+    let end = buf.iter().position(|b| *b == 0).unwrap();
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The server's address spelled every way that reaches it: a zero-padded port, the host's name,
+/// upper case, an IPv4-mapped IPv6 address, a multi-host list whose first host is down, the Unix
+/// socket in keyword/value form.
+fn spellings_of(db: &str) -> Vec<String> {
+    vec![
+        format!("postgres://postgres@127.0.0.1:05432/{db}"),
+        format!("postgres://postgres@{}:5432/{db}", this_host_name()),
+        format!("postgres://postgres@LOCALHOST:5432/{db}"),
+        format!("postgres://postgres@[::ffff:127.0.0.1]:5432/{db}"),
+        format!("postgres://postgres@127.0.0.1:1,127.0.0.1:5432/{db}"),
+        format!("host=/var/run/postgresql port=5432 user=postgres dbname='{db}'"),
+    ]
+}
+
+/// The source, and the catalog it holds, for each spelling of its address, with `--clean --yes`:
+/// refused by identity (exit 78) before anything is read, and the source is untouched.
 #[test]
-fn the_source_database_is_never_a_target() {
-    let g = Google::shared_drive();
+fn every_spelling_of_the_source_is_refused_and_it_stays_untouched() {
+    let dir = TempDir::new("self");
     let db = TestDb::new("self");
     seed_shop(&db);
-    backed_up(&g, &db);
-    let same = db.url().replace("127.0.0.1", "localhost");
-    let r = run(g.pgdrive(&db).args([
-        "restore",
-        "latest",
-        "--clean",
-        "--yes",
-        "--target-url",
-        &same,
-    ]));
+    local_backup(&db, &dir);
+    let before = fingerprint(&db.name);
+    let catalog_rows = db.catalog();
+    for url in spellings_of(&db.name) {
+        for extra in [&["--clean", "--yes"][..], &["--create", "--yes"][..]] {
+            let r = run(pgdrive()
+                .env("DATABASE_URL", db.url())
+                .env("PGDRIVE_LOCAL_DIR", dir.path())
+                .args(["restore", "latest", "--target-url", &url])
+                .args(extra));
+            assert_eq!(r.status, 78, "{url} {extra:?}: {r:?}");
+            assert!(
+                r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+                "{url}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(fingerprint(&db.name), before);
+    assert_eq!(db.catalog(), catalog_rows);
+
+    // a separate catalog is protected the same way
+    let catalog = TestDb::new("self_catalog");
+    catalog.exec("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1)");
+    let url = format!("postgres://postgres@LOCALHOST:05432/{}", catalog.name);
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--clean",
+            "--yes",
+            "--target-url",
+            &url,
+        ]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("PGDRIVE_CATALOG_URL"), "{r:?}");
+    assert_eq!(catalog.query_i64("SELECT count(*) FROM precious"), 1);
+}
+
+/// A DATABASE_URL that cannot be reached cannot be compared: --clean is refused with a hint,
+/// a restore into an empty database (which cannot overwrite anything) goes ahead.
+#[test]
+fn an_unreachable_source_refuses_clean_but_not_an_empty_target() {
+    let dir = TempDir::new("gone");
+    let db = TestDb::new("gone");
+    seed_shop(&db);
+    local_backup(&db, &dir);
+    let gone = format!("postgres://postgres@127.0.0.1:1/{}", db.name);
+    let target = TestDb::new("gone_target");
+    let restore = |extra: &str| {
+        run(pgdrive()
+            .env("DATABASE_URL", &gone)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["restore", "latest", "--yes", "--target-url", &target.url()])
+            .args(extra.split_whitespace()))
+    };
+    let r = restore("--clean");
     assert_eq!(r.status, 78, "{r:?}");
     assert!(
-        r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+        r.stderr.contains("cannot be reached") && r.stderr.contains("unset DATABASE_URL"),
         "{r:?}"
     );
-    assert!(media_requests(&g.emu).is_empty(), "nothing was downloaded");
+    assert_eq!(user_relations(&target.name), 0);
+    let r = restore("");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }
 
 #[test]
