@@ -1143,3 +1143,154 @@ fn an_interrupted_parallel_restore_removes_its_spool_file() {
     );
     assert!(!database_exists(&target.name), "{stderr}");
 }
+
+/// A database created with these CREATE DATABASE options, dropped afterwards.
+fn database_with(prefix: &str, options: &str) -> TestDb {
+    let name = unique(prefix);
+    admin()
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 {options}"
+        ))
+        .unwrap();
+    TestDb { name }
+}
+
+/// Encoding, locale provider, collate, ctype and ICU locale, as pg_database has them.
+fn database_settings(name: &str) -> Vec<String> {
+    let row = admin()
+        .query_one(
+            "SELECT pg_encoding_to_char(encoding)::text, datlocprovider::text, datcollate::text,
+                    datctype::text, coalesce(daticulocale, '')::text
+               FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap();
+    (0..5).map(|i| row.get(i)).collect()
+}
+
+/// Backs `db` up locally, restores it with --create, and checks the copy has the source's
+/// settings (and that they are not the server's defaults, so the check can fail) and the same
+/// bytes; returns the copy.
+fn recreated(db: &TestDb, prefix: &str) -> TestDb {
+    let dir = TempDir::new(prefix);
+    local_backup(db, &dir);
+    let target = new_target(prefix);
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(database_settings(&target.name), database_settings(&db.name));
+    assert_ne!(
+        database_settings(&db.name),
+        database_settings("template1"),
+        "the test needs settings other than the server's defaults"
+    );
+    let bytes = "SELECT string_agg(id || ':' || md5(v), ',' ORDER BY id) FROM t";
+    let (src, copy): (String, String) = (
+        db.client().query_one(bytes, &[]).unwrap().get(0),
+        target.client().query_one(bytes, &[]).unwrap().get(0),
+    );
+    assert_eq!(src, copy);
+    target
+}
+
+/// SQL_ASCII holds any bytes: the copy must be SQL_ASCII with the same bytes (in UTF8 they
+/// would be invalid, and the copy could no longer be dumped and restored).
+#[test]
+fn restore_create_recreates_a_sql_ascii_database() {
+    let db = database_with("sqlascii", "ENCODING 'SQL_ASCII' LOCALE 'C'");
+    db.exec(
+        r"CREATE TABLE t (id int PRIMARY KEY, v text);
+          INSERT INTO t VALUES (1, E'invalid utf-8: \xff\xfe\x80'), (2, E'latin1 \xe4\xf6\xfc'), (3, 'ascii')",
+    );
+    let copy = recreated(&db, "sqlascii_copy");
+    assert_eq!(
+        copy.query_i64("SELECT octet_length(v)::int8 FROM t WHERE id = 1"),
+        18
+    );
+}
+
+#[test]
+fn restore_create_recreates_a_latin1_database() {
+    let db = database_with("latin1", "ENCODING 'LATIN1' LOCALE 'C'");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t VALUES (1, 'Grüße aus Köln'), (2, 'façade, naïve, Ærø')",
+    );
+    let copy = recreated(&db, "latin1_copy");
+    assert_eq!(
+        copy.query_i64("SELECT octet_length(v)::int8 FROM t WHERE id = 1"),
+        14,
+        "one byte per character in LATIN1"
+    );
+}
+
+/// An ICU database sorts by ICU rules; restored as libc C it would sort by bytes.
+#[test]
+fn restore_create_recreates_an_icu_database_and_its_order() {
+    let db = database_with(
+        "icu",
+        "ENCODING 'UTF8' LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'de'",
+    );
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t VALUES (1, 'b'), (2, 'B'), (3, 'a'), (4, 'Ä'), (5, 'z'), (6, 'A')",
+    );
+    let copy = recreated(&db, "icu_copy");
+    let order = "SELECT string_agg(v, '' ORDER BY v) FROM t";
+    let bytes = "SELECT string_agg(v, '' ORDER BY v COLLATE \"C\") FROM t";
+    let src: String = db.client().query_one(order, &[]).unwrap().get(0);
+    let restored: String = copy.client().query_one(order, &[]).unwrap().get(0);
+    let by_bytes: String = db.client().query_one(bytes, &[]).unwrap().get(0);
+    assert_eq!(restored, src);
+    assert_ne!(src, by_bytes, "ICU order differs from byte order");
+}
+
+/// A backup made before pgdrive recorded the settings still restores with --create: from
+/// template0 with the server's defaults, and the log says so.
+#[test]
+fn a_backup_without_recorded_settings_uses_the_server_defaults() {
+    let dir = TempDir::new("old_backup");
+    let db = TestDb::new("old_backup");
+    seed_shop(&db);
+    local_backup(&db, &dir);
+    let sidecar = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
+        .expect("a sidecar");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    let props = meta["properties"].as_object_mut().unwrap();
+    let before = props.len();
+    props.retain(|k, _| {
+        !matches!(
+            k.as_str(),
+            "pgdrive_encoding"
+                | "pgdrive_locale_provider"
+                | "pgdrive_collate"
+                | "pgdrive_ctype"
+                | "pgdrive_provider_locale"
+        )
+    });
+    assert_eq!(props.len(), before - 4, "{meta:#}");
+    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let target = new_target("old_backup_copy");
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("records no encoding or locale"), "{r:?}");
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
+}
