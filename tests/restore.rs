@@ -1294,3 +1294,221 @@ fn a_backup_without_recorded_settings_uses_the_server_defaults() {
     assert!(r.stderr.contains("records no encoding or locale"), "{r:?}");
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }
+
+/// A throwaway PostgreSQL cluster (initdb) on a free port, stopped and removed when dropped: for
+/// tests that change what the shared server must not see changed (template1, privileges).
+struct Cluster {
+    dir: TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = TempDir::new("cluster");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Cluster { dir, port };
+        if Self::as_root() {
+            assert!(Command::new("chown")
+                .arg("postgres")
+                .arg(c.dir.path())
+                .status()
+                .unwrap()
+                .success());
+        }
+        let data = c.dir.path().join("data");
+        c.server_tool(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("log");
+        c.server_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        c
+    }
+
+    /// initdb and the server refuse to run as root: then they run as postgres.
+    fn as_root() -> bool {
+        // SAFETY: no arguments, no side effects.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn server_tool(&self, tool: &str, args: &[&str]) {
+        let bin = format!("/usr/lib/postgresql/15/bin/{tool}");
+        let mut cmd = if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &bin]);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn exec(&self, db: &str, sql: &str) {
+        postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    fn relations(&self, db: &str) -> Vec<String> {
+        postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
+            .unwrap()
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::panic::catch_unwind(|| {
+            self.server_tool(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+            )
+        });
+    }
+}
+
+/// An object planted in template1 must not appear in a `--create`d copy (CREATE DATABASE copies
+/// template1 unless told otherwise). On a cluster of its own: the shared server's template1 is
+/// what every other test's CREATE DATABASE copies.
+#[test]
+fn restore_create_ignores_what_was_added_to_template1() {
+    let cluster = Cluster::start();
+    cluster.exec(
+        "template1",
+        "CREATE TABLE planted_in_template1 (x int); CREATE EXTENSION IF NOT EXISTS plpgsql",
+    );
+    cluster.exec("postgres", "CREATE DATABASE shop TEMPLATE template0");
+    cluster.exec(
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
+    );
+    let dir = TempDir::new("template1");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", cluster.url("postgres", "shop"))
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        "shop",
+        "--create",
+        "--target-url",
+        &cluster.url("postgres", "copy"),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let copied = cluster.relations("copy");
+    assert!(
+        !copied.contains(&"planted_in_template1".to_string()),
+        "{copied:?}"
+    );
+    assert_eq!(copied, cluster.relations("shop"));
+}
+
+/// A role that may not call pg_control_system() still cannot restore into its own database
+/// under another spelling: its probe session proves the server, without privileges.
+#[test]
+fn without_privileges_the_source_is_recognised_by_its_session() {
+    let cluster = Cluster::start();
+    cluster.exec("postgres", "CREATE ROLE plain LOGIN");
+    cluster.exec(
+        "postgres",
+        "CREATE DATABASE shop OWNER plain TEMPLATE template0",
+    );
+    // function privileges live in each database's own catalog
+    cluster.exec(
+        "shop",
+        "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC",
+    );
+    let url = cluster.url("plain", "shop");
+    let mut plain = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    plain
+        .batch_execute("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1), (2)")
+        .unwrap();
+    let may: bool = plain
+        .query_one(
+            "SELECT has_function_privilege('pg_control_system()', 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        !may,
+        "the role must not be able to read the system identifier"
+    );
+    let dir = TempDir::new("plain");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &url)
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    let spelled = format!("postgres://plain@LOCALHOST:0{}/shop", cluster.port);
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &url)
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--clean",
+            "--yes",
+            "--target-url",
+            &spelled,
+        ]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("probe session"), "{r:?}");
+    let n: i64 = plain
+        .query_one("SELECT count(*) FROM precious", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
