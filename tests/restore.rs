@@ -1512,3 +1512,122 @@ fn without_privileges_the_source_is_recognised_by_its_session() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+/// The comment on a database, if any.
+fn database_comment(name: &str) -> Option<String> {
+    admin()
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until no session is connected to the database (a client that was told to go needs a
+/// moment to leave).
+fn until_nobody_is_in(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let sessions = || -> i64 {
+        admin()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0)
+    };
+    while sessions() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions stayed in {name}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// SIGKILL of pgdrive in the middle of a `--create` restore (the backup file is a FIFO fed by
+/// the test, half written): the database it made is visibly marked unfinished, is refused as a
+/// plain restore target and, while someone is connected to it, by `--create` too; once nobody
+/// is, the next `restore --create` drops and recreates it, and the mark is gone.
+#[test]
+fn a_killed_create_restore_leaves_a_marked_database_that_the_next_one_replaces() {
+    let db = TestDb::new("killed_create");
+    seed_shop(&db);
+    let dir = TempDir::new("killed_create");
+    local_backup(&db, &dir);
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".sql.gz"))
+        .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let target = new_target("killed_create_target");
+    let restore = || {
+        let mut cmd = pgdrive();
+        cmd.env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+            "restore",
+            "latest",
+            "--database",
+            &db.name,
+            "--create",
+            "--yes",
+            "--target-url",
+            &target.url(),
+        ]);
+        cmd
+    };
+    let mut child = restore()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        // opening blocks until pgdrive opens the backup, after it created the database
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        fifo.write_all(&bytes[..bytes.len() / 2]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let marked = database_comment(&target.name);
+    assert!(
+        marked
+            .as_deref()
+            .is_some_and(|c| c.starts_with("pgdrive: unfinished restore")),
+        "{marked:?}"
+    );
+    until_nobody_is_in(&target.name);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--yes",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("unfinished restore"), "{r:?}");
+
+    let someone = target.client();
+    let r = run(&mut restore());
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("sessions are connected"), "{r:?}");
+    drop(someone);
+    until_nobody_is_in(&target.name);
+
+    let r = run(&mut restore());
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("left unfinished"), "{r:?}");
+    assert_eq!(database_comment(&target.name), None);
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
+}
