@@ -1,11 +1,14 @@
 //! `pgdrive restore`: one backup from storage into a database, in this order:
 //!
 //! configuration → the target URL (must name its database; never DATABASE_URL's nor the
-//! catalog's) → find the backup (`latest` or an id; storage alone, no catalog needed) → read-only
-//! checks of the target (`--create`: it must not exist; otherwise it must have no user relations
-//! unless `--clean`) → print the plan and, on a terminal, ask → `--create`: CREATE DATABASE → stream through the checks into psql
-//! (one transaction, committed only after the checksums matched; see `crate::restore`) → on
-//! failure drop a database `--create` made.
+//! catalog's, by identity: `source::refuse_the_source`) → find the backup (`latest` or an id;
+//! storage alone, no catalog needed) → read-only checks of the target (`--create`: it must not
+//! exist, or be the unused, marked leftover of an interrupted restore; otherwise it must not be
+//! such a leftover and must have no user relations unless `--clean`) → print the plan and, on a
+//! terminal, ask → `--create`: CREATE DATABASE from template0 with the recorded encoding and
+//! locale, commented as unfinished → stream through the checks into psql (one transaction,
+//! committed only after the checksums matched; see `crate::restore`) → remove the comment once
+//! the client committed; on failure drop a database `--create` made.
 //!
 //! Plain dumps go to psql, custom archives to pg_restore (see `crate::restore` for why neither
 //! can commit before the checksums matched).
