@@ -4,7 +4,7 @@
 //!
 //! Two proofs, either of which is enough:
 //! - the session: the protected database is opened with a random `application_name`; if the
-//!   target's server lists that very session (its pid and name) in `pg_stat_activity`, it is the
+//!   target's server lists that very session (its pid, name and start) in `pg_stat_activity`, it is the
 //!   same running server, and the session's `datid` says whether it is the same database. This
 //!   needs no privileges (every role sees those columns of every session).
 //! - the cluster: `pg_control_system()`'s system identifier plus the database's oid, when both
@@ -22,6 +22,9 @@ pub struct Probe {
     _client: Client,
     application_name: String,
     backend_pid: i32,
+    /// When the session started, in microseconds since the epoch (with the pid, it names one
+    /// session on one server).
+    backend_start_us: i64,
     identity: DatabaseIdentity,
 }
 
@@ -92,12 +95,18 @@ pub fn probe(info: &ConnInfo) -> Result<Probe> {
         info.clone()
     };
     let mut client = info.connect(&application_name)?;
-    let backend_pid: i32 = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+    // the name as the server has it (`options=-c application_name=...` in the URL would win)
+    let row = client.query_one(
+        "SELECT pid, application_name, (extract(epoch FROM backend_start) * 1000000)::int8
+           FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        &[],
+    )?;
     let identity = identify(&mut client)?;
     Ok(Probe {
         _client: client,
-        application_name,
-        backend_pid,
+        application_name: row.get(1),
+        backend_pid: row.get(0),
+        backend_start_us: row.get(2),
         identity,
     })
 }
@@ -107,8 +116,15 @@ pub fn same_as(target: &mut Client, probe: &Probe) -> Result<Option<Same>> {
     let mine = identify(target).context("identifying the target database")?;
     let session = target
         .query_opt(
-            "SELECT datid FROM pg_stat_activity WHERE pid = $1 AND application_name = $2",
-            &[&probe.backend_pid, &probe.application_name],
+            "SELECT datid FROM pg_stat_activity
+              WHERE pid = $1 AND application_name = $2
+                AND (backend_start IS NULL  -- hidden from other roles without pg_read_all_stats
+                     OR (extract(epoch FROM backend_start) * 1000000)::int8 = $3)",
+            &[
+                &probe.backend_pid,
+                &probe.application_name,
+                &probe.backend_start_us,
+            ],
         )
         .context("looking for pgdrive's probe session on the target's server")?;
     if let Some(row) = session {

@@ -1456,11 +1456,15 @@ fn restore_create_ignores_what_was_added_to_template1() {
 }
 
 /// A role that may not call pg_control_system() still cannot restore into its own database
-/// under another spelling: its probe session proves the server, without privileges.
+/// under another spelling, nor can another such role: the probe session proves the server,
+/// without privileges.
 #[test]
 fn without_privileges_the_source_is_recognised_by_its_session() {
     let cluster = Cluster::start();
-    cluster.exec("postgres", "CREATE ROLE plain LOGIN");
+    cluster.exec(
+        "postgres",
+        "CREATE ROLE plain LOGIN; CREATE ROLE other LOGIN",
+    );
     cluster.exec(
         "postgres",
         "CREATE DATABASE shop OWNER plain TEMPLATE template0",
@@ -1492,20 +1496,23 @@ fn without_privileges_the_source_is_recognised_by_its_session() {
         .args(["backup", "--kind", "daily", "--to"])
         .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    let spelled = format!("postgres://plain@LOCALHOST:0{}/shop", cluster.port);
-    let r = run(pgdrive()
-        .env("DATABASE_URL", &url)
-        .env("PGDRIVE_LOCAL_DIR", dir.path())
-        .args([
-            "restore",
-            "latest",
-            "--clean",
-            "--yes",
-            "--target-url",
-            &spelled,
-        ]));
-    assert_eq!(r.status, 78, "{r:?}");
-    assert!(r.stderr.contains("probe session"), "{r:?}");
+    // the same role, and another one, which sees less of the source's session
+    for user in ["plain", "other"] {
+        let spelled = format!("postgres://{user}@LOCALHOST:0{}/shop", cluster.port);
+        let r = run(pgdrive()
+            .env("DATABASE_URL", &url)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args([
+                "restore",
+                "latest",
+                "--clean",
+                "--yes",
+                "--target-url",
+                &spelled,
+            ]));
+        assert_eq!(r.status, 78, "{user}: {r:?}");
+        assert!(r.stderr.contains("probe session"), "{user}: {r:?}");
+    }
     let n: i64 = plain
         .query_one("SELECT count(*) FROM precious", &[])
         .unwrap()

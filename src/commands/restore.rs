@@ -159,11 +159,28 @@ pub fn create_database(info: &ConnInfo, locale: Option<&DbLocale>) -> Result<()>
         }
     };
     let name = quote_ident(info.dbname());
-    admin
-        .batch_execute(&format!(
-            "CREATE DATABASE {name} TEMPLATE template0 {options}"
-        ))
-        .with_context(|| format!("creating database {}", info.dbname()))?;
+    if let Err(e) = admin.batch_execute(&format!(
+        "CREATE DATABASE {name} TEMPLATE template0 {options}"
+    )) {
+        let reason = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
+        return Err(match locale {
+            Some(l) => failure_hint(
+                format!(
+                    "creating database {} with the source's settings ({}) failed: {reason}",
+                    info.dbname(),
+                    l.describe()
+                ),
+                "the target server may lack that locale (see `locale -a` there) or the role the CREATEDB privilege; install the locale, or create the database yourself and restore into it without --create",
+            ),
+            None => failure_hint(
+                format!("creating database {} failed: {reason}", info.dbname()),
+                "the role needs the CREATEDB privilege",
+            ),
+        });
+    }
     let marker = format!(
         "{UNFINISHED_MARKER} (pgdrive pid {} on {}, {}): not a restored database until pgdrive removes this comment; `pgdrive restore --create` of this name drops and recreates it",
         std::process::id(),
