@@ -1168,14 +1168,19 @@ fn database_settings(name: &str) -> Vec<String> {
     (0..5).map(|i| row.get(i)).collect()
 }
 
-/// Backs `db` up locally, restores it with --create, and checks the copy has the source's
+/// Backs `db` up (locally, or to Drive: the settings travel as sidecar or appProperties),
+/// restores it with --create, and checks the copy has the source's
 /// settings (and that they are not the server's defaults, so the check can fail) and the same
 /// bytes; returns the copy.
-fn recreated(db: &TestDb, prefix: &str) -> TestDb {
+fn recreated(db: &TestDb, prefix: &str, via_drive: bool) -> TestDb {
     let dir = TempDir::new(prefix);
-    local_backup(db, &dir);
+    let google = via_drive.then(Google::shared_drive);
+    match &google {
+        Some(g) => drop(backed_up(g, db)),
+        None => local_backup(db, &dir),
+    }
     let target = new_target(prefix);
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+    let r = run(restore_from(&google, &dir).args([
         "restore",
         "latest",
         "--database",
@@ -1197,7 +1202,29 @@ fn recreated(db: &TestDb, prefix: &str) -> TestDb {
         target.client().query_one(bytes, &[]).unwrap().get(0),
     );
     assert_eq!(src, copy);
+    // a restore test of the backup (its scratch database is created with the same settings) passes
+    let r = run(restore_from(&google, &dir).args([
+        "verify",
+        "latest",
+        "--database",
+        &db.name,
+        "--restore-test",
+        &admin_url("postgres"),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
     target
+}
+
+/// pgdrive reading from the emulator's folder, or else from the local directory.
+fn restore_from(google: &Option<Google>, dir: &TempDir) -> Command {
+    match google {
+        Some(g) => drive_only(g),
+        None => {
+            let mut cmd = pgdrive();
+            cmd.env("PGDRIVE_LOCAL_DIR", dir.path());
+            cmd
+        }
+    }
 }
 
 /// SQL_ASCII holds any bytes: the copy must be SQL_ASCII with the same bytes (in UTF8 they
@@ -1209,7 +1236,7 @@ fn restore_create_recreates_a_sql_ascii_database() {
         r"CREATE TABLE t (id int PRIMARY KEY, v text);
           INSERT INTO t VALUES (1, E'invalid utf-8: \xff\xfe\x80'), (2, E'latin1 \xe4\xf6\xfc'), (3, 'ascii')",
     );
-    let copy = recreated(&db, "sqlascii_copy");
+    let copy = recreated(&db, "sqlascii_copy", false);
     assert_eq!(
         copy.query_i64("SELECT octet_length(v)::int8 FROM t WHERE id = 1"),
         18
@@ -1223,7 +1250,7 @@ fn restore_create_recreates_a_latin1_database() {
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t VALUES (1, 'Grüße aus Köln'), (2, 'façade, naïve, Ærø')",
     );
-    let copy = recreated(&db, "latin1_copy");
+    let copy = recreated(&db, "latin1_copy", false);
     assert_eq!(
         copy.query_i64("SELECT octet_length(v)::int8 FROM t WHERE id = 1"),
         14,
@@ -1231,7 +1258,7 @@ fn restore_create_recreates_a_latin1_database() {
     );
 }
 
-/// An ICU database sorts by ICU rules; restored as libc C it would sort by bytes.
+/// An ICU database sorts by ICU rules; restored as libc C it would sort by bytes. Through Drive.
 #[test]
 fn restore_create_recreates_an_icu_database_and_its_order() {
     let db = database_with(
@@ -1242,7 +1269,7 @@ fn restore_create_recreates_an_icu_database_and_its_order() {
         "CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t VALUES (1, 'b'), (2, 'B'), (3, 'a'), (4, 'Ä'), (5, 'z'), (6, 'A')",
     );
-    let copy = recreated(&db, "icu_copy");
+    let copy = recreated(&db, "icu_copy", true);
     let order = "SELECT string_agg(v, '' ORDER BY v) FROM t";
     let bytes = "SELECT string_agg(v, '' ORDER BY v COLLATE \"C\") FROM t";
     let src: String = db.client().query_one(order, &[]).unwrap().get(0);
