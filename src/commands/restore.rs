@@ -122,6 +122,19 @@ pub fn existing(info: &ConnInfo) -> Result<Existing> {
     })
 }
 
+/// Whether the connected database carries the [`UNFINISHED_MARKER`] (read through the target's
+/// own connection: a plain restore needs no access to the maintenance database).
+fn is_marked_unfinished(client: &mut postgres::Client) -> Result<bool> {
+    let comment: String = client
+        .query_one(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database
+              WHERE datname = current_database()",
+            &[],
+        )?
+        .get(0);
+    Ok(comment.starts_with(UNFINISHED_MARKER))
+}
+
 fn already_exists(info: &ConnInfo) -> anyhow::Error {
     failure_hint(
         format!(
@@ -505,7 +518,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     if args.create {
         replace_unfinished = check_create_target(&target_db)?;
     } else {
-        if let Existing::Unfinished { .. } = existing(&target_db)? {
+        let mut client = super::backup::connect(&target_db, "the restore target")?;
+        if is_marked_unfinished(&mut client)? {
             return Err(failure_hint(
                 format!(
                     "database {} is marked as an unfinished restore (an interrupted restore --create left it)",
@@ -514,7 +528,6 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
                 "run the restore again with --create: it drops that database and creates it anew",
             ));
         }
-        let mut client = super::backup::connect(&target_db, "the restore target")?;
         let n = user_relations(&mut client)?;
         if n > 0 && !args.clean {
             return Err(failure_hint(
