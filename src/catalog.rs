@@ -120,7 +120,10 @@ fn migration_error(e: postgres::Error, name: &str) -> anyhow::Error {
     }
     if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
         return crate::error::config_error_hint(
-            format!("cannot create or upgrade the backups catalog ({name}): {e}"),
+            format!(
+                "cannot create or upgrade the backups catalog ({name}): {}",
+                crate::error::postgres_message(&e)
+            ),
             "run `pgdrive migrate` once as the database owner, or GRANT CREATE ON SCHEMA public to the backup user",
         );
     }

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Result;
 
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
@@ -38,11 +38,11 @@ impl Codec {
                 None => Ok(default),
                 Some(l) => match l.parse::<i64>() {
                     Ok(n) if range.contains(&n) => Ok(n),
-                    _ => Err(config_error(format!(
+                    _ => Err(config_error_hint(format!(
                         "{name} level {l:?} is not between {} and {}",
                         range.start(),
                         range.end()
-                    ))),
+                    ), "write the codec as gzip, gzip:1 to gzip:9, zstd, zstd:1 to zstd:19 or none")),
                 },
             }
         };

@@ -13,7 +13,7 @@ use crate::cli::{BackupArgs, Kind};
 use crate::codec::Codec;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 
@@ -36,7 +36,7 @@ impl Settings {
             None => HashMap::new(),
             Some(path) => {
                 let meta = std::fs::metadata(path).map_err(|e| {
-                    config_error(format!("cannot read env-file {}: {e}", path.display()))
+                    config_error_hint(format!("cannot read env-file {}: {e}", path.display()), "check the --env-file path, and that the user pgdrive runs as may read it (mode 0600)")
                 })?;
                 if meta.permissions().mode() & 0o077 != 0 {
                     warnings.push(format!(
@@ -46,10 +46,10 @@ impl Settings {
                     ));
                 }
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    config_error(format!("cannot read env-file {}: {e}", path.display()))
+                    config_error_hint(format!("cannot read env-file {}: {e}", path.display()), "check the --env-file path, and that the user pgdrive runs as may read it (mode 0600)")
                 })?;
                 parse_env_file(&text)
-                    .map_err(|e| config_error(format!("env-file {}: {e}", path.display())))?
+                    .map_err(|e| config_error_hint(format!("env-file {}: {e}", path.display()), "each line is KEY=value, `export KEY=value` or a # comment; quote values that hold spaces or #"))?
             }
         };
         Ok(Settings {
@@ -70,11 +70,12 @@ impl Settings {
     fn parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| config_error(format!("{key}={v:?} is not a valid value"))),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                config_error_hint(
+                    format!("{key}={v:?} is not a valid value"),
+                    "set it to a whole number (see README \"Configuration\")",
+                )
+            }),
         }
     }
 }
@@ -278,7 +279,7 @@ pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>>
         return Ok(None);
     };
     let info =
-        ConnInfo::parse(&url).map_err(|e| config_error(format!("{key} is invalid: {e:#}")))?;
+        ConnInfo::parse(&url).map_err(|e| config_error_hint(format!("{key} is invalid: {e:#}"), "write it as postgres://user:password@host:5432/dbname, percent-encoding special characters in the password, or as key=value pairs (host=... dbname=...)"))?;
     Ok(Some(info.resolve(&|k| settings.get(k))))
 }
 
@@ -316,9 +317,10 @@ impl BackupConfig {
                 .unwrap_or_else(crate::codec::default_threads),
         };
         if threads == 0 || threads > 256 {
-            return Err(config_error(format!(
-                "--threads {threads} is not between 1 and 256"
-            )));
+            return Err(config_error_hint(
+                format!("--threads {threads} is not between 1 and 256"),
+                "set --threads (PGDRIVE_THREADS) to a number from 1 to 256",
+            ));
         }
         let format = match args
             .format
@@ -339,7 +341,10 @@ impl BackupConfig {
             None => DEFAULT_CHUNK_SIZE,
             Some(s) => {
                 let n = parse_size(&s).ok_or_else(|| {
-                    config_error(format!("chunk size {s:?} is not a size (e.g. 8MiB)"))
+                    config_error_hint(
+                        format!("chunk size {s:?} is not a size (e.g. 8MiB)"),
+                        "write a size such as 8MiB: a multiple of 256KiB, at most 1GiB",
+                    )
                 })?;
                 if n == 0 || n % CHUNK_ALIGNMENT != 0 || n > (1 << 30) {
                     return Err(config_error_hint(
@@ -578,7 +583,7 @@ impl ReadConfig {
     /// Drive credentials, read afresh (each target owns its client).
     pub fn credentials(&self) -> Result<Credentials> {
         Credentials::from_settings(&self.settings)?
-            .ok_or_else(|| config_error("Google credentials are not set"))
+            .ok_or_else(|| config_error_hint("Google credentials are not set", "set GOOGLE_SERVICE_ACCOUNT_JSON (or GOOGLE_APPLICATION_CREDENTIALS); see README \"Google setup\""))
     }
 }
 

@@ -54,16 +54,8 @@ impl fmt::Display for Classified {
 
 impl std::error::Error for Classified {}
 
-/// A configuration error (exit 78): reported before anything is attempted.
-pub fn config_error(message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Classified {
-        status: ExitStatus::Config,
-        message: message.into(),
-        hint: None,
-    })
-}
-
-/// A configuration error with a hint.
+/// A configuration error (exit 78), reported before anything is attempted. There is no form
+/// without a hint: whoever meets a 78 must be told what to change.
 pub fn config_error_hint(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Classified {
         status: ExitStatus::Config,
@@ -147,10 +139,40 @@ pub fn postgres_hint(err: &postgres::Error) -> Option<String> {
     Some(hint.to_string())
 }
 
-/// The one-line rendering of an error chain (`{:#}`), with any secret-looking URL credentials
-/// removed as a last line of defence.
+/// The one-line rendering of an error chain (as `{:#}`, causes joined by ": "), with a
+/// PostgreSQL error in the server's own words (see [`postgres_message`]) and any secret-looking
+/// URL credentials removed as a last line of defence.
 pub fn render(err: &anyhow::Error) -> String {
-    crate::redact::scrub(&format!("{err:#}"))
+    let mut parts = Vec::new();
+    let mut chain = err.chain();
+    while let Some(cause) = chain.next() {
+        match cause.downcast_ref::<postgres::Error>() {
+            Some(pg) if pg.as_db_error().is_some() => {
+                parts.push(postgres_message(pg));
+                chain.next(); // its source: the server's error, just rendered
+            }
+            _ => parts.push(cause.to_string()),
+        }
+    }
+    crate::redact::scrub(&parts.join(": ").replace('\n', " "))
+}
+
+/// A PostgreSQL error as the server put it, on one line: `ERROR: permission denied for table t
+/// (SQLSTATE 42501; detail: …; server hint: …)`. The postgres crate's own Display says only
+/// "db error".
+pub fn postgres_message(err: &postgres::Error) -> String {
+    let Some(db) = err.as_db_error() else {
+        return err.to_string();
+    };
+    let mut facts = vec![format!("SQLSTATE {}", db.code().code())];
+    facts.extend(db.detail().map(|d| format!("detail: {d}")));
+    facts.extend(db.hint().map(|h| format!("server hint: {h}")));
+    format!(
+        "{}: {} ({})",
+        db.severity(),
+        db.message(),
+        facts.join("; ").replace('\n', " ")
+    )
 }
 
 #[cfg(test)]
@@ -159,7 +181,7 @@ mod tests {
 
     #[test]
     fn config_errors_map_to_78_even_under_context() {
-        let err = config_error("bad").context("loading configuration");
+        let err = config_error_hint("bad", "fix it").context("loading configuration");
         assert_eq!(classify(&err), ExitStatus::Config);
     }
 
@@ -174,6 +196,36 @@ mod tests {
     fn hints_are_found_anywhere_in_the_chain() {
         let err = config_error_hint("no folder", "set GOOGLE_DRIVE_FOLDER_ID").context("checking");
         assert_eq!(hint(&err).as_deref(), Some("set GOOGLE_DRIVE_FOLDER_ID"));
+    }
+
+    #[test]
+    fn every_token_refusal_that_exits_78_has_a_hint() {
+        let codes = [
+            "invalid_grant",
+            "unauthorized_client",
+            "invalid_client",
+            "invalid_scope",
+            "access_denied",
+            "invalid_request",
+            "temporarily_unavailable",
+            "server_error",
+        ];
+        for code in codes {
+            for (user_credentials, impersonating) in [(false, false), (true, false), (false, true)]
+            {
+                let err = anyhow::Error::new(TokenError {
+                    status: 400,
+                    error: code.into(),
+                    description: String::new(),
+                    user_credentials,
+                    impersonating,
+                })
+                .context("getting an access token");
+                if classify(&err) == ExitStatus::Config {
+                    assert!(hint(&err).is_some(), "{code} exits 78 without a hint");
+                }
+            }
+        }
     }
 
     #[test]

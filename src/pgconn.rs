@@ -216,10 +216,12 @@ impl ConnInfo {
                 cfg.host(host);
             }
             let port = ports.get(i).or(ports.first()).copied().unwrap_or("5432");
-            cfg.port(
-                port.parse()
-                    .with_context(|| format!("invalid port {port:?} in DATABASE_URL"))?,
-            );
+            cfg.port(port.parse().map_err(|_| {
+                crate::error::config_error_hint(
+                    format!("invalid port {port:?} in DATABASE_URL"),
+                    "the port must be a number from 1 to 65535 (percent-encode a password that holds / ? # or @)",
+                )
+            })?);
         }
         if let Some(u) = self.get("user") {
             cfg.user(u);
@@ -233,9 +235,12 @@ impl ConnInfo {
         }
         cfg.application_name(application_name);
         if let Some(t) = self.get("connect_timeout") {
-            let secs: u64 = t
-                .parse()
-                .context("invalid connect_timeout in DATABASE_URL")?;
+            let secs: u64 = t.parse().map_err(|_| {
+                crate::error::config_error_hint(
+                    "invalid connect_timeout in DATABASE_URL: not a whole number of seconds",
+                    "set connect_timeout to a number of seconds, e.g. connect_timeout=10 (0 waits indefinitely)",
+                )
+            })?;
             if secs > 0 {
                 cfg.connect_timeout(Duration::from_secs(secs));
             }
@@ -251,9 +256,10 @@ impl ConnInfo {
             "allow" | "prefer" => postgres::config::SslMode::Prefer,
             "require" | "verify-ca" | "verify-full" => postgres::config::SslMode::Require,
             other => {
-                return Err(crate::error::config_error(format!(
-                    "unknown sslmode={other:?} in DATABASE_URL"
-                )))
+                return Err(crate::error::config_error_hint(
+                    format!("unknown sslmode={other:?} in DATABASE_URL"),
+                    "use sslmode=disable, allow, prefer, require, verify-ca or verify-full",
+                ))
             }
         });
         Ok(cfg)

@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::cli::Kind;
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 
 /// A pg_dump binary and its version.
 #[derive(Clone, Debug)]
@@ -79,12 +79,12 @@ pub fn locate(explicit: Option<&Path>, server_major: u32) -> Result<PgDump> {
     };
     if let Some(path) = explicit {
         if !path.exists() {
-            return Err(config_error(format!(
+            return Err(config_error_hint(format!(
                 "pg_dump not found at {} (PGDRIVE_PG_DUMP / --pg-dump)",
                 path.display()
-            )));
+            ), "install the PostgreSQL client programs matching the server's major version, or point PGDRIVE_PG_DUMP (--pg-dump) at pg_dump"));
         }
-        let d = probe(path).map_err(|e| config_error(format!("{e:#}")))?;
+        let d = probe(path).map_err(|e| config_error_hint(format!("{e:#}"), "PGDRIVE_PG_DUMP (--pg-dump) must name a working pg_dump: `pg_dump --version` must run"))?;
         return if d.major >= server_major {
             Ok(d)
         } else {

@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::error::config_error;
+use crate::error::config_error_hint;
 
 /// Finds psql. An explicit path must exist.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
@@ -24,10 +24,10 @@ pub fn locate_tool(name: &str, variable: &str, explicit: Option<&Path>) -> Resul
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(config_error(format!(
+            Err(config_error_hint(format!(
                 "{name} not found at {} ({variable})",
                 p.display()
-            )))
+            ), "install the PostgreSQL client programs, or point the variable named above at the program"))
         };
     }
     if let Some(path) = std::env::var_os("PATH") {

@@ -4,12 +4,21 @@
 
 use anyhow::{Context, Result};
 
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 use crate::log;
 
 /// Opens a connection; failures are reported with what to check.
 pub fn connect(info: &crate::pgconn::ConnInfo, what: &str) -> Result<postgres::Client> {
-    info.connect("pgdrive")
+    connect_as(info, what, "pgdrive")
+}
+
+/// [`connect`] with the `application_name` other sessions see this one by.
+pub fn connect_as(
+    info: &crate::pgconn::ConnInfo,
+    what: &str,
+    application_name: &str,
+) -> Result<postgres::Client> {
+    info.connect(application_name)
         .map_err(|e| connect_failure(info, what, e))
 }
 
@@ -26,7 +35,11 @@ pub fn connect_failure(
         "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
     });
     crate::error::failure_hint(
-        format!("cannot connect to {what} at {}: {e:#}", info.redacted()),
+        format!(
+            "cannot connect to {what} at {}: {}",
+            info.redacted(),
+            crate::error::render(&e)
+        ),
         hint,
     )
 }
@@ -79,12 +92,12 @@ pub fn resolve_tables(client: &mut postgres::Client, tables: &[String]) -> Resul
                 &[t],
             )
             .map_err(|e| {
-                config_error(format!(
+                config_error_hint(format!(
                     "PGDRIVE_CRITICAL_TABLES entry {t:?} is not a valid table name: {}",
                     e.as_db_error()
                         .map(|d| d.message().to_string())
                         .unwrap_or_else(|| e.to_string())
-                ))
+                ), "fix PGDRIVE_CRITICAL_TABLES: table names separated by commas, as SQL reads them (schema.table; quote mixed-case names as \"Name\")")
             })?;
         let oid: Option<u32> = row.get(0);
         let Some(oid) = oid else {

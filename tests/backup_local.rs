@@ -563,7 +563,7 @@ fn tls_sslmodes_follow_libpq() {
     let bin = TempDir::new("tls_bin");
     let seen = bin.path().join("ssl.txt");
     let probe = format!(
-        "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{}' AND a.application_name = 'pgdrive'",
+        "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{}' AND a.application_name LIKE 'pgdrive%'",
         db.name
     );
     let fake = fake_pg_dump(

@@ -894,3 +894,115 @@ fn a_failure_before_the_lock_is_reported_and_pings_fail_without_start() {
         "{text}"
     );
 }
+
+/// Issue 9 point 7: a run that cannot reach its database fails with the documented status, a
+/// hint, a failure notification and a failed ping; one whose separate catalog is reachable also
+/// leaves its ERROR row there.
+#[test]
+fn unreachable_databases_and_bad_connection_settings_exit_as_documented_notify_and_ping_fail() {
+    let s = Setup::new();
+    let missing = admin_url("no_such_database_pgdrive");
+    let cases: [(&str, String, Option<String>, i32); 5] = [
+        (
+            "unknown host",
+            "postgres://postgres@no-such-host.invalid:5432/postgres".into(),
+            None,
+            1,
+        ),
+        (
+            "wrong port",
+            "postgres://postgres@127.0.0.1:1/postgres".into(),
+            None,
+            1,
+        ),
+        ("missing database", missing.clone(), None, 1),
+        (
+            "missing database, catalog elsewhere",
+            missing,
+            Some(s.db.url()),
+            1,
+        ),
+        (
+            "connect_timeout=abc",
+            format!("{}?connect_timeout=abc", s.db.url()),
+            None,
+            78,
+        ),
+    ];
+    let fail_pings = || {
+        s.hooks
+            .paths()
+            .iter()
+            .filter(|p| p.as_str() == "GET /ping/ping-secret-uuid/fail")
+            .count()
+    };
+    for (i, (what, url, catalog, status)) in cases.into_iter().enumerate() {
+        let mut cmd = s.pgdrive();
+        cmd.env("DATABASE_URL", &url);
+        if let Some(c) = &catalog {
+            cmd.env("PGDRIVE_CATALOG_URL", c);
+        }
+        let r = run(cmd.args(["backup", "--kind", "daily"]));
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        assert!(r.stderr.contains("\nhint: "), "{what}: {r:?}");
+        let hooks = s.hooks.json_posted_to("/hook/webhook-secret-token");
+        assert_eq!(hooks.len(), i + 1, "{what}: no failure notification");
+        assert_eq!(hooks[i]["status"], "failure", "{what}");
+        assert_eq!(hooks[i]["step"], "connect", "{what}: {}", hooks[i]);
+        assert_eq!(fail_pings(), i + 1, "{what}: no failed ping");
+    }
+    // only the run whose catalog was reachable could record itself
+    let recorded: Vec<(String, Option<String>, Option<String>)> =
+        s.db.client()
+            .query("SELECT status, step, error FROM backups", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].0, "ERROR");
+    assert_eq!(recorded[0].1.as_deref(), Some("connect"));
+    assert!(
+        recorded[0]
+            .2
+            .as_deref()
+            .is_some_and(|e| e.contains("database \"no_such_database_pgdrive\" does not exist")),
+        "the server's own message: {recorded:?}"
+    );
+}
+
+/// Issue 9 point 7: a service-account key that does not parse is a failure of the job like a
+/// missing folder: exit 78 with a hint, a failure notification and a failed ping, and never the
+/// key's content.
+#[test]
+fn a_malformed_key_notifies_like_a_missing_folder() {
+    let s = Setup::new();
+    let secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC";
+    let malformed = format!("{{\"type\": \"service_account\", \"private_key\": \"{secret}");
+    let r = run(s
+        .pgdrive()
+        .env("GOOGLE_SERVICE_ACCOUNT_JSON", &malformed)
+        .env("GOOGLE_DRIVE_FOLDER_ID", "some-folder")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("\nhint: "), "{r:?}");
+    let hooks = s.hooks.json_posted_to("/hook/webhook-secret-token");
+    assert_eq!(hooks.len(), 1, "{r:?}");
+    assert_eq!(hooks[0]["status"], "failure");
+    assert!(
+        hooks[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("GOOGLE_SERVICE_ACCOUNT_JSON")),
+        "{}",
+        hooks[0]
+    );
+    assert!(s
+        .hooks
+        .paths()
+        .contains(&"GET /ping/ping-secret-uuid/fail".to_string()));
+    assert_eq!(s.mail().len(), 1);
+    for body in s.hooks.requests().iter().map(|r| r.body.clone()) {
+        assert!(!body.contains(secret), "the key leaked: {body}");
+    }
+    assert!(!r.stderr.contains(secret), "{r:?}");
+}

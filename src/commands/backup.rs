@@ -31,7 +31,7 @@ use crate::pgdump::{self, PgDump, RunningDump};
 use crate::pipeline::{spawn_compressor, Piece, StreamOptions};
 use crate::retention;
 // shared with `check`, `status` and `migrate`: one implementation of each
-pub use crate::server::connect;
+pub use crate::server::{connect, connect_as};
 use crate::server::{resolve_tables, server_version};
 use crate::storage::drive::DriveTarget;
 use crate::storage::local::LocalTarget;
@@ -75,7 +75,24 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
 fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
     let notifier = notify::load(&settings, args.kind, args.notify)?;
-    let mut cfg = BackupConfig::load(args, settings)?;
+    // A setting that breaks a scheduled run (a malformed key, a bad URL) is reported like any
+    // other failure of the job: someone must hear of it before the backups are missed.
+    let database_name = crate::config::database_from(&settings, "DATABASE_URL")
+        .ok()
+        .flatten()
+        .map(|d| d.dbname().to_string())
+        .unwrap_or_default();
+    let mut cfg = BackupConfig::load(args, settings).map_err(|error| {
+        notifier.run_finished(&Report::failure(
+            args.kind,
+            &database_name,
+            &host_name(),
+            timeutil::now_millis(),
+            "config",
+            &error,
+        ));
+        error
+    })?;
     for w in &cfg.settings_warnings {
         log::warn(w, &[]);
     }
@@ -104,17 +121,42 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         ));
         error
     };
-    let control =
-        connect(&cfg.catalog, "the catalog database").map_err(|e| failed("connect", e))?;
-    let Some(mut guard) = lock::try_lock(control, cfg.kind).map_err(|e| failed("lock", e))? else {
-        log::info(
-            "skipped: another run holds the lock for this kind",
-            &[
-                ("lock", lock::lock_name(cfg.kind).to_string()),
-                ("key", lock::lock_key(lock::lock_name(cfg.kind)).to_string()),
-            ],
-        );
-        return Ok(ExitStatus::Locked);
+    let application_name = lock::holder_application_name(cfg.kind, &facts.host);
+    let mut control = connect_as(&cfg.catalog, "the catalog database", &application_name)
+        .map_err(|e| failed("connect", e))?;
+    // The backed-up database, when the catalog lives elsewhere. Its failure is recorded in the
+    // catalog, which is reachable (no lock is needed to insert one row).
+    let mut separate = None;
+    if cfg.catalog.redacted() != cfg.database.redacted() {
+        match connect(&cfg.database, "the database") {
+            Ok(client) => separate = Some(client),
+            Err(e) => {
+                let mut record = run_record(&cfg, &facts);
+                record.finished_ms = timeutil::now_millis();
+                record_failure(&mut control, record, "connect", &e, true);
+                return Err(failed("connect", e));
+            }
+        }
+    }
+    let job_lock = lock::JobLock::resolve(cfg.kind, &mut control, separate.as_mut())
+        .map_err(|e| failed("lock", e))?;
+    let mut guard = match lock::try_lock(control, &job_lock).map_err(|e| failed("lock", e))? {
+        Ok(guard) => guard,
+        Err(mut control) => {
+            let holder = lock::describe_holder(&mut control, &job_lock)
+                .unwrap_or_else(|e| format!("unknown ({})", crate::error::render(&e)));
+            log::warn(
+                "skipped: another run holds the lock of this job (kind and database); nothing was backed up",
+                &[
+                    ("kind", cfg.kind.to_string()),
+                    ("database", facts.database.clone()),
+                    ("lock", job_lock.name.clone()),
+                    ("key", job_lock.key.to_string()),
+                    ("holder", holder),
+                ],
+            );
+            return Ok(ExitStatus::Locked);
+        }
     };
     notifier.run_started();
     let applied = catalog::migrate(guard.client()).map_err(|e| failed("catalog", e))?;
@@ -123,33 +165,14 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     }
 
     let mut targets = build_targets(&mut cfg);
-    let outcome = back_up(&cfg, &mut guard, &mut targets, &mut facts);
-    let finished_ms = timeutil::now_millis();
-    let mut record = RunRecord {
-        started_ms: facts.started_ms,
-        finished_ms,
-        kind: cfg.kind.to_string(),
-        database_name: facts.database.clone(),
-        host: facts.host.clone(),
-        filename: facts.file_name.clone(),
-        compression: Some(cfg.codec.label()),
-        server_version: facts.server_version.clone(),
-        pg_dump_version: facts.pg_dump.as_ref().map(|d| d.version.clone()),
-        ..RunRecord::default()
-    };
+    let outcome = back_up(&cfg, &mut guard, separate, &mut targets, &mut facts);
+    let mut record = run_record(&cfg, &facts);
+    record.finished_ms = timeutil::now_millis();
 
     let (stored, done, raw_bytes) = match outcome {
         Ok(done) => done,
         Err(StepError { step, error }) => {
-            record.success = false;
-            record.step = Some(step.to_string());
-            record.error = Some(crate::error::render(&error));
-            if let Err(e) = catalog::record(guard.client(), &record) {
-                log::error(
-                    "could not record the failure in the catalog",
-                    &[("error", crate::error::render(&e))],
-                );
-            }
+            record_failure(guard.client(), record, step, &error, false);
             log::error(
                 "backup failed",
                 &[
@@ -279,6 +302,47 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     })
 }
 
+/// The facts of this run every catalog row carries.
+fn run_record(cfg: &BackupConfig, facts: &RunFacts) -> RunRecord {
+    RunRecord {
+        started_ms: facts.started_ms,
+        kind: cfg.kind.to_string(),
+        database_name: facts.database.clone(),
+        host: facts.host.clone(),
+        filename: facts.file_name.clone(),
+        compression: Some(cfg.codec.label()),
+        server_version: facts.server_version.clone(),
+        pg_dump_version: facts.pg_dump.as_ref().map(|d| d.version.clone()),
+        ..RunRecord::default()
+    }
+}
+
+/// Records a failed run's ERROR row (after applying the catalog's migrations first when
+/// `migrate`, for a failure before the lock); a catalog that refuses it is logged, never fatal.
+fn record_failure(
+    client: &mut postgres::Client,
+    mut record: RunRecord,
+    step: &str,
+    error: &anyhow::Error,
+    migrate: bool,
+) {
+    record.success = false;
+    record.step = Some(step.to_string());
+    record.error = Some(crate::error::render(error));
+    let recorded = if migrate {
+        catalog::migrate(client).map(|_| ())
+    } else {
+        Ok(())
+    }
+    .and_then(|()| catalog::record(client, &record).map(|_| ()));
+    if let Err(e) = recorded {
+        log::error(
+            "could not record the failure in the catalog",
+            &[("error", crate::error::render(&e))],
+        );
+    }
+}
+
 /// Follow-up steps that failed after the backup was stored: each is logged (with its hint) as
 /// it happens and told in the notification; any of them makes the exit status 3.
 #[derive(Default)]
@@ -317,14 +381,11 @@ fn build_targets(cfg: &mut BackupConfig) -> Vec<Box<dyn Target>> {
 fn back_up(
     cfg: &BackupConfig,
     guard: &mut lock::LockGuard,
+    mut separate: Option<postgres::Client>,
     targets: &mut [Box<dyn Target>],
     facts: &mut RunFacts,
 ) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
     // --- preflight: nothing has been written anywhere yet
-    let mut separate = None;
-    if cfg.catalog.redacted() != cfg.database.redacted() {
-        separate = Some(connect(&cfg.database, "the database").at("connect")?);
-    }
     let data_client = match separate.as_mut() {
         Some(client) => client,
         None => guard.client(),

@@ -117,7 +117,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     let mut last_sizes = Vec::new();
     if let (Some(database), Some(catalog_info)) = (&database, &catalog_info) {
         check_database(&mut report, database, &configs, &settings);
-        last_sizes = check_catalog(&mut report, catalog_info, &kinds, database.dbname());
+        last_sizes = check_catalog(&mut report, catalog_info, &kinds, database);
     } else if configs.is_empty() && database.is_none() {
         report.add(Finding::fail(
             "database",
@@ -267,8 +267,9 @@ fn check_catalog(
     report: &mut Report,
     info: &ConnInfo,
     kinds: &[Kind],
-    database: &str,
+    database_info: &ConnInfo,
 ) -> Vec<(Kind, u64)> {
+    let database = database_info.dbname();
     let mut client = match connect(info, "the catalog database") {
         Ok(c) => c,
         Err(e) => {
@@ -280,12 +281,31 @@ fn check_catalog(
         Ok(f) => report.add(f),
         Err(e) => report.add(Finding::from_error("catalog", &e)),
     }
+    // the backed-up database's identity decides the lock key, as in `backup`
+    let mut separate = None;
+    if info.redacted() != database_info.redacted() {
+        match connect(database_info, "the database") {
+            Ok(c) => separate = Some(c),
+            Err(e) => {
+                report.add(Finding::from_error("lock", &e));
+                return Vec::new();
+            }
+        }
+    }
     let mut direct_reported = false;
     for kind in kinds {
-        let name = lock::lock_name(*kind);
-        let outcome = connect(info, "the catalog database").and_then(|c| lock::try_lock(c, *kind));
+        let job_lock = match lock::JobLock::resolve(*kind, &mut client, separate.as_mut()) {
+            Ok(l) => l,
+            Err(e) => {
+                report.add(Finding::from_error(format!("lock {kind}"), &e));
+                continue;
+            }
+        };
+        let name = &job_lock.name;
+        let outcome =
+            connect(info, "the catalog database").and_then(|c| lock::try_lock(c, &job_lock));
         match outcome {
-            Ok(Some(guard)) => {
+            Ok(Ok(guard)) => {
                 if !direct_reported {
                     direct_reported = true;
                     report.add(Finding::ok("connection", "direct: the session kept its backend and its lock across statements (no transaction pooler)"));
@@ -298,7 +318,7 @@ fn check_catalog(
                     Err(e) => report.add(Finding::from_error(format!("lock {kind}"), &e)),
                 }
             }
-            Ok(None) => report.add(Finding::warn(
+            Ok(Err(_)) => report.add(Finding::warn(
                 format!("lock {kind}"),
                 format!("{name} is held by another session right now (a {kind} backup running?)"),
                 Some("run the check again when no backup is running".into()),

@@ -10,7 +10,7 @@ use crate::cli::{Kind, SourceArgs};
 use crate::config::{ReadConfig, Settings};
 use crate::drive::auth::TokenSource;
 use crate::drive::DriveClient;
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 use crate::pgconn::ConnInfo;
 use crate::storage::drive::DriveTarget;
 use crate::storage::local::LocalTarget;
@@ -122,13 +122,16 @@ pub fn find(
         }
     }
     let Some(newest) = all.into_iter().next() else {
-        return Err(config_error(format!(
-            "no complete {kind} backup{} in {}",
-            database
-                .map(|d| format!(" of database {d}"))
-                .unwrap_or_default(),
-            target.describe()
-        )));
+        return Err(config_error_hint(
+            format!(
+                "no complete {kind} backup{} in {}",
+                database
+                    .map(|d| format!(" of database {d}"))
+                    .unwrap_or_default(),
+                target.describe()
+            ),
+            "`pgdrive list` shows what is stored; choose another with --kind or --database",
+        ));
     };
     target.get(&newest.id)
 }
@@ -238,7 +241,7 @@ pub fn refuse_the_source(cfg: &ReadConfig, target: &ConnInfo, clean: bool) -> Re
 /// (a database inherited from PGDATABASE or the user name would be a surprise), then resolves it.
 pub fn parse_url(flag: &str, url: &str, settings: &Settings) -> Result<ConnInfo> {
     let info =
-        ConnInfo::parse(url).map_err(|e| config_error(format!("{flag} is invalid: {e:#}")))?;
+        ConnInfo::parse(url).map_err(|e| config_error_hint(format!("{flag} is invalid: {e:#}"), "write it as postgres://user:password@host:5432/dbname, percent-encoding special characters in the password, or as key=value pairs (host=... dbname=...)"))?;
     if info.get("dbname").is_none_or(|d| d.is_empty()) {
         return Err(config_error_hint(
             format!("{flag} names no database"),

@@ -81,8 +81,16 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
     if work.is_empty() {
-        crate::log::warn("no complete backups to verify", &[]);
-        return Ok(ExitStatus::Ok);
+        // Nothing proven is not a pass: an empty folder, or one whose every sidecar is unreadable,
+        // must not look like a healthy verification to the cron job running it.
+        let places: Vec<String> = targets.iter().map(|t| t.describe()).collect();
+        return Err(crate::error::failure_hint(
+            format!(
+                "verify --all found no complete backup to verify in {}",
+                places.join(" or ")
+            ),
+            "check the folder or PGDRIVE_LOCAL_DIR and --kind/--database; a backup whose recorded size and checksums (its .pgdrive.json sidecar or Drive properties) are missing or unreadable is not complete: see `pgdrive list`",
+        ));
     }
 
     let mut catalog = source::optional_catalog(&cfg);

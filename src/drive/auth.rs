@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use base64::Engine;
 
 use crate::config::Settings;
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 pub const DRIVE_SCOPE: &str = "https://www.googleapis.com/auth/drive";
@@ -79,9 +79,9 @@ impl Credentials {
             }
         } else if let Some(path) = settings.get("GOOGLE_APPLICATION_CREDENTIALS") {
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                config_error(format!(
+                config_error_hint(format!(
                     "GOOGLE_APPLICATION_CREDENTIALS names a file that cannot be read ({path}): {e}"
-                ))
+                ), "check the path, and that the user pgdrive runs as may read the file (mode 0600, owned by that user)")
             })?;
             (text, path)
         } else {
@@ -104,9 +104,9 @@ impl Credentials {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .ok_or_else(|| {
-                    config_error(format!(
+                    config_error_hint(format!(
                         "Google credentials from {source} lack the field {name:?}"
-                    ))
+                    ), "use the JSON key downloaded from Google Cloud (IAM > Service accounts > Keys > Add key > JSON), or OAuth user credentials with client_id, client_secret and refresh_token")
                 })
         };
         let token_uri = json
@@ -115,9 +115,10 @@ impl Credentials {
             .unwrap_or(GOOGLE_TOKEN_URI)
             .to_string();
         if !(token_uri.starts_with("https://") || token_uri.starts_with("http://")) {
-            return Err(config_error(format!(
-                "token_uri in {source} is not an http(s) URL"
-            )));
+            return Err(config_error_hint(
+                format!("token_uri in {source} is not an http(s) URL"),
+                "keep the key's token_uri as Google wrote it: https://oauth2.googleapis.com/token",
+            ));
         }
         match json.get("type").and_then(|v| v.as_str()) {
             Some("service_account") => {
@@ -147,9 +148,8 @@ impl Credentials {
             }
             Some("authorized_user") => {
                 if subject.is_some() {
-                    return Err(config_error(
-                        "GOOGLE_IMPERSONATE_USER needs a service account key; OAuth user credentials already act as their user",
-                    ));
+                    return Err(config_error_hint(
+                        "GOOGLE_IMPERSONATE_USER needs a service account key; OAuth user credentials already act as their user", "unset GOOGLE_IMPERSONATE_USER, or use a service account key with domain-wide delegation"));
                 }
                 Ok(Credentials::AuthorizedUser {
                     client_id: field("client_id")?,
@@ -291,7 +291,10 @@ impl std::fmt::Display for TokenError {
 impl std::error::Error for TokenError {}
 
 impl TokenError {
-    /// Errors that no retry will fix: the credentials or the Google-side setup are wrong.
+    /// Errors that no retry will fix: the credentials or the Google-side setup are wrong (exit
+    /// 78); each of these has a [`hint`].
+    ///
+    /// [`hint`]: TokenError::hint
     pub fn is_configuration_problem(&self) -> bool {
         matches!(
             self.error.as_str(),
@@ -324,6 +327,9 @@ impl TokenError {
                 "domain-wide delegation is not set up: in the Google Admin console (Security > API controls > Domain-wide delegation) authorize the service account's numeric client ID for the scope https://www.googleapis.com/auth/drive"
             }
             "unauthorized_client" | "invalid_client" => "the OAuth client ID or secret is wrong or was deleted",
+            "invalid_scope" => "the credentials may not ask for the Drive scope (https://www.googleapis.com/auth/drive): with domain-wide delegation, authorize exactly that scope for the service account's client ID",
+            "access_denied" => "the Google account refused access: check that the user (GOOGLE_IMPERSONATE_USER, or the OAuth user) may use Drive and granted the Drive scope",
+            "invalid_request" => "Google rejected the token request as malformed: download a new key (or new OAuth user credentials) and check GOOGLE_IMPERSONATE_USER is a full address",
             _ => return None,
         };
         Some(hint.to_string())

@@ -391,9 +391,9 @@ impl DriveClient {
             ));
         }
         if v["trashed"].as_bool() == Some(true) {
-            return Err(crate::error::config_error(format!(
+            return Err(crate::error::config_error_hint(format!(
                 "Drive folder {id} is in the Trash"
-            )));
+            ), "restore the folder from the Drive Trash, or set the folder variable to another folder's ID"));
         }
         Ok(FolderInfo {
             name: v["name"].as_str().unwrap_or_default().to_string(),

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::cli::{Kind, NotifyPolicy};
 use crate::config::Settings;
-use crate::error::{config_error, config_error_hint};
+use crate::error::config_error_hint;
 use crate::notify::ping::Pinger;
 use crate::notify::retry::RetrySchedule;
 use crate::notify::sendgrid::SendGrid;
@@ -95,9 +95,10 @@ pub fn channels(settings: &Settings) -> Result<Vec<Box<dyn Channel>>> {
     let timeout = match settings.get("PGDRIVE_NOTIFY_TIMEOUT_MS") {
         None => DEFAULT_TIMEOUT,
         Some(v) => Duration::from_millis(v.trim().parse().map_err(|_| {
-            config_error(format!(
-                "PGDRIVE_NOTIFY_TIMEOUT_MS={v:?} is not a number of milliseconds"
-            ))
+            config_error_hint(
+                format!("PGDRIVE_NOTIFY_TIMEOUT_MS={v:?} is not a number of milliseconds"),
+                "set PGDRIVE_NOTIFY_TIMEOUT_MS to a whole number of milliseconds, e.g. 30000",
+            )
         })?),
     };
     let recipients = recipients(settings)?;
@@ -146,7 +147,7 @@ pub fn channels(settings: &Settings) -> Result<Vec<Box<dyn Channel>>> {
         let port = match settings.get("PGDRIVE_SMTP_PORT") {
             None => tls.default_port(),
             Some(p) => p.trim().parse().map_err(|_| {
-                config_error(format!("PGDRIVE_SMTP_PORT={p:?} is not a port number"))
+                config_error_hint(format!("PGDRIVE_SMTP_PORT={p:?} is not a port number"), "set PGDRIVE_SMTP_PORT to a number from 1 to 65535, or leave it unset for the default of PGDRIVE_SMTP_TLS")
             })?,
         };
         let credentials = match (
@@ -156,9 +157,8 @@ pub fn channels(settings: &Settings) -> Result<Vec<Box<dyn Channel>>> {
             (Some(u), Some(p)) => Some((u, p)),
             (None, None) => None,
             _ => {
-                return Err(config_error(
-                    "set both PGDRIVE_SMTP_USER and PGDRIVE_SMTP_PASSWORD, or neither",
-                ))
+                return Err(config_error_hint(
+                    "set both PGDRIVE_SMTP_USER and PGDRIVE_SMTP_PASSWORD, or neither", "the SMTP login needs the user and the password; leave both unset for a relay that needs no login"))
             }
         };
         let from = settings
@@ -242,9 +242,10 @@ fn check_address(key: &str, address: &str) -> Result<()> {
     }) && !address
         .contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == ',');
     if !ok {
-        return Err(config_error(format!(
-            "{key}: {address:?} is not an email address"
-        )));
+        return Err(config_error_hint(
+            format!("{key}: {address:?} is not an email address"),
+            "write each address as name@example.com",
+        ));
     }
     Ok(())
 }

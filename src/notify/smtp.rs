@@ -10,7 +10,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Message, SmtpTransport, Transport};
 
-use crate::error::{config_error, failure_hint};
+use crate::error::{config_error_hint, failure_hint};
 use crate::notify::email::{self, Email};
 use crate::notify::retry::{with_retries, AttemptError, RetrySchedule};
 use crate::notify::{one_line, Channel, Report};
@@ -67,18 +67,18 @@ impl Smtp {
     /// Validates the addresses and builds the transport; no connection is made yet.
     pub fn new(s: SmtpSettings, schedule: RetrySchedule) -> Result<Smtp> {
         let from: Mailbox = s.from.parse().map_err(|e| {
-            config_error(format!(
+            config_error_hint(format!(
                 "the SMTP sender {:?} is not an address: {e}",
                 s.from
-            ))
+            ), "set PGDRIVE_SMTP_FROM (or SENDGRID_FROM_EMAIL) to an address such as backups@example.com")
         })?;
         let to =
             s.to.iter()
                 .map(|a| {
                     a.parse::<Mailbox>().map_err(|e| {
-                        config_error(format!(
+                        config_error_hint(format!(
                             "PGDRIVE_NOTIFY_EMAIL: {a:?} is not an address: {e}"
-                        ))
+                        ), "list the recipients as addresses separated by commas: ops@example.com, dba@example.com")
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -87,7 +87,7 @@ impl Smtp {
             SmtpTls::Tls => SmtpTransport::relay(&s.host),
             SmtpTls::None => Ok(SmtpTransport::builder_dangerous(&s.host)),
         }
-        .map_err(|e| config_error(format!("PGDRIVE_SMTP_HOST {:?}: {e}", s.host)))?;
+        .map_err(|e| config_error_hint(format!("PGDRIVE_SMTP_HOST {:?}: {e}", s.host), "set PGDRIVE_SMTP_HOST to the relay's host name or address alone (no scheme, no port: the port is PGDRIVE_SMTP_PORT)"))?;
         let mut builder = builder.port(s.port).timeout(Some(s.timeout));
         if let Some((user, password)) = &s.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));

@@ -96,10 +96,10 @@ impl Target for LocalTarget {
 
     fn preflight(&mut self) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(|e| {
-            crate::error::config_error(format!(
+            crate::error::config_error_hint(format!(
                 "cannot create the local backup directory {}: {e}",
                 self.dir.display()
-            ))
+            ), "create the directory and give the user pgdrive runs as write access to it, or set PGDRIVE_LOCAL_DIR to another directory")
         })?;
         let probe = self
             .dir
@@ -107,10 +107,10 @@ impl Target for LocalTarget {
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
             .map_err(|e| {
-                crate::error::config_error(format!(
+                crate::error::config_error_hint(format!(
                     "cannot write into the local backup directory {}: {e}",
                     self.dir.display()
-                ))
+                ), "give the user pgdrive runs as write access to the directory, or set PGDRIVE_LOCAL_DIR to another directory")
             })
     }
 
@@ -188,10 +188,10 @@ impl Target for LocalTarget {
 
     fn check_readable(&mut self) -> Result<()> {
         fs::read_dir(&self.dir).map(|_| ()).map_err(|e| {
-            crate::error::config_error(format!(
+            crate::error::config_error_hint(format!(
                 "cannot read the local backup directory {}: {e}",
                 self.dir.display()
-            ))
+            ), "check PGDRIVE_LOCAL_DIR (or --from) and that the user pgdrive runs as may read the directory")
         })
     }
 
