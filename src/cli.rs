@@ -299,12 +299,16 @@ pub struct RestoreArgs {
     pub kind: Kind,
 
     /// The database to restore into, e.g. postgres://user@host:5432/newdb. Required, and never
-    /// the database in DATABASE_URL or PGDRIVE_CATALOG_URL. Keep the password out of the command
-    /// line: ~/.pgpass and PGPASSWORD are honoured.
+    /// the database in DATABASE_URL or PGDRIVE_CATALOG_URL (recognised by asking the servers,
+    /// however the address is written; no flag overrides this). Keep the password out of the
+    /// command line: ~/.pgpass and PGPASSWORD are honoured.
     #[arg(long, value_name = "URL")]
     pub target_url: String,
 
-    /// Create the target database first (it must not exist); it is dropped again if the restore fails.
+    /// Create the target database first, from template0 with the source's recorded encoding and
+    /// locale; it is dropped again if the restore fails, and marked unfinished (a comment) until
+    /// the restore committed. It must not exist, except as such a marked leftover of an
+    /// interrupted restore, which is dropped and created again.
     #[arg(long)]
     pub create: bool,
 

@@ -6,7 +6,9 @@
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
-//! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`).
+//! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`);
+//!   `dblocale`: a database's encoding and locale, recorded at backup, recreated by `restore --create`;
+//!   `identity`: whether two connections reach the same database, asked of the servers.
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
 //!   compression and chunking on a thread (checksums are taken on the uploader);
@@ -39,10 +41,12 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod dashboard;
+pub mod dblocale;
 pub mod drive;
 pub mod dumpscript;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod lock;
 pub mod log;
 pub mod manpage;

@@ -18,21 +18,38 @@ pub fn connect_as(
     what: &str,
     application_name: &str,
 ) -> Result<postgres::Client> {
-    info.connect(application_name).map_err(|e| {
-        if e.downcast_ref::<crate::error::Classified>().is_some() {
-            return e;
-        }
-        let hint = crate::error::hint(&e).unwrap_or_else(|| {
-            "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
-        });
-        crate::error::failure_hint(
-            format!(
-                "cannot connect to {what} at {}: {}",
-                info.redacted(),
-                crate::error::render(&e)
-            ),
-            hint,
-        )
+    info.connect(application_name)
+        .map_err(|e| connect_failure(info, what, e))
+}
+
+/// A failed connection attempt as the one-line error `connect` reports.
+pub fn connect_failure(
+    info: &crate::pgconn::ConnInfo,
+    what: &str,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    if e.downcast_ref::<crate::error::Classified>().is_some() {
+        return e;
+    }
+    let hint = crate::error::hint(&e).unwrap_or_else(|| {
+        "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
+    });
+    crate::error::failure_hint(
+        format!(
+            "cannot connect to {what} at {}: {}",
+            info.redacted(),
+            crate::error::render(&e)
+        ),
+        hint,
+    )
+}
+
+/// Whether a connection failed because the database does not exist (SQLSTATE 3D000).
+pub fn database_missing(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<postgres::Error>()
+            .and_then(|p| p.code())
+            .is_some_and(|code| *code == postgres::error::SqlState::INVALID_CATALOG_NAME)
     })
 }
 

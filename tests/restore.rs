@@ -335,27 +335,115 @@ fn a_non_empty_target_is_refused_without_clean_and_replaced_with_it() {
     assert_eq!(schema_dump(&db.name), schema_dump(&target.name));
 }
 
+/// A local daily backup of `db` in `dir`, with `db` as DATABASE_URL.
+fn local_backup(db: &TestDb, dir: &TempDir) {
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+}
+
+fn this_host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    assert_eq!(
+        unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) },
+        0
+    );
+    let end = buf.iter().position(|b| *b == 0).unwrap();
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The server's address spelled every way that reaches it: a zero-padded port, the host's name,
+/// upper case, an IPv4-mapped IPv6 address, a multi-host list whose first host is down, the Unix
+/// socket in keyword/value form.
+fn spellings_of(db: &str) -> Vec<String> {
+    vec![
+        format!("postgres://postgres@127.0.0.1:05432/{db}"),
+        format!("postgres://postgres@{}:5432/{db}", this_host_name()),
+        format!("postgres://postgres@LOCALHOST:5432/{db}"),
+        format!("postgres://postgres@[::ffff:127.0.0.1]:5432/{db}"),
+        format!("postgres://postgres@127.0.0.1:1,127.0.0.1:5432/{db}"),
+        format!("host=/var/run/postgresql port=5432 user=postgres dbname='{db}'"),
+    ]
+}
+
+/// The source, and the catalog it holds, for each spelling of its address, with `--clean --yes`:
+/// refused by identity (exit 78) before anything is read, and the source is untouched.
 #[test]
-fn the_source_database_is_never_a_target() {
-    let g = Google::shared_drive();
+fn every_spelling_of_the_source_is_refused_and_it_stays_untouched() {
+    let dir = TempDir::new("self");
     let db = TestDb::new("self");
     seed_shop(&db);
-    backed_up(&g, &db);
-    let same = db.url().replace("127.0.0.1", "localhost");
-    let r = run(g.pgdrive(&db).args([
-        "restore",
-        "latest",
-        "--clean",
-        "--yes",
-        "--target-url",
-        &same,
-    ]));
+    local_backup(&db, &dir);
+    let before = fingerprint(&db.name);
+    let catalog_rows = db.catalog();
+    for url in spellings_of(&db.name) {
+        for extra in [&["--clean", "--yes"][..], &["--create", "--yes"][..]] {
+            let r = run(pgdrive()
+                .env("DATABASE_URL", db.url())
+                .env("PGDRIVE_LOCAL_DIR", dir.path())
+                .args(["restore", "latest", "--target-url", &url])
+                .args(extra));
+            assert_eq!(r.status, 78, "{url} {extra:?}: {r:?}");
+            assert!(
+                r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+                "{url}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(fingerprint(&db.name), before);
+    assert_eq!(db.catalog(), catalog_rows);
+
+    // a separate catalog is protected the same way
+    let catalog = TestDb::new("self_catalog");
+    catalog.exec("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1)");
+    let url = format!("postgres://postgres@LOCALHOST:05432/{}", catalog.name);
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--clean",
+            "--yes",
+            "--target-url",
+            &url,
+        ]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("PGDRIVE_CATALOG_URL"), "{r:?}");
+    assert_eq!(catalog.query_i64("SELECT count(*) FROM precious"), 1);
+}
+
+/// A DATABASE_URL that cannot be reached cannot be compared: --clean is refused with a hint,
+/// a restore into an empty database (which cannot overwrite anything) goes ahead.
+#[test]
+fn an_unreachable_source_refuses_clean_but_not_an_empty_target() {
+    let dir = TempDir::new("gone");
+    let db = TestDb::new("gone");
+    seed_shop(&db);
+    local_backup(&db, &dir);
+    let gone = format!("postgres://postgres@127.0.0.1:1/{}", db.name);
+    let target = TestDb::new("gone_target");
+    let restore = |extra: &str| {
+        run(pgdrive()
+            .env("DATABASE_URL", &gone)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["restore", "latest", "--yes", "--target-url", &target.url()])
+            .args(extra.split_whitespace()))
+    };
+    let r = restore("--clean");
     assert_eq!(r.status, 78, "{r:?}");
     assert!(
-        r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+        r.stderr.contains("cannot be reached") && r.stderr.contains("unset DATABASE_URL"),
         "{r:?}"
     );
-    assert!(media_requests(&g.emu).is_empty(), "nothing was downloaded");
+    assert_eq!(user_relations(&target.name), 0);
+    let r = restore("");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }
 
 #[test]
@@ -1054,4 +1142,526 @@ fn an_interrupted_parallel_restore_removes_its_spool_file() {
         "{stderr}"
     );
     assert!(!database_exists(&target.name), "{stderr}");
+}
+
+/// A database created with these CREATE DATABASE options, dropped afterwards.
+fn database_with(prefix: &str, options: &str) -> TestDb {
+    let name = unique(prefix);
+    admin()
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 {options}"
+        ))
+        .unwrap();
+    TestDb { name }
+}
+
+/// Encoding, locale provider, collate, ctype and ICU locale, as pg_database has them.
+fn database_settings(name: &str) -> Vec<String> {
+    let row = admin()
+        .query_one(
+            "SELECT pg_encoding_to_char(encoding)::text, datlocprovider::text, datcollate::text,
+                    datctype::text, coalesce(daticulocale, '')::text
+               FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap();
+    (0..5).map(|i| row.get(i)).collect()
+}
+
+/// Backs `db` up (locally, or to Drive: the settings travel as sidecar or appProperties),
+/// restores it with --create, and checks the copy has the source's
+/// settings (and that they are not the server's defaults, so the check can fail) and the same
+/// bytes; returns the copy.
+fn recreated(db: &TestDb, prefix: &str, via_drive: bool) -> TestDb {
+    let dir = TempDir::new(prefix);
+    let google = via_drive.then(Google::shared_drive);
+    match &google {
+        Some(g) => drop(backed_up(g, db)),
+        None => local_backup(db, &dir),
+    }
+    let target = new_target(prefix);
+    let r = run(restore_from(&google, &dir).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(database_settings(&target.name), database_settings(&db.name));
+    assert_ne!(
+        database_settings(&db.name),
+        database_settings("template1"),
+        "the test needs settings other than the server's defaults"
+    );
+    let bytes = "SELECT string_agg(id || ':' || md5(v), ',' ORDER BY id) FROM t";
+    let (src, copy): (String, String) = (
+        db.client().query_one(bytes, &[]).unwrap().get(0),
+        target.client().query_one(bytes, &[]).unwrap().get(0),
+    );
+    assert_eq!(src, copy);
+    // a restore test of the backup (its scratch database is created with the same settings) passes
+    let r = run(restore_from(&google, &dir).args([
+        "verify",
+        "latest",
+        "--database",
+        &db.name,
+        "--restore-test",
+        &admin_url("postgres"),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    target
+}
+
+/// pgdrive reading from the emulator's folder, or else from the local directory.
+fn restore_from(google: &Option<Google>, dir: &TempDir) -> Command {
+    match google {
+        Some(g) => drive_only(g),
+        None => {
+            let mut cmd = pgdrive();
+            cmd.env("PGDRIVE_LOCAL_DIR", dir.path());
+            cmd
+        }
+    }
+}
+
+/// SQL_ASCII holds any bytes: the copy must be SQL_ASCII with the same bytes (in UTF8 they
+/// would be invalid, and the copy could no longer be dumped and restored).
+#[test]
+fn restore_create_recreates_a_sql_ascii_database() {
+    let db = database_with("sqlascii", "ENCODING 'SQL_ASCII' LOCALE 'C'");
+    db.exec(
+        r"CREATE TABLE t (id int PRIMARY KEY, v text);
+          INSERT INTO t VALUES (1, E'invalid utf-8: \xff\xfe\x80'), (2, E'latin1 \xe4\xf6\xfc'), (3, 'ascii')",
+    );
+    let copy = recreated(&db, "sqlascii_copy", false);
+    assert_eq!(
+        copy.query_i64("SELECT octet_length(v)::int8 FROM t WHERE id = 1"),
+        18
+    );
+}
+
+#[test]
+fn restore_create_recreates_a_latin1_database() {
+    let db = database_with("latin1", "ENCODING 'LATIN1' LOCALE 'C'");
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t VALUES (1, 'Grüße aus Köln'), (2, 'façade, naïve, Ærø')",
+    );
+    let copy = recreated(&db, "latin1_copy", false);
+    assert_eq!(
+        copy.query_i64("SELECT octet_length(v)::int8 FROM t WHERE id = 1"),
+        14,
+        "one byte per character in LATIN1"
+    );
+}
+
+/// An ICU database sorts by ICU rules; restored as libc C it would sort by bytes. Through Drive.
+#[test]
+fn restore_create_recreates_an_icu_database_and_its_order() {
+    let db = database_with(
+        "icu",
+        "ENCODING 'UTF8' LOCALE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'de'",
+    );
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t VALUES (1, 'b'), (2, 'B'), (3, 'a'), (4, 'Ä'), (5, 'z'), (6, 'A')",
+    );
+    let copy = recreated(&db, "icu_copy", true);
+    let order = "SELECT string_agg(v, '' ORDER BY v) FROM t";
+    let bytes = "SELECT string_agg(v, '' ORDER BY v COLLATE \"C\") FROM t";
+    let src: String = db.client().query_one(order, &[]).unwrap().get(0);
+    let restored: String = copy.client().query_one(order, &[]).unwrap().get(0);
+    let by_bytes: String = db.client().query_one(bytes, &[]).unwrap().get(0);
+    assert_eq!(restored, src);
+    assert_ne!(src, by_bytes, "ICU order differs from byte order");
+}
+
+/// A backup made before pgdrive recorded the settings still restores with --create: from
+/// template0 with the server's defaults, and the log says so.
+#[test]
+fn a_backup_without_recorded_settings_uses_the_server_defaults() {
+    let dir = TempDir::new("old_backup");
+    let db = TestDb::new("old_backup");
+    seed_shop(&db);
+    local_backup(&db, &dir);
+    let sidecar = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
+        .expect("a sidecar");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    let props = meta["properties"].as_object_mut().unwrap();
+    let before = props.len();
+    props.retain(|k, _| {
+        !matches!(
+            k.as_str(),
+            "pgdrive_encoding"
+                | "pgdrive_locale_provider"
+                | "pgdrive_collate"
+                | "pgdrive_ctype"
+                | "pgdrive_provider_locale"
+        )
+    });
+    assert_eq!(props.len(), before - 4, "{meta:#}");
+    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let target = new_target("old_backup_copy");
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("records no encoding or locale"), "{r:?}");
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
+}
+
+/// A throwaway PostgreSQL cluster (initdb) on a free port, stopped and removed when dropped: for
+/// tests that change what the shared server must not see changed (template1, privileges).
+struct Cluster {
+    dir: TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = TempDir::new("cluster");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Cluster { dir, port };
+        if Self::as_root() {
+            assert!(Command::new("chown")
+                .arg("postgres")
+                .arg(c.dir.path())
+                .status()
+                .unwrap()
+                .success());
+        }
+        let data = c.dir.path().join("data");
+        c.server_tool(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("log");
+        c.server_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        c
+    }
+
+    /// initdb and the server refuse to run as root: then they run as postgres.
+    fn as_root() -> bool {
+        // SAFETY: no arguments, no side effects.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn server_tool(&self, tool: &str, args: &[&str]) {
+        let bin = format!("/usr/lib/postgresql/15/bin/{tool}");
+        let mut cmd = if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &bin]);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn exec(&self, db: &str, sql: &str) {
+        postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    fn relations(&self, db: &str) -> Vec<String> {
+        postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
+            .unwrap()
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::panic::catch_unwind(|| {
+            self.server_tool(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+            )
+        });
+    }
+}
+
+/// An object planted in template1 must not appear in a `--create`d copy (CREATE DATABASE copies
+/// template1 unless told otherwise). On a cluster of its own: the shared server's template1 is
+/// what every other test's CREATE DATABASE copies.
+#[test]
+fn restore_create_ignores_what_was_added_to_template1() {
+    let cluster = Cluster::start();
+    cluster.exec(
+        "template1",
+        "CREATE TABLE planted_in_template1 (x int); CREATE EXTENSION IF NOT EXISTS plpgsql",
+    );
+    cluster.exec("postgres", "CREATE DATABASE shop TEMPLATE template0");
+    cluster.exec(
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)",
+    );
+    let dir = TempDir::new("template1");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", cluster.url("postgres", "shop"))
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        "shop",
+        "--create",
+        "--target-url",
+        &cluster.url("postgres", "copy"),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let copied = cluster.relations("copy");
+    assert!(
+        !copied.contains(&"planted_in_template1".to_string()),
+        "{copied:?}"
+    );
+    assert_eq!(copied, cluster.relations("shop"));
+}
+
+/// A role that may not call pg_control_system() still cannot restore into its own database
+/// under another spelling, nor can another such role: the probe session proves the server,
+/// without privileges.
+#[test]
+fn without_privileges_the_source_is_recognised_by_its_session() {
+    let cluster = Cluster::start();
+    cluster.exec(
+        "postgres",
+        "CREATE ROLE plain LOGIN; CREATE ROLE other LOGIN",
+    );
+    cluster.exec(
+        "postgres",
+        "CREATE DATABASE shop OWNER plain TEMPLATE template0",
+    );
+    // function privileges live in each database's own catalog
+    cluster.exec(
+        "shop",
+        "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC",
+    );
+    let url = cluster.url("plain", "shop");
+    let mut plain = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    plain
+        .batch_execute("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1), (2)")
+        .unwrap();
+    let may: bool = plain
+        .query_one(
+            "SELECT has_function_privilege('pg_control_system()', 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        !may,
+        "the role must not be able to read the system identifier"
+    );
+    let dir = TempDir::new("plain");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", &url)
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    // the same role, and another one, which sees less of the source's session
+    for user in ["plain", "other"] {
+        let spelled = format!("postgres://{user}@LOCALHOST:0{}/shop", cluster.port);
+        let r = run(pgdrive()
+            .env("DATABASE_URL", &url)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args([
+                "restore",
+                "latest",
+                "--clean",
+                "--yes",
+                "--target-url",
+                &spelled,
+            ]));
+        assert_eq!(r.status, 78, "{user}: {r:?}");
+        assert!(r.stderr.contains("probe session"), "{user}: {r:?}");
+    }
+    let n: i64 = plain
+        .query_one("SELECT count(*) FROM precious", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+/// The comment on a database, if any.
+fn database_comment(name: &str) -> Option<String> {
+    admin()
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until no session is connected to the database (a client that was told to go needs a
+/// moment to leave).
+fn until_nobody_is_in(name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let sessions = || -> i64 {
+        admin()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .unwrap()
+            .get(0)
+    };
+    while sessions() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions stayed in {name}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// SIGKILL of pgdrive in the middle of a `--create` restore (the backup file is a FIFO fed by
+/// the test, half written): the database it made is visibly marked unfinished, is refused as a
+/// plain restore target and, while someone is connected to it, by `--create` too; once nobody
+/// is, the next `restore --create` drops and recreates it, and the mark is gone.
+#[test]
+fn a_killed_create_restore_leaves_a_marked_database_that_the_next_one_replaces() {
+    let db = TestDb::new("killed_create");
+    seed_shop(&db);
+    let dir = TempDir::new("killed_create");
+    local_backup(&db, &dir);
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".sql.gz"))
+        .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let target = new_target("killed_create_target");
+    let restore = || {
+        let mut cmd = pgdrive();
+        cmd.env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+            "restore",
+            "latest",
+            "--database",
+            &db.name,
+            "--create",
+            "--yes",
+            "--target-url",
+            &target.url(),
+        ]);
+        cmd
+    };
+    let mut child = restore()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        // opening blocks until pgdrive opens the backup, after it created the database
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        fifo.write_all(&bytes[..bytes.len() / 2]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let marked = database_comment(&target.name);
+    assert!(
+        marked
+            .as_deref()
+            .is_some_and(|c| c.starts_with("pgdrive: unfinished restore")),
+        "{marked:?}"
+    );
+    until_nobody_is_in(&target.name);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--yes",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("unfinished restore"), "{r:?}");
+
+    let someone = target.client();
+    let r = run(&mut restore());
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("sessions are connected"), "{r:?}");
+    drop(someone);
+    until_nobody_is_in(&target.name);
+
+    let r = run(&mut restore());
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("left unfinished"), "{r:?}");
+    assert_eq!(database_comment(&target.name), None);
+    assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }

@@ -46,6 +46,8 @@ struct RunFacts {
     server_version: Option<String>,
     pg_dump: Option<PgDump>,
     file_name: Option<String>,
+    /// Recorded with the backup so that `restore --create` recreates the database as it was.
+    locale: Option<crate::dblocale::DbLocale>,
 }
 
 /// A failure, with the step it happened in.
@@ -103,6 +105,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         server_version: None,
         pg_dump: None,
         file_name: None,
+        locale: None,
     };
 
     // every failure from here on is reported (the notification's own failures are only logged)
@@ -398,6 +401,8 @@ fn back_up(
     };
     let (server_version, server_major) = server_version(data_client).at("preflight")?;
     facts.server_version = Some(server_version.clone());
+    facts.locale =
+        Some(crate::dblocale::DbLocale::read(data_client, server_major).at("preflight")?);
     let pg_dump = pgdump::locate(cfg.pg_dump.as_deref(), server_major).at("preflight")?;
     facts.pg_dump = Some(pg_dump.clone());
     let tables = if cfg.kind == Kind::Hourly {
@@ -714,7 +719,17 @@ fn initial_properties(
     pg_dump: &PgDump,
 ) -> BTreeMap<String, String> {
     let fit = |k: &str, v: &str| (k.to_string(), crate::storage::fit_property(k, v));
-    BTreeMap::from([
+    let locale = facts.locale.as_ref().and_then(|l| {
+        let recorded = l.properties();
+        if recorded.is_none() {
+            log::warn(
+                "the database's locale names are too long to record; restore --create will use the server's defaults",
+                &[("settings", l.describe())],
+            );
+        }
+        recorded
+    });
+    let mut properties = BTreeMap::from([
         fit(props::MARKER, props::MARKER_VALUE),
         fit(props::KIND, cfg.kind.as_str()),
         fit(props::DATABASE, &facts.database),
@@ -731,7 +746,9 @@ fn initial_properties(
         fit(props::FORMAT, cfg.format.as_str()),
         fit(props::COMPRESSION, &cfg.codec.label()),
         fit(props::HOST, &facts.host),
-    ])
+    ]);
+    properties.extend(locale.into_iter().flatten());
+    properties
 }
 
 /// The database name as it appears in file names: path separators and control characters replaced.

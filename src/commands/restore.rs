@@ -1,11 +1,14 @@
 //! `pgdrive restore`: one backup from storage into a database, in this order:
 //!
 //! configuration → the target URL (must name its database; never DATABASE_URL's nor the
-//! catalog's) → find the backup (`latest` or an id; storage alone, no catalog needed) → read-only
-//! checks of the target (`--create`: it must not exist; otherwise it must have no user relations
-//! unless `--clean`) → print the plan and, on a terminal, ask → `--create`: CREATE DATABASE → stream through the checks into psql
-//! (one transaction, committed only after the checksums matched; see `crate::restore`) → on
-//! failure drop a database `--create` made.
+//! catalog's, by identity: `source::refuse_the_source`) → find the backup (`latest` or an id;
+//! storage alone, no catalog needed) → read-only checks of the target (`--create`: it must not
+//! exist, or be the unused, marked leftover of an interrupted restore; otherwise it must not be
+//! such a leftover and must have no user relations unless `--clean`) → print the plan and, on a
+//! terminal, ask → `--create`: CREATE DATABASE from template0 with the recorded encoding and
+//! locale, commented as unfinished → stream through the checks into psql (one transaction,
+//! committed only after the checksums matched; see `crate::restore`) → remove the comment once
+//! the client committed; on failure drop a database `--create` made.
 //!
 //! Plain dumps go to psql, custom archives to pg_restore (see `crate::restore` for why neither
 //! can commit before the checksums matched).
@@ -32,6 +35,7 @@ use anyhow::{Context, Result};
 use super::source::{self, quote_ident};
 use crate::cli::RestoreArgs;
 use crate::config::Settings;
+use crate::dblocale::{quote_literal, DbLocale};
 use crate::error::{config_error_hint, failure_hint, ExitStatus};
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
@@ -85,18 +89,67 @@ pub fn maintenance(info: &ConnInfo) -> Result<postgres::Client> {
     })
 }
 
-pub fn database_exists(info: &ConnInfo) -> Result<bool> {
-    let mut admin = maintenance(info)?;
-    Ok(admin
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&info.dbname()],
-        )?
-        .is_some())
+/// The comment on a database that `--create` (or `verify --restore-test`) made, until its
+/// restore committed: a database left by a killed run never looks restored, and the next
+/// `restore --create` of that name recognises it as its own leftover.
+pub const UNFINISHED_MARKER: &str = "pgdrive: unfinished restore";
+
+/// What is already under the target's name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Existing {
+    Nothing,
+    /// A database marked by an interrupted restore, and how many sessions are connected to it.
+    Unfinished {
+        sessions: i64,
+    },
+    Database,
 }
 
-/// Creates the database; one that already exists is an error (never restore over it by accident).
-pub fn create_database(info: &ConnInfo) -> Result<()> {
+pub fn existing(info: &ConnInfo) -> Result<Existing> {
+    let mut admin = maintenance(info)?;
+    let row = admin.query_opt(
+        "SELECT coalesce(shobj_description(d.oid, 'pg_database'), ''),
+                (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid)
+           FROM pg_database d WHERE d.datname = $1",
+        &[&info.dbname()],
+    )?;
+    Ok(match row {
+        None => Existing::Nothing,
+        Some(r) if r.get::<_, String>(0).starts_with(UNFINISHED_MARKER) => {
+            Existing::Unfinished { sessions: r.get(1) }
+        }
+        Some(_) => Existing::Database,
+    })
+}
+
+/// Whether the connected database carries the [`UNFINISHED_MARKER`] (read through the target's
+/// own connection: a plain restore needs no access to the maintenance database).
+fn is_marked_unfinished(client: &mut postgres::Client) -> Result<bool> {
+    let comment: String = client
+        .query_one(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database
+              WHERE datname = current_database()",
+            &[],
+        )?
+        .get(0);
+    Ok(comment.starts_with(UNFINISHED_MARKER))
+}
+
+fn already_exists(info: &ConnInfo) -> anyhow::Error {
+    failure_hint(
+        format!(
+            "database {} already exists; --create only makes a new one",
+            info.dbname()
+        ),
+        "pick a new name, or restore into it with --clean",
+    )
+}
+
+/// Creates the database from template0 with the source's encoding and locale (`None`: a backup
+/// that does not record them; then the server's defaults), and marks it unfinished (see
+/// [`UNFINISHED_MARKER`]) until [`mark_finished`]. One that already exists is an error (never
+/// restore over it by accident).
+pub fn create_database(info: &ConnInfo, locale: Option<&DbLocale>) -> Result<()> {
     let mut admin = maintenance(info)?;
     let exists = admin
         .query_opt(
@@ -105,27 +158,118 @@ pub fn create_database(info: &ConnInfo) -> Result<()> {
         )?
         .is_some();
     if exists {
-        return Err(failure_hint(
-            format!(
-                "database {} already exists; --create only makes a new one",
-                info.dbname()
-            ),
-            "pick a new name, or restore into it with --clean",
-        ));
+        return Err(already_exists(info));
     }
-    admin
-        .batch_execute(&format!("CREATE DATABASE {}", quote_ident(info.dbname())))
-        .with_context(|| format!("creating database {}", info.dbname()))
+    let (_, major) = crate::server::server_version(&mut admin)?;
+    let options = match locale {
+        Some(l) => l.create_options(major)?,
+        None => {
+            crate::log::warn(
+                "the backup records no encoding or locale (made by an older pgdrive): creating the database from template0 with the server's defaults",
+                &[("database", info.dbname().to_string())],
+            );
+            String::new()
+        }
+    };
+    let name = quote_ident(info.dbname());
+    if let Err(e) = admin.batch_execute(&format!(
+        "CREATE DATABASE {name} TEMPLATE template0 {options}"
+    )) {
+        let reason = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
+        return Err(match locale {
+            Some(l) => failure_hint(
+                format!(
+                    "creating database {} with the source's settings ({}) failed: {reason}",
+                    info.dbname(),
+                    l.describe()
+                ),
+                "the target server may lack that locale (see `locale -a` there) or the role the CREATEDB privilege; install the locale, or create the database yourself and restore into it without --create",
+            ),
+            None => failure_hint(
+                format!("creating database {} failed: {reason}", info.dbname()),
+                "the role needs the CREATEDB privilege",
+            ),
+        });
+    }
+    let marker = format!(
+        "{UNFINISHED_MARKER} (pgdrive pid {} on {}, {}): not a restored database until pgdrive removes this comment; `pgdrive restore --create` of this name drops and recreates it",
+        std::process::id(),
+        super::backup::host_name(),
+        crate::timeutil::rfc3339_millis(crate::timeutil::now_millis()),
+    );
+    if let Err(e) = admin.batch_execute(&format!(
+        "COMMENT ON DATABASE {name} IS {}",
+        quote_literal(&marker)
+    )) {
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+        return Err(anyhow::Error::new(e))
+            .with_context(|| format!("marking database {} as unfinished", info.dbname()));
+    }
+    Ok(())
 }
 
-pub fn drop_database(info: &ConnInfo) -> Result<()> {
+/// Removes the unfinished-restore mark, once the restore committed.
+pub fn mark_finished(info: &ConnInfo) -> Result<()> {
     let mut admin = maintenance(info)?;
     admin
         .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            "COMMENT ON DATABASE {} IS NULL",
+            quote_ident(info.dbname())
+        ))
+        .map_err(|e| {
+            failure_hint(
+                format!(
+                    "the restore committed, but removing the unfinished-restore comment from database {} failed: {e}",
+                    info.dbname()
+                ),
+                format!(
+                    "run COMMENT ON DATABASE {} IS NULL as its owner",
+                    quote_ident(info.dbname())
+                ),
+            )
+        })
+}
+
+/// Drops the database `--create` made, whatever is connected to it.
+pub fn drop_database(info: &ConnInfo) -> Result<()> {
+    drop_with(info, "WITH (FORCE)")
+}
+
+fn drop_with(info: &ConnInfo, options: &str) -> Result<()> {
+    let mut admin = maintenance(info)?;
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} {options}",
             quote_ident(info.dbname())
         ))
         .with_context(|| format!("dropping database {}", info.dbname()))
+}
+
+/// `--create` on a name that is taken: only a database an interrupted restore left (marked, and
+/// nobody connected: a restore still running holds a session) may be replaced. Returns whether
+/// one must be dropped first.
+fn check_create_target(info: &ConnInfo) -> Result<bool> {
+    match existing(info)? {
+        Existing::Nothing => Ok(false),
+        Existing::Database => Err(already_exists(info)),
+        Existing::Unfinished { sessions: 0 } => {
+            crate::log::warn(
+                "the target database was left unfinished by an interrupted restore; it is dropped and created again",
+                &[("database", info.dbname().to_string())],
+            );
+            Ok(true)
+        }
+        Existing::Unfinished { sessions } => Err(failure_hint(
+            format!(
+                "database {} is an unfinished restore and {sessions} sessions are connected to it: another restore may still be running",
+                info.dbname()
+            ),
+            "wait for it to finish, or stop it and run this restore again (it then drops and recreates the database)",
+        )),
+    }
 }
 
 /// Where and how much a parallel restore spools (checked before anything changes).
@@ -341,22 +485,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let started = Instant::now();
     let cfg = source::load(&args.source, settings)?;
     let target_db = source::parse_url("--target-url", &args.target_url, &cfg.settings)?;
-    for (what, other) in [
-        ("DATABASE_URL", &cfg.database),
-        ("PGDRIVE_CATALOG_URL", &cfg.catalog),
-    ] {
-        if let Some(other) = other {
-            if source::same_database(&target_db, other) {
-                return Err(config_error_hint(
-                    format!(
-                        "refusing to restore into {}: it is the database in {what}",
-                        target_db.redacted()
-                    ),
-                    "restore into a new database (--create) and switch over once it is checked",
-                ));
-            }
-        }
-    }
+    source::refuse_the_source(&cfg, &target_db, args.clean)?;
     let clients = crate::restore::Clients {
         psql: args
             .psql
@@ -384,18 +513,21 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     };
 
     // --- read-only checks of the target, before anyone is asked anything
+    let locale = DbLocale::from_properties(&backup.properties);
+    let mut replace_unfinished = false;
     if args.create {
-        if database_exists(&target_db)? {
-            return Err(failure_hint(
-                format!(
-                    "database {} already exists; --create only makes a new one",
-                    target_db.dbname()
-                ),
-                "pick a new name, or restore into it with --clean",
-            ));
-        }
+        replace_unfinished = check_create_target(&target_db)?;
     } else {
         let mut client = super::backup::connect(&target_db, "the restore target")?;
+        if is_marked_unfinished(&mut client)? {
+            return Err(failure_hint(
+                format!(
+                    "database {} is marked as an unfinished restore (an interrupted restore --create left it)",
+                    target_db.dbname()
+                ),
+                "run the restore again with --create: it drops that database and creates it anew",
+            ));
+        }
         let n = user_relations(&mut client)?;
         if n > 0 && !args.clean {
             return Err(failure_hint(
@@ -418,6 +550,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             "DROP the archive's objects where they exist (pg_restore --clean), then restore with pg_restore -j {} from a checked temporary file: NOT one transaction, a failed restore leaves the database partially restored",
             args.jobs
         )
+    } else if args.create && replace_unfinished {
+        "DROP the unfinished database an interrupted restore left, create it again, then restore into it".into()
     } else if args.create {
         "create it, then restore into it".into()
     } else if args.clean && layout.format == DumpFormat::Custom {
@@ -447,6 +581,16 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         ("target", target_db.redacted()),
         ("action", mode.clone()),
     ];
+    let mut plan = plan.to_vec();
+    if args.create {
+        plan.push((
+            "settings",
+            locale
+                .as_ref()
+                .map(DbLocale::describe)
+                .unwrap_or_else(|| "not recorded in the backup: the server's defaults".into()),
+        ));
+    }
     crate::log::info("restore plan", &plan);
     if progress::stdin_is_terminal() && !args.yes {
         let mut err = std::io::stderr().lock();
@@ -471,10 +615,27 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     // --- change the target (the checks ran before the question)
     let mut prelude = String::new();
     if args.create {
-        create_database(&target_db)?;
+        if replace_unfinished {
+            // no FORCE: a session that connected since the check means someone uses it now
+            drop_with(&target_db, "")?;
+            crate::log::info(
+                "dropped the unfinished database",
+                &[("database", target_db.dbname().to_string())],
+            );
+        }
+        create_database(&target_db, locale.as_ref())?;
         crate::log::info(
             "created the target database",
-            &[("database", target_db.dbname().to_string())],
+            &[
+                ("database", target_db.dbname().to_string()),
+                (
+                    "settings",
+                    locale
+                        .as_ref()
+                        .map(DbLocale::describe)
+                        .unwrap_or_else(|| "the server's defaults".into()),
+                ),
+            ],
         );
     } else if args.clean && layout.format == DumpFormat::Plain {
         prelude.push_str(CLEAN_SQL);
@@ -500,6 +661,11 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     })();
     match outcome {
         Ok(checked) => {
+            // the restore committed: only now does a created database stop being marked
+            // unfinished (a failure here leaves it marked, and restored: it is not dropped)
+            if args.create {
+                mark_finished(&target_db)?;
+            }
             crate::log::info(
                 "restore finished",
                 &[

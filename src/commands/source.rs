@@ -1,6 +1,6 @@
 //! What `list`, `restore` and `verify` share: opening the storage to read from (Drive folders by
 //! kind, or a local directory), finding a backup (`latest` or an id), the optional catalog
-//! connection, and the comparisons that keep a restore away from the source database.
+//! connection, and the guard that keeps a restore away from the source database.
 
 use std::time::Duration;
 
@@ -170,26 +170,72 @@ pub fn optional_catalog(cfg: &ReadConfig) -> Option<postgres::Client> {
     }
 }
 
-/// A host as a comparable value: the local names and socket directories count as one machine.
-fn host_key(info: &ConnInfo) -> String {
-    let host = info
-        .get("hostaddr")
-        .or(info.get("host"))
-        .unwrap_or("localhost");
-    if host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1") {
-        "<local>".into()
-    } else {
-        host.to_ascii_lowercase()
+/// Refuses a restore into a database pgdrive protects (DATABASE_URL's, the catalog's), decided by
+/// identity (see [`crate::identity`]), whatever flags are given. A target database that does not
+/// exist is none of them. A protected database that cannot be reached cannot be compared: then
+/// only `--clean` is refused (it would replace what is there); a restore into an empty database
+/// or a new one cannot overwrite anything.
+pub fn refuse_the_source(cfg: &ReadConfig, target: &ConnInfo, clean: bool) -> Result<()> {
+    let mut protected: Vec<(&str, &ConnInfo)> = Vec::new();
+    for (what, info) in [
+        ("DATABASE_URL", &cfg.database),
+        ("PGDRIVE_CATALOG_URL", &cfg.catalog),
+    ] {
+        if let Some(info) = info {
+            if !protected
+                .iter()
+                .any(|(_, p)| p.redacted() == info.redacted())
+            {
+                protected.push((what, info));
+            }
+        }
     }
-}
-
-/// Whether two connection strings name the same database on the same server (as far as the
-/// strings tell: same host — with localhost, 127.0.0.1, ::1 and sockets taken as one — same port,
-/// same database name).
-pub fn same_database(a: &ConnInfo, b: &ConnInfo) -> bool {
-    host_key(a) == host_key(b)
-        && a.get("port").unwrap_or("5432") == b.get("port").unwrap_or("5432")
-        && a.dbname() == b.dbname()
+    if protected.is_empty() {
+        return Ok(());
+    }
+    let mut target_client = match target.connect("pgdrive") {
+        Ok(c) => c,
+        Err(e) if crate::server::database_missing(&e) => return Ok(()),
+        Err(e) => {
+            return Err(crate::server::connect_failure(
+                target,
+                "the restore target",
+                e,
+            ))
+        }
+    };
+    for (what, info) in protected {
+        let probe = match crate::identity::probe(info) {
+            Ok(p) => p,
+            Err(e) if clean => {
+                return Err(config_error_hint(
+                    format!(
+                        "refusing to restore with --clean: the database in {what} cannot be reached ({}), so pgdrive cannot prove that {} is not it",
+                        crate::error::render(&e),
+                        target.redacted()
+                    ),
+                    format!("if that database is gone, unset {what}; or restore into a new database with --create"),
+                ));
+            }
+            Err(e) => {
+                crate::log::warn(
+                    "the protected database cannot be reached to compare it with the target; going on, since the target must be empty",
+                    &[("database", what.to_string()), ("error", crate::error::render(&e))],
+                );
+                continue;
+            }
+        };
+        if let Some(how) = crate::identity::same_as(&mut target_client, &probe)? {
+            return Err(config_error_hint(
+                format!(
+                    "refusing to restore into {}: it is the database in {what} ({how})",
+                    target.redacted()
+                ),
+                "restore into a new database (--create) and switch over once it is checked; no flag overrides this",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses a user-given database URL (target or scratch), insisting that it names its database
@@ -218,30 +264,6 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn c(s: &str) -> ConnInfo {
-        ConnInfo::parse(s).unwrap()
-    }
-
-    #[test]
-    fn the_same_database_is_recognised_across_spellings() {
-        assert!(same_database(
-            &c("postgres://a@localhost/shop"),
-            &c("postgres://b:pw@127.0.0.1:5432/shop")
-        ));
-        assert!(!same_database(
-            &c("postgres://a@localhost/shop"),
-            &c("postgres://a@localhost/shop_restore")
-        ));
-        assert!(!same_database(
-            &c("postgres://a@db1/shop"),
-            &c("postgres://a@db2/shop")
-        ));
-        assert!(!same_database(
-            &c("postgres://a@db1:5433/shop"),
-            &c("postgres://a@db1/shop")
-        ));
-    }
 
     #[test]
     fn user_urls_must_name_their_database() {

@@ -208,7 +208,10 @@ fn verify_one(
                 server,
                 backup.prop(crate::storage::props::DATABASE).unwrap_or("db"),
             );
-            super::restore::create_database(&db)?;
+            super::restore::create_database(
+                &db,
+                crate::dblocale::DbLocale::from_properties(&found.listed.properties).as_ref(),
+            )?;
             let restored = (|| -> Result<(crate::restore::Checked, BTreeMap<String, i64>)> {
                 let client = clients.restore_into(layout.format, &db, false)?;
                 let mut reader = Progress::new(

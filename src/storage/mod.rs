@@ -34,6 +34,13 @@ pub mod props {
     pub const FORMAT: &str = "pgdrive_format";
     pub const COMPRESSION: &str = "pgdrive_compression";
     pub const HOST: &str = "pgdrive_host";
+    /// The source database's encoding and locale (see `crate::dblocale`), so that
+    /// `restore --create` recreates it as it was.
+    pub const ENCODING: &str = "pgdrive_encoding";
+    pub const LOCALE_PROVIDER: &str = "pgdrive_locale_provider";
+    pub const COLLATE: &str = "pgdrive_collate";
+    pub const CTYPE: &str = "pgdrive_ctype";
+    pub const PROVIDER_LOCALE: &str = "pgdrive_provider_locale";
     /// Written once the upload is complete and verified.
     pub const SHA256: &str = "pgdrive_sha256";
     pub const MD5: &str = "pgdrive_md5";
