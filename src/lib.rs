@@ -12,7 +12,8 @@
 //!   compression and chunking on a thread (checksums are taken on the uploader);
 //!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
 //!   members), zstd and none, encoders and decoders.
-//! - `storage`: the `Target` interface with Drive and local implementations.
+//! - `storage`: the `Target` interface with Drive and local implementations; `fsutil`: temporary
+//!   files and no-replace renames that a writable directory cannot redirect.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `download` (ranged, resumed), `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
@@ -39,6 +40,7 @@ pub mod config;
 pub mod dashboard;
 pub mod drive;
 pub mod error;
+pub mod fsutil;
 pub mod health;
 pub mod lock;
 pub mod log;
