@@ -56,6 +56,29 @@ impl Layout {
     }
 }
 
+/// What a backup must read back as: the size and checksums recorded when it was stored, once
+/// the storage's own size for the file agrees. A file whose stored size differs (cut short, or
+/// grown) is corrupt, and is reported as such before a byte is downloaded: reading it would only
+/// end in a short read mistaken for a dropped connection.
+pub fn expected_digest(backup: &Listed) -> Result<Digest> {
+    let expected = backup
+        .recorded_digest()
+        .ok_or_else(|| anyhow!("{} has no recorded checksums", backup.name))?;
+    match backup.size {
+        Some(stored) if stored != expected.size => Err(corrupt(format!(
+            "{} is {stored} bytes in storage, but {} bytes were stored and recorded ({}): it was cut short or changed since",
+            backup.name,
+            expected.size,
+            if stored < expected.size {
+                format!("{} bytes missing", expected.size - stored)
+            } else {
+                format!("{} bytes too many", stored - expected.size)
+            }
+        ))),
+        _ => Ok(expected),
+    }
+}
+
 /// The restore client programs, found when first needed: psql for plain dumps, pg_restore for
 /// custom archives (explicit paths from flags or PGDRIVE_PSQL / PGDRIVE_PG_RESTORE).
 pub struct Clients {

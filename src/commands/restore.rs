@@ -373,9 +373,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let target = targets[0].as_mut();
     let found = source::find(target, &args.backup, args.kind, database.as_deref())?;
     let backup = &found.listed;
-    let expected = backup
-        .recorded_digest()
-        .expect("find returns complete backups");
+    let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
     let spool = if args.jobs > 1 {
         Some(plan_spool(args, backup, layout, expected.size)?)

@@ -172,9 +172,7 @@ fn verify_one(
     clients: &crate::restore::Clients,
 ) -> Result<String> {
     let backup = &found.listed;
-    let expected = backup
-        .recorded_digest()
-        .context("the backup has no recorded checksums")?;
+    let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
     let show = progress::stderr_is_terminal();
     let (checked, restored) = match scratch {
