@@ -10,7 +10,8 @@
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
 //!   compression and chunking on a thread (checksums are taken on the uploader);
-//!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
+//!   `rowcount`: per-table row counts read off the dump as it streams (`archive`: the same for
+//!   custom-format archives); `codec`: gzip (parallel
 //!   members), zstd and none, encoders and decoders.
 //! - `storage`: the `Target` interface with Drive and local implementations; `fsutil`: temporary
 //!   files and no-replace renames that a writable directory cannot redirect.
@@ -31,6 +32,7 @@
 //! runtime); two helper threads drain pg_dump's stderr and compress. A restore runs on the main
 //! thread too (download, hash, gunzip, write to psql); one helper thread drains psql's stderr. No async runtime is used.
 
+pub mod archive;
 pub mod catalog;
 pub mod child;
 pub mod cli;
