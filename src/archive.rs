@@ -365,8 +365,11 @@ fn read_header(c: &mut Cursor) -> Option<Result<(Format, u64), String>> {
     }
 }
 
-/// One TOC entry: its dump id and, for table data, its `COPY … FROM stdin;` line.
-fn read_toc_entry(c: &mut Cursor) -> Option<Result<(i64, Option<Vec<u8>>), String>> {
+/// A TOC entry's dump id and, for table data, its `COPY … FROM stdin;` line.
+type TocEntry = (i64, Option<Vec<u8>>);
+
+/// One TOC entry; `None` when more bytes are needed.
+fn read_toc_entry(c: &mut Cursor) -> Option<Result<TocEntry, String>> {
     let table_data: &[u8] = b"TABLE DATA";
     let id = c.int()?;
     let _had_data = c.int()?;

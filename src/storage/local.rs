@@ -57,7 +57,7 @@ impl LocalTarget {
                     .as_str()
                     .and_then(crate::timeutil::parse_rfc3339),
                 // a FIFO or device has no stored size to compare (tests stream through one)
-                size: meta.is_file().then(|| meta.len()),
+                size: meta.is_file().then_some(meta.len()),
                 properties,
             },
             row_counts,
