@@ -191,10 +191,14 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_leaves_no_empty_or_partial_files() {
     let db = TestDb::new("lt_full");
+    // the catalog elsewhere, so that every run dumps the same bytes
+    let catalog = TestDb::new("lt_full_catalog");
     db.exec("CREATE TABLE noise AS SELECT g, md5(g::text || random()::text) AS h FROM generate_series(1, 40000) g");
     // the backup's size, from a run into an ordinary directory
     let roomy = TempDir::new("lt_full_roomy");
-    let r = run(local(&db, &roomy).args(["backup", "--kind", "daily"]));
+    let r = run(local(&db, &roomy)
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
     let size = entries(roomy.path())
         .iter()
@@ -216,6 +220,7 @@ fn a_full_disk_leaves_no_empty_or_partial_files() {
             return;
         };
         let r = run(local(&db, &roomy)
+            .env("PGDRIVE_CATALOG_URL", catalog.url())
             .env("PGDRIVE_LOCAL_DIR", &disk.0)
             .args(["backup", "--kind", "daily"]));
         assert_eq!(r.status, 1, "{why}: {r:?}");
