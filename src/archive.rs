@@ -110,8 +110,10 @@ impl<'a> Cursor<'a> {
 pub struct ArchiveRowCounter {
     state: State,
     format: Format,
-    /// Bytes received but not yet consumed (never a data chunk's payload).
+    /// Bytes received but not yet parsed: `pending[start..]`. Consuming only moves `start`, so
+    /// the many small items of a data block (each row is often its own chunk) cost no copying.
     pending: Vec<u8>,
+    start: usize,
     /// Dump id → the entry's `COPY … FROM stdin;` line, for entries with table data.
     copy_lines: HashMap<i64, Vec<u8>>,
     /// Whether the current data block is a table's (its payload goes to `rows`).
@@ -125,6 +127,7 @@ impl Default for ArchiveRowCounter {
             state: State::Header,
             format: Format::default(),
             pending: Vec::new(),
+            start: 0,
             copy_lines: HashMap::new(),
             in_table: false,
             rows: RowCounter::default(),
@@ -145,11 +148,14 @@ impl ArchiveRowCounter {
         loop {
             // payload bytes go straight through, unbuffered
             if let State::Payload { left, objects } = self.state {
-                if !self.pending.is_empty() {
+                let buffered = self.pending.len() - self.start;
+                if buffered > 0 {
                     // bytes buffered before the payload began belong to it first
-                    let take = (left as usize).min(self.pending.len());
-                    let head: Vec<u8> = self.pending.drain(..take).collect();
-                    self.payload(&head, left, objects);
+                    let take = (left as usize).min(buffered);
+                    let pending = std::mem::take(&mut self.pending);
+                    self.payload(&pending[self.start..self.start + take], left, objects);
+                    self.pending = pending;
+                    self.consume(take);
                     continue;
                 }
                 let take = (left as usize).min(data.len());
@@ -164,13 +170,13 @@ impl ArchiveRowCounter {
                 return;
             }
             match self.step() {
-                Step::Took(n) => {
-                    self.pending.drain(..n);
-                }
+                Step::Took(n) => self.consume(n),
                 Step::More => {
                     if data.is_empty() {
                         return;
                     }
+                    self.pending.drain(..self.start);
+                    self.start = 0;
                     // buffer only about what the next item may need, so that a payload after it
                     // streams unbuffered; doubling keeps re-reading a large TOC entry linear
                     let take = data.len().min(self.pending.len().max(64 << 10));
@@ -178,6 +184,14 @@ impl ArchiveRowCounter {
                     data = &data[take..];
                 }
             }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.pending.len() {
+            self.pending.clear();
+            self.start = 0;
         }
     }
 
@@ -196,6 +210,7 @@ impl ArchiveRowCounter {
     fn fail(&mut self, why: String) -> Step {
         self.state = State::Failed(why);
         self.pending = Vec::new();
+        self.start = 0;
         Step::Took(0)
     }
 
@@ -203,7 +218,7 @@ impl ArchiveRowCounter {
     fn step(&mut self) -> Step {
         let format = self.format;
         let mut c = Cursor {
-            buf: &self.pending,
+            buf: &self.pending[self.start..],
             pos: 0,
             format,
         };
@@ -303,7 +318,7 @@ impl ArchiveRowCounter {
     pub fn finish(self) -> Result<BTreeMap<String, u64>, String> {
         match self.state {
             State::Failed(why) => Err(why),
-            State::Block if self.pending.is_empty() => Ok(self.rows.finish()),
+            State::Block if self.start == self.pending.len() => Ok(self.rows.finish()),
             State::Header => {
                 Err("the stream is not a complete custom-format archive header".into())
             }
@@ -551,6 +566,28 @@ mod tests {
         let mut future = archive((1, 14));
         future[6] = 99;
         assert!(count(&future, 4096).unwrap_err().contains("1.99"));
+    }
+
+    #[test]
+    fn many_small_chunks_are_counted_in_linear_time() {
+        let mut w = W {
+            out: Vec::new(),
+            version: (1, 14),
+        };
+        w.header(1);
+        w.entry(1, "TABLE DATA", Some("COPY t (a) FROM stdin;\n"));
+        let row = format!("{}\n", "y".repeat(60));
+        let rows: Vec<&str> = (0..200_000).map(|_| row.as_str()).collect();
+        w.data(1, &rows);
+        let started = std::time::Instant::now();
+        let c = count(&w.out, 256 << 10).unwrap();
+        assert_eq!(c.get("t"), Some(&200_000));
+        // copying the buffer per chunk would take minutes here; linear work takes milliseconds
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
