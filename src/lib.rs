@@ -12,9 +12,11 @@
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
 //!   compression and chunking on a thread (checksums are taken on the uploader);
-//!   `rowcount`: per-table row counts read off the dump as it streams; `codec`: gzip (parallel
+//!   `rowcount`: per-table row counts read off the dump as it streams (`archive`: the same for
+//!   custom-format archives); `codec`: gzip (parallel
 //!   members), zstd and none, encoders and decoders.
-//! - `storage`: the `Target` interface with Drive and local implementations.
+//! - `storage`: the `Target` interface with Drive and local implementations; `fsutil`: temporary
+//!   files and no-replace renames that a writable directory cannot redirect.
 //! - `drive`: Drive v3 over one HTTP stack: `auth` (tokens), `upload` (resumable protocol),
 //!   `download` (ranged, resumed), `retry` (policy and classifier).
 //! - `retention`: the pure pruning plan.
@@ -34,6 +36,7 @@
 //! runtime); two helper threads drain pg_dump's stderr and compress. A restore runs on the main
 //! thread too (download, hash, gunzip, write to psql); one helper thread drains psql's stderr. No async runtime is used.
 
+pub mod archive;
 pub mod catalog;
 pub mod child;
 pub mod cli;
@@ -45,6 +48,7 @@ pub mod dblocale;
 pub mod drive;
 pub mod dumpscript;
 pub mod error;
+pub mod fsutil;
 pub mod health;
 pub mod identity;
 pub mod lock;

@@ -89,7 +89,8 @@ pub struct StreamOptions {
     pub codec: crate::codec::Codec,
     pub threads: usize,
     pub chunk_size: usize,
-    /// The input is a plain-format dump: count rows and look for the closing comment.
+    /// The input is a plain-format dump (look for the closing comment), else a custom archive;
+    /// rows are counted in both.
     pub plain: bool,
 }
 
@@ -104,7 +105,7 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
-    let mut rows = crate::rowcount::RowCounter::default();
+    let mut rows = crate::rowcount::DumpRows::new(options.plain);
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -119,8 +120,8 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
             if raw_tail.len() > RAW_TAIL_KEEP {
                 raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
             }
-            rows.feed(&buf[..n]);
         }
+        rows.feed(&buf[..n]);
         encoder
             .write_all(&buf[..n])
             .map_err(|e| anyhow::Error::new(e).context("compressing"))?;

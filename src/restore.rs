@@ -1,7 +1,7 @@
 //! The checked restore stream, shared by `pgdrive restore` and `pgdrive verify`:
 //!
 //! storage reader → SHA-256 + MD5 + byte count → the backup's codec (gzip, every member; zstd;
-//! none) → for plain dumps, row counts and the "dump complete" trailer → a sink (psql's or
+//! none) → row counts (plain dumps and archives) and a plain dump's "dump complete" trailer → a sink (psql's or
 //! pg_restore's stdin, or nothing for a checksum-only verify).
 //!
 //! A checksum can only be confirmed at the end of the stream, so the restore is arranged so that
@@ -61,6 +61,29 @@ impl Layout {
     }
 }
 
+/// What a backup must read back as: the size and checksums recorded when it was stored, once
+/// the storage's own size for the file agrees. A file whose stored size differs (cut short, or
+/// grown) is corrupt, and is reported as such before a byte is downloaded: reading it would only
+/// end in a short read mistaken for a dropped connection.
+pub fn expected_digest(backup: &Listed) -> Result<Digest> {
+    let expected = backup
+        .recorded_digest()
+        .ok_or_else(|| anyhow!("{} has no recorded checksums", backup.name))?;
+    match backup.size {
+        Some(stored) if stored != expected.size => Err(corrupt(format!(
+            "{} is {stored} bytes in storage, but {} bytes were stored and recorded ({}): it was cut short or changed since",
+            backup.name,
+            expected.size,
+            if stored < expected.size {
+                format!("{} bytes missing", expected.size - stored)
+            } else {
+                format!("{} bytes too many", stored - expected.size)
+            }
+        ))),
+        _ => Ok(expected),
+    }
+}
+
 /// The restore client programs, found when first needed: psql for plain dumps, pg_restore for
 /// custom archives (explicit paths from flags or PGDRIVE_PSQL / PGDRIVE_PG_RESTORE).
 pub struct Clients {
@@ -115,7 +138,7 @@ pub struct Checked {
     pub digest: Digest,
     /// Bytes after decompression.
     pub raw_bytes: u64,
-    /// Rows per table, read off the COPY blocks of a plain dump (empty for archives).
+    /// Rows per table, read off the COPY blocks of a plain dump or an archive's data blocks.
     pub row_counts: BTreeMap<String, u64>,
 }
 
@@ -173,7 +196,7 @@ pub fn check_stream(
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
-    let mut rows = crate::rowcount::RowCounter::default();
+    let mut rows = crate::rowcount::DumpRows::new(plain);
     let mut held: Vec<u8> = Vec::with_capacity(HOLD_BACK + buf.len());
     let mut decode_error: Option<io::Error> = None;
     let mut sink_error: Option<io::Error> = None;
@@ -207,8 +230,8 @@ pub fn check_stream(
                 if raw_tail.len() > RAW_TAIL_KEEP {
                     raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
                 }
-                rows.feed(&buf[..n]);
             }
+            rows.feed(&buf[..n]);
             held.extend_from_slice(&buf[..n]);
             if held.len() > HOLD_BACK {
                 let release = held.len() - HOLD_BACK;

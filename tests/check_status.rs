@@ -544,7 +544,7 @@ fn the_prometheus_file_parses_and_is_replaced_atomically() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp."))
+        .filter(|n| n.contains(".tmp.") || n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     parse_prometheus(&prom);

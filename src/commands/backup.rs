@@ -158,7 +158,10 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             return Ok(ExitStatus::Locked);
         }
     };
+    // the final line reports the backup's own duration: time spent notifying is left out
+    let start_notified = Instant::now();
     notifier.run_started();
+    let notifying = start_notified.elapsed();
     let applied = catalog::migrate(guard.client()).map_err(|e| failed("catalog", e))?;
     if !applied.is_empty() {
         log::info("catalog migrated", &[("applied", applied.join(","))]);
@@ -179,7 +182,10 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
                     ("step", step.to_string()),
                     (
                         "duration_s",
-                        format!("{:.1}", started.elapsed().as_secs_f64()),
+                        format!(
+                            "{:.1}",
+                            started.elapsed().saturating_sub(notifying).as_secs_f64()
+                        ),
                     ),
                 ],
             );
@@ -258,10 +264,10 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     report.size_bytes = Some(digest.size);
     report.kept = kept;
     report.follow_up_errors = follow_ups.errors.clone();
+    let elapsed = started.elapsed().saturating_sub(notifying).as_secs_f64();
     let notifications_failed = !notifier.run_finished(&report).is_empty();
     let follow_up_failed = notifications_failed || !follow_ups.errors.is_empty();
 
-    let elapsed = started.elapsed().as_secs_f64();
     let mut fields = vec![
         (
             "outcome",

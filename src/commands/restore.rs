@@ -368,39 +368,13 @@ struct SpoolFile {
 
 impl SpoolFile {
     fn create(dir: &Path) -> Result<SpoolFile> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for attempt in 0..100u32 {
-            let path = dir.join(format!(
-                ".pgdrive-restore-{}-{nanos}-{attempt}.dump",
-                std::process::id()
-            ));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(SpoolFile {
-                        path,
-                        file: Some(file),
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(anyhow::Error::new(e))
-                        .with_context(|| format!("creating a spool file in {}", dir.display()))
-                }
-            }
-        }
-        Err(anyhow::anyhow!(
-            "could not find a free spool file name in {}",
-            dir.display()
-        ))
+        // an unpredictable name, created exclusively: the spool directory may be /tmp
+        let (file, path) = crate::fsutil::create_temp(dir, "pgdrive-restore", "dump", 0o600)
+            .with_context(|| format!("creating a spool file in {}", dir.display()))?;
+        Ok(SpoolFile {
+            path,
+            file: Some(file),
+        })
     }
 }
 
@@ -502,9 +476,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let target = targets[0].as_mut();
     let found = source::find(target, &args.backup, args.kind, database.as_deref())?;
     let backup = &found.listed;
-    let expected = backup
-        .recorded_digest()
-        .expect("find returns complete backups");
+    let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
     let spool = if args.jobs > 1 {
         Some(plan_spool(args, backup, layout, expected.size)?)

@@ -6,12 +6,11 @@
 //! `backup` calls [`after_backup`] so that `PGDRIVE_PROMETHEUS_FILE` is refreshed at the end of
 //! every run, successful or not.
 
-use std::io::{IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::{Kind, StatusArgs};
 use crate::config::{
@@ -260,39 +259,17 @@ fn empty(kind: Kind, keep: u32) -> KindStatus {
     s
 }
 
-/// Writes `FILE.tmp.<pid>`, fsyncs it and renames it over `FILE`, so readers (node_exporter, a
-/// web server) see the old file or the new one, never a partial one. node_exporter ignores the
-/// temporary name (it reads only `*.prom`).
+/// Writes FILE through a temporary file (unpredictable name, exclusive create, fsync) renamed
+/// over it, so readers (node_exporter, a web server) see the old file or the new one, never a
+/// partial one, and a symlink planted in the directory is never written through. node_exporter
+/// ignores the temporary name (it reads only `*.prom`).
 pub fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        "{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.with_context(|| format!("writing {}", path.display()))
+    crate::fsutil::write_atomically(
+        path,
+        contents.as_bytes(),
+        mode,
+        crate::fsutil::Existing::Replace,
+    )
 }
 
 /// `backup`'s last step: when PGDRIVE_PROMETHEUS_FILE is set, rewrite it with every kind's

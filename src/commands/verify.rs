@@ -4,10 +4,12 @@
 //!    equal what was recorded when the backup was stored (Drive appProperties / local sidecar);
 //!    the compressed stream decodes to its end (gzip: every member's CRC-32 and length); a custom
 //!    archive is read to its end by pg_restore (into nothing); a plain dump's SQL ends with
-//!    pg_dump's "PostgreSQL database dump complete" trailer and its per-table row counts equal the
-//!    manifest recorded at backup time: the Drive description or local sidecar, else the
-//!    catalog's `row_counts` (a manifest too big for a description is only in the catalog); with
-//!    neither, this one check is skipped.
+//!    pg_dump's "PostgreSQL database dump complete" trailer; and the per-table row counts of the
+//!    stream (a plain dump's COPY blocks, an archive's data blocks) equal the manifest recorded
+//!    at backup time: the Drive description or local sidecar, else the catalog's `row_counts`
+//!    (a manifest too big for a description is only in the catalog); with neither, or an
+//!    archive's empty manifest from a build that did not count archives, this one check is
+//!    skipped.
 //! 2. **Restore test** (`--restore-test SCRATCH_URL`): additionally the dump is restored, by
 //!    psql or pg_restore in one transaction, stopping at the first error, into a new database
 //!    `<dbname>_pgdrive_verify_<timestamp>` on the scratch server; every table that has data in
@@ -180,9 +182,7 @@ fn verify_one(
     clients: &crate::restore::Clients,
 ) -> Result<String> {
     let backup = &found.listed;
-    let expected = backup
-        .recorded_digest()
-        .context("the backup has no recorded checksums")?;
+    let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
     let show = progress::stderr_is_terminal();
     let (checked, restored) = match scratch {
@@ -223,13 +223,7 @@ fn verify_one(
                     crate::restore::into_client(&mut reader, &expected, layout, client, "");
                 reader.clear();
                 let checked = checked?;
-                // archives carry no row counts in the stream: check the recorded ones
-                let tables = if layout.format == DumpFormat::Plain {
-                    checked.row_counts.clone()
-                } else {
-                    found.row_counts.clone().unwrap_or_default()
-                };
-                let counts = count_rows(&db, tables.keys())?;
+                let counts = count_rows(&db, checked.row_counts.keys())?;
                 Ok((checked, counts))
             })();
             let dropped = super::restore::drop_database(&db);
@@ -238,11 +232,10 @@ fn verify_one(
             (checked, Some(counts))
         }
     };
-    if let Some(manifest) = found
-        .row_counts
-        .as_ref()
-        .filter(|_| layout.format == DumpFormat::Plain)
-    {
+    // earlier builds recorded no counts for archives: an empty manifest of an archive means
+    // "not recorded" (an archive of a database without tables has nothing to compare anyway)
+    let plain = layout.format == DumpFormat::Plain;
+    if let Some(manifest) = found.row_counts.as_ref().filter(|m| plain || !m.is_empty()) {
         if manifest != &checked.row_counts {
             return Err(corrupt(format!(
                 "the dump's row counts differ from the manifest recorded at backup time: {}",
@@ -250,12 +243,7 @@ fn verify_one(
             )));
         }
     }
-    let plain = layout.format == DumpFormat::Plain;
-    let expected_rows = if plain {
-        checked.row_counts.clone()
-    } else {
-        found.row_counts.clone().unwrap_or_default()
-    };
+    let expected_rows = &checked.row_counts;
     let rows: u64 = expected_rows.values().sum();
     let tables = expected_rows.len();
     let Some(counts) = restored else {
@@ -266,13 +254,13 @@ fn verify_one(
             )
         } else {
             format!(
-                "checksums, {} stream and the whole archive read by pg_restore",
+                "checksums, {} stream and the whole archive read by pg_restore ({tables} tables, {rows} rows in the archive)",
                 layout.codec.label()
             )
         });
     };
     let mut wrong = Vec::new();
-    for (table, want) in &expected_rows {
+    for (table, want) in expected_rows {
         match counts.get(table) {
             Some(got) if *got as u64 == *want => {}
             Some(got) => wrong.push(format!(

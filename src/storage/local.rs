@@ -1,13 +1,18 @@
 //! The local-directory target: lets anyone try pgdrive without a Google account, and keeps a local
-//! copy beside the Drive one. A backup is written as `.<name>.partial` (mode 0600), fsynced, read
-//! back and checked against the streamed checksums, described by a `<name>.pgdrive.json` sidecar
-//! (the local equivalent of Drive's appProperties), and only then renamed into place.
+//! copy beside the Drive one. A backup is written as `.<name>.<random>.partial` (mode 0600),
+//! fsynced, read back and checked against the streamed checksums, described by a
+//! `<name>.pgdrive.json` sidecar (the local equivalent of Drive's appProperties), and only then
+//! renamed into place.
+//!
+//! Whoever else can write the directory cannot turn pgdrive against its host (see `fsutil`):
+//! temporary names are unpredictable and created exclusively (a planted symlink makes the run
+//! fail, it is never written through), the final renames never replace anything already at the
+//! backup's or the sidecar's name, and a failed write (a full disk) removes what it created.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
@@ -23,32 +28,6 @@ impl LocalTarget {
     pub fn new(dir: PathBuf) -> LocalTarget {
         LocalTarget { dir }
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
-}
-
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("pgdrive")
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
 }
 
 impl LocalTarget {
@@ -77,7 +56,8 @@ impl LocalTarget {
                 created_ms: json["created_time"]
                     .as_str()
                     .and_then(crate::timeutil::parse_rfc3339),
-                size: Some(meta.len()),
+                // a FIFO or device has no stored size to compare (tests stream through one)
+                size: meta.is_file().then_some(meta.len()),
                 properties,
             },
             row_counts,
@@ -101,15 +81,13 @@ impl Target for LocalTarget {
                 self.dir.display()
             ), "create the directory and give the user pgdrive runs as write access to it, or set PGDRIVE_LOCAL_DIR to another directory")
         })?;
-        let probe = self
-            .dir
-            .join(format!(".pgdrive-probe-{}", std::process::id()));
-        File::create(&probe)
-            .and_then(|_| fs::remove_file(&probe))
+        crate::fsutil::create_temp(&self.dir, "pgdrive-probe", "tmp", 0o600)
+            .and_then(|(_, probe)| fs::remove_file(&probe).map_err(Into::into))
             .map_err(|e| {
                 crate::error::config_error_hint(format!(
-                    "cannot write into the local backup directory {}: {e}",
-                    self.dir.display()
+                    "cannot write into the local backup directory {}: {}",
+                    self.dir.display(),
+                    crate::error::render(&e)
                 ), "give the user pgdrive runs as write access to the directory, or set PGDRIVE_LOCAL_DIR to another directory")
             })
     }
@@ -124,26 +102,25 @@ impl Target for LocalTarget {
         if name.contains('/') || name.starts_with('.') {
             bail!("refusing to write a backup named {name:?}");
         }
-        let final_path = self.dir.join(name);
-        if final_path.exists() {
-            bail!(
-                "{} already exists; refusing to overwrite a backup",
-                final_path.display()
-            );
+        for taken in [
+            self.dir.join(name),
+            self.dir.join(format!("{name}{SIDECAR_SUFFIX}")),
+        ] {
+            if crate::fsutil::name_taken(&taken) {
+                bail!(
+                    "{} already exists; refusing to overwrite it",
+                    taken.display()
+                );
+            }
         }
-        let partial = self.dir.join(format!(".{name}.partial"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&partial)
-            .with_context(|| format!("creating {}", partial.display()))?;
+        let (file, partial) = crate::fsutil::create_temp(&self.dir, name, "partial", 0o600)?;
         Ok(Box::new(LocalUpload {
             dir: self.dir.clone(),
             name: name.to_string(),
             partial,
             file: Some(file),
             properties: properties.clone(),
+            placed_sidecar: false,
         }))
     }
 
@@ -183,7 +160,7 @@ impl Target for LocalTarget {
         fs::remove_file(self.dir.join(id))
             .with_context(|| format!("deleting {}", self.dir.join(id).display()))?;
         let _ = fs::remove_file(self.dir.join(format!("{id}{SIDECAR_SUFFIX}")));
-        sync_dir(&self.dir)
+        crate::fsutil::sync_dir(&self.dir)
     }
 
     fn check_readable(&mut self) -> Result<()> {
@@ -224,6 +201,8 @@ struct LocalUpload {
     partial: PathBuf,
     file: Option<File>,
     properties: BTreeMap<String, String>,
+    /// The sidecar at the final name is this upload's (so a failure may remove it).
+    placed_sidecar: bool,
 }
 
 impl LocalUpload {
@@ -260,14 +239,30 @@ impl LocalUpload {
             "row_counts": done.row_counts,
         });
         let final_path = self.dir.join(&self.name);
-        write_atomically(
-            &self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name)),
+        // the sidecar first: a backup is listed only once both exist, so it appears complete
+        crate::fsutil::write_atomically(
+            &self.sidecar_path(),
             serde_json::to_string_pretty(&sidecar)?.as_bytes(),
+            0o600,
+            crate::fsutil::Existing::Keep,
         )?;
-        fs::rename(&self.partial, &final_path)
-            .with_context(|| format!("renaming into {}", final_path.display()))?;
-        sync_dir(&self.dir)?;
+        self.placed_sidecar = true;
+        crate::fsutil::rename_noreplace(&self.partial, &final_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} appeared while the backup ran; refusing to replace it",
+                    final_path.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("renaming into {}", final_path.display()))
+            }
+        })?;
+        crate::fsutil::sync_dir(&self.dir)?;
         Ok(final_path)
+    }
+
+    fn sidecar_path(&self) -> PathBuf {
+        self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name))
     }
 }
 
@@ -290,7 +285,9 @@ impl Upload for LocalUpload {
             }),
             Err(e) => {
                 let _ = fs::remove_file(&self.partial);
-                let _ = fs::remove_file(self.dir.join(format!("{}{SIDECAR_SUFFIX}", self.name)));
+                if self.placed_sidecar {
+                    let _ = fs::remove_file(self.sidecar_path());
+                }
                 Err(e.context(format!("storing {} in {}", self.name, self.dir.display())))
             }
         }

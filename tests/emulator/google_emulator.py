@@ -2644,7 +2644,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                                      for it in sorted(emu.items.values(),
                                                       key=lambda i: (i.created_ms, i.id))
                                      if not it.root_kind]})
-        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt)?", path)
+        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate)?", path)
         if m:
             item = emu.items.get(m.group(1))
             if item is None:
@@ -2664,6 +2664,17 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                     raise ControlError(400, "offset out of range")
                 item.content[offset] ^= 0xFF
                 return ok()
+            if m.group(2) == "/truncate" and method == "POST":
+                if item.content is None:
+                    raise ControlError(400, "file has no stored content")
+                size = int(spec.get("size", -1))
+                if not 0 <= size <= len(item.content):
+                    raise ControlError(400, "size out of range")
+                data = item.content[:size]
+                digest = ContentDigest(keep=True)
+                digest.append(bytes(data))
+                item.set_content(data, digest.size, *digest.digests())
+                return ok(emu.control_resource(item))
         if path == "/sessions" and method == "GET":
             out = []
             for s in emu.sessions.values():
