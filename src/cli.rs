@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::log::LogFormat;
 
@@ -21,7 +21,19 @@ Exit status:
   75  skipped: another run holds this job's advisory lock
   78  configuration invalid; nothing was attempted
 
-Configuration precedence: command-line flags, then environment variables, then --env-file.";
+Configuration precedence: command-line flags, then environment variables, then the config file
+(--config), then --env-file.";
+
+/// The command line as parsed and documented: the clap definitions below, with each flag's
+/// `[env: …]` text taken from the settings registry.
+pub fn command() -> clap::Command {
+    crate::registry::annotate(Cli::command())
+}
+
+/// Parses the process's arguments against [`command`].
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    Cli::from_arg_matches(&command().try_get_matches()?)
+}
 
 /// Back up PostgreSQL to Google Drive
 ///
@@ -36,6 +48,13 @@ pub struct Cli {
     /// Environment variables override it; a warning is printed when it is readable by group or others.
     #[arg(long, global = true, value_name = "PATH", env = "PGDRIVE_ENV_FILE")]
     pub env_file: Option<PathBuf>,
+
+    /// Read settings from this TOML file (keys as in pgdrive.toml.example) [default:
+    /// /etc/pgdrive/pgdrive.toml when it exists; /dev/null reads none]. Environment variables
+    /// override it; it overrides the env-file. A warning is printed when it holds a secret and
+    /// is readable by group or others; an unknown key is a configuration error.
+    #[arg(long, global = true, value_name = "FILE", env = "PGDRIVE_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Log line format on stderr.
     #[arg(
@@ -117,6 +136,12 @@ pub enum Command {
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
+    /// Print a README settings table (general or notify) generated from the settings registry.
+    #[command(hide = true)]
+    GenerateSettingsTable {
+        #[arg(default_value = "general")]
+        group: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +158,7 @@ pub struct StatusArgs {
     pub kind: Option<Kind>,
 
     /// Maximum age of the newest successful backup per kind, e.g. daily=26h,hourly=5h,schema=off
-    /// (units s, m, h, d; "off" disables the check) [env: PGDRIVE_MAX_AGE; default daily=26h,hourly=5h,schema=off].
+    /// (units s, m, h, d; "off" disables the check).
     #[arg(long, value_name = "KIND=AGE,...")]
     pub max_age: Option<String>,
 
@@ -207,51 +232,46 @@ pub struct BackupArgs {
     #[arg(long, value_enum)]
     pub kind: Kind,
 
-    /// Keep the newest N backups of this kind in each target; 0 keeps everything
-    /// [env: PGDRIVE_KEEP_DAILY=14, PGDRIVE_KEEP_HOURLY=48, PGDRIVE_KEEP_SCHEMA=0].
+    /// Keep the newest N backups of this kind in each target; 0 keeps everything.
     #[arg(long, value_name = "N")]
     pub keep: Option<u32>,
 
-    /// Google Drive folder ID to upload into
-    /// [env: GOOGLE_DRIVE_FOLDER_ID, HOURLY_DRIVE_FOLDER_ID, SCHEMA_DRIVE_FOLDER_ID by kind].
+    /// Google Drive folder ID to upload into (by kind).
     #[arg(long, value_name = "ID")]
     pub folder: Option<String>,
 
-    /// Also (or, without Google credentials, only) store the backup in this local directory
-    /// [env: PGDRIVE_LOCAL_DIR].
+    /// Also (or, without Google credentials, only) store the backup in this local directory.
     #[arg(long = "to", value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
 
-    /// Compression: gzip[:1-9], zstd[:1-19] or none [env: PGDRIVE_COMPRESS; default gzip:6].
+    /// Compression: gzip[:1-9], zstd[:1-19] or none.
     #[arg(long, value_name = "CODEC[:LEVEL]")]
     pub compress: Option<String>,
 
-    /// Compression threads [env: PGDRIVE_THREADS; default: the cores available minus one, at least 1].
+    /// Compression threads.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
     /// Dump format: plain (an SQL script) or custom (pg_dump -Fc, for pg_restore, compressed by
-    /// pgdrive) [env: PGDRIVE_FORMAT; default plain].
+    /// pgdrive).
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
 
-    /// Upload chunk size, a multiple of 256KiB (e.g. 8MiB, 262144) [env: PGDRIVE_CHUNK_SIZE; default 8MiB].
+    /// Upload chunk size, a multiple of 256KiB (e.g. 8MiB, 262144).
     #[arg(long, value_name = "SIZE")]
     pub chunk_size: Option<String>,
 
-    /// The pg_dump to run [env: PGDRIVE_PG_DUMP; default: pg_dump on PATH, else
-    /// /usr/lib/postgresql/<server major>/bin/pg_dump].
+    /// The pg_dump to run (otherwise pg_dump on PATH, else
+    /// /usr/lib/postgresql/<server major>/bin/pg_dump).
     #[arg(long, value_name = "PATH")]
     pub pg_dump: Option<PathBuf>,
 
-    /// Drive API base URL; API calls go to {base}drive/v3/, uploads to {base}upload/drive/v3/
-    /// [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
+    /// Drive API base URL; API calls go to {base}drive/v3/, uploads to {base}upload/drive/v3/.
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
 
-    /// When to send email, Slack and webhook messages about this run
-    /// [env: PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA by kind, then
-    /// PGDRIVE_NOTIFY; default: always for daily and schema, on-failure for hourly].
+    /// When to send email, Slack and webhook messages about this run (the setting of the kind
+    /// wins over PGDRIVE_NOTIFY).
     #[arg(long, value_enum, value_name = "WHEN")]
     pub notify: Option<NotifyPolicy>,
 }
@@ -259,8 +279,8 @@ pub struct BackupArgs {
 /// Where `list`, `restore` and `verify` read backups from.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Read backups from this local directory instead of Google Drive [env: PGDRIVE_LOCAL_DIR,
-    /// used when no Google credentials are configured].
+    /// Read backups from this local directory instead of Google Drive (the setting is used when
+    /// no Google credentials are configured).
     #[arg(long = "from", value_name = "DIR")]
     pub from_dir: Option<PathBuf>,
 
@@ -269,7 +289,7 @@ pub struct SourceArgs {
     #[arg(long, value_name = "NAME")]
     pub database: Option<String>,
 
-    /// Drive API base URL [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
+    /// Drive API base URL.
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
 }
@@ -321,13 +341,13 @@ pub struct RestoreArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
 
-    /// The psql to run [env: PGDRIVE_PSQL; default: psql on PATH, else the newest
-    /// /usr/lib/postgresql/<version>/bin/psql].
+    /// The psql to run (otherwise psql on PATH, else the newest
+    /// /usr/lib/postgresql/<version>/bin/psql).
     #[arg(long, value_name = "PATH")]
     pub psql: Option<PathBuf>,
 
-    /// The pg_restore to run for custom-format backups [env: PGDRIVE_PG_RESTORE; default:
-    /// pg_restore on PATH, else the newest /usr/lib/postgresql/<version>/bin/pg_restore].
+    /// The pg_restore to run for custom-format backups (otherwise pg_restore on PATH, else the
+    /// newest /usr/lib/postgresql/<version>/bin/pg_restore).
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
 
@@ -376,12 +396,12 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "SCRATCH_URL")]
     pub restore_test: Option<String>,
 
-    /// The psql to run for --restore-test [env: PGDRIVE_PSQL].
+    /// The psql to run for --restore-test.
     #[arg(long, value_name = "PATH")]
     pub psql: Option<PathBuf>,
 
-    /// The pg_restore to run for custom-format backups [env: PGDRIVE_PG_RESTORE; default:
-    /// pg_restore on PATH, else the newest /usr/lib/postgresql/<version>/bin/pg_restore].
+    /// The pg_restore to run for custom-format backups (otherwise pg_restore on PATH, else the
+    /// newest /usr/lib/postgresql/<version>/bin/pg_restore).
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
 

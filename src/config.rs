@@ -1,5 +1,5 @@
-//! Configuration: merges flags, environment variables and `--env-file` (in that order of
-//! precedence), validates everything a run needs before anything is attempted, and renders the
+//! Configuration: merges flags, environment variables, the config file and `--env-file` (in
+//! that order of precedence), validates everything a run needs before anything is attempted, and renders the
 //! effective settings with secrets redacted. Errors here exit 78.
 
 use std::collections::HashMap;
@@ -16,6 +16,7 @@ use crate::drive::retry::RetryPolicy;
 use crate::error::config_error_hint;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
+use crate::registry::Secret;
 
 pub const DEFAULT_DRIVE_URL: &str = "https://www.googleapis.com/";
 pub const DEFAULT_CHUNK_SIZE: usize = 8 << 20;
@@ -23,29 +24,30 @@ pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 /// PGDRIVE_STALL_TIMEOUT_MS's default: longer than a full round of Drive retries (about 3 min).
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Settings whose whole value is secret (or holds one that may not be found by parsing).
-const SECRET_SETTINGS: &[&str] = &["PGPASSWORD", "PGDRIVE_SMTP_PASSWORD", "SENDGRID_API_KEY"];
+/// The config file read when no `--config` (PGDRIVE_CONFIG) names one and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/pgdrive/pgdrive.toml";
 
-/// Settings holding URLs whose path or query is a token (webhooks, heartbeat pings).
-const TOKEN_URL_SETTINGS: &[&str] = &[
-    "PGDRIVE_SLACK_WEBHOOK_URL",
-    "PGDRIVE_WEBHOOK_URL",
-    "PGDRIVE_PING_URL",
-    "PGDRIVE_PING_URL_DAILY",
-    "PGDRIVE_PING_URL_HOURLY",
-    "PGDRIVE_PING_URL_SCHEMA",
-];
-
-/// Where settings come from, below the command line: the process environment, then the env-file.
+/// Where settings come from, below the command line: the process environment, then the config
+/// file, then the env-file. Every name read must be declared in [`crate::registry`].
 #[derive(Clone)]
 pub struct Settings {
     file: HashMap<String, String>,
+    /// The config file's values, by environment name (the registry maps keys 1:1).
+    config: HashMap<String, String>,
     pub env_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
 
 impl Settings {
+    /// The environment and an optional env-file; no config file.
     pub fn load(env_file: Option<&Path>) -> Result<Settings> {
+        Settings::load_layers(Some(Path::new("/dev/null")), env_file)
+    }
+
+    /// The environment, the config file (`config`, else [`DEFAULT_CONFIG_FILE`] when it exists)
+    /// and an optional env-file.
+    pub fn load_layers(config: Option<&Path>, env_file: Option<&Path>) -> Result<Settings> {
         let mut warnings = Vec::new();
         let file = match env_file {
             None => HashMap::new(),
@@ -63,13 +65,26 @@ impl Settings {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     config_error_hint(format!("cannot read env-file {}: {e}", path.display()), "check the --env-file path, and that the user pgdrive runs as may read it (mode 0600)")
                 })?;
-                parse_env_file(&text)
-                    .map_err(|e| config_error_hint(format!("env-file {}: {e}", path.display()), "each line is KEY=value, `export KEY=value` or a # comment; quote values that hold spaces or #"))?
+                let file = parse_env_file(&text)
+                    .map_err(|e| config_error_hint(format!("env-file {}: {e}", path.display()), "each line is KEY=value, `export KEY=value` or a # comment; quote values that hold spaces or #"))?;
+                warnings.extend(unknown_env_file_keys(path, &file));
+                file
             }
+        };
+        let config_file = match config {
+            Some(path) if path == Path::new("/dev/null") => None,
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let config = match &config_file {
+            None => HashMap::new(),
+            Some(path) => crate::config_file::read(path, &mut warnings)?,
         };
         let settings = Settings {
             file,
+            config,
             env_file: env_file.map(Path::to_path_buf),
+            config_file,
             warnings,
         };
         settings.register_secrets();
@@ -79,23 +94,37 @@ impl Settings {
     /// Tells [`crate::redact`] every secret setting's value before anything can print it
     /// (connection strings register their passwords when they are parsed).
     fn register_secrets(&self) {
-        for key in SECRET_SETTINGS {
-            if let Some(v) = self.get(key) {
-                crate::redact::register(&v);
+        for s in crate::registry::SETTINGS {
+            match s.secret {
+                Secret::Value => {
+                    if let Some(v) = self.get(s.env) {
+                        crate::redact::register(&v);
+                    }
+                }
+                Secret::TokenUrl => {
+                    if let Some(v) = self.get(s.env) {
+                        crate::redact::register_url(v.trim());
+                    }
+                }
+                Secret::No | Secret::Embedded => {}
             }
         }
-        for key in TOKEN_URL_SETTINGS {
-            if let Some(v) = self.get(key) {
-                crate::redact::register_url(v.trim());
-            }
+        if let Some(v) = self.get("PGPASSWORD") {
+            crate::redact::register(&v);
         }
     }
 
-    /// A setting by name: the environment wins over the env-file; empty values count as unset.
+    /// A setting by its (declared) environment name: the environment wins over the config file,
+    /// which wins over the env-file; empty values count as unset.
     pub fn get(&self, key: &str) -> Option<String> {
+        debug_assert!(
+            crate::registry::readable(key),
+            "the setting {key} is read but not declared in src/registry.rs"
+        );
         std::env::var(key)
             .ok()
             .filter(|v| !v.is_empty())
+            .or_else(|| self.config.get(key).filter(|v| !v.is_empty()).cloned())
             .or_else(|| self.file.get(key).filter(|v| !v.is_empty()).cloned())
     }
 
@@ -110,6 +139,30 @@ impl Settings {
             }),
         }
     }
+}
+
+/// One warning per env-file key that is no setting (the value is never shown): a typo must not
+/// silently leave a setting at its default. Warnings, not errors: env-files are shared with
+/// systemd units and the jobs pgdrive replaced, which may hold other programs' variables.
+fn unknown_env_file_keys(path: &Path, file: &HashMap<String, String>) -> Vec<String> {
+    let mut unknown: Vec<&String> = file
+        .keys()
+        .filter(|k| !crate::registry::readable(k))
+        .collect();
+    unknown.sort();
+    unknown
+        .into_iter()
+        .map(|key| {
+            let guess = match crate::registry::nearest_env(key) {
+                Some(near) => format!(" (did you mean {near}?)"),
+                None => String::new(),
+            };
+            format!(
+                "env-file {}: {key} is not a pgdrive setting{guess}; it is ignored",
+                path.display()
+            )
+        })
+        .collect()
 }
 
 /// Parses systemd EnvironmentFile= syntax: `KEY=VALUE` lines, `#`/`;` comments, single or double

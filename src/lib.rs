@@ -1,7 +1,9 @@
 //! pgdrive: PostgreSQL backups streamed into Google Drive.
 //!
 //! # Layout
-//! - `cli`: clap definitions; `config`: flags > environment > env-file, validated;
+//! - `cli`: clap definitions; `registry`: every setting declared once (env name, config-file
+//!   key, type, default, help, secrecy), feeding the parser, `--help`, the man page and README;
+//!   `config`: flags > environment > config file (`config_file`, TOML) > env-file, validated;
 //!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod config_file;
 pub mod dashboard;
 pub mod dblocale;
 pub mod drive;
@@ -62,6 +65,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod psql;
 pub mod redact;
+pub mod registry;
 pub mod restore;
 pub mod retention;
 pub mod rowcount;

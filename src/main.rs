@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pgdrive::error::{self, ExitStatus};
 
 fn main() -> ExitCode {
-    let cli = match pgdrive::cli::Cli::try_parse() {
+    let cli = match pgdrive::cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

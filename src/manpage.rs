@@ -1,49 +1,8 @@
-//! The man page, generated from the clap definitions (so `--help`, `man pgdrive` and the README
+//! The man page, generated from the clap definitions and the settings registry (so `--help`, `man pgdrive` and the README
 //! cannot drift apart): the main page plus one OPTIONS section per subcommand, and the
 //! ENVIRONMENT and EXIT STATUS sections. `man/pgdrive.1` is this output, checked by a test.
 
 use anyhow::Result;
-use clap::CommandFactory;
-
-use crate::cli::Cli;
-
-const ENVIRONMENT: &[(&str, &str)] = &[
-    ("DATABASE_URL", "The database to back up (postgres://user@host:5432/db or key=value form). The password may be in it or in ~/.pgpass; it is passed to pg_dump through its environment, never its command line."),
-    ("PGDRIVE_CATALOG_URL", "Where the advisory lock and the backups table live, when not in the backed-up database."),
-    ("GOOGLE_SERVICE_ACCOUNT_JSON", "A service account key: the JSON itself or the path of the key file."),
-    ("GOOGLE_APPLICATION_CREDENTIALS", "Path of a service account key or of OAuth user credentials (type authorized_user)."),
-    ("GOOGLE_IMPERSONATE_USER", "With a service account key: the user to act as through domain-wide delegation."),
-    ("GOOGLE_DRIVE_FOLDER_ID", "Drive folder for daily backups."),
-    ("HOURLY_DRIVE_FOLDER_ID", "Drive folder for hourly backups."),
-    ("SCHEMA_DRIVE_FOLDER_ID", "Drive folder for schema backups."),
-    ("PGDRIVE_CRITICAL_TABLES", "Comma-separated tables for the hourly backup; schema-qualified and quoted names allowed."),
-    ("PGDRIVE_KEEP_DAILY, PGDRIVE_KEEP_HOURLY, PGDRIVE_KEEP_SCHEMA", "How many backups of each kind to keep (14, 48, 0); 0 keeps everything."),
-    ("PGDRIVE_LOCAL_DIR", "A local directory to store backups in (as --to)."),
-    ("PGDRIVE_COMPRESS", "gzip[:1-9], zstd[:1-19] or none (default gzip:6)."),
-    ("PGDRIVE_THREADS", "Compression threads (default: the cores available minus one, at least 1)."),
-    ("PGDRIVE_FORMAT", "plain (an SQL script, default) or custom (pg_dump -Fc for pg_restore)."),
-    ("PGDRIVE_CHUNK_SIZE", "Upload chunk size, a multiple of 256KiB (default 8MiB)."),
-    ("PGDRIVE_PG_DUMP", "The pg_dump binary to use."),
-    ("PGDRIVE_PSQL", "The psql binary restore and verify --restore-test run for plain dumps."),
-    ("PGDRIVE_PG_RESTORE", "The pg_restore binary restore and verify run for custom archives."),
-    ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
-    ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
-    ("PGDRIVE_STALL_TIMEOUT_MS", "A backup with no bytes from pg_dump and none accepted by a target for this long fails as stalled, exit 1 (default 300000; 0: never)."),
-    ("PGDRIVE_NOTIFY, PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA", "When to send email, Slack and webhook messages: on-failure, always or never (as --notify; the per-kind setting wins; default always for daily and schema, on-failure for hourly)."),
-    ("PGDRIVE_NOTIFY_EMAIL", "Comma-separated recipients of the report emails (SendGrid and SMTP)."),
-    ("SENDGRID_API_KEY, SENDGRID_FROM_EMAIL", "Email through SendGrid's v3 API: a key with the Mail Send permission and a verified sender."),
-    ("PGDRIVE_SENDGRID_URL", "SendGrid API base URL (default https://api.sendgrid.com/)."),
-    ("PGDRIVE_SMTP_HOST, PGDRIVE_SMTP_PORT, PGDRIVE_SMTP_TLS", "Email through an SMTP server; TLS is starttls (default, port 587), tls (465) or none (25)."),
-    ("PGDRIVE_SMTP_USER, PGDRIVE_SMTP_PASSWORD", "SMTP login (both or neither)."),
-    ("PGDRIVE_SMTP_FROM", "The SMTP sender (default SENDGRID_FROM_EMAIL)."),
-    ("PGDRIVE_SLACK_WEBHOOK_URL", "A Slack incoming webhook."),
-    ("PGDRIVE_WEBHOOK_URL", "A URL that receives each report as JSON (POST)."),
-    ("PGDRIVE_PING_URL, PGDRIVE_PING_URL_DAILY, PGDRIVE_PING_URL_HOURLY, PGDRIVE_PING_URL_SCHEMA", "Heartbeat URL (healthchecks.io style): <url>/start when a run begins, <url> after a verified success, <url>/fail after a failure."),
-    ("PGDRIVE_NOTIFY_RETRY_DELAYS_MS, PGDRIVE_NOTIFY_TIMEOUT_MS", "Waits before the retries of a notification (1000,5000,15000) and each attempt's timeout (30000)."),
-    ("PGDRIVE_MAX_AGE", "status: maximum age per kind, as --max-age (default daily=26h,hourly=5h,schema=off)."),
-    ("PGDRIVE_PROMETHEUS_FILE", "backup refreshes this node_exporter textfile (as status --prometheus) at the end of every run."),
-    ("PGDRIVE_ENV_FILE, PGDRIVE_LOG_FORMAT", "As --env-file and --log-format."),
-];
 
 const EXIT_STATUS: &[(&str, &str)] = &[
     ("0", "The backup was stored and verified (other commands: success)."),
@@ -83,7 +42,7 @@ fn roff_escape(s: &str) -> String {
 }
 
 pub fn render() -> Result<String> {
-    let mut cmd = Cli::command();
+    let mut cmd = crate::cli::command();
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone());
     let mut out = Vec::new();
@@ -122,7 +81,12 @@ pub fn render() -> Result<String> {
         let body = String::from_utf8_lossy(&body).replace(".SH ", ".SS ");
         out.extend_from_slice(body.as_bytes());
     }
-    section(&mut out, "ENVIRONMENT", ENVIRONMENT);
+    let environment = crate::registry::man_environment();
+    let environment: Vec<(&str, &str)> = environment
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    section(&mut out, "ENVIRONMENT", &environment);
     section(&mut out, "EXIT STATUS", EXIT_STATUS);
     section(&mut out, "SIGNALS", SIGNALS);
     man.render_version_section(&mut out)?;

@@ -59,6 +59,15 @@ const KEYWORD_ENV: &[(&str, &str)] = &[
     ("load_balance_hosts", "PGLOADBALANCEHOSTS"),
 ];
 
+/// The variables libpq (and so pgdrive, resolving a connection string) reads: the PG* ones, and
+/// `USER` and `HOME` for the default user and password file.
+pub fn libpq_variables() -> impl Iterator<Item = &'static str> {
+    KEYWORD_ENV
+        .iter()
+        .map(|(_, env)| *env)
+        .chain(["USER", "HOME"])
+}
+
 impl ConnInfo {
     /// Parses a connection URI (`postgres://...`, `postgresql://...`) or a keyword/value string
     /// exactly as libpq does. Errors never quote the input (it may hold a password). The

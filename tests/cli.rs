@@ -1,12 +1,112 @@
-//! The command-line contract: the definitions are consistent, the committed man page is what
-//! the code generates, and every pgdrive line in crontab.example parses.
+//! The command-line contract: the definitions are consistent, the committed man page and the
+//! README's settings tables are what the code generates from the settings registry, every
+//! pgdrive line in crontab.example parses, and pgdrive.toml.example reads against the registry.
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use pgdrive::cli::Cli;
+use pgdrive::registry::{Group, Layer, SETTINGS};
 
 #[test]
 fn the_clap_definitions_are_consistent() {
     Cli::command().debug_assert();
+    pgdrive::cli::command().debug_assert();
+}
+
+/// Each flag's help names the settings the registry says it sets; the flags clap reads from the
+/// environment itself use the registry's names.
+#[test]
+fn flag_help_shows_the_registry_settings() {
+    let mut cmd = pgdrive::cli::command();
+    cmd.build();
+    for s in SETTINGS {
+        for flag in s.flags {
+            match (s.layer, flag.split_once(" --")) {
+                (Layer::Settings, Some((sub, long))) => {
+                    let arg = cmd
+                        .find_subcommand(sub)
+                        .and_then(|sc| sc.get_arguments().find(|a| a.get_long() == Some(long)))
+                        .unwrap_or_else(|| panic!("{flag} does not exist"));
+                    let help = arg.get_help().unwrap().to_string();
+                    assert!(
+                        help.contains("[env: ") && help.contains(s.env),
+                        "{flag}: {help}"
+                    );
+                    if let Some(key) = s.key {
+                        assert!(help.contains(&format!("config {key}")), "{flag}: {help}");
+                    }
+                }
+                (Layer::Process, None) => {
+                    let long = flag.trim_start_matches("--");
+                    let arg = cmd
+                        .get_arguments()
+                        .find(|a| a.get_long() == Some(long))
+                        .unwrap_or_else(|| panic!("{flag} does not exist"));
+                    assert_eq!(
+                        arg.get_env().and_then(|e| e.to_str()),
+                        Some(s.env),
+                        "{flag}"
+                    );
+                }
+                other => panic!("{}: {flag}: {other:?}", s.env),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_readme_settings_tables_are_the_registry() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for group in [Group::General, Group::Notify] {
+        let name = group.name();
+        let start = format!("<!-- settings:{name} (generated from src/registry.rs: `pgdrive generate-settings-table {name}`) -->\n");
+        let end = format!("<!-- /settings:{name} -->");
+        let committed = readme
+            .split_once(&start)
+            .and_then(|(_, rest)| rest.split_once(&end))
+            .map(|(table, _)| table)
+            .unwrap_or_else(|| panic!("README lacks the {name} settings table markers"));
+        assert!(
+            committed == pgdrive::registry::markdown_table(group),
+            "README's {name} settings table is stale: replace it with the output of `cargo run -q -- generate-settings-table {name}`"
+        );
+    }
+    // and every setting is in one of them
+    for s in SETTINGS {
+        assert!(readme.contains(&format!("| `{}` |", s.env)), "{}", s.env);
+    }
+}
+
+#[test]
+fn the_example_config_file_reads_against_the_registry() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pgdrive.toml.example"))
+            .unwrap();
+    let values = pgdrive::config_file::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(values.contains_key("DATABASE_URL"));
+    // the commented-out lines are valid keys too, and together they show every setting
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' ')) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let all = pgdrive::config_file::parse(&uncommented).unwrap_or_else(|e| panic!("{e:?}"));
+    for s in SETTINGS.iter().filter(|s| s.layer == Layer::Settings) {
+        assert!(
+            all.contains_key(s.env),
+            "pgdrive.toml.example lacks {:?}",
+            s.key
+        );
+    }
 }
 
 #[test]
@@ -39,7 +139,10 @@ fn every_crontab_example_line_parses() {
             .copied()
             .collect();
         assert!(command[0].ends_with("/pgdrive"), "{line}");
-        Cli::try_parse_from(&command).unwrap_or_else(|e| panic!("{line}\n{e}"));
+        pgdrive::cli::command()
+            .try_get_matches_from(&command)
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .unwrap_or_else(|e| panic!("{line}\n{e}"));
         lines += 1;
     }
     assert!(

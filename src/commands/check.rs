@@ -60,15 +60,31 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     };
 
     // --- configuration
+    let is_config_file_warning = |w: &String| w.starts_with("config file ");
     match &settings.env_file {
-        Some(path) if settings.warnings.is_empty() => report.add(Finding::ok(
-            "env-file",
-            format!("{} is readable only by its owner", path.display()),
-        )),
+        Some(path) if !settings.warnings.iter().any(|w| !is_config_file_warning(w)) => {
+            report.add(Finding::ok(
+                "env-file",
+                format!("{} is readable only by its owner", path.display()),
+            ))
+        }
         _ => {}
     }
+    if let Some(path) = &settings.config_file {
+        if !settings.warnings.iter().any(is_config_file_warning) {
+            report.add(Finding::ok(
+                "config-file",
+                format!("{} is read; every key in it is known", path.display()),
+            ));
+        }
+    }
     for w in &settings.warnings {
-        report.add(Finding::warn("env-file", w.clone(), None));
+        let label = if is_config_file_warning(w) {
+            "config-file"
+        } else {
+            "env-file"
+        };
+        report.add(Finding::warn(label, w.clone(), None));
     }
     let kinds = configured_kinds(&settings, args.kind);
     let mut configs = Vec::new();

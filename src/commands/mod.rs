@@ -22,7 +22,17 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         print!("{}", crate::manpage::render()?);
         return Ok(ExitStatus::Ok);
     }
-    let settings = Settings::load(cli.env_file.as_deref())?;
+    if let Command::GenerateSettingsTable { group } = &cli.command {
+        let group = crate::registry::Group::parse(group).ok_or_else(|| {
+            crate::error::config_error_hint(
+                format!("no settings group {group:?}"),
+                "use general or notify",
+            )
+        })?;
+        print!("{}", crate::registry::markdown_table(group));
+        return Ok(ExitStatus::Ok);
+    }
+    let settings = Settings::load_layers(cli.config.as_deref(), cli.env_file.as_deref())?;
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
@@ -32,6 +42,6 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),
-        Command::GenerateMan => unreachable!(),
+        Command::GenerateMan | Command::GenerateSettingsTable { .. } => unreachable!(),
     }
 }
