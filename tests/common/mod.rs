@@ -207,6 +207,8 @@ pub fn pgdrive() -> Command {
     // fast retries in tests; the policy itself is unit-tested
     cmd.env("PGDRIVE_RETRY_INITIAL_MS", "20")
         .env("PGDRIVE_RETRY_MAX_MS", "200");
+    // no host config file (/etc/pgdrive/pgdrive.toml) may leak in; tests pass --config to use one
+    cmd.env("PGDRIVE_CONFIG", "/dev/null");
     cmd.stdin(Stdio::null());
     cmd
 }
