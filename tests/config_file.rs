@@ -337,3 +337,71 @@ fn a_config_file_holding_a_secret_and_readable_by_others_is_warned_about() {
     );
     assert!(!stderr.contains("Token-Path-Secret"), "{stderr}");
 }
+
+/// The environment-only setup is unchanged: every line of crontab.example runs as written, with
+/// only its env-file path pointing at a test env-file (the variables of the Node.js job), and
+/// does what its comment says.
+#[test]
+fn the_crontab_example_lines_still_run_from_the_env_file_alone() {
+    let db = TestDb::new("cfg_cron");
+    seed_shop(&db);
+    let dir = TempDir::new("cfg_cron");
+    let store = dir.path().join("store");
+    let env_file = write(
+        dir.path().join("pgdrive.env"),
+        &format!(
+            "DATABASE_URL={}\nPGDRIVE_LOCAL_DIR={}\nPGDRIVE_CRITICAL_TABLES=orders,public.customers\n",
+            db.url(),
+            store.display()
+        ),
+        0o600,
+    );
+    let crontab =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crontab.example")).unwrap();
+    let mut kinds_run = Vec::new();
+    for line in crontab
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("/pgdrive "))
+    {
+        let args: Vec<String> = line
+            .split_whitespace()
+            .skip(6) // five schedule fields and the binary
+            .take_while(|a| !a.starts_with(">>") && !a.starts_with("2>"))
+            .map(|a| {
+                if a == "/etc/pgdrive/pgdrive.env" {
+                    env_file.display().to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        assert!(args.contains(&env_file.display().to_string()), "{line}");
+        let r = run(pgdrive().args(&args));
+        assert_eq!(r.status, 0, "{line}\n{r:?}");
+        if let Some(kind) = args
+            .iter()
+            .position(|a| a == "--kind")
+            .map(|i| &args[i + 1])
+        {
+            if args.iter().any(|a| a == "backup") {
+                kinds_run.push(kind.clone());
+                let files = backups_in(&store);
+                assert!(
+                    files.iter().any(|f| f.contains(&format!("-{kind}-"))),
+                    "{line}: {files:?}"
+                );
+            } else {
+                assert!(args.iter().any(|a| a == "verify"), "{line}");
+                assert!(r.stderr.contains("counts equal the backup's"), "{line}\n{r:?}");
+            }
+        }
+    }
+    assert_eq!(kinds_run, ["daily", "hourly", "schema"]);
+    // the hourly backup holds the critical tables only
+    let hourly = backups_in(&store)
+        .into_iter()
+        .find(|f| f.contains("-hourly-"))
+        .unwrap();
+    let sql = gunzip(&std::fs::read(store.join(hourly)).unwrap());
+    assert!(sql.contains("CREATE TABLE public.orders") && !sql.contains("audit_log"));
+}
