@@ -128,12 +128,29 @@ impl Settings {
             .or_else(|| self.file.get(key).filter(|v| !v.is_empty()).cloned())
     }
 
+    /// Where a setting's value comes from, for messages: its name, and the config-file key and
+    /// file when the value is the config file's.
+    pub fn origin(&self, key: &str) -> String {
+        let from_env = std::env::var(key).is_ok_and(|v| !v.is_empty());
+        match (
+            &self.config_file,
+            crate::registry::by_env(key).and_then(|s| s.key),
+        ) {
+            (Some(path), Some(file_key))
+                if !from_env && self.config.get(key).is_some_and(|v| !v.is_empty()) =>
+            {
+                format!("{key} (`{file_key}` in {})", path.display())
+            }
+            _ => key.to_string(),
+        }
+    }
+
     fn parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| {
                 config_error_hint(
-                    format!("{key}={v:?} is not a valid value"),
+                    format!("{}={v:?} is not a valid value", self.origin(key)),
                     "set it to a whole number (see README \"Configuration\")",
                 )
             }),
@@ -153,6 +170,12 @@ fn unknown_env_file_keys(path: &Path, file: &HashMap<String, String>) -> Vec<Str
     unknown
         .into_iter()
         .map(|key| {
+            if let Some(flag) = crate::registry::by_env(key).and_then(|s| s.flags.first()) {
+                return format!(
+                    "env-file {}: {key} is read from the environment or {flag} only; here it is ignored",
+                    path.display()
+                );
+            }
             let guess = match crate::registry::nearest_env(key) {
                 Some(near) => format!(" (did you mean {near}?)"),
                 None => String::new(),
@@ -706,6 +729,23 @@ pub fn normalize_base_url(url: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_env_file_names_are_reported_without_their_values() {
+        let file = parse_env_file(
+            "DATABASE_URL=x\nPGHOST=h\nDATABSE_URL=postgres://u:hunter2@h/db\nNODE_ENV=hunter2\nPGDRIVE_LOG_FORMAT=json\n",
+        )
+        .unwrap();
+        let warnings = unknown_env_file_keys(Path::new("/etc/pgdrive/pgdrive.env"), &file);
+        assert_eq!(
+            warnings,
+            [
+                "env-file /etc/pgdrive/pgdrive.env: DATABSE_URL is not a pgdrive setting (did you mean DATABASE_URL?); it is ignored",
+                "env-file /etc/pgdrive/pgdrive.env: NODE_ENV is not a pgdrive setting; it is ignored",
+                "env-file /etc/pgdrive/pgdrive.env: PGDRIVE_LOG_FORMAT is read from the environment or --log-format only; here it is ignored",
+            ]
+        );
+    }
 
     #[test]
     fn env_file_syntax() {

@@ -174,6 +174,29 @@ fn a_misspelt_key_is_reported_with_the_key_it_meant_and_never_its_value() {
         "not even the catalog was touched"
     );
 
+    // an invalid value names the key and the file it came from
+    let config = write(
+        dir.path().join("threads.toml"),
+        &format!(
+            "database_url = \"{}\"\nthreads = \"many\"\n[local]\ndir = \"{}\"\n",
+            db.url(),
+            store.display()
+        ),
+        0o600,
+    );
+    let r = run(pgdrive()
+        .arg("--config")
+        .arg(&config)
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "PGDRIVE_THREADS (`threads` in {})",
+            config.display()
+        )),
+        "{r:?}"
+    );
+
     // in the env-file: a warning, and the run goes on
     let env_file = write(
         dir.path().join("pgdrive.env"),
@@ -392,7 +415,10 @@ fn the_crontab_example_lines_still_run_from_the_env_file_alone() {
                 );
             } else {
                 assert!(args.iter().any(|a| a == "verify"), "{line}");
-                assert!(r.stderr.contains("counts equal the backup's"), "{line}\n{r:?}");
+                assert!(
+                    r.stderr.contains("counts equal the backup's"),
+                    "{line}\n{r:?}"
+                );
             }
         }
     }
