@@ -14,6 +14,11 @@ const EXIT_STATUS: &[(&str, &str)] = &[
     ("78", "The configuration is invalid; nothing was attempted."),
 ];
 
+const FILES: &[(&str, &str)] = &[
+    ("/etc/pgdrive/pgdrive.toml", "The config file read when no --config (PGDRIVE_CONFIG) names one and it exists: TOML, each key one setting of ENVIRONMENT (see pgdrive.toml.example). An unknown key is a configuration error (78) naming the nearest known key."),
+    ("/etc/pgdrive/pgdrive.env", "The env-file of the examples (--env-file): KEY=VALUE lines, mode 0600. An unknown name is a warning naming the nearest known one."),
+];
+
 const SIGNALS: &[(&str, &str)] = &[
     ("SIGINT, SIGTERM, SIGHUP", "The run stops within seconds: the request in flight is cut, pg_dump killed, the upload session cancelled, the ERROR row written and the notification sent (each bounded to 3 s); exit 1. Should that cleanup hang, pgdrive exits 8 s after the signal anyway. A second signal exits at once."),
 ];
@@ -87,6 +92,7 @@ pub fn render() -> Result<String> {
         .map(|(name, text)| (name.as_str(), text.as_str()))
         .collect();
     section(&mut out, "ENVIRONMENT", &environment);
+    section(&mut out, "FILES", FILES);
     section(&mut out, "EXIT STATUS", EXIT_STATUS);
     section(&mut out, "SIGNALS", SIGNALS);
     man.render_version_section(&mut out)?;

@@ -338,8 +338,33 @@ fn a_config_file_holding_a_secret_and_readable_by_others_is_warned_about() {
         stderr.contains("is readable by group or others (mode 644) and holds secrets (database_url): chmod 600 it"),
         "{stderr}"
     );
+    // `check` shows it among its findings
+    let r = run(pgdrive()
+        .arg("--config")
+        .arg(&open)
+        .args(["check", "--kind", "daily"]));
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("warn") && l.contains("config-file") && l.contains("chmod 600")),
+        "{r:?}"
+    );
+    assert!(
+        !r.stdout.contains(password) && !r.stderr.contains(password),
+        "{r:?}"
+    );
     let closed = write(dir.path().join("closed.toml"), &with_secret, 0o600);
     assert!(!list(&closed).contains("readable by group"));
+    let r = run(pgdrive()
+        .arg("--config")
+        .arg(&closed)
+        .args(["check", "--kind", "daily"]));
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("config-file")),
+        "{r:?}"
+    );
     // readable, but nothing secret in it: no warning
     let harmless = write(
         dir.path().join("harmless.toml"),
