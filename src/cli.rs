@@ -1,5 +1,5 @@
-//! The command line: clap definitions only. Every option documents the environment variable that
-//! can set it; `--help`, the man page and the README's tables are all read from here.
+//! The command line: clap definitions only. `--help` and the man page are read from here, with
+//! each flag's `[env: …]` text added from the settings registry ([`command`]).
 //! Secrets (database password, key files' contents, API keys) have no flags by design.
 
 use std::path::PathBuf;

@@ -747,6 +747,59 @@ mod tests {
         );
     }
 
+    /// The registry documents defaults as text; they must be the defaults the code applies.
+    #[test]
+    fn documented_defaults_are_the_code_defaults() {
+        let documented = |env: &str| {
+            crate::registry::by_env(env)
+                .unwrap()
+                .default
+                .trim_matches('`')
+                .to_string()
+        };
+        for kind in [Kind::Daily, Kind::Hourly, Kind::Schema] {
+            assert_eq!(
+                documented(keep_variable(kind)),
+                default_keep(kind).to_string()
+            );
+        }
+        assert_eq!(
+            documented("PGDRIVE_COMPRESS"),
+            crate::codec::DEFAULT.label()
+        );
+        assert_eq!(
+            parse_size(&documented("PGDRIVE_CHUNK_SIZE")),
+            Some(DEFAULT_CHUNK_SIZE)
+        );
+        assert_eq!(documented("PGDRIVE_FORMAT"), DumpFormat::Plain.as_str());
+        assert_eq!(
+            documented("PGDRIVE_STALL_TIMEOUT_MS"),
+            DEFAULT_STALL_TIMEOUT.as_millis().to_string()
+        );
+        assert_eq!(documented("PGDRIVE_DRIVE_URL"), DEFAULT_DRIVE_URL);
+        let retry = RetryPolicy::default();
+        assert_eq!(
+            documented("PGDRIVE_RETRY_MAX"),
+            retry.max_retries.to_string()
+        );
+        assert_eq!(
+            documented("PGDRIVE_RETRY_INITIAL_MS"),
+            retry.initial.as_millis().to_string()
+        );
+        assert_eq!(
+            documented("PGDRIVE_RETRY_MAX_MS"),
+            retry.max.as_millis().to_string()
+        );
+        assert_eq!(
+            documented("PGDRIVE_SENDGRID_URL"),
+            crate::notify::settings::DEFAULT_SENDGRID_URL
+        );
+        assert_eq!(
+            documented("PGDRIVE_CONFIG"),
+            format!("{DEFAULT_CONFIG_FILE}` when present")
+        );
+    }
+
     #[test]
     fn env_file_syntax() {
         let text = "# comment\n; other comment\nA=1\nexport B = two words  \nC=\"quoted # not comment\"\nD='single \\n raw'\nE=\"multi\nline\"\nF=\"esc \\\" q\"\n\nG=\n";

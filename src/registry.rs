@@ -149,6 +149,9 @@ impl Setting {
 
 use Type::*;
 
+/// Every setting, in the order the docs list them. Each entry reads
+/// `setting(env name, config-file key, type, default, flags, commands, help)`, then whether it
+/// is secret, documented with the notifications, or read by clap alone.
 pub static SETTINGS: &[Setting] = &[
     setting("DATABASE_URL", "database_url", Text, "required for backup", &[], DATABASE,
         "The database to back up: `postgres://user:password@host:port/db?sslmode=…` or `host=… dbname=…`. The password may also come from `~/.pgpass` (or `passfile=`); `PG*` variables fill what the URL leaves out, as in libpq. Both forms are read as libpq reads them (see \"Passwords in connection strings\").")
