@@ -42,12 +42,21 @@ pub struct Settings {
 impl Settings {
     /// The environment and an optional env-file; no config file.
     pub fn load(env_file: Option<&Path>) -> Result<Settings> {
-        Settings::load_layers(Some(Path::new("/dev/null")), env_file)
+        Settings::load_layers(None, env_file)
     }
 
-    /// The environment, the config file (`config`, else [`DEFAULT_CONFIG_FILE`] when it exists)
-    /// and an optional env-file.
-    pub fn load_layers(config: Option<&Path>, env_file: Option<&Path>) -> Result<Settings> {
+    /// The config file to read for a `--config` flag (PGDRIVE_CONFIG): that file, none for
+    /// `/dev/null`, else [`DEFAULT_CONFIG_FILE`] when it exists.
+    pub fn config_file_for(flag: Option<&Path>) -> Option<PathBuf> {
+        match flag {
+            Some(path) if path == Path::new("/dev/null") => None,
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        }
+    }
+
+    /// The environment, an optional config file and an optional env-file.
+    pub fn load_layers(config_file: Option<&Path>, env_file: Option<&Path>) -> Result<Settings> {
         let mut warnings = Vec::new();
         let file = match env_file {
             None => HashMap::new(),
@@ -71,12 +80,7 @@ impl Settings {
                 file
             }
         };
-        let config_file = match config {
-            Some(path) if path == Path::new("/dev/null") => None,
-            Some(path) => Some(path.to_path_buf()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
-        };
-        let config = match &config_file {
+        let config = match config_file {
             None => HashMap::new(),
             Some(path) => crate::config_file::read(path, &mut warnings)?,
         };
@@ -84,7 +88,7 @@ impl Settings {
             file,
             config,
             env_file: env_file.map(Path::to_path_buf),
-            config_file,
+            config_file: config_file.map(Path::to_path_buf),
             warnings,
         };
         settings.register_secrets();
@@ -797,6 +801,25 @@ mod tests {
         assert_eq!(
             documented("PGDRIVE_CONFIG"),
             format!("{DEFAULT_CONFIG_FILE}` when present")
+        );
+    }
+
+    #[test]
+    fn the_config_file_is_the_flag_s_else_the_default_when_present() {
+        let given = Path::new("/srv/pgdrive.toml");
+        assert_eq!(
+            Settings::config_file_for(Some(given)).as_deref(),
+            Some(given)
+        );
+        assert_eq!(
+            Settings::config_file_for(Some(Path::new("/dev/null"))),
+            None
+        );
+        assert_eq!(
+            Settings::config_file_for(None),
+            Path::new(DEFAULT_CONFIG_FILE)
+                .exists()
+                .then(|| PathBuf::from(DEFAULT_CONFIG_FILE))
         );
     }
 

@@ -32,7 +32,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         print!("{}", crate::registry::markdown_table(group));
         return Ok(ExitStatus::Ok);
     }
-    let settings = Settings::load_layers(cli.config.as_deref(), cli.env_file.as_deref())?;
+    let config_file = Settings::config_file_for(cli.config.as_deref());
+    let settings = Settings::load_layers(config_file.as_deref(), cli.env_file.as_deref())?;
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
