@@ -149,7 +149,13 @@ impl Settings {
         }
     }
 
+    /// A whole-number setting.
     fn parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
+        debug_assert_eq!(
+            crate::registry::by_env(key).map(|s| s.ty),
+            Some(crate::registry::Type::Number),
+            "{key} is parsed as a number but not declared as one"
+        );
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| {
@@ -338,6 +344,8 @@ pub struct BackupConfig {
     /// as stalled (zero: never).
     pub stall_timeout: Duration,
     pub settings_warnings: Vec<String>,
+    /// The config file the settings were read from, if any (shown in the first log line).
+    pub config_file: Option<PathBuf>,
 }
 
 pub fn default_keep(kind: Kind) -> u32 {
@@ -565,6 +573,7 @@ impl BackupConfig {
             retry,
             stall_timeout,
             settings_warnings: settings.warnings,
+            config_file: settings.config_file,
         })
     }
 
@@ -603,6 +612,9 @@ impl BackupConfig {
         }
         if !self.critical_tables.is_empty() {
             s.push(("tables", self.critical_tables.join(",")));
+        }
+        if let Some(path) = &self.config_file {
+            s.push(("config", path.display().to_string()));
         }
         s
     }

@@ -62,6 +62,12 @@ fn a_config_file_alone_configures_a_backup_into_a_local_directory() {
     let first = backup();
     assert_eq!(first.status, 0, "{first:?}");
     assert!(first.stderr.contains("keep=1"), "{first:?}");
+    assert!(
+        first
+            .stderr
+            .contains(&format!("config={}", config.display())),
+        "the first log line names the config file: {first:?}"
+    );
     let files = backups_in(&store);
     assert_eq!(files.len(), 1, "{files:?}");
     // a second run prunes the first: `[keep] daily = 1` is honoured
