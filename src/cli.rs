@@ -152,6 +152,12 @@ pub struct StatusArgs {
     /// How many recent runs the size trend and the chart show.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub history: u32,
+
+    /// Show what the target of this name holds (`drive` or `local`), from its listing rather
+    /// than the catalog [default: the catalog, or the first configured target when the catalog
+    /// cannot be read].
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
@@ -272,6 +278,12 @@ pub struct SourceArgs {
     /// Drive API base URL [env: PGDRIVE_DRIVE_URL; default https://www.googleapis.com/].
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
+
+    /// Read from the target of this name: `drive` (the Drive folders) or `local`
+    /// (PGDRIVE_LOCAL_DIR, or --from DIR) [default: drive when Google credentials are set, else
+    /// local; `restore` tries them in that order].
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -8,12 +8,9 @@ use anyhow::Result;
 
 use crate::cli::{Kind, SourceArgs};
 use crate::config::{ReadConfig, Settings};
-use crate::drive::auth::TokenSource;
-use crate::drive::DriveClient;
 use crate::error::config_error_hint;
 use crate::pgconn::ConnInfo;
-use crate::storage::drive::DriveTarget;
-use crate::storage::local::LocalTarget;
+use crate::storage::config as storage_config;
 use crate::storage::{props, Found, Listed, Target};
 
 pub fn load(args: &SourceArgs, settings: Settings) -> Result<ReadConfig> {
@@ -24,36 +21,43 @@ pub fn load(args: &SourceArgs, settings: Settings) -> Result<ReadConfig> {
     Ok(cfg)
 }
 
-/// The readable targets for these kinds (every configured kind when `kind` is `None`): one per
-/// distinct Drive folder, or the local directory.
-pub fn targets(cfg: &ReadConfig, kind: Option<Kind>) -> Result<Vec<Box<dyn Target>>> {
-    let mut out: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(dir) = &cfg.local_dir {
-        out.push(Box::new(LocalTarget::new(dir.clone())));
-        return Ok(out);
-    }
-    let folders: Vec<String> = match kind {
-        Some(k) => vec![cfg.folder(k)?.to_string()],
-        None => {
-            let mut f: Vec<String> = cfg.drive_folders.iter().map(|(_, f)| f.clone()).collect();
-            f.dedup();
-            f
-        }
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    for folder in folders.into_iter().filter(|f| seen.insert(f.clone())) {
-        let client = DriveClient::new(
-            &cfg.drive_url,
-            TokenSource::new(cfg.credentials()?),
-            cfg.retry.clone(),
-        );
-        let mut t = DriveTarget::new(client, folder);
-        let what = t.describe();
-        t.check_readable()
-            .map_err(|e| e.context(format!("opening {what}")))?;
-        out.push(Box::new(t));
+/// The readable targets for these kinds (every configured kind when `kind` is `None`), opened
+/// and checked: those of the target named `--target`, else of the first configured one (Drive
+/// when configured: one per distinct folder; else the local directory).
+pub fn targets(
+    cfg: &ReadConfig,
+    kind: Option<Kind>,
+    wanted: Option<&str>,
+) -> Result<Vec<Box<dyn Target>>> {
+    let mut out = Vec::new();
+    for name in storage_config::choose(cfg, wanted, false)? {
+        out.extend(open_readable(cfg, name, kind)?);
     }
     Ok(out)
+}
+
+/// The names a restore may read from, in order: `--target`'s alone, else every configured
+/// target (Drive, then the local directory), so that it can fall back.
+pub fn candidates(cfg: &ReadConfig, wanted: Option<&str>) -> Result<Vec<&'static str>> {
+    storage_config::choose(cfg, wanted, true)
+}
+
+/// Opens the targets named `name` for `kind` and checks they can be read.
+pub fn open_readable(
+    cfg: &ReadConfig,
+    name: &str,
+    kind: Option<Kind>,
+) -> Result<Vec<Box<dyn Target>>> {
+    storage_config::for_reading(cfg, name, kind)?
+        .into_iter()
+        .map(|c| {
+            let mut t = crate::storage::open(c);
+            let what = t.describe();
+            t.check_readable()
+                .map_err(|e| e.context(format!("opening {what}")))?;
+            Ok(t)
+        })
+        .collect()
 }
 
 /// The database whose backups `latest` means: --database, else DATABASE_URL's.
@@ -77,10 +81,8 @@ pub fn complete_backups(
         selector.insert(props::KIND.to_string(), k.as_str().to_string());
     }
     if let Some(d) = database {
-        selector.insert(
-            props::DATABASE.to_string(),
-            crate::storage::fit_property(props::DATABASE, d),
-        );
+        // at most 63 bytes (NAMEDATALEN): recorded whole on every target
+        selector.insert(props::DATABASE.to_string(), d.to_string());
     }
     let mut listed = target.list(&selector)?;
     listed.retain(|l| l.recorded_digest().is_some());
@@ -134,6 +136,50 @@ pub fn find(
         ));
     };
     target.get(&newest.id)
+}
+
+/// Finds `spec` in the first of `names` that can be reached and holds it (the next one is tried
+/// when a target cannot be opened, listed or read, or lacks the backup), and returns that target
+/// with the backup. When none has it, the first target's error is returned, so a single target
+/// fails exactly as it always did.
+pub fn find_with_fallback(
+    cfg: &ReadConfig,
+    names: &[&str],
+    spec: &str,
+    kind: Kind,
+    database: Option<&str>,
+) -> Result<(Box<dyn Target>, Found)> {
+    let mut first_error = None;
+    for (i, name) in names.iter().enumerate() {
+        let attempt = open_readable(cfg, name, Some(kind)).and_then(|targets| {
+            let mut target = targets.into_iter().next().ok_or_else(|| {
+                config_error_hint(
+                    format!("target {name} has nothing to read"),
+                    "check its settings",
+                )
+            })?;
+            let found = find(target.as_mut(), spec, kind, database)?;
+            Ok((target, found))
+        });
+        match attempt {
+            Ok(hit) => return Ok(hit),
+            Err(e) => {
+                if let Some(next) = names.get(i + 1) {
+                    crate::log::warn(
+                        &format!("target {name} cannot provide the backup; trying target {next}"),
+                        &[("error", crate::error::render(&e))],
+                    );
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        config_error_hint(
+            "no backup storage is configured",
+            "set PGDRIVE_LOCAL_DIR or Google Drive credentials and folder",
+        )
+    }))
 }
 
 /// The catalog connection, if one is configured and reachable within a few seconds; otherwise
