@@ -265,8 +265,9 @@ pub struct BackupArgs {
 /// Where `list`, `restore` and `verify` read backups from.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Read backups from this local directory instead of Google Drive [env: PGDRIVE_LOCAL_DIR,
-    /// used when no Google credentials are configured].
+    /// Read backups from this local directory instead of Google Drive [env: PGDRIVE_LOCAL_DIR:
+    /// the `local` target, read when no Google credentials are configured, with --target local,
+    /// and by restore when Drive cannot provide the backup].
     #[arg(long = "from", value_name = "DIR")]
     pub from_dir: Option<PathBuf>,
 

@@ -67,13 +67,13 @@ impl Harness for Drive {
         let key = std::fs::read_to_string(&self.google.key_file).unwrap();
         let mut t = storage::open(TargetConfig {
             name: "drive".into(),
-            kind: TargetKind::Drive(DriveConfig {
+            kind: TargetKind::Drive(Box::new(DriveConfig {
                 folder_id: self.google.folder.clone(),
                 base_url: self.google.emu.base.clone(),
                 credentials: Credentials::parse(&key, "test key", None).unwrap(),
                 retry: quick_retries(),
                 page_size: self.page_size,
-            }),
+            })),
         });
         t.check_readable().unwrap();
         t
@@ -221,4 +221,49 @@ fn restore_latest_falls_back_to_the_local_copy_when_drive_is_unreachable() {
         r.stderr
     );
     assert_eq!(into.query_i64("SELECT count(*) FROM orders"), 5000);
+}
+
+#[test]
+fn status_shows_what_the_named_target_holds() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("targets_status");
+    let dir = TempDir::new("targets_status");
+    seed_shop(&db);
+    // stored in the local directory only: the Drive folder stays empty
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let status = |target: &str| {
+        run(g
+            .pgdrive(&db)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["status", "--kind", "daily", "--json", "--target", target]))
+    };
+    let daily = |r: &Run| -> serde_json::Value {
+        let dash: serde_json::Value = serde_json::from_str(&r.stdout).expect("status --json");
+        assert_eq!(
+            dash["catalog_ok"], false,
+            "--target must read the storage, not the catalog"
+        );
+        dash["kinds"][0]["last_success"].clone()
+    };
+    let local = status("local");
+    assert_eq!(local.status, 0, "{local:?}");
+    assert!(
+        daily(&local)["filename"]
+            .as_str()
+            .is_some_and(|f| f.contains("-daily-")),
+        "{}",
+        local.stdout
+    );
+    let drive = status("drive");
+    assert_eq!(
+        drive.status, 1,
+        "an empty Drive folder has no recent backup: {drive:?}"
+    );
+    assert!(daily(&drive).is_null(), "{}", drive.stdout);
+    let unknown = status("s3");
+    assert_eq!(unknown.status, 78, "{unknown:?}");
 }

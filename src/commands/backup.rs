@@ -405,10 +405,19 @@ fn back_up(
     };
     for t in targets.iter_mut() {
         let what = t.describe();
-        if let Some(why) = t.capabilities().part_size.refuse(cfg.chunk_size) {
+        let caps = t.capabilities();
+        if let Some(why) = caps.part_size.refuse(cfg.chunk_size) {
             let refused: Result<()> = Err(crate::error::config_error_hint(
                 format!("chunk size {} does not suit {what}: {why}", cfg.chunk_size),
                 "set PGDRIVE_CHUNK_SIZE (--chunk-size) to a size every target accepts, e.g. 8MiB",
+            ));
+            refused.at("preflight")?;
+        }
+        if !caps.metadata_after_upload {
+            // the checksums are known only at the end of the stream, and are recorded then
+            let refused: Result<()> = Err(crate::error::config_error_hint(
+                format!("{what} cannot record properties after an upload, which pgdrive needs for the checksums"),
+                "use a Drive folder or a local directory for this target",
             ));
             refused.at("preflight")?;
         }

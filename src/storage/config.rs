@@ -28,7 +28,7 @@ pub struct TargetConfig {
 
 #[derive(Debug)]
 pub enum TargetKind {
-    Drive(DriveConfig),
+    Drive(Box<DriveConfig>),
     Local {
         dir: PathBuf,
     },
@@ -56,13 +56,13 @@ pub fn for_backup(cfg: &mut BackupConfig) -> Vec<TargetConfig> {
     if let Some(d) = cfg.drive.take() {
         out.push(TargetConfig {
             name: DRIVE.into(),
-            kind: TargetKind::Drive(DriveConfig {
+            kind: TargetKind::Drive(Box::new(DriveConfig {
                 folder_id: d.folder_id,
                 base_url: d.base_url,
                 credentials: d.credentials,
                 retry: cfg.retry.clone(),
                 page_size: DriveConfig::DEFAULT_PAGE_SIZE,
-            }),
+            })),
         });
     }
     if let Some(dir) = &cfg.local_dir {
@@ -134,13 +134,13 @@ pub fn for_reading(cfg: &ReadConfig, name: &str, kind: Option<Kind>) -> Result<V
         .map(|folder_id| {
             Ok(TargetConfig {
                 name: DRIVE.into(),
-                kind: TargetKind::Drive(DriveConfig {
+                kind: TargetKind::Drive(Box::new(DriveConfig {
                     folder_id,
                     base_url: cfg.drive_url.clone(),
                     credentials: cfg.credentials()?,
                     retry: cfg.retry.clone(),
                     page_size: DriveConfig::DEFAULT_PAGE_SIZE,
-                }),
+                })),
             })
         })
         .collect()
@@ -174,7 +174,7 @@ pub fn for_status(
         )?;
         candidates.push(TargetConfig {
             name: DRIVE.into(),
-            kind: TargetKind::Drive(DriveConfig {
+            kind: TargetKind::Drive(Box::new(DriveConfig {
                 folder_id,
                 base_url,
                 credentials,
@@ -183,7 +183,7 @@ pub fn for_status(
                     ..RetryPolicy::default()
                 },
                 page_size: DriveConfig::DEFAULT_PAGE_SIZE,
-            }),
+            })),
         });
     }
     if let Some(dir) = settings.get("PGDRIVE_LOCAL_DIR") {

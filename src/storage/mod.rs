@@ -256,7 +256,7 @@ pub struct Capabilities {
 /// Builds the target a configuration describes: the only place targets are constructed.
 pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
     match config.kind {
-        config::TargetKind::Drive(d) => Box::new(drive::DriveTarget::from_config(config.name, d)),
+        config::TargetKind::Drive(d) => Box::new(drive::DriveTarget::from_config(config.name, *d)),
         config::TargetKind::Local { dir } => Box::new(local::LocalTarget::new(config.name, dir)),
         config::TargetKind::Memory(store) => {
             Box::new(memory::MemoryTarget::new(config.name, store))
@@ -267,7 +267,7 @@ pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
 /// A Drive target from a configuration that must describe one (for `check`'s Drive-only probes).
 pub fn open_drive(config: config::TargetConfig) -> Option<drive::DriveTarget> {
     match config.kind {
-        config::TargetKind::Drive(d) => Some(drive::DriveTarget::from_config(config.name, d)),
+        config::TargetKind::Drive(d) => Some(drive::DriveTarget::from_config(config.name, *d)),
         _ => None,
     }
 }
