@@ -267,3 +267,29 @@ fn status_shows_what_the_named_target_holds() {
     let unknown = status("s3");
     assert_eq!(unknown.status, 78, "{unknown:?}");
 }
+
+#[test]
+fn restore_does_not_guess_on_another_target_when_latest_is_ambiguous() {
+    let g = Google::shared_drive();
+    let a = TestDb::new("targets_ambig_a");
+    let b = TestDb::new("targets_ambig_b");
+    let dir = TempDir::new("targets_ambig");
+    backed_up_twice(&a, &g, &dir); // Drive and the local directory
+    seed_shop(&b);
+    let r = run(g.pgdrive(&b).args(["backup", "--kind", "daily"])); // Drive only
+    assert_eq!(r.status, 0, "{r:?}");
+    let into = TestDb::new("targets_ambig_into");
+    // no DATABASE_URL, no --database: Drive holds two databases' backups, the local copy one
+    let r = run(g
+        .pgdrive(&a)
+        .env_remove("DATABASE_URL")
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args(["restore", "latest", "--target-url", &into.url()]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("which one is latest?"), "{}", r.stderr);
+    assert!(!r.stderr.contains("trying target local"), "{}", r.stderr);
+    assert_eq!(
+        into.query_i64("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        0
+    );
+}

@@ -101,13 +101,43 @@ pub fn find(
     kind: Kind,
     database: Option<&str>,
 ) -> Result<Found> {
+    find_in(target, spec, kind, database).map_err(FindError::into_inner)
+}
+
+/// Why a backup was not found: `Ambiguous` (backups of several databases, and none named) is a
+/// question for the operator that another target must not answer by guessing.
+enum FindError {
+    Ambiguous(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl FindError {
+    fn into_inner(self) -> anyhow::Error {
+        match self {
+            FindError::Ambiguous(e) | FindError::Other(e) => e,
+        }
+    }
+}
+
+impl From<anyhow::Error> for FindError {
+    fn from(e: anyhow::Error) -> FindError {
+        FindError::Other(e)
+    }
+}
+
+fn find_in(
+    target: &mut dyn Target,
+    spec: &str,
+    kind: Kind,
+    database: Option<&str>,
+) -> std::result::Result<Found, FindError> {
     if spec != "latest" {
         let found = target.get(spec)?;
         if found.listed.recorded_digest().is_none() {
-            return Err(config_error_hint(
+            return Err(FindError::Other(config_error_hint(
                 format!("{} ({spec}) is not a complete pgdrive backup: it has no recorded size and checksums", found.listed.name),
                 "take the id of a complete backup from `pgdrive list`",
-            ));
+            )));
         }
         return Ok(found);
     }
@@ -117,14 +147,14 @@ pub fn find(
         names.sort();
         names.dedup();
         if names.len() > 1 {
-            return Err(config_error_hint(
+            return Err(FindError::Ambiguous(config_error_hint(
                 format!("{kind} backups of several databases are stored here ({}): which one is latest?", names.join(", ")),
                 "pass --database NAME (or set DATABASE_URL)",
-            ));
+            )));
         }
     }
     let Some(newest) = all.into_iter().next() else {
-        return Err(config_error_hint(
+        return Err(FindError::Other(config_error_hint(
             format!(
                 "no complete {kind} backup{} in {}",
                 database
@@ -133,14 +163,14 @@ pub fn find(
                 target.describe()
             ),
             "`pgdrive list` shows what is stored; choose another with --kind or --database",
-        ));
+        )));
     };
-    target.get(&newest.id)
+    Ok(target.get(&newest.id)?)
 }
 
 /// Finds `spec` in the first of `names` that can be reached and holds it (the next one is tried
-/// when a target cannot be opened, listed or read, or lacks the backup), and returns that target
-/// with the backup. When none has it, the first target's error is returned, so a single target
+/// when a target cannot be opened, listed or read, or lacks the backup; not when `latest` is
+/// ambiguous there), and returns that target with the backup. When none has it, the first target's error is returned, so a single target
 /// fails exactly as it always did.
 pub fn find_with_fallback(
     cfg: &ReadConfig,
@@ -151,19 +181,24 @@ pub fn find_with_fallback(
 ) -> Result<(Box<dyn Target>, Found)> {
     let mut first_error = None;
     for (i, name) in names.iter().enumerate() {
-        let attempt = open_readable(cfg, name, Some(kind)).and_then(|targets| {
-            let mut target = targets.into_iter().next().ok_or_else(|| {
-                config_error_hint(
-                    format!("target {name} has nothing to read"),
-                    "check its settings",
-                )
-            })?;
-            let found = find(target.as_mut(), spec, kind, database)?;
+        let attempt = (|| -> std::result::Result<_, FindError> {
+            let mut target = open_readable(cfg, name, Some(kind))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    config_error_hint(
+                        format!("target {name} has nothing to read"),
+                        "check its settings",
+                    )
+                })?;
+            let found = find_in(target.as_mut(), spec, kind, database)?;
             Ok((target, found))
-        });
+        })();
         match attempt {
             Ok(hit) => return Ok(hit),
-            Err(e) => {
+            // which database is meant is for the operator to say, not for the next target
+            Err(FindError::Ambiguous(e)) => return Err(e),
+            Err(FindError::Other(e)) => {
                 if let Some(next) = names.get(i + 1) {
                     crate::log::warn(
                         &format!("target {name} cannot provide the backup; trying target {next}"),
