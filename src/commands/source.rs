@@ -345,6 +345,80 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::config::{TargetConfig, TargetKind};
+    use crate::storage::memory::{Faults, MemoryStore};
+    use crate::storage::{Completion, Hasher};
+
+    fn memory(store: &MemoryStore) -> Box<dyn Target> {
+        crate::storage::open(TargetConfig {
+            name: "mem".into(),
+            kind: TargetKind::Memory(store.clone()),
+        })
+    }
+
+    /// Stores a daily backup of `database`; `complete: false` leaves out the recorded checksums.
+    fn stored(t: &mut dyn Target, name: &str, database: &str, complete: bool) -> String {
+        let props = std::collections::BTreeMap::from([
+            (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
+            (props::KIND.to_string(), "daily".to_string()),
+            (props::DATABASE.to_string(), database.to_string()),
+        ]);
+        let data = name.as_bytes().to_vec();
+        let mut h = Hasher::default();
+        h.update(&data);
+        let digest = h.finish();
+        let mut done = Completion {
+            properties: Default::default(),
+            digest: digest.clone(),
+            row_counts: Default::default(),
+        };
+        if complete {
+            done.properties = std::collections::BTreeMap::from([
+                (props::SHA256.to_string(), digest.sha256),
+                (props::MD5.to_string(), digest.md5),
+                (props::SIZE.to_string(), digest.size.to_string()),
+            ]);
+        }
+        let mut up = t.begin(name, "application/gzip", &props, 1 << 20).unwrap();
+        up.write(data).unwrap();
+        let id = up.finish(&done).unwrap().id;
+        std::thread::sleep(std::time::Duration::from_millis(2)); // distinct creation times
+        id
+    }
+
+    #[test]
+    fn latest_is_the_newest_complete_backup_of_the_database_and_never_a_guess() {
+        let store = MemoryStore::default();
+        let mut t = memory(&store);
+        stored(t.as_mut(), "a-1", "a", true);
+        let newest_complete = stored(t.as_mut(), "a-2", "a", true);
+        stored(t.as_mut(), "a-3", "a", false); // newer, but its checksums were never recorded
+        let found = find(t.as_mut(), "latest", Kind::Daily, Some("a")).unwrap();
+        assert_eq!(found.listed.id, newest_complete);
+        // the only database stored: no name needed
+        assert_eq!(
+            find(t.as_mut(), "latest", Kind::Daily, None)
+                .unwrap()
+                .listed
+                .id,
+            newest_complete
+        );
+        // an incomplete backup asked for by id is refused
+        let incomplete = t.list(&Default::default()).unwrap();
+        let a3 = incomplete.iter().find(|l| l.name == "a-3").unwrap();
+        assert!(find(t.as_mut(), &a3.id, Kind::Daily, None).is_err());
+        // two databases and none named: a question, not a guess
+        stored(t.as_mut(), "b-1", "b", true);
+        let e = find(t.as_mut(), "latest", Kind::Daily, None).unwrap_err();
+        assert!(format!("{e:#}").contains("which one is latest?"), "{e:#}");
+        assert!(find(t.as_mut(), "latest", Kind::Hourly, Some("a")).is_err());
+        // a storage that cannot be reached fails the lookup
+        store.set_faults(Faults {
+            unreachable: true,
+            ..Faults::default()
+        });
+        assert!(find(t.as_mut(), "latest", Kind::Daily, Some("a")).is_err());
+    }
 
     #[test]
     fn user_urls_must_name_their_database() {
