@@ -177,6 +177,12 @@ pub struct StatusArgs {
     /// How many recent runs the size trend and the chart show.
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub history: u32,
+
+    /// Show what the target of this name holds (`drive` or `local`), from its listing rather
+    /// than the catalog [default: the catalog, or the first configured target when the catalog
+    /// cannot be read].
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
@@ -279,8 +285,9 @@ pub struct BackupArgs {
 /// Where `list`, `restore` and `verify` read backups from.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Read backups from this local directory instead of Google Drive (the setting is used when
-    /// no Google credentials are configured).
+    /// Read backups from this local directory instead of Google Drive: the `local` target, read
+    /// when no Google credentials are configured, with --target local, and by restore when Drive
+    /// cannot provide the backup.
     #[arg(long = "from", value_name = "DIR")]
     pub from_dir: Option<PathBuf>,
 
@@ -292,6 +299,12 @@ pub struct SourceArgs {
     /// Drive API base URL.
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
+
+    /// Read from the target of this name: `drive` (the Drive folders) or `local`
+    /// (PGDRIVE_LOCAL_DIR, or --from DIR) [default: drive when Google credentials are set, else
+    /// local; `restore` tries them in that order].
+    #[arg(long = "target", value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -60,9 +60,10 @@ impl DbLocale {
         })
     }
 
-    /// As backup properties; `None` when a value is too long for a Drive property (then none of
-    /// them is recorded: a cut locale name would create the wrong database).
-    pub fn properties(&self) -> Option<Vec<(String, String)>> {
+    /// As backup properties; `None` when a value is too long for a property of `budget` bytes
+    /// (the targets' [`crate::storage::Capabilities::max_property_bytes`]; then none of them is
+    /// recorded: a cut locale name would create the wrong database).
+    pub fn properties(&self, budget: Option<usize>) -> Option<Vec<(String, String)>> {
         let mut out = vec![
             (props::ENCODING, self.encoding.as_str()),
             (props::LOCALE_PROVIDER, self.provider.as_str()),
@@ -73,7 +74,9 @@ impl DbLocale {
             out.push((props::PROVIDER_LOCALE, l.as_str()));
         }
         out.into_iter()
-            .map(|(k, v)| (crate::storage::fit_property(k, v) == v).then(|| (k.into(), v.into())))
+            .map(|(k, v)| {
+                (crate::storage::fit_property(k, v, budget) == v).then(|| (k.into(), v.into()))
+            })
             .collect()
     }
 
@@ -159,7 +162,8 @@ mod tests {
 
     #[test]
     fn properties_round_trip() {
-        let props: BTreeMap<String, String> = icu().properties().unwrap().into_iter().collect();
+        let props: BTreeMap<String, String> =
+            icu().properties(Some(124)).unwrap().into_iter().collect();
         assert_eq!(DbLocale::from_properties(&props), Some(icu()));
         assert_eq!(DbLocale::from_properties(&BTreeMap::new()), None);
     }
@@ -168,7 +172,11 @@ mod tests {
     fn a_locale_too_long_for_drive_is_not_recorded_at_all() {
         let mut l = icu();
         l.collate = "x".repeat(120);
-        assert_eq!(l.properties(), None);
+        assert_eq!(l.properties(Some(124)), None);
+        assert!(
+            l.properties(None).is_some(),
+            "a target without a limit records it"
+        );
     }
 
     #[test]

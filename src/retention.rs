@@ -22,10 +22,8 @@ pub fn selector(kind: &str, database: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
         (props::KIND.to_string(), kind.to_string()),
-        (
-            props::DATABASE.to_string(),
-            crate::storage::fit_property(props::DATABASE, database),
-        ),
+        // a database name has at most 63 bytes (NAMEDATALEN), so every target records it whole
+        (props::DATABASE.to_string(), database.to_string()),
     ])
 }
 

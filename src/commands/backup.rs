@@ -21,8 +21,6 @@ use anyhow::{bail, Context, Result};
 use crate::catalog::{self, RunRecord};
 use crate::cli::{BackupArgs, Kind};
 use crate::config::{BackupConfig, Settings};
-use crate::drive::auth::TokenSource;
-use crate::drive::DriveClient;
 use crate::error::ExitStatus;
 use crate::lock;
 use crate::log;
@@ -33,9 +31,7 @@ use crate::retention;
 // shared with `check`, `status` and `migrate`: one implementation of each
 pub use crate::server::{connect, connect_as};
 use crate::server::{resolve_tables, server_version};
-use crate::storage::drive::DriveTarget;
-use crate::storage::local::LocalTarget;
-use crate::storage::{props, Completion, StoredObject, Target, Upload};
+use crate::storage::{props, Backend, Completion, StoredObject, Target, Upload};
 use crate::timeutil;
 
 /// Facts gathered during the run, for the catalog row, the properties and the logs.
@@ -205,11 +201,11 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     record.md5 = Some(digest.md5.clone());
     record.drive_file_id = stored
         .iter()
-        .find(|s| s.target == "drive")
+        .find(|s| s.backend == Backend::Drive)
         .map(|s| s.id.clone());
     record.local_path = stored
         .iter()
-        .find(|s| s.target == "local")
+        .find(|s| s.backend == Backend::Local)
         .map(|s| s.location.clone());
     if let Err(e) = guard
         .verify_held()
@@ -227,7 +223,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
                 Ok((deleted, now_kept)) => {
                     kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
-                    let (drive_ids, local_names) = if target.label() == "drive" {
+                    let (drive_ids, local_names) = if target.backend() == Backend::Drive {
                         (deleted, vec![])
                     } else {
                         (vec![], deleted)
@@ -294,7 +290,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         ("sha256", digest.sha256.clone()),
     ];
     for s in &stored {
-        fields.push(if s.target == "drive" {
+        fields.push(if s.backend == Backend::Drive {
             ("drive", s.location.clone())
         } else {
             ("local", s.location.clone())
@@ -373,19 +369,10 @@ impl FollowUps {
 
 /// The storage targets, Drive first. Takes the credentials out of the configuration.
 fn build_targets(cfg: &mut BackupConfig) -> Vec<Box<dyn Target>> {
-    let mut targets: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(d) = cfg.drive.take() {
-        let client = DriveClient::new(
-            &d.base_url,
-            TokenSource::new(d.credentials),
-            cfg.retry.clone(),
-        );
-        targets.push(Box::new(DriveTarget::new(client, d.folder_id)));
-    }
-    if let Some(dir) = &cfg.local_dir {
-        targets.push(Box::new(LocalTarget::new(dir.clone())));
-    }
-    targets
+    crate::storage::config::for_backup(cfg)
+        .into_iter()
+        .map(crate::storage::open)
+        .collect()
 }
 
 /// Everything from the preflight to the verified upload. Returns what was stored.
@@ -418,6 +405,22 @@ fn back_up(
     };
     for t in targets.iter_mut() {
         let what = t.describe();
+        let caps = t.capabilities();
+        if let Some(why) = caps.part_size.refuse(cfg.chunk_size) {
+            let refused: Result<()> = Err(crate::error::config_error_hint(
+                format!("chunk size {} does not suit {what}: {why}", cfg.chunk_size),
+                "set PGDRIVE_CHUNK_SIZE (--chunk-size) to a size every target accepts, e.g. 8MiB",
+            ));
+            refused.at("preflight")?;
+        }
+        if !caps.metadata_after_upload {
+            // the checksums are known only at the end of the stream, and are recorded then
+            let refused: Result<()> = Err(crate::error::config_error_hint(
+                format!("{what} cannot record properties after an upload, which pgdrive needs for the checksums"),
+                "use a Drive folder or a local directory for this target",
+            ));
+            refused.at("preflight")?;
+        }
         crate::signals::waiting_on(format!("{what} did not answer the preflight"));
         t.preflight()
             .with_context(|| format!("checking {what}"))
@@ -453,7 +456,12 @@ fn back_up(
         cfg.codec.extension()
     );
     facts.file_name = Some(name.clone());
-    let properties = initial_properties(cfg, facts, &pg_dump);
+    // one set of properties for every target, so it must fit the strictest one's limit
+    let budget = targets
+        .iter()
+        .filter_map(|t| t.capabilities().max_property_bytes)
+        .min();
+    let properties = initial_properties(cfg, facts, &pg_dump, budget);
     let args = pgdump::arguments(cfg.kind, cfg.format, &tables);
     let env = cfg.database.child_env();
     stream(targets, &name, &properties, cfg, &pg_dump, &args, &env)
@@ -701,7 +709,7 @@ fn prune(
         log::info(
             "pruned",
             &[
-                ("target", target.label().to_string()),
+                ("target", target.name().to_string()),
                 ("file", name),
                 ("id", id.clone()),
             ],
@@ -711,7 +719,7 @@ fn prune(
     log::info(
         "retention applied",
         &[
-            ("target", target.label().to_string()),
+            ("target", target.name().to_string()),
             ("kept", plan.keep.len().to_string()),
             ("deleted", deleted.len().to_string()),
         ],
@@ -723,10 +731,11 @@ fn initial_properties(
     cfg: &BackupConfig,
     facts: &RunFacts,
     pg_dump: &PgDump,
+    budget: Option<usize>,
 ) -> BTreeMap<String, String> {
-    let fit = |k: &str, v: &str| (k.to_string(), crate::storage::fit_property(k, v));
+    let fit = |k: &str, v: &str| (k.to_string(), crate::storage::fit_property(k, v, budget));
     let locale = facts.locale.as_ref().and_then(|l| {
-        let recorded = l.properties();
+        let recorded = l.properties(budget);
         if recorded.is_none() {
             log::warn(
                 "the database's locale names are too long to record; restore --create will use the server's defaults",

@@ -15,15 +15,13 @@ use clap::Parser;
 use crate::cli::{BackupArgs, CheckArgs, Cli, Command, Kind};
 use crate::config::{database_from, BackupConfig, Settings};
 use crate::dashboard;
-use crate::drive::auth::TokenSource;
-use crate::drive::{DriveClient, DriveError};
+use crate::drive::DriveError;
 use crate::error::ExitStatus;
 use crate::health::{configured_kinds, Finding, Level, CONTRIBUTED_CHECKS};
 use crate::pgconn::ConnInfo;
 use crate::server::{connect, resolve_tables, server_version};
+use crate::storage::config::TargetKind;
 use crate::storage::drive::{DriveTarget, ProbeFailure};
-use crate::storage::local::LocalTarget;
-use crate::storage::Target;
 use crate::{catalog, lock, pgdump};
 
 /// Prints findings as they are made (a slow Drive call should not hide the database's verdict).
@@ -145,29 +143,32 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     // --- storage
     let mut seen = BTreeSet::new();
     for cfg in configs.iter_mut() {
-        if let Some(d) = cfg.drive.take() {
-            let client = DriveClient::new(
-                &d.base_url,
-                TokenSource::new(d.credentials),
-                cfg.retry.clone(),
-            );
-            let mut target = DriveTarget::new(client, d.folder_id.clone());
-            check_drive(
-                &mut report,
-                cfg.kind,
-                &mut target,
-                &d.folder_id,
-                &mut seen,
-                &last_sizes,
-            );
-        }
-        if let Some(dir) = &cfg.local_dir {
-            match LocalTarget::new(dir.clone()).preflight() {
-                Ok(()) => report.add(Finding::ok(
-                    format!("local {}", cfg.kind),
-                    format!("{} can be written", dir.display()),
-                )),
-                Err(e) => report.add(Finding::from_error(format!("local {}", cfg.kind), &e)),
+        let kind = cfg.kind;
+        for target in crate::storage::config::for_backup(cfg) {
+            match &target.kind {
+                TargetKind::Drive(d) => {
+                    let folder_id = d.folder_id.clone();
+                    let mut drive = crate::storage::open_drive(target).expect("a Drive target");
+                    check_drive(
+                        &mut report,
+                        kind,
+                        &mut drive,
+                        &folder_id,
+                        &mut seen,
+                        &last_sizes,
+                    );
+                }
+                TargetKind::Local { dir } => {
+                    let dir = dir.display().to_string();
+                    match crate::storage::open(target).preflight() {
+                        Ok(()) => report.add(Finding::ok(
+                            format!("local {kind}"),
+                            format!("{dir} can be written"),
+                        )),
+                        Err(e) => report.add(Finding::from_error(format!("local {kind}"), &e)),
+                    }
+                }
+                TargetKind::Memory(_) => {}
             }
         }
     }

@@ -12,7 +12,7 @@ use super::source;
 use crate::cli::ListArgs;
 use crate::config::Settings;
 use crate::error::ExitStatus;
-use crate::storage::{props, Listed};
+use crate::storage::{props, Backend, Listed};
 
 /// What the catalog knows about one stored backup.
 #[derive(Default, Clone)]
@@ -24,9 +24,11 @@ struct CatalogFacts {
 
 pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
-    let mut rows: Vec<(String, Listed)> = Vec::new();
-    for mut target in source::targets(&cfg, args.kind)? {
-        let label = target.label().to_string();
+    // (target name, its backend, the backup)
+    let mut rows: Vec<(String, Backend, Listed)> = Vec::new();
+    for mut target in source::targets(&cfg, args.kind, args.source.target.as_deref())? {
+        let backend = target.backend();
+        let label = target.name().to_string();
         let what = target.describe();
         let mut selector = std::collections::BTreeMap::from([(
             props::MARKER.to_string(),
@@ -47,13 +49,13 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
                         .as_deref()
                         .is_none_or(|d| l.prop(props::DATABASE) == Some(d))
                 })
-                .map(|l| (label.clone(), l)),
+                .map(|l| (label.clone(), backend, l)),
         );
     }
     rows.sort_by(|a, b| {
-        b.1.created_ms
-            .cmp(&a.1.created_ms)
-            .then_with(|| b.1.name.cmp(&a.1.name))
+        b.2.created_ms
+            .cmp(&a.2.created_ms)
+            .then_with(|| b.2.name.cmp(&a.2.name))
     });
 
     let catalog = source::optional_catalog(&cfg)
@@ -66,9 +68,9 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
             );
             None
         });
-    let lookup = |label: &str, l: &Listed| -> Option<CatalogFacts> {
+    let lookup = |backend: Backend, l: &Listed| -> Option<CatalogFacts> {
         let map = catalog.as_ref()?;
-        let key = if label == "drive" {
+        let key = if backend == Backend::Drive {
             format!("drive:{}", l.id)
         } else {
             format!("local:{}", l.name)
@@ -79,8 +81,8 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
     if args.json {
         let out: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(label, l)| {
-                let facts = lookup(label, l);
+            .map(|(label, backend, l)| {
+                let facts = lookup(*backend, l);
                 let digest = l.recorded_digest();
                 json!({
                     "id": l.id,
@@ -118,8 +120,8 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
     ];
     let table: Vec<[String; 7]> = rows
         .iter()
-        .map(|(label, l)| {
-            let facts = lookup(label, l);
+        .map(|(_, backend, l)| {
+            let facts = lookup(*backend, l);
             let verified = match facts.as_ref().and_then(|f| f.verified_at.clone()) {
                 Some(at) => format!(
                     "{} {}",

@@ -472,9 +472,10 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     };
 
     let database = source::wanted_database(&cfg, &args.source);
-    let mut targets = source::targets(&cfg, Some(args.kind))?;
-    let target = targets[0].as_mut();
-    let found = source::find(target, &args.backup, args.kind, database.as_deref())?;
+    let names = source::candidates(&cfg, args.source.target.as_deref())?;
+    let (mut storage, found) =
+        source::find_with_fallback(&cfg, &names, &args.backup, args.kind, database.as_deref())?;
+    let target = storage.as_mut();
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;

@@ -8,12 +8,9 @@ use anyhow::Result;
 
 use crate::cli::{Kind, SourceArgs};
 use crate::config::{ReadConfig, Settings};
-use crate::drive::auth::TokenSource;
-use crate::drive::DriveClient;
 use crate::error::config_error_hint;
 use crate::pgconn::ConnInfo;
-use crate::storage::drive::DriveTarget;
-use crate::storage::local::LocalTarget;
+use crate::storage::config as storage_config;
 use crate::storage::{props, Found, Listed, Target};
 
 pub fn load(args: &SourceArgs, settings: Settings) -> Result<ReadConfig> {
@@ -24,36 +21,43 @@ pub fn load(args: &SourceArgs, settings: Settings) -> Result<ReadConfig> {
     Ok(cfg)
 }
 
-/// The readable targets for these kinds (every configured kind when `kind` is `None`): one per
-/// distinct Drive folder, or the local directory.
-pub fn targets(cfg: &ReadConfig, kind: Option<Kind>) -> Result<Vec<Box<dyn Target>>> {
-    let mut out: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(dir) = &cfg.local_dir {
-        out.push(Box::new(LocalTarget::new(dir.clone())));
-        return Ok(out);
-    }
-    let folders: Vec<String> = match kind {
-        Some(k) => vec![cfg.folder(k)?.to_string()],
-        None => {
-            let mut f: Vec<String> = cfg.drive_folders.iter().map(|(_, f)| f.clone()).collect();
-            f.dedup();
-            f
-        }
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    for folder in folders.into_iter().filter(|f| seen.insert(f.clone())) {
-        let client = DriveClient::new(
-            &cfg.drive_url,
-            TokenSource::new(cfg.credentials()?),
-            cfg.retry.clone(),
-        );
-        let mut t = DriveTarget::new(client, folder);
-        let what = t.describe();
-        t.check_readable()
-            .map_err(|e| e.context(format!("opening {what}")))?;
-        out.push(Box::new(t));
+/// The readable targets for these kinds (every configured kind when `kind` is `None`), opened
+/// and checked: those of the target named `--target`, else of the first configured one (Drive
+/// when configured: one per distinct folder; else the local directory).
+pub fn targets(
+    cfg: &ReadConfig,
+    kind: Option<Kind>,
+    wanted: Option<&str>,
+) -> Result<Vec<Box<dyn Target>>> {
+    let mut out = Vec::new();
+    for name in storage_config::choose(cfg, wanted, false)? {
+        out.extend(open_readable(cfg, name, kind)?);
     }
     Ok(out)
+}
+
+/// The names a restore may read from, in order: `--target`'s alone, else every configured
+/// target (Drive, then the local directory), so that it can fall back.
+pub fn candidates(cfg: &ReadConfig, wanted: Option<&str>) -> Result<Vec<&'static str>> {
+    storage_config::choose(cfg, wanted, true)
+}
+
+/// Opens the targets named `name` for `kind` and checks they can be read.
+pub fn open_readable(
+    cfg: &ReadConfig,
+    name: &str,
+    kind: Option<Kind>,
+) -> Result<Vec<Box<dyn Target>>> {
+    storage_config::for_reading(cfg, name, kind)?
+        .into_iter()
+        .map(|c| {
+            let mut t = crate::storage::open(c);
+            let what = t.describe();
+            t.check_readable()
+                .map_err(|e| e.context(format!("opening {what}")))?;
+            Ok(t)
+        })
+        .collect()
 }
 
 /// The database whose backups `latest` means: --database, else DATABASE_URL's.
@@ -77,10 +81,8 @@ pub fn complete_backups(
         selector.insert(props::KIND.to_string(), k.as_str().to_string());
     }
     if let Some(d) = database {
-        selector.insert(
-            props::DATABASE.to_string(),
-            crate::storage::fit_property(props::DATABASE, d),
-        );
+        // at most 63 bytes (NAMEDATALEN): recorded whole on every target
+        selector.insert(props::DATABASE.to_string(), d.to_string());
     }
     let mut listed = target.list(&selector)?;
     listed.retain(|l| l.recorded_digest().is_some());
@@ -99,13 +101,43 @@ pub fn find(
     kind: Kind,
     database: Option<&str>,
 ) -> Result<Found> {
+    find_in(target, spec, kind, database).map_err(FindError::into_inner)
+}
+
+/// Why a backup was not found: `Ambiguous` (backups of several databases, and none named) is a
+/// question for the operator that another target must not answer by guessing.
+enum FindError {
+    Ambiguous(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl FindError {
+    fn into_inner(self) -> anyhow::Error {
+        match self {
+            FindError::Ambiguous(e) | FindError::Other(e) => e,
+        }
+    }
+}
+
+impl From<anyhow::Error> for FindError {
+    fn from(e: anyhow::Error) -> FindError {
+        FindError::Other(e)
+    }
+}
+
+fn find_in(
+    target: &mut dyn Target,
+    spec: &str,
+    kind: Kind,
+    database: Option<&str>,
+) -> std::result::Result<Found, FindError> {
     if spec != "latest" {
         let found = target.get(spec)?;
         if found.listed.recorded_digest().is_none() {
-            return Err(config_error_hint(
+            return Err(FindError::Other(config_error_hint(
                 format!("{} ({spec}) is not a complete pgdrive backup: it has no recorded size and checksums", found.listed.name),
                 "take the id of a complete backup from `pgdrive list`",
-            ));
+            )));
         }
         return Ok(found);
     }
@@ -115,14 +147,14 @@ pub fn find(
         names.sort();
         names.dedup();
         if names.len() > 1 {
-            return Err(config_error_hint(
+            return Err(FindError::Ambiguous(config_error_hint(
                 format!("{kind} backups of several databases are stored here ({}): which one is latest?", names.join(", ")),
                 "pass --database NAME (or set DATABASE_URL)",
-            ));
+            )));
         }
     }
     let Some(newest) = all.into_iter().next() else {
-        return Err(config_error_hint(
+        return Err(FindError::Other(config_error_hint(
             format!(
                 "no complete {kind} backup{} in {}",
                 database
@@ -131,9 +163,58 @@ pub fn find(
                 target.describe()
             ),
             "`pgdrive list` shows what is stored; choose another with --kind or --database",
-        ));
+        )));
     };
-    target.get(&newest.id)
+    Ok(target.get(&newest.id)?)
+}
+
+/// Finds `spec` in the first of `names` that can be reached and holds it (the next one is tried
+/// when a target cannot be opened, listed or read, or lacks the backup; not when `latest` is
+/// ambiguous there), and returns that target with the backup. When none has it, the first target's error is returned, so a single target
+/// fails exactly as it always did.
+pub fn find_with_fallback(
+    cfg: &ReadConfig,
+    names: &[&str],
+    spec: &str,
+    kind: Kind,
+    database: Option<&str>,
+) -> Result<(Box<dyn Target>, Found)> {
+    let mut first_error = None;
+    for (i, name) in names.iter().enumerate() {
+        let attempt = (|| -> std::result::Result<_, FindError> {
+            let mut target = open_readable(cfg, name, Some(kind))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    config_error_hint(
+                        format!("target {name} has nothing to read"),
+                        "check its settings",
+                    )
+                })?;
+            let found = find_in(target.as_mut(), spec, kind, database)?;
+            Ok((target, found))
+        })();
+        match attempt {
+            Ok(hit) => return Ok(hit),
+            // which database is meant is for the operator to say, not for the next target
+            Err(FindError::Ambiguous(e)) => return Err(e),
+            Err(FindError::Other(e)) => {
+                if let Some(next) = names.get(i + 1) {
+                    crate::log::warn(
+                        &format!("target {name} cannot provide the backup; trying target {next}"),
+                        &[("error", crate::error::render(&e))],
+                    );
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        config_error_hint(
+            "no backup storage is configured",
+            "set PGDRIVE_LOCAL_DIR or Google Drive credentials and folder",
+        )
+    }))
 }
 
 /// The catalog connection, if one is configured and reachable within a few seconds; otherwise
@@ -264,6 +345,80 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::config::{TargetConfig, TargetKind};
+    use crate::storage::memory::{Faults, MemoryStore};
+    use crate::storage::{Completion, Hasher};
+
+    fn memory(store: &MemoryStore) -> Box<dyn Target> {
+        crate::storage::open(TargetConfig {
+            name: "mem".into(),
+            kind: TargetKind::Memory(store.clone()),
+        })
+    }
+
+    /// Stores a daily backup of `database`; `complete: false` leaves out the recorded checksums.
+    fn stored(t: &mut dyn Target, name: &str, database: &str, complete: bool) -> String {
+        let props = std::collections::BTreeMap::from([
+            (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
+            (props::KIND.to_string(), "daily".to_string()),
+            (props::DATABASE.to_string(), database.to_string()),
+        ]);
+        let data = name.as_bytes().to_vec();
+        let mut h = Hasher::default();
+        h.update(&data);
+        let digest = h.finish();
+        let mut done = Completion {
+            properties: Default::default(),
+            digest: digest.clone(),
+            row_counts: Default::default(),
+        };
+        if complete {
+            done.properties = std::collections::BTreeMap::from([
+                (props::SHA256.to_string(), digest.sha256),
+                (props::MD5.to_string(), digest.md5),
+                (props::SIZE.to_string(), digest.size.to_string()),
+            ]);
+        }
+        let mut up = t.begin(name, "application/gzip", &props, 1 << 20).unwrap();
+        up.write(data).unwrap();
+        let id = up.finish(&done).unwrap().id;
+        std::thread::sleep(std::time::Duration::from_millis(2)); // distinct creation times
+        id
+    }
+
+    #[test]
+    fn latest_is_the_newest_complete_backup_of_the_database_and_never_a_guess() {
+        let store = MemoryStore::default();
+        let mut t = memory(&store);
+        stored(t.as_mut(), "a-1", "a", true);
+        let newest_complete = stored(t.as_mut(), "a-2", "a", true);
+        stored(t.as_mut(), "a-3", "a", false); // newer, but its checksums were never recorded
+        let found = find(t.as_mut(), "latest", Kind::Daily, Some("a")).unwrap();
+        assert_eq!(found.listed.id, newest_complete);
+        // the only database stored: no name needed
+        assert_eq!(
+            find(t.as_mut(), "latest", Kind::Daily, None)
+                .unwrap()
+                .listed
+                .id,
+            newest_complete
+        );
+        // an incomplete backup asked for by id is refused
+        let incomplete = t.list(&Default::default()).unwrap();
+        let a3 = incomplete.iter().find(|l| l.name == "a-3").unwrap();
+        assert!(find(t.as_mut(), &a3.id, Kind::Daily, None).is_err());
+        // two databases and none named: a question, not a guess
+        stored(t.as_mut(), "b-1", "b", true);
+        let e = find(t.as_mut(), "latest", Kind::Daily, None).unwrap_err();
+        assert!(format!("{e:#}").contains("which one is latest?"), "{e:#}");
+        assert!(find(t.as_mut(), "latest", Kind::Hourly, Some("a")).is_err());
+        // a storage that cannot be reached fails the lookup
+        store.set_faults(Faults {
+            unreachable: true,
+            ..Faults::default()
+        });
+        assert!(find(t.as_mut(), "latest", Kind::Daily, Some("a")).is_err());
+    }
 
     #[test]
     fn user_urls_must_name_their_database() {

@@ -14,8 +14,7 @@ use anyhow::Result;
 
 use crate::cli::{Kind, StatusArgs};
 use crate::config::{
-    database_from, default_keep, folder_variable, keep_variable, normalize_base_url, Settings,
-    DEFAULT_DRIVE_URL,
+    database_from, default_keep, keep_variable, normalize_base_url, Settings, DEFAULT_DRIVE_URL,
 };
 use crate::dashboard::{self, Dashboard, KindStatus, Source};
 use crate::drive::auth::{Credentials, TokenSource};
@@ -24,9 +23,6 @@ use crate::drive::DriveClient;
 use crate::error::{config_error_hint, ExitStatus};
 use crate::health::{configured_kinds, Alert, ALERT_SINKS};
 use crate::log;
-use crate::storage::drive::DriveTarget;
-use crate::storage::local::LocalTarget;
-use crate::storage::Target;
 
 pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
     for w in &settings.warnings {
@@ -34,7 +30,13 @@ pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
     }
     let max_ages = max_ages(&settings, args.max_age.as_deref())?;
     let kinds = configured_kinds(&settings, args.kind);
-    let dash = collect(&settings, &kinds, &max_ages, args.history)?;
+    let dash = collect(
+        &settings,
+        &kinds,
+        &max_ages,
+        args.history,
+        args.target.as_deref(),
+    )?;
 
     // what the catalog holds was scrubbed when written; the registry catches what this process
     // knows to be secret in any encoding, without touching the outputs' syntax
@@ -101,14 +103,23 @@ fn keep_setting(settings: &Settings, kind: Kind) -> u32 {
         .unwrap_or(default_keep(kind))
 }
 
-/// Gathers the dashboard. Only a missing DATABASE_URL is an error: everything else that cannot
-/// be read becomes a warning in the dashboard.
+/// Gathers the dashboard. Only a missing DATABASE_URL (or an unknown `target` name) is an error:
+/// everything else that cannot be read becomes a warning in the dashboard. With `target`, the
+/// facts come from that target's listing alone, not from the catalog.
 pub fn collect(
     settings: &Settings,
     kinds: &[Kind],
     max_ages: &[(Kind, Option<Duration>)],
     history: u32,
+    target: Option<&str>,
 ) -> Result<Dashboard> {
+    use crate::storage::config::{DRIVE, LOCAL};
+    if let Some(t) = target.filter(|t| ![DRIVE, LOCAL].contains(t)) {
+        return Err(config_error_hint(
+            format!("no target named {t:?}"),
+            "status reads the target `drive` (Google Drive) or `local` (PGDRIVE_LOCAL_DIR)",
+        ));
+    }
     let database = database_from(settings, "DATABASE_URL")?.ok_or_else(|| {
         config_error_hint(
             "DATABASE_URL is not set",
@@ -120,8 +131,11 @@ pub fn collect(
     let dbname = database.dbname().to_string();
     let mut warnings = Vec::new();
 
-    let from_catalog =
-        crate::server::connect(&catalog, "the catalog database").and_then(|mut client| {
+    let from_catalog = match target {
+        Some(t) => Err(anyhow::anyhow!(
+            "--target {t} reads the storage, not the catalog"
+        )),
+        None => crate::server::connect(&catalog, "the catalog database").and_then(|mut client| {
             kinds
                 .iter()
                 .map(|k| {
@@ -134,18 +148,21 @@ pub fn collect(
                     )
                 })
                 .collect::<Result<Vec<_>>>()
-        });
+        }),
+    };
     let catalog_ok = from_catalog.is_ok();
     let mut statuses = match from_catalog {
         Ok(s) => s,
         Err(e) => {
-            warnings.push(format!(
-                "the catalog could not be read ({}); showing what the storage holds",
-                crate::error::render(&e)
-            ));
+            if target.is_none() {
+                warnings.push(format!(
+                    "the catalog could not be read ({}); showing what the storage holds",
+                    crate::error::render(&e)
+                ));
+            }
             kinds
                 .iter()
-                .map(|k| from_storage(settings, *k, &dbname, history, &mut warnings))
+                .map(|k| from_storage(settings, *k, target, &dbname, history, &mut warnings))
                 .collect()
         }
     };
@@ -211,10 +228,11 @@ fn drive_client(settings: &Settings) -> Result<Option<DriveClient>> {
     )))
 }
 
-/// A kind's facts from its Drive folder, else its local directory.
+/// A kind's facts from the target named `target`, else its Drive folder, else its local directory.
 fn from_storage(
     settings: &Settings,
     kind: Kind,
+    target: Option<&str>,
     dbname: &str,
     history: u32,
     warnings: &mut Vec<String>,
@@ -222,17 +240,12 @@ fn from_storage(
     let selector = crate::retention::selector(kind.as_str(), dbname);
     let keep = keep_setting(settings, kind);
     let listed = (|| -> Result<Option<Vec<crate::storage::Listed>>> {
-        if let (Some(folder), Some(client)) =
-            (settings.get(folder_variable(kind)), drive_client(settings)?)
-        {
-            let mut target = DriveTarget::new(client, folder);
-            target.folder_info()?;
-            return Ok(Some(target.list(&selector)?));
-        }
-        if let Some(dir) = settings.get("PGDRIVE_LOCAL_DIR") {
-            return Ok(Some(LocalTarget::new(dir.into()).list(&selector)?));
-        }
-        Ok(None)
+        let Some(config) = crate::storage::config::for_status(settings, kind, target)? else {
+            return Ok(None);
+        };
+        let mut target = crate::storage::open(config);
+        target.check_readable()?;
+        Ok(Some(target.list(&selector)?))
     })();
     match listed {
         Ok(Some(l)) => dashboard::from_listing(kind, &l, keep, history),
@@ -289,7 +302,7 @@ pub fn after_backup(
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
-        let dash = collect(settings, &kinds, &max_ages, 30)?;
+        let dash = collect(settings, &kinds, &max_ages, 30, None)?;
         write_atomically(
             Path::new(&path),
             &dashboard::render_prometheus(&dash),

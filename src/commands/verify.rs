@@ -30,7 +30,7 @@ use crate::error::{classify, corrupt, ExitStatus};
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 use crate::progress::{self, Progress};
-use crate::storage::{Found, Target};
+use crate::storage::{Backend, Found, Target};
 
 pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
@@ -56,6 +56,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
         } else {
             Some(args.kind.unwrap_or(Kind::Daily))
         },
+        args.source.target.as_deref(),
     )?;
 
     // (target index, backup)
@@ -100,9 +101,9 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let mut errors: Vec<anyhow::Error> = Vec::new();
     for (i, mut found) in work {
         let target = targets[i].as_mut();
-        let label = target.label();
-        let drive_id = (label == "drive").then_some(found.listed.id.clone());
-        let local_name = (label == "local").then_some(found.listed.name.clone());
+        let backend = target.backend();
+        let drive_id = (backend == Backend::Drive).then_some(found.listed.id.clone());
+        let local_name = (backend == Backend::Local).then_some(found.listed.name.clone());
         if found.row_counts.is_none() {
             // the storage's manifest is missing or was too big for a Drive description
             if let Some(client) = catalog.as_mut() {

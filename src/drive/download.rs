@@ -50,6 +50,13 @@ impl<'a> RangedReader<'a> {
         }
     }
 
+    /// Starts the download at byte `offset` instead of the beginning (a ranged read).
+    pub fn starting_at(mut self, offset: u64) -> RangedReader<'a> {
+        self.offset = offset;
+        self.opened_at = offset;
+        self
+    }
+
     /// Opens the body from `self.offset`, retrying under the client's policy.
     fn open(&mut self) -> Result<()> {
         let mut refreshed = false;

@@ -290,6 +290,8 @@ pub struct DriveClient {
     base: String,
     tokens: TokenSource,
     pub retry: RetryPolicy,
+    /// Files asked for per `files.list` request.
+    page_size: u32,
 }
 
 impl DriveClient {
@@ -299,7 +301,13 @@ impl DriveClient {
             base: base.to_string(),
             tokens,
             retry,
+            page_size: 1000,
         }
+    }
+
+    /// Files per listing request, 1 to 1000 (small pages let tests exercise paging).
+    pub fn set_page_size(&mut self, n: u32) {
+        self.page_size = n.clamp(1, 1000);
     }
 
     pub fn credentials(&self) -> &auth::Credentials {
@@ -455,6 +463,7 @@ impl DriveClient {
             q.push_str(extra_query);
         }
         let fields = format!("nextPageToken,incompleteSearch,files({FILE_FIELDS})");
+        let page_size = self.page_size.to_string();
         let mut files = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
@@ -465,7 +474,7 @@ impl DriveClient {
                         .header("Authorization", auth)
                         .query("q", &q)
                         .query("fields", &fields)
-                        .query("pageSize", "1000")
+                        .query("pageSize", &page_size)
                         .query("supportsAllDrives", "true")
                         .query("includeItemsFromAllDrives", "true");
                     if let Some(d) = drive_id {

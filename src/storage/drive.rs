@@ -5,22 +5,47 @@ use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Completion, Found, Listed, StoredObject, Target, Upload};
+use super::{
+    Backend, Capabilities, Completion, Found, Listed, PartSize, StoredObject, Target, Upload,
+};
+use crate::drive::auth::TokenSource;
 use crate::drive::download::RangedReader;
 use crate::drive::upload::ResumableUpload;
 use crate::drive::{quote_query_value, DriveClient, RemoteFile};
 
 pub struct DriveTarget {
+    name: String,
     client: DriveClient,
     folder_id: String,
     drive_id: Option<String>,
 }
 
+/// What Drive does: it computes an MD5 of every file, takes appProperties (124 bytes each) after
+/// the upload, filters listings by them, serves byte ranges, and wants resumable-upload chunks in
+/// multiples of 256 KiB.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    server_md5: true,
+    metadata_after_upload: true,
+    max_property_bytes: Some(124),
+    part_size: PartSize {
+        min: crate::config::CHUNK_ALIGNMENT,
+        align: crate::config::CHUNK_ALIGNMENT,
+        max_parts: None,
+    },
+    list_by_property: true,
+    ranged_reads: true,
+};
+
 impl DriveTarget {
-    pub fn new(client: DriveClient, folder_id: String) -> DriveTarget {
+    /// Built by [`super::open`].
+    pub(super) fn from_config(name: String, cfg: super::config::DriveConfig) -> DriveTarget {
+        let mut client =
+            DriveClient::new(&cfg.base_url, TokenSource::new(cfg.credentials), cfg.retry);
+        client.set_page_size(cfg.page_size);
         DriveTarget {
+            name,
             client,
-            folder_id,
+            folder_id: cfg.folder_id,
             drive_id: None,
         }
     }
@@ -95,8 +120,16 @@ pub fn file_link(id: &str) -> String {
 }
 
 impl Target for DriveTarget {
-    fn label(&self) -> &'static str {
-        "drive"
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Drive
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
     }
 
     fn describe(&self) -> String {
@@ -151,6 +184,7 @@ impl Target for DriveTarget {
         Ok(Box::new(DriveUpload {
             upload,
             name: name.to_string(),
+            target: self.name.clone(),
         }))
     }
 
@@ -202,8 +236,15 @@ impl Target for DriveTarget {
         })
     }
 
-    fn open<'s>(&'s mut self, id: &str, size: Option<u64>) -> Result<Box<dyn Read + 's>> {
-        Ok(Box::new(RangedReader::new(&mut self.client, id, size)))
+    fn open_at<'s>(
+        &'s mut self,
+        id: &str,
+        offset: u64,
+        size: Option<u64>,
+    ) -> Result<Box<dyn Read + 's>> {
+        Ok(Box::new(
+            RangedReader::new(&mut self.client, id, size).starting_at(offset),
+        ))
     }
 }
 
@@ -223,6 +264,7 @@ fn listed(f: RemoteFile) -> Listed {
 struct DriveUpload<'a> {
     upload: ResumableUpload<'a>,
     name: String,
+    target: String,
 }
 
 impl Upload for DriveUpload<'_> {
@@ -232,7 +274,11 @@ impl Upload for DriveUpload<'_> {
 
     fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject> {
         let digest = &done.digest;
-        let DriveUpload { upload, name } = *self;
+        let DriveUpload {
+            upload,
+            name,
+            target,
+        } = *self;
         let (resource, client) = upload.finish().context("sending the last chunk")?;
         let id = resource["id"]
             .as_str()
@@ -273,7 +319,8 @@ impl Upload for DriveUpload<'_> {
             .context(format!("verifying the uploaded file {name}")));
         }
         Ok(StoredObject {
-            target: "drive",
+            target,
+            backend: Backend::Drive,
             location: file_link(&id),
             id,
             name,

@@ -16,17 +16,36 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::{Completion, Found, Listed, StoredObject, Target, Upload};
+use super::{
+    Backend, Capabilities, Completion, Found, Listed, PartSize, StoredObject, Target, Upload,
+};
 
 pub const SIDECAR_SUFFIX: &str = ".pgdrive.json";
 
 pub struct LocalTarget {
+    name: String,
     dir: PathBuf,
 }
 
+/// A directory has no server-side hash (the copy is read back instead), keeps properties in a
+/// sidecar written at the end, has no size limits and is filtered by reading every sidecar.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    server_md5: false,
+    metadata_after_upload: true,
+    max_property_bytes: None,
+    part_size: PartSize {
+        min: 1,
+        align: 1,
+        max_parts: None,
+    },
+    list_by_property: false,
+    ranged_reads: true,
+};
+
 impl LocalTarget {
-    pub fn new(dir: PathBuf) -> LocalTarget {
-        LocalTarget { dir }
+    /// Built by [`super::open`].
+    pub(super) fn new(name: String, dir: PathBuf) -> LocalTarget {
+        LocalTarget { name, dir }
     }
 }
 
@@ -66,8 +85,16 @@ impl LocalTarget {
 }
 
 impl Target for LocalTarget {
-    fn label(&self) -> &'static str {
-        "local"
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Local
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
     }
 
     fn describe(&self) -> String {
@@ -115,6 +142,7 @@ impl Target for LocalTarget {
         }
         let (file, partial) = crate::fsutil::create_temp(&self.dir, name, "partial", 0o600)?;
         Ok(Box::new(LocalUpload {
+            target: self.name.clone(),
             dir: self.dir.clone(),
             name: name.to_string(),
             partial,
@@ -187,15 +215,25 @@ impl Target for LocalTarget {
         })
     }
 
-    fn open<'s>(&'s mut self, id: &str, _size: Option<u64>) -> Result<Box<dyn Read + 's>> {
+    fn open_at<'s>(
+        &'s mut self,
+        id: &str,
+        offset: u64,
+        _size: Option<u64>,
+    ) -> Result<Box<dyn Read + 's>> {
+        use std::io::{Seek, SeekFrom};
         let path = self.dir.join(id);
-        Ok(Box::new(
-            File::open(&path).with_context(|| format!("opening {}", path.display()))?,
-        ))
+        let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .with_context(|| format!("seeking in {}", path.display()))?;
+        }
+        Ok(Box::new(file))
     }
 }
 
 struct LocalUpload {
+    target: String,
     dir: PathBuf,
     name: String,
     partial: PathBuf,
@@ -278,7 +316,8 @@ impl Upload for LocalUpload {
     fn finish(mut self: Box<Self>, done: &Completion) -> Result<StoredObject> {
         match self.complete(done) {
             Ok(path) => Ok(StoredObject {
-                target: "local",
+                target: self.target.clone(),
+                backend: Backend::Local,
                 id: self.name.clone(),
                 name: self.name.clone(),
                 location: path.display().to_string(),

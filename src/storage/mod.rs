@@ -10,9 +10,18 @@
 //!
 //! Backups are recognised by their properties (Drive `appProperties`, a sidecar file locally),
 //! never by their names, so listing, pruning and restoring work from the storage alone.
+//!
+//! Targets are built in one place, [`open`], from a [`config::TargetConfig`]; they are told apart
+//! by [`Target::name`] (`drive`, `local`, or whatever a configuration calls them), and each declares
+//! what it can do ([`Target::capabilities`]) so callers ask instead of assuming Drive.
+//! [`memory::MemoryTarget`] is an in-process target with failure injection, and
+//! [`conformance`] is the one suite every target must pass.
 
+pub mod config;
+pub mod conformance;
 pub mod drive;
 pub mod local;
+pub mod memory;
 
 use std::collections::BTreeMap;
 
@@ -48,9 +57,12 @@ pub mod props {
     pub const RAW_SIZE: &str = "pgdrive_raw_size";
 }
 
-/// Drive limits each appProperties entry to 124 bytes of key plus value (UTF-8).
-pub fn fit_property(key: &str, value: &str) -> String {
-    let budget = 124usize.saturating_sub(key.len());
+/// `value` shortened (at a character boundary) so that key plus value fit in `budget` bytes, the
+/// target's [`Capabilities::max_property_bytes`]; unchanged when the target has no limit.
+pub fn fit_property(key: &str, value: &str, budget: Option<usize>) -> String {
+    let Some(budget) = budget.map(|b| b.saturating_sub(key.len())) else {
+        return value.to_string();
+    };
     if value.len() <= budget {
         return value.to_string();
     }
@@ -170,7 +182,9 @@ impl Listed {
 /// A backup that was stored and verified.
 #[derive(Clone, Debug)]
 pub struct StoredObject {
-    pub target: &'static str,
+    /// The target's name.
+    pub target: String,
+    pub backend: Backend,
     pub id: String,
     pub name: String,
     /// A link (Drive) or path (local) a person can use.
@@ -187,10 +201,85 @@ pub struct Listed {
     pub properties: BTreeMap<String, String>,
 }
 
+/// The kind of storage behind a target. Only the catalog asks (it keeps a Drive file id and a
+/// local path in separate columns); everything else tells targets apart by [`Target::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Drive,
+    Local,
+    Memory,
+}
+
+/// How upload parts (chunks) must be sized for a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartSize {
+    /// Smallest part (the last one may be shorter).
+    pub min: usize,
+    /// Every part but the last must be a multiple of this.
+    pub align: usize,
+    /// Most parts one object may have; `None`: unlimited.
+    pub max_parts: Option<u64>,
+}
+
+impl PartSize {
+    /// Why `chunk_size` does not suit this target, if it does not.
+    pub fn refuse(&self, chunk_size: usize) -> Option<String> {
+        if chunk_size < self.min {
+            return Some(format!("below the minimum part size of {} bytes", self.min));
+        }
+        if chunk_size % self.align.max(1) != 0 {
+            return Some(format!("not a multiple of {} bytes", self.align));
+        }
+        None
+    }
+}
+
+/// What a target can do, declared by the target (rclone's `Features`, pgBackRest's feature bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The storage computes an MD5 of what it stored (Drive's `md5Checksum`); without it, the
+    /// target reads its copy back to check it.
+    pub server_md5: bool,
+    /// Properties can be added after the bytes are stored (the checksums are only known then);
+    /// otherwise they must all be given when the upload starts.
+    pub metadata_after_upload: bool,
+    /// Bytes of key plus value one property may take (Drive: 124); `None`: no limit.
+    pub max_property_bytes: Option<usize>,
+    pub part_size: PartSize,
+    /// The storage filters listings by property itself (Drive's `appProperties has`); otherwise
+    /// the target reads every object's properties to filter.
+    pub list_by_property: bool,
+    /// An object can be read from an offset without reading what comes before.
+    pub ranged_reads: bool,
+}
+
+/// Builds the target a configuration describes: the only place targets are constructed.
+pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
+    match config.kind {
+        config::TargetKind::Drive(d) => Box::new(drive::DriveTarget::from_config(config.name, *d)),
+        config::TargetKind::Local { dir } => Box::new(local::LocalTarget::new(config.name, dir)),
+        config::TargetKind::Memory(store) => {
+            Box::new(memory::MemoryTarget::new(config.name, store))
+        }
+    }
+}
+
+/// A Drive target from a configuration that must describe one (for `check`'s Drive-only probes).
+pub fn open_drive(config: config::TargetConfig) -> Option<drive::DriveTarget> {
+    match config.kind {
+        config::TargetKind::Drive(d) => Some(drive::DriveTarget::from_config(config.name, *d)),
+        _ => None,
+    }
+}
+
 /// A storage destination.
 pub trait Target {
-    /// `drive` or `local`.
-    fn label(&self) -> &'static str;
+    /// The configured name (`drive`, `local`, ...): what logs, `--target` and fallbacks use.
+    fn name(&self) -> &str;
+    /// What the storage behind it is (for the catalog's columns).
+    fn backend(&self) -> Backend;
+    /// What this target can do.
+    fn capabilities(&self) -> Capabilities;
     /// For logs.
     fn describe(&self) -> String;
     /// Checks the destination exists and can be written, before anything is dumped.
@@ -212,7 +301,16 @@ pub trait Target {
     /// One object by id, with its manifest.
     fn get(&mut self, id: &str) -> Result<Found>;
     /// The object's bytes as a stream; `size`, when known, lets a download resume up to the end.
-    fn open<'s>(&'s mut self, id: &str, size: Option<u64>) -> Result<Box<dyn Read + 's>>;
+    fn open<'s>(&'s mut self, id: &str, size: Option<u64>) -> Result<Box<dyn Read + 's>> {
+        self.open_at(id, 0, size)
+    }
+    /// The object's bytes from `offset` on (a ranged read); `size` as for [`Target::open`].
+    fn open_at<'s>(
+        &'s mut self,
+        id: &str,
+        offset: u64,
+        size: Option<u64>,
+    ) -> Result<Box<dyn Read + 's>>;
 }
 
 /// An upload in progress.

@@ -1,0 +1,209 @@
+//! Which targets are configured, and under which names. Today's settings (environment variables
+//! and flags) describe at most two targets, one per kind of destination: `drive` (the Drive
+//! folder of the backup's kind) and `local` (`PGDRIVE_LOCAL_DIR`, `--to`, `--from`). This module
+//! is the one place that turns settings into [`TargetConfig`]s; [`super::open`] turns those into
+//! targets. A configuration file naming more targets only has to produce more `TargetConfig`s.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cli::Kind;
+use crate::config::{BackupConfig, ReadConfig};
+use crate::drive::auth::Credentials;
+use crate::drive::retry::RetryPolicy;
+use crate::error::config_error_hint;
+
+/// The implicit Drive target's name.
+pub const DRIVE: &str = "drive";
+/// The implicit local-directory target's name.
+pub const LOCAL: &str = "local";
+
+/// One named target and where it stores.
+#[derive(Debug)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug)]
+pub enum TargetKind {
+    Drive(Box<DriveConfig>),
+    Local {
+        dir: PathBuf,
+    },
+    /// In-process storage (tests); the store is shared by every target opened on it.
+    Memory(super::memory::MemoryStore),
+}
+
+#[derive(Debug)]
+pub struct DriveConfig {
+    pub folder_id: String,
+    pub base_url: String,
+    pub credentials: Credentials,
+    pub retry: RetryPolicy,
+    /// Files per listing request (Drive allows up to 1000).
+    pub page_size: u32,
+}
+
+impl DriveConfig {
+    pub const DEFAULT_PAGE_SIZE: u32 = 1000;
+}
+
+/// The targets a backup writes to, Drive first. Takes the credentials out of the configuration.
+pub fn for_backup(cfg: &mut BackupConfig) -> Vec<TargetConfig> {
+    let mut out = Vec::new();
+    if let Some(d) = cfg.drive.take() {
+        out.push(TargetConfig {
+            name: DRIVE.into(),
+            kind: TargetKind::Drive(Box::new(DriveConfig {
+                folder_id: d.folder_id,
+                base_url: d.base_url,
+                credentials: d.credentials,
+                retry: cfg.retry.clone(),
+                page_size: DriveConfig::DEFAULT_PAGE_SIZE,
+            })),
+        });
+    }
+    if let Some(dir) = &cfg.local_dir {
+        out.push(TargetConfig {
+            name: LOCAL.into(),
+            kind: TargetKind::Local { dir: dir.clone() },
+        });
+    }
+    out
+}
+
+/// The names `list`, `restore`, `verify` and `status` can read from, in order of preference:
+/// `--from DIR` alone when given; otherwise `drive` (when Google credentials and a folder are
+/// configured), then `local` (`PGDRIVE_LOCAL_DIR`).
+pub fn readable_names(cfg: &ReadConfig) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if !cfg.drive_folders.is_empty() {
+        names.push(DRIVE);
+    }
+    if local_dir(cfg).is_some() {
+        names.push(LOCAL);
+    }
+    names
+}
+
+/// Which of the readable targets to use: the one named `wanted`, else the first (today's
+/// behaviour: Drive when configured) or, with `fallback`, all of them in order.
+pub fn choose(cfg: &ReadConfig, wanted: Option<&str>, fallback: bool) -> Result<Vec<&'static str>> {
+    let names = readable_names(cfg);
+    match wanted {
+        Some(w) => match names.iter().find(|n| **n == w) {
+            Some(n) => Ok(vec![*n]),
+            None => Err(config_error_hint(
+                format!(
+                    "no target named {w:?} is configured (configured: {})",
+                    names.join(", ")
+                ),
+                "`drive` needs Google credentials and a Drive folder; `local` needs PGDRIVE_LOCAL_DIR or --from DIR",
+            )),
+        },
+        None if fallback => Ok(names),
+        None => Ok(names.into_iter().take(1).collect()),
+    }
+}
+
+/// The configurations of the readable target `name` for backups of `kind` (every configured
+/// kind when `None`): the Drive target has one folder per kind, so it may take several.
+pub fn for_reading(cfg: &ReadConfig, name: &str, kind: Option<Kind>) -> Result<Vec<TargetConfig>> {
+    if name == LOCAL {
+        let dir = local_dir(cfg).ok_or_else(|| {
+            config_error_hint(
+                "no local directory is configured",
+                "set PGDRIVE_LOCAL_DIR or pass --from DIR",
+            )
+        })?;
+        return Ok(vec![TargetConfig {
+            name: LOCAL.into(),
+            kind: TargetKind::Local { dir },
+        }]);
+    }
+    let folders: Vec<String> = match kind {
+        Some(k) => vec![cfg.folder(k)?.to_string()],
+        None => cfg.drive_folders.iter().map(|(_, f)| f.clone()).collect(),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    folders
+        .into_iter()
+        .filter(|f| seen.insert(f.clone()))
+        .map(|folder_id| {
+            Ok(TargetConfig {
+                name: DRIVE.into(),
+                kind: TargetKind::Drive(Box::new(DriveConfig {
+                    folder_id,
+                    base_url: cfg.drive_url.clone(),
+                    credentials: cfg.credentials()?,
+                    retry: cfg.retry.clone(),
+                    page_size: DriveConfig::DEFAULT_PAGE_SIZE,
+                })),
+            })
+        })
+        .collect()
+}
+
+/// The local directory readers may use: `--from DIR`, or PGDRIVE_LOCAL_DIR (also when Drive is
+/// configured, as the second place `restore` looks).
+fn local_dir(cfg: &ReadConfig) -> Option<PathBuf> {
+    cfg.local_dir
+        .clone()
+        .or_else(|| cfg.settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from))
+}
+
+/// The target `status` lists a kind's backups from when the catalog cannot be read: `wanted`, or
+/// the first of Drive (folder and credentials set) and PGDRIVE_LOCAL_DIR; `None` when nothing is
+/// configured. Its Drive retries are few: the dashboard is informative and must not wait minutes.
+pub fn for_status(
+    settings: &crate::config::Settings,
+    kind: Kind,
+    wanted: Option<&str>,
+) -> Result<Option<TargetConfig>> {
+    let mut candidates = Vec::new();
+    if let (Some(folder_id), Some(credentials)) = (
+        settings.get(crate::config::folder_variable(kind)),
+        Credentials::from_settings(settings)?,
+    ) {
+        let base_url = crate::config::normalize_base_url(
+            &settings
+                .get("PGDRIVE_DRIVE_URL")
+                .unwrap_or_else(|| crate::config::DEFAULT_DRIVE_URL.into()),
+        )?;
+        candidates.push(TargetConfig {
+            name: DRIVE.into(),
+            kind: TargetKind::Drive(Box::new(DriveConfig {
+                folder_id,
+                base_url,
+                credentials,
+                retry: RetryPolicy {
+                    max_retries: 2,
+                    ..RetryPolicy::default()
+                },
+                page_size: DriveConfig::DEFAULT_PAGE_SIZE,
+            })),
+        });
+    }
+    if let Some(dir) = settings.get("PGDRIVE_LOCAL_DIR") {
+        candidates.push(TargetConfig {
+            name: LOCAL.into(),
+            kind: TargetKind::Local { dir: dir.into() },
+        });
+    }
+    Ok(match wanted {
+        Some(w) => Some(
+            candidates
+                .into_iter()
+                .find(|c| c.name == w)
+                .ok_or_else(|| {
+                    config_error_hint(
+                        format!("no target named {w:?} is configured for {kind} backups"),
+                        "`drive` needs Google credentials and the kind's Drive folder; `local` needs PGDRIVE_LOCAL_DIR",
+                    )
+                })?,
+        ),
+        None => candidates.into_iter().next(),
+    })
+}
