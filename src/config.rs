@@ -23,6 +23,14 @@ pub const CHUNK_ALIGNMENT: usize = 256 << 10;
 /// PGDRIVE_STALL_TIMEOUT_MS's default: longer than a full round of Drive retries (about 3 min).
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// `PGDRIVE_STALL_TIMEOUT_MS` (zero: the watchdog is off), for backup, restore and verify.
+pub fn stall_timeout(settings: &Settings) -> anyhow::Result<Duration> {
+    Ok(settings
+        .parsed::<u64>("PGDRIVE_STALL_TIMEOUT_MS")?
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_STALL_TIMEOUT))
+}
+
 /// Settings whose whole value is secret (or holds one that may not be found by parsing).
 const SECRET_SETTINGS: &[&str] = &["PGPASSWORD", "PGDRIVE_SMTP_PASSWORD", "SENDGRID_API_KEY"];
 
@@ -464,10 +472,7 @@ impl BackupConfig {
             retry.max = Duration::from_millis(ms);
         }
 
-        let stall_timeout = settings
-            .parsed::<u64>("PGDRIVE_STALL_TIMEOUT_MS")?
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_STALL_TIMEOUT);
+        let stall_timeout = stall_timeout(&settings)?;
 
         Ok(BackupConfig {
             kind,

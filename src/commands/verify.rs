@@ -48,6 +48,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
             .clone()
             .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
     };
+    let stall = crate::config::stall_timeout(&cfg.settings)?;
     let database = source::wanted_database(&cfg, &args.source);
     let mut targets = source::targets(
         &cfg,
@@ -99,6 +100,10 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let total = work.len();
     let mut errors: Vec<anyhow::Error> = Vec::new();
     for (i, mut found) in work {
+        if crate::signals::stopping() {
+            // a signal or a stall ended the run: the rest is not verified, nor recorded as failed
+            break;
+        }
         let target = targets[i].as_mut();
         let label = target.label();
         let drive_id = (label == "drive").then_some(found.listed.id.clone());
@@ -117,7 +122,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
                         });
             }
         }
-        let outcome = verify_one(target, &found, scratch.as_ref(), &clients);
+        let outcome = verify_one(target, &found, scratch.as_ref(), &clients, stall);
         let result = match &outcome {
             Ok(summary) => format!("ok: {summary}"),
             Err(e) => format!("FAILED: {}", crate::error::render(e)),
@@ -180,6 +185,7 @@ fn verify_one(
     found: &Found,
     scratch: Option<&ConnInfo>,
     clients: &crate::restore::Clients,
+    stall: std::time::Duration,
 ) -> Result<String> {
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
@@ -187,6 +193,7 @@ fn verify_one(
     let show = progress::stderr_is_terminal();
     let (checked, restored) = match scratch {
         None => {
+            let _watch = crate::signals::watch_unless_zero(stall);
             let mut reader = Progress::new(
                 target.open(&backup.id, Some(expected.size))?,
                 Some(expected.size),
@@ -213,6 +220,7 @@ fn verify_one(
                 crate::dblocale::DbLocale::from_properties(&found.listed.properties).as_ref(),
             )?;
             let restored = (|| -> Result<(crate::restore::Checked, BTreeMap<String, i64>)> {
+                let _watch = crate::signals::watch_unless_zero(stall);
                 let client = clients.restore_into(layout.format, &db, false)?;
                 let mut reader = Progress::new(
                     target.open(&backup.id, Some(expected.size))?,
@@ -222,6 +230,7 @@ fn verify_one(
                 let checked =
                     crate::restore::into_client(&mut reader, &expected, layout, client, "");
                 reader.clear();
+                drop(_watch);
                 let checked = checked?;
                 let counts = count_rows(&db, checked.row_counts.keys())?;
                 Ok((checked, counts))

@@ -188,10 +188,8 @@ impl Target for LocalTarget {
     }
 
     fn open<'s>(&'s mut self, id: &str, _size: Option<u64>) -> Result<Box<dyn Read + 's>> {
-        let path = self.dir.join(id);
-        Ok(Box::new(
-            File::open(&path).with_context(|| format!("opening {}", path.display()))?,
-        ))
+        // polled: a FIFO whose writer stops cannot hold off a signal or the stall watchdog
+        Ok(Box::new(crate::fsutil::open_polled(&self.dir.join(id))?))
     }
 }
 
