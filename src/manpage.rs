@@ -28,7 +28,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDRIVE_PG_RESTORE", "The pg_restore binary restore and verify run for custom archives."),
     ("PGDRIVE_DRIVE_URL", "Drive API base URL (default https://www.googleapis.com/)."),
     ("PGDRIVE_RETRY_MAX, PGDRIVE_RETRY_INITIAL_MS, PGDRIVE_RETRY_MAX_MS", "Retry policy for Google calls: retries (8), first backoff (1000 ms), longest backoff (64000 ms)."),
-    ("PGDRIVE_STALL_TIMEOUT_MS", "A backup with no bytes from pg_dump and none accepted by a target for this long fails as stalled, exit 1 (default 300000; 0: never)."),
+    ("PGDRIVE_STALL_TIMEOUT_MS", "A backup with no bytes from pg_dump and none accepted by a target for this long fails as stalled, exit 1; so does a restore or verify that receives no byte of the backup while its client accepts none and its session does no work (default 300000; 0: never)."),
     ("PGDRIVE_NOTIFY, PGDRIVE_NOTIFY_DAILY, PGDRIVE_NOTIFY_HOURLY, PGDRIVE_NOTIFY_SCHEMA", "When to send email, Slack and webhook messages: on-failure, always or never (as --notify; the per-kind setting wins; default always for daily and schema, on-failure for hourly)."),
     ("PGDRIVE_NOTIFY_EMAIL", "Comma-separated recipients of the report emails (SendGrid and SMTP)."),
     ("SENDGRID_API_KEY, SENDGRID_FROM_EMAIL", "Email through SendGrid's v3 API: a key with the Mail Send permission and a verified sender."),

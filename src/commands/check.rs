@@ -146,10 +146,31 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
             );
         }
         if let Some(dir) = &cfg.local_dir {
-            match LocalTarget::new(dir.clone()).preflight() {
+            let mut local = LocalTarget::new(dir.clone());
+            match local.preflight() {
                 Ok(()) => report.add(Finding::ok(
                     format!("local {}", cfg.kind),
                     format!("{} can be written", dir.display()),
+                )),
+                Err(e) => report.add(Finding::from_error(format!("local {}", cfg.kind), &e)),
+            }
+            match local.stale_partials(false) {
+                Ok(stale) if stale.is_empty() => {}
+                Ok(stale) => report.add(Finding::warn(
+                    format!("local {}", cfg.kind),
+                    format!(
+                        "{} partial file(s) of interrupted backups ({} bytes) in {}: {}",
+                        stale.len(),
+                        stale.iter().map(|p| p.size).sum::<u64>(),
+                        dir.display(),
+                        stale
+                            .iter()
+                            .filter_map(|p| p.path.file_name())
+                            .map(|n| n.to_string_lossy())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some("the next backup into the directory removes them; they are unlocked and unchanged for an hour, so no run is writing them".into()),
                 )),
                 Err(e) => report.add(Finding::from_error(format!("local {}", cfg.kind), &e)),
             }

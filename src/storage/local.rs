@@ -8,6 +8,13 @@
 //! temporary names are unpredictable and created exclusively (a planted symlink makes the run
 //! fail, it is never written through), the final renames never replace anything already at the
 //! backup's or the sidecar's name, and a failed write (a full disk) removes what it created.
+//!
+//! A backup killed outright (SIGKILL, a power cut) cannot remove its partial file, so every new
+//! upload first removes the stale ones ([`LocalTarget::stale_partials`]): only pgdrive's own
+//! (`.<name>.<32 hex digits>.partial`, a regular file owned by this user), only when no process
+//! holds the `flock` every upload keeps on its partial while writing it (any kind of run, for any
+//! database), and only when unchanged for [`STALE_AFTER`] (partials of older builds were not
+//! locked). `check` reports them.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -20,6 +27,16 @@ use super::{Completion, Found, Listed, StoredObject, Target, Upload};
 
 pub const SIDECAR_SUFFIX: &str = ".pgdrive.json";
 
+/// How long an unlocked partial file must have been left unchanged before it is removed.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A partial file an interrupted backup left behind.
+#[derive(Debug)]
+pub struct StalePartial {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
 pub struct LocalTarget {
     dir: PathBuf,
 }
@@ -30,7 +47,95 @@ impl LocalTarget {
     }
 }
 
+/// Whether `file_name` is one `create_temp(dir, name, "partial")` makes.
+fn is_partial_name(file_name: &str) -> bool {
+    let Some(rest) = file_name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".partial"))
+    else {
+        return false;
+    };
+    match rest.rsplit_once('.') {
+        Some((name, token)) => {
+            !name.is_empty()
+                && token.len() == 32
+                && token
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        }
+        None => false,
+    }
+}
+
 impl LocalTarget {
+    /// The partial files interrupted backups left: pgdrive's by name and owner, unchanged for
+    /// [`STALE_AFTER`], and locked by no live upload. With `remove`, each is deleted while this
+    /// process holds its lock (so no upload can be using it) and logged.
+    pub fn stale_partials(&self, remove: bool) -> Result<Vec<StalePartial>> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.dir.display())),
+        };
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let mut stale = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_name().to_str().is_some_and(is_partial_name) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let unchanged = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= STALE_AFTER);
+            if !meta.file_type().is_file() || meta.uid() != me || !unchanged {
+                continue;
+            }
+            let Ok(file) = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+            else {
+                continue;
+            };
+            let same = file
+                .metadata()
+                .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
+            if !same || !crate::fsutil::try_lock_exclusive(&file)? {
+                continue; // replaced meanwhile, or an upload is writing it
+            }
+            if remove {
+                // still the file that was checked (and locked): nothing was swapped in
+                let unchanged_name = fs::symlink_metadata(&path)
+                    .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
+                if !unchanged_name {
+                    continue;
+                }
+                fs::remove_file(&path)
+                    .with_context(|| format!("removing the stale {}", path.display()))?;
+                crate::log::info(
+                    "removed a partial file an interrupted backup left",
+                    &[
+                        ("file", path.display().to_string()),
+                        ("bytes", meta.len().to_string()),
+                    ],
+                );
+            }
+            stale.push(StalePartial {
+                path,
+                size: meta.len(),
+            });
+        }
+        Ok(stale)
+    }
+
     /// A backup and its sidecar; `None` when either is missing or the sidecar is unreadable.
     fn read_sidecar(&self, name: &str) -> Option<Found> {
         let meta = fs::metadata(self.dir.join(name)).ok()?;
@@ -113,7 +218,24 @@ impl Target for LocalTarget {
                 );
             }
         }
+        if let Err(e) = self.stale_partials(true) {
+            // a leftover that cannot be removed must not cost the backup
+            crate::log::warn(
+                "could not remove the partial files interrupted backups left",
+                &[("error", crate::error::render(&e))],
+            );
+        }
         let (file, partial) = crate::fsutil::create_temp(&self.dir, name, "partial", 0o600)?;
+        // held until the upload ends (or the process dies): tells other runs it is in use
+        if !crate::fsutil::try_lock_exclusive(&file)
+            .with_context(|| format!("locking {}", partial.display()))?
+        {
+            let _ = fs::remove_file(&partial);
+            bail!(
+                "{} was locked by another process as soon as it was created",
+                partial.display()
+            );
+        }
         Ok(Box::new(LocalUpload {
             dir: self.dir.clone(),
             name: name.to_string(),
@@ -206,10 +328,10 @@ struct LocalUpload {
 impl LocalUpload {
     fn complete(&mut self, done: &Completion) -> Result<PathBuf> {
         let digest = &done.digest;
+        // kept open (and so locked) until renamed: it is in use until then
         let file = self.file.take().context("upload already finished")?;
         file.sync_all()
             .with_context(|| format!("syncing {}", self.partial.display()))?;
-        drop(file);
         // Read back what the disk holds and compare with what was streamed.
         let mut reader = File::open(&self.partial)?;
         let mut read_back = super::Hasher::default();
@@ -255,6 +377,7 @@ impl LocalUpload {
                 anyhow::Error::new(e).context(format!("renaming into {}", final_path.display()))
             }
         })?;
+        drop(file);
         crate::fsutil::sync_dir(&self.dir)?;
         Ok(final_path)
     }
@@ -294,5 +417,29 @@ impl Upload for LocalUpload {
     fn abort(mut self: Box<Self>) {
         self.file.take();
         let _ = fs::remove_file(&self.partial);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_partial_name;
+
+    #[test]
+    fn only_pgdrives_own_partial_names_match() {
+        let token = "0123456789abcdef0123456789abcdef";
+        assert!(is_partial_name(&format!(
+            ".db-daily-x.sql.gz.{token}.partial"
+        )));
+        for foreign in [
+            format!("db.{token}.partial"),
+            format!(".{token}.partial"),
+            format!(".db.{}.partial", &token[1..]),
+            format!(".db.{}.partial", token.to_uppercase()),
+            format!(".db.{token}.partial.keep"),
+            format!(".db.{token}x.partial"),
+            ".db.partial".to_string(),
+        ] {
+            assert!(!is_partial_name(&foreign), "{foreign}");
+        }
     }
 }
