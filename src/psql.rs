@@ -272,29 +272,7 @@ impl RunningClient {
         );
         let _ = std::thread::Builder::new()
             .name(format!("{}-session", self.program))
-            .spawn(move || {
-                let mut session: Option<postgres::Client> = None;
-                while !stop.load(Ordering::SeqCst) {
-                    let Some(timeout) = crate::signals::watched_timeout() else {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    };
-                    std::thread::sleep((timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(10)));
-                    if session.is_none() {
-                        session = db.connect("pgdrive session watch").ok();
-                    }
-                    let Some(client) = session.as_mut() else { continue };
-                    match client.query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-                           AND state = 'active' AND coalesce(wait_event_type, '') NOT IN ('Lock', 'Client')",
-                        &[&name],
-                    ) {
-                        Ok(row) if row.get::<_, i64>(0) > 0 => crate::signals::progress(),
-                        Ok(_) => {}
-                        Err(_) => session = None,
-                    }
-                }
-            });
+            .spawn(move || watch_session_until(&db, &name, &stop));
     }
 
     /// Writes script bytes. A failure usually means psql stopped at an error (ON_ERROR_STOP):
@@ -399,6 +377,32 @@ impl Drop for RunningClient {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// The loop behind [`RunningClient::watch_session`], until `stop` is set.
+fn watch_session_until(db: &crate::pgconn::ConnInfo, application_name: &str, stop: &AtomicBool) {
+    const WORKING: &str = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+        AND state = 'active' AND coalesce(wait_event_type, '') NOT IN ('Lock', 'Client')";
+    let mut session: Option<postgres::Client> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(timeout) = crate::signals::watched_timeout() else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        std::thread::sleep((timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(10)));
+        if session.is_none() {
+            session = db.connect("pgdrive session watch").ok();
+        }
+        let Some(client) = session.as_mut() else {
+            continue;
+        };
+        match client.query_one(WORKING, &[&application_name]) {
+            Ok(row) if row.get::<_, i64>(0) > 0 => crate::signals::progress(),
+            Ok(_) => {}
+            // reconnect next time; meanwhile nothing counts as progress
+            Err(_) => session = None,
         }
     }
 }
