@@ -105,6 +105,10 @@ pub enum Command {
     ///
     /// Works from storage alone (no catalog, no source database): the disaster-recovery path.
     /// The target is printed before anything changes and, on a terminal, must be confirmed.
+    ///
+    /// SIGINT/SIGTERM stop it within seconds, and a download that delivers nothing while the
+    /// client accepts nothing (and its session does no work) for PGDRIVE_STALL_TIMEOUT_MS fails
+    /// as stalled; either way the client is killed and nothing commits. The same holds for verify.
     Restore(RestoreArgs),
     /// Check backups end to end: size, MD5, SHA-256, the whole gzip stream and pg_dump's
     /// completion trailer; with --restore-test also restore into a new scratch database, compare

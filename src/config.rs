@@ -27,6 +27,14 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// The config file read when no `--config` (PGDRIVE_CONFIG) names one and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/pgdrive/pgdrive.toml";
 
+/// `PGDRIVE_STALL_TIMEOUT_MS` (zero: the watchdog is off), for backup, restore and verify.
+pub fn stall_timeout(settings: &Settings) -> anyhow::Result<Duration> {
+    Ok(settings
+        .parsed::<u64>("PGDRIVE_STALL_TIMEOUT_MS")?
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_STALL_TIMEOUT))
+}
+
 /// Where settings come from, below the command line: the process environment, then the config
 /// file, then the env-file. Every name read must be declared in [`crate::registry`].
 #[derive(Clone)]
@@ -552,10 +560,7 @@ impl BackupConfig {
             retry.max = Duration::from_millis(ms);
         }
 
-        let stall_timeout = settings
-            .parsed::<u64>("PGDRIVE_STALL_TIMEOUT_MS")?
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_STALL_TIMEOUT);
+        let stall_timeout = stall_timeout(&settings)?;
 
         Ok(BackupConfig {
             kind,

@@ -10,6 +10,9 @@
 //!   without it.
 //! - A temporary file whose writing failed (a full disk) is removed, so no empty or partial file
 //!   is left behind.
+//! - A file read as a backup may be a FIFO whose writer stopped: [`open_polled`] neither blocks
+//!   opening it nor reading it for longer than a poll interval, so a signal or the stall watchdog
+//!   is acted on within that interval.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -53,6 +56,79 @@ pub fn create_temp(dir: &Path, stem: &str, ext: &str, mode: u32) -> Result<(File
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
     Ok((file, path))
+}
+
+/// How long one wait for readable data lasts before the run's stop flags are looked at again.
+const POLL_INTERVAL_MS: i32 = 100;
+
+/// A file opened for reading whose reads wait in `poll` rather than in `read`, checking between
+/// waits whether the run must stop ([`crate::signals::check_run`]).
+pub struct PolledFile(File);
+
+/// Opens `path` for reading without blocking on a FIFO that has no writer yet (`O_NONBLOCK`,
+/// then back to blocking reads, which are only made once `poll` says data or the end is there).
+pub fn open_polled(path: &Path) -> Result<PolledFile> {
+    use std::os::fd::AsRawFd;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: fcntl on a descriptor this function owns.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("opening {}", path.display()));
+    }
+    Ok(PolledFile(file))
+}
+
+impl io::Seek for PolledFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+
+impl io::Read for PolledFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            crate::signals::check_run().map_err(io::Error::other)?;
+            let mut fd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd. A FIFO whose writer never connected reports nothing (it
+            // is waited for); data, or a writer that went away (POLLHUP: the end), ends the wait.
+            let n = unsafe { libc::poll(&mut fd, 1, POLL_INTERVAL_MS) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n > 0 {
+                return self.0.read(buf);
+            }
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `file` without waiting; `false` when another open file holds
+/// one. The lock lasts as long as the file stays open in this process (it dies with it).
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {

@@ -17,10 +17,20 @@
 //! - Every client gets `PR_SET_PDEATHSIG(SIGKILL)` (it dies with pgdrive instead of running on)
 //!   and its own process group (a terminal's Ctrl-C reaches pgdrive alone, which decides; a
 //!   parallel pg_restore's workers are killed with their leader).
+//!
+//! A stopping run (a signal, the stall watchdog) kills every running client's process group at
+//! once (`crate::signals::kill_on_stop`), so a write blocked on a client that stopped reading
+//! fails then rather than never. A client that stops reading because its server is busy (a long
+//! `CREATE INDEX`) is not stalled: [`RunningClient::watch_session`] looks at its session in
+//! `pg_stat_activity` (found by a unique `application_name`) and counts a session that is
+//! working, not waiting on a lock, as progress.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -87,6 +97,10 @@ pub struct RunningClient {
     commit: Option<&'static [u8]>,
     stdin: Option<ChildStdin>,
     stderr: crate::child::StderrTail,
+    /// The `application_name` the client's session has (unique to this client).
+    application_name: String,
+    /// Set to end the [`RunningClient::watch_session`] thread.
+    stop_watching: Arc<AtomicBool>,
 }
 
 /// How the client ended.
@@ -165,6 +179,8 @@ impl RunningClient {
     /// and `Interrupted` returned.
     pub fn wait_interruptible(mut self) -> Result<ClientOutcome> {
         drop(self.stdin.take());
+        // this loop kills it on a signal itself; the watcher must not signal a reaped id
+        self.forget();
         loop {
             if let Err(e) = crate::signals::check() {
                 self.kill();
@@ -207,6 +223,13 @@ impl RunningClient {
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let application_name = format!(
+            "pgdrive {program} {}",
+            &crate::fsutil::random_token()?[..12]
+        );
+        if !env.is_empty() {
+            cmd.env("PGAPPNAME", &application_name);
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -219,13 +242,37 @@ impl RunningClient {
             .take()
             .context("psql's stderr was not captured")?;
         let stderr = crate::child::drain_stderr(stderr, program)?;
+        crate::signals::kill_on_stop(child.id() as i32);
         Ok(RunningClient {
             program,
             child,
             commit: None,
             stdin: Some(stdin),
             stderr,
+            application_name,
+            stop_watching: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// `psql` or `pg_restore`.
+    pub fn program(&self) -> &'static str {
+        self.program
+    }
+
+    /// While the stall watchdog is armed, looks at the client's session on `db` a few times per
+    /// timeout and records progress whenever it is working (`active`, and waiting neither on a
+    /// lock nor on its client): a client busy building an index reads nothing, yet is not stalled.
+    /// Runs on its own thread and connection until the client ends, so a server that stopped
+    /// answering only means no progress is recorded.
+    pub fn watch_session(&self, db: &crate::pgconn::ConnInfo) {
+        let (db, name, stop) = (
+            db.clone(),
+            self.application_name.clone(),
+            self.stop_watching.clone(),
+        );
+        let _ = std::thread::Builder::new()
+            .name(format!("{}-session", self.program))
+            .spawn(move || watch_session_until(&db, &name, &stop));
     }
 
     /// Writes script bytes. A failure usually means psql stopped at an error (ON_ERROR_STOP):
@@ -260,6 +307,7 @@ impl RunningClient {
     /// then collects what it said.
     pub fn abort(mut self) -> Result<ClientOutcome> {
         // SIGKILL first, stdin closed after: the client never sees an orderly end of input.
+        self.forget();
         self.kill();
         let _ = self.child.wait();
         drop(self.stdin.take());
@@ -276,7 +324,42 @@ impl RunningClient {
         let _ = self.child.kill();
     }
 
+    /// Whether the client has exited, leaving it unreaped (`waitid` with `WNOWAIT`).
+    fn has_exited(&self) -> Result<bool> {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter; waitid only inspects our own child.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            if libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) != 0
+            {
+                let e = std::io::Error::last_os_error();
+                // already reaped (abort waits for it): `Child::wait` has its status
+                if e.raw_os_error() == Some(libc::ECHILD) {
+                    return Ok(true);
+                }
+                return Err(e).with_context(|| format!("waiting for {}", self.program));
+            }
+            Ok(info.si_pid() != 0)
+        }
+    }
+
+    /// Ends the watcher's claim on the client (before it is reaped) and the session watch.
+    fn forget(&mut self) {
+        crate::signals::forget(self.child.id() as i32);
+        self.stop_watching.store(true, Ordering::SeqCst);
+    }
+
     fn collect(&mut self) -> Result<ClientOutcome> {
+        // waited for without reaping, so the watcher can still kill it (a signal, a stall) and
+        // never signals an id that was reused
+        while !self.has_exited()? {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.forget();
         let status = self.child.wait().context("waiting for psql")?;
         Ok(ClientOutcome {
             program: self.program,
@@ -290,9 +373,36 @@ impl RunningClient {
 impl Drop for RunningClient {
     fn drop(&mut self) {
         // dropped without finish/abort: the restore is being abandoned, so it must not commit
+        self.forget();
         if let Ok(None) = self.child.try_wait() {
             self.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// The loop behind [`RunningClient::watch_session`], until `stop` is set.
+fn watch_session_until(db: &crate::pgconn::ConnInfo, application_name: &str, stop: &AtomicBool) {
+    const WORKING: &str = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+        AND state = 'active' AND coalesce(wait_event_type, '') NOT IN ('Lock', 'Client')";
+    let mut session: Option<postgres::Client> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(timeout) = crate::signals::watched_timeout() else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        std::thread::sleep((timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(10)));
+        if session.is_none() {
+            session = db.connect("pgdrive session watch").ok();
+        }
+        let Some(client) = session.as_mut() else {
+            continue;
+        };
+        match client.query_one(WORKING, &[&application_name]) {
+            Ok(row) if row.get::<_, i64>(0) > 0 => crate::signals::progress(),
+            Ok(_) => {}
+            // reconnect next time; meanwhile nothing counts as progress
+            Err(_) => session = None,
         }
     }
 }

@@ -18,6 +18,10 @@
 //! pgdrive itself dies instead (SIGKILL, the OOM killer, a second signal), the client sees its
 //! input end without that consent — psql inside an open transaction, pg_restore inside an
 //! archive — and is SIGKILLed by the kernel as well (`crate::psql`): nothing commits.
+//!
+//! The stream is watched like a backup (`crate::signals`): bytes arriving from storage and bytes
+//! the client accepts are progress; a signal or a stall kills the client and ends the stream with
+//! that error, and nothing commits.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -100,9 +104,9 @@ impl Clients {
         db: &crate::pgconn::ConnInfo,
         clean: bool,
     ) -> Result<RunningClient> {
-        match format {
+        let client = match format {
             DumpFormat::Plain => {
-                RunningClient::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())
+                RunningClient::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())?
             }
             DumpFormat::Custom => {
                 let bin = crate::psql::locate_tool(
@@ -110,9 +114,11 @@ impl Clients {
                     "PGDRIVE_PG_RESTORE",
                     self.pg_restore.as_deref(),
                 )?;
-                RunningClient::spawn_pg_restore(&bin, db.dbname(), clean, &db.child_env())
+                RunningClient::spawn_pg_restore(&bin, db.dbname(), clean, &db.child_env())?
             }
-        }
+        };
+        client.watch_session(db);
+        Ok(client)
     }
 
     /// For archives, pg_restore reading the whole archive into nothing (a structural check
@@ -159,10 +165,14 @@ struct Hashing<'a, 'b> {
 
 impl Read for Hashing<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::signals::waiting_on("no bytes of the backup arrived");
         let n = self
             .inner
             .read(buf)
             .inspect_err(|_| self.tally.borrow_mut().source_failed = true)?;
+        if n > 0 {
+            crate::signals::progress();
+        }
         let mut t = self.tally.borrow_mut();
         t.hasher.update(&buf[..n]);
         Ok(n)
@@ -210,12 +220,14 @@ pub fn check_stream(
             Err(e) => return Err(check_source(e, &tally)),
         };
         loop {
-            crate::signals::check()?;
+            crate::signals::check_run()?;
             let n = match decoder.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // stopped (a signal, a stall): that is the error, not what it broke
+                    crate::signals::check_run()?;
                     // A failed download (retries exhausted) is not corruption: report it as it is.
                     if tally.borrow().source_failed {
                         return Err(anyhow::Error::new(e).context("downloading the backup"));
@@ -253,12 +265,15 @@ pub fn check_stream(
         tally: tally.clone(),
     };
     loop {
-        crate::signals::check()?;
+        crate::signals::check_run()?;
         match rest.read(&mut buf) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("downloading the backup")),
+            Err(e) => {
+                crate::signals::check_run()?;
+                return Err(anyhow::Error::new(e).context("downloading the backup"));
+            }
         }
     }
     let digest = std::mem::take(&mut *tally.borrow_mut()).hasher.finish();
@@ -331,25 +346,40 @@ pub fn into_client(
     mut psql: RunningClient,
     prelude: &str,
 ) -> Result<Checked> {
+    let waiting = format!(
+        "{} accepted no input and its session did no work",
+        psql.program()
+    );
     let fed = (|| {
-        psql.write(prelude.as_bytes())
-            .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
+        // a write the client does not take is waited on; bytes it takes are progress
+        let mut write = |data: &[u8]| {
+            crate::signals::waiting_on(waiting.as_str());
+            psql.write(data).inspect(|_| crate::signals::progress())
+        };
+        write(prelude.as_bytes()).map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
         if layout.format != DumpFormat::Plain {
-            return check_stream(input, expected, layout, &mut |data| psql.write(data));
+            return check_stream(input, expected, layout, &mut write);
         }
         let mut script = crate::dumpscript::OwnTransactionsOut::default();
         let checked = check_stream(input, expected, layout, &mut |data| {
-            script.feed(data, &mut |out| psql.write(out))
+            script.feed(data, &mut write)
         })?;
         script
-            .finish(&mut |out| psql.write(out))
+            .finish(&mut write)
             .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
         Ok(checked)
     })();
     match fed {
         Ok(checked) => {
+            crate::signals::waiting_on(format!(
+                "{} did not finish its transaction",
+                psql.program()
+            ));
             let outcome = psql.finish()?;
             if !outcome.success {
+                // killed because the run stopped (a signal, a stall): say that
+                crate::signals::check_run()
+                    .context("the restore client was killed before it confirmed its COMMIT")?;
                 return Err(anyhow!(
                     "{} {}: {}",
                     outcome.program,
@@ -362,6 +392,11 @@ pub fn into_client(
         }
         Err(e) => {
             let outcome = psql.abort()?;
+            // a client killed because the run stopped fails its writes too: the stop is the cause
+            let e = match crate::signals::check_run() {
+                Err(stop) => stop,
+                Ok(()) => e,
+            };
             if e.is::<SinkFailed>() || e.chain().any(|c| c.is::<SinkFailed>()) {
                 // the client stopped first (ON_ERROR_STOP / --exit-on-error): its words are the error
                 return Err(anyhow!(

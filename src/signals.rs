@@ -9,9 +9,16 @@
 //! ([`CLEANUP_TIMEOUT`]). Should the cleanup itself hang (a catalog that stopped answering), the
 //! watcher exits the process [`GRACE`] after the signal, well inside systemd's TimeoutStopSec.
 //!
-//! The stall watchdog ([`watch`]) fails a backup that makes no progress: no bytes from pg_dump and
-//! none accepted by a target for the configured time. It stops the run the same way a signal does
-//! (in-flight requests are cut), with a "stalled" error naming what it was waiting on.
+//! The stall watchdog ([`watch`]) fails a run that makes no progress for the configured time: a
+//! backup that gets no bytes from pg_dump and has none accepted by a target; a restore or verify
+//! whose download delivers nothing and whose restore client accepts nothing (while its server
+//! session does no work either). It stops the run the same way a signal does, with a "stalled"
+//! error naming what it was waiting on.
+//!
+//! Stopping (a signal or a stall) also SIGKILLs the process groups of the running restore clients
+//! ([`kill_on_stop`]): a write blocked on a client that stopped reading then fails at once (EPIPE)
+//! instead of waiting for it, and the client, killed inside its transaction, commits nothing.
+//! Reads that the kernel could block on (a local FIFO) poll instead (see `crate::fsutil`).
 //!
 //! Exiting at once never commits a restore: its client commits only on pgdrive's explicit
 //! consent and dies with pgdrive (see `crate::psql`).
@@ -92,9 +99,9 @@ pub fn check_run() -> anyhow::Result<()> {
     match STALLED.get() {
         Some(message) => Err(crate::error::failure_hint(
             message.clone(),
-            "find what blocks it: a lock held on a dumped table (see pg_stat_activity), or the network \
-             to the target; on a link that is only slow, raise PGDRIVE_STALL_TIMEOUT_MS or lower \
-             PGDRIVE_CHUNK_SIZE",
+            "find what blocks it: a lock held on a table (see pg_stat_activity on the server), or \
+             the network to the storage or the server; on a link that is only slow, raise \
+             PGDRIVE_STALL_TIMEOUT_MS or lower PGDRIVE_CHUNK_SIZE",
         )),
         None => Ok(()),
     }
@@ -138,6 +145,42 @@ fn cut_requests() {
     }
 }
 
+// ------------------------------------------------------------------ killing restore clients
+
+static KILL_ON_STOP: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Registers a child's process group to be SIGKILLed when the run stops. Call [`forget`] before
+/// the child is reaped (waited for), so that a reused id is never signalled.
+pub fn kill_on_stop(group: i32) {
+    KILL_ON_STOP
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(group);
+}
+
+/// Undoes [`kill_on_stop`]; once it returns, the watcher will not signal the group.
+pub fn forget(group: i32) {
+    KILL_ON_STOP
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|g| *g != group);
+}
+
+fn kill_clients() {
+    let groups = KILL_ON_STOP.lock().unwrap_or_else(|p| p.into_inner());
+    for group in groups.iter().filter(|g| **g > 0) {
+        // SAFETY: signals a process group registered by a child that has not been reaped yet
+        // (it is forgotten before it is waited for), under the lock `forget` takes.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
+}
+
+/// Cuts in-flight requests and kills the restore clients: what stopping the run means.
+fn stop_io() {
+    cut_requests();
+    kill_clients();
+}
+
 // ------------------------------------------------------------------ the stall watchdog
 
 static STALLED: OnceLock<String> = OnceLock::new();
@@ -164,6 +207,21 @@ pub fn watch(timeout: Duration) -> Watch {
     Watch(())
 }
 
+/// [`watch`], unless `timeout` is zero (the watchdog turned off).
+#[must_use = "the watchdog is disarmed when the guard is dropped"]
+pub fn watch_unless_zero(timeout: Duration) -> Option<Watch> {
+    (!timeout.is_zero()).then(|| watch(timeout))
+}
+
+/// Whether the watchdog is armed: how often to look for progress elsewhere (see
+/// `crate::psql`), `None` when it is not.
+pub fn watched_timeout() -> Option<Duration> {
+    match STALL_TIMEOUT_MS.load(Ordering::SeqCst) {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    }
+}
+
 /// Disarms the watchdog on drop.
 pub struct Watch(());
 
@@ -173,7 +231,8 @@ impl Drop for Watch {
     }
 }
 
-/// Records progress: bytes came from pg_dump, or a target accepted bytes.
+/// Records progress: bytes came from pg_dump or storage, a target or a restore client accepted
+/// bytes, or a restore client's server session was seen working.
 pub fn progress() {
     LAST_PROGRESS_MS.store(now_ms(), Ordering::SeqCst);
 }
@@ -206,13 +265,13 @@ fn watcher() {
         if STALLED.get().is_none() {
             if let Some(message) = stall_now() {
                 let _ = STALLED.set(message);
-                cut_requests();
+                stop_io();
             }
         }
         match (received(), signalled_at) {
             (Some(_), None) => {
                 signalled_at = Some(Instant::now());
-                cut_requests();
+                stop_io();
             }
             (Some(sig), Some(at)) if at.elapsed() >= GRACE => {
                 crate::log::error(

@@ -557,3 +557,60 @@ fn every_configuration_error_carries_a_hint() {
         .arg(&not_a_dir_child));
     assert_ne!(r.status, 0, "{r:?}");
 }
+
+/// Point 6's "make a 75 visible": a run that hangs holding its lock makes every later run of the
+/// job exit 75 (counted as success by systemd), storing and recording nothing; `status` must then
+/// show the job stale, exit 1 and alert, once its newest backup is older than its max age.
+#[test]
+fn a_job_that_keeps_being_skipped_goes_stale_in_status_exits_1_and_alerts() {
+    let emu = Emulator::start();
+    let catalog = TestDb::new("skip_catalog");
+    let shop = TestDb::new("skip_shop");
+    shop.exec("CREATE TABLE t AS SELECT generate_series(1, 100) AS id");
+    let (dir, bin) = (TempDir::new("skip_shop"), TempDir::new("skip_bin"));
+    let r = run(&mut backup(&shop.url(), &catalog, &dir));
+    assert_eq!(r.status, 0, "{r:?}");
+    catalog.exec("UPDATE backups SET created_at = now() - interval '30 hours'");
+
+    // a run that hangs with the lock; every later run of the job is skipped
+    // backup names have a resolution of one second: the next run must not reuse this one's
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut hung = start_holding(
+        backup(&shop.url(), &catalog, &dir)
+            .env("PGDRIVE_PG_DUMP", slow_pg_dump(&bin, 60))
+            .env("PGDRIVE_STALL_TIMEOUT_MS", "0"),
+        &catalog,
+    );
+    for _ in 0..2 {
+        let r = run(&mut backup(&shop.url(), &catalog, &dir));
+        assert_eq!(r.status, 75, "{r:?}");
+    }
+    assert_eq!(
+        rows(&catalog),
+        vec![("SUCCESS".to_string(), shop.name.clone())],
+        "a skipped run records nothing"
+    );
+
+    emu.post(
+        "sendgrid_keys",
+        serde_json::json!({"key": "SG.skip-test-key"}),
+    );
+    let r = run(pgdrive()
+        .env("DATABASE_URL", shop.url())
+        .env("PGDRIVE_CATALOG_URL", catalog.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .env("SENDGRID_API_KEY", "SG.skip-test-key")
+        .env("SENDGRID_FROM_EMAIL", "backups@example.com")
+        .env("PGDRIVE_NOTIFY_EMAIL", "ops@example.com")
+        .env("PGDRIVE_SENDGRID_URL", &emu.base)
+        .env("PGDRIVE_NOTIFY_RETRY_DELAYS_MS", "10")
+        .args(["status", "--kind", "daily"]));
+    let _ = hung.kill();
+    let _ = hung.wait();
+    assert_eq!(r.status, 1, "{r:?}");
+    let stale = "daily: newest backup is 1d 6h old (max age 1d 2h)";
+    assert!(r.stdout.contains(stale), "{r:?}");
+    let mail = emu.get("mail")["messages"].as_array().unwrap().clone();
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    assert!(mail[0].to_string().contains(stale), "{mail:#?}");
+}

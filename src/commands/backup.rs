@@ -384,7 +384,7 @@ fn back_up(
     facts: &mut RunFacts,
 ) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
     // from here to the verified upload, a run that makes no progress fails as "stalled"
-    let _watch = (!cfg.stall_timeout.is_zero()).then(|| crate::signals::watch(cfg.stall_timeout));
+    let _watch = crate::signals::watch_unless_zero(cfg.stall_timeout);
 
     // --- preflight: nothing has been written anywhere yet
     crate::signals::waiting_on("the database did not answer the preflight");

@@ -159,14 +159,15 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                     );
                 }
                 TargetKind::Local { dir } => {
-                    let dir = dir.display().to_string();
+                    let dir = dir.clone();
                     match crate::storage::open(target).preflight() {
                         Ok(()) => report.add(Finding::ok(
                             format!("local {kind}"),
-                            format!("{dir} can be written"),
+                            format!("{} can be written", dir.display()),
                         )),
                         Err(e) => report.add(Finding::from_error(format!("local {kind}"), &e)),
                     }
+                    check_stale_partials(&mut report, kind, &dir);
                 }
                 TargetKind::Memory(_) => {}
             }
@@ -192,6 +193,30 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     } else {
         ExitStatus::Ok
     })
+}
+
+/// Partial files of interrupted backups in a local directory: reported, never removed here.
+fn check_stale_partials(report: &mut Report, kind: crate::cli::Kind, dir: &std::path::Path) {
+    match crate::storage::local::stale_partials(dir, false) {
+        Ok(stale) if stale.is_empty() => {}
+        Ok(stale) => report.add(Finding::warn(
+            format!("local {kind}"),
+            format!(
+                "{} partial file(s) of interrupted backups ({} bytes) in {}: {}",
+                stale.len(),
+                stale.iter().map(|p| p.size).sum::<u64>(),
+                dir.display(),
+                stale
+                    .iter()
+                    .filter_map(|p| p.path.file_name())
+                    .map(|n| n.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some("the next backup into the directory removes them; they are unlocked and unchanged for an hour, so no run is writing them".into()),
+        )),
+        Err(e) => report.add(Finding::from_error(format!("local {kind}"), &e)),
+    }
 }
 
 /// The backed-up database: reachable, pg_dump new enough, critical tables present.

@@ -407,6 +407,7 @@ fn spool_and_restore(
     id: &str,
     expected: &crate::storage::Digest,
     layout: crate::restore::Layout,
+    stall: std::time::Duration,
 ) -> Result<crate::restore::Checked> {
     let bin = crate::psql::locate_tool(
         "pg_restore",
@@ -414,6 +415,8 @@ fn spool_and_restore(
         clients.pg_restore.as_deref(),
     )?;
     let mut spool = SpoolFile::create(&plan.dir)?;
+    // watched while downloading; pg_restore -j then takes as long as it needs
+    let watch = crate::signals::watch_unless_zero(stall);
     let reader = storage.open(id, Some(expected.size))?;
     let mut reader = Progress::new(
         reader,
@@ -427,6 +430,7 @@ fn spool_and_restore(
         spool.file.as_mut().expect("open until dropped"),
     );
     reader.clear();
+    drop(watch);
     let checked =
         checked.context("nothing was restored: the backup is checked before pg_restore starts")?;
     drop(spool.file.take());
@@ -460,6 +464,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
     let target_db = source::parse_url("--target-url", &args.target_url, &cfg.settings)?;
     source::refuse_the_source(&cfg, &target_db, args.clean)?;
+    let stall = crate::config::stall_timeout(&cfg.settings)?;
     let clients = crate::restore::Clients {
         psql: args
             .psql
@@ -618,9 +623,10 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let outcome = (|| -> Result<crate::restore::Checked> {
         if let Some(spool) = &spool {
             return spool_and_restore(
-                spool, args, &clients, &target_db, target, &backup.id, &expected, layout,
+                spool, args, &clients, &target_db, target, &backup.id, &expected, layout, stall,
             );
         }
+        let _watch = crate::signals::watch_unless_zero(stall);
         let client = clients.restore_into(layout.format, &target_db, args.clean)?;
         let reader = target.open(&backup.id, Some(expected.size))?;
         let mut reader = Progress::new(

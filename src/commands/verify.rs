@@ -48,6 +48,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
             .clone()
             .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
     };
+    let stall = crate::config::stall_timeout(&cfg.settings)?;
     let database = source::wanted_database(&cfg, &args.source);
     let mut targets = source::targets(
         &cfg,
@@ -100,6 +101,10 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let total = work.len();
     let mut errors: Vec<anyhow::Error> = Vec::new();
     for (i, mut found) in work {
+        if crate::signals::stopping() {
+            // a signal or a stall ended the run: the rest is not verified, nor recorded as failed
+            break;
+        }
         let target = targets[i].as_mut();
         let backend = target.backend();
         let drive_id = (backend == Backend::Drive).then_some(found.listed.id.clone());
@@ -118,7 +123,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
                         });
             }
         }
-        let outcome = verify_one(target, &found, scratch.as_ref(), &clients);
+        let outcome = verify_one(target, &found, scratch.as_ref(), &clients, stall);
         let result = match &outcome {
             Ok(summary) => format!("ok: {summary}"),
             Err(e) => format!("FAILED: {}", crate::error::render(e)),
@@ -181,6 +186,7 @@ fn verify_one(
     found: &Found,
     scratch: Option<&ConnInfo>,
     clients: &crate::restore::Clients,
+    stall: std::time::Duration,
 ) -> Result<String> {
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
@@ -188,6 +194,7 @@ fn verify_one(
     let show = progress::stderr_is_terminal();
     let (checked, restored) = match scratch {
         None => {
+            let _watch = crate::signals::watch_unless_zero(stall);
             let mut reader = Progress::new(
                 target.open(&backup.id, Some(expected.size))?,
                 Some(expected.size),
@@ -214,6 +221,7 @@ fn verify_one(
                 crate::dblocale::DbLocale::from_properties(&found.listed.properties).as_ref(),
             )?;
             let restored = (|| -> Result<(crate::restore::Checked, BTreeMap<String, i64>)> {
+                let _watch = crate::signals::watch_unless_zero(stall);
                 let client = clients.restore_into(layout.format, &db, false)?;
                 let mut reader = Progress::new(
                     target.open(&backup.id, Some(expected.size))?,
@@ -223,6 +231,7 @@ fn verify_one(
                 let checked =
                     crate::restore::into_client(&mut reader, &expected, layout, client, "");
                 reader.clear();
+                drop(_watch);
                 let checked = checked?;
                 let counts = count_rows(&db, checked.row_counts.keys())?;
                 Ok((checked, counts))

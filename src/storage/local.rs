@@ -8,11 +8,18 @@
 //! temporary names are unpredictable and created exclusively (a planted symlink makes the run
 //! fail, it is never written through), the final renames never replace anything already at the
 //! backup's or the sidecar's name, and a failed write (a full disk) removes what it created.
+//!
+//! A backup killed outright (SIGKILL, a power cut) cannot remove its partial file, so every new
+//! upload first removes the stale ones ([`stale_partials`]): only pgdrive's own
+//! (`.<name>.<32 hex digits>.partial`, a regular file owned by this user), only when no process
+//! holds the `flock` every upload keeps on its partial while writing it (any kind of run, for any
+//! database), and only when unchanged for [`STALE_AFTER`] (partials of older builds were not
+//! locked). `check` reports them.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -21,6 +28,16 @@ use super::{
 };
 
 pub const SIDECAR_SUFFIX: &str = ".pgdrive.json";
+
+/// How long an unlocked partial file must have been left unchanged before it is removed.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A partial file an interrupted backup left behind.
+#[derive(Debug)]
+pub struct StalePartial {
+    pub path: PathBuf,
+    pub size: u64,
+}
 
 pub struct LocalTarget {
     name: String,
@@ -47,6 +64,94 @@ impl LocalTarget {
     pub(super) fn new(name: String, dir: PathBuf) -> LocalTarget {
         LocalTarget { name, dir }
     }
+}
+
+/// Whether `file_name` is one `create_temp(dir, name, "partial")` makes.
+fn is_partial_name(file_name: &str) -> bool {
+    let Some(rest) = file_name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".partial"))
+    else {
+        return false;
+    };
+    match rest.rsplit_once('.') {
+        Some((name, token)) => {
+            !name.is_empty()
+                && token.len() == 32
+                && token
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        }
+        None => false,
+    }
+}
+
+/// The partial files interrupted backups left: pgdrive's by name and owner, unchanged for
+/// [`STALE_AFTER`], and locked by no live upload. With `remove`, each is deleted while this
+/// process holds its lock (so no upload can be using it) and logged.
+pub fn stale_partials(dir: &Path, remove: bool) -> Result<Vec<StalePartial>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mut stale = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_str().is_some_and(is_partial_name) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let unchanged = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= STALE_AFTER);
+        if !meta.file_type().is_file() || meta.uid() != me || !unchanged {
+            continue;
+        }
+        let Ok(file) = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+        else {
+            continue;
+        };
+        let same = file
+            .metadata()
+            .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
+        if !same || !crate::fsutil::try_lock_exclusive(&file)? {
+            continue; // replaced meanwhile, or an upload is writing it
+        }
+        if remove {
+            // still the file that was checked (and locked): nothing was swapped in
+            let unchanged_name = fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
+            if !unchanged_name {
+                continue;
+            }
+            fs::remove_file(&path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+            crate::log::info(
+                "removed a partial file an interrupted backup left",
+                &[
+                    ("file", path.display().to_string()),
+                    ("bytes", meta.len().to_string()),
+                ],
+            );
+        }
+        stale.push(StalePartial {
+            path,
+            size: meta.len(),
+        });
+    }
+    Ok(stale)
 }
 
 impl LocalTarget {
@@ -140,7 +245,24 @@ impl Target for LocalTarget {
                 );
             }
         }
+        if let Err(e) = stale_partials(&self.dir, true) {
+            // a leftover that cannot be removed must not cost the backup
+            crate::log::warn(
+                "could not remove the partial files interrupted backups left",
+                &[("error", crate::error::render(&e))],
+            );
+        }
         let (file, partial) = crate::fsutil::create_temp(&self.dir, name, "partial", 0o600)?;
+        // held until the upload ends (or the process dies): tells other runs it is in use
+        if !crate::fsutil::try_lock_exclusive(&file)
+            .with_context(|| format!("locking {}", partial.display()))?
+        {
+            let _ = fs::remove_file(&partial);
+            bail!(
+                "{} was locked by another process as soon as it was created",
+                partial.display()
+            );
+        }
         Ok(Box::new(LocalUpload {
             target: self.name.clone(),
             dir: self.dir.clone(),
@@ -223,7 +345,8 @@ impl Target for LocalTarget {
     ) -> Result<Box<dyn Read + 's>> {
         use std::io::{Seek, SeekFrom};
         let path = self.dir.join(id);
-        let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // polled: a FIFO whose writer stops cannot hold off a signal or the stall watchdog
+        let mut file = crate::fsutil::open_polled(&path)?;
         if offset > 0 {
             file.seek(SeekFrom::Start(offset))
                 .with_context(|| format!("seeking in {}", path.display()))?;
@@ -246,10 +369,10 @@ struct LocalUpload {
 impl LocalUpload {
     fn complete(&mut self, done: &Completion) -> Result<PathBuf> {
         let digest = &done.digest;
+        // kept open (and so locked) until renamed: it is in use until then
         let file = self.file.take().context("upload already finished")?;
         file.sync_all()
             .with_context(|| format!("syncing {}", self.partial.display()))?;
-        drop(file);
         // Read back what the disk holds and compare with what was streamed.
         let mut reader = File::open(&self.partial)?;
         let mut read_back = super::Hasher::default();
@@ -295,6 +418,7 @@ impl LocalUpload {
                 anyhow::Error::new(e).context(format!("renaming into {}", final_path.display()))
             }
         })?;
+        drop(file);
         crate::fsutil::sync_dir(&self.dir)?;
         Ok(final_path)
     }
@@ -335,5 +459,29 @@ impl Upload for LocalUpload {
     fn abort(mut self: Box<Self>) {
         self.file.take();
         let _ = fs::remove_file(&self.partial);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_partial_name;
+
+    #[test]
+    fn only_pgdrives_own_partial_names_match() {
+        let token = "0123456789abcdef0123456789abcdef";
+        assert!(is_partial_name(&format!(
+            ".db-daily-x.sql.gz.{token}.partial"
+        )));
+        for foreign in [
+            format!("db.{token}.partial"),
+            format!(".{token}.partial"),
+            format!(".db.{}.partial", &token[1..]),
+            format!(".db.{}.partial", token.to_uppercase()),
+            format!(".db.{token}.partial.keep"),
+            format!(".db.{token}x.partial"),
+            ".db.partial".to_string(),
+        ] {
+            assert!(!is_partial_name(&foreign), "{foreign}");
+        }
     }
 }
