@@ -66,3 +66,34 @@ pub fn describe_exit(status: &ExitStatus) -> String {
         _ => "ended abnormally".to_string(),
     }
 }
+
+/// Makes the child a process group of its own and has the kernel SIGKILL it when pgdrive dies
+/// (`PR_SET_PDEATHSIG`). The death signal follows the spawning *thread*: children are started by
+/// the main thread, which lives as long as pgdrive.
+pub fn dies_with_pgdrive(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // pgdrive died before the death signal was armed: do not start at all
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "pgdrive exited while starting the child",
+                ));
+            }
+            Ok(())
+        })
+    };
+}

@@ -202,6 +202,8 @@ impl RunningDump {
             }
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        // a pgdrive killed outright must not leave pg_dump (or a wrapper's children) running
+        crate::child::dies_with_pgdrive(&mut cmd);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.path.display()))?;
@@ -226,6 +228,11 @@ impl RunningDump {
 
     /// Kills pg_dump (used when the run is being abandoned).
     pub fn kill(&mut self) {
+        // the whole group: a wrapper script's pg_dump must not keep the pipe open
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on the group this child leads (it was started with process_group(0))
+            unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        }
         let _ = self.child.kill();
     }
 

@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
 use common::*;
 
 fn local(db: &TestDb, dir: &TempDir) -> std::process::Command {
@@ -757,4 +760,103 @@ fn a_catalog_write_that_fails_after_the_upload_exits_3_and_keeps_the_backup() {
         "{r:?}"
     );
     assert_eq!(backups_in(&dir).len(), 1, "the stored backup is kept");
+}
+
+/// A fake pg_dump that prints a line, then leaves a grandchild holding its stdout open (as a
+/// wrapper script would) and records both pids.
+fn lingering_pg_dump(bin: &Path) -> PathBuf {
+    script(
+        bin,
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\necho $$ > {dir}/dump.pid\necho 'SET statement_timeout = 0;'\nsleep 60 &\necho $! > {dir}/grandchild.pid\nwait",
+            real_pg_dump(),
+            dir = bin.display()
+        ),
+    )
+}
+
+fn pid_in(dir: &Path, file: &str) -> libc::pid_t {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+            if let Ok(pid) = text.trim().parse() {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "{file} never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn gone_within(pid: libc::pid_t, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        // SAFETY: signal 0 only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// pg_dump and whatever its wrapper started die with pgdrive, even when pgdrive is SIGKILLed
+/// (the kernel's death signal, and a process group of their own that a failing run kills whole).
+#[test]
+fn pg_dump_and_its_wrappers_children_never_outlive_pgdrive() {
+    let db = TestDb::new("dump_dies_with_pgdrive");
+    let out = TempDir::new("dump_dies_with_pgdrive_out");
+    // 1. a failing run (stalled) kills the whole group and exits promptly, though a grandchild
+    //    holds pg_dump's stdout open
+    let bin = TempDir::new("dump_dies_bin_stall");
+    let fake = lingering_pg_dump(bin.path());
+    let started = Instant::now();
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "1000")
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(out.path()));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("stalled"), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let grandchild = pid_in(bin.path(), "grandchild.pid");
+    assert!(
+        gone_within(grandchild, Duration::from_secs(5)),
+        "the wrapper's child outlived the run"
+    );
+
+    // 2. pgdrive SIGKILLed mid-dump: pg_dump is killed by the kernel
+    let bin = TempDir::new("dump_dies_bin_kill");
+    let fake = lingering_pg_dump(bin.path());
+    let mut child = pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_PG_DUMP", &fake)
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(out.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dump = pid_in(bin.path(), "dump.pid");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        gone_within(dump, Duration::from_secs(5)),
+        "pg_dump outlived a SIGKILLed pgdrive"
+    );
+    // the grandchild has no death signal of its own (none is inherited): end it here
+    // SAFETY: kill(2) of the test's own sleep process.
+    unsafe { libc::kill(pid_in(bin.path(), "grandchild.pid"), libc::SIGKILL) };
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
