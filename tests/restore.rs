@@ -366,7 +366,46 @@ fn spellings_of(db: &str) -> Vec<String> {
         format!("postgres://postgres@[::ffff:127.0.0.1]:5432/{db}"),
         format!("postgres://postgres@127.0.0.1:1,127.0.0.1:5432/{db}"),
         format!("host=/var/run/postgresql port=5432 user=postgres dbname='{db}'"),
+        // libpq connects to hostaddr; host only names the server (nothing listens there)
+        format!("host=127.0.0.2 hostaddr=127.0.0.1 port=5432 user=postgres dbname='{db}'"),
     ]
+}
+
+/// `hostaddr` sends psql to another server than `host` names. The guard must judge the server
+/// psql writes to: here `host` leads to a decoy cluster holding an empty database of the
+/// source's name (so every check made there passes), `hostaddr` to the source itself.
+#[test]
+fn a_hostaddr_that_leads_to_the_source_is_refused_whatever_host_names() {
+    let dir = TempDir::new("hostaddr");
+    let db = TestDb::new("hostaddr");
+    seed_shop(&db);
+    local_backup(&db, &dir);
+    db.exec("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1)");
+    let before = fingerprint(&db.name);
+    let decoy = Cluster::start_on("127.0.0.2", 5432);
+    decoy.exec("postgres", &format!("CREATE DATABASE \"{}\"", db.name));
+    let url = format!(
+        "host=127.0.0.2 hostaddr=127.0.0.1 port=5432 user=postgres dbname='{}'",
+        db.name
+    );
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--clean",
+            "--yes",
+            "--target-url",
+            &url,
+        ]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+        "{r:?}"
+    );
+    assert_eq!(fingerprint(&db.name), before);
+    assert_eq!(db.query_i64("SELECT count(*) FROM precious"), 1);
 }
 
 /// The source, and the catalog it holds, for each spelling of its address, with `--clean --yes`:
@@ -1326,18 +1365,25 @@ fn a_backup_without_recorded_settings_uses_the_server_defaults() {
 /// tests that change what the shared server must not see changed (template1, privileges).
 struct Cluster {
     dir: TempDir,
+    addr: &'static str,
     port: u16,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = TempDir::new("cluster");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let c = Cluster { dir, port };
+        Cluster::start_on("127.0.0.1", port)
+    }
+
+    /// A cluster listening on `addr:port` only (another loopback address may take the shared
+    /// server's port).
+    fn start_on(addr: &'static str, port: u16) -> Cluster {
+        let dir = TempDir::new("cluster");
+        let c = Cluster { dir, addr, port };
         if Self::as_root() {
             assert!(Command::new("chown")
                 .arg("postgres")
@@ -1362,7 +1408,7 @@ impl Cluster {
             ],
         );
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {port} -k {} -c listen_addresses={addr} -c fsync=off",
             c.dir.path().display()
         );
         let log = c.dir.path().join("log");
@@ -1406,7 +1452,7 @@ impl Cluster {
     }
 
     fn url(&self, user: &str, db: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+        format!("postgres://{user}@{}:{}/{db}", self.addr, self.port)
     }
 
     fn exec(&self, db: &str, sql: &str) {
