@@ -335,15 +335,6 @@ fn a_non_empty_target_is_refused_without_clean_and_replaced_with_it() {
     assert_eq!(schema_dump(&db.name), schema_dump(&target.name));
 }
 
-/// A local daily backup of `db` in `dir`, with `db` as DATABASE_URL.
-fn local_backup(db: &TestDb, dir: &TempDir) {
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-}
-
 fn this_host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
@@ -379,7 +370,7 @@ fn a_hostaddr_that_leads_to_the_source_is_refused_whatever_host_names() {
     let dir = TempDir::new("hostaddr");
     let db = TestDb::new("hostaddr");
     seed_shop(&db);
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     db.exec("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1)");
     let before = fingerprint(&db.name);
     let decoy = Cluster::start_on("127.0.0.2", 5432);
@@ -415,7 +406,7 @@ fn every_spelling_of_the_source_is_refused_and_it_stays_untouched() {
     let dir = TempDir::new("self");
     let db = TestDb::new("self");
     seed_shop(&db);
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let before = fingerprint(&db.name);
     let catalog_rows = db.catalog();
     for url in spellings_of(&db.name) {
@@ -463,7 +454,7 @@ fn an_unreachable_source_refuses_clean_but_not_an_empty_target() {
     let dir = TempDir::new("gone");
     let db = TestDb::new("gone");
     seed_shop(&db);
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let gone = format!("postgres://postgres@127.0.0.1:1/{}", db.name);
     let target = TestDb::new("gone_target");
     let restore = |extra: &str| {
@@ -629,11 +620,7 @@ fn restore_and_list_from_a_local_directory() {
     let dir = TempDir::new("local_restore");
     let db = TestDb::new("local_src");
     seed_zoo(&db);
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
+    local_backup(&db, dir.path(), &[]);
     let r = run(pgdrive()
         .env("DATABASE_URL", db.url())
         .args(["list", "--from"])
@@ -745,17 +732,9 @@ fn without_a_stored_manifest_the_catalog_row_counts_are_checked() {
     let dir = TempDir::new("manifest_fallback");
     let db = TestDb::new("manifest_fallback");
     seed_shop(&db);
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
+    let stored = local_backup(&db, dir.path(), &[]);
     // drop the sidecar's manifest, so the catalog's is the only one
-    let sidecar = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
-        .unwrap();
+    let sidecar = format!("{}.pgdrive.json", stored.display());
     let mut json: Value =
         serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
     json.as_object_mut().unwrap().remove("row_counts");
@@ -789,13 +768,11 @@ fn every_codec_and_custom_archives_restore_and_verify() {
         ("zstd:3", "custom"),
     ] {
         let dir = TempDir::new("codec_rt");
-        let r = run(pgdrive()
-            .env("DATABASE_URL", db.url())
-            .env("PGDRIVE_COMPRESS", codec)
-            .env("PGDRIVE_FORMAT", format)
-            .args(["backup", "--kind", "daily", "--to"])
-            .arg(dir.path()));
-        assert_eq!(r.status, 0, "{codec} {format}: {r:?}");
+        local_backup(
+            &db,
+            dir.path(),
+            &[("PGDRIVE_COMPRESS", codec), ("PGDRIVE_FORMAT", format)],
+        );
         let target = new_target("codec_rt_restored");
         let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
             "restore",
@@ -860,17 +837,7 @@ fn pg_restore_cannot_commit_before_the_last_bytes_are_checked() {
     let db = TestDb::new("slow_tail");
     seed_zoo(&db);
     let dir = TempDir::new("slow_tail");
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .env("PGDRIVE_FORMAT", "custom")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.gz"))
-        .unwrap();
+    let path = custom_backup_in(&db, &dir);
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
     bytes[n - 2] ^= 0xff; // the gzip trailer: the archive itself decompresses intact
@@ -930,17 +897,7 @@ fn a_download_that_keeps_failing_is_a_failure_not_corruption() {
 
 /// A local custom-format backup of `db` in `dir`; returns the path of the stored file.
 fn custom_backup_in(db: &TestDb, dir: &TempDir) -> std::path::PathBuf {
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .env("PGDRIVE_FORMAT", "custom")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.gz"))
-        .unwrap()
+    local_backup(db, dir.path(), &[("PGDRIVE_FORMAT", "custom")])
 }
 
 fn parallel_restore(dir: &TempDir, db: &TestDb, target: &TestDb, extra: &[&str]) -> Command {
@@ -1054,11 +1011,7 @@ fn jobs_on_a_plain_backup_is_refused() {
     let db = TestDb::new("jobs_plain");
     seed_shop(&db);
     let dir = TempDir::new("jobs_plain");
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
+    local_backup(&db, dir.path(), &[]);
     let target = new_target("jobs_plain_target");
     let r = run(&mut parallel_restore(&dir, &db, &target, &["--create"]));
     assert_eq!(r.status, 78, "{r:?}");
@@ -1216,7 +1169,7 @@ fn recreated(db: &TestDb, prefix: &str, via_drive: bool) -> TestDb {
     let google = via_drive.then(Google::shared_drive);
     match &google {
         Some(g) => drop(backed_up(g, db)),
-        None => local_backup(db, &dir),
+        None => drop(local_backup(db, dir.path(), &[])),
     }
     let target = new_target(prefix);
     let r = run(restore_from(&google, &dir).args([
@@ -1325,7 +1278,7 @@ fn a_backup_without_recorded_settings_uses_the_server_defaults() {
     let dir = TempDir::new("old_backup");
     let db = TestDb::new("old_backup");
     seed_shop(&db);
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let sidecar = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -1635,7 +1588,7 @@ fn a_killed_create_restore_leaves_a_marked_database_that_the_next_one_replaces()
     let db = TestDb::new("killed_create");
     seed_shop(&db);
     let dir = TempDir::new("killed_create");
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let path = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
