@@ -1314,6 +1314,34 @@ fn a_backup_without_recorded_settings_uses_the_server_defaults() {
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
 }
 
+/// The recorded settings come from properties anyone who can write the backup directory (or the
+/// Drive folder) can edit: one that would add its own options to `CREATE DATABASE` (here: make
+/// the copy a template anyone may clone) is refused before anything is created.
+#[test]
+fn a_locale_provider_that_smuggles_in_options_is_refused() {
+    let dir = TempDir::new("provider");
+    let db = TestDb::new("provider");
+    seed_shop(&db);
+    let stored = local_backup(&db, dir.path(), &[]);
+    let sidecar = format!("{}.pgdrive.json", stored.display());
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    meta["properties"]["pgdrive_locale_provider"] = json!("libc IS_TEMPLATE true");
+    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let target = new_target("provider_copy");
+    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        &db.name,
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 65, "{r:?}");
+    assert!(r.stderr.contains("locale provider"), "{r:?}");
+    assert!(!database_exists(&target.name), "{r:?}");
+}
+
 /// A throwaway PostgreSQL cluster (initdb) on a free port, stopped and removed when dropped: for
 /// tests that change what the shared server must not see changed (template1, privileges).
 struct Cluster {
