@@ -123,6 +123,27 @@ fn new_target(prefix: &str) -> TestDb {
     }
 }
 
+/// `restore latest --database DATABASE --create --target-url TARGET` from the local directory.
+fn restore_create_locally(dir: &TempDir, database: &str, target_url: &str) -> Run {
+    run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        database,
+        "--create",
+        "--target-url",
+        target_url,
+    ]))
+}
+
+/// Rewrites the sidecar of the stored backup `stored` (its recorded facts) through `edit`.
+fn edit_sidecar(stored: &std::path::Path, edit: impl FnOnce(&mut Value)) {
+    let sidecar = format!("{}.pgdrive.json", stored.display());
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    edit(&mut meta);
+    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+}
+
 /// Only Drive: no DATABASE_URL, no catalog.
 fn drive_only(g: &Google) -> Command {
     let mut cmd = pgdrive();
@@ -734,11 +755,9 @@ fn without_a_stored_manifest_the_catalog_row_counts_are_checked() {
     seed_shop(&db);
     let stored = local_backup(&db, dir.path(), &[]);
     // drop the sidecar's manifest, so the catalog's is the only one
-    let sidecar = format!("{}.pgdrive.json", stored.display());
-    let mut json: Value =
-        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
-    json.as_object_mut().unwrap().remove("row_counts");
-    std::fs::write(&sidecar, json.to_string()).unwrap();
+    edit_sidecar(&stored, |meta| {
+        meta.as_object_mut().unwrap().remove("row_counts");
+    });
     let verify = || {
         run(pgdrive()
             .env("DATABASE_URL", db.url())
@@ -774,15 +793,7 @@ fn every_codec_and_custom_archives_restore_and_verify() {
             &[("PGDRIVE_COMPRESS", codec), ("PGDRIVE_FORMAT", format)],
         );
         let target = new_target("codec_rt_restored");
-        let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-            "restore",
-            "latest",
-            "--database",
-            &db.name,
-            "--create",
-            "--target-url",
-            &target.url(),
-        ]));
+        let r = restore_create_locally(&dir, &db.name, &target.url());
         assert_eq!(r.status, 0, "{codec} {format}: {r:?}");
         let mut after = fingerprint(&target.name);
         // the catalog row of this very backup is written after the dump
@@ -1278,37 +1289,24 @@ fn a_backup_without_recorded_settings_uses_the_server_defaults() {
     let dir = TempDir::new("old_backup");
     let db = TestDb::new("old_backup");
     seed_shop(&db);
-    local_backup(&db, dir.path(), &[]);
-    let sidecar = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
-        .expect("a sidecar");
-    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
-    let props = meta["properties"].as_object_mut().unwrap();
-    let before = props.len();
-    props.retain(|k, _| {
-        !matches!(
-            k.as_str(),
-            "pgdrive_encoding"
-                | "pgdrive_locale_provider"
-                | "pgdrive_collate"
-                | "pgdrive_ctype"
-                | "pgdrive_provider_locale"
-        )
+    let stored = local_backup(&db, dir.path(), &[]);
+    edit_sidecar(&stored, |meta| {
+        let props = meta["properties"].as_object_mut().unwrap();
+        let before = props.len();
+        props.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "pgdrive_encoding"
+                    | "pgdrive_locale_provider"
+                    | "pgdrive_collate"
+                    | "pgdrive_ctype"
+                    | "pgdrive_provider_locale"
+            )
+        });
+        assert_eq!(props.len(), before - 4, "{props:#?}");
     });
-    assert_eq!(props.len(), before - 4, "{meta:#}");
-    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
     let target = new_target("old_backup_copy");
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-        "restore",
-        "latest",
-        "--database",
-        &db.name,
-        "--create",
-        "--target-url",
-        &target.url(),
-    ]));
+    let r = restore_create_locally(&dir, &db.name, &target.url());
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains("records no encoding or locale"), "{r:?}");
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
@@ -1323,20 +1321,11 @@ fn a_locale_provider_that_smuggles_in_options_is_refused() {
     let db = TestDb::new("provider");
     seed_shop(&db);
     let stored = local_backup(&db, dir.path(), &[]);
-    let sidecar = format!("{}.pgdrive.json", stored.display());
-    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
-    meta["properties"]["pgdrive_locale_provider"] = json!("libc IS_TEMPLATE true");
-    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    edit_sidecar(&stored, |meta| {
+        meta["properties"]["pgdrive_locale_provider"] = json!("libc IS_TEMPLATE true")
+    });
     let target = new_target("provider_copy");
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-        "restore",
-        "latest",
-        "--database",
-        &db.name,
-        "--create",
-        "--target-url",
-        &target.url(),
-    ]));
+    let r = restore_create_locally(&dir, &db.name, &target.url());
     assert_eq!(r.status, 65, "{r:?}");
     assert!(r.stderr.contains("locale provider"), "{r:?}");
     assert!(!database_exists(&target.name), "{r:?}");
@@ -1491,15 +1480,7 @@ fn restore_create_ignores_what_was_added_to_template1() {
         .args(["backup", "--kind", "daily", "--to"])
         .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-        "restore",
-        "latest",
-        "--database",
-        "shop",
-        "--create",
-        "--target-url",
-        &cluster.url("postgres", "copy"),
-    ]));
+    let r = restore_create_locally(&dir, "shop", &cluster.url("postgres", "copy"));
     assert_eq!(r.status, 0, "{r:?}");
     let copied = cluster.relations("copy");
     assert!(
