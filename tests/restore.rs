@@ -268,14 +268,7 @@ fn a_corrupted_byte_fails_restore_and_verify_and_nothing_is_committed() {
         r.stderr.contains("SHA-256 mismatch") || r.stderr.contains("MD5 mismatch"),
         "{r:?}"
     );
-    let result: String = db
-        .client()
-        .query_one(
-            "SELECT verify_result FROM backups WHERE drive_file_id = $1",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
+    let result = db.verify_result(&id).unwrap_or_default();
     assert!(
         result.starts_with("FAILED: the backup is corrupt"),
         "{result}"

@@ -51,14 +51,7 @@ fn a_drive_file_cut_short_is_corrupt_before_any_download() {
         downloads.is_empty(),
         "nothing is downloaded: {downloads:#?}"
     );
-    let result: String = db
-        .client()
-        .query_one(
-            "SELECT verify_result FROM backups WHERE drive_file_id = $1",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
+    let result = db.verify_result(&id).unwrap_or_default();
     assert!(
         result.starts_with("FAILED: the backup is corrupt"),
         "{result}"

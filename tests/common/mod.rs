@@ -67,6 +67,17 @@ impl TestDb {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
+    /// The catalog's `verify_result` of the backup stored as Drive file `drive_file_id`.
+    pub fn verify_result(&self, drive_file_id: &str) -> Option<String> {
+        self.client()
+            .query_one(
+                "SELECT verify_result FROM backups WHERE drive_file_id = $1",
+                &[&drive_file_id],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     /// The catalog rows, oldest first: (status, type, filename, error, drive_file_id, pruned).
     pub fn catalog(
         &self,
