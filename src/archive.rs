@@ -23,7 +23,9 @@
 //!   integer length, the bytes) ending with length 0; a large-object block is a series of
 //!   (oid, chunks) ending with oid 0.
 //!
-//! Memory stays small: only the TOC entry being read is buffered, never a data chunk.
+//! Memory stays small: only the TOC entry being read is buffered (at most [`MAX_ITEM`]: a
+//! length that a damaged archive gets wrong must not make the counter buffer the rest of the
+//! stream), never a data chunk.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,6 +36,9 @@ const VERSION_MIN: (u8, u8) = (1, 10);
 const VERSION_MAX: (u8, u8) = (1, 16);
 const BLOCK_DATA: u8 = 1;
 const BLOCK_LARGE_OBJECTS: u8 = 3;
+/// The largest header or TOC entry read: far above any real one (a definition of several MB is
+/// rare), far below what would strain memory.
+const MAX_ITEM: usize = 64 << 20;
 
 #[derive(Debug)]
 enum State {
@@ -93,7 +98,12 @@ impl<'a> Cursor<'a> {
                 value |= (*b as i64) << (8 * i);
             }
         }
-        Some(if negative { -value } else { value })
+        // a damaged archive may hold any bytes here: never overflow
+        Some(if negative {
+            value.wrapping_neg()
+        } else {
+            value
+        })
     }
 
     /// `Some(None)` is a NULL string.
@@ -177,6 +187,13 @@ impl ArchiveRowCounter {
                     }
                     self.pending.drain(..self.start);
                     self.start = 0;
+                    if self.pending.len() > MAX_ITEM {
+                        self.fail(format!(
+                            "an item of the archive's header or table of contents is larger than {} MiB: the archive is damaged",
+                            MAX_ITEM >> 20
+                        ));
+                        return;
+                    }
                     // buffer only about what the next item may need, so that a payload after it
                     // streams unbuffered; doubling keeps re-reading a large TOC entry linear
                     let take = data.len().min(self.pending.len().max(64 << 10));
@@ -588,6 +605,39 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_damaged_length_neither_panics_nor_buffers_the_rest_of_the_stream() {
+        // an integer of the most negative magnitude (intSize 8) where the compression is read
+        let mut header = b"PGDMP".to_vec();
+        header.extend_from_slice(&[1, 14, 0, 8, 8, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0x80]);
+        assert!(count(&header, 3).is_err());
+
+        // a TOC entry whose tag claims a terabyte: the counter gives up at MAX_ITEM
+        let mut w = W {
+            out: Vec::new(),
+            version: (1, 14),
+        };
+        w.header(1);
+        w.int(1);
+        w.int(1);
+        w.string(Some("0"));
+        w.string(Some("0"));
+        w.int(0x7fff_ffff); // the tag's length: 2 GiB
+        let mut c = ArchiveRowCounter::default();
+        c.feed(&w.out);
+        let filler = vec![b'x'; 1 << 20];
+        for _ in 0..(MAX_ITEM >> 20) + 8 {
+            c.feed(&filler);
+            assert!(
+                c.pending.len() <= MAX_ITEM + (1 << 20),
+                "{}",
+                c.pending.len()
+            );
+        }
+        let why = c.finish().unwrap_err();
+        assert!(why.contains("larger than 64 MiB"), "{why}");
     }
 
     #[test]

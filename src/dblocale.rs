@@ -94,6 +94,14 @@ impl DbLocale {
 
     /// The `CREATE DATABASE` options that recreate these settings on a server of `target_major`.
     pub fn create_options(&self, target_major: u32) -> Result<String> {
+        // the provider is a keyword in the statement, not a quoted value: anything but the three
+        // names (a sidecar or Drive property someone edited) could add options of its own
+        if !matches!(self.provider.as_str(), "libc" | "icu" | "builtin") {
+            return Err(crate::error::corrupt(format!(
+                "the backup records the locale provider {:?}, which is none of libc, icu and builtin: its properties were changed since it was stored",
+                self.provider
+            )));
+        }
         let mut sql = format!(
             "ENCODING {} LC_COLLATE {} LC_CTYPE {}",
             quote_literal(&self.encoding),

@@ -87,7 +87,8 @@ pub fn identify(client: &mut Client) -> Result<DatabaseIdentity> {
 
 /// Opens the protected database with a random `application_name` and identifies it.
 pub fn probe(info: &ConnInfo) -> Result<Probe> {
-    let application_name = format!("pgdrive-probe-{}", random_hex());
+    // 128 random bits: the probe's name must not be guessable or repeat
+    let application_name = format!("pgdrive-probe-{}", crate::fsutil::random_token()?);
     // an unreachable source must not hold a restore for libpq's default of minutes
     let info = if info.get("connect_timeout").is_none() {
         info.with_param("connect_timeout", "10")
@@ -141,18 +142,4 @@ pub fn same_as(target: &mut Client, probe: &Probe) -> Result<Option<Same>> {
         return Ok(Some(Same::Cluster));
     }
     Ok(None)
-}
-
-/// 128 random bits in hex (the probe's name must not be guessable or repeat).
-fn random_hex() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = (nanos ^ ((std::process::id() as u128) << 64)).to_le_bytes();
-    }
-    crate::storage::hex(&b)
 }

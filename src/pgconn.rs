@@ -260,6 +260,37 @@ impl ConnInfo {
             })?;
             cfg.port(port);
         }
+        // libpq connects to `hostaddr` when given (`host` then only names the server for TLS),
+        // and so do pg_dump and psql, which get it as PGHOSTADDR: pgdrive's own connection must
+        // reach that same server, or its checks (the source guard above all) would look at
+        // another one than the restore writes to
+        if let Some(addrs) = self.get("hostaddr") {
+            let addrs: Vec<&str> = addrs.split(',').collect();
+            for (i, addr) in addrs.iter().enumerate() {
+                let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| {
+                    config_error_hint(
+                        format!(
+                            "hostaddr {} of {} in {} is not a numeric IP address",
+                            i + 1,
+                            addrs.len(),
+                            self.setting
+                        ),
+                        "write hostaddr as numeric addresses (127.0.0.1, ::1), one per host, or leave it out and name the server in host",
+                    )
+                })?;
+                cfg.hostaddr(ip);
+            }
+            if addrs.len() != host_count {
+                return Err(config_error_hint(
+                    format!(
+                        "{} has {host_count} hosts but {} hostaddr values",
+                        self.setting,
+                        addrs.len()
+                    ),
+                    "give one hostaddr per host, in the same order, as libpq requires",
+                ));
+            }
+        }
         if let Some(u) = self.get("user") {
             cfg.user(u);
         }
@@ -718,6 +749,28 @@ mod tests {
         let c = ConnInfo::parse("postgres://u@a:1,[::1]:2/d").unwrap();
         assert_eq!(c.get("host"), Some("a,::1"));
         assert_eq!(c.get("port"), Some("1,2"));
+    }
+
+    #[test]
+    fn hostaddr_is_where_pgdrive_connects_as_libpq_does() {
+        let c = ConnInfo::parse("host=db.example hostaddr=127.0.0.1 dbname=shop").unwrap();
+        let cfg = c.client_config("t").unwrap();
+        assert_eq!(
+            cfg.get_hostaddrs(),
+            &["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let c = ConnInfo::parse("host=a,b hostaddr=127.0.0.1 dbname=shop").unwrap();
+        let err = c.client_config("t").unwrap_err();
+        assert_eq!(
+            crate::error::classify(&err),
+            crate::error::ExitStatus::Config
+        );
+        let c = ConnInfo::parse("host=a hostaddr=db.example dbname=shop").unwrap();
+        let err = format!("{:#}", c.client_config("t").unwrap_err());
+        assert!(
+            err.contains("not a numeric IP address") && !err.contains("db.example"),
+            "{err}"
+        );
     }
 
     #[test]

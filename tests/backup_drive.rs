@@ -293,13 +293,7 @@ fn sigterm_mid_upload_leaves_no_file_and_records_the_interruption() {
     g.emu.fault(
         json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"delay_ms": 300}}]),
     );
-    let child = g
-        .pgdrive(&db)
-        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start_daily(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB"));
     assert!(
         g.emu
             .wait_for_request(|r| r["op"] == "upload_chunk", Duration::from_secs(20)),
@@ -636,6 +630,42 @@ fn exit_within(
     (child.wait_with_output().unwrap(), took)
 }
 
+/// Starts `pgdrive backup --kind daily` from `cmd` (the test's settings), stderr captured.
+fn start_daily(cmd: &mut std::process::Command) -> std::process::Child {
+    cmd.args(["backup", "--kind", "daily"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most `limit`) for a run that must fail with exit 1; returns its stderr and how
+/// long it took.
+fn fails_within(child: std::process::Child, limit: Duration) -> (String, Duration) {
+    let (out, took) = exit_within(child, limit);
+    eprintln!("exited after {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (stderr, took)
+}
+
+/// Waits until the emulator holds a faulted `op` request (one its fault rule keeps hanging).
+fn wait_until_held(g: &Google, op: &str) {
+    assert!(
+        g.emu.wait_for_request(
+            |r| r["op"] == op && !r["fault"].is_null(),
+            Duration::from_secs(30)
+        ),
+        "the run never reached the held {op} request"
+    );
+}
+
+/// Sends the run SIGTERM; it must exit 1 within 10 s. Returns its stderr and how long it took.
+fn sigterm(child: std::process::Child) -> (String, Duration) {
+    // SAFETY: signals the child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    fails_within(child, Duration::from_secs(10))
+}
+
 /// The failure left nothing behind: no file, the session cancelled, one ERROR row whose error
 /// contains `error_part`.
 fn assert_failed_cleanly(g: &Google, db: &TestDb, error_part: &str) {
@@ -665,26 +695,10 @@ fn sigterm_during_a_stalled_upload_exits_within_seconds_with_an_error_row() {
         {"op": "upload_chunk", "nth": 2, "action": {"hang_ms": 120000}},
         {"op": "upload_cancel", "action": {"hang_ms": 120000}},
     ]));
-    let child = g
-        .pgdrive(&db)
-        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        g.emu.wait_for_request(
-            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
-            Duration::from_secs(30)
-        ),
-        "the upload never reached the hanging chunk"
-    );
+    let child = start_daily(g.pgdrive(&db).env("PGDRIVE_CHUNK_SIZE", "256KiB"));
+    wait_until_held(&g, "upload_chunk");
     std::thread::sleep(Duration::from_millis(500)); // well inside the hanging request
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (out, took) = exit_within(child, Duration::from_secs(10));
-    eprintln!("exited {took:?} after SIGTERM");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stderr, _) = sigterm(child);
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
     assert_failed_cleanly(&g, &db, "SIGTERM");
 }
@@ -702,18 +716,12 @@ fn a_pg_dump_that_stops_producing_output_fails_as_stalled() {
             real_pg_dump()
         ),
     );
-    let child = g
-        .pgdrive(&db)
-        .env("PGDRIVE_PG_DUMP", &fake)
-        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, took) = exit_within(child, Duration::from_secs(15));
-    eprintln!("failed after {took:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let child = start_daily(
+        g.pgdrive(&db)
+            .env("PGDRIVE_PG_DUMP", &fake)
+            .env("PGDRIVE_STALL_TIMEOUT_MS", "1500"),
+    );
+    let (stderr, _) = fails_within(child, Duration::from_secs(15));
     assert!(
         stderr.contains("stalled: pg_dump produced no output for 1.5 s"),
         "{stderr}"
@@ -730,18 +738,12 @@ fn a_drive_that_accepts_no_bytes_fails_as_stalled() {
     g.emu.fault(
         json!([{"op": "upload_chunk", "nth": 1, "times": 100, "action": {"hang_ms": 60000}}]),
     );
-    let child = g
-        .pgdrive(&db)
-        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
-        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, took) = exit_within(child, Duration::from_secs(15));
-    eprintln!("failed after {took:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let child = start_daily(
+        g.pgdrive(&db)
+            .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+            .env("PGDRIVE_STALL_TIMEOUT_MS", "1500"),
+    );
+    let (stderr, _) = fails_within(child, Duration::from_secs(15));
     let wanted = format!(
         "stalled: Google Drive folder {} accepted no bytes for 1.5 s",
         g.folder
@@ -759,13 +761,7 @@ fn a_308_that_acknowledges_nothing_is_resent_only_a_bounded_number_of_times() {
     g.emu.fault(
         json!([{"op": "upload_chunk", "nth": 1, "times": 1000, "action": {"persist_partial": 0}}]),
     );
-    let child = g
-        .pgdrive(&db)
-        .env("PGDRIVE_RETRY_MAX", "3")
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start_daily(g.pgdrive(&db).env("PGDRIVE_RETRY_MAX", "3"));
     let (out, _) = exit_within(child, Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -788,30 +784,15 @@ fn a_locked_catalog_does_not_hold_the_exit_after_sigterm() {
     seed_shop(&db);
     g.emu
         .fault(json!([{"op": "upload_chunk", "action": {"hang_ms": 120000}}]));
-    let child = g
-        .pgdrive(&db)
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        g.emu.wait_for_request(
-            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
-            Duration::from_secs(30)
-        ),
-        "the upload never reached the hanging chunk"
-    );
+    let child = start_daily(&mut g.pgdrive(&db));
+    wait_until_held(&g, "upload_chunk");
     // the catalog stops answering: nobody can write to the backups table
     let mut blocker = db.client();
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE backups IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (out, took) = exit_within(child, Duration::from_secs(10));
-    eprintln!("exited {took:?} after SIGTERM");
+    let (stderr, took) = sigterm(child);
     tx.rollback().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("could not record the failure in the catalog")
             && stderr.contains("statement timeout")
@@ -879,26 +860,10 @@ fn a_silent_catalog_does_not_hold_the_exit_after_sigterm() {
     let relay = FreezableRelay::start();
     g.emu
         .fault(json!([{"op": "upload_chunk", "action": {"hang_ms": 120000}}]));
-    let child = g
-        .pgdrive(&db)
-        .env("DATABASE_URL", relay.url(&db))
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        g.emu.wait_for_request(
-            |r| r["op"] == "upload_chunk" && !r["fault"].is_null(),
-            Duration::from_secs(30)
-        ),
-        "the upload never reached the hanging chunk"
-    );
+    let child = start_daily(g.pgdrive(&db).env("DATABASE_URL", relay.url(&db)));
+    wait_until_held(&g, "upload_chunk");
     relay.freeze(); // the catalog's network goes silent: the ERROR row cannot be written
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (out, took) = exit_within(child, Duration::from_secs(10));
-    eprintln!("exited {took:?} after SIGTERM");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stderr, _) = sigterm(child);
     assert!(
         stderr.contains("interrupted by SIGTERM, and the cleanup did not finish within 8 s"),
         "{stderr}"
@@ -914,24 +879,9 @@ fn sigterm_while_the_new_file_is_labelled_takes_the_file_back() {
     // the upload completes, then recording the checksums on the file hangs
     g.emu
         .fault(json!([{"op": "update", "action": {"hang_ms": 120000}}]));
-    let child = g
-        .pgdrive(&db)
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        g.emu.wait_for_request(
-            |r| r["op"] == "update" && !r["fault"].is_null(),
-            Duration::from_secs(30)
-        ),
-        "the run never reached the labelling"
-    );
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (out, took) = exit_within(child, Duration::from_secs(10));
-    eprintln!("exited {took:?} after SIGTERM");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let child = start_daily(&mut g.pgdrive(&db));
+    wait_until_held(&g, "update"); // the run is labelling the new file
+    sigterm(child);
     assert!(
         g.emu.files_in(&g.folder).is_empty(),
         "an unverified file was left: {:#?}",
@@ -952,17 +902,8 @@ fn a_folder_lookup_that_never_answers_fails_as_stalled() {
     seed_shop(&db);
     g.emu
         .fault(json!([{"op": "get", "times": 100, "action": {"hang_ms": 60000}}]));
-    let child = g
-        .pgdrive(&db)
-        .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")
-        .args(["backup", "--kind", "daily"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, took) = exit_within(child, Duration::from_secs(15));
-    eprintln!("failed after {took:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let child = start_daily(g.pgdrive(&db).env("PGDRIVE_STALL_TIMEOUT_MS", "1500"));
+    let (stderr, _) = fails_within(child, Duration::from_secs(15));
     let wanted = format!(
         "stalled: Google Drive folder {} did not answer the preflight for 1.5 s",
         g.folder

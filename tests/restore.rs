@@ -123,6 +123,27 @@ fn new_target(prefix: &str) -> TestDb {
     }
 }
 
+/// `restore latest --database DATABASE --create --target-url TARGET` from the local directory.
+fn restore_create_locally(dir: &TempDir, database: &str, target_url: &str) -> Run {
+    run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
+        "restore",
+        "latest",
+        "--database",
+        database,
+        "--create",
+        "--target-url",
+        target_url,
+    ]))
+}
+
+/// Rewrites the sidecar of the stored backup `stored` (its recorded facts) through `edit`.
+fn edit_sidecar(stored: &std::path::Path, edit: impl FnOnce(&mut Value)) {
+    let sidecar = format!("{}.pgdrive.json", stored.display());
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    edit(&mut meta);
+    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+}
+
 /// Only Drive: no DATABASE_URL, no catalog.
 fn drive_only(g: &Google) -> Command {
     let mut cmd = pgdrive();
@@ -247,14 +268,7 @@ fn a_corrupted_byte_fails_restore_and_verify_and_nothing_is_committed() {
         r.stderr.contains("SHA-256 mismatch") || r.stderr.contains("MD5 mismatch"),
         "{r:?}"
     );
-    let result: String = db
-        .client()
-        .query_one(
-            "SELECT verify_result FROM backups WHERE drive_file_id = $1",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
+    let result = db.verify_result(&id).unwrap_or_default();
     assert!(
         result.starts_with("FAILED: the backup is corrupt"),
         "{result}"
@@ -335,15 +349,6 @@ fn a_non_empty_target_is_refused_without_clean_and_replaced_with_it() {
     assert_eq!(schema_dump(&db.name), schema_dump(&target.name));
 }
 
-/// A local daily backup of `db` in `dir`, with `db` as DATABASE_URL.
-fn local_backup(db: &TestDb, dir: &TempDir) {
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-}
-
 fn this_host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
@@ -366,7 +371,46 @@ fn spellings_of(db: &str) -> Vec<String> {
         format!("postgres://postgres@[::ffff:127.0.0.1]:5432/{db}"),
         format!("postgres://postgres@127.0.0.1:1,127.0.0.1:5432/{db}"),
         format!("host=/var/run/postgresql port=5432 user=postgres dbname='{db}'"),
+        // libpq connects to hostaddr; host only names the server (nothing listens there)
+        format!("host=127.0.0.2 hostaddr=127.0.0.1 port=5432 user=postgres dbname='{db}'"),
     ]
+}
+
+/// `hostaddr` sends psql to another server than `host` names. The guard must judge the server
+/// psql writes to: here `host` leads to a decoy cluster holding an empty database of the
+/// source's name (so every check made there passes), `hostaddr` to the source itself.
+#[test]
+fn a_hostaddr_that_leads_to_the_source_is_refused_whatever_host_names() {
+    let dir = TempDir::new("hostaddr");
+    let db = TestDb::new("hostaddr");
+    seed_shop(&db);
+    local_backup(&db, dir.path(), &[]);
+    db.exec("CREATE TABLE precious (v int); INSERT INTO precious VALUES (1)");
+    let before = fingerprint(&db.name);
+    let decoy = Cluster::start_on("127.0.0.2", 5432);
+    decoy.exec("postgres", &format!("CREATE DATABASE \"{}\"", db.name));
+    let url = format!(
+        "host=127.0.0.2 hostaddr=127.0.0.1 port=5432 user=postgres dbname='{}'",
+        db.name
+    );
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .args([
+            "restore",
+            "latest",
+            "--clean",
+            "--yes",
+            "--target-url",
+            &url,
+        ]));
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("refusing to restore") && r.stderr.contains("DATABASE_URL"),
+        "{r:?}"
+    );
+    assert_eq!(fingerprint(&db.name), before);
+    assert_eq!(db.query_i64("SELECT count(*) FROM precious"), 1);
 }
 
 /// The source, and the catalog it holds, for each spelling of its address, with `--clean --yes`:
@@ -376,7 +420,7 @@ fn every_spelling_of_the_source_is_refused_and_it_stays_untouched() {
     let dir = TempDir::new("self");
     let db = TestDb::new("self");
     seed_shop(&db);
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let before = fingerprint(&db.name);
     let catalog_rows = db.catalog();
     for url in spellings_of(&db.name) {
@@ -424,7 +468,7 @@ fn an_unreachable_source_refuses_clean_but_not_an_empty_target() {
     let dir = TempDir::new("gone");
     let db = TestDb::new("gone");
     seed_shop(&db);
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let gone = format!("postgres://postgres@127.0.0.1:1/{}", db.name);
     let target = TestDb::new("gone_target");
     let restore = |extra: &str| {
@@ -590,11 +634,7 @@ fn restore_and_list_from_a_local_directory() {
     let dir = TempDir::new("local_restore");
     let db = TestDb::new("local_src");
     seed_zoo(&db);
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
+    local_backup(&db, dir.path(), &[]);
     let r = run(pgdrive()
         .env("DATABASE_URL", db.url())
         .args(["list", "--from"])
@@ -706,21 +746,11 @@ fn without_a_stored_manifest_the_catalog_row_counts_are_checked() {
     let dir = TempDir::new("manifest_fallback");
     let db = TestDb::new("manifest_fallback");
     seed_shop(&db);
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
+    let stored = local_backup(&db, dir.path(), &[]);
     // drop the sidecar's manifest, so the catalog's is the only one
-    let sidecar = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
-        .unwrap();
-    let mut json: Value =
-        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
-    json.as_object_mut().unwrap().remove("row_counts");
-    std::fs::write(&sidecar, json.to_string()).unwrap();
+    edit_sidecar(&stored, |meta| {
+        meta.as_object_mut().unwrap().remove("row_counts");
+    });
     let verify = || {
         run(pgdrive()
             .env("DATABASE_URL", db.url())
@@ -750,23 +780,13 @@ fn every_codec_and_custom_archives_restore_and_verify() {
         ("zstd:3", "custom"),
     ] {
         let dir = TempDir::new("codec_rt");
-        let r = run(pgdrive()
-            .env("DATABASE_URL", db.url())
-            .env("PGDRIVE_COMPRESS", codec)
-            .env("PGDRIVE_FORMAT", format)
-            .args(["backup", "--kind", "daily", "--to"])
-            .arg(dir.path()));
-        assert_eq!(r.status, 0, "{codec} {format}: {r:?}");
+        local_backup(
+            &db,
+            dir.path(),
+            &[("PGDRIVE_COMPRESS", codec), ("PGDRIVE_FORMAT", format)],
+        );
         let target = new_target("codec_rt_restored");
-        let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-            "restore",
-            "latest",
-            "--database",
-            &db.name,
-            "--create",
-            "--target-url",
-            &target.url(),
-        ]));
+        let r = restore_create_locally(&dir, &db.name, &target.url());
         assert_eq!(r.status, 0, "{codec} {format}: {r:?}");
         let mut after = fingerprint(&target.name);
         // the catalog row of this very backup is written after the dump
@@ -821,17 +841,7 @@ fn pg_restore_cannot_commit_before_the_last_bytes_are_checked() {
     let db = TestDb::new("slow_tail");
     seed_zoo(&db);
     let dir = TempDir::new("slow_tail");
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .env("PGDRIVE_FORMAT", "custom")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.gz"))
-        .unwrap();
+    let path = custom_backup_in(&db, &dir);
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
     bytes[n - 2] ^= 0xff; // the gzip trailer: the archive itself decompresses intact
@@ -891,17 +901,7 @@ fn a_download_that_keeps_failing_is_a_failure_not_corruption() {
 
 /// A local custom-format backup of `db` in `dir`; returns the path of the stored file.
 fn custom_backup_in(db: &TestDb, dir: &TempDir) -> std::path::PathBuf {
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .env("PGDRIVE_FORMAT", "custom")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.gz"))
-        .unwrap()
+    local_backup(db, dir.path(), &[("PGDRIVE_FORMAT", "custom")])
 }
 
 fn parallel_restore(dir: &TempDir, db: &TestDb, target: &TestDb, extra: &[&str]) -> Command {
@@ -1015,11 +1015,7 @@ fn jobs_on_a_plain_backup_is_refused() {
     let db = TestDb::new("jobs_plain");
     seed_shop(&db);
     let dir = TempDir::new("jobs_plain");
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
+    local_backup(&db, dir.path(), &[]);
     let target = new_target("jobs_plain_target");
     let r = run(&mut parallel_restore(&dir, &db, &target, &["--create"]));
     assert_eq!(r.status, 78, "{r:?}");
@@ -1177,7 +1173,7 @@ fn recreated(db: &TestDb, prefix: &str, via_drive: bool) -> TestDb {
     let google = via_drive.then(Google::shared_drive);
     match &google {
         Some(g) => drop(backed_up(g, db)),
-        None => local_backup(db, &dir),
+        None => drop(local_backup(db, dir.path(), &[])),
     }
     let target = new_target(prefix);
     let r = run(restore_from(&google, &dir).args([
@@ -1286,58 +1282,71 @@ fn a_backup_without_recorded_settings_uses_the_server_defaults() {
     let dir = TempDir::new("old_backup");
     let db = TestDb::new("old_backup");
     seed_shop(&db);
-    local_backup(&db, &dir);
-    let sidecar = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".pgdrive.json"))
-        .expect("a sidecar");
-    let mut meta: Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
-    let props = meta["properties"].as_object_mut().unwrap();
-    let before = props.len();
-    props.retain(|k, _| {
-        !matches!(
-            k.as_str(),
-            "pgdrive_encoding"
-                | "pgdrive_locale_provider"
-                | "pgdrive_collate"
-                | "pgdrive_ctype"
-                | "pgdrive_provider_locale"
-        )
+    let stored = local_backup(&db, dir.path(), &[]);
+    edit_sidecar(&stored, |meta| {
+        let props = meta["properties"].as_object_mut().unwrap();
+        let before = props.len();
+        props.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "pgdrive_encoding"
+                    | "pgdrive_locale_provider"
+                    | "pgdrive_collate"
+                    | "pgdrive_ctype"
+                    | "pgdrive_provider_locale"
+            )
+        });
+        assert_eq!(props.len(), before - 4, "{props:#?}");
     });
-    assert_eq!(props.len(), before - 4, "{meta:#}");
-    std::fs::write(&sidecar, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
     let target = new_target("old_backup_copy");
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-        "restore",
-        "latest",
-        "--database",
-        &db.name,
-        "--create",
-        "--target-url",
-        &target.url(),
-    ]));
+    let r = restore_create_locally(&dir, &db.name, &target.url());
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains("records no encoding or locale"), "{r:?}");
     assert_eq!(fingerprint(&db.name), fingerprint(&target.name));
+}
+
+/// The recorded settings come from properties anyone who can write the backup directory (or the
+/// Drive folder) can edit: one that would add its own options to `CREATE DATABASE` (here: make
+/// the copy a template anyone may clone) is refused before anything is created.
+#[test]
+fn a_locale_provider_that_smuggles_in_options_is_refused() {
+    let dir = TempDir::new("provider");
+    let db = TestDb::new("provider");
+    seed_shop(&db);
+    let stored = local_backup(&db, dir.path(), &[]);
+    edit_sidecar(&stored, |meta| {
+        meta["properties"]["pgdrive_locale_provider"] = json!("libc IS_TEMPLATE true")
+    });
+    let target = new_target("provider_copy");
+    let r = restore_create_locally(&dir, &db.name, &target.url());
+    assert_eq!(r.status, 65, "{r:?}");
+    assert!(r.stderr.contains("locale provider"), "{r:?}");
+    assert!(!database_exists(&target.name), "{r:?}");
 }
 
 /// A throwaway PostgreSQL cluster (initdb) on a free port, stopped and removed when dropped: for
 /// tests that change what the shared server must not see changed (template1, privileges).
 struct Cluster {
     dir: TempDir,
+    addr: &'static str,
     port: u16,
 }
 
 impl Cluster {
     fn start() -> Cluster {
-        let dir = TempDir::new("cluster");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let c = Cluster { dir, port };
+        Cluster::start_on("127.0.0.1", port)
+    }
+
+    /// A cluster listening on `addr:port` only (another loopback address may take the shared
+    /// server's port).
+    fn start_on(addr: &'static str, port: u16) -> Cluster {
+        let dir = TempDir::new("cluster");
+        let c = Cluster { dir, addr, port };
         if Self::as_root() {
             assert!(Command::new("chown")
                 .arg("postgres")
@@ -1362,7 +1371,7 @@ impl Cluster {
             ],
         );
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {port} -k {} -c listen_addresses={addr} -c fsync=off",
             c.dir.path().display()
         );
         let log = c.dir.path().join("log");
@@ -1406,7 +1415,7 @@ impl Cluster {
     }
 
     fn url(&self, user: &str, db: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+        format!("postgres://{user}@{}:{}/{db}", self.addr, self.port)
     }
 
     fn exec(&self, db: &str, sql: &str) {
@@ -1464,15 +1473,7 @@ fn restore_create_ignores_what_was_added_to_template1() {
         .args(["backup", "--kind", "daily", "--to"])
         .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    let r = run(pgdrive().env("PGDRIVE_LOCAL_DIR", dir.path()).args([
-        "restore",
-        "latest",
-        "--database",
-        "shop",
-        "--create",
-        "--target-url",
-        &cluster.url("postgres", "copy"),
-    ]));
+    let r = restore_create_locally(&dir, "shop", &cluster.url("postgres", "copy"));
     assert_eq!(r.status, 0, "{r:?}");
     let copied = cluster.relations("copy");
     assert!(
@@ -1589,7 +1590,7 @@ fn a_killed_create_restore_leaves_a_marked_database_that_the_next_one_replaces()
     let db = TestDb::new("killed_create");
     seed_shop(&db);
     let dir = TempDir::new("killed_create");
-    local_backup(&db, &dir);
+    local_backup(&db, dir.path(), &[]);
     let path = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())

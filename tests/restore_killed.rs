@@ -43,18 +43,11 @@ fn seed(db: &TestDb) {
 /// returns the directory and the stored file's path and bytes.
 fn backup(db: &TestDb, format: &str) -> (TempDir, PathBuf, Vec<u8>) {
     let dir = TempDir::new(&format!("killed_{format}"));
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .env("PGDRIVE_FORMAT", format)
-        .env("PGDRIVE_COMPRESS", "none")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let path = local_backup(
+        db,
+        dir.path(),
+        &[("PGDRIVE_FORMAT", format), ("PGDRIVE_COMPRESS", "none")],
+    );
     let bytes = std::fs::read(&path).unwrap();
     assert!(bytes.len() > 40 << 20, "{} bytes", bytes.len());
     (dir, path, bytes)
@@ -413,17 +406,7 @@ fn a_client_dies_with_pgdrive_even_when_its_input_stays_open() {
     seed_shop(&source);
     for format in ["plain", "custom"] {
         let dir = TempDir::new(&format!("orphan_{format}"));
-        let r = run(pgdrive()
-            .env("DATABASE_URL", source.url())
-            .env("PGDRIVE_FORMAT", format)
-            .args(["backup", "--kind", "daily", "--to"])
-            .arg(dir.path()));
-        assert_eq!(r.status, 0, "{r:?}");
-        let path = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-            .unwrap();
+        let path = local_backup(&source, dir.path(), &[("PGDRIVE_FORMAT", format)]);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
@@ -476,17 +459,7 @@ fn psql_is_sent_commit_once_and_only_after_every_check() {
     seed_shop(&source);
     source.exec("SELECT lo_from_bytea(0, 'a large object')");
     let dir = TempDir::new("consent");
-    let r = run(pgdrive()
-        .env("DATABASE_URL", source.url())
-        .env("PGDRIVE_COMPRESS", "none")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let path = local_backup(&source, dir.path(), &[("PGDRIVE_COMPRESS", "none")]);
     let dump = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
     let tools = TempDir::new("consent_psql");
     let record = tools.path().join("script.sql");

@@ -51,14 +51,7 @@ fn a_drive_file_cut_short_is_corrupt_before_any_download() {
         downloads.is_empty(),
         "nothing is downloaded: {downloads:#?}"
     );
-    let result: String = db
-        .client()
-        .query_one(
-            "SELECT verify_result FROM backups WHERE drive_file_id = $1",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
+    let result = db.verify_result(&id).unwrap_or_default();
     assert!(
         result.starts_with("FAILED: the backup is corrupt"),
         "{result}"
@@ -70,18 +63,8 @@ fn a_local_file_cut_short_is_corrupt_before_it_is_read() {
     let db = TestDb::new("cut_local");
     seed_shop(&db);
     let dir = TempDir::new("cut_local");
-    let r = run(pgdrive()
-        .env("DATABASE_URL", db.url())
-        .env("PGDRIVE_FORMAT", "custom")
-        .args(["backup", "--kind", "daily", "--to"])
-        .arg(dir.path()));
-    assert_eq!(r.status, 0, "{r:?}");
-    let name = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .find(|n| n.ends_with(".dump.gz"))
-        .unwrap();
-    let path = dir.path().join(&name);
+    let path = local_backup(&db, dir.path(), &[("PGDRIVE_FORMAT", "custom")]);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(f.metadata().unwrap().len() - 100).unwrap();
     drop(f);

@@ -256,7 +256,6 @@ fn check_address(key: &str, address: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks an http(s) URL without ever quoting it: webhook and ping URLs carry tokens.
 /// Whether a host names this machine without asking DNS: `localhost` or a loopback address.
 fn is_loopback(host: &str) -> bool {
     let host = host.trim().trim_start_matches('[').trim_end_matches(']');
@@ -266,6 +265,7 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
+/// Checks an http(s) URL without ever quoting it: webhook and ping URLs carry tokens.
 fn http_url(key: &str, url: &str) -> Result<String> {
     let url = url.trim();
     if !(url.starts_with("https://") || url.starts_with("http://"))

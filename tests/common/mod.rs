@@ -67,6 +67,17 @@ impl TestDb {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
+    /// The catalog's `verify_result` of the backup stored as Drive file `drive_file_id`.
+    pub fn verify_result(&self, drive_file_id: &str) -> Option<String> {
+        self.client()
+            .query_one(
+                "SELECT verify_result FROM backups WHERE drive_file_id = $1",
+                &[&drive_file_id],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     /// The catalog rows, oldest first: (status, type, filename, error, drive_file_id, pruned).
     pub fn catalog(
         &self,
@@ -211,6 +222,36 @@ pub fn pgdrive() -> Command {
     cmd.env("PGDRIVE_CONFIG", "/dev/null");
     cmd.stdin(Stdio::null());
     cmd
+}
+
+/// `pgdrive backup --kind daily --to DIR` of `db` with the extra `settings`, which must succeed;
+/// returns the path of the backup file it stored (not its sidecar).
+pub fn local_backup(db: &TestDb, dir: &Path, settings: &[(&str, &str)]) -> PathBuf {
+    let before = backup_files(dir);
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .envs(settings.iter().copied())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir));
+    assert_eq!(r.status, 0, "{settings:?}: {r:?}");
+    let mut new: Vec<PathBuf> = backup_files(dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "one new backup file: {new:?}");
+    new.pop().unwrap()
+}
+
+/// The backup files in a local backup directory: not sidecars, not temporary (dot) files.
+pub fn backup_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.') && !name.ends_with(".pgdrive.json")
+        })
+        .collect()
 }
 
 pub struct Run {
