@@ -624,7 +624,7 @@ impl DriveClientForTests {
 
     fn set_description(&mut self, id: &str, description: &str) {
         self.client
-            .update_metadata(id, &Default::default(), description)
+            .update_metadata(id, &Default::default(), Some(description))
             .unwrap();
     }
 }

@@ -192,6 +192,17 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
 
     // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
     let mut follow_ups = FollowUps::default();
+    for s in &stored {
+        if let Some(e) = &s.metadata_failure {
+            follow_ups.failed(
+                &format!(
+                    "the backup is stored and verified at {}, but recording its metadata failed (it is kept)",
+                    s.location
+                ),
+                e,
+            );
+        }
+    }
     record.success = true;
     let digest = &done.digest;
     record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());

@@ -533,16 +533,19 @@ impl DriveClient {
         ))
     }
 
-    /// Adds or replaces `appProperties` entries of a file and sets its description.
+    /// Adds or replaces `appProperties` entries of a file and, when given, sets its description.
     pub fn update_metadata(
         &mut self,
         id: &str,
         props: &BTreeMap<String, String>,
-        description: &str,
+        description: Option<&str>,
     ) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
-        let body =
-            serde_json::json!({ "appProperties": props, "description": description }).to_string();
+        let mut body = serde_json::json!({ "appProperties": props });
+        if let Some(d) = description {
+            body["description"] = d.into();
+        }
+        let body = body.to_string();
         self.execute(&format!("updating Drive file {id}"), &|agent, auth| {
             agent
                 .patch(&url)

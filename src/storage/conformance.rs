@@ -143,6 +143,29 @@ pub fn run(h: &mut dyn Harness) {
         Some(BTreeMap::from([("public.t".to_string(), 42)])),
         "{who}: row counts"
     );
+    // the manifest beside the backup describes it on its own
+    let manifest = found
+        .manifest
+        .unwrap_or_else(|| panic!("{who}: no manifest stored beside the backup"));
+    assert_eq!(
+        (manifest.id.as_str(), manifest.name.as_str()),
+        (id.as_str(), "conf-a.bin"),
+        "{who}: manifest names its backup"
+    );
+    assert_eq!(
+        manifest.properties.get(props::SHA256),
+        Some(&completion(&data).digest.sha256),
+        "{who}: manifest checksum"
+    );
+    assert_eq!(
+        manifest.properties.get(props::KIND).map(String::as_str),
+        Some("daily")
+    );
+    assert_eq!(
+        manifest.row_counts,
+        Some(BTreeMap::from([("public.t".to_string(), 42)])),
+        "{who}: manifest row counts"
+    );
     assert_eq!(
         read_all(t.as_mut(), &id, 0, data.len() as u64),
         data,

@@ -1,10 +1,18 @@
 //! The Google Drive target: a folder, written through a resumable upload session.
+//!
+//! Each backup gets its [`super::manifest`] as a second file, `<backup>.manifest.json`, in the
+//! same folder. `appProperties` stay the fast index (listings filter by them), but they are
+//! private to the Google Cloud project of the credentials that wrote them: a listing also reads
+//! the manifests of backups the index does not show complete, and [`Target::get`] reads the
+//! backup's manifest (row counts no longer go into the file's description, which everyone with
+//! access to the file can read).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
+use super::manifest::{self, Manifest};
 use super::{
     Backend, Capabilities, Completion, Found, Listed, PartSize, StoredObject, Target, Upload,
 };
@@ -18,6 +26,10 @@ pub struct DriveTarget {
     client: DriveClient,
     folder_id: String,
     drive_id: Option<String>,
+    /// From the last listing: backup id → name, and backup name → manifest file id (so pruning
+    /// deletes a backup's manifest with it without looking it up again).
+    listed_names: BTreeMap<String, String>,
+    manifest_ids: BTreeMap<String, String>,
 }
 
 /// What Drive does: it computes an MD5 of every file, takes appProperties (124 bytes each) after
@@ -47,6 +59,8 @@ impl DriveTarget {
             client,
             folder_id: cfg.folder_id,
             drive_id: None,
+            listed_names: BTreeMap::new(),
+            manifest_ids: BTreeMap::new(),
         }
     }
 
@@ -112,6 +126,68 @@ impl DriveTarget {
             .delete(&id)
             .map_err(|e| ProbeFailure::Delete(id.clone(), e))?;
         Ok(name)
+    }
+}
+
+impl DriveTarget {
+    /// The manifest files in the folder whose names match `extra_query`, by the name of the
+    /// backup each describes: one listing, nothing downloaded.
+    fn manifest_files(&mut self, extra_query: &str) -> Result<BTreeMap<String, String>> {
+        let mut query = format!("mimeType = {}", quote_query_value(manifest::MIME_TYPE));
+        if !extra_query.is_empty() {
+            query = format!("{query} and {extra_query}");
+        }
+        let drive_id = self.drive_id.clone();
+        let files = self
+            .client
+            .list(&self.folder_id, drive_id.as_deref(), &query)
+            .context("listing the backups' manifests")?;
+        Ok(files
+            .into_iter()
+            .filter_map(|f| Some((f.name.strip_suffix(manifest::SUFFIX)?.to_string(), f.id)))
+            .collect())
+    }
+
+    /// The manifest of the backup named `name`, if one is stored and describes `id`.
+    fn manifest_of(&mut self, id: &str, name: &str) -> Result<Option<Manifest>> {
+        let manifest_name = format!("{name}{}", manifest::SUFFIX);
+        let clause = format!("name = {}", quote_query_value(&manifest_name));
+        for manifest_id in self.manifest_files(&clause)?.into_values() {
+            if let Some(m) = read_manifest(&mut self.client, &manifest_id)? {
+                if m.id == id && m.name == name {
+                    return Ok(Some(m));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A manifest file's content; `None` when it is not a pgdrive manifest.
+fn read_manifest(client: &mut DriveClient, file_id: &str) -> Result<Option<Manifest>> {
+    let mut text = Vec::new();
+    RangedReader::new(client, file_id, None)
+        .take(manifest::MAX_BYTES)
+        .read_to_end(&mut text)
+        .with_context(|| format!("reading the manifest {file_id}"))?;
+    Ok(serde_json::from_slice(&text)
+        .ok()
+        .and_then(|v| manifest::parse(&v)))
+}
+
+/// Whether `e` is Drive's "no such file" (or not shared with this account).
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::drive::DriveError>()
+        .is_some_and(|d| d.status == 404)
+}
+
+/// Adds what a manifest records to a listing entry; what the index already says stays.
+fn complete_from(entry: &mut Listed, m: &Manifest) {
+    for (k, v) in &m.properties {
+        entry
+            .properties
+            .entry(k.clone())
+            .or_insert_with(|| v.clone());
     }
 }
 
@@ -185,6 +261,8 @@ impl Target for DriveTarget {
             upload,
             name: name.to_string(),
             target: self.name.clone(),
+            folder_id: self.folder_id.clone(),
+            properties: properties.clone(),
         }))
     }
 
@@ -204,11 +282,74 @@ impl Target for DriveTarget {
         let files = self
             .client
             .list(&self.folder_id, drive_id.as_deref(), &query)?;
-        Ok(files.into_iter().map(listed).collect())
+        let mut out: Vec<Listed> = files.into_iter().map(listed).collect();
+        // Backups the index does not show complete (another Cloud project's credentials see no
+        // appProperties; a failed metadata update left them partial) are known by their manifests.
+        self.manifest_ids = self.manifest_files("")?;
+        let complete: std::collections::BTreeSet<String> = out
+            .iter()
+            .filter(|l| l.recorded_digest().is_some())
+            .map(|l| l.name.clone())
+            .collect();
+        let unindexed: Vec<(String, String)> = self
+            .manifest_ids
+            .iter()
+            .filter(|(name, _)| !complete.contains(*name))
+            .map(|(n, m)| (n.clone(), m.clone()))
+            .collect();
+        for (name, manifest_id) in unindexed {
+            let Some(m) = read_manifest(&mut self.client, &manifest_id)? else {
+                continue;
+            };
+            if m.name != name || !selector.iter().all(|(k, v)| m.properties.get(k) == Some(v)) {
+                continue;
+            }
+            let file = match self.client.get(&m.id) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) => continue, // the backup is gone
+                Err(e) => return Err(e),
+            };
+            if file.name != m.name {
+                continue; // a manifest that does not describe the file it names
+            }
+            out.retain(|l| l.id != m.id);
+            let mut entry = listed(file);
+            complete_from(&mut entry, &m);
+            out.push(entry);
+        }
+        self.listed_names = out.iter().map(|l| (l.id.clone(), l.name.clone())).collect();
+        Ok(out)
     }
 
     fn delete(&mut self, id: &str) -> Result<()> {
-        self.client.delete(id)
+        let name = match self.listed_names.get(id) {
+            Some(n) => n.clone(),
+            None => self.client.get(id)?.name,
+        };
+        self.client.delete(id)?;
+        let manifests = match self.manifest_ids.get(&name) {
+            Some(m) => vec![m.clone()],
+            None => {
+                let manifest_name = format!("{name}{}", manifest::SUFFIX);
+                let clause = format!("name = {}", quote_query_value(&manifest_name));
+                self.manifest_files(&clause)
+                    .map(|m| m.into_values().collect())
+                    .unwrap_or_default()
+            }
+        };
+        for manifest_id in manifests {
+            // the backup is gone; a manifest left behind is skipped by listings
+            if let Err(e) = self.client.delete(&manifest_id) {
+                crate::log::warn(
+                    "could not delete the manifest of a deleted backup",
+                    &[
+                        ("file_id", manifest_id),
+                        ("error", crate::error::render(&e)),
+                    ],
+                );
+            }
+        }
+        Ok(())
     }
 
     fn check_readable(&mut self) -> Result<()> {
@@ -230,9 +371,19 @@ impl Target for DriveTarget {
                 _ => e,
             }
         })?;
+        let mut entry = listed(file);
+        let manifest = self.manifest_of(id, &entry.name.clone())?;
+        if let Some(m) = &manifest {
+            complete_from(&mut entry, m);
+        }
         Ok(Found {
-            listed: listed(file),
-            row_counts: description.as_deref().and_then(super::parse_manifest),
+            listed: entry,
+            // backups older than manifests kept their row counts in the description
+            row_counts: manifest
+                .as_ref()
+                .and_then(|m| m.row_counts.clone())
+                .or_else(|| description.as_deref().and_then(super::parse_manifest)),
+            manifest,
         })
     }
 
@@ -265,6 +416,32 @@ struct DriveUpload<'a> {
     upload: ResumableUpload<'a>,
     name: String,
     target: String,
+    folder_id: String,
+    /// Given when the upload started (the manifest repeats them).
+    properties: BTreeMap<String, String>,
+}
+
+/// Stores `manifest` as `<name>.manifest.json` beside the backup.
+fn write_manifest(
+    client: &mut DriveClient,
+    folder_id: &str,
+    name: &str,
+    manifest: &serde_json::Value,
+) -> Result<()> {
+    let metadata = serde_json::json!({
+        "name": format!("{name}{}", manifest::SUFFIX),
+        "parents": [folder_id],
+        "mimeType": manifest::MIME_TYPE,
+    });
+    let mut upload = ResumableUpload::start(
+        client,
+        &metadata,
+        manifest::MIME_TYPE,
+        crate::config::CHUNK_ALIGNMENT,
+    )?;
+    upload.write(serde_json::to_vec_pretty(manifest)?)?;
+    upload.finish()?;
+    Ok(())
 }
 
 impl Upload for DriveUpload<'_> {
@@ -278,6 +455,8 @@ impl Upload for DriveUpload<'_> {
             upload,
             name,
             target,
+            folder_id,
+            mut properties,
         } = *self;
         let (resource, client) = upload.finish().context("sending the last chunk")?;
         let id = resource["id"]
@@ -300,10 +479,7 @@ impl Upload for DriveUpload<'_> {
                     digest.md5
                 );
             }
-            let description = super::manifest_json(&done.row_counts);
-            client
-                .update_metadata(&id, &done.properties, &description)
-                .context("recording the checksums on the file")
+            Ok(())
         };
         if let Err(err) = verify() {
             // Never leave an unverified file that looks like a backup.
@@ -318,12 +494,27 @@ impl Upload for DriveUpload<'_> {
             }
             .context(format!("verifying the uploaded file {name}")));
         }
+        // Stored and verified: from here on a failure leaves the backup in place (it is found
+        // through whichever of index and manifest was recorded) and is a follow-up failure.
+        let indexed = client
+            .update_metadata(&id, &done.properties, None)
+            .context("recording the checksums in the file's appProperties");
+        properties.extend(done.properties.clone());
+        let manifest = manifest::build(&id, &name, &properties, &done.row_counts, digest);
+        let described =
+            write_manifest(client, &folder_id, &name, &manifest).context("storing the manifest");
+        let metadata_failure = match (indexed, described) {
+            (Ok(()), Ok(())) => None,
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Some(e),
+            (Err(e), Err(m)) => Some(e.context(format!("and {m:#}"))),
+        };
         Ok(StoredObject {
             target,
             backend: Backend::Drive,
             location: file_link(&id),
             id,
             name,
+            metadata_failure: metadata_failure.map(std::sync::Arc::new),
         })
     }
 

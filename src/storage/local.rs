@@ -1,8 +1,8 @@
 //! The local-directory target: lets anyone try pgdrive without a Google account, and keeps a local
 //! copy beside the Drive one. A backup is written as `.<name>.<random>.partial` (mode 0600),
 //! fsynced, read back and checked against the streamed checksums, described by a
-//! `<name>.pgdrive.json` sidecar (the local equivalent of Drive's appProperties), and only then
-//! renamed into place.
+//! `<name>.pgdrive.json` sidecar (its [`super::manifest`], which also holds the properties Drive
+//! keeps in appProperties), and only then renamed into place.
 //!
 //! Whoever else can write the directory cannot turn pgdrive against its host (see `fsutil`):
 //! temporary names are unpredictable and created exclusively (a planted symlink makes the run
@@ -160,19 +160,7 @@ impl LocalTarget {
         let meta = fs::metadata(self.dir.join(name)).ok()?;
         let text = fs::read_to_string(self.dir.join(format!("{name}{SIDECAR_SUFFIX}"))).ok()?;
         let json = serde_json::from_str::<serde_json::Value>(&text).ok()?;
-        let properties: BTreeMap<String, String> = json["properties"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let row_counts = json["row_counts"].as_object().and_then(|o| {
-            o.iter()
-                .map(|(k, n)| Some((k.clone(), n.as_u64()?)))
-                .collect()
-        });
+        let (properties, row_counts) = super::manifest::properties_and_counts(&json);
         Some(Found {
             listed: Listed {
                 id: name.to_string(),
@@ -185,6 +173,7 @@ impl LocalTarget {
                 properties,
             },
             row_counts,
+            manifest: super::manifest::parse(&json),
         })
     }
 }
@@ -390,15 +379,14 @@ impl LocalUpload {
         }
         let mut properties = self.properties.clone();
         properties.extend(done.properties.clone());
-        let sidecar = serde_json::json!({
-            "name": self.name,
-            "created_time": crate::timeutil::rfc3339_millis(crate::timeutil::now_millis()),
-            "size": size,
-            "md5": md5,
-            "sha256": digest.sha256,
-            "properties": properties,
-            "row_counts": done.row_counts,
-        });
+        // the sidecar is the backup's manifest (a local backup's id is its name)
+        let sidecar = super::manifest::build(
+            &self.name,
+            &self.name,
+            &properties,
+            &done.row_counts,
+            digest,
+        );
         let final_path = self.dir.join(&self.name);
         // the sidecar first: a backup is listed only once both exist, so it appears complete
         crate::fsutil::write_atomically(
@@ -445,6 +433,7 @@ impl Upload for LocalUpload {
                 id: self.name.clone(),
                 name: self.name.clone(),
                 location: path.display().to_string(),
+                metadata_failure: None,
             }),
             Err(e) => {
                 let _ = fs::remove_file(&self.partial);

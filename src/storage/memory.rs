@@ -48,6 +48,8 @@ struct Object {
     properties: BTreeMap<String, String>,
     row_counts: BTreeMap<String, u64>,
     created_ms: i64,
+    /// The manifest stored beside the object (as JSON, as other targets store it).
+    manifest: serde_json::Value,
 }
 
 #[derive(Debug, Default)]
@@ -226,6 +228,7 @@ impl Target for MemoryTarget {
         Ok(Found {
             listed: listed(id, o),
             row_counts: Some(o.row_counts.clone()),
+            manifest: super::manifest::parse(&o.manifest),
         })
     }
 
@@ -305,6 +308,8 @@ impl Upload for MemoryUpload {
         let mut properties = this.properties.clone();
         properties.extend(done.properties.clone());
         let name = this.name.clone();
+        let manifest =
+            super::manifest::build(&id, &name, &properties, &done.row_counts, &done.digest);
         state.objects.insert(
             id.clone(),
             Object {
@@ -313,6 +318,7 @@ impl Upload for MemoryUpload {
                 properties,
                 row_counts: done.row_counts.clone(),
                 created_ms: crate::timeutil::now_millis(),
+                manifest,
             },
         );
         Ok(StoredObject {
@@ -321,6 +327,7 @@ impl Upload for MemoryUpload {
             backend: Backend::Memory,
             id,
             name,
+            metadata_failure: None,
         })
     }
 

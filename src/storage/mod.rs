@@ -21,6 +21,7 @@ pub mod config;
 pub mod conformance;
 pub mod drive;
 pub mod local;
+pub mod manifest;
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -122,11 +123,11 @@ pub struct Completion {
     pub row_counts: BTreeMap<String, u64>,
 }
 
-/// Largest manifest kept in a Drive file's description.
+/// Largest manifest older releases kept in a Drive file's description.
 const MANIFEST_MAX_BYTES: usize = 16_000;
 
-/// The manifest as JSON; when it would be too large for a file description, the row counts are
-/// dropped (marked `"truncated": true`) rather than cut arbitrarily.
+/// The version-1 manifest older releases wrote into a Drive file's description (now only for
+/// tests that make such backups); when too large, the row counts are dropped (`"truncated"`).
 pub fn manifest_json(row_counts: &BTreeMap<String, u64>) -> String {
     let full = serde_json::json!({ "pgdrive_manifest": 1, "row_counts": row_counts }).to_string();
     if full.len() <= MANIFEST_MAX_BYTES {
@@ -136,7 +137,8 @@ pub fn manifest_json(row_counts: &BTreeMap<String, u64>) -> String {
         .to_string()
 }
 
-/// The row counts of a manifest written by [`manifest_json`]; `None` when absent, not JSON, or
+/// The row counts of a description written by [`manifest_json`] (backups made before
+/// [`manifest`] objects); `None` when absent, not JSON, or
 /// truncated (too many tables to fit).
 pub fn parse_manifest(text: &str) -> Option<BTreeMap<String, u64>> {
     let v: serde_json::Value = serde_json::from_str(text).ok()?;
@@ -155,6 +157,8 @@ pub fn parse_manifest(text: &str) -> Option<BTreeMap<String, u64>> {
 pub struct Found {
     pub listed: Listed,
     pub row_counts: Option<BTreeMap<String, u64>>,
+    /// The manifest stored beside the backup; `None` for backups older than manifests.
+    pub manifest: Option<manifest::Manifest>,
 }
 
 impl Listed {
@@ -189,6 +193,10 @@ pub struct StoredObject {
     pub name: String,
     /// A link (Drive) or path (local) a person can use.
     pub location: String,
+    /// Recording the properties or the manifest failed after the backup was stored and verified:
+    /// the backup stays (found through whichever of index and manifest exists), and the run
+    /// ends with a follow-up failure.
+    pub metadata_failure: Option<std::sync::Arc<anyhow::Error>>,
 }
 
 /// A backup found in a listing.
