@@ -45,7 +45,7 @@ fn range_start(r: &Value) -> Option<u64> {
 
 /// The one backup in the folder, after checking it is complete and labelled.
 fn the_backup(g: &Google, folder: &str, db: &TestDb, kind: &str) -> (Value, Vec<u8>) {
-    let files = g.emu.files_in(folder);
+    let files = g.emu.backups_in(folder);
     assert_eq!(files.len(), 1, "{files:#?}");
     let f = files[0].clone();
     let content = g.emu.content(f["id"].as_str().unwrap());
@@ -83,8 +83,23 @@ fn daily_backup_lands_in_the_shared_drive_and_restores() {
         .as_str()
         .unwrap()
         .is_empty());
-    let manifest: Value = serde_json::from_str(file["description"].as_str().unwrap()).unwrap();
+    assert!(
+        file["description"].is_null(),
+        "row counts are in the manifest"
+    );
+    let manifests = g.emu.manifests_in(&g.folder);
+    assert_eq!(manifests.len(), 1, "{manifests:#?}");
+    assert_eq!(
+        manifests[0]["name"],
+        format!("{}.manifest.json", file["name"].as_str().unwrap()).as_str()
+    );
+    let manifest: Value =
+        serde_json::from_slice(&g.emu.content(manifests[0]["id"].as_str().unwrap())).unwrap();
+    assert_eq!(manifest["pgdrive_manifest"], 2);
+    assert_eq!(manifest["id"], file["id"]);
+    assert_eq!(manifest["database"], db.name.as_str());
     assert_eq!(manifest["row_counts"]["public.orders"], 5000);
+    assert_eq!(manifest["sha256"], file["appProperties"]["pgdrive_sha256"]);
     let target = TestDb::new("drive_daily_dst");
     restore_gz(&content, &target.url());
     assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
@@ -367,7 +382,7 @@ fn retention_keeps_the_newest_own_files_and_never_touches_foreign_ones() {
     );
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let files = g.emu.files_in(&g.folder);
+    let files = g.emu.backups_in(&g.folder);
     let own: Vec<&Value> = files
         .iter()
         .filter(|f| {
@@ -445,7 +460,7 @@ fn a_service_account_writing_into_a_my_drive_folder_gets_the_quota_hint() {
         .env("GOOGLE_IMPERSONATE_USER", "alice@example.com")
         .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    assert_eq!(g.emu.files_in(mine["id"].as_str().unwrap()).len(), 1);
+    assert_eq!(g.emu.backups_in(mine["id"].as_str().unwrap()).len(), 1);
 }
 
 #[test]
@@ -470,7 +485,7 @@ fn oauth_user_credentials_work_and_a_revoked_refresh_token_gets_a_hint() {
         .env("PGDRIVE_DRIVE_URL", &g.emu.base);
     let r = run(cmd.args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    assert_eq!(g.emu.files_in(folder).len(), 1);
+    assert_eq!(g.emu.backups_in(folder).len(), 1);
     write("revoked-refresh");
     let r = run(&mut cmd);
     assert_eq!(r.status, 78, "{r:?}");
@@ -526,7 +541,10 @@ fn bad_keys_and_unknown_folders_are_configuration_errors() {
         .env("PGDRIVE_DRIVE_URL", "ftp://example")
         .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 78, "{r:?}");
-    assert!(g.emu.files_in(&g.folder).len() == 1, "only the notes file");
+    assert!(
+        g.emu.backups_in(&g.folder).len() == 1,
+        "only the notes file"
+    );
 }
 
 #[test]
@@ -600,7 +618,7 @@ fn a_content_manager_cannot_prune_so_the_run_exits_3_with_the_fix() {
         "{r:?}"
     );
     assert_eq!(
-        g.emu.files_in(&folder).len(),
+        g.emu.backups_in(&folder).len(),
         3,
         "the new backup is stored, nothing was deleted"
     );
@@ -912,4 +930,34 @@ fn a_folder_lookup_that_never_answers_fails_as_stalled() {
     let rows = db.catalog();
     assert_eq!(rows[0].0, "ERROR", "{rows:?}");
     assert!(rows[0].3.as_deref().unwrap().contains(&wanted), "{rows:?}");
+}
+
+#[test]
+fn a_metadata_update_refused_after_a_verified_upload_keeps_the_backup_and_exits_3() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_update_refused");
+    seed_shop(&db);
+    // the upload completes and verifies; recording the checksums on the file is refused for good
+    g.emu
+        .fault(json!([{"op": "update", "nth": 1, "action": {"status": 400}}]));
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(r.stderr.contains("recording its metadata failed"), "{r:?}");
+    let files = g.emu.backups_in(&g.folder);
+    assert_eq!(files.len(), 1, "the verified backup is kept: {files:#?}");
+    assert!(files[0]["appProperties"]["pgdrive_sha256"].is_null());
+    assert_eq!(g.emu.manifests_in(&g.folder).len(), 1);
+    assert_eq!(db.catalog()[0].0, "SUCCESS");
+    // found (through its manifest) and restorable
+    let r = run(g.pgdrive(&db).args(["list", "--json"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let list: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_eq!(list[0]["id"], files[0]["id"]);
+    let target = TestDb::new("drive_update_refused_dst");
+    let r = run(g
+        .pgdrive(&db)
+        .args(["restore", "latest", "--target-url", &target.url()]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
 }

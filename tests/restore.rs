@@ -156,16 +156,13 @@ fn drive_only(g: &Google) -> Command {
 fn backed_up(g: &Google, db: &TestDb) -> Value {
     let r = run(g.pgdrive(db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let files = g.emu.files_in(&g.folder);
+    let files = g.emu.backups_in(&g.folder);
     assert_eq!(files.len(), 1, "{files:#?}");
     files[0].clone()
 }
 
 fn media_requests(emu: &Emulator) -> Vec<Value> {
-    emu.requests()
-        .into_iter()
-        .filter(|r| r["op"] == "get_media")
-        .collect()
+    emu.backup_downloads()
 }
 
 #[test]
@@ -282,7 +279,8 @@ fn a_dropped_download_is_resumed_from_where_it_stopped() {
     seed_zoo(&db);
     backed_up(&g, &db);
     g.emu
-        .fault(json!([{"op": "get_media", "nth": 1, "action": {"drop": "mid_body"}}]));
+        // the first download is the backup's manifest
+        .fault(json!([{"op": "get_media", "nth": 2, "action": {"drop": "mid_body"}}]));
     let target = new_target("resume_restored");
     let r = run(g.pgdrive(&db).args([
         "restore",
@@ -581,6 +579,19 @@ fn verify_with_a_restore_test_records_the_result() {
     assert!(r.stderr.contains("catalog is not reachable"), "{r:?}");
 }
 
+/// The manifest file stored beside a Drive backup: its id and its JSON.
+fn manifest_of(g: &Google, backup: &Value) -> (String, Value) {
+    let name = format!("{}.manifest.json", backup["name"].as_str().unwrap());
+    let manifests = g.emu.manifests_in(&g.folder);
+    let file = manifests
+        .iter()
+        .find(|f| f["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("no manifest {name}: {manifests:#?}"));
+    let id = file["id"].as_str().unwrap().to_string();
+    let json = serde_json::from_slice(&g.emu.content(&id)).unwrap();
+    (id, json)
+}
+
 #[test]
 fn a_manifest_that_disagrees_with_the_dump_fails_verification() {
     let g = Google::shared_drive();
@@ -588,14 +599,21 @@ fn a_manifest_that_disagrees_with_the_dump_fails_verification() {
     seed_shop(&db);
     let file = backed_up(&g, &db);
     let id = file["id"].as_str().unwrap();
-    // someone (or something) edited the recorded manifest: verify must not trust the file blindly
-    let f = g.emu.get(&format!("files/{id}"));
-    let mut manifest: Value = serde_json::from_str(f["description"].as_str().unwrap()).unwrap();
-    manifest["row_counts"]["public.orders"] = json!(4999);
+    let (manifest_id, mut manifest) = manifest_of(&g, &file);
+    assert_eq!(manifest["id"], id);
+    assert_eq!(manifest["row_counts"]["public.orders"], 5000);
+    assert!(
+        g.emu.get(&format!("files/{id}"))["description"].is_null(),
+        "row counts are no longer in the description"
+    );
     let r = run(drive_only(&g).args(["verify", id]));
     assert_eq!(r.status, 0, "{r:?}");
-    let mut client = DriveClientForTests::new(&g);
-    client.set_description(id, &manifest.to_string());
+    // someone (or something) edited the manifest: verify must not trust the file blindly
+    manifest["row_counts"]["public.orders"] = json!(4999);
+    g.emu.post(
+        &format!("files/{manifest_id}/content"),
+        json!({"content_b64": base64_encode(manifest.to_string().as_bytes())}),
+    );
     let r = run(drive_only(&g).args(["verify", id]));
     assert_eq!(r.status, 65, "{r:?}");
     assert!(
@@ -603,6 +621,75 @@ fn a_manifest_that_disagrees_with_the_dump_fails_verification() {
             .contains("public.orders: recorded 4999, found 5000"),
         "{r:?}"
     );
+}
+
+#[test]
+fn an_old_backup_with_row_counts_in_its_description_and_no_manifest_still_verifies() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("old_style");
+    seed_shop(&db);
+    let file = backed_up(&g, &db);
+    let id = file["id"].as_str().unwrap();
+    // what releases before manifests left: no manifest file, the row counts in the description
+    let (manifest_id, manifest) = manifest_of(&g, &file);
+    let mut counts: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(manifest["row_counts"].clone()).unwrap();
+    let mut client = DriveClientForTests::new(&g);
+    client.client.delete(&manifest_id).unwrap();
+    client.set_description(id, &pgdrive::storage::manifest_json(&counts));
+    let r = run(drive_only(&g).args(["verify", id]));
+    assert_eq!(r.status, 0, "{r:?}");
+    // the description is really read: a wrong count there fails
+    counts.insert("public.orders".to_string(), 4999);
+    client.set_description(id, &pgdrive::storage::manifest_json(&counts));
+    let r = run(drive_only(&g).args(["verify", id]));
+    assert_eq!(r.status, 65, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("public.orders: recorded 4999, found 5000"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn credentials_of_another_cloud_project_list_verify_and_restore_from_the_manifests() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("other_project");
+    seed_shop(&db);
+    let file = backed_up(&g, &db);
+    let id = file["id"].as_str().unwrap();
+    let name = db.name.clone();
+    drop(db); // no catalog either
+              // appProperties are private to the Cloud project that wrote them: another one sees none
+    g.emu.post(
+        &format!("files/{id}/app_properties"),
+        json!({"appProperties": {}}),
+    );
+    let r = run(drive_only(&g).args(["list", "--json"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let list: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{list:#?}");
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["status"], "stored", "{list:#?}");
+    let r = run(drive_only(&g).args(["verify", "latest", "--database", &name]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let target = new_target("other_project_restored");
+    let r = run(drive_only(&g).args([
+        "restore",
+        "latest",
+        "--database",
+        &name,
+        "--create",
+        "--target-url",
+        &target.url(),
+    ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Edits a file's description through the real Drive API (the emulator's control API has no update).
@@ -818,7 +905,7 @@ fn a_corrupt_custom_archive_is_never_committed_by_pg_restore() {
         .env("PGDRIVE_FORMAT", "custom")
         .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let file = g.emu.files_in(&g.folder)[0].clone();
+    let file = g.emu.backups_in(&g.folder)[0].clone();
     let id = file["id"].as_str().unwrap();
     let size: u64 = file["size"].as_str().unwrap().parse().unwrap();
     // the gzip trailer: the whole archive decompresses, pg_restore could finish — if it got the end

@@ -66,11 +66,18 @@ fn drive_backup_that_hangs(prefix: &str) -> (Google, TestDb) {
     seed(&db);
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    g.emu.fault(json!([
-        {"op": "get_media", "nth": 1, "action": {"drop": "mid_body"}},
-        {"op": "get_media", "nth": 2, "times": 100, "action": {"hang_ms": 60000}},
-    ]));
+    backup_download_hangs(&g);
     (g, db)
+}
+
+/// The next run's download of the backup delivers half the file, then hangs (its first download
+/// is the backup's manifest, which arrives).
+fn backup_download_hangs(g: &Google) {
+    g.emu.clear_faults();
+    g.emu.fault(json!([
+        {"op": "get_media", "nth": 2, "action": {"drop": "mid_body"}},
+        {"op": "get_media", "nth": 3, "times": 100, "action": {"hang_ms": 60000}},
+    ]));
 }
 
 fn second_download_started(g: &Google) {
@@ -107,6 +114,7 @@ fn a_download_that_hangs_fails_as_stalled_and_commits_nothing() {
     assert_eq!(user_tables(&target.name), Vec::<String>::new());
 
     // verify: the same stall, recorded as such
+    backup_download_hangs(&g);
     let child = g
         .pgdrive(&db)
         .env("PGDRIVE_STALL_TIMEOUT_MS", "1500")

@@ -26,7 +26,7 @@ fn a_drive_file_cut_short_is_corrupt_before_any_download() {
     seed_shop(&db);
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let file = g.emu.files_in(&g.folder)[0].clone();
+    let file = g.emu.backups_in(&g.folder)[0].clone();
     let id = file["id"].as_str().unwrap().to_string();
     let size: u64 = file["size"].as_str().unwrap().parse().unwrap();
     let cut = g
@@ -41,12 +41,7 @@ fn a_drive_file_cut_short_is_corrupt_before_any_download() {
     assert_cut_short(&r, "restore");
     let r = run(g.pgdrive(&db).args(["verify", "latest"]));
     assert_cut_short(&r, "verify");
-    let downloads: Vec<Value> = g
-        .emu
-        .requests()
-        .into_iter()
-        .filter(|r| r["op"] == "get_media")
-        .collect();
+    let downloads: Vec<Value> = g.emu.backup_downloads();
     assert!(
         downloads.is_empty(),
         "nothing is downloaded: {downloads:#?}"

@@ -372,7 +372,22 @@ impl Target for DriveTarget {
             }
         })?;
         let mut entry = listed(file);
-        let manifest = self.manifest_of(id, &entry.name.clone())?;
+        let manifest = match self.manifest_of(id, &entry.name.clone()) {
+            Ok(m) => m,
+            // the index alone describes a complete backup: an unreadable manifest costs only
+            // its row counts (verify then compares with the catalog's)
+            Err(e) if entry.recorded_digest().is_some() => {
+                crate::log::warn(
+                    "could not read the backup's manifest; going by its appProperties",
+                    &[
+                        ("file_id", id.to_string()),
+                        ("error", crate::error::render(&e)),
+                    ],
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(m) = &manifest {
             complete_from(&mut entry, m);
         }
@@ -433,14 +448,11 @@ fn write_manifest(
         "parents": [folder_id],
         "mimeType": manifest::MIME_TYPE,
     });
-    let mut upload = ResumableUpload::start(
-        client,
+    client.create_small(
         &metadata,
         manifest::MIME_TYPE,
-        crate::config::CHUNK_ALIGNMENT,
+        &serde_json::to_vec_pretty(manifest)?,
     )?;
-    upload.write(serde_json::to_vec_pretty(manifest)?)?;
-    upload.finish()?;
     Ok(())
 }
 
@@ -463,7 +475,8 @@ impl Upload for DriveUpload<'_> {
             .as_str()
             .context("Drive's final answer has no file id")?
             .to_string();
-        let mut verify = || -> Result<()> {
+        // Ok(Some(_)): stored and verified, but the index or the manifest could not be recorded.
+        let mut verify = || -> Result<Option<anyhow::Error>> {
             let mut file = RemoteFile::from_json(&resource);
             if file.size.is_none() || file.md5.is_none() {
                 file = client.get(&id)?;
@@ -479,34 +492,42 @@ impl Upload for DriveUpload<'_> {
                     digest.md5
                 );
             }
-            Ok(())
-        };
-        if let Err(err) = verify() {
-            // Never leave an unverified file that looks like a backup.
-            return Err(match client.delete_even_when_stopping(&id) {
-                Ok(()) => {
-                    crate::log::warn("deleted the unverified upload", &[("file_id", id.clone())]);
-                    err
-                }
-                Err(del) => err.context(format!(
-                    "and deleting the unverified file {id} failed too ({del:#}): delete it by hand"
-                )),
+            // Verified: a failure to record one of index and manifest leaves the backup in place
+            // (found through the other) as a follow-up failure. Only when neither could be
+            // recorded would nothing show the file as a complete backup.
+            let indexed = client
+                .update_metadata(&id, &done.properties, None)
+                .context("recording the checksums in the file's appProperties");
+            properties.extend(done.properties.clone());
+            let manifest = manifest::build(&id, &name, &properties, &done.row_counts, digest);
+            let described = write_manifest(client, &folder_id, &name, &manifest)
+                .context("storing the manifest");
+            match (indexed, described) {
+                (Ok(()), Ok(())) => Ok(None),
+                (Err(e), Ok(())) | (Ok(()), Err(e)) => Ok(Some(e)),
+                (Err(e), Err(m)) => Err(e.context(format!(
+                    "{m:#}; with neither checksums nor manifest recorded the file cannot be used"
+                ))),
             }
-            .context(format!("verifying the uploaded file {name}")));
-        }
-        // Stored and verified: from here on a failure leaves the backup in place (it is found
-        // through whichever of index and manifest was recorded) and is a follow-up failure.
-        let indexed = client
-            .update_metadata(&id, &done.properties, None)
-            .context("recording the checksums in the file's appProperties");
-        properties.extend(done.properties.clone());
-        let manifest = manifest::build(&id, &name, &properties, &done.row_counts, digest);
-        let described =
-            write_manifest(client, &folder_id, &name, &manifest).context("storing the manifest");
-        let metadata_failure = match (indexed, described) {
-            (Ok(()), Ok(())) => None,
-            (Err(e), Ok(())) | (Ok(()), Err(e)) => Some(e),
-            (Err(e), Err(m)) => Some(e.context(format!("and {m:#}"))),
+        };
+        let metadata_failure = match verify() {
+            Ok(partial) => partial,
+            Err(err) => {
+                // Never leave an unverified file that looks like a backup.
+                return Err(match client.delete_even_when_stopping(&id) {
+                    Ok(()) => {
+                        crate::log::warn(
+                            "deleted the unverified upload",
+                            &[("file_id", id.clone())],
+                        );
+                        err
+                    }
+                    Err(del) => err.context(format!(
+                        "and deleting the unverified file {id} failed too ({del:#}): delete it by hand"
+                    )),
+                }
+                .context(format!("verifying the uploaded file {name}")));
+            }
         };
         Ok(StoredObject {
             target,

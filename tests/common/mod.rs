@@ -376,6 +376,13 @@ impl Emulator {
         self.post("faults", json!({ "rules": rules }));
     }
 
+    pub fn clear_faults(&self) {
+        self.agent
+            .delete(&format!("{}__emulator/faults", self.base))
+            .call()
+            .unwrap();
+    }
+
     pub fn files(&self) -> Vec<Value> {
         self.get("files")["files"].as_array().unwrap().clone()
     }
@@ -391,6 +398,46 @@ impl Emulator {
                     .is_some_and(|p| p.iter().any(|x| x == folder))
             })
             .collect()
+    }
+
+    /// The files in a folder that are not backup manifests (`<backup>.manifest.json`).
+    pub fn backups_in(&self, folder: &str) -> Vec<Value> {
+        self.files_in(folder)
+            .into_iter()
+            .filter(|f| !Self::is_manifest(f))
+            .collect()
+    }
+
+    /// The backup manifests in a folder.
+    pub fn manifests_in(&self, folder: &str) -> Vec<Value> {
+        self.files_in(folder)
+            .into_iter()
+            .filter(Self::is_manifest)
+            .collect()
+    }
+
+    /// The downloads (`get_media`) of anything but a manifest, in order.
+    pub fn backup_downloads(&self) -> Vec<Value> {
+        let manifests: Vec<String> = self
+            .files()
+            .iter()
+            .filter(|f| Self::is_manifest(f))
+            .filter_map(|f| f["id"].as_str().map(str::to_string))
+            .collect();
+        self.requests()
+            .into_iter()
+            .filter(|r| r["op"] == "get_media")
+            .filter(|r| {
+                let path = r["path"].as_str().unwrap_or_default();
+                !manifests.iter().any(|id| path.ends_with(&format!("/{id}")))
+            })
+            .collect()
+    }
+
+    fn is_manifest(f: &Value) -> bool {
+        f["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(pgdrive::storage::manifest::SUFFIX))
     }
 
     pub fn content(&self, id: &str) -> Vec<u8> {

@@ -2644,7 +2644,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                                      for it in sorted(emu.items.values(),
                                                       key=lambda i: (i.created_ms, i.id))
                                      if not it.root_kind]})
-        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate)?", path)
+        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate|/app_properties)?", path)
         if m:
             item = emu.items.get(m.group(1))
             if item is None:
@@ -2656,6 +2656,18 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                     raise ControlError(404, "content not retained")
                 return HttpResponse(200, bytes(item.content),
                                     [("Content-Type", "application/octet-stream")])
+            if m.group(2) == "/content" and method == "POST":
+                data = base64.b64decode(spec.get("content_b64", ""))
+                digest = ContentDigest(keep=True)
+                digest.append(data)
+                item.set_content(bytearray(data), digest.size, *digest.digests())
+                return ok(emu.control_resource(item))
+            if m.group(2) == "/app_properties" and method == "POST":
+                props = spec.get("appProperties")
+                if not isinstance(props, dict):
+                    raise ControlError(400, "appProperties must be an object")
+                item.app_properties = dict(props)
+                return ok(emu.control_resource(item))
             if m.group(2) == "/corrupt" and method == "POST":
                 if not item.content:
                     raise ControlError(400, "file has no stored content")
