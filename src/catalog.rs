@@ -74,6 +74,89 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
     Ok(done)
 }
 
+/// Creates the `backups` table again when it was dropped after its migrations were recorded
+/// (the migrations would otherwise count as applied); returns whether it did.
+pub fn recreate_if_dropped(client: &mut Client) -> Result<bool> {
+    let present: bool = client
+        .query_one("SELECT to_regclass('backups') IS NOT NULL", &[])?
+        .get(0);
+    if present {
+        return Ok(false);
+    }
+    let recorded: bool = client
+        .query_one(
+            "SELECT to_regclass('pgdrive_schema_migrations') IS NOT NULL",
+            &[],
+        )?
+        .get(0);
+    if recorded {
+        client
+            .execute("DELETE FROM pgdrive_schema_migrations", &[])
+            .context("forgetting the migrations of the dropped backups table")?;
+    }
+    migrate(client)?;
+    Ok(true)
+}
+
+/// How a stored backup stands in the catalog.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Known {
+    /// No row describes it.
+    Missing,
+    /// A row describes it (same checksum, or the same Drive file or local file name); `fill`
+    /// when that row lacks this copy's location.
+    Recorded { id: i32, fill: bool },
+}
+
+/// Whether the catalog has a SUCCESS row for the backup with this SHA-256 stored at
+/// `drive_file_id` or as the local file `local_name`.
+pub fn known(
+    client: &mut Client,
+    sha256: &str,
+    drive_file_id: Option<&str>,
+    local_name: Option<&str>,
+) -> Result<Known> {
+    let row = client
+        .query_opt(
+            "SELECT id, drive_file_id, local_path FROM backups
+              WHERE status = 'SUCCESS'
+                AND (sha256 = $1 OR drive_file_id = $2
+                     OR regexp_replace(local_path, '^.*/', '') = $3)
+              ORDER BY id LIMIT 1",
+            &[&sha256, &drive_file_id, &local_name],
+        )
+        .context("looking the backup up in the catalog")?;
+    Ok(match row {
+        None => Known::Missing,
+        Some(r) => {
+            let (drive, local): (Option<String>, Option<String>) = (r.get(1), r.get(2));
+            Known::Recorded {
+                id: r.get(0),
+                fill: (drive_file_id.is_some() && drive.is_none())
+                    || (local_name.is_some() && local.is_none()),
+            }
+        }
+    })
+}
+
+/// Adds a copy's location to the row `id` where it has none.
+pub fn fill_location(
+    client: &mut Client,
+    id: i32,
+    drive_file_id: Option<&str>,
+    local_path: Option<&str>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE backups SET drive_file_id = COALESCE(drive_file_id, $2),
+                                local_path = COALESCE(local_path, $3)
+              WHERE id = $1",
+            &[&id, &drive_file_id, &local_path],
+        )
+        .context("recording the backup's location in the catalog")?;
+    Ok(())
+}
+
 /// A table called `backups` that is neither pgdrive's nor the Node.js version's belongs to the
 /// application: pgdrive must not add columns to it or write rows into it.
 pub fn refuse_foreign_backups_table(client: &mut Client) -> Result<()> {

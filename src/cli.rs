@@ -94,6 +94,11 @@ pub enum Command {
     Backup(BackupArgs),
     /// Create or upgrade the `backups` catalog table (also done automatically by every backup).
     Migrate,
+    /// Maintain the `backups` catalog from storage.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogCommand,
+    },
     /// List the backups in storage (read from Drive's appProperties, all pages, or a local
     /// directory's sidecars), joined with the catalog when it is reachable.
     ///
@@ -309,6 +314,28 @@ pub struct SourceArgs {
     /// local; `restore` tries them in that order].
     #[arg(long = "target", value_name = "NAME")]
     pub target: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Recreate the `backups` rows missing for backups in storage, from each backup's manifest
+    /// (or properties), on every configured target: after the table was dropped or lost, or on a
+    /// fresh host.
+    ///
+    /// Idempotent: a backup that already has a row (same SHA-256, Drive file or local file name)
+    /// gets none, only its missing location filled in. Prints how many rows it added. Recreates
+    /// the table itself when it was dropped.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Only this kind [default: every kind].
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Debug, Args)]

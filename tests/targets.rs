@@ -293,3 +293,53 @@ fn restore_does_not_guess_on_another_target_when_latest_is_ambiguous() {
         0
     );
 }
+
+#[test]
+fn catalog_rebuild_recreates_dropped_rows_from_the_targets_once() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("targets_rebuild");
+    let dir = TempDir::new("targets_rebuild");
+    backed_up_twice(&db, &g, &dir); // one backup, on Drive and in the directory
+    let before: (String, String, String, String, String) = {
+        let row = db
+            .client()
+            .query_one(
+                "SELECT filename, drive_file_id, local_path, sha256, row_counts::text FROM backups",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+    };
+    db.exec("DROP TABLE backups");
+    let rebuild = || {
+        run(g
+            .pgdrive(&db)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["catalog", "rebuild"]))
+    };
+    let r = rebuild();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains("added 1 row to the catalog"), "{r:?}");
+    let row = db
+        .client()
+        .query_one(
+            "SELECT filename, drive_file_id, local_path, sha256, row_counts::text, status, type, database_name
+               FROM backups",
+            &[],
+        )
+        .unwrap();
+    let after: (String, String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(
+        after, before,
+        "the row is back, both copies' locations in it"
+    );
+    assert_eq!(row.get::<_, String>(5), "SUCCESS");
+    assert_eq!(row.get::<_, String>(6), "daily");
+    assert_eq!(row.get::<_, String>(7), db.name);
+    // a second run adds nothing
+    let r = rebuild();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains("added 0 rows"), "{r:?}");
+    assert_eq!(db.query_i64("SELECT count(*) FROM backups"), 1);
+}

@@ -2,6 +2,7 @@
 //! by `main`.
 
 pub mod backup;
+pub mod catalog_rebuild;
 pub mod check;
 pub mod list;
 pub mod migrate;
@@ -37,6 +38,9 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Backup(args) => backup::run(args, settings),
         Command::Migrate => migrate::run(settings),
+        Command::Catalog {
+            action: crate::cli::CatalogCommand::Rebuild(args),
+        } => catalog_rebuild::run(args, settings),
         Command::List(args) => list::run(args, settings),
         Command::Restore(args) => restore::run(args, settings),
         Command::Verify(args) => verify::run(args, settings),

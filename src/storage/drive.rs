@@ -402,6 +402,10 @@ impl Target for DriveTarget {
         })
     }
 
+    fn location(&self, id: &str) -> String {
+        file_link(id)
+    }
+
     fn open_at<'s>(
         &'s mut self,
         id: &str,

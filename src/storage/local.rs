@@ -326,6 +326,10 @@ impl Target for LocalTarget {
         })
     }
 
+    fn location(&self, id: &str) -> String {
+        self.dir.join(id).display().to_string()
+    }
+
     fn open_at<'s>(
         &'s mut self,
         id: &str,

@@ -308,6 +308,10 @@ pub trait Target {
     fn check_readable(&mut self) -> Result<()>;
     /// One object by id, with its manifest.
     fn get(&mut self, id: &str) -> Result<Found>;
+    /// Where object `id` is, as a person (and the catalog) names it: a link, a path.
+    fn location(&self, id: &str) -> String {
+        id.to_string()
+    }
     /// The object's bytes as a stream; `size`, when known, lets a download resume up to the end.
     fn open<'s>(&'s mut self, id: &str, size: Option<u64>) -> Result<Box<dyn Read + 's>> {
         self.open_at(id, 0, size)
