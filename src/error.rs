@@ -20,7 +20,8 @@ pub enum ExitStatus {
     Failed = 1,
     /// The command line could not be parsed.
     Usage = 2,
-    /// The backup is stored and verified, but pruning, the catalog write or a notification failed.
+    /// The backup is stored and verified, but recording its metadata, pruning, the catalog write
+    /// or a notification failed.
     FollowUpFailed = 3,
     /// restore/verify: the backup is corrupt (size, checksum, gzip stream or dump trailer wrong);
     /// nothing was restored. Distinct from 1 because it needs a person, not a retry: a stored
