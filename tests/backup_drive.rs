@@ -961,3 +961,23 @@ fn a_metadata_update_refused_after_a_verified_upload_keeps_the_backup_and_exits_
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
 }
+
+#[test]
+fn a_manifest_refused_after_a_verified_upload_keeps_the_indexed_backup_and_exits_3() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_manifest_refused");
+    seed_shop(&db);
+    g.emu
+        .fault(json!([{"op": "create", "nth": 1, "action": {"status": 400}}]));
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 3, "{r:?}");
+    assert!(
+        r.stderr.contains("recording its metadata failed") && r.stderr.contains("manifest"),
+        "{r:?}"
+    );
+    assert!(g.emu.manifests_in(&g.folder).is_empty());
+    let (file, _) = the_backup(&g, &g.folder, &db, "daily"); // complete, by its appProperties
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains(file["id"].as_str().unwrap()), "{r:?}");
+}
