@@ -981,3 +981,35 @@ fn a_manifest_refused_after_a_verified_upload_keeps_the_indexed_backup_and_exits
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains(file["id"].as_str().unwrap()), "{r:?}");
 }
+
+#[test]
+fn pruning_sees_backups_whose_app_properties_are_invisible_through_their_manifests() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_prune_manifests");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    // written with credentials of another Cloud project: this one sees no appProperties
+    let old = g.emu.backups_in(&g.folder)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.emu.post(
+        &format!("files/{old}/app_properties"),
+        json!({"appProperties": {}}),
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // a new name (the time stamp has seconds)
+    let r = run(g
+        .pgdrive(&db)
+        .args(["backup", "--kind", "daily", "--keep", "1"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let left = g.emu.backups_in(&g.folder);
+    assert_eq!(left.len(), 1, "{left:#?}");
+    assert_ne!(left[0]["id"], old.as_str(), "the older backup was pruned");
+    let manifests = g.emu.manifests_in(&g.folder);
+    assert_eq!(
+        manifests.len(),
+        1,
+        "its manifest went with it: {manifests:#?}"
+    );
+}
