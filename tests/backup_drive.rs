@@ -608,28 +608,6 @@ fn a_content_manager_cannot_prune_so_the_run_exits_3_with_the_fix() {
     assert_eq!(rows[0].0, "SUCCESS");
 }
 
-/// Waits for `child` at most `limit` (killing it and failing the test beyond that); returns its
-/// output and how long it took.
-fn exit_within(
-    mut child: std::process::Child,
-    limit: Duration,
-) -> (std::process::Output, Duration) {
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pgdrive was still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = started.elapsed();
-    (child.wait_with_output().unwrap(), took)
-}
-
 /// Starts `pgdrive backup --kind daily` from `cmd` (the test's settings), stderr captured.
 fn start_daily(cmd: &mut std::process::Command) -> std::process::Child {
     cmd.args(["backup", "--kind", "daily"])
