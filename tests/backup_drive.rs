@@ -913,3 +913,74 @@ fn a_folder_lookup_that_never_answers_fails_as_stalled() {
     assert_eq!(rows[0].0, "ERROR", "{rows:?}");
     assert!(rows[0].3.as_deref().unwrap().contains(&wanted), "{rows:?}");
 }
+
+/// An account that was shared one folder inside a shared drive, without being a member of the
+/// drive: Drive answers its drive-scoped listings 404 "Shared drive not found", so pgdrive must
+/// list the folder by parent across all drives, or pruning, `list`, `verify` and `check` all fail.
+#[test]
+fn a_folder_shared_out_of_a_shared_drive_to_a_non_member_is_listed() {
+    let g = Google::shared_drive();
+    let folder = g.emu.post(
+        "folders",
+        json!({"name": "shared-only", "drive_id": g.shared_drive,
+               "permissions": {g.sa_email.clone(): "fileOrganizer"}}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.emu.post(
+        &format!("shared_drives/{}/members", g.shared_drive),
+        json!({g.sa_email.clone(): null}),
+    );
+    let db = TestDb::new("drive_nonmember");
+    seed_shop(&db);
+    let pgdrive = || {
+        let mut cmd = g.pgdrive(&db);
+        cmd.env("GOOGLE_DRIVE_FOLDER_ID", &folder);
+        cmd
+    };
+    // the backup's retention step lists the folder; nothing is old enough to delete yet
+    let r = run(pgdrive().args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let lists: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "list")
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .any(|q| q["query"]["corpora"] == "drive" && q["status"] == 404),
+        "the emulator did not refuse the drive-scoped listing: {lists:#?}"
+    );
+    assert!(
+        lists
+            .iter()
+            .any(|q| q["query"]["corpora"] == "allDrives" && q["status"] == 200),
+        "{lists:#?}"
+    );
+    let files = g.emu.files_in(&folder);
+    assert_eq!(files.len(), 1, "{files:#?}");
+    let id = files[0]["id"].as_str().unwrap();
+
+    let r = run(pgdrive().arg("list"));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains(id), "{r:?}");
+    let r = run(pgdrive().args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    // `check` lists too, and says what a Content manager cannot do (delete permanently)
+    let r = run(pgdrive().arg("check"));
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ok   drive daily") && l.contains("its files can be listed")),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL drive daily") && l.contains("cannot delete permanently")),
+        "{r:?}"
+    );
+}

@@ -267,6 +267,23 @@ impl RemoteFile {
     }
 }
 
+/// Where a listing looks: the account's own files (a My Drive folder), one shared drive, or
+/// every drive the account can see.
+#[derive(Clone, Copy)]
+enum Corpora<'a> {
+    User,
+    Drive(&'a str),
+    AllDrives,
+}
+
+/// Whether Drive answered 404 somewhere in this error's chain.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<DriveError>()
+            .is_some_and(|d| d.status == 404)
+    })
+}
+
 /// What pgdrive learns about the destination folder before uploading.
 #[derive(Debug)]
 pub struct FolderInfo {
@@ -292,6 +309,8 @@ pub struct DriveClient {
     pub retry: RetryPolicy,
     /// Files asked for per `files.list` request.
     page_size: u32,
+    /// The shared drive answered 404 to a drive-scoped listing (the account is not a member).
+    drive_listing_refused: bool,
 }
 
 impl DriveClient {
@@ -302,6 +321,7 @@ impl DriveClient {
             tokens,
             retry,
             page_size: 1000,
+            drive_listing_refused: false,
         }
     }
 
@@ -447,10 +467,40 @@ impl DriveClient {
     }
 
     /// Every file (all pages) in `folder` matching the extra query clauses.
+    ///
+    /// In a shared drive the listing is scoped to it (`corpora=drive`, Google's recommendation).
+    /// An account that was shared only the folder, without being a member of the drive, gets 404
+    /// "Shared drive not found" for that, although it can read and write the folder: then the
+    /// folder is listed by parent across every drive the account sees (`corpora=allDrives`).
     pub fn list(
         &mut self,
         folder: &str,
         drive_id: Option<&str>,
+        extra_query: &str,
+    ) -> Result<Vec<RemoteFile>> {
+        let Some(drive) = drive_id else {
+            return self.list_in(folder, Corpora::User, extra_query);
+        };
+        if self.drive_listing_refused {
+            return self.list_in(folder, Corpora::AllDrives, extra_query);
+        }
+        match self.list_in(folder, Corpora::Drive(drive), extra_query) {
+            Err(e) if is_not_found(&e) => {
+                crate::log::debug(
+                    "the shared drive cannot be listed by this account (not a member); listing the folder across all drives",
+                    &[("folder", folder.to_string()), ("shared_drive", drive.to_string())],
+                );
+                self.drive_listing_refused = true;
+                self.list_in(folder, Corpora::AllDrives, extra_query)
+            }
+            other => other,
+        }
+    }
+
+    fn list_in(
+        &mut self,
+        folder: &str,
+        corpora: Corpora,
         extra_query: &str,
     ) -> Result<Vec<RemoteFile>> {
         let url = self.api("files");
@@ -477,15 +527,23 @@ impl DriveClient {
                         .query("pageSize", &page_size)
                         .query("supportsAllDrives", "true")
                         .query("includeItemsFromAllDrives", "true");
-                    if let Some(d) = drive_id {
-                        req = req.query("corpora", "drive").query("driveId", d);
-                    }
+                    req = match corpora {
+                        Corpora::Drive(d) => req.query("corpora", "drive").query("driveId", d),
+                        Corpora::AllDrives => req.query("corpora", "allDrives"),
+                        Corpora::User => req,
+                    };
                     if let Some(t) = &page_token {
                         req = req.query("pageToken", t);
                     }
                     req.call()
                 })?;
             let v = reply.json()?;
+            if v["incompleteSearch"].as_bool() == Some(true) {
+                crate::log::warn(
+                    "Drive says this listing may be incomplete (incompleteSearch): older backups may be missing from it",
+                    &[("folder", folder.to_string())],
+                );
+            }
             files.extend(
                 v["files"]
                     .as_array()

@@ -134,6 +134,10 @@ ROLE_RANK = {"reader": 1, "commenter": 2, "writer": 3, "fileOrganizer": 4,
              "organizer": 5, "owner": 5}
 SHARED_DRIVE_ROLES = ("reader", "commenter", "writer", "fileOrganizer", "organizer")
 MY_DRIVE_ROLES = ("reader", "commenter", "writer", "owner")
+# Sharing an item inside a shared drive (with members or non-members) grants up to
+# Content manager; Manager is a drive-level membership only
+# (https://developers.google.com/workspace/drive/api/guides/ref-roles).
+SHARED_FOLDER_ROLES = ("reader", "commenter", "writer", "fileOrganizer")
 
 DEFAULT_CONFIG = {
     "token_lifetime_seconds": 3599,
@@ -815,7 +819,7 @@ class Item:
         self.parent = parent
         self.drive_id = drive_id
         self.owner = owner  # None in shared drives
-        self.permissions = {}  # email -> role (My Drive only)
+        self.permissions = {}  # email -> role, granted on this item (and inherited below)
         self.created_ms = created_ms
         self.modified_ms = created_ms
         self.app_properties = {}
@@ -1046,29 +1050,37 @@ class Emulator:
         """Effective role of `email` on `item`, or None when it cannot see it.
 
         Shared drives: the drive membership role applies to every item
-        (DOC_SHARED_DRIVES).  My Drive: the owner has "owner"; otherwise the
-        best explicit permission on the item or an ancestor folder applies, and
-        owning an ancestor folder grants "writer" on what others put in it.
+        (DOC_SHARED_DRIVES), and a folder or file inside the drive can be shared
+        with anyone, members or not, which adds to (never lowers) what they
+        inherit: "within a shared drive, permissions are strictly expansive".
+        My Drive: the owner has "owner"; otherwise the best explicit permission
+        on the item or an ancestor folder applies, and owning an ancestor folder
+        grants "writer" on what others put in it.
         """
         if email is None:
             return None
         low = email.lower()
-        if item.drive_id:
-            drive = self.drives.get(item.drive_id)
-            if not drive:
-                return None
-            for member, role in drive.members.items():
-                if member.lower() == low:
-                    return role
-            return None
-        if item.owner and item.owner.lower() == low:
-            return "owner"
         best = None
 
         def consider(role):
             nonlocal best
             if role and ROLE_RANK.get(role, 0) > ROLE_RANK.get(best, 0):
                 best = role
+
+        if item.drive_id:
+            drive = self.drives.get(item.drive_id)
+            if not drive:
+                return None
+            for member, role in drive.members.items():
+                if member.lower() == low:
+                    consider(role)
+            for it in [item] + list(self.ancestors(item)):
+                for member, role in it.permissions.items():
+                    if member.lower() == low:
+                        consider(role)
+            return best
+        if item.owner and item.owner.lower() == low:
+            return "owner"
 
         for member, role in item.permissions.items():
             if member.lower() == low:
@@ -2781,11 +2793,10 @@ def _control_create(emu: Emulator, spec: dict, folder: bool) -> dict:
     item.properties = dict(spec.get("properties") or {})
     item.description = spec.get("description")
     perms = dict(spec.get("permissions") or {})
+    allowed = SHARED_FOLDER_ROLES if parent.drive_id else MY_DRIVE_ROLES
     for email, role in perms.items():
-        if role not in MY_DRIVE_ROLES:
+        if role not in allowed:
             raise ControlError(400, "bad role %r for %s" % (role, email))
-    if perms and parent.drive_id:
-        raise ControlError(400, "permissions apply to My Drive items only")
     item.permissions = perms
     if spec.get("trashed"):
         item.trashed = item.explicitly_trashed = True
