@@ -984,3 +984,65 @@ fn a_folder_shared_out_of_a_shared_drive_to_a_non_member_is_listed() {
         "{r:?}"
     );
 }
+
+/// Plants `n` earlier daily backups of `db` in the folder, oldest first (October 2026).
+fn plant_daily_backups(g: &Google, db: &TestDb, n: u32) {
+    for day in 1..=n {
+        g.emu.post("files", json!({
+            "name": format!("{}-daily-202610{day:02}T030000Z.sql.gz", db.name),
+            "parents": [g.folder],
+            "content_b64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=",
+            "createdTime": format!("2026-10-{day:02}T03:00:00.000Z"),
+            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name},
+        }));
+    }
+}
+
+/// Drive deletes the file, then the connection drops before its answer: the retried DELETE is
+/// answered 404, and that is the deletion pgdrive asked for, not a failed prune.
+#[test]
+fn a_retried_delete_answered_404_counts_as_deleted() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_del404");
+    seed_shop(&db);
+    plant_daily_backups(&g, &db, 15); // with the new one, two over the default keep of 14
+    g.emu
+        .fault(json!([{"op": "delete", "nth": 1, "action": {"drop": "after"}}]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_RETRY_INITIAL_MS", "10")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let deletes: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "delete")
+        .collect();
+    assert!(
+        deletes.iter().any(|q| q["status"].is_null()) && deletes.iter().any(|q| q["status"] == 404),
+        "the fault did not fire as planned: {deletes:#?}"
+    );
+    assert_eq!(g.emu.files_in(&g.folder).len(), 14);
+}
+
+/// Drive's `md5Checksum` in capitals (its case is not documented) is the same checksum.
+#[test]
+fn an_uppercase_md5_from_drive_matches() {
+    let g = Google::shared_drive();
+    g.emu.post("config", json!({"md5_uppercase": true}));
+    let db = TestDb::new("drive_md5case");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let md5 = g.emu.files_in(&g.folder)[0]["md5Checksum"].clone();
+    assert!(
+        md5.as_str()
+            .unwrap()
+            .chars()
+            .any(|c| c.is_ascii_uppercase()),
+        "{md5}"
+    );
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+}

@@ -640,17 +640,30 @@ impl DriveClient {
         Ok(())
     }
 
-    /// Deletes a file permanently (Trash would still count against the quota).
+    /// Deletes a file permanently (Trash would still count against the quota). A retried delete
+    /// that Drive answers 404 succeeded: an earlier attempt deleted the file before its answer
+    /// was lost. A 404 to the first attempt stays an error (the file was not there).
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
-        self.execute(&format!("deleting Drive file {id}"), &|agent, auth| {
+        let attempts = std::cell::Cell::new(0u32);
+        let outcome = self.execute(&format!("deleting Drive file {id}"), &|agent, auth| {
+            attempts.set(attempts.get() + 1);
             agent
                 .delete(&url)
                 .header("Authorization", auth)
                 .query("supportsAllDrives", "true")
                 .call()
-        })?;
-        Ok(())
+        });
+        match outcome {
+            Err(e) if attempts.get() > 1 && is_not_found(&e) => {
+                crate::log::debug(
+                    "a retried delete found the file gone: an earlier attempt deleted it",
+                    &[("file_id", id.to_string())],
+                );
+                Ok(())
+            }
+            other => other.map(drop),
+        }
     }
 }
 

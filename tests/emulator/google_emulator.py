@@ -143,6 +143,8 @@ DEFAULT_CONFIG = {
     "token_lifetime_seconds": 3599,
     "about_limit_bytes": "16106127360",  # 15 GiB; null = unlimited
     "session_lifetime_seconds": 7 * 24 * 3600,  # a week, per DOC_MANAGE_UPLOADS
+    # md5Checksum's letter case is not documented: clients must compare hex case-insensitively
+    "md5_uppercase": False,
 }
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -1202,7 +1204,8 @@ class Emulator:
                 parts = item.name.split(".")
                 res["fileExtension"] = parts[-1]
                 res["fullFileExtension"] = ".".join(parts[1:])
-            res["md5Checksum"] = item.reported_md5 or item.md5
+            md5 = item.reported_md5 or item.md5
+            res["md5Checksum"] = md5.upper() if md5 and self.config.get("md5_uppercase") else md5
             res["sha1Checksum"] = item.sha1
             res["sha256Checksum"] = item.sha256
             res["size"] = str(item.size)
