@@ -1046,3 +1046,28 @@ fn an_uppercase_md5_from_drive_matches() {
     let r = run(g.pgdrive(&db).args(["verify", "latest"]));
     assert_eq!(r.status, 0, "{r:?}");
 }
+
+/// Google refuses a JWT issued in its future; a host clock a few seconds ahead must not cost the
+/// backup its token (pgdrive back-dates `iat`, and `exp` stays within the hour after it).
+#[test]
+fn a_host_clock_a_few_seconds_ahead_of_google_still_gets_a_token() {
+    let g = Google::shared_drive();
+    g.emu.post(
+        "config",
+        json!({"clock_offset_seconds": -5, "jwt_iat_leeway_seconds": 0}),
+    );
+    let db = TestDb::new("drive_skew");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let tokens: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "token")
+        .collect();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|q| q["status"] == 200),
+        "{tokens:#?}"
+    );
+}

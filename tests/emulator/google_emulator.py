@@ -145,6 +145,10 @@ DEFAULT_CONFIG = {
     "session_lifetime_seconds": 7 * 24 * 3600,  # a week, per DOC_MANAGE_UPLOADS
     # md5Checksum's letter case is not documented: clients must compare hex case-insensitively
     "md5_uppercase": False,
+    # the token server's clock relative to the host's (negative: behind), and how far in its
+    # future a JWT's iat may be; Google documents no leeway
+    "clock_offset_seconds": 0,
+    "jwt_iat_leeway_seconds": 300,
 }
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -1506,8 +1510,9 @@ def _jwt_grant(emu, req, form):
         iat, exp = float(claims["iat"]), float(claims["exp"])
     except (KeyError, TypeError, ValueError):
         raise OAuthError(400, "invalid_grant", BAD_JWT_TIME_MESSAGE)
-    now = time.time()
-    if exp - iat > 3600 or exp <= iat or not (iat - 300 <= now <= exp):
+    now = time.time() + float(emu.config["clock_offset_seconds"])
+    leeway = float(emu.config["jwt_iat_leeway_seconds"])
+    if exp - iat > 3600 or exp <= iat or not (iat - leeway <= now <= exp):
         raise OAuthError(400, "invalid_grant", BAD_JWT_TIME_MESSAGE)
     scope = claims.get("scope")
     if not scope or not isinstance(scope, str):
