@@ -1071,3 +1071,47 @@ fn a_host_clock_a_few_seconds_ahead_of_google_still_gets_a_token() {
         "{tokens:#?}"
     );
 }
+
+/// Drive flagged a backup as malware or spam: the download is asked for again acknowledging the
+/// abuse (with a warning), as only an owner or Manager may; anyone else is told why it failed.
+#[test]
+fn a_backup_flagged_as_abusive_is_still_verified_by_a_manager() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_abuse");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let id = g.emu.files_in(&g.folder)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.emu.post(&format!("files/{id}/abusive"), json!({}));
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("malware or spam"), "{r:?}");
+    let media: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "get_media")
+        .collect();
+    assert!(
+        media.iter().any(|q| q["status"] == 403)
+            && media
+                .iter()
+                .any(|q| q["query"]["acknowledgeAbuse"] == "true" && q["status"] == 206),
+        "{media:#?}"
+    );
+
+    // a Content manager may not acknowledge the abuse: one line and the fix, no retry loop
+    g.emu.post(
+        &format!("shared_drives/{}/members", g.shared_drive),
+        json!({g.sa_email.clone(): "fileOrganizer"}),
+    );
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("cannotDownloadAbusiveFile") && r.stderr.contains("hint:"),
+        "{r:?}"
+    );
+}

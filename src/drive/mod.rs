@@ -151,6 +151,10 @@ impl DriveError {
                 "the account lacks permission: in a shared drive it must be a Manager to delete permanently \
                  (Content managers can only move to Trash) and at least a Contributor to upload"
             }
+            Some(download::ABUSIVE_FILE) => {
+                "Drive flagged the file as malware or spam and serves it only to its owner or a Manager of its shared drive: \
+                 make the account a Manager of the shared drive, or download the file in the Drive web page as its owner"
+            }
             Some("appNotAuthorizedToFile") => "the credentials' scope does not cover this file; pgdrive needs the full drive scope",
             Some("authError") => "the access token was refused: check the credentials and this host's clock",
             Some("dailyLimitExceeded" | "userRateLimitExceeded" | "rateLimitExceeded") => {

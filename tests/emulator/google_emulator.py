@@ -840,6 +840,7 @@ class Item:
         self.size = None
         self.md5 = self.sha1 = self.sha256 = None
         self.reported_md5 = None  # set by the corrupt_md5 fault
+        self.abusive = False  # flagged as malware or spam by Google
         self.version = 1
         self.head_revision_id = None
         self.original_filename = None
@@ -1790,6 +1791,14 @@ def files_get_media(emu: Emulator, req: Request, file_id: str) -> HttpResponse:
             raise ApiError(403, "fileNotDownloadable",
                            "Only files with binary content can be downloaded. Use Export with "
                            "Docs Editors files.", location="alt", location_type="parameter")
+        # acknowledgeAbuse "is only applicable when ... the user is the owner of the file or an
+        # organizer of the shared drive in which the file resides" (files.get reference)
+        if item.abusive and not (req.flag("acknowledgeAbuse")
+                                 and emu.role_of(item, principal.email) in ("owner", "organizer")):
+            raise ApiError(403, "cannotDownloadAbusiveFile",
+                           "This file has been identified as malware or spam and cannot be "
+                           "downloaded.", location="acknowledgeAbuse",
+                           location_type="parameter")
         if item.content is None:
             raise ApiError(404, "notFound", "File content of %s is not retained: the emulator "
                            "runs with --discard-content." % file_id,
@@ -2664,7 +2673,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                                      for it in sorted(emu.items.values(),
                                                       key=lambda i: (i.created_ms, i.id))
                                      if not it.root_kind]})
-        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate)?", path)
+        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate|/abusive)?", path)
         if m:
             item = emu.items.get(m.group(1))
             if item is None:
@@ -2683,6 +2692,9 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                 if not 0 <= offset < len(item.content):
                     raise ControlError(400, "offset out of range")
                 item.content[offset] ^= 0xFF
+                return ok()
+            if m.group(2) == "/abusive" and method == "POST":
+                item.abusive = bool(spec.get("abusive", True))
                 return ok()
             if m.group(2) == "/truncate" and method == "POST":
                 if item.content is None:
