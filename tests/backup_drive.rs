@@ -1115,3 +1115,46 @@ fn a_backup_flagged_as_abusive_is_still_verified_by_a_manager() {
         "{r:?}"
     );
 }
+
+/// Google's setup and limit refusals each end the run with their documented exit status and a
+/// `hint:` line that names the fix.
+#[test]
+fn drive_refusals_exit_with_their_status_and_the_fix() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_refusals");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let cases = [
+        (
+            "backup",
+            "get",
+            "accessNotConfigured",
+            78,
+            "Google Drive API",
+        ),
+        ("backup", "get", "insufficientPermissions", 78, "auth/drive"),
+        (
+            "backup",
+            "upload_initiate",
+            "teamDriveFileLimitExceeded",
+            1,
+            "400,000",
+        ),
+        ("verify", "get_media", "downloadQuotaExceeded", 1, "per day"),
+    ];
+    for (command, op, reason, status, fix) in cases {
+        g.emu
+            .fault(json!([{"op": op, "nth": 1, "action": {"status": 403, "reason": reason}}]));
+        let args: &[&str] = if command == "backup" {
+            &["backup", "--kind", "daily"]
+        } else {
+            &["verify", "latest"]
+        };
+        let r = run(g.pgdrive(&db).args(args));
+        assert_eq!(r.status, status, "{reason}: {r:?}");
+        let hint = r.stderr.lines().find(|l| l.contains("hint:"));
+        assert!(hint.is_some_and(|h| h.contains(fix)), "{reason}: {r:?}");
+        g.emu.post("faults", json!({"rules": []}));
+    }
+}

@@ -132,6 +132,17 @@ impl DriveError {
             && self.message.contains("Service Accounts")
     }
 
+    /// Whether the fix is in the setup (exit 78), not a retry: no Drive storage for a service
+    /// account, the Drive API disabled (or no quota project for user credentials), or a token
+    /// whose scopes do not cover Drive.
+    pub fn is_configuration_problem(&self) -> bool {
+        self.is_service_account_quota()
+            || matches!(
+                self.reason.as_deref(),
+                Some("accessNotConfigured" | "insufficientPermissions")
+            )
+    }
+
     pub fn hint(&self) -> Option<String> {
         let hint = match self.reason.as_deref() {
             _ if self.is_service_account_quota() => {
@@ -150,6 +161,26 @@ impl DriveError {
             Some("insufficientFilePermissions") => {
                 "the account lacks permission: in a shared drive it must be a Manager to delete permanently \
                  (Content managers can only move to Trash) and at least a Contributor to upload"
+            }
+            Some("accessNotConfigured") => {
+                "the Drive API is not enabled for the Cloud project these credentials bill to: enable it \
+                 (console.cloud.google.com → APIs & Services → Library → Google Drive API); for user \
+                 credentials made by `gcloud auth application-default login`, name your own project with \
+                 `gcloud auth application-default set-quota-project PROJECT` (pgdrive sends its \
+                 quota_project_id)"
+            }
+            Some("insufficientPermissions") => {
+                "the access token's scopes do not include Drive: grant https://www.googleapis.com/auth/drive \
+                 (for domain-wide delegation, in the Admin console's API controls; for user credentials, \
+                 log in again with that scope)"
+            }
+            Some("teamDriveFileLimitExceeded") => {
+                "the shared drive holds the most items Google allows (400,000): point the folder \
+                 variable at a folder in another shared drive, or delete items from this one"
+            }
+            Some("downloadQuotaExceeded") => {
+                "Google limits how often one file is downloaded per day: try again in a few hours, \
+                 or restore from another target or an older backup"
             }
             Some(download::ABUSIVE_FILE) => {
                 "Drive flagged the file as malware or spam and serves it only to its owner or a Manager of its shared drive: \
