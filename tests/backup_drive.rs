@@ -1158,3 +1158,47 @@ fn drive_refusals_exit_with_their_status_and_the_fix() {
         g.emu.post("faults", json!({"rules": []}));
     }
 }
+
+/// User credentials made by `gcloud auth application-default login` bill to gcloud's project,
+/// where the Drive API is disabled, unless they name a quota project: pgdrive sends their
+/// `quota_project_id` as `x-goog-user-project`, and without one says how to set it.
+#[test]
+fn user_credentials_bill_their_quota_project() {
+    let g = Google::shared_drive();
+    g.emu.post("authorized_users", json!({"client_id": "gcloud.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": "rt", "email": "carol@gmail.com", "client_project_disabled": true}));
+    let folder = g.emu.post(
+        "folders",
+        json!({"name": "carol's", "owner": "carol@gmail.com"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let creds = g.dir.path().join("adc.json");
+    let write = |quota_project: Option<&str>| {
+        let mut c = json!({"type": "authorized_user", "client_id": "gcloud.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": "rt", "token_uri": g.emu.token_uri()});
+        if let Some(p) = quota_project {
+            c["quota_project_id"] = p.into();
+        }
+        std::fs::write(&creds, c.to_string()).unwrap();
+    };
+    let db = TestDb::new("drive_quota_project");
+    seed_shop(&db);
+    let mut cmd = pgdrive();
+    cmd.env("DATABASE_URL", db.url())
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &creds)
+        .env("GOOGLE_DRIVE_FOLDER_ID", &folder)
+        .env("PGDRIVE_DRIVE_URL", &g.emu.base)
+        .args(["backup", "--kind", "daily"]);
+    write(None);
+    let r = run(&mut cmd);
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("accessNotConfigured") && r.stderr.contains("set-quota-project"),
+        "{r:?}"
+    );
+    write(Some("my-backups-project"));
+    let r = run(&mut cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    // the emulator refuses any authenticated call without the header: every one named it
+    assert_eq!(g.emu.files_in(&folder).len(), 1);
+}

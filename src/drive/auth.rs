@@ -40,6 +40,8 @@ pub enum Credentials {
         client_secret: String,
         refresh_token: String,
         token_uri: String,
+        /// The Cloud project billed for API calls (`x-goog-user-project`), as gcloud writes it.
+        quota_project_id: Option<String>,
         source: String,
     },
 }
@@ -224,6 +226,11 @@ impl Credentials {
                     client_secret: field("client_secret")?,
                     refresh_token: field("refresh_token")?,
                     token_uri,
+                    quota_project_id: json
+                        .get("quota_project_id")
+                        .and_then(|v| v.as_str())
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string),
                     source: source.to_string(),
                 })
             }
@@ -231,6 +238,16 @@ impl Credentials {
                 format!("Google credentials from {source} have type {:?}", other.unwrap_or("(none)")),
                 "use a service account key (type service_account) or OAuth user credentials (type authorized_user)",
             )),
+        }
+    }
+
+    /// The Cloud project that user credentials bill API calls to, when they name one.
+    pub fn quota_project(&self) -> Option<&str> {
+        match self {
+            Credentials::AuthorizedUser {
+                quota_project_id, ..
+            } => quota_project_id.as_deref(),
+            Credentials::ServiceAccount { .. } => None,
         }
     }
 

@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use anyhow::{anyhow, Result};
 
 use super::retry::{classify_transport, random_unit, Verdict};
-use super::{urlencode_path, DriveClient, DriveError, Reply};
+use super::{urlencode_path, Authorize, DriveClient, DriveError, Reply};
 
 /// Drive's reason for refusing to serve a file it flagged as malware or spam.
 pub const ABUSIVE_FILE: &str = "cannotDownloadAbusiveFile";
@@ -69,13 +69,13 @@ impl<'a> RangedReader<'a> {
         let mut refreshed = false;
         loop {
             crate::signals::check_run()?;
-            let token = self.client.token()?;
+            let auth = self.client.authorization()?;
             self.requests += 1;
             let mut request = self
                 .client
                 .agent()
                 .get(&self.url)
-                .header("Authorization", format!("Bearer {token}"))
+                .authorized(&auth)
                 .header("Range", format!("bytes={}-", self.offset))
                 .query("alt", "media")
                 .query("supportsAllDrives", "true");

@@ -225,6 +225,30 @@ impl Failure {
     }
 }
 
+/// What authorizes a request: the bearer token, and for user credentials that name one, the
+/// Cloud project billed for the call (`x-goog-user-project`, from `quota_project_id`). Without
+/// it, Google bills user credentials made by gcloud to gcloud's own project, where the Drive API
+/// is not enabled: every call fails with `accessNotConfigured`.
+pub struct Authorization {
+    bearer: String,
+    user_project: Option<String>,
+}
+
+/// Adds an [`Authorization`] to a request.
+pub trait Authorize {
+    fn authorized(self, auth: &Authorization) -> Self;
+}
+
+impl<B> Authorize for ureq::RequestBuilder<B> {
+    fn authorized(self, auth: &Authorization) -> Self {
+        let req = self.header("Authorization", &auth.bearer);
+        match &auth.user_project {
+            Some(project) => req.header("x-goog-user-project", project),
+            None => req,
+        }
+    }
+}
+
 /// A reply read fully into memory (JSON API calls and upload session answers are small).
 pub struct Reply {
     pub status: u16,
@@ -382,6 +406,14 @@ impl DriveClient {
         self.tokens.token(&self.agent, &self.retry)
     }
 
+    /// A request's authorization with a current access token.
+    pub fn authorization(&mut self) -> Result<Authorization> {
+        Ok(Authorization {
+            bearer: format!("Bearer {}", self.token()?),
+            user_project: self.credentials().quota_project().map(str::to_string),
+        })
+    }
+
     pub fn invalidate_token(&mut self) {
         self.tokens.invalidate();
     }
@@ -398,7 +430,7 @@ impl DriveClient {
         what: &str,
         send: &dyn Fn(
             &ureq::Agent,
-            &str,
+            &Authorization,
         )
             -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Reply> {
@@ -406,10 +438,8 @@ impl DriveClient {
         let mut attempts = Attempts::new(&policy);
         loop {
             crate::signals::check_run()?;
-            let token = self.token()?;
-            let failure = match send(&self.agent, &format!("Bearer {token}"))
-                .and_then(Reply::from_response)
-            {
+            let auth = self.authorization()?;
+            let failure = match send(&self.agent, &auth).and_then(Reply::from_response) {
                 Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => {
                     return Ok(reply)
                 }
@@ -456,7 +486,7 @@ impl DriveClient {
         let reply = self.execute(&format!("looking up Drive folder {id}"), &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .query("fields", "id,name,mimeType,driveId,trashed,capabilities(canAddChildren,canDeleteChildren,canDelete)")
                 .call()
@@ -556,7 +586,7 @@ impl DriveClient {
                 self.execute(&format!("listing Drive folder {folder}"), &|agent, auth| {
                     let mut req = agent
                         .get(&url)
-                        .header("Authorization", auth)
+                        .authorized(auth)
                         .query("q", &q)
                         .query("fields", &fields)
                         .query("pageSize", &page_size)
@@ -599,7 +629,7 @@ impl DriveClient {
         let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .query("fields", FILE_FIELDS)
                 .call()
@@ -614,7 +644,7 @@ impl DriveClient {
         let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .query("fields", &fields)
                 .call()
@@ -639,7 +669,7 @@ impl DriveClient {
         self.execute(&format!("updating Drive file {id}"), &|agent, auth| {
             agent
                 .patch(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .header("Content-Type", "application/json; charset=UTF-8")
                 .query("supportsAllDrives", "true")
                 .query("fields", "id")
@@ -655,11 +685,11 @@ impl DriveClient {
         if !crate::signals::stopping() {
             return self.delete(id);
         }
-        let token = self.token()?; // normally the cached one
+        let auth = self.authorization()?; // normally the cached token
         let url = self.api(&format!("files/{}", urlencode_path(id)));
         let reply = http_agent()
             .delete(&url)
-            .header("Authorization", format!("Bearer {token}"))
+            .authorized(&auth)
             .query("supportsAllDrives", "true")
             .call()
             .and_then(Reply::from_response)
@@ -685,7 +715,7 @@ impl DriveClient {
             attempts.set(attempts.get() + 1);
             agent
                 .delete(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .call()
         });
@@ -726,7 +756,7 @@ impl DriveClient {
         let reply = self.execute("reading the Drive storage quota", &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("fields", "storageQuota")
                 .call()
         })?;

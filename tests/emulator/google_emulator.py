@@ -321,6 +321,20 @@ def auth_error() -> ApiError:
                     headers=[("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')])
 
 
+GCLOUD_PROJECT_NUMBER = "764086051850"
+
+
+def access_not_configured() -> ApiError:
+    """User credentials are billed to their OAuth client's project unless the request names a
+    quota project (x-goog-user-project); gcloud's own project has the Drive API disabled."""
+    return ApiError(403, "accessNotConfigured",
+                    "Google Drive API has not been used in project %s before or it is disabled. "
+                    "Enable it by visiting https://console.developers.google.com/apis/api/"
+                    "drive.googleapis.com/overview?project=%s then retry."
+                    % (GCLOUD_PROJECT_NUMBER, GCLOUD_PROJECT_NUMBER),
+                    domain="usageLimits", status="PERMISSION_DENIED")
+
+
 def insufficient_scopes() -> ApiError:
     err = ApiError(403, "insufficientPermissions", "Request had insufficient authentication scopes.",
                    status="PERMISSION_DENIED")
@@ -788,11 +802,13 @@ class Principal:
     itself; with domain-wide delegation the principal is the impersonated user.
     """
 
-    __slots__ = ("email", "is_service_account")
+    __slots__ = ("email", "is_service_account", "client_project_disabled")
 
-    def __init__(self, email, is_service_account):
+    def __init__(self, email, is_service_account, client_project_disabled=False):
         self.email = email
         self.is_service_account = is_service_account
+        # user credentials whose OAuth client's project has the Drive API disabled (gcloud's)
+        self.client_project_disabled = client_project_disabled
 
 
 class AccessToken:
@@ -1547,7 +1563,7 @@ def _refresh_grant(emu, form):
             raise OAuthError(400, "invalid_scope",
                              "The requested scope is not within the granted scopes.")
         scope = " ".join(requested)
-    return Principal(user["email"], False), scope
+    return Principal(user["email"], False, user["client_project_disabled"]), scope
 
 
 def authenticate(emu: Emulator, req: Request, scopes=READ_SCOPES) -> Principal:
@@ -1564,6 +1580,8 @@ def authenticate(emu: Emulator, req: Request, scopes=READ_SCOPES) -> Principal:
             raise auth_error()
         if not (token.scopes & scopes):
             raise insufficient_scopes()
+        if token.principal.client_project_disabled and not req.header("x-goog-user-project"):
+            raise access_not_configured()
         return token.principal
 
 
@@ -2636,6 +2654,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
             emu.authorized_users[spec["client_id"]] = {
                 "client_secret": spec["client_secret"], "refresh_token": spec["refresh_token"],
                 "email": spec["email"], "revoked": bool(spec.get("revoked", False)),
+                "client_project_disabled": bool(spec.get("client_project_disabled", False)),
                 "scopes": spec.get("scopes") or [_S + "drive"]}
             if spec.get("display_name"):
                 emu.display_names[spec["email"].lower()] = spec["display_name"]
