@@ -156,7 +156,7 @@ impl DriveError {
             }
             Some("notFound") => {
                 "check the ID, and that the folder is shared with the account pgdrive authenticates as \
-                 (a shared drive needs the account as a member)"
+                 (directly, or as a member of its shared drive)"
             }
             Some("insufficientFilePermissions") => {
                 "the account lacks permission: in a shared drive it must be a Manager to delete permanently \
