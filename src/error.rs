@@ -96,7 +96,7 @@ pub fn classify(err: &anyhow::Error) -> ExitStatus {
             }
         }
         if let Some(d) = cause.downcast_ref::<DriveError>() {
-            if d.is_service_account_quota() {
+            if d.is_configuration_problem() {
                 return ExitStatus::Config;
             }
         }
@@ -226,6 +226,28 @@ mod tests {
                     assert!(hint(&err).is_some(), "{code} exits 78 without a hint");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn drive_reasons_map_to_their_exit_status_with_a_hint() {
+        let cases = [
+            ("accessNotConfigured", ExitStatus::Config),
+            ("insufficientPermissions", ExitStatus::Config),
+            ("teamDriveFileLimitExceeded", ExitStatus::Failed),
+            ("downloadQuotaExceeded", ExitStatus::Failed),
+            ("cannotDownloadAbusiveFile", ExitStatus::Failed),
+        ];
+        for (reason, status) in cases {
+            let err = anyhow::Error::new(DriveError {
+                status: 403,
+                reason: Some(reason.into()),
+                message: String::new(),
+                retry_after: None,
+            })
+            .context("calling Drive");
+            assert_eq!(classify(&err), status, "{reason}");
+            assert!(hint(&err).is_some(), "{reason} has no hint");
         }
     }
 

@@ -626,28 +626,6 @@ fn a_content_manager_cannot_prune_so_the_run_exits_3_with_the_fix() {
     assert_eq!(rows[0].0, "SUCCESS");
 }
 
-/// Waits for `child` at most `limit` (killing it and failing the test beyond that); returns its
-/// output and how long it took.
-fn exit_within(
-    mut child: std::process::Child,
-    limit: Duration,
-) -> (std::process::Output, Duration) {
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pgdrive was still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = started.elapsed();
-    (child.wait_with_output().unwrap(), took)
-}
-
 /// Starts `pgdrive backup --kind daily` from `cmd` (the test's settings), stderr captured.
 fn start_daily(cmd: &mut std::process::Command) -> std::process::Child {
     cmd.args(["backup", "--kind", "daily"])
@@ -1012,4 +990,295 @@ fn pruning_sees_backups_whose_app_properties_are_invisible_through_their_manifes
         1,
         "its manifest went with it: {manifests:#?}"
     );
+}
+
+/// An account that was shared one folder inside a shared drive, without being a member of the
+/// drive: Drive answers its drive-scoped listings 404 "Shared drive not found", so pgdrive must
+/// list the folder by parent across all drives, or pruning, `list`, `verify` and `check` all fail.
+#[test]
+fn a_folder_shared_out_of_a_shared_drive_to_a_non_member_is_listed() {
+    let g = Google::shared_drive();
+    let folder = g.emu.post(
+        "folders",
+        json!({"name": "shared-only", "drive_id": g.shared_drive,
+               "permissions": {g.sa_email.clone(): "fileOrganizer"}}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.emu.post(
+        &format!("shared_drives/{}/members", g.shared_drive),
+        json!({g.sa_email.clone(): null}),
+    );
+    let db = TestDb::new("drive_nonmember");
+    seed_shop(&db);
+    let pgdrive = || {
+        let mut cmd = g.pgdrive(&db);
+        cmd.env("GOOGLE_DRIVE_FOLDER_ID", &folder);
+        cmd
+    };
+    // the backup's retention step lists the folder; nothing is old enough to delete yet
+    let r = run(pgdrive().args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let lists: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "list")
+        .collect();
+    assert!(
+        lists
+            .iter()
+            .any(|q| q["query"]["corpora"] == "drive" && q["status"] == 404),
+        "the emulator did not refuse the drive-scoped listing: {lists:#?}"
+    );
+    assert!(
+        lists
+            .iter()
+            .any(|q| q["query"]["corpora"] == "allDrives" && q["status"] == 200),
+        "{lists:#?}"
+    );
+    let files = g.emu.backups_in(&folder);
+    assert_eq!(files.len(), 1, "{files:#?}");
+    let id = files[0]["id"].as_str().unwrap();
+
+    let r = run(pgdrive().arg("list"));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains(id), "{r:?}");
+    let r = run(pgdrive().args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    // `check` lists too, and says what a Content manager cannot do (delete permanently)
+    let r = run(pgdrive().arg("check"));
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("ok   drive daily") && l.contains("its files can be listed")),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL drive daily") && l.contains("cannot delete permanently")),
+        "{r:?}"
+    );
+}
+
+/// Plants `n` earlier daily backups of `db` in the folder, oldest first (October 2026).
+fn plant_daily_backups(g: &Google, db: &TestDb, n: u32) {
+    for day in 1..=n {
+        g.emu.post("files", json!({
+            "name": format!("{}-daily-202610{day:02}T030000Z.sql.gz", db.name),
+            "parents": [g.folder],
+            "content_b64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=",
+            "createdTime": format!("2026-10-{day:02}T03:00:00.000Z"),
+            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name},
+        }));
+    }
+}
+
+/// Drive deletes the file, then the connection drops before its answer: the retried DELETE is
+/// answered 404, and that is the deletion pgdrive asked for, not a failed prune.
+#[test]
+fn a_retried_delete_answered_404_counts_as_deleted() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_del404");
+    seed_shop(&db);
+    plant_daily_backups(&g, &db, 15); // with the new one, two over the default keep of 14
+    g.emu
+        .fault(json!([{"op": "delete", "nth": 1, "action": {"drop": "after"}}]));
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_RETRY_INITIAL_MS", "10")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let deletes: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "delete")
+        .collect();
+    assert!(
+        deletes.iter().any(|q| q["status"].is_null()) && deletes.iter().any(|q| q["status"] == 404),
+        "the fault did not fire as planned: {deletes:#?}"
+    );
+    assert_eq!(g.emu.backups_in(&g.folder).len(), 14);
+}
+
+/// Drive's `md5Checksum` in capitals (its case is not documented) is the same checksum.
+#[test]
+fn an_uppercase_md5_from_drive_matches() {
+    let g = Google::shared_drive();
+    g.emu.post("config", json!({"md5_uppercase": true}));
+    let db = TestDb::new("drive_md5case");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let md5 = g.emu.backups_in(&g.folder)[0]["md5Checksum"].clone();
+    assert!(
+        md5.as_str()
+            .unwrap()
+            .chars()
+            .any(|c| c.is_ascii_uppercase()),
+        "{md5}"
+    );
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+}
+
+/// Google refuses a JWT issued in its future; a host clock a few seconds ahead must not cost the
+/// backup its token (pgdrive back-dates `iat`, and `exp` stays within the hour after it).
+#[test]
+fn a_host_clock_a_few_seconds_ahead_of_google_still_gets_a_token() {
+    let g = Google::shared_drive();
+    g.emu.post(
+        "config",
+        json!({"clock_offset_seconds": -5, "jwt_iat_leeway_seconds": 0}),
+    );
+    let db = TestDb::new("drive_skew");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let tokens: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "token")
+        .collect();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|q| q["status"] == 200),
+        "{tokens:#?}"
+    );
+}
+
+/// Drive flagged a backup as malware or spam: the download is asked for again acknowledging the
+/// abuse (with a warning), as only an owner or Manager may; anyone else is told why it failed.
+#[test]
+fn a_backup_flagged_as_abusive_is_still_verified_by_a_manager() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_abuse");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let id = g.emu.backups_in(&g.folder)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.emu.post(&format!("files/{id}/abusive"), json!({}));
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("malware or spam"), "{r:?}");
+    let media: Vec<Value> = g
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|q| q["op"] == "get_media")
+        .collect();
+    assert!(
+        media.iter().any(|q| q["status"] == 403)
+            && media
+                .iter()
+                .any(|q| q["query"]["acknowledgeAbuse"] == "true" && q["status"] == 206),
+        "{media:#?}"
+    );
+
+    // a Content manager may not acknowledge the abuse: one line and the fix, no retry loop
+    g.emu.post(
+        &format!("shared_drives/{}/members", g.shared_drive),
+        json!({g.sa_email.clone(): "fileOrganizer"}),
+    );
+    let r = run(g.pgdrive(&db).args(["verify", "latest"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("cannotDownloadAbusiveFile") && r.stderr.contains("hint:"),
+        "{r:?}"
+    );
+}
+
+/// Google's setup and limit refusals each end the run with their documented exit status and a
+/// `hint:` line that names the fix.
+#[test]
+fn drive_refusals_exit_with_their_status_and_the_fix() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("drive_refusals");
+    seed_shop(&db);
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let cases = [
+        (
+            "backup",
+            "get",
+            "accessNotConfigured",
+            78,
+            "Google Drive API",
+        ),
+        ("backup", "get", "insufficientPermissions", 78, "auth/drive"),
+        (
+            "backup",
+            "upload_initiate",
+            "teamDriveFileLimitExceeded",
+            1,
+            "400,000",
+        ),
+        ("verify", "get_media", "downloadQuotaExceeded", 1, "per day"),
+    ];
+    for (command, op, reason, status, fix) in cases {
+        // a verify's first download is the backup's manifest
+        let nth = if op == "get_media" { 2 } else { 1 };
+        g.emu
+            .fault(json!([{"op": op, "nth": nth, "action": {"status": 403, "reason": reason}}]));
+        let args: &[&str] = if command == "backup" {
+            &["backup", "--kind", "daily"]
+        } else {
+            &["verify", "latest"]
+        };
+        let r = run(g.pgdrive(&db).args(args));
+        assert_eq!(r.status, status, "{reason}: {r:?}");
+        let hint = r.stderr.lines().find(|l| l.contains("hint:"));
+        assert!(hint.is_some_and(|h| h.contains(fix)), "{reason}: {r:?}");
+        g.emu.post("faults", json!({"rules": []}));
+    }
+}
+
+/// User credentials made by `gcloud auth application-default login` bill to gcloud's project,
+/// where the Drive API is disabled, unless they name a quota project: pgdrive sends their
+/// `quota_project_id` as `x-goog-user-project`, and without one says how to set it.
+#[test]
+fn user_credentials_bill_their_quota_project() {
+    let g = Google::shared_drive();
+    g.emu.post("authorized_users", json!({"client_id": "gcloud.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": "rt", "email": "carol@gmail.com", "client_project_disabled": true}));
+    let folder = g.emu.post(
+        "folders",
+        json!({"name": "carol's", "owner": "carol@gmail.com"}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let creds = g.dir.path().join("adc.json");
+    let write = |quota_project: Option<&str>| {
+        let mut c = json!({"type": "authorized_user", "client_id": "gcloud.apps.googleusercontent.com", "client_secret": "cs", "refresh_token": "rt", "token_uri": g.emu.token_uri()});
+        if let Some(p) = quota_project {
+            c["quota_project_id"] = p.into();
+        }
+        std::fs::write(&creds, c.to_string()).unwrap();
+    };
+    let db = TestDb::new("drive_quota_project");
+    seed_shop(&db);
+    let mut cmd = pgdrive();
+    cmd.env("DATABASE_URL", db.url())
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &creds)
+        .env("GOOGLE_DRIVE_FOLDER_ID", &folder)
+        .env("PGDRIVE_DRIVE_URL", &g.emu.base)
+        .args(["backup", "--kind", "daily"]);
+    write(None);
+    let r = run(&mut cmd);
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains("accessNotConfigured") && r.stderr.contains("set-quota-project"),
+        "{r:?}"
+    );
+    write(Some("my-backups-project"));
+    let r = run(&mut cmd);
+    assert_eq!(r.status, 0, "{r:?}");
+    // the emulator refuses any authenticated call without the header: every one named it
+    assert_eq!(g.emu.backups_in(&folder).len(), 1);
 }

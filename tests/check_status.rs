@@ -63,6 +63,7 @@ fn check_passes_on_a_good_setup_and_leaves_nothing_behind() {
     ] {
         assert_line(&r, "ok", needle);
     }
+    assert_line(&r, "ok   drive daily", "its files can be listed");
     assert_line(&r, "ok   drive daily", "can write and prune");
     assert_line(&r, "ok   drive hourly", "can write and prune");
     // the probes were uploaded through the resumable protocol and deleted permanently

@@ -11,9 +11,8 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -91,7 +90,7 @@ fn killed(
         .spawn()
         .unwrap();
     let pid = child.id();
-    let fifo = open_writer(path, &mut child);
+    let fifo = open_fifo_writer(path, &mut child);
     let given = match point {
         Point::MidCopy => bytes.len() * 2 / 5,
         Point::AllButTheTail => bytes.len() - 16,
@@ -175,34 +174,6 @@ fn killed(
     assert_nothing_committed(&db, &format!("{point:?} {attack:?}: {stderr}"));
     let _ = std::fs::remove_file(path);
     (pid, out.status, db)
-}
-
-/// Opens the FIFO for writing once pgdrive opened it for reading (without hanging if pgdrive
-/// failed before it got there).
-fn open_writer(path: &Path, child: &mut Child) -> std::fs::File {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(f) => {
-                // back to blocking writes
-                use std::os::fd::AsRawFd;
-                // SAFETY: fcntl on a descriptor we own.
-                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
-                return f;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
-            Err(e) => panic!("opening the FIFO: {e}"),
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("pgdrive exited ({status}) before reading the backup");
-        }
-        assert!(Instant::now() < deadline, "pgdrive never opened the backup");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -422,7 +393,7 @@ fn a_client_dies_with_pgdrive_even_when_its_input_stays_open() {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let mut fifo = open_writer(&path, &mut child);
+        let mut fifo = open_fifo_writer(&path, &mut child);
         fifo.write_all(&bytes[..bytes.len() / 2]).unwrap();
         let client = wait_for(Duration::from_secs(10), "the restore client", || {
             client_of(pid)

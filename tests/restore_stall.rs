@@ -6,8 +6,7 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,24 +33,6 @@ fn user_tables(db: &str) -> Vec<String> {
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-/// Waits for the child to exit, failing the test if it takes longer than `limit`.
-fn exit_within(mut child: Child, limit: Duration) -> (std::process::Output, Duration) {
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "pgdrive was still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = started.elapsed();
-    (child.wait_with_output().unwrap(), took)
 }
 
 fn sigterm(child: &Child) {
@@ -161,32 +142,6 @@ fn sigterm_during_a_hanging_download_exits_within_seconds_and_commits_nothing() 
     assert_eq!(user_tables(&target.name), Vec::<String>::new());
 }
 
-/// Opens the FIFO for writing once pgdrive has opened it for reading.
-fn open_writer(path: &Path, child: &mut Child) -> std::fs::File {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(f) => {
-                use std::os::fd::AsRawFd;
-                // SAFETY: fcntl on a descriptor we own: back to blocking writes.
-                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
-                return f;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
-            Err(e) => panic!("opening the FIFO: {e}"),
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("pgdrive exited ({status}) before reading the backup");
-        }
-        assert!(Instant::now() < deadline, "pgdrive never opened the backup");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// A local backup of `db`, its file replaced by a FIFO; returns the directory, the FIFO's path
 /// and the file's bytes.
 fn local_backup_as_fifo(db: &TestDb, prefix: &str) -> (TempDir, PathBuf, Vec<u8>) {
@@ -233,7 +188,7 @@ fn restore_from_stopping_fifo(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut fifo = open_writer(&path, &mut child);
+    let mut fifo = open_fifo_writer(&path, &mut child);
     fifo.write_all(&bytes[..bytes.len() / 2]).unwrap();
     (child, fifo, dir)
 }

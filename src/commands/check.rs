@@ -484,6 +484,15 @@ fn check_drive(
         subject.clone(),
         format!("{place} exists and is a folder"),
     ));
+    // pruning, `list`, `restore latest`, `verify` and `status` all list the folder
+    let probes = std::collections::BTreeMap::from([(
+        crate::storage::drive::PROBE_PROPERTY.to_string(),
+        "1".to_string(),
+    )]);
+    match crate::storage::Target::list(target, &probes) {
+        Ok(_) => report.add(Finding::ok(subject.clone(), "its files can be listed")),
+        Err(e) => report.add(Finding::from_error(format!("{subject} list"), &e)),
+    }
     let plain_sa = target.client().credentials().is_plain_service_account();
 
     if folder.drive_id.is_some() && folder.can_delete_children == Some(false) {

@@ -21,6 +21,9 @@ use crate::error::config_error_hint;
 
 pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 pub const DRIVE_SCOPE: &str = "https://www.googleapis.com/auth/drive";
+/// How far a service account's JWT `iat` is set back, so that a host clock a few seconds ahead
+/// of Google's does not get the assertion refused.
+pub const JWT_CLOCK_SKEW_SECS: u64 = 10;
 
 /// Parsed credentials. `Debug` never shows key material.
 pub enum Credentials {
@@ -37,6 +40,8 @@ pub enum Credentials {
         client_secret: String,
         refresh_token: String,
         token_uri: String,
+        /// The Cloud project billed for API calls (`x-goog-user-project`), as gcloud writes it.
+        quota_project_id: Option<String>,
         source: String,
     },
 }
@@ -221,6 +226,11 @@ impl Credentials {
                     client_secret: field("client_secret")?,
                     refresh_token: field("refresh_token")?,
                     token_uri,
+                    quota_project_id: json
+                        .get("quota_project_id")
+                        .and_then(|v| v.as_str())
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string),
                     source: source.to_string(),
                 })
             }
@@ -228,6 +238,16 @@ impl Credentials {
                 format!("Google credentials from {source} have type {:?}", other.unwrap_or("(none)")),
                 "use a service account key (type service_account) or OAuth user credentials (type authorized_user)",
             )),
+        }
+    }
+
+    /// The Cloud project that user credentials bill API calls to, when they name one.
+    pub fn quota_project(&self) -> Option<&str> {
+        match self {
+            Credentials::AuthorizedUser {
+                quota_project_id, ..
+            } => quota_project_id.as_deref(),
+            Credentials::ServiceAccount { .. } => None,
         }
     }
 
@@ -273,9 +293,11 @@ impl Credentials {
                 subject,
                 ..
             } => {
-                let now = std::time::SystemTime::now()
+                // back-dated: an `iat` ahead of Google's clock is refused ("a reasonable timeframe")
+                let issued_at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
-                    .as_secs();
+                    .as_secs()
+                    .saturating_sub(JWT_CLOCK_SKEW_SECS);
                 let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
                 if let Some(kid) = key_id {
                     header["kid"] = kid.clone().into();
@@ -285,8 +307,9 @@ impl Credentials {
                     "scope": DRIVE_SCOPE,
                     // Google documents the audience as always this constant, whatever token_uri says
                     "aud": GOOGLE_TOKEN_URI,
-                    "iat": now,
-                    "exp": now + 3600,
+                    "iat": issued_at,
+                    // Google's maximum lifetime, counted from `iat` as it requires
+                    "exp": issued_at + 3600,
                 });
                 if let Some(sub) = subject {
                     claims["sub"] = sub.clone().into();

@@ -132,6 +132,17 @@ impl DriveError {
             && self.message.contains("Service Accounts")
     }
 
+    /// Whether the fix is in the setup (exit 78), not a retry: no Drive storage for a service
+    /// account, the Drive API disabled (or no quota project for user credentials), or a token
+    /// whose scopes do not cover Drive.
+    pub fn is_configuration_problem(&self) -> bool {
+        self.is_service_account_quota()
+            || matches!(
+                self.reason.as_deref(),
+                Some("accessNotConfigured" | "insufficientPermissions")
+            )
+    }
+
     pub fn hint(&self) -> Option<String> {
         let hint = match self.reason.as_deref() {
             _ if self.is_service_account_quota() => {
@@ -145,11 +156,35 @@ impl DriveError {
             }
             Some("notFound") => {
                 "check the ID, and that the folder is shared with the account pgdrive authenticates as \
-                 (a shared drive needs the account as a member)"
+                 (directly, or as a member of its shared drive)"
             }
             Some("insufficientFilePermissions") => {
                 "the account lacks permission: in a shared drive it must be a Manager to delete permanently \
                  (Content managers can only move to Trash) and at least a Contributor to upload"
+            }
+            Some("accessNotConfigured") => {
+                "the Drive API is not enabled for the Cloud project these credentials bill to: enable it \
+                 (console.cloud.google.com → APIs & Services → Library → Google Drive API); for user \
+                 credentials made by `gcloud auth application-default login`, name your own project with \
+                 `gcloud auth application-default set-quota-project PROJECT` (pgdrive sends its \
+                 quota_project_id)"
+            }
+            Some("insufficientPermissions") => {
+                "the access token's scopes do not include Drive: grant https://www.googleapis.com/auth/drive \
+                 (for domain-wide delegation, in the Admin console's API controls; for user credentials, \
+                 log in again with that scope)"
+            }
+            Some("teamDriveFileLimitExceeded") => {
+                "the shared drive holds the most items Google allows (400,000): point the folder \
+                 variable at a folder in another shared drive, or delete items from this one"
+            }
+            Some("downloadQuotaExceeded") => {
+                "Google limits how often one file is downloaded per day: try again in a few hours, \
+                 or restore from another target or an older backup"
+            }
+            Some(download::ABUSIVE_FILE) => {
+                "Drive flagged the file as malware or spam and serves it only to its owner or a Manager of its shared drive: \
+                 make the account a Manager of the shared drive, or download the file in the Drive web page as its owner"
             }
             Some("appNotAuthorizedToFile") => "the credentials' scope does not cover this file; pgdrive needs the full drive scope",
             Some("authError") => "the access token was refused: check the credentials and this host's clock",
@@ -186,6 +221,30 @@ impl Failure {
                 error: anyhow::Error::new(e),
                 retry_after: None,
             },
+        }
+    }
+}
+
+/// What authorizes a request: the bearer token, and for user credentials that name one, the
+/// Cloud project billed for the call (`x-goog-user-project`, from `quota_project_id`). Without
+/// it, Google bills user credentials made by gcloud to gcloud's own project, where the Drive API
+/// is not enabled: every call fails with `accessNotConfigured`.
+pub struct Authorization {
+    bearer: String,
+    user_project: Option<String>,
+}
+
+/// Adds an [`Authorization`] to a request.
+pub trait Authorize {
+    fn authorized(self, auth: &Authorization) -> Self;
+}
+
+impl<B> Authorize for ureq::RequestBuilder<B> {
+    fn authorized(self, auth: &Authorization) -> Self {
+        let req = self.header("Authorization", &auth.bearer);
+        match &auth.user_project {
+            Some(project) => req.header("x-goog-user-project", project),
+            None => req,
         }
     }
 }
@@ -267,6 +326,23 @@ impl RemoteFile {
     }
 }
 
+/// Where a listing looks: the account's own files (a My Drive folder), one shared drive, or
+/// every drive the account can see.
+#[derive(Clone, Copy)]
+enum Corpora<'a> {
+    User,
+    Drive(&'a str),
+    AllDrives,
+}
+
+/// Whether Drive answered 404 somewhere in this error's chain.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<DriveError>()
+            .is_some_and(|d| d.status == 404)
+    })
+}
+
 /// What pgdrive learns about the destination folder before uploading.
 #[derive(Debug)]
 pub struct FolderInfo {
@@ -292,6 +368,8 @@ pub struct DriveClient {
     pub retry: RetryPolicy,
     /// Files asked for per `files.list` request.
     page_size: u32,
+    /// The shared drive answered 404 to a drive-scoped listing (the account is not a member).
+    drive_listing_refused: bool,
 }
 
 impl DriveClient {
@@ -302,6 +380,7 @@ impl DriveClient {
             tokens,
             retry,
             page_size: 1000,
+            drive_listing_refused: false,
         }
     }
 
@@ -327,6 +406,14 @@ impl DriveClient {
         self.tokens.token(&self.agent, &self.retry)
     }
 
+    /// A request's authorization with a current access token.
+    pub fn authorization(&mut self) -> Result<Authorization> {
+        Ok(Authorization {
+            bearer: format!("Bearer {}", self.token()?),
+            user_project: self.credentials().quota_project().map(str::to_string),
+        })
+    }
+
     pub fn invalidate_token(&mut self) {
         self.tokens.invalidate();
     }
@@ -343,7 +430,7 @@ impl DriveClient {
         what: &str,
         send: &dyn Fn(
             &ureq::Agent,
-            &str,
+            &Authorization,
         )
             -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Reply> {
@@ -351,10 +438,8 @@ impl DriveClient {
         let mut attempts = Attempts::new(&policy);
         loop {
             crate::signals::check_run()?;
-            let token = self.token()?;
-            let failure = match send(&self.agent, &format!("Bearer {token}"))
-                .and_then(Reply::from_response)
-            {
+            let auth = self.authorization()?;
+            let failure = match send(&self.agent, &auth).and_then(Reply::from_response) {
                 Ok(reply) if (200..300).contains(&reply.status) || reply.status == 308 => {
                     return Ok(reply)
                 }
@@ -401,7 +486,7 @@ impl DriveClient {
         let reply = self.execute(&format!("looking up Drive folder {id}"), &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .query("fields", "id,name,mimeType,driveId,trashed,capabilities(canAddChildren,canDeleteChildren,canDelete)")
                 .call()
@@ -447,10 +532,40 @@ impl DriveClient {
     }
 
     /// Every file (all pages) in `folder` matching the extra query clauses.
+    ///
+    /// In a shared drive the listing is scoped to it (`corpora=drive`, Google's recommendation).
+    /// An account that was shared only the folder, without being a member of the drive, gets 404
+    /// "Shared drive not found" for that, although it can read and write the folder: then the
+    /// folder is listed by parent across every drive the account sees (`corpora=allDrives`).
     pub fn list(
         &mut self,
         folder: &str,
         drive_id: Option<&str>,
+        extra_query: &str,
+    ) -> Result<Vec<RemoteFile>> {
+        let Some(drive) = drive_id else {
+            return self.list_in(folder, Corpora::User, extra_query);
+        };
+        if self.drive_listing_refused {
+            return self.list_in(folder, Corpora::AllDrives, extra_query);
+        }
+        match self.list_in(folder, Corpora::Drive(drive), extra_query) {
+            Err(e) if is_not_found(&e) => {
+                crate::log::debug(
+                    "the shared drive cannot be listed by this account (not a member); listing the folder across all drives",
+                    &[("folder", folder.to_string()), ("shared_drive", drive.to_string())],
+                );
+                self.drive_listing_refused = true;
+                self.list_in(folder, Corpora::AllDrives, extra_query)
+            }
+            other => other,
+        }
+    }
+
+    fn list_in(
+        &mut self,
+        folder: &str,
+        corpora: Corpora,
         extra_query: &str,
     ) -> Result<Vec<RemoteFile>> {
         let url = self.api("files");
@@ -471,21 +586,29 @@ impl DriveClient {
                 self.execute(&format!("listing Drive folder {folder}"), &|agent, auth| {
                     let mut req = agent
                         .get(&url)
-                        .header("Authorization", auth)
+                        .authorized(auth)
                         .query("q", &q)
                         .query("fields", &fields)
                         .query("pageSize", &page_size)
                         .query("supportsAllDrives", "true")
                         .query("includeItemsFromAllDrives", "true");
-                    if let Some(d) = drive_id {
-                        req = req.query("corpora", "drive").query("driveId", d);
-                    }
+                    req = match corpora {
+                        Corpora::Drive(d) => req.query("corpora", "drive").query("driveId", d),
+                        Corpora::AllDrives => req.query("corpora", "allDrives"),
+                        Corpora::User => req,
+                    };
                     if let Some(t) = &page_token {
                         req = req.query("pageToken", t);
                     }
                     req.call()
                 })?;
             let v = reply.json()?;
+            if v["incompleteSearch"].as_bool() == Some(true) {
+                crate::log::warn(
+                    "Drive says this listing may be incomplete (incompleteSearch): older backups may be missing from it",
+                    &[("folder", folder.to_string())],
+                );
+            }
             files.extend(
                 v["files"]
                     .as_array()
@@ -506,7 +629,7 @@ impl DriveClient {
         let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .query("fields", FILE_FIELDS)
                 .call()
@@ -521,7 +644,7 @@ impl DriveClient {
         let reply = self.execute(&format!("reading Drive file {id}"), &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .query("fields", &fields)
                 .call()
@@ -549,7 +672,7 @@ impl DriveClient {
         self.execute(&format!("updating Drive file {id}"), &|agent, auth| {
             agent
                 .patch(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .header("Content-Type", "application/json; charset=UTF-8")
                 .query("supportsAllDrives", "true")
                 .query("fields", "id")
@@ -580,7 +703,7 @@ impl DriveClient {
         let reply = self.execute(&format!("creating Drive file {name}"), &|agent, auth| {
             agent
                 .post(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .header("Content-Type", &content_type)
                 .query("uploadType", "multipart")
                 .query("supportsAllDrives", "true")
@@ -600,11 +723,11 @@ impl DriveClient {
         if !crate::signals::stopping() {
             return self.delete(id);
         }
-        let token = self.token()?; // normally the cached one
+        let auth = self.authorization()?; // normally the cached token
         let url = self.api(&format!("files/{}", urlencode_path(id)));
         let reply = http_agent()
             .delete(&url)
-            .header("Authorization", format!("Bearer {token}"))
+            .authorized(&auth)
             .query("supportsAllDrives", "true")
             .call()
             .and_then(Reply::from_response)
@@ -620,17 +743,30 @@ impl DriveClient {
         Ok(())
     }
 
-    /// Deletes a file permanently (Trash would still count against the quota).
+    /// Deletes a file permanently (Trash would still count against the quota). A retried delete
+    /// that Drive answers 404 succeeded: an earlier attempt deleted the file before its answer
+    /// was lost. A 404 to the first attempt stays an error (the file was not there).
     pub fn delete(&mut self, id: &str) -> Result<()> {
         let url = self.api(&format!("files/{}", urlencode_path(id)));
-        self.execute(&format!("deleting Drive file {id}"), &|agent, auth| {
+        let attempts = std::cell::Cell::new(0u32);
+        let outcome = self.execute(&format!("deleting Drive file {id}"), &|agent, auth| {
+            attempts.set(attempts.get() + 1);
             agent
                 .delete(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("supportsAllDrives", "true")
                 .call()
-        })?;
-        Ok(())
+        });
+        match outcome {
+            Err(e) if attempts.get() > 1 && is_not_found(&e) => {
+                crate::log::debug(
+                    "a retried delete found the file gone: an earlier attempt deleted it",
+                    &[("file_id", id.to_string())],
+                );
+                Ok(())
+            }
+            other => other.map(drop),
+        }
     }
 }
 
@@ -658,7 +794,7 @@ impl DriveClient {
         let reply = self.execute("reading the Drive storage quota", &|agent, auth| {
             agent
                 .get(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .query("fields", "storageQuota")
                 .call()
         })?;

@@ -17,7 +17,7 @@
 use anyhow::{bail, Context, Result};
 
 use super::retry::{Attempts, Next, Verdict};
-use super::{DriveClient, DriveError, Failure, Reply};
+use super::{Authorization, Authorize, DriveClient, DriveError, Failure, Reply};
 
 /// An open upload session.
 pub struct ResumableUpload<'a> {
@@ -57,7 +57,7 @@ impl<'a> ResumableUpload<'a> {
         let reply = client.execute("opening the Drive upload session", &|agent, auth| {
             agent
                 .post(&url)
-                .header("Authorization", auth)
+                .authorized(auth)
                 .header("Content-Type", "application/json; charset=UTF-8")
                 .header("X-Upload-Content-Type", content_type)
                 .query("uploadType", "resumable")
@@ -138,8 +138,8 @@ impl<'a> ResumableUpload<'a> {
                     self.acked + n as u64 - 1
                 ),
             };
-            let token = self.client.token()?;
-            let outcome = self.put(&token, &content_range, len);
+            let auth = self.client.authorization()?;
+            let outcome = self.put(&auth, &content_range, len);
             let acked_before = self.acked;
             let failure = match self.answer(outcome)? {
                 Answer::Complete(resource) => return self.completed(resource, total).map(Some),
@@ -195,7 +195,7 @@ impl<'a> ResumableUpload<'a> {
     /// One request on the session URI: the first `len` pending bytes (none for a status query).
     fn put(
         &mut self,
-        token: &str,
+        auth: &Authorization,
         content_range: &str,
         len: usize,
     ) -> std::result::Result<Reply, ureq::Error> {
@@ -208,7 +208,7 @@ impl<'a> ResumableUpload<'a> {
             .timeout_send_body(Some(send_timeout))
             .timeout_recv_response(Some(answer_timeout))
             .build()
-            .header("Authorization", format!("Bearer {token}"))
+            .authorized(auth)
             .header("Content-Range", content_range);
         let response = if len == 0 {
             request.send_empty()
@@ -247,8 +247,8 @@ impl<'a> ResumableUpload<'a> {
         );
         loop {
             crate::signals::check_run()?;
-            let token = self.client.token()?;
-            let outcome = self.put(&token, &range, 0);
+            let auth = self.client.authorization()?;
+            let outcome = self.put(&auth, &range, 0);
             let failure = match self.answer(outcome)? {
                 Answer::Complete(resource) => return Ok(Some(resource)),
                 Answer::Incomplete => return Ok(None),

@@ -485,7 +485,12 @@ impl Upload for DriveUpload<'_> {
             if file.size.is_none() || file.md5.is_none() {
                 file = client.get(&id)?;
             }
-            if file.size != Some(digest.size) || file.md5.as_deref() != Some(digest.md5.as_str()) {
+            if file.size != Some(digest.size)
+                || !file
+                    .md5
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(&digest.md5))
+            {
                 bail!(
                     "Drive stored {} bytes with MD5 {}, but pgdrive sent {} bytes with MD5 {}",
                     file.size

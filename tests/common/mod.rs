@@ -573,3 +573,50 @@ impl Google {
         cmd
     }
 }
+
+/// Waits for the child to exit, failing the test if it takes longer than `limit`.
+pub fn exit_within(mut child: Child, limit: Duration) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "pgdrive was still running after {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    (child.wait_with_output().unwrap(), took)
+}
+
+/// Opens the FIFO for writing once pgdrive opened it for reading (without hanging if pgdrive
+/// failed before it got there).
+pub fn open_fifo_writer(path: &Path, child: &mut Child) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => {
+                // back to blocking writes
+                use std::os::fd::AsRawFd;
+                // SAFETY: fcntl on a descriptor we own.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
+                return f;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("opening the FIFO: {e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("pgdrive exited ({status}) before reading the backup");
+        }
+        assert!(Instant::now() < deadline, "pgdrive never opened the backup");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

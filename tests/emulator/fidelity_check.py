@@ -985,6 +985,51 @@ try:
         expect(len(mail) == 1 and mail[0]["subject"] == "backup failed" and
                "received_at" in mail[0], repr(mail))
 
+    @check("folder shared out of a shared drive: corpora=drive 404, allDrives by parent lists")
+    def _():
+        outsider = "pgdrive-outsider@pgdrive-test.iam.gserviceaccount.com"
+        emu.control("POST", "service_accounts", {"client_email": outsider,
+                                                 "public_key_pem": PUBLIC_PEM})
+        folder = emu.control("POST", "folders", {"name": "shared-only", "drive_id": SHARED_DRIVE,
+                                                 "permissions": {outsider: "writer"}})["id"]
+        drive = drive_for(sa_creds(outsider))
+        fid = multipart_upload(drive, b"outsider", "outsider.bin", parent=folder)["id"]
+        q = "'%s' in parents and trashed = false" % folder
+        expect_http_error(lambda: drive.files().list(
+            q=q, corpora="drive", driveId=SHARED_DRIVE, supportsAllDrives=True,
+            includeItemsFromAllDrives=True).execute(), 404, "notFound")
+        listed = drive.files().list(q=q, corpora="allDrives", supportsAllDrives=True,
+                                    includeItemsFromAllDrives=True).execute()["files"]
+        expect([f["id"] for f in listed] == [fid], repr(listed))
+
+    @check("abusive file: 403 cannotDownloadAbusiveFile; acknowledgeAbuse for organizers only")
+    def _():
+        fid = multipart_upload(DRIVE, b"flagged", "flagged.bin")["id"]
+        emu.control("POST", "files/%s/abusive" % fid, {})
+        expect_http_error(lambda: DRIVE.files().get_media(
+            fileId=fid, supportsAllDrives=True).execute(), 403, "cannotDownloadAbusiveFile")
+        got = DRIVE.files().get_media(fileId=fid, supportsAllDrives=True,
+                                      acknowledgeAbuse=True).execute()
+        expect(got == b"flagged", repr(got))
+        fo = drive_for(sa_creds(FO_SA_EMAIL))
+        expect_http_error(lambda: fo.files().get_media(
+            fileId=fid, supportsAllDrives=True, acknowledgeAbuse=True).execute(),
+            403, "cannotDownloadAbusiveFile")
+
+    @check("user credentials of a project without the Drive API: quota project header honoured")
+    def _():
+        emu.control("POST", "authorized_users", {
+            "client_id": "gcloud-" + CLIENT_ID, "client_secret": CLIENT_SECRET,
+            "refresh_token": REFRESH_TOKEN, "email": BOB, "client_project_disabled": True})
+        creds = user_credentials.Credentials(
+            token=None, refresh_token=REFRESH_TOKEN, client_id="gcloud-" + CLIENT_ID,
+            client_secret=CLIENT_SECRET, token_uri=emu.url + "token")
+        expect_http_error(lambda: drive_for(creds).about().get(fields="user").execute(),
+                          403, "accessNotConfigured")
+        about = drive_for(creds.with_quota_project("my-project")).about().get(
+            fields="user").execute()
+        expect(about["user"]["emailAddress"] == BOB, repr(about))
+
     @check("raw: request log records ops and never token values")
     def _():
         log = requests_log()

@@ -134,11 +134,21 @@ ROLE_RANK = {"reader": 1, "commenter": 2, "writer": 3, "fileOrganizer": 4,
              "organizer": 5, "owner": 5}
 SHARED_DRIVE_ROLES = ("reader", "commenter", "writer", "fileOrganizer", "organizer")
 MY_DRIVE_ROLES = ("reader", "commenter", "writer", "owner")
+# Sharing an item inside a shared drive (with members or non-members) grants up to
+# Content manager; Manager is a drive-level membership only
+# (https://developers.google.com/workspace/drive/api/guides/ref-roles).
+SHARED_FOLDER_ROLES = ("reader", "commenter", "writer", "fileOrganizer")
 
 DEFAULT_CONFIG = {
     "token_lifetime_seconds": 3599,
     "about_limit_bytes": "16106127360",  # 15 GiB; null = unlimited
     "session_lifetime_seconds": 7 * 24 * 3600,  # a week, per DOC_MANAGE_UPLOADS
+    # md5Checksum's letter case is not documented: clients must compare hex case-insensitively
+    "md5_uppercase": False,
+    # the token server's clock relative to the host's (negative: behind), and how far in its
+    # future a JWT's iat may be; Google documents no leeway
+    "clock_offset_seconds": 0,
+    "jwt_iat_leeway_seconds": 300,
 }
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -309,6 +319,20 @@ def auth_error() -> ApiError:
     return ApiError(401, "authError", "Invalid Credentials", location="Authorization",
                     location_type="header", status="UNAUTHENTICATED",
                     headers=[("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')])
+
+
+GCLOUD_PROJECT_NUMBER = "764086051850"
+
+
+def access_not_configured() -> ApiError:
+    """User credentials are billed to their OAuth client's project unless the request names a
+    quota project (x-goog-user-project); gcloud's own project has the Drive API disabled."""
+    return ApiError(403, "accessNotConfigured",
+                    "Google Drive API has not been used in project %s before or it is disabled. "
+                    "Enable it by visiting https://console.developers.google.com/apis/api/"
+                    "drive.googleapis.com/overview?project=%s then retry."
+                    % (GCLOUD_PROJECT_NUMBER, GCLOUD_PROJECT_NUMBER),
+                    domain="usageLimits", status="PERMISSION_DENIED")
 
 
 def insufficient_scopes() -> ApiError:
@@ -778,11 +802,13 @@ class Principal:
     itself; with domain-wide delegation the principal is the impersonated user.
     """
 
-    __slots__ = ("email", "is_service_account")
+    __slots__ = ("email", "is_service_account", "client_project_disabled")
 
-    def __init__(self, email, is_service_account):
+    def __init__(self, email, is_service_account, client_project_disabled=False):
         self.email = email
         self.is_service_account = is_service_account
+        # user credentials whose OAuth client's project has the Drive API disabled (gcloud's)
+        self.client_project_disabled = client_project_disabled
 
 
 class AccessToken:
@@ -815,7 +841,7 @@ class Item:
         self.parent = parent
         self.drive_id = drive_id
         self.owner = owner  # None in shared drives
-        self.permissions = {}  # email -> role (My Drive only)
+        self.permissions = {}  # email -> role, granted on this item (and inherited below)
         self.created_ms = created_ms
         self.modified_ms = created_ms
         self.app_properties = {}
@@ -830,6 +856,7 @@ class Item:
         self.size = None
         self.md5 = self.sha1 = self.sha256 = None
         self.reported_md5 = None  # set by the corrupt_md5 fault
+        self.abusive = False  # flagged as malware or spam by Google
         self.version = 1
         self.head_revision_id = None
         self.original_filename = None
@@ -1046,29 +1073,37 @@ class Emulator:
         """Effective role of `email` on `item`, or None when it cannot see it.
 
         Shared drives: the drive membership role applies to every item
-        (DOC_SHARED_DRIVES).  My Drive: the owner has "owner"; otherwise the
-        best explicit permission on the item or an ancestor folder applies, and
-        owning an ancestor folder grants "writer" on what others put in it.
+        (DOC_SHARED_DRIVES), and a folder or file inside the drive can be shared
+        with anyone, members or not, which adds to (never lowers) what they
+        inherit: "within a shared drive, permissions are strictly expansive".
+        My Drive: the owner has "owner"; otherwise the best explicit permission
+        on the item or an ancestor folder applies, and owning an ancestor folder
+        grants "writer" on what others put in it.
         """
         if email is None:
             return None
         low = email.lower()
-        if item.drive_id:
-            drive = self.drives.get(item.drive_id)
-            if not drive:
-                return None
-            for member, role in drive.members.items():
-                if member.lower() == low:
-                    return role
-            return None
-        if item.owner and item.owner.lower() == low:
-            return "owner"
         best = None
 
         def consider(role):
             nonlocal best
             if role and ROLE_RANK.get(role, 0) > ROLE_RANK.get(best, 0):
                 best = role
+
+        if item.drive_id:
+            drive = self.drives.get(item.drive_id)
+            if not drive:
+                return None
+            for member, role in drive.members.items():
+                if member.lower() == low:
+                    consider(role)
+            for it in [item] + list(self.ancestors(item)):
+                for member, role in it.permissions.items():
+                    if member.lower() == low:
+                        consider(role)
+            return best
+        if item.owner and item.owner.lower() == low:
+            return "owner"
 
         for member, role in item.permissions.items():
             if member.lower() == low:
@@ -1190,7 +1225,8 @@ class Emulator:
                 parts = item.name.split(".")
                 res["fileExtension"] = parts[-1]
                 res["fullFileExtension"] = ".".join(parts[1:])
-            res["md5Checksum"] = item.reported_md5 or item.md5
+            md5 = item.reported_md5 or item.md5
+            res["md5Checksum"] = md5.upper() if md5 and self.config.get("md5_uppercase") else md5
             res["sha1Checksum"] = item.sha1
             res["sha256Checksum"] = item.sha256
             res["size"] = str(item.size)
@@ -1491,8 +1527,9 @@ def _jwt_grant(emu, req, form):
         iat, exp = float(claims["iat"]), float(claims["exp"])
     except (KeyError, TypeError, ValueError):
         raise OAuthError(400, "invalid_grant", BAD_JWT_TIME_MESSAGE)
-    now = time.time()
-    if exp - iat > 3600 or exp <= iat or not (iat - 300 <= now <= exp):
+    now = time.time() + float(emu.config["clock_offset_seconds"])
+    leeway = float(emu.config["jwt_iat_leeway_seconds"])
+    if exp - iat > 3600 or exp <= iat or not (iat - leeway <= now <= exp):
         raise OAuthError(400, "invalid_grant", BAD_JWT_TIME_MESSAGE)
     scope = claims.get("scope")
     if not scope or not isinstance(scope, str):
@@ -1526,7 +1563,7 @@ def _refresh_grant(emu, form):
             raise OAuthError(400, "invalid_scope",
                              "The requested scope is not within the granted scopes.")
         scope = " ".join(requested)
-    return Principal(user["email"], False), scope
+    return Principal(user["email"], False, user["client_project_disabled"]), scope
 
 
 def authenticate(emu: Emulator, req: Request, scopes=READ_SCOPES) -> Principal:
@@ -1543,6 +1580,8 @@ def authenticate(emu: Emulator, req: Request, scopes=READ_SCOPES) -> Principal:
             raise auth_error()
         if not (token.scopes & scopes):
             raise insufficient_scopes()
+        if token.principal.client_project_disabled and not req.header("x-goog-user-project"):
+            raise access_not_configured()
         return token.principal
 
 
@@ -1770,6 +1809,14 @@ def files_get_media(emu: Emulator, req: Request, file_id: str) -> HttpResponse:
             raise ApiError(403, "fileNotDownloadable",
                            "Only files with binary content can be downloaded. Use Export with "
                            "Docs Editors files.", location="alt", location_type="parameter")
+        # acknowledgeAbuse "is only applicable when ... the user is the owner of the file or an
+        # organizer of the shared drive in which the file resides" (files.get reference)
+        if item.abusive and not (req.flag("acknowledgeAbuse")
+                                 and emu.role_of(item, principal.email) in ("owner", "organizer")):
+            raise ApiError(403, "cannotDownloadAbusiveFile",
+                           "This file has been identified as malware or spam and cannot be "
+                           "downloaded.", location="acknowledgeAbuse",
+                           location_type="parameter")
         if item.content is None:
             raise ApiError(404, "notFound", "File content of %s is not retained: the emulator "
                            "runs with --discard-content." % file_id,
@@ -2607,6 +2654,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
             emu.authorized_users[spec["client_id"]] = {
                 "client_secret": spec["client_secret"], "refresh_token": spec["refresh_token"],
                 "email": spec["email"], "revoked": bool(spec.get("revoked", False)),
+                "client_project_disabled": bool(spec.get("client_project_disabled", False)),
                 "scopes": spec.get("scopes") or [_S + "drive"]}
             if spec.get("display_name"):
                 emu.display_names[spec["email"].lower()] = spec["display_name"]
@@ -2644,7 +2692,8 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                                      for it in sorted(emu.items.values(),
                                                       key=lambda i: (i.created_ms, i.id))
                                      if not it.root_kind]})
-        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate|/app_properties)?", path)
+        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate|/abusive|/app_properties)?",
+                         path)
         if m:
             item = emu.items.get(m.group(1))
             if item is None:
@@ -2675,6 +2724,9 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                 if not 0 <= offset < len(item.content):
                     raise ControlError(400, "offset out of range")
                 item.content[offset] ^= 0xFF
+                return ok()
+            if m.group(2) == "/abusive" and method == "POST":
+                item.abusive = bool(spec.get("abusive", True))
                 return ok()
             if m.group(2) == "/truncate" and method == "POST":
                 if item.content is None:
@@ -2793,11 +2845,10 @@ def _control_create(emu: Emulator, spec: dict, folder: bool) -> dict:
     item.properties = dict(spec.get("properties") or {})
     item.description = spec.get("description")
     perms = dict(spec.get("permissions") or {})
+    allowed = SHARED_FOLDER_ROLES if parent.drive_id else MY_DRIVE_ROLES
     for email, role in perms.items():
-        if role not in MY_DRIVE_ROLES:
+        if role not in allowed:
             raise ControlError(400, "bad role %r for %s" % (role, email))
-    if perms and parent.drive_id:
-        raise ControlError(400, "permissions apply to My Drive items only")
     item.permissions = perms
     if spec.get("trashed"):
         item.trashed = item.explicitly_trashed = True
