@@ -322,11 +322,15 @@ impl Target for DriveTarget {
     }
 
     fn delete(&mut self, id: &str) -> Result<()> {
+        // the name finds the manifest; a file that cannot be read is still deleted
         let name = match self.listed_names.get(id) {
-            Some(n) => n.clone(),
-            None => self.client.get(id)?.name,
+            Some(n) => Some(n.clone()),
+            None => self.client.get(id).ok().map(|f| f.name),
         };
         self.client.delete(id)?;
+        let Some(name) = name else {
+            return Ok(());
+        };
         let manifests = match self.manifest_ids.get(&name) {
             Some(m) => vec![m.clone()],
             None => {
