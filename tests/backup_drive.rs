@@ -1020,12 +1020,7 @@ fn a_folder_shared_out_of_a_shared_drive_to_a_non_member_is_listed() {
     // the backup's retention step lists the folder; nothing is old enough to delete yet
     let r = run(pgdrive().args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let lists: Vec<Value> = g
-        .emu
-        .requests()
-        .into_iter()
-        .filter(|q| q["op"] == "list")
-        .collect();
+    let lists: Vec<Value> = g.emu.requests_of("list");
     assert!(
         lists
             .iter()
@@ -1091,12 +1086,7 @@ fn a_retried_delete_answered_404_counts_as_deleted() {
         .env("PGDRIVE_RETRY_INITIAL_MS", "10")
         .args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let deletes: Vec<Value> = g
-        .emu
-        .requests()
-        .into_iter()
-        .filter(|q| q["op"] == "delete")
-        .collect();
+    let deletes: Vec<Value> = g.emu.requests_of("delete");
     assert!(
         deletes.iter().any(|q| q["status"].is_null()) && deletes.iter().any(|q| q["status"] == 404),
         "the fault did not fire as planned: {deletes:#?}"
@@ -1138,12 +1128,7 @@ fn a_host_clock_a_few_seconds_ahead_of_google_still_gets_a_token() {
     seed_shop(&db);
     let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
     assert_eq!(r.status, 0, "{r:?}");
-    let tokens: Vec<Value> = g
-        .emu
-        .requests()
-        .into_iter()
-        .filter(|q| q["op"] == "token")
-        .collect();
+    let tokens: Vec<Value> = g.emu.requests_of("token");
     assert!(
         !tokens.is_empty() && tokens.iter().all(|q| q["status"] == 200),
         "{tokens:#?}"
@@ -1167,12 +1152,7 @@ fn a_backup_flagged_as_abusive_is_still_verified_by_a_manager() {
     let r = run(g.pgdrive(&db).args(["verify", "latest"]));
     assert_eq!(r.status, 0, "{r:?}");
     assert!(r.stderr.contains("malware or spam"), "{r:?}");
-    let media: Vec<Value> = g
-        .emu
-        .requests()
-        .into_iter()
-        .filter(|q| q["op"] == "get_media")
-        .collect();
+    let media: Vec<Value> = g.emu.requests_of("get_media");
     assert!(
         media.iter().any(|q| q["status"] == 403)
             && media

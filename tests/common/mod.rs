@@ -448,6 +448,14 @@ impl Emulator {
         self.get("requests")["requests"].as_array().unwrap().clone()
     }
 
+    /// The logged requests of one operation (`token`, `get_media`, `list`, …).
+    pub fn requests_of(&self, op: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|q| q["op"] == op)
+            .collect()
+    }
+
     pub fn sessions(&self) -> Vec<Value> {
         self.get("sessions")["sessions"].as_array().unwrap().clone()
     }
