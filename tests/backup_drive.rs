@@ -634,16 +634,6 @@ fn start_daily(cmd: &mut std::process::Command) -> std::process::Child {
         .unwrap()
 }
 
-/// Waits (at most `limit`) for a run that must fail with exit 1; returns its stderr and how
-/// long it took.
-fn fails_within(child: std::process::Child, limit: Duration) -> (String, Duration) {
-    let (out, took) = exit_within(child, limit);
-    eprintln!("exited after {took:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    (stderr, took)
-}
-
 /// Waits until the emulator holds a faulted `op` request (one its fault rule keeps hanging).
 fn wait_until_held(g: &Google, op: &str) {
     assert!(

@@ -615,12 +615,7 @@ fn a_manifest_that_disagrees_with_the_dump_fails_verification() {
         json!({"content_b64": base64_encode(manifest.to_string().as_bytes())}),
     );
     let r = run(drive_only(&g).args(["verify", id]));
-    assert_eq!(r.status, 65, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("public.orders: recorded 4999, found 5000"),
-        "{r:?}"
-    );
+    assert_edited_orders_count_is_caught(&r);
 }
 
 #[test]
@@ -643,12 +638,7 @@ fn an_old_backup_with_row_counts_in_its_description_and_no_manifest_still_verifi
     counts.insert("public.orders".to_string(), 4999);
     client.set_description(id, &pgdrive::storage::manifest_json(&counts));
     let r = run(drive_only(&g).args(["verify", id]));
-    assert_eq!(r.status, 65, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("public.orders: recorded 4999, found 5000"),
-        "{r:?}"
-    );
+    assert_edited_orders_count_is_caught(&r);
 }
 
 #[test]

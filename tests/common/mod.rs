@@ -600,6 +600,16 @@ pub fn exit_within(mut child: Child, limit: Duration) -> (std::process::Output, 
     (child.wait_with_output().unwrap(), took)
 }
 
+/// Waits (at most `limit`) for a run that must fail with exit 1; returns its stderr and how
+/// long it took.
+pub fn fails_within(child: std::process::Child, limit: Duration) -> (String, Duration) {
+    let (out, took) = exit_within(child, limit);
+    eprintln!("exited after {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (stderr, took)
+}
+
 /// Opens the FIFO for writing once pgdrive opened it for reading (without hanging if pgdrive
 /// failed before it got there).
 pub fn open_fifo_writer(path: &Path, child: &mut Child) -> std::fs::File {
@@ -627,4 +637,15 @@ pub fn open_fifo_writer(path: &Path, child: &mut Child) -> std::fs::File {
         assert!(Instant::now() < deadline, "pgdrive never opened the backup");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A verify of a backup whose manifest was edited to record 4999 rows of `public.orders` (the
+/// dump holds 5000): corrupt, and the line names the disagreement.
+pub fn assert_edited_orders_count_is_caught(r: &Run) {
+    assert_eq!(r.status, 65, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("public.orders: recorded 4999, found 5000"),
+        "{r:?}"
+    );
 }
