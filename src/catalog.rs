@@ -19,6 +19,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_row_counts",
         include_str!("../migrations/0003_row_counts.sql"),
     ),
+    (
+        "0004_jobs_and_copies",
+        include_str!("../migrations/0004_jobs_and_copies.sql"),
+    ),
 ];
 
 /// Serialises concurrent migrations (any value distinct from the job locks).
@@ -94,6 +98,11 @@ pub fn recreate_if_dropped(client: &mut Client) -> Result<bool> {
             .execute("DELETE FROM pgdrive_schema_migrations", &[])
             .context("forgetting the migrations of the dropped backups table")?;
     }
+    // its rows described runs that are gone (DROP ... CASCADE left it without its foreign key);
+    // kept, they would attach to the new table's reused ids
+    client
+        .batch_execute("DROP TABLE IF EXISTS backup_copies")
+        .context("dropping backup_copies of the dropped backups table")?;
     migrate(client)?;
     Ok(true)
 }
@@ -236,21 +245,43 @@ pub struct RunRecord {
     pub server_version: Option<String>,
     /// JSON object: rows per table in the dump.
     pub row_counts: Option<String>,
+    /// The job that made the run (`--job NAME`); `None` for the built-in kinds.
+    pub job: Option<String>,
+    /// What happened on each target the backup was sent to (the `backup_copies` rows).
+    pub copies: Vec<CopyRecord>,
 }
 
-/// Inserts the run's row; returns its id.
+/// One target's outcome for one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRecord {
+    /// The target's configured name.
+    pub target: String,
+    /// `drive`, `local`, ...: what kind of storage the name stood for at the time.
+    pub backend: String,
+    /// Stored and verified (`STORED`), else `FAILED` with `error`.
+    pub stored: bool,
+    pub object_id: Option<String>,
+    /// A link or path a person can use.
+    pub location: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Inserts the run's row and its copies' rows, together; returns the run's id.
 pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
     let status = if r.success { "SUCCESS" } else { "ERROR" };
     let started = r.started_ms as f64 / 1000.0;
     let finished = r.finished_ms as f64 / 1000.0;
     let duration = r.finished_ms - r.started_ms;
-    let row = client
+    let mut tx = client
+        .transaction()
+        .context("recording the run in the backups table")?;
+    let row = tx
         .query_one(
             "INSERT INTO backups (created_at, finished_at, duration_ms, filename, size_bytes, raw_size_bytes, drive_file_id,
                                   local_path, status, type, error, step, database_name, sha256, md5, compression, host,
-                                  pgdrive_version, pg_dump_version, server_version, row_counts)
+                                  pgdrive_version, pg_dump_version, server_version, row_counts, job)
              VALUES (to_timestamp($1), to_timestamp($2), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21::text::jsonb)
+                     $18, $19, $20, $21::text::jsonb, $22)
              RETURNING id",
             &[
                 &started,
@@ -274,23 +305,54 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
                 &r.pg_dump_version,
                 &r.server_version,
                 &r.row_counts,
+                &r.job,
             ],
         )
         .context("recording the run in the backups table")?;
-    Ok(row.get(0))
+    let id: i32 = row.get(0);
+    for c in &r.copies {
+        tx.execute(
+            "INSERT INTO backup_copies (backup_id, target, backend, status, object_id, location, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &id,
+                &c.target,
+                &c.backend,
+                &if c.stored { "STORED" } else { "FAILED" },
+                &c.object_id,
+                &c.location,
+                &c.error.as_deref().map(crate::redact::scrub),
+            ],
+        )
+        .context("recording the run's copies in backup_copies")?;
+    }
+    tx.commit()
+        .context("recording the run in the backups table")?;
+    Ok(id)
 }
 
-/// Marks catalog rows whose file was pruned (matched by Drive file id or local file name).
-pub fn mark_pruned(
-    client: &mut Client,
-    drive_ids: &[String],
-    local_names: &[String],
-) -> Result<u64> {
+/// Records that `target` no longer holds the objects `ids` (Drive file ids, local file names):
+/// their copies are marked pruned, and a run is marked pruned once none of its stored copies is
+/// left. Rows from before per-target copies are matched as they were recorded: by Drive file id
+/// (`drive`), else by file name for a local copy. Returns how many runs became pruned.
+pub fn mark_pruned(client: &mut Client, target: &str, drive: bool, ids: &[String]) -> Result<u64> {
+    // the outer statement sees the table as it was before the CTE's update, hence the exclusion
     let n = client
         .execute(
-            "UPDATE backups SET pruned_at = now()
-              WHERE pruned_at IS NULL AND (drive_file_id = ANY($1) OR (local_path IS NOT NULL AND filename = ANY($2)))",
-            &[&drive_ids, &local_names],
+            "WITH pruned AS (
+                 UPDATE backup_copies SET pruned_at = now()
+                  WHERE target = $1 AND object_id = ANY($2) AND pruned_at IS NULL
+                  RETURNING backup_id)
+             UPDATE backups b SET pruned_at = now()
+              WHERE b.pruned_at IS NULL
+                AND ((b.id IN (SELECT backup_id FROM pruned)
+                      AND NOT EXISTS (SELECT 1 FROM backup_copies c
+                                       WHERE c.backup_id = b.id AND c.status = 'STORED' AND c.pruned_at IS NULL
+                                         AND NOT (c.target = $1 AND c.object_id = ANY($2))))
+                  OR (NOT EXISTS (SELECT 1 FROM backup_copies c WHERE c.backup_id = b.id)
+                      AND (($3 AND b.drive_file_id = ANY($2))
+                           OR (NOT $3 AND b.local_path IS NOT NULL AND b.filename = ANY($2)))))",
+            &[&target, &ids, &drive],
         )
         .context("recording pruned backups in the catalog")?;
     Ok(n)

@@ -23,10 +23,18 @@ pub enum ExitStatus {
     /// The backup is stored and verified, but recording its metadata, pruning, the catalog write
     /// or a notification failed.
     FollowUpFailed = 3,
+    /// A job with several targets: the backup is stored and verified on at least one target but
+    /// not on all of them (each target's outcome is in the log, the notification and the
+    /// catalog's `backup_copies`).
+    PartiallyStored = 4,
     /// restore/verify: the backup is corrupt (size, checksum, gzip stream or dump trailer wrong);
     /// nothing was restored. Distinct from 1 because it needs a person, not a retry: a stored
     /// backup is bad. (65 is sysexits' EX_DATAERR, like 75 and 78.)
     Corrupt = 65,
+    /// A transient failure: storage (or the database server) could not be reached, or kept
+    /// answering "try later", after every retry; nothing new is stored. Schedulers may retry
+    /// this one; a 1 means a broken backup or setup that needs a person. (sysexits' EX_UNAVAILABLE.)
+    Unavailable = 69,
     /// Skipped: another run holds this job's advisory lock.
     Locked = 75,
     /// The configuration is invalid; nothing was attempted.

@@ -4,5 +4,5 @@
 # Needs chromium (Debian: apt-get install -y chromium).
 set -eu
 cd "$(dirname "$0")/.."
-cargo test --test email_render -- --nocapture 2>&1 | grep -E '^rendered |test result|panicked' || true
+cargo test --test integration email_render -- --nocapture 2>&1 | grep -E '^rendered |test result|panicked' || true
 ls -l target/email-samples/*.png

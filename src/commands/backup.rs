@@ -218,6 +218,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         .iter()
         .find(|s| s.backend == Backend::Local)
         .map(|s| s.location.clone());
+    record.copies = stored.iter().map(StoredObject::copy_record).collect();
     if let Err(e) = guard
         .verify_held()
         .and_then(|_| catalog::record(guard.client(), &record))
@@ -234,15 +235,13 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
                 Ok((deleted, now_kept)) => {
                     kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
-                    let (drive_ids, local_names) = if target.backend() == Backend::Drive {
-                        (deleted, vec![])
-                    } else {
-                        (vec![], deleted)
-                    };
-                    if drive_ids.is_empty() && local_names.is_empty() {
+                    if deleted.is_empty() {
                         continue;
                     }
-                    if let Err(e) = catalog::mark_pruned(guard.client(), &drive_ids, &local_names) {
+                    let drive = target.backend() == Backend::Drive;
+                    if let Err(e) =
+                        catalog::mark_pruned(guard.client(), target.name(), drive, &deleted)
+                    {
                         follow_ups.failed("pruned, but recording that in the catalog failed", &e);
                     }
                 }

@@ -129,6 +129,15 @@ fn rebuild_one(
                     .row_counts
                     .as_ref()
                     .map(|c| serde_json::to_string(c).unwrap_or_default()),
+                job: prop(props::JOB),
+                copies: vec![catalog::CopyRecord {
+                    target: target.name().to_string(),
+                    backend: target.backend().as_str().to_string(),
+                    stored: true,
+                    object_id: Some(l.id.clone()),
+                    location: Some(target.location(&l.id)),
+                    error: None,
+                }],
                 ..RunRecord::default()
             };
             catalog::record(client, &record)?;

@@ -1,6 +1,6 @@
 //! The one behaviour suite every target must pass, written once and run against each (the
 //! in-memory target in unit tests; the local directory and Drive through the emulator in
-//! `tests/storage_conformance.rs`), as rclone runs every backend through `fstests`. A new target
+//! `tests/integration/targets.rs`), as rclone runs every backend through `fstests`. A new target
 //! (S3, SFTP) joins by implementing [`Harness`].
 //!
 //! It attacks the promises callers rely on: nothing is visible before `finish`; `abort`, a failed

@@ -54,6 +54,7 @@ pub fn build(
         "name": name,
         "database": p(props::DATABASE),
         "kind": p(props::KIND),
+        "job": properties.get(props::JOB),
         "started_at": p(props::STARTED_AT),
         "created_time": finished,
         "host": p(props::HOST),

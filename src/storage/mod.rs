@@ -36,6 +36,8 @@ pub mod props {
     pub const MARKER: &str = "pgdrive";
     pub const MARKER_VALUE: &str = "1";
     pub const KIND: &str = "pgdrive_kind";
+    /// The configured job that made the backup (`backup --job NAME`); absent for the built-in kinds.
+    pub const JOB: &str = "pgdrive_job";
     pub const DATABASE: &str = "pgdrive_database";
     pub const STARTED_AT: &str = "pgdrive_started_at";
     pub const VERSION: &str = "pgdrive_version";
@@ -209,6 +211,20 @@ pub struct Listed {
     pub properties: BTreeMap<String, String>,
 }
 
+impl StoredObject {
+    /// This copy as the catalog records it.
+    pub fn copy_record(&self) -> crate::catalog::CopyRecord {
+        crate::catalog::CopyRecord {
+            target: self.target.clone(),
+            backend: self.backend.as_str().to_string(),
+            stored: true,
+            object_id: Some(self.id.clone()),
+            location: Some(self.location.clone()),
+            error: None,
+        }
+    }
+}
+
 /// The kind of storage behind a target. Only the catalog asks (it keeps a Drive file id and a
 /// local path in separate columns); everything else tells targets apart by [`Target::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,6 +232,16 @@ pub enum Backend {
     Drive,
     Local,
     Memory,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Drive => "drive",
+            Backend::Local => "local",
+            Backend::Memory => "memory",
+        }
+    }
 }
 
 /// How upload parts (chunks) must be sized for a target.

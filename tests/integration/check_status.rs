@@ -2,12 +2,10 @@
 //! every check's failure mode produced for real, staleness, the Prometheus textfile (parsed by
 //! the reference parser, replaced atomically) and the HTML page (rendered by headless Chromium).
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn lines_with<'a>(r: &'a Run, prefix: &str) -> Vec<&'a str> {

@@ -3,14 +3,12 @@
 //! locked (as a running upload does), one written a moment ago, and files that only look like
 //! pgdrive's (other names, a symlink, a directory).
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 

@@ -2,12 +2,10 @@
 //! downloaded, on Drive and in a local directory; and the backup's final log line reports the
 //! backup's own duration, not the time its notifications took.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn assert_cut_short(r: &Run, what: &str) {

@@ -3,8 +3,6 @@
 //! heartbeat receivers emulated by a small recording HTTP server in this file, and a real SMTP
 //! server process (aiosmtpd).
 
-mod common;
-
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -12,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const SENDGRID_KEY: &str = "SG.test-key-0123456789";

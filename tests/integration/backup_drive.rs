@@ -1,11 +1,9 @@
 //! `pgdrive backup` into Google Drive, against the emulator (tests/emulator/google_emulator.py):
 //! the resumable protocol under faults, tokens, retention, verification and Google's errors.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// A database whose dump compresses to a few hundred KiB at least (several 256 KiB chunks).

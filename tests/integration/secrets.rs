@@ -1,12 +1,10 @@
 //! Secrets of awkward shapes against the real binary: service-account keys pasted the wrong way,
 //! connection strings that cannot be parsed, a plaintext SMTP login to a remote host, and the
 //! catalog connection under `sslmode=require`. (The password table through every output is in
-//! tests/notify.rs, next to the notification receivers it needs.)
+//! tests/integration/notify.rs, next to the notification receivers it needs.)
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
-use common::*;
 
 /// Pieces of the private key long enough to mean something (the PEM's base64 lines).
 fn key_pieces(key_file: &std::path::Path) -> Vec<String> {

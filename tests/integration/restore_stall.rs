@@ -3,14 +3,12 @@
 //! seconds — as "stalled" under the watchdog, or "interrupted by SIGTERM" — with nothing
 //! committed in the target. And a client whose server is merely busy is not stalled.
 
-mod common;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// A database whose dump is a few MB (incompressible enough that half of the stored file is far

@@ -2,12 +2,10 @@
 //! verified as deeply as plain ones: a restore client that loses rows fails the restore test, a
 //! manifest that disagrees with the archive fails the checksum verify.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 /// Backs `db` up in `format` into `dir` (the catalog elsewhere, so the source stays unchanged
 /// between runs); returns the backup's sidecar.

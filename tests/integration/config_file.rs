@@ -3,12 +3,10 @@
 //! keys (in the file and in the env-file) reported with the key they meant, and secrets never
 //! echoed, also when the file is broken or readable by others.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// Backup files (not sidecars, not partials) in a directory.
 fn backups_in(dir: &Path) -> Vec<String> {

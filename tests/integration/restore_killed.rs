@@ -8,14 +8,12 @@
 //! tail already run by psql). Two more tests pin the mechanism: the client dies with pgdrive even
 //! when its input is held open, and psql is sent exactly one `COMMIT;`, pgdrive's, at the end.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const BIG_ROWS: i64 = 700_000;
 const LARGE_OBJECTS: i64 = 3;

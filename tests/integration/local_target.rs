@@ -2,11 +2,9 @@
 //! every name pgdrive writes, and a disk that fills up. The file outside the directory must stay
 //! untouched, nothing already there may be replaced, and nothing half-written may stay.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn local(db: &TestDb, dir: &TempDir) -> std::process::Command {
     let mut cmd = pgdrive();

@@ -3,11 +3,9 @@
 //! in the unit tests), and the commands that read a target by name (`--target`), including
 //! `restore latest` falling back to the local copy when Drive cannot be reached.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pgdrive::drive::auth::Credentials;
 use pgdrive::drive::retry::RetryPolicy;
 use pgdrive::storage::config::{DriveConfig, TargetConfig, TargetKind};
@@ -47,7 +45,7 @@ impl Harness for Local {
         v
     }
     fn fail_next_upload(&mut self, _after_bytes: u64) -> bool {
-        false // a full disk is attacked in tests/local_target.rs
+        false // a full disk is attacked in tests/integration/local_target.rs
     }
     fn clear_faults(&mut self) {}
 }
@@ -310,7 +308,7 @@ fn catalog_rebuild_recreates_dropped_rows_from_the_targets_once() {
             .unwrap();
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
     };
-    db.exec("DROP TABLE backups");
+    db.exec("DROP TABLE backups CASCADE");
     let rebuild = || {
         run(g
             .pgdrive(&db)

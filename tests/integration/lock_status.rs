@@ -3,12 +3,10 @@
 //! holder, whatever the URL's spelling); statuses, catalog rows and notifications as documented;
 //! a least-privilege role backs up with exactly the README's grants.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A pg_dump that waits `seconds` before dumping, so that its run holds the lock meanwhile.
 fn slow_pg_dump(bin: &TempDir, seconds: u32) -> std::path::PathBuf {

@@ -1,0 +1,22 @@
+//! All integration tests, one binary (one link of the harness in `common`, one process per
+//! test under nextest). Each module is one area of the product.
+
+mod archive_rows;
+mod backup_drive;
+mod backup_local;
+mod check_status;
+mod cli;
+mod common;
+mod config_file;
+mod email_render;
+mod emulator_fidelity;
+mod local_target;
+mod lock_status;
+mod notify;
+mod restore;
+mod restore_killed;
+mod restore_stall;
+mod secrets;
+mod stale_partials;
+mod stored_size;
+mod targets;
