@@ -381,7 +381,7 @@ impl FollowUps {
 fn build_targets(cfg: &mut BackupConfig) -> Vec<Box<dyn Target>> {
     crate::storage::config::for_backup(cfg)
         .into_iter()
-        .map(crate::storage::open)
+        .map(|t| crate::storage::open(t.config))
         .collect()
 }
 

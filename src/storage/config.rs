@@ -26,6 +26,23 @@ pub struct TargetConfig {
     pub kind: TargetKind,
 }
 
+/// What a job wants of one of its targets, beyond where it is: settings that override the
+/// job's own for this target only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetOptions {
+    /// Upload part size for this target (else the job's `chunk_size`).
+    pub chunk_size: Option<usize>,
+    /// Backups to keep on this target (else the job's `keep`); 0 keeps all.
+    pub keep: Option<u32>,
+}
+
+/// A target a backup writes to, with the job's options for it.
+#[derive(Debug)]
+pub struct BackupTarget {
+    pub config: TargetConfig,
+    pub options: TargetOptions,
+}
+
 #[derive(Debug)]
 pub enum TargetKind {
     Drive(Box<DriveConfig>),
@@ -51,7 +68,7 @@ impl DriveConfig {
 }
 
 /// The targets a backup writes to, Drive first. Takes the credentials out of the configuration.
-pub fn for_backup(cfg: &mut BackupConfig) -> Vec<TargetConfig> {
+pub fn for_backup(cfg: &mut BackupConfig) -> Vec<BackupTarget> {
     let mut out = Vec::new();
     if let Some(d) = cfg.drive.take() {
         out.push(TargetConfig {
@@ -71,7 +88,12 @@ pub fn for_backup(cfg: &mut BackupConfig) -> Vec<TargetConfig> {
             kind: TargetKind::Local { dir: dir.clone() },
         });
     }
-    out
+    out.into_iter()
+        .map(|config| BackupTarget {
+            config,
+            options: TargetOptions::default(),
+        })
+        .collect()
 }
 
 /// The names `list`, `restore`, `verify` and `status` can read from, in order of preference:
