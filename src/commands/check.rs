@@ -144,7 +144,10 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     let mut seen = BTreeSet::new();
     for cfg in configs.iter_mut() {
         let kind = cfg.kind;
-        for target in crate::storage::config::for_backup(cfg) {
+        for target in crate::storage::config::for_backup(cfg)
+            .into_iter()
+            .map(|t| t.config)
+        {
             match &target.kind {
                 TargetKind::Drive(d) => {
                     let folder_id = d.folder_id.clone();
