@@ -243,9 +243,15 @@ impl std::fmt::Display for Kind {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Which backup job to run.
-    #[arg(long, value_enum)]
-    pub kind: Kind,
+    /// Which built-in backup job to run (configured by environment variables or the config
+    /// file's top-level keys).
+    #[arg(long, value_enum, required_unless_present = "job", conflicts_with = "job")]
+    pub kind: Option<Kind>,
+
+    /// Run the config file's `[jobs.NAME]`: its kind, databases and targets (each database is
+    /// backed up in turn, to every target at once).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["folder", "local_dir"])]
+    pub job: Option<String>,
 
     /// Keep the newest N backups of this kind in each target; 0 keeps everything.
     #[arg(long, value_name = "N")]

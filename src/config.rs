@@ -42,6 +42,8 @@ pub struct Settings {
     file: HashMap<String, String>,
     /// The config file's values, by environment name (the registry maps keys 1:1).
     config: HashMap<String, String>,
+    /// The config file's named targets and jobs.
+    pub declared: crate::jobs::Declared,
     pub env_file: Option<PathBuf>,
     pub config_file: Option<PathBuf>,
     pub warnings: Vec<String>,
@@ -88,13 +90,14 @@ impl Settings {
                 file
             }
         };
-        let config = match config_file {
-            None => HashMap::new(),
+        let contents = match config_file {
+            None => crate::config_file::FileContents::default(),
             Some(path) => crate::config_file::read(path, &mut warnings)?,
         };
         let settings = Settings {
             file,
-            config,
+            config: contents.values,
+            declared: contents.declared,
             env_file: env_file.map(Path::to_path_buf),
             config_file: config_file.map(Path::to_path_buf),
             warnings,
@@ -354,6 +357,35 @@ pub struct BackupConfig {
     pub settings_warnings: Vec<String>,
     /// The config file the settings were read from, if any (shown in the first log line).
     pub config_file: Option<PathBuf>,
+    /// The config file's job this run belongs to (`backup --job NAME`).
+    pub job: Option<String>,
+    /// The config file's targets the job writes to, in the job's order, besides the implicit
+    /// `drive` and `local` targets above.
+    pub named: Vec<NamedTarget>,
+}
+
+/// A `[targets.NAME]` a run writes to, resolved.
+#[derive(Debug)]
+pub struct NamedTarget {
+    pub name: String,
+    pub place: NamedPlace,
+    pub options: crate::storage::config::TargetOptions,
+}
+
+#[derive(Debug)]
+pub enum NamedPlace {
+    Drive(DriveSettings),
+    Local(PathBuf),
+}
+
+/// What one run of `backup` is: a built-in kind (`--kind`), or one database of a config file's
+/// job (`--job`).
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub kind: Kind,
+    pub job: Option<crate::jobs::JobSpec>,
+    /// The database to back up when it is not DATABASE_URL's own (from the job's `databases`).
+    pub database: Option<String>,
 }
 
 pub fn default_keep(kind: Kind) -> u32 {
@@ -413,108 +445,49 @@ pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>>
     Ok(Some(info.resolve(&|k| settings.get(k))))
 }
 
-impl BackupConfig {
-    pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
-        let kind = args.kind;
-        let database = database_from(&settings, "DATABASE_URL")?.ok_or_else(|| {
-            config_error_hint(
-                "DATABASE_URL is not set",
-                "set DATABASE_URL=postgres://user@host:5432/dbname in the environment or the env-file (the password may come from ~/.pgpass)",
-            )
-        })?;
-        let catalog =
-            database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| database.clone());
+/// `DATABASE_URL`, which must be set for a backup.
+pub fn required_database(settings: &Settings) -> Result<ConnInfo> {
+    database_from(settings, "DATABASE_URL")?.ok_or_else(|| {
+        config_error_hint(
+            "DATABASE_URL is not set",
+            "set DATABASE_URL=postgres://user@host:5432/dbname in the environment, the config file or the env-file (the password may come from ~/.pgpass)",
+        )
+    })
+}
 
-        let keep = match args.keep {
-            Some(k) => k,
-            None => settings
-                .parsed::<u32>(keep_variable(kind))?
-                .unwrap_or(default_keep(kind)),
-        };
+/// A chunk size setting (`what` names where it was written), checked against Drive's rules.
+fn parse_chunk_size(what: &str, s: &str) -> Result<usize> {
+    let n = parse_size(s).ok_or_else(|| {
+        config_error_hint(
+            format!("{what}: chunk size {s:?} is not a size (e.g. 8MiB)"),
+            "write a size such as 8MiB: a multiple of 256KiB, at most 1GiB",
+        )
+    })?;
+    if n == 0 || n % CHUNK_ALIGNMENT != 0 || n > (1 << 30) {
+        return Err(config_error_hint(
+            format!("{what}: chunk size {s:?} is not a multiple of 256KiB between 256KiB and 1GiB"),
+            "Drive requires upload chunks in multiples of 256KiB; try 8MiB",
+        ));
+    }
+    Ok(n)
+}
 
-        let codec = match args
-            .compress
-            .clone()
-            .or_else(|| settings.get("PGDRIVE_COMPRESS"))
-        {
-            Some(spec) => Codec::parse(&spec)?,
-            None => crate::codec::DEFAULT,
-        };
-        let threads = match args.threads {
-            Some(n) => n,
-            None => settings
-                .parsed::<usize>("PGDRIVE_THREADS")?
-                .unwrap_or_else(crate::codec::default_threads),
-        };
-        if threads == 0 || threads > 256 {
-            return Err(config_error_hint(
-                format!("--threads {threads} is not between 1 and 256"),
-                "set --threads (PGDRIVE_THREADS) to a number from 1 to 256",
-            ));
-        }
-        let format = match args
-            .format
-            .clone()
-            .or_else(|| settings.get("PGDRIVE_FORMAT"))
-        {
-            Some(f) => DumpFormat::parse(&f).ok_or_else(|| {
-                config_error_hint(format!("unknown dump format {f:?}"), "use plain or custom")
-            })?,
-            None => DumpFormat::Plain,
-        };
-
-        let chunk_size = match args
-            .chunk_size
-            .clone()
-            .or_else(|| settings.get("PGDRIVE_CHUNK_SIZE"))
-        {
-            None => DEFAULT_CHUNK_SIZE,
-            Some(s) => {
-                let n = parse_size(&s).ok_or_else(|| {
-                    config_error_hint(
-                        format!("chunk size {s:?} is not a size (e.g. 8MiB)"),
-                        "write a size such as 8MiB: a multiple of 256KiB, at most 1GiB",
-                    )
-                })?;
-                if n == 0 || n % CHUNK_ALIGNMENT != 0 || n > (1 << 30) {
-                    return Err(config_error_hint(
-                        format!(
-                            "chunk size {s:?} is not a multiple of 256KiB between 256KiB and 1GiB"
-                        ),
-                        "Drive requires upload chunks in multiples of 256KiB; try 8MiB",
-                    ));
-                }
-                n
-            }
-        };
-
-        let critical_tables = if kind == Kind::Hourly {
-            let tables =
-                split_table_list(&settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default());
-            if tables.is_empty() {
-                return Err(config_error_hint(
-                    "PGDRIVE_CRITICAL_TABLES is empty: the hourly backup has nothing to dump",
-                    "set PGDRIVE_CRITICAL_TABLES=orders,public.payments (comma-separated, schema-qualified names allowed)",
-                ));
-            }
-            tables
-        } else {
-            Vec::new()
-        };
-
-        let credentials = Credentials::from_settings(&settings)?;
+/// The implicit targets of `backup --kind`: the kind's Drive folder (with Google credentials)
+/// and the local directory (`--to`, PGDRIVE_LOCAL_DIR); at least one must be configured.
+fn implicit_targets(
+    args: &BackupArgs,
+    settings: &Settings,
+    kind: Kind,
+    drive_url: &str,
+) -> Result<(Option<DriveSettings>, Option<PathBuf>)> {
+        let credentials = Credentials::from_settings(settings)?;
         let folder = args
             .folder
             .clone()
             .or_else(|| settings.get(folder_variable(kind)));
         let drive = match (credentials, folder) {
             (Some(credentials), Some(folder_id)) => {
-                let base_url = args
-                    .drive_url
-                    .clone()
-                    .or_else(|| settings.get("PGDRIVE_DRIVE_URL"))
-                    .unwrap_or_else(|| DEFAULT_DRIVE_URL.into());
-                Some(DriveSettings { folder_id, base_url: normalize_base_url(&base_url)?, credentials })
+                Some(DriveSettings { folder_id, base_url: normalize_base_url(drive_url)?, credentials })
             }
             (Some(_), None) => {
                 return Err(config_error_hint(
@@ -543,6 +516,202 @@ impl BackupConfig {
                 ),
             ));
         }
+
+    Ok((drive, local_dir))
+}
+
+type ResolvedTargets = (Option<DriveSettings>, Option<PathBuf>, Vec<NamedTarget>);
+
+/// The targets a job names: `drive` and `local` as for `--kind`, the rest from `[targets.*]`.
+fn named_targets_of(
+    settings: &Settings,
+    kind: Kind,
+    job: &str,
+    names: &[String],
+    drive_url: &str,
+) -> Result<ResolvedTargets> {
+    let missing_credentials = |what: &str| {
+        config_error_hint(
+            format!("[jobs.{job}] writes to {what}, but no Google credentials are configured"),
+            "set GOOGLE_SERVICE_ACCOUNT_JSON (key JSON or path) or GOOGLE_APPLICATION_CREDENTIALS (path)",
+        )
+    };
+    let (mut drive, mut local_dir, mut named) = (None, None, Vec::new());
+    for name in names {
+        match name.as_str() {
+            "drive" => {
+                let folder_id = settings.get(folder_variable(kind)).ok_or_else(|| {
+                    config_error_hint(
+                        format!("[jobs.{job}] writes to `drive`, but no Drive folder is set for {kind} backups"),
+                        format!("set {}, or declare a [targets.NAME] with type = \"drive\" and name it in the job", folder_variable(kind)),
+                    )
+                })?;
+                let credentials = Credentials::from_settings(settings)?
+                    .ok_or_else(|| missing_credentials("`drive`"))?;
+                drive = Some(DriveSettings {
+                    folder_id,
+                    base_url: normalize_base_url(drive_url)?,
+                    credentials,
+                });
+            }
+            "local" => {
+                local_dir = Some(settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from).ok_or_else(|| {
+                    config_error_hint(
+                        format!("[jobs.{job}] writes to `local`, but PGDRIVE_LOCAL_DIR is not set"),
+                        "set PGDRIVE_LOCAL_DIR, or declare a [targets.NAME] with type = \"local\" and name it in the job",
+                    )
+                })?);
+            }
+            _ => {
+                let spec = settings.declared.target(name).ok_or_else(|| {
+                    config_error_hint(
+                        format!("[jobs.{job}] names the target `{name}`, which is not declared"),
+                        "add a [targets.NAME] table for it",
+                    )
+                })?;
+                let place = match &spec.place {
+                    crate::jobs::Place::Drive { folder_id, drive_url: own_url } => {
+                        let credentials = Credentials::from_settings(settings)?
+                            .ok_or_else(|| missing_credentials(&format!("the Drive target `{name}`")))?;
+                        NamedPlace::Drive(DriveSettings {
+                            folder_id: folder_id.clone(),
+                            base_url: normalize_base_url(own_url.as_deref().unwrap_or(drive_url))?,
+                            credentials,
+                        })
+                    }
+                    crate::jobs::Place::Local { dir } => NamedPlace::Local(dir.clone()),
+                };
+                let chunk_size = spec
+                    .chunk_size
+                    .as_deref()
+                    .map(|s| parse_chunk_size(&format!("[targets.{name}] chunk_size"), s))
+                    .transpose()?;
+                named.push(NamedTarget {
+                    name: name.clone(),
+                    place,
+                    options: crate::storage::config::TargetOptions {
+                        chunk_size,
+                        keep: spec.keep,
+                    },
+                });
+            }
+        }
+    }
+    Ok((drive, local_dir, named))
+}
+
+impl BackupConfig {
+    /// The configuration of `backup --kind` (a built-in kind).
+    pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
+        let kind = args.kind.ok_or_else(|| {
+            config_error_hint("no backup job was named", "pass --kind daily|hourly|schema, or --job NAME for a [jobs.NAME] of the config file")
+        })?;
+        BackupConfig::load_run(
+            args,
+            settings,
+            &RunPlan {
+                kind,
+                job: None,
+                database: None,
+            },
+        )
+    }
+
+    /// The configuration of one run: flags, then the job's keys, then the settings.
+    pub fn load_run(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<BackupConfig> {
+        let kind = plan.kind;
+        let job = plan.job.as_ref();
+        let configured = required_database(&settings)?;
+        let database = match &plan.database {
+            Some(name) => configured.with_param("dbname", name),
+            None => configured.clone(),
+        };
+        // a job over several databases keeps one catalog: the configured database's
+        let catalog =
+            database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| configured.clone());
+
+        let keep = match args.keep.or(job.and_then(|j| j.keep)) {
+            Some(k) => k,
+            None => settings
+                .parsed::<u32>(keep_variable(kind))?
+                .unwrap_or(default_keep(kind)),
+        };
+
+        let codec = match args
+            .compress
+            .clone()
+            .or_else(|| job.and_then(|j| j.compress.clone()))
+            .or_else(|| settings.get("PGDRIVE_COMPRESS"))
+        {
+            Some(spec) => Codec::parse(&spec)?,
+            None => crate::codec::DEFAULT,
+        };
+        let threads = match args.threads {
+            Some(n) => n,
+            None => settings
+                .parsed::<usize>("PGDRIVE_THREADS")?
+                .unwrap_or_else(crate::codec::default_threads),
+        };
+        if threads == 0 || threads > 256 {
+            return Err(config_error_hint(
+                format!("--threads {threads} is not between 1 and 256"),
+                "set --threads (PGDRIVE_THREADS) to a number from 1 to 256",
+            ));
+        }
+        let format = match args
+            .format
+            .clone()
+            .or_else(|| job.and_then(|j| j.format.clone()))
+            .or_else(|| settings.get("PGDRIVE_FORMAT"))
+        {
+            Some(f) => DumpFormat::parse(&f).ok_or_else(|| {
+                config_error_hint(format!("unknown dump format {f:?}"), "use plain or custom")
+            })?,
+            None => DumpFormat::Plain,
+        };
+
+        let chunk_size = match args
+            .chunk_size
+            .clone()
+            .or_else(|| job.and_then(|j| j.chunk_size.clone()))
+            .or_else(|| settings.get("PGDRIVE_CHUNK_SIZE"))
+        {
+            None => DEFAULT_CHUNK_SIZE,
+            Some(s) => parse_chunk_size("chunk_size", &s)?,
+        };
+
+        let critical_tables = if kind == Kind::Hourly {
+            let tables = match job.and_then(|j| j.critical_tables.clone()) {
+                Some(tables) => tables,
+                None => split_table_list(
+                    &settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default(),
+                ),
+            };
+            if tables.is_empty() {
+                return Err(config_error_hint(
+                    "PGDRIVE_CRITICAL_TABLES is empty: the hourly backup has nothing to dump",
+                    "set PGDRIVE_CRITICAL_TABLES=orders,public.payments (comma-separated, schema-qualified names allowed)",
+                ));
+            }
+            tables
+        } else {
+            Vec::new()
+        };
+
+        let drive_url = args
+            .drive_url
+            .clone()
+            .or_else(|| settings.get("PGDRIVE_DRIVE_URL"))
+            .unwrap_or_else(|| DEFAULT_DRIVE_URL.into());
+        // a job names its targets; `--kind` (and a job that names none) writes to the implicit ones
+        let named_targets: &[String] = job.map(|j| j.targets.as_slice()).unwrap_or_default();
+        let (drive, local_dir, named) = if named_targets.is_empty() {
+            let (drive, local_dir) = implicit_targets(args, &settings, kind, &drive_url)?;
+            (drive, local_dir, Vec::new())
+        } else {
+            let job_name = job.map(|j| j.name.as_str()).unwrap_or_default();
+            named_targets_of(&settings, kind, job_name, named_targets, &drive_url)?
+        };
 
         let pg_dump = args
             .pg_dump
@@ -579,6 +748,8 @@ impl BackupConfig {
             stall_timeout,
             settings_warnings: settings.warnings,
             config_file: settings.config_file,
+            job: job.map(|j| j.name.clone()),
+            named,
         })
     }
 
@@ -629,6 +800,8 @@ impl BackupConfig {
 /// Unlike a backup, these commands must work from the storage alone (disaster recovery): no
 /// DATABASE_URL is needed, and the catalog is optional.
 pub struct ReadConfig {
+    /// `--from DIR` was given: that directory is the one target.
+    pub only_from_dir: bool,
     /// Drive folders by kind (only the kinds whose folder is configured).
     pub drive_folders: Vec<(Kind, String)>,
     pub drive_url: String,
@@ -665,17 +838,18 @@ impl ReadConfig {
                         drive_folders.push((kind, folder));
                     }
                 }
-                if drive_folders.is_empty() {
+                if drive_folders.is_empty() && settings.declared.targets.is_empty() {
                     return Err(config_error_hint(
                         "Google credentials are set but no Drive folder is",
-                        "set GOOGLE_DRIVE_FOLDER_ID (and HOURLY_DRIVE_FOLDER_ID / SCHEMA_DRIVE_FOLDER_ID for those kinds)",
+                        "set GOOGLE_DRIVE_FOLDER_ID (and HOURLY_DRIVE_FOLDER_ID / SCHEMA_DRIVE_FOLDER_ID for those kinds), or declare [targets.NAME] in the config file",
                     ));
                 }
             } else {
                 local_dir = settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from);
             }
         }
-        if drive_folders.is_empty() && local_dir.is_none() {
+        let named = from_dir.is_none() && !settings.declared.targets.is_empty();
+        if drive_folders.is_empty() && local_dir.is_none() && !named {
             return Err(config_error_hint(
                 "no backup storage is configured",
                 "set GOOGLE_SERVICE_ACCOUNT_JSON and GOOGLE_DRIVE_FOLDER_ID for Google Drive, or pass --from DIR (PGDRIVE_LOCAL_DIR)",
@@ -697,6 +871,7 @@ impl ReadConfig {
             retry.max = Duration::from_millis(ms);
         }
         Ok(ReadConfig {
+            only_from_dir: from_dir.is_some(),
             drive_folders,
             drive_url,
             local_dir,

@@ -19,8 +19,15 @@ use crate::registry::{self, Secret, Setting, Type};
 
 const HINT_KEYS: &str = "the keys are listed in pgdrive.toml.example and README \"Configuration\"";
 
-/// The file's settings by environment name; permission warnings go to `warnings`.
-pub fn read(path: &Path, warnings: &mut Vec<String>) -> Result<HashMap<String, String>> {
+/// What a config file holds: settings by environment name, and the named targets and jobs.
+#[derive(Debug, Default)]
+pub struct FileContents {
+    pub values: HashMap<String, String>,
+    pub declared: crate::jobs::Declared,
+}
+
+/// The file's settings and declarations; permission warnings go to `warnings`.
+pub fn read(path: &Path, warnings: &mut Vec<String>) -> Result<FileContents> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
         config_error_hint(
@@ -28,8 +35,9 @@ pub fn read(path: &Path, warnings: &mut Vec<String>) -> Result<HashMap<String, S
             "check the --config path (PGDRIVE_CONFIG), and that the user pgdrive runs as may read it; --config /dev/null reads none",
         )
     })?;
-    let values = parse(&text)
+    let contents = parse(&text)
         .map_err(|e| config_error_hint(format!("config file {shown}: {}", e.message), e.hint))?;
+    let values = &contents.values;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode())
         .unwrap_or(0);
@@ -49,7 +57,7 @@ pub fn read(path: &Path, warnings: &mut Vec<String>) -> Result<HashMap<String, S
             ));
         }
     }
-    Ok(values)
+    Ok(contents)
 }
 
 /// Whether a value of this setting is (or carries) a secret.
@@ -79,8 +87,8 @@ fn refused(message: String, hint: &str) -> FileError {
     }
 }
 
-/// Parses the text of a config file into settings by environment name.
-pub fn parse(text: &str) -> Result<HashMap<String, String>, FileError> {
+/// Parses the text of a config file into settings by environment name and declarations.
+pub fn parse(text: &str) -> Result<FileContents, FileError> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         // the error's own rendering quotes the line, which may hold a secret: line and message only
         let line = e
@@ -92,6 +100,7 @@ pub fn parse(text: &str) -> Result<HashMap<String, String>, FileError> {
             "write `key = \"value\"` lines and `[table]` headers (see pgdrive.toml.example)",
         )
     })?;
+    let declared = crate::jobs::parse(table.get("targets"), table.get("jobs"))?;
     let mut values = HashMap::new();
     let mut unknown = Vec::new();
     flatten("", &table, &mut values, &mut unknown)?;
@@ -112,7 +121,7 @@ pub fn parse(text: &str) -> Result<HashMap<String, String>, FileError> {
             HINT_KEYS,
         ));
     }
-    Ok(values)
+    Ok(FileContents { values, declared })
 }
 
 fn flatten(
@@ -132,14 +141,9 @@ fn flatten(
             continue;
         }
         match value {
+            // read by `crate::jobs`
             toml::Value::Table(_)
-                if prefix.is_empty() && registry::RESERVED_TABLES.contains(&name.as_str()) =>
-            {
-                return Err(refused(
-                    format!("[{name}] is not supported by this version of pgdrive"),
-                    "named jobs and targets come with a later version; configure the daily, hourly and schema jobs with the keys of pgdrive.toml.example",
-                ));
-            }
+                if prefix.is_empty() && registry::DECLARATION_TABLES.contains(&name.as_str()) => {}
             toml::Value::Table(inner) if is_table(&key) => flatten(&key, inner, values, unknown)?,
             _ => unknown.push(key),
         }
@@ -196,7 +200,8 @@ mod tests {
         let v = parse(
             "database_url = \"postgres://u@h/db\"\nthreads = 2\nchunk_size = \"256KiB\"\ncritical_tables = [\"orders\", \"public.payments\"]\n[drive]\ndaily_folder_id = \"F1\"\n[keep]\ndaily = 3\n[notify]\nemail = \"a@x.test,b@x.test\"\n",
         )
-        .unwrap();
+        .unwrap()
+        .values;
         assert_eq!(v["DATABASE_URL"], "postgres://u@h/db");
         assert_eq!(v["PGDRIVE_THREADS"], "2");
         assert_eq!(v["PGDRIVE_CHUNK_SIZE"], "256KiB");
@@ -206,7 +211,7 @@ mod tests {
         assert_eq!(v["PGDRIVE_NOTIFY_EMAIL"], "a@x.test,b@x.test");
         assert_eq!(v.len(), 7);
         // dotted keys are the same keys
-        let v = parse("drive.daily_folder_id = \"F2\"\n").unwrap();
+        let v = parse("drive.daily_folder_id = \"F2\"\n").unwrap().values;
         assert_eq!(v["GOOGLE_DRIVE_FOLDER_ID"], "F2");
     }
 
@@ -227,8 +232,10 @@ mod tests {
         assert!(e.message.contains("`drive.bogus`"), "{e:?}");
         let e = parse("[nonsense]\nx = 1\n").unwrap_err();
         assert!(e.message.contains("`nonsense`"), "{e:?}");
-        let e = parse("[jobs.nightly]\nkind = \"daily\"\n").unwrap_err();
-        assert!(e.message.contains("[jobs] is not supported"), "{e:?}");
+        let e = parse("[jobs.nightly]\nkind = \"dayly\"\n").unwrap_err();
+        assert!(e.message.contains("[jobs.nightly]: `kind` must be"), "{e:?}");
+        let d = parse("[jobs.nightly]\nkind = \"daily\"\n").unwrap().declared;
+        assert_eq!(d.jobs.len(), 1);
     }
 
     #[test]

@@ -45,6 +45,53 @@ impl ExitStatus {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// Nothing (or not everything) that was asked for is stored.
+    pub fn is_failure(self) -> bool {
+        !matches!(
+            self,
+            ExitStatus::Ok | ExitStatus::FollowUpFailed | ExitStatus::Locked
+        )
+    }
+
+    /// The status of several runs (a job's databases): the one that most needs a person.
+    pub fn worst(statuses: &[ExitStatus]) -> ExitStatus {
+        // most severe first
+        const ORDER: [ExitStatus; 9] = [
+            ExitStatus::Config,
+            ExitStatus::Usage,
+            ExitStatus::Corrupt,
+            ExitStatus::Failed,
+            ExitStatus::Unavailable,
+            ExitStatus::PartiallyStored,
+            ExitStatus::FollowUpFailed,
+            ExitStatus::Locked,
+            ExitStatus::Ok,
+        ];
+        ORDER
+            .into_iter()
+            .find(|s| statuses.contains(s))
+            .unwrap_or(ExitStatus::Ok)
+    }
+}
+
+/// Prints a failed command's error as `pgdrive: error: …` plus its `hint:` line (a JSON log
+/// line with `--log-format json`); returns its exit status. The one place errors are printed.
+pub fn print(err: &anyhow::Error) -> ExitStatus {
+    let status = classify(err);
+    let message = render(err);
+    let hint = hint(err).map(|h| crate::redact::scrub(&h));
+    if crate::log::is_json() {
+        let mut fields = vec![("exit_status", status.code().to_string())];
+        fields.extend(hint.map(|h| ("hint", h)));
+        crate::log::error(&format!("pgdrive: error: {message}"), &fields);
+    } else {
+        eprintln!("pgdrive: error: {message}");
+        if let Some(hint) = hint {
+            eprintln!("hint: {hint}");
+        }
+    }
+    status
 }
 
 /// An error that decides the exit status, optionally with a hint for the operator.

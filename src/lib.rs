@@ -54,6 +54,7 @@ pub mod error;
 pub mod fsutil;
 pub mod health;
 pub mod identity;
+pub mod jobs;
 pub mod lock;
 pub mod log;
 pub mod manpage;

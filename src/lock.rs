@@ -117,6 +117,21 @@ impl JobLock {
         ))
     }
 
+    /// This lock narrowed to one of the config file's jobs (`None`: unchanged): each job has its
+    /// own lock per database, apart from the built-in kind's and other jobs'.
+    pub fn scoped(self, job: Option<&str>) -> JobLock {
+        let Some(job) = job else { return self };
+        let name = format!("{}:job:{job}", self.name);
+        let digest = md5::Md5::digest(name.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        JobLock {
+            kind: self.kind,
+            key: i64::from_be_bytes(first),
+            name,
+        }
+    }
+
     /// The lock for backing up `database` with the lock taken in `catalog`.
     pub fn for_job(kind: Kind, catalog: &DatabaseIdentity, database: &DatabaseIdentity) -> JobLock {
         if catalog == database {
@@ -312,6 +327,11 @@ mod tests {
         assert_eq!(lock_key("hourly-backup-job"), 1_265_025_683);
         assert_eq!(lock_key("schema-backup-job"), 112_428);
         assert_eq!(JobLock::in_database(Kind::Daily).key, -1_450_133_114);
+        let plain = JobLock::in_database(Kind::Daily);
+        assert_eq!(plain.clone().scoped(None), plain);
+        let nightly = plain.clone().scoped(Some("nightly"));
+        assert_ne!(nightly.key, plain.key);
+        assert_ne!(nightly.key, plain.scoped(Some("weekly")).key);
     }
 
     #[test]

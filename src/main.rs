@@ -24,19 +24,7 @@ fn main() -> ExitCode {
     match pgdrive::commands::dispatch(&cli) {
         Ok(status) => ExitCode::from(status.code()),
         Err(err) => {
-            let status = error::classify(&err);
-            let message = error::render(&err);
-            let hint = error::hint(&err).map(|h| pgdrive::redact::scrub(&h));
-            if pgdrive::log::is_json() {
-                let mut fields = vec![("exit_status", status.code().to_string())];
-                fields.extend(hint.map(|h| ("hint", h)));
-                pgdrive::log::error(&format!("pgdrive: error: {message}"), &fields);
-            } else {
-                eprintln!("pgdrive: error: {message}");
-                if let Some(hint) = hint {
-                    eprintln!("hint: {hint}");
-                }
-            }
+            let status = error::print(&err);
             ExitCode::from(status.code())
         }
     }

@@ -297,9 +297,8 @@ pub static SETTINGS: &[Setting] = &[
         .notify(),
 ];
 
-/// Config-file tables reserved for what comes next (named jobs and targets): refused with a
-/// clear message by this version rather than reported as typos.
-pub const RESERVED_TABLES: &[&str] = &["jobs", "targets"];
+/// Config-file tables that hold declarations rather than settings (read by `crate::jobs`).
+pub const DECLARATION_TABLES: &[&str] = &["jobs", "targets"];
 
 /// The declaration of an environment name, if any.
 pub fn by_env(env: &str) -> Option<&'static Setting> {
@@ -321,6 +320,13 @@ pub fn readable(env: &str) -> bool {
 /// The known name nearest to `unknown` when it is close enough to be a typo of it.
 pub fn nearest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let unknown_lower = unknown.to_ascii_lowercase();
+    let known: Vec<&str> = known.into_iter().collect();
+    // a key written short (`folder` for `folder_id`) is meant, whatever the distance
+    if let Some(k) = known.iter().find(|k| {
+        unknown_lower.len() >= 4 && k.to_ascii_lowercase().starts_with(&unknown_lower)
+    }) {
+        return Some(k);
+    }
     known
         .into_iter()
         .map(|k| (edit_distance(&unknown_lower, &k.to_ascii_lowercase()), k))
@@ -355,22 +361,31 @@ pub fn nearest_key(unknown: &str) -> Option<&'static str> {
     nearest(unknown, SETTINGS.iter().filter_map(|s| s.key))
 }
 
-/// Levenshtein distance (by characters).
+/// Edit distance by characters, a swap of two neighbours counting as one edit (the optimal
+/// string alignment distance): `kepe` is one edit from `keep`, as a typist sees it.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(above + 1);
-            diagonal = above;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The `[env: …]` text that `--help` shows for the settings a flag sets.
@@ -534,7 +549,7 @@ mod tests {
                         "{key}"
                     );
                     let table = key.split('.').next().unwrap();
-                    assert!(!RESERVED_TABLES.contains(&table), "{key}");
+                    assert!(!DECLARATION_TABLES.contains(&table), "{key}");
                     // a key is either a value or a table, never both
                     assert!(
                         SETTINGS

@@ -17,14 +17,49 @@ pub struct PrunePlan {
     pub delete: Vec<String>,
 }
 
-/// The properties that identify this job's backups in a listing.
+/// Which backups form one retention group: one kind and database, and one of the config file's
+/// jobs or none (the built-in kind). A job's backups never count toward, or get pruned by,
+/// another job's or the built-in kind's keep, even in a shared folder.
+#[derive(Clone, Copy, Debug)]
+pub struct Group<'a> {
+    pub kind: &'a str,
+    pub database: &'a str,
+    pub job: Option<&'a str>,
+}
+
+impl Group<'_> {
+    /// The properties a listing can filter on (a storage that filters by property cannot ask
+    /// for an absent one: the built-in kinds' group is narrowed by [`Group::holds`]).
+    pub fn selector(&self) -> BTreeMap<String, String> {
+        let mut wanted = BTreeMap::from([
+            (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
+            (props::KIND.to_string(), self.kind.to_string()),
+            // a database name has at most 63 bytes (NAMEDATALEN), so every target records it whole
+            (props::DATABASE.to_string(), self.database.to_string()),
+        ]);
+        if let Some(job) = self.job {
+            wanted.insert(props::JOB.to_string(), job.to_string());
+        }
+        wanted
+    }
+
+    /// Whether a listed backup belongs to the group.
+    pub fn holds(&self, f: &Listed) -> bool {
+        self.selector()
+            .iter()
+            .all(|(k, v)| f.properties.get(k) == Some(v))
+            && f.prop(props::JOB) == self.job
+    }
+}
+
+/// The selector of a built-in kind's group (no job).
 pub fn selector(kind: &str, database: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
-        (props::KIND.to_string(), kind.to_string()),
-        // a database name has at most 63 bytes (NAMEDATALEN), so every target records it whole
-        (props::DATABASE.to_string(), database.to_string()),
-    ])
+    Group {
+        kind,
+        database,
+        job: None,
+    }
+    .selector()
 }
 
 /// Plans the pruning of `listed` (any files, any order) after `just_stored` was stored.
@@ -35,11 +70,21 @@ pub fn plan(
     keep: u32,
     just_stored: &str,
 ) -> PrunePlan {
-    let wanted = selector(kind, database);
-    let mut own: Vec<&Listed> = listed
-        .iter()
-        .filter(|f| wanted.iter().all(|(k, v)| f.properties.get(k) == Some(v)))
-        .collect();
+    plan_group(
+        listed,
+        Group {
+            kind,
+            database,
+            job: None,
+        },
+        keep,
+        just_stored,
+    )
+}
+
+/// [`plan`] for any group, a job's included.
+pub fn plan_group(listed: &[Listed], group: Group, keep: u32, just_stored: &str) -> PrunePlan {
+    let mut own: Vec<&Listed> = listed.iter().filter(|f| group.holds(f)).collect();
     // newest first; ties broken by name then id so the plan is deterministic
     own.sort_by(|a, b| {
         b.created_ms
@@ -95,6 +140,34 @@ mod tests {
             size: Some(1),
             properties: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_jobs_backups_and_the_built_in_kinds_are_separate_groups() {
+        let of_job = |id: &str, created: i64, job: &str| {
+            let mut l = own(id, created, "daily", "shop");
+            l.properties.insert(props::JOB.into(), job.into());
+            l
+        };
+        let files = vec![
+            own("k1", 1, "daily", "shop"),
+            own("k2", 2, "daily", "shop"),
+            of_job("n1", 3, "nightly"),
+            of_job("n2", 4, "nightly"),
+            of_job("w1", 5, "weekly"),
+        ];
+        // the built-in daily group sees only k1, k2: the newer job backups do not push k1 out
+        let p = plan(&files, "daily", "shop", 1, "k2");
+        assert_eq!(p.delete, ["k1"]);
+        assert_eq!(p.keep, ["k2"]);
+        let nightly = Group {
+            kind: "daily",
+            database: "shop",
+            job: Some("nightly"),
+        };
+        let p = plan_group(&files, nightly, 1, "n2");
+        assert_eq!((p.keep, p.delete), (vec!["n2".to_string()], vec!["n1".to_string()]));
+        assert_eq!(nightly.selector().get(props::JOB).map(String::as_str), Some("nightly"));
     }
 
     #[test]

@@ -73,6 +73,20 @@ pub fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
 
 /// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a
 /// double quote is written twice.
+/// The server's databases that accept connections, templates excepted, by name: what a job
+/// with `databases = "all"` backs up (one the role may not connect to then fails loudly).
+pub fn connectable_databases(client: &mut postgres::Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT datname::text FROM pg_database
+              WHERE datallowconn AND NOT datistemplate
+              ORDER BY datname",
+            &[],
+        )
+        .context("listing the server's databases")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 fn pattern_quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -20,7 +20,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::catalog::{self, RunRecord};
 use crate::cli::{BackupArgs, Kind};
-use crate::config::{BackupConfig, Settings};
+use crate::config::{BackupConfig, RunPlan, Settings};
+use crate::jobs::{Databases, JobSpec};
 use crate::error::ExitStatus;
 use crate::lock;
 use crate::log;
@@ -31,6 +32,7 @@ use crate::retention;
 // shared with `check`, `status` and `migrate`: one implementation of each
 pub use crate::server::{connect, connect_as};
 use crate::server::{resolve_tables, server_version};
+use crate::storage::config::TargetOptions;
 use crate::storage::{props, Backend, Completion, StoredObject, Target, Upload};
 use crate::timeutil;
 
@@ -63,24 +65,127 @@ impl<T> AtStep<T> for Result<T> {
 }
 
 pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
-    // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`).
-    let after = settings.clone();
-    super::status::after_backup(&after, args.kind, run_backup(args, settings))
+    let plans = plan_runs(args, &settings)?;
+    if let [plan] = plans.as_slice() {
+        return run_one(args, settings, plan);
+    }
+    // several databases: each is its own run (lock, row, file, notification); one failing does
+    // not keep the others from being backed up, and the exit status is the worst of them
+    let mut statuses = Vec::new();
+    for plan in &plans {
+        statuses.push(match run_one(args, settings.clone(), plan) {
+            Ok(status) => status,
+            Err(e) => crate::error::print(&e),
+        });
+    }
+    let worst = ExitStatus::worst(&statuses);
+    log::info(
+        "job finished",
+        &[
+            ("job", args.job.clone().unwrap_or_default()),
+            ("databases", plans.len().to_string()),
+            (
+                "failed",
+                statuses.iter().filter(|s| s.is_failure()).count().to_string(),
+            ),
+            ("exit_status", worst.code().to_string()),
+        ],
+    );
+    Ok(worst)
 }
 
-fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
+fn run_one(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<ExitStatus> {
+    // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`).
+    let after = settings.clone();
+    super::status::after_backup(&after, plan.kind, run_backup(args, settings, plan))
+}
+
+/// The runs `backup` makes: one for `--kind`; one per database for `--job` (the job's list, or
+/// every connectable non-template database of the server).
+fn plan_runs(args: &BackupArgs, settings: &Settings) -> Result<Vec<RunPlan>> {
+    let Some(name) = &args.job else {
+        let kind = args.kind.ok_or_else(|| {
+            crate::error::config_error_hint(
+                "no backup job was named",
+                "pass --kind daily|hourly|schema, or --job NAME for a [jobs.NAME] of the config file",
+            )
+        })?;
+        return Ok(vec![RunPlan {
+            kind,
+            job: None,
+            database: None,
+        }]);
+    };
+    let declared = &settings.declared;
+    let job = declared.job(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = declared.jobs.iter().map(|j| j.name.as_str()).collect();
+        crate::error::config_error_hint(
+            match &settings.config_file {
+                Some(file) => format!("no job named {name:?} is declared in {}", file.display()),
+                None => format!("no job named {name:?}: no config file was read"),
+            },
+            if known.is_empty() {
+                "declare it as [jobs.NAME] in the config file (--config, PGDRIVE_CONFIG; see pgdrive.toml.example)".to_string()
+            } else {
+                format!("the declared jobs are: {}", known.join(", "))
+            },
+        )
+    })?;
+    let databases = match &job.databases {
+        Databases::Configured => vec![None],
+        Databases::Named(names) => names.iter().cloned().map(Some).collect(),
+        Databases::AllConnectable => all_databases(settings, &job, args)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    Ok(databases
+        .into_iter()
+        .map(|database| RunPlan {
+            kind: job.kind,
+            job: Some(job.clone()),
+            database,
+        })
+        .collect())
+}
+
+/// Every database of DATABASE_URL's server that accepts connections, templates excepted; a
+/// failure to ask is reported like any failed run.
+fn all_databases(settings: &Settings, job: &JobSpec, args: &BackupArgs) -> Result<Vec<String>> {
+    let listed = crate::config::required_database(settings).and_then(|server| {
+        let mut client = connect(&server, "the database server")?;
+        crate::server::connectable_databases(&mut client)
+    });
+    listed.map_err(|error| {
+        if let Ok(notifier) = notify::load(settings, job.kind, args.notify) {
+            notifier.run_finished(&Report::failure(
+                job.kind,
+                "",
+                &host_name(),
+                timeutil::now_millis(),
+                "connect",
+                &error,
+            ));
+        }
+        error.context(format!("listing the databases of job {}", job.name))
+    })
+}
+
+fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<ExitStatus> {
     let started = Instant::now();
-    let notifier = notify::load(&settings, args.kind, args.notify)?;
+    let notifier = notify::load(&settings, plan.kind, args.notify)?;
     // A setting that breaks a scheduled run (a malformed key, a bad URL) is reported like any
     // other failure of the job: someone must hear of it before the backups are missed.
-    let database_name = crate::config::database_from(&settings, "DATABASE_URL")
-        .ok()
-        .flatten()
-        .map(|d| d.dbname().to_string())
-        .unwrap_or_default();
-    let mut cfg = BackupConfig::load(args, settings).map_err(|error| {
+    let database_name = plan.database.clone().unwrap_or_else(|| {
+        crate::config::database_from(&settings, "DATABASE_URL")
+            .ok()
+            .flatten()
+            .map(|d| d.dbname().to_string())
+            .unwrap_or_default()
+    });
+    let mut cfg = BackupConfig::load_run(args, settings, plan).map_err(|error| {
         notifier.run_finished(&Report::failure(
-            args.kind,
+            plan.kind,
             &database_name,
             &host_name(),
             timeutil::now_millis(),
@@ -135,6 +240,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
     let job_lock = lock::JobLock::resolve(cfg.kind, &mut control, separate.as_mut())
+        .map(|l| l.scoped(cfg.job.as_deref()))
         .map_err(|e| failed("lock", e))?;
     let mut guard = match lock::try_lock(control, &job_lock).map_err(|e| failed("lock", e))? {
         Ok(guard) => guard,
@@ -163,7 +269,7 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
         log::info("catalog migrated", &[("applied", applied.join(","))]);
     }
 
-    let mut targets = build_targets(&mut cfg);
+    let (mut targets, options) = build_targets(&mut cfg);
     let outcome = back_up(&cfg, &mut guard, separate, &mut targets, &mut facts);
     let mut record = run_record(&cfg, &facts);
     record.finished_ms = timeutil::now_millis();
@@ -230,9 +336,10 @@ fn run_backup(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     }
 
     let mut kept = None;
-    if cfg.keep > 0 {
-        for (target, new) in targets.iter_mut().zip(&stored) {
-            match prune(target.as_mut(), &cfg, &facts.database, &new.id) {
+    for ((target, new), options) in targets.iter_mut().zip(&stored).zip(&options) {
+        let keep = args.keep.or(options.keep).unwrap_or(cfg.keep);
+        if keep > 0 {
+            match prune(target.as_mut(), &cfg, keep, &facts.database, &new.id) {
                 Ok((deleted, now_kept)) => {
                     kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
                     if deleted.is_empty() {
@@ -319,6 +426,7 @@ fn run_record(cfg: &BackupConfig, facts: &RunFacts) -> RunRecord {
     RunRecord {
         started_ms: facts.started_ms,
         kind: cfg.kind.to_string(),
+        job: cfg.job.clone(),
         database_name: facts.database.clone(),
         host: facts.host.clone(),
         filename: facts.file_name.clone(),
@@ -377,12 +485,13 @@ impl FollowUps {
     }
 }
 
-/// The storage targets, Drive first. Takes the credentials out of the configuration.
-fn build_targets(cfg: &mut BackupConfig) -> Vec<Box<dyn Target>> {
+/// The storage targets, Drive first, and the job's options for each. Takes the credentials out
+/// of the configuration.
+fn build_targets(cfg: &mut BackupConfig) -> (Vec<Box<dyn Target>>, Vec<TargetOptions>) {
     crate::storage::config::for_backup(cfg)
         .into_iter()
-        .map(|t| crate::storage::open(t.config))
-        .collect()
+        .map(|t| (crate::storage::open(t.config), t.options))
+        .unzip()
 }
 
 /// Everything from the preflight to the verified upload. Returns what was stored.
@@ -699,13 +808,19 @@ fn abort_all(uploads: Vec<Box<dyn Upload + '_>>) {
 fn prune(
     target: &mut dyn Target,
     cfg: &BackupConfig,
+    keep: u32,
     database: &str,
     just_stored: &str,
 ) -> Result<(Vec<String>, usize)> {
+    let group = retention::Group {
+        kind: cfg.kind.as_str(),
+        database,
+        job: cfg.job.as_deref(),
+    };
     let listed = target
-        .list(&retention::selector(cfg.kind.as_str(), database))
+        .list(&group.selector())
         .context("listing backups")?;
-    let plan = retention::plan(&listed, cfg.kind.as_str(), database, cfg.keep, just_stored);
+    let plan = retention::plan_group(&listed, group, keep, just_stored);
     let mut deleted = Vec::new();
     for id in &plan.delete {
         let name = listed
@@ -772,6 +887,9 @@ fn initial_properties(
         fit(props::COMPRESSION, &cfg.codec.label()),
         fit(props::HOST, &facts.host),
     ]);
+    if let Some(job) = &cfg.job {
+        properties.insert(props::JOB.to_string(), job.clone());
+    }
     properties.extend(locale.into_iter().flatten());
     properties
 }

@@ -29,7 +29,7 @@ pub fn run(args: &RebuildArgs, settings: Settings) -> Result<ExitStatus> {
     }
     let (mut added, mut filled, mut known) = (0usize, 0usize, 0usize);
     for name in source::candidates(&cfg, args.source.target.as_deref())? {
-        for mut target in source::open_readable(&cfg, name, args.kind)? {
+        for mut target in source::open_readable(&cfg, &name, args.kind)? {
             let what = target.describe();
             let backups = source::complete_backups(
                 target.as_mut(),

@@ -31,14 +31,14 @@ pub fn targets(
 ) -> Result<Vec<Box<dyn Target>>> {
     let mut out = Vec::new();
     for name in storage_config::choose(cfg, wanted, false)? {
-        out.extend(open_readable(cfg, name, kind)?);
+        out.extend(open_readable(cfg, &name, kind)?);
     }
     Ok(out)
 }
 
 /// The names a restore may read from, in order: `--target`'s alone, else every configured
 /// target (Drive, then the local directory), so that it can fall back.
-pub fn candidates(cfg: &ReadConfig, wanted: Option<&str>) -> Result<Vec<&'static str>> {
+pub fn candidates(cfg: &ReadConfig, wanted: Option<&str>) -> Result<Vec<String>> {
     storage_config::choose(cfg, wanted, true)
 }
 
@@ -174,7 +174,7 @@ fn find_in(
 /// fails exactly as it always did.
 pub fn find_with_fallback(
     cfg: &ReadConfig,
-    names: &[&str],
+    names: &[String],
     spec: &str,
     kind: Kind,
     database: Option<&str>,

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::cli::Kind;
-use crate::config::{BackupConfig, ReadConfig};
+use crate::config::{BackupConfig, NamedPlace, ReadConfig};
+use crate::jobs::Place;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
 use crate::error::config_error_hint;
@@ -67,62 +68,80 @@ impl DriveConfig {
     pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 }
 
-/// The targets a backup writes to, Drive first. Takes the credentials out of the configuration.
+/// The targets a backup writes to: the implicit `drive`, the job's named targets in its order,
+/// then the implicit `local`. Takes the credentials out of the configuration.
 pub fn for_backup(cfg: &mut BackupConfig) -> Vec<BackupTarget> {
+    let retry = cfg.retry.clone();
+    let drive = |name: String, d: crate::config::DriveSettings| TargetConfig {
+        name,
+        kind: TargetKind::Drive(Box::new(DriveConfig {
+            folder_id: d.folder_id,
+            base_url: d.base_url,
+            credentials: d.credentials,
+            retry: retry.clone(),
+            page_size: DriveConfig::DEFAULT_PAGE_SIZE,
+        })),
+    };
+    let implicit = |config| BackupTarget {
+        config,
+        options: TargetOptions::default(),
+    };
     let mut out = Vec::new();
     if let Some(d) = cfg.drive.take() {
-        out.push(TargetConfig {
-            name: DRIVE.into(),
-            kind: TargetKind::Drive(Box::new(DriveConfig {
-                folder_id: d.folder_id,
-                base_url: d.base_url,
-                credentials: d.credentials,
-                retry: cfg.retry.clone(),
-                page_size: DriveConfig::DEFAULT_PAGE_SIZE,
-            })),
+        out.push(implicit(drive(DRIVE.into(), d)));
+    }
+    for t in std::mem::take(&mut cfg.named) {
+        let config = match t.place {
+            NamedPlace::Drive(d) => drive(t.name, d),
+            NamedPlace::Local(dir) => TargetConfig {
+                name: t.name,
+                kind: TargetKind::Local { dir },
+            },
+        };
+        out.push(BackupTarget {
+            config,
+            options: t.options,
         });
     }
     if let Some(dir) = &cfg.local_dir {
-        out.push(TargetConfig {
+        out.push(implicit(TargetConfig {
             name: LOCAL.into(),
             kind: TargetKind::Local { dir: dir.clone() },
-        });
+        }));
     }
-    out.into_iter()
-        .map(|config| BackupTarget {
-            config,
-            options: TargetOptions::default(),
-        })
-        .collect()
+    out
 }
 
 /// The names `list`, `restore`, `verify` and `status` can read from, in order of preference:
-/// `--from DIR` alone when given; otherwise `drive` (when Google credentials and a folder are
-/// configured), then `local` (`PGDRIVE_LOCAL_DIR`).
-pub fn readable_names(cfg: &ReadConfig) -> Vec<&'static str> {
+/// `drive` (when Google credentials and a folder are configured), the config file's
+/// `[targets.*]`, then `local` (`PGDRIVE_LOCAL_DIR` or `--from DIR`).
+pub fn readable_names(cfg: &ReadConfig) -> Vec<String> {
     let mut names = Vec::new();
     if !cfg.drive_folders.is_empty() {
-        names.push(DRIVE);
+        names.push(DRIVE.to_string());
+    }
+    if !cfg.only_from_dir {
+        names.extend(cfg.settings.declared.targets.iter().map(|t| t.name.clone()));
     }
     if local_dir(cfg).is_some() {
-        names.push(LOCAL);
+        names.push(LOCAL.to_string());
     }
     names
 }
 
 /// Which of the readable targets to use: the one named `wanted`, else the first (today's
 /// behaviour: Drive when configured) or, with `fallback`, all of them in order.
-pub fn choose(cfg: &ReadConfig, wanted: Option<&str>, fallback: bool) -> Result<Vec<&'static str>> {
+pub fn choose(cfg: &ReadConfig, wanted: Option<&str>, fallback: bool) -> Result<Vec<String>> {
     let names = readable_names(cfg);
     match wanted {
-        Some(w) => match names.iter().find(|n| **n == w) {
-            Some(n) => Ok(vec![*n]),
+        Some(w) => match names.iter().find(|n| *n == w) {
+            Some(n) => Ok(vec![n.clone()]),
             None => Err(config_error_hint(
                 format!(
                     "no target named {w:?} is configured (configured: {})",
                     names.join(", ")
                 ),
-                "`drive` needs Google credentials and a Drive folder; `local` needs PGDRIVE_LOCAL_DIR or --from DIR",
+                "`drive` needs Google credentials and a Drive folder; `local` needs PGDRIVE_LOCAL_DIR or --from DIR; others are the config file's [targets.NAME]",
             )),
         },
         None if fallback => Ok(names),
@@ -131,7 +150,8 @@ pub fn choose(cfg: &ReadConfig, wanted: Option<&str>, fallback: bool) -> Result<
 }
 
 /// The configurations of the readable target `name` for backups of `kind` (every configured
-/// kind when `None`): the Drive target has one folder per kind, so it may take several.
+/// kind when `None`): the implicit Drive target has one folder per kind, so it may take several;
+/// a named target is one place for every kind.
 pub fn for_reading(cfg: &ReadConfig, name: &str, kind: Option<Kind>) -> Result<Vec<TargetConfig>> {
     if name == LOCAL {
         let dir = local_dir(cfg).ok_or_else(|| {
@@ -144,6 +164,11 @@ pub fn for_reading(cfg: &ReadConfig, name: &str, kind: Option<Kind>) -> Result<V
             name: LOCAL.into(),
             kind: TargetKind::Local { dir },
         }]);
+    }
+    if let Some(spec) = cfg.settings.declared.target(name) {
+        return Ok(vec![named(spec, &cfg.drive_url, &cfg.retry, || {
+            cfg.credentials()
+        })?]);
     }
     let folders: Vec<String> = match kind {
         Some(k) => vec![cfg.folder(k)?.to_string()],
@@ -166,6 +191,36 @@ pub fn for_reading(cfg: &ReadConfig, name: &str, kind: Option<Kind>) -> Result<V
             })
         })
         .collect()
+}
+
+/// The configuration of a config file's `[targets.NAME]` for reading (a Drive one with the
+/// global credentials, and its own API URL or `default_url`).
+fn named(
+    spec: &crate::jobs::TargetSpec,
+    default_url: &str,
+    retry: &RetryPolicy,
+    credentials: impl FnOnce() -> Result<Credentials>,
+) -> Result<TargetConfig> {
+    let kind = match &spec.place {
+        Place::Local { dir } => TargetKind::Local { dir: dir.clone() },
+        Place::Drive {
+            folder_id,
+            drive_url,
+        } => TargetKind::Drive(Box::new(DriveConfig {
+            folder_id: folder_id.clone(),
+            base_url: match drive_url {
+                Some(url) => crate::config::normalize_base_url(url)?,
+                None => default_url.to_string(),
+            },
+            credentials: credentials()?,
+            retry: retry.clone(),
+            page_size: DriveConfig::DEFAULT_PAGE_SIZE,
+        })),
+    };
+    Ok(TargetConfig {
+        name: spec.name.clone(),
+        kind,
+    })
 }
 
 /// The local directory readers may use: `--from DIR`, or PGDRIVE_LOCAL_DIR (also when Drive is
@@ -213,6 +268,26 @@ pub fn for_status(
             name: LOCAL.into(),
             kind: TargetKind::Local { dir: dir.into() },
         });
+    }
+    if let Some(spec) = wanted.and_then(|w| settings.declared.target(w)) {
+        let base_url = crate::config::normalize_base_url(
+            &settings
+                .get("PGDRIVE_DRIVE_URL")
+                .unwrap_or_else(|| crate::config::DEFAULT_DRIVE_URL.into()),
+        )?;
+        let retry = RetryPolicy {
+            max_retries: 2,
+            ..RetryPolicy::default()
+        };
+        return named(spec, &base_url, &retry, || {
+            Credentials::from_settings(settings)?.ok_or_else(|| {
+                config_error_hint(
+                    format!("the Drive target {:?} needs Google credentials", spec.name),
+                    "set GOOGLE_SERVICE_ACCOUNT_JSON (key JSON or path) or GOOGLE_APPLICATION_CREDENTIALS (path)",
+                )
+            })
+        })
+        .map(Some);
     }
     Ok(match wanted {
         Some(w) => Some(

@@ -82,7 +82,9 @@ fn the_example_config_file_reads_against_the_registry() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pgdrive.toml.example"))
             .unwrap();
-    let values = pgdrive::config_file::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    let values = pgdrive::config_file::parse(&text)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .values;
     assert!(values.contains_key("DATABASE_URL"));
     // the commented-out lines are valid keys too, and together they show every setting
     let uncommented: String = text
@@ -99,7 +101,9 @@ fn the_example_config_file_reads_against_the_registry() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let all = pgdrive::config_file::parse(&uncommented).unwrap_or_else(|e| panic!("{e:?}"));
+    let all = pgdrive::config_file::parse(&uncommented)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .values;
     for s in SETTINGS.iter().filter(|s| s.layer == Layer::Settings) {
         assert!(
             all.contains_key(s.env),

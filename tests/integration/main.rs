@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod config_file;
 mod email_render;
+mod jobs;
 mod emulator_fidelity;
 mod local_target;
 mod lock_status;

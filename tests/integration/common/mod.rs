@@ -649,3 +649,131 @@ pub fn assert_edited_orders_count_is_caught(r: &Run) {
         "{r:?}"
     );
 }
+
+/// A throwaway PostgreSQL cluster (initdb) on a free port, stopped and removed when dropped: for
+/// tests that change what the shared server must not see changed (template1, privileges).
+pub struct Cluster {
+    dir: TempDir,
+    pub addr: &'static str,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Cluster::start_on("127.0.0.1", port)
+    }
+
+    /// A cluster listening on `addr:port` only (another loopback address may take the shared
+    /// server's port).
+    pub fn start_on(addr: &'static str, port: u16) -> Cluster {
+        let dir = TempDir::new("cluster");
+        let c = Cluster { dir, addr, port };
+        if Self::as_root() {
+            assert!(Command::new("chown")
+                .arg("postgres")
+                .arg(c.dir.path())
+                .status()
+                .unwrap()
+                .success());
+        }
+        let data = c.dir.path().join("data");
+        c.server_tool(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses={addr} -c fsync=off",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("log");
+        c.server_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        c
+    }
+
+    /// initdb and the server refuse to run as root: then they run as postgres.
+    fn as_root() -> bool {
+        // SAFETY: no arguments, no side effects.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn server_tool(&self, tool: &str, args: &[&str]) {
+        let bin = format!("/usr/lib/postgresql/15/bin/{tool}");
+        let mut cmd = if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &bin]);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@{}:{}/{db}", self.addr, self.port)
+    }
+
+    pub fn exec(&self, db: &str, sql: &str) {
+        postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    pub fn relations(&self, db: &str) -> Vec<String> {
+        postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
+            .unwrap()
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = 'public' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::panic::catch_unwind(|| {
+            self.server_tool(
+                "pg_ctl",
+                &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+            )
+        });
+    }
+}
