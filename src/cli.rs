@@ -145,7 +145,8 @@ pub enum Command {
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
-    /// Print a README settings table (general or notify) generated from the settings registry.
+    /// Print a README settings table (general or notify: the settings registry; jobs: the keys
+    /// of `[targets.NAME]` and `[jobs.NAME]`).
     #[command(hide = true)]
     GenerateSettingsTable {
         #[arg(default_value = "general")]
@@ -245,7 +246,12 @@ impl std::fmt::Display for Kind {
 pub struct BackupArgs {
     /// Which built-in backup job to run (configured by environment variables or the config
     /// file's top-level keys).
-    #[arg(long, value_enum, required_unless_present = "job", conflicts_with = "job")]
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "job",
+        conflicts_with = "job"
+    )]
     pub kind: Option<Kind>,
 
     /// Run the config file's `[jobs.NAME]`: its kind, databases and targets (each database is

@@ -480,12 +480,12 @@ fn implicit_targets(
     kind: Kind,
     drive_url: &str,
 ) -> Result<(Option<DriveSettings>, Option<PathBuf>)> {
-        let credentials = Credentials::from_settings(settings)?;
-        let folder = args
-            .folder
-            .clone()
-            .or_else(|| settings.get(folder_variable(kind)));
-        let drive = match (credentials, folder) {
+    let credentials = Credentials::from_settings(settings)?;
+    let folder = args
+        .folder
+        .clone()
+        .or_else(|| settings.get(folder_variable(kind)));
+    let drive = match (credentials, folder) {
             (Some(credentials), Some(folder_id)) => {
                 Some(DriveSettings { folder_id, base_url: normalize_base_url(drive_url)?, credentials })
             }
@@ -503,19 +503,19 @@ fn implicit_targets(
             }
             (None, None) => None,
         };
-        let local_dir = args
-            .local_dir
-            .clone()
-            .or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
-        if drive.is_none() && local_dir.is_none() {
-            return Err(config_error_hint(
+    let local_dir = args
+        .local_dir
+        .clone()
+        .or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
+    if drive.is_none() && local_dir.is_none() {
+        return Err(config_error_hint(
                 "no backup target is configured",
                 format!(
                     "set GOOGLE_SERVICE_ACCOUNT_JSON and {} for Google Drive, or pass --to DIR (PGDRIVE_LOCAL_DIR) for a local directory",
                     folder_variable(kind)
                 ),
             ));
-        }
+    }
 
     Ok((drive, local_dir))
 }
@@ -570,9 +570,14 @@ fn named_targets_of(
                     )
                 })?;
                 let place = match &spec.place {
-                    crate::jobs::Place::Drive { folder_id, drive_url: own_url } => {
-                        let credentials = Credentials::from_settings(settings)?
-                            .ok_or_else(|| missing_credentials(&format!("the Drive target `{name}`")))?;
+                    crate::jobs::Place::Drive {
+                        folder_id,
+                        drive_url: own_url,
+                    } => {
+                        let credentials =
+                            Credentials::from_settings(settings)?.ok_or_else(|| {
+                                missing_credentials(&format!("the Drive target `{name}`"))
+                            })?;
                         NamedPlace::Drive(DriveSettings {
                             folder_id: folder_id.clone(),
                             base_url: normalize_base_url(own_url.as_deref().unwrap_or(drive_url))?,
@@ -683,9 +688,9 @@ impl BackupConfig {
         let critical_tables = if kind == Kind::Hourly {
             let tables = match job.and_then(|j| j.critical_tables.clone()) {
                 Some(tables) => tables,
-                None => split_table_list(
-                    &settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default(),
-                ),
+                None => {
+                    split_table_list(&settings.get("PGDRIVE_CRITICAL_TABLES").unwrap_or_default())
+                }
             };
             if tables.is_empty() {
                 return Err(config_error_hint(

@@ -233,8 +233,13 @@ mod tests {
         let e = parse("[nonsense]\nx = 1\n").unwrap_err();
         assert!(e.message.contains("`nonsense`"), "{e:?}");
         let e = parse("[jobs.nightly]\nkind = \"dayly\"\n").unwrap_err();
-        assert!(e.message.contains("[jobs.nightly]: `kind` must be"), "{e:?}");
-        let d = parse("[jobs.nightly]\nkind = \"daily\"\n").unwrap().declared;
+        assert!(
+            e.message.contains("[jobs.nightly]: `kind` must be"),
+            "{e:?}"
+        );
+        let d = parse("[jobs.nightly]\nkind = \"daily\"\n")
+            .unwrap()
+            .declared;
         assert_eq!(d.jobs.len(), 1);
     }
 

@@ -249,7 +249,10 @@ fn check_name(section: &str, name: &str) -> Result<(), FileError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if !ok {
         return Err(refused(
             format!("[{section}.…] has a name that is not 1 to 40 letters, digits, `-` or `_`"),
@@ -457,11 +460,19 @@ fn job(name: &str, table: &toml::Table) -> Result<JobSpec, FileError> {
     })
 }
 
-/// A Markdown table of `keys` (README "Jobs and targets"; checked by a test).
-pub fn markdown_table(keys: &[Key]) -> String {
-    let mut out = String::from("| key | value | meaning |\n|---|---|---|\n");
-    for k in keys {
-        out.push_str(&format!("| `{}` | {} | {} |\n", k.name, k.shape, k.help));
+/// The README's tables of the `[targets.NAME]` and `[jobs.NAME]` keys (checked by a test).
+pub fn markdown_tables() -> String {
+    let mut out = String::new();
+    for (title, keys) in [
+        ("`[targets.NAME]`", TARGET_KEYS),
+        ("`[jobs.NAME]`", JOB_KEYS),
+    ] {
+        out.push_str(&format!(
+            "\n| {title} key | Value | Meaning |\n|---|---|---|\n"
+        ));
+        for k in keys {
+            out.push_str(&format!("| `{}` | {} | {} |\n", k.name, k.shape, k.help));
+        }
     }
     out
 }
@@ -497,7 +508,10 @@ mod tests {
         );
         let j = d.job("nightly").unwrap();
         assert_eq!(j.kind, Kind::Daily);
-        assert_eq!(j.databases, Databases::Named(vec!["shop".into(), "crm".into()]));
+        assert_eq!(
+            j.databases,
+            Databases::Named(vec!["shop".into(), "crm".into()])
+        );
         assert_eq!(j.targets, ["offsite", "nas", "local"]);
         assert_eq!(
             d.job("everything").unwrap().databases,
@@ -508,19 +522,46 @@ mod tests {
     #[test]
     fn mistakes_are_refused_without_quoting_values() {
         let cases = [
-            ("[targets.t]\ntype = \"drive\"\nfolder = \"SECRETVALUE\"\n", "`folder` (did you mean `folder_id`?)"),
+            (
+                "[targets.t]\ntype = \"drive\"\nfolder = \"SECRETVALUE\"\n",
+                "`folder` (did you mean `folder_id`?)",
+            ),
             ("[targets.t]\ntype = \"s4\"\n", "`type` must be"),
             ("[targets.t]\ntype = \"local\"\n", "`dir` is required"),
-            ("[targets.t]\ntype = \"local\"\ndir = \"/x\"\nfolder_id = \"SECRETVALUE\"\n", "does not apply"),
-            ("[targets.drive]\ntype = \"local\"\ndir = \"/x\"\n", "environment's own target"),
-            ("[targets.\"a b\"]\ntype = \"local\"\ndir = \"/x\"\n", "not 1 to 40 letters"),
+            (
+                "[targets.t]\ntype = \"local\"\ndir = \"/x\"\nfolder_id = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+            (
+                "[targets.drive]\ntype = \"local\"\ndir = \"/x\"\n",
+                "environment's own target",
+            ),
+            (
+                "[targets.\"a b\"]\ntype = \"local\"\ndir = \"/x\"\n",
+                "not 1 to 40 letters",
+            ),
             ("[jobs.j]\nkind = \"weekly\"\n", "`kind` must be"),
-            ("[jobs.j]\nkind = \"daily\"\ntargets = [\"nowhere\"]\n", "`nowhere`, which is not declared"),
-            ("[jobs.j]\nkind = \"daily\"\ndatabases = \"SECRETVALUE\"\n", "`databases` must be"),
-            ("[jobs.j]\nkind = \"daily\"\ndatabases = [\"a\", \"a\"]\n", "twice"),
-            ("[jobs.j]\nkind = \"daily\"\ncritical_tables = [\"t\"]\n", "only applies to `hourly`"),
+            (
+                "[jobs.j]\nkind = \"daily\"\ntargets = [\"nowhere\"]\n",
+                "`nowhere`, which is not declared",
+            ),
+            (
+                "[jobs.j]\nkind = \"daily\"\ndatabases = \"SECRETVALUE\"\n",
+                "`databases` must be",
+            ),
+            (
+                "[jobs.j]\nkind = \"daily\"\ndatabases = [\"a\", \"a\"]\n",
+                "twice",
+            ),
+            (
+                "[jobs.j]\nkind = \"daily\"\ncritical_tables = [\"t\"]\n",
+                "only applies to `hourly`",
+            ),
             ("[jobs.j]\nkind = \"daily\"\nkeep = -1\n", "`keep` must be"),
-            ("[jobs.j]\nkind = \"daily\"\nkepe = 3\n", "`kepe` (did you mean `keep`?)"),
+            (
+                "[jobs.j]\nkind = \"daily\"\nkepe = 3\n",
+                "`kepe` (did you mean `keep`?)",
+            ),
         ];
         for (text, expected) in cases {
             let e = parse_text(text).unwrap_err();

@@ -92,6 +92,20 @@ pub fn render() -> Result<String> {
         .map(|(name, text)| (name.as_str(), text.as_str()))
         .collect();
     section(&mut out, "ENVIRONMENT", &environment);
+    for (title, keys) in [
+        ("CONFIG FILE: [targets.NAME]", crate::jobs::TARGET_KEYS),
+        ("CONFIG FILE: [jobs.NAME]", crate::jobs::JOB_KEYS),
+    ] {
+        let items: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (format!("{} = {}", k.name, k.shape), k.help.replace('`', "")))
+            .collect();
+        let items: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        section(&mut out, title, &items);
+    }
     section(&mut out, "FILES", FILES);
     section(&mut out, "EXIT STATUS", EXIT_STATUS);
     section(&mut out, "SIGNALS", SIGNALS);

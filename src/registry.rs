@@ -322,9 +322,10 @@ pub fn nearest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> O
     let unknown_lower = unknown.to_ascii_lowercase();
     let known: Vec<&str> = known.into_iter().collect();
     // a key written short (`folder` for `folder_id`) is meant, whatever the distance
-    if let Some(k) = known.iter().find(|k| {
-        unknown_lower.len() >= 4 && k.to_ascii_lowercase().starts_with(&unknown_lower)
-    }) {
+    if let Some(k) = known
+        .iter()
+        .find(|k| unknown_lower.len() >= 4 && k.to_ascii_lowercase().starts_with(&unknown_lower))
+    {
         return Some(k);
     }
     known

@@ -166,8 +166,14 @@ mod tests {
             job: Some("nightly"),
         };
         let p = plan_group(&files, nightly, 1, "n2");
-        assert_eq!((p.keep, p.delete), (vec!["n2".to_string()], vec!["n1".to_string()]));
-        assert_eq!(nightly.selector().get(props::JOB).map(String::as_str), Some("nightly"));
+        assert_eq!(
+            (p.keep, p.delete),
+            (vec!["n2".to_string()], vec!["n1".to_string()])
+        );
+        assert_eq!(
+            nightly.selector().get(props::JOB).map(String::as_str),
+            Some("nightly")
+        );
     }
 
     #[test]

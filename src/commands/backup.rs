@@ -21,8 +21,8 @@ use anyhow::{bail, Context, Result};
 use crate::catalog::{self, RunRecord};
 use crate::cli::{BackupArgs, Kind};
 use crate::config::{BackupConfig, RunPlan, Settings};
-use crate::jobs::{Databases, JobSpec};
 use crate::error::ExitStatus;
+use crate::jobs::{Databases, JobSpec};
 use crate::lock;
 use crate::log;
 use crate::notify::{self, Report, Status};
@@ -86,7 +86,11 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
             ("databases", plans.len().to_string()),
             (
                 "failed",
-                statuses.iter().filter(|s| s.is_failure()).count().to_string(),
+                statuses
+                    .iter()
+                    .filter(|s| s.is_failure())
+                    .count()
+                    .to_string(),
             ),
             ("exit_status", worst.code().to_string()),
         ],
@@ -817,9 +821,7 @@ fn prune(
         database,
         job: cfg.job.as_deref(),
     };
-    let listed = target
-        .list(&group.selector())
-        .context("listing backups")?;
+    let listed = target.list(&group.selector()).context("listing backups")?;
     let plan = retention::plan_group(&listed, group, keep, just_stored);
     let mut deleted = Vec::new();
     for id in &plan.delete {

@@ -24,10 +24,14 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         return Ok(ExitStatus::Ok);
     }
     if let Command::GenerateSettingsTable { group } = &cli.command {
+        if group == "jobs" {
+            print!("{}", crate::jobs::markdown_tables());
+            return Ok(ExitStatus::Ok);
+        }
         let group = crate::registry::Group::parse(group).ok_or_else(|| {
             crate::error::config_error_hint(
                 format!("no settings group {group:?}"),
-                "use general or notify",
+                "use general, notify or jobs",
             )
         })?;
         print!("{}", crate::registry::markdown_table(group));

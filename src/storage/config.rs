@@ -10,10 +10,10 @@ use anyhow::Result;
 
 use crate::cli::Kind;
 use crate::config::{BackupConfig, NamedPlace, ReadConfig};
-use crate::jobs::Place;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
 use crate::error::config_error_hint;
+use crate::jobs::Place;
 
 /// The implicit Drive target's name.
 pub const DRIVE: &str = "drive";

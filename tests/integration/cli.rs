@@ -71,6 +71,16 @@ fn the_readme_settings_tables_are_the_registry() {
             "README's {name} settings table is stale: replace it with the output of `cargo run -q -- generate-settings-table {name}`"
         );
     }
+    let start = "<!-- settings:jobs (generated from src/jobs.rs: `pgdrive generate-settings-table jobs`) -->\n";
+    let committed = readme
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("<!-- /settings:jobs -->"))
+        .map(|(table, _)| table)
+        .expect("README lacks the jobs table markers");
+    assert!(
+        committed == pgdrive::jobs::markdown_tables(),
+        "README's jobs and targets tables are stale: replace them with the output of `cargo run -q -- generate-settings-table jobs`"
+    );
     // and every setting is in one of them
     for s in SETTINGS {
         assert!(readme.contains(&format!("| `{}` |", s.env)), "{}", s.env);
@@ -82,10 +92,27 @@ fn the_example_config_file_reads_against_the_registry() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pgdrive.toml.example"))
             .unwrap();
-    let values = pgdrive::config_file::parse(&text)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .values;
-    assert!(values.contains_key("DATABASE_URL"));
+    let contents = pgdrive::config_file::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(contents.values.contains_key("DATABASE_URL"));
+    // every key of [targets.*] and [jobs.*] is shown in use
+    for (table, keys) in [
+        ("targets", pgdrive::jobs::TARGET_KEYS),
+        ("jobs", pgdrive::jobs::JOB_KEYS),
+    ] {
+        for key in keys {
+            let shown = text.lines().any(|l| {
+                l.trim_start_matches("# ")
+                    .starts_with(&format!("{} = ", key.name))
+            });
+            assert!(
+                shown,
+                "pgdrive.toml.example shows no {table} key {:?}",
+                key.name
+            );
+        }
+    }
+    assert_eq!(contents.declared.jobs.len(), 3);
+    assert_eq!(contents.declared.targets.len(), 2);
     // the commented-out lines are valid keys too, and together they show every setting
     let uncommented: String = text
         .lines()

@@ -103,17 +103,22 @@ compress = "zstd:3"
             .count();
         assert_eq!(n, 2, "{db}: {on_drive:?}");
     }
-    assert!(on_drive.iter().all(|n| n.ends_with(".sql.zst")), "{on_drive:?}");
+    assert!(
+        on_drive.iter().all(|n| n.ends_with(".sql.zst")),
+        "{on_drive:?}"
+    );
     let shop_local = local_backups_of(nas.path(), &shop.name);
     assert_eq!(shop_local.len(), 2, "{shop_local:?}");
-    assert!(built_in.exists(), "the built-in kind's backup was pruned by a job");
+    assert!(
+        built_in.exists(),
+        "the built-in kind's backup was pruned by a job"
+    );
     assert_eq!(local_backups_of(nas.path(), &crm.name).len(), 1);
 
     // one catalog (DATABASE_URL's), a row per database and run, a copy row per target
     assert_eq!(
-        catalog.query_i64(
-            "SELECT count(*) FROM backups WHERE job = 'nightly' AND status = 'SUCCESS'"
-        ),
+        catalog
+            .query_i64("SELECT count(*) FROM backups WHERE job = 'nightly' AND status = 'SUCCESS'"),
         6
     );
     assert_eq!(
@@ -142,7 +147,9 @@ compress = "zstd:3"
     }
     // a run is pruned once no copy is left: the oldest run of each database
     assert_eq!(
-        catalog.query_i64("SELECT count(*) FROM backups WHERE job = 'nightly' AND pruned_at IS NOT NULL"),
+        catalog.query_i64(
+            "SELECT count(*) FROM backups WHERE job = 'nightly' AND pruned_at IS NOT NULL"
+        ),
         2
     );
     // the backed-up databases got no catalog of their own
@@ -153,10 +160,17 @@ compress = "zstd:3"
 
     // each named target can be read back by name
     let listed = run(with_config(&config, &catalog.url()).args([
-        "list", "--target", "nas", "--database", &crm.name,
+        "list",
+        "--target",
+        "nas",
+        "--database",
+        &crm.name,
     ]));
     assert_eq!(listed.status, 0, "{listed:?}");
-    assert!(listed.stdout.contains(&format!("{}-daily-", crm.name)), "{listed:?}");
+    assert!(
+        listed.stdout.contains(&format!("{}-daily-", crm.name)),
+        "{listed:?}"
+    );
     let into = TestDb::new("job_into");
     let restored = run(with_config(&config, &catalog.url()).args([
         "restore",
@@ -177,7 +191,12 @@ fn every_connectable_database_of_the_server_is_backed_up_and_one_failing_does_no
     let cluster = Cluster::start();
     for db in ["alpha", "beta", "gamma"] {
         cluster.exec("postgres", &format!("CREATE DATABASE {db}"));
-        cluster.exec(db, &format!("CREATE TABLE t (id int); INSERT INTO t VALUES (1); COMMENT ON TABLE t IS '{db}'"));
+        cluster.exec(
+            db,
+            &format!(
+                "CREATE TABLE t (id int); INSERT INTO t VALUES (1); COMMENT ON TABLE t IS '{db}'"
+            ),
+        );
     }
     // not connectable, and a template: neither is a backup's business
     cluster.exec("postgres", "CREATE DATABASE closed");
@@ -188,7 +207,10 @@ fn every_connectable_database_of_the_server_is_backed_up_and_one_failing_does_no
     for db in ["postgres", "alpha", "beta", "gamma"] {
         cluster.exec(db, "GRANT SELECT ON ALL TABLES IN SCHEMA public TO backup");
     }
-    cluster.exec("beta", "CREATE TABLE secret (x int); REVOKE ALL ON secret FROM backup");
+    cluster.exec(
+        "beta",
+        "CREATE TABLE secret (x int); REVOKE ALL ON secret FROM backup",
+    );
     cluster.exec("postgres", "GRANT CREATE ON SCHEMA public TO backup");
 
     let dir = TempDir::new("job_all");
@@ -200,8 +222,13 @@ fn every_connectable_database_of_the_server_is_backed_up_and_one_failing_does_no
             dir.path().display()
         ),
     );
-    let r = run(with_config(&config, &cluster.url("backup", "postgres"))
-        .args(["backup", "--job", "everything"]));
+    let r = run(
+        with_config(&config, &cluster.url("backup", "postgres")).args([
+            "backup",
+            "--job",
+            "everything",
+        ]),
+    );
     // beta failed: the job fails, and says so; the others are stored
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("permission denied"), "{r:?}");
@@ -273,9 +300,14 @@ fn mistakes_in_jobs_and_targets_are_reported_before_anything_runs() {
     let r = run(with_config(&config, &db.url()).args(["backup", "--job", "nighty"]));
     assert_eq!(r.status, 78, "{r:?}");
     assert!(r.stderr.contains("no job named \"nighty\""), "{r:?}");
-    assert!(r.stderr.contains("hourly_orders, nightly") || r.stderr.contains("nightly, hourly_orders"), "{r:?}");
+    assert!(
+        r.stderr.contains("hourly_orders, nightly") || r.stderr.contains("nightly, hourly_orders"),
+        "{r:?}"
+    );
     // --job and --kind together are a usage error
-    let r = run(with_config(&config, &db.url()).args(["backup", "--job", "nightly", "--kind", "daily"]));
+    let r = run(
+        with_config(&config, &db.url()).args(["backup", "--job", "nightly", "--kind", "daily"])
+    );
     assert_eq!(r.status, 2, "{r:?}");
     // the job with no targets writes where `--kind` would: PGDRIVE_LOCAL_DIR (local_dir)
     let r = run(with_config(&config, &db.url()).args(["backup", "--job", "nightly"]));
