@@ -374,7 +374,7 @@ pub struct NamedTarget {
 
 #[derive(Debug)]
 pub enum NamedPlace {
-    Drive(DriveSettings),
+    Drive(Box<DriveSettings>),
     Local(PathBuf),
 }
 
@@ -578,11 +578,11 @@ fn named_targets_of(
                             Credentials::from_settings(settings)?.ok_or_else(|| {
                                 missing_credentials(&format!("the Drive target `{name}`"))
                             })?;
-                        NamedPlace::Drive(DriveSettings {
+                        NamedPlace::Drive(Box::new(DriveSettings {
                             folder_id: folder_id.clone(),
                             base_url: normalize_base_url(own_url.as_deref().unwrap_or(drive_url))?,
                             credentials,
-                        })
+                        }))
                     }
                     crate::jobs::Place::Local { dir } => NamedPlace::Local(dir.clone()),
                 };
@@ -790,6 +790,16 @@ impl BackupConfig {
         }
         if let Some(l) = &self.local_dir {
             s.push(("local_dir", l.display().to_string()));
+        }
+        if let Some(job) = &self.job {
+            s.push(("job", job.clone()));
+        }
+        for t in &self.named {
+            let place = match &t.place {
+                NamedPlace::Drive(d) => format!("Drive folder {}", d.folder_id),
+                NamedPlace::Local(dir) => dir.display().to_string(),
+            };
+            s.push(("target", format!("{}: {place}", t.name)));
         }
         if !self.critical_tables.is_empty() {
             s.push(("tables", self.critical_tables.join(",")));

@@ -177,7 +177,8 @@ fn all_databases(settings: &Settings, job: &JobSpec, args: &BackupArgs) -> Resul
 
 fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<ExitStatus> {
     let started = Instant::now();
-    let notifier = notify::load(&settings, plan.kind, args.notify)?;
+    let mut notifier = notify::load(&settings, plan.kind, args.notify)?;
+    notifier.job = plan.job.as_ref().map(|j| j.name.clone());
     // A setting that breaks a scheduled run (a malformed key, a bad URL) is reported like any
     // other failure of the job: someone must hear of it before the backups are missed.
     let database_name = plan.database.clone().unwrap_or_else(|| {

@@ -64,6 +64,9 @@ fn row(label: &'static str, value: impl Into<String>) -> Row {
 
 fn rows(r: &Report) -> Vec<Row> {
     let mut rows = vec![row("Database", &r.database), row("Kind", r.kind.as_str())];
+    if let Some(job) = &r.job {
+        rows.push(row("Job", job));
+    }
     match r.status {
         Status::Success => {
             if let Some(f) = &r.file {

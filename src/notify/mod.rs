@@ -68,6 +68,8 @@ pub struct Report {
     pub dump_stderr: Option<String>,
     /// Follow-up steps that failed after the backup was stored (pruning, the catalog write).
     pub follow_up_errors: Vec<String>,
+    /// The config file's job the run belongs to (`backup --job NAME`).
+    pub job: Option<String>,
 }
 
 impl Report {
@@ -88,6 +90,7 @@ impl Report {
             step: None,
             error: None,
             dump_stderr: None,
+            job: None,
             follow_up_errors: Vec::new(),
         }
     }
@@ -125,7 +128,15 @@ impl Report {
 
     /// One line for chat and webhook receivers (also the email subject without its prefix).
     pub fn headline(&self) -> String {
-        let what = format!("{} backup of {}", self.kind, one_line(&self.database));
+        let what = match &self.job {
+            Some(job) => format!(
+                "{} backup of {} (job {})",
+                self.kind,
+                one_line(&self.database),
+                one_line(job)
+            ),
+            None => format!("{} backup of {}", self.kind, one_line(&self.database)),
+        };
         match self.status {
             Status::Success if !self.follow_up_errors.is_empty() => {
                 format!(
@@ -192,6 +203,8 @@ pub struct Notifier {
     pub policy: NotifyPolicy,
     pub channels: Vec<Box<dyn Channel>>,
     pub ping: Option<ping::Pinger>,
+    /// Stamped on every report (`backup --job NAME`).
+    pub job: Option<String>,
 }
 
 impl Notifier {
@@ -222,6 +235,17 @@ impl Notifier {
     /// Pings (success or `/fail`) and, as the policy says, notifies every channel. Returns the
     /// names of the channels that failed; each failure is logged here.
     pub fn run_finished(&self, report: &Report) -> Vec<&'static str> {
+        let stamped;
+        let report = match &self.job {
+            Some(job) if report.job.is_none() => {
+                stamped = Report {
+                    job: Some(job.clone()),
+                    ..report.clone()
+                };
+                &stamped
+            }
+            _ => report,
+        };
         let mut failed = Vec::new();
         if let Some(p) = &self.ping {
             let result = match report.status {
@@ -396,6 +420,7 @@ mod tests {
             policy: NotifyPolicy::Always,
             channels,
             ping: None,
+            job: None,
         };
         assert_eq!(
             notifier.run_finished(&report(Status::Success)),
@@ -409,6 +434,7 @@ mod tests {
             policy,
             channels: vec![],
             ping: None,
+            job: None,
         };
         assert!(n(NotifyPolicy::OnFailure).wants(Status::Failure));
         assert!(!n(NotifyPolicy::OnFailure).wants(Status::Success));
@@ -427,6 +453,7 @@ mod tests {
             policy: NotifyPolicy::OnFailure,
             channels,
             ping: None,
+            job: None,
         };
         assert!(notifier.run_finished(&report(Status::Success)).is_empty());
         assert_eq!(notifier.run_finished(&report(Status::Failure)), vec!["a"]);
@@ -442,6 +469,8 @@ mod tests {
         assert_eq!(r.headline(), "❌ hourly backup of shop failed");
         r.database = "a\nb".into();
         assert_eq!(r.headline(), "❌ hourly backup of a b failed");
+        r.job = Some("nightly".into());
+        assert_eq!(r.headline(), "❌ hourly backup of a b (job nightly) failed");
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn load(settings: &Settings, kind: Kind, flag: Option<NotifyPolicy>) -> Resu
         policy,
         channels,
         ping,
+        job: None,
     })
 }
 

@@ -93,6 +93,7 @@ pub fn generic_payload(r: &Report) -> Value {
     json!({
         "status": r.status.as_str(),
         "kind": r.kind.as_str(),
+        "job": r.job,
         "database": r.database,
         "file": r.file,
         "file_id": r.drive_file_id,

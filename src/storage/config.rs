@@ -92,7 +92,7 @@ pub fn for_backup(cfg: &mut BackupConfig) -> Vec<BackupTarget> {
     }
     for t in std::mem::take(&mut cfg.named) {
         let config = match t.place {
-            NamedPlace::Drive(d) => drive(t.name, d),
+            NamedPlace::Drive(d) => drive(t.name, *d),
             NamedPlace::Local(dir) => TargetConfig {
                 name: t.name,
                 kind: TargetKind::Local { dir },
