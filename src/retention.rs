@@ -15,7 +15,15 @@ pub struct PrunePlan {
     pub keep: Vec<String>,
     /// IDs to delete, newest first.
     pub delete: Vec<String>,
+    /// IDs of unfinished uploads to delete: files of the group whose checksums were never
+    /// recorded (in the index or a manifest), older than [`UNFINISHED_GRACE_MS`] and older than
+    /// the newest complete backup. They never count toward `keep`.
+    pub unfinished: Vec<String>,
 }
+
+/// How long a file that looks like an unfinished upload is left alone: an upload that Drive
+/// completed while pgdrive could not hear it, or one still being labelled by a running backup.
+pub const UNFINISHED_GRACE_MS: i64 = 24 * 3600 * 1000;
 
 /// Which backups form one retention group: one kind and database, and one of the config file's
 /// jobs or none (the built-in kind). A job's backups never count toward, or get pruned by,
@@ -79,12 +87,35 @@ pub fn plan(
         },
         keep,
         just_stored,
+        i64::MIN,
     )
 }
 
-/// [`plan`] for any group, a job's included.
-pub fn plan_group(listed: &[Listed], group: Group, keep: u32, just_stored: &str) -> PrunePlan {
-    let mut own: Vec<&Listed> = listed.iter().filter(|f| group.holds(f)).collect();
+/// [`plan`] for any group, a job's included, at `now_ms` (which decides which unfinished
+/// uploads are old enough to delete; `i64::MIN`: none is).
+pub fn plan_group(
+    listed: &[Listed],
+    group: Group,
+    keep: u32,
+    just_stored: &str,
+    now_ms: i64,
+) -> PrunePlan {
+    let (mut own, unfinished): (Vec<&Listed>, Vec<&Listed>) = listed
+        .iter()
+        .filter(|f| group.holds(f))
+        .partition(|f| f.recorded_digest().is_some() || f.id == just_stored);
+    let newest_complete = own.iter().filter_map(|f| f.created_ms).max();
+    let mut unfinished: Vec<String> = unfinished
+        .into_iter()
+        .filter(|f| {
+            let created = f.created_ms.unwrap_or(i64::MAX);
+            created < now_ms.saturating_sub(UNFINISHED_GRACE_MS)
+                && newest_complete.is_some_and(|newest| created < newest)
+        })
+        .map(|f| f.id.clone())
+        .collect();
+    unfinished.sort();
+    unfinished.dedup();
     // newest first; ties broken by name then id so the plan is deterministic
     own.sort_by(|a, b| {
         b.created_ms
@@ -98,9 +129,13 @@ pub fn plan_group(listed: &[Listed], group: Group, keep: u32, just_stored: &str)
         return PrunePlan {
             keep: own.iter().map(|f| f.id.clone()).collect(),
             delete: Vec::new(),
+            unfinished,
         };
     }
-    let mut plan = PrunePlan::default();
+    let mut plan = PrunePlan {
+        unfinished,
+        ..PrunePlan::default()
+    };
     let mut slots = keep as usize;
     if own.iter().any(|f| f.id == just_stored) {
         slots -= 1; // the new backup always takes one of the places
@@ -122,7 +157,21 @@ pub fn plan_group(listed: &[Listed], group: Group, keep: u32, just_stored: &str)
 mod tests {
     use super::*;
 
+    /// A complete backup of the group: its checksums are recorded.
     fn own(id: &str, created: i64, kind: &str, db: &str) -> Listed {
+        let mut l = unfinished(id, created, kind, db);
+        for (k, v) in [
+            (props::SIZE, "1"),
+            (props::SHA256, "ab"),
+            (props::MD5, "cd"),
+        ] {
+            l.properties.insert(k.into(), v.into());
+        }
+        l
+    }
+
+    /// A file of the group whose upload was never labelled complete.
+    fn unfinished(id: &str, created: i64, kind: &str, db: &str) -> Listed {
         Listed {
             id: id.into(),
             name: format!("{db}-{kind}-{created}.sql.gz"),
@@ -130,6 +179,40 @@ mod tests {
             size: Some(1),
             properties: selector(kind, db),
         }
+    }
+
+    #[test]
+    fn unfinished_uploads_never_count_and_go_only_after_the_grace_period() {
+        const H: i64 = 3600 * 1000;
+        let now = 1000 * H;
+        let group = Group {
+            kind: "daily",
+            database: "shop",
+            job: None,
+        };
+        let files = vec![
+            own("c1", now - 72 * H, "daily", "shop"),
+            unfinished("u_old", now - 48 * H, "daily", "shop"),
+            own("c2", now - 30 * H, "daily", "shop"),
+            unfinished("u_recent", now - 2 * H, "daily", "shop"),
+            own("c3", now, "daily", "shop"),
+            // newer than every complete backup: perhaps still being labelled; left alone
+            unfinished("u_newest", now + H, "daily", "shop"),
+        ];
+        let p = plan_group(&files, group, 2, "c3", now);
+        // keep 2 counts complete backups only: c3 and c2, not u_recent
+        assert_eq!(p.keep, ["c3", "c2"]);
+        assert_eq!(p.delete, ["c1"]);
+        assert_eq!(p.unfinished, ["u_old"]);
+        // keep 0 keeps every complete backup, and still clears old leftovers
+        let p = plan_group(&files, group, 0, "c3", now);
+        assert_eq!(p.delete, Vec::<String>::new());
+        assert_eq!(p.unfinished, ["u_old"]);
+        // with no complete backup in the group, nothing unfinished is deleted
+        let only = vec![unfinished("u", now - 48 * H, "daily", "shop")];
+        assert!(plan_group(&only, group, 2, "new", now)
+            .unfinished
+            .is_empty());
     }
 
     fn foreign(id: &str, created: i64) -> Listed {
@@ -165,7 +248,7 @@ mod tests {
             database: "shop",
             job: Some("nightly"),
         };
-        let p = plan_group(&files, nightly, 1, "n2");
+        let p = plan_group(&files, nightly, 1, "n2", 0);
         assert_eq!(
             (p.keep, p.delete),
             (vec!["n2".to_string()], vec!["n1".to_string()])

@@ -823,8 +823,27 @@ fn prune(
         job: cfg.job.as_deref(),
     };
     let listed = target.list(&group.selector()).context("listing backups")?;
-    let plan = retention::plan_group(&listed, group, keep, just_stored);
+    let plan = retention::plan_group(&listed, group, keep, just_stored, timeutil::now_millis());
     let mut deleted = Vec::new();
+    for id in &plan.unfinished {
+        let name = listed
+            .iter()
+            .find(|l| &l.id == id)
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        target
+            .delete(id)
+            .with_context(|| format!("deleting the unfinished upload {name} ({id})"))?;
+        log::warn(
+            "deleted an unfinished upload: its checksums were never recorded, so it was never a backup",
+            &[
+                ("target", target.name().to_string()),
+                ("file", name),
+                ("id", id.clone()),
+            ],
+        );
+        deleted.push(id.clone());
+    }
     for id in &plan.delete {
         let name = listed
             .iter()

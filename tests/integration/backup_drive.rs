@@ -362,6 +362,18 @@ fn retention_keeps_the_newest_own_files_and_never_touches_foreign_ones() {
             "parents": [g.folder],
             "content_b64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=",
             "createdTime": format!("2026-10-{day:02}T03:00:00.000Z"),
+            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name,
+                              "pgdrive_size": "20", "pgdrive_sha256": "ab", "pgdrive_md5": "cd"},
+        }));
+    }
+    // 2 uploads that were never labelled complete (checksums unrecorded, no manifest): they must
+    // not take places among the 14, and, being days old, they are deleted as leftovers
+    for day in [20, 21] {
+        g.emu.post("files", json!({
+            "name": format!("{}-daily-202610{day:02}T030000Z.sql.gz", db.name),
+            "parents": [g.folder],
+            "content_b64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=",
+            "createdTime": format!("2026-10-{day:02}T03:00:00.000Z"),
             "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name},
         }));
     }
@@ -400,8 +412,15 @@ fn retention_keeps_the_newest_own_files_and_never_touches_foreign_ones() {
             .iter()
             .filter(|r| r["op"] == "delete")
             .count()
-            == 6
+            == 6 + 2
     );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("20261020T") || n.contains("20261021T")),
+        "{names:?}"
+    );
+    assert!(r.stderr.contains("deleted an unfinished upload"), "{r:?}");
     // permanently deleted, not trashed
     assert!(g.emu.files().iter().all(|f| f["trashed"] != true));
 }
