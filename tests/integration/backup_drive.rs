@@ -948,36 +948,60 @@ fn a_manifest_refused_after_a_verified_upload_keeps_the_indexed_backup_and_exits
     assert!(r.stderr.contains(file["id"].as_str().unwrap()), "{r:?}");
 }
 
+/// Two Cloud projects back up the same database into one folder; neither sees the other's
+/// appProperties. Each one's pruning counts the other's backups through their manifests, keeps
+/// the newest whoever wrote them, and deletes an old one with its manifest.
 #[test]
-fn pruning_sees_backups_whose_app_properties_are_invisible_through_their_manifests() {
+fn pruning_counts_another_projects_backups_through_their_manifests() {
     let g = Google::shared_drive();
+    let other = g.other_project_key("pgdrive-elsewhere");
     let db = TestDb::new("drive_prune_manifests");
     seed_shop(&db);
-    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
-    assert_eq!(r.status, 0, "{r:?}");
-    // written with credentials of another Cloud project: this one sees no appProperties
-    let old = g.emu.backups_in(&g.folder)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    g.emu.post(
-        &format!("files/{old}/app_properties"),
-        json!({"appProperties": {}}),
+    let ids = || -> Vec<String> {
+        g.emu
+            .backups_in(&g.folder)
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let backup = |key: &std::path::Path, keep: &str| -> String {
+        let before = ids();
+        // a new name each time (the time stamp has seconds): manifests are found by name
+        std::thread::sleep(Duration::from_millis(1100));
+        let r = run(g
+            .pgdrive_with_key(&db, key)
+            .args(["backup", "--kind", "daily", "--keep", keep]));
+        assert_eq!(r.status, 0, "{r:?}");
+        let new: Vec<String> = ids().into_iter().filter(|i| !before.contains(i)).collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        new[0].clone()
+    };
+    let a1 = backup(&g.key_file, "0");
+    let a2 = backup(&g.key_file, "0");
+    assert!(
+        g.indexed_backups(&other).is_empty(),
+        "the projects' indexes are apart"
     );
-    std::thread::sleep(Duration::from_millis(1100)); // a new name (the time stamp has seconds)
-    let r = run(g
-        .pgdrive(&db)
-        .args(["backup", "--kind", "daily", "--keep", "1"]));
-    assert_eq!(r.status, 0, "{r:?}");
-    let left = g.emu.backups_in(&g.folder);
-    assert_eq!(left.len(), 1, "{left:#?}");
-    assert_ne!(left[0]["id"], old.as_str(), "the older backup was pruned");
-    let manifests = g.emu.manifests_in(&g.folder);
+    // the other project keeps its new backup and the newest of the first's; the oldest goes
+    let b1 = backup(&other, "2");
+    let mut left = ids();
+    left.sort();
+    let mut want = vec![a2.clone(), b1.clone()];
+    want.sort();
+    assert_eq!(left, want, "{a1} was the one to prune");
     assert_eq!(
-        manifests.len(),
-        1,
-        "its manifest went with it: {manifests:#?}"
+        g.emu.manifests_in(&g.folder).len(),
+        2,
+        "its manifest went with it"
     );
+    // and the first project, seeing the other's backup only through its manifest, likewise
+    let a3 = backup(&g.key_file, "2");
+    let mut left = ids();
+    left.sort();
+    let mut want = vec![a3, b1];
+    want.sort();
+    assert_eq!(left, want, "{a2} was the one to prune");
+    assert_eq!(g.emu.manifests_in(&g.folder).len(), 2);
 }
 
 /// An account that was shared one folder inside a shared drive, without being a member of the
