@@ -8,8 +8,9 @@ Emulated over plain HTTP on a loopback port:
   the refresh-token grant of an installed-app ("authorized user") client.
 * The Google Drive v3 REST API (``/drive/v3/...``): files.list / get /
   create / update / delete / emptyTrash and about.get, with Drive's search
-  language, ``fields`` masks, paging, shared drives and a small but real
-  permission model.
+  language, ``fields`` masks, paging, shared drives, a small but real
+  permission model, and appProperties private to the Google Cloud project of
+  the caller's credentials.
 * Drive's media upload front end (``/upload/drive/v3/...`` and
   ``/resumable/upload/drive/v3/...``): resumable sessions (308 Resume
   Incomplete, ``Range``, status queries, 256 KiB granularity, cancel),
