@@ -660,6 +660,21 @@ try:
         expect(ctl["emulatorAppProperties"] == {"pgdrive-test": {"pgdrive": "1", "who": "a"},
                                                 "other-project": {"pgdrive": "2"}}, repr(ctl))
 
+    @check("one user through two apps: the DWD account's project and an OAuth client's")
+    def _():
+        as_dwd = drive_for(service_account.Credentials.from_service_account_info(
+            sa_info(DWD_SA_EMAIL), scopes=[DRIVE_SCOPE]).with_subject(PERSON))
+        fid = multipart_upload(as_dwd, b"app", "apps.bin", parent=MY_FOLDER,
+                               app_properties={"app": "dwd"})["id"]
+        # the impersonated user's file carries the service account's project's appProperties:
+        # another account of that project sees them, the same user through an OAuth client not
+        seen = DRIVE.files().get(fileId=fid, fields="appProperties").execute()
+        expect(seen == {"appProperties": {"app": "dwd"}}, "same project: %r" % seen)
+        as_person = drive_for(person_creds())
+        seen = as_person.files().get(fileId=fid, fields="appProperties,owners").execute()
+        expect("appProperties" not in seen and seen["owners"][0]["emailAddress"] == PERSON,
+               "the user through another app: %r" % seen)
+
     @check("at most 30 appProperties per app (and 30 properties) on a file")
     def _():
         thirty = {"k%02d" % i: "v" for i in range(30)}

@@ -99,8 +99,9 @@ MAX_PROPERTY_BYTES = 124  # key + value, UTF-8 (DOC_PROPERTIES)
 MAX_PUBLIC_PROPERTIES = 30
 MAX_APP_PROPERTIES_PER_APP = 30
 MAX_PROPERTIES_PER_FILE = 100
-# [UNCONFIRMED] The Drive reference documents no maximum for `description`; 25,000 characters
-# is the limit the Drive web UI enforces, taken as the API's too (task brief, drive-api.md).
+# [UNCONFIRMED] Neither the Drive v3 reference nor drive-api.md gives a maximum for
+# `description`; 25,000 characters is the limit the Drive web UI is documented to enforce,
+# taken as the API's too.
 MAX_DESCRIPTION_CHARS = 25000
 # appProperties set through the control API without a `project`: a fixture every Cloud project
 # sees until it writes its own (Drive itself has no such set).
