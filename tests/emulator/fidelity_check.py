@@ -30,8 +30,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -58,6 +60,8 @@ CHUNK = 256 * KIB
 SA_EMAIL = "pgdrive-backup@pgdrive-test.iam.gserviceaccount.com"
 DWD_SA_EMAIL = "pgdrive-dwd@pgdrive-test.iam.gserviceaccount.com"
 FO_SA_EMAIL = "pgdrive-fileorganizer@pgdrive-test.iam.gserviceaccount.com"
+# a service account of another Google Cloud project (another "app" for appProperties)
+OTHER_PROJECT_SA_EMAIL = "pgdrive-backup@other-project.iam.gserviceaccount.com"
 PERSON = "alice@example.com"
 BOB = "bob@example.com"
 CLIENT_ID = "123456789-pgdrive.apps.googleusercontent.com"
@@ -167,21 +171,24 @@ PRIVATE_PEM = KEY.private_bytes(serialization.Encoding.PEM, serialization.Privat
 PUBLIC_PEM = KEY.public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
-for email, dwd in ((SA_EMAIL, False), (DWD_SA_EMAIL, True), (FO_SA_EMAIL, False)):
+for email, dwd in ((SA_EMAIL, False), (DWD_SA_EMAIL, True), (FO_SA_EMAIL, False),
+                   (OTHER_PROJECT_SA_EMAIL, False)):
     emu.control("POST", "service_accounts", {"client_email": email, "public_key_pem": PUBLIC_PEM,
                                              "dwd": dwd})
 emu.control("POST", "authorized_users", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                                          "refresh_token": REFRESH_TOKEN, "email": PERSON})
 emu.control("POST", "sendgrid_keys", {"key": SENDGRID_KEY})
 SHARED_DRIVE = emu.control("POST", "shared_drives", {
-    "name": "Backups", "members": {SA_EMAIL: "organizer", FO_SA_EMAIL: "fileOrganizer"}})["id"]
+    "name": "Backups", "members": {SA_EMAIL: "organizer", FO_SA_EMAIL: "fileOrganizer",
+                                   OTHER_PROJECT_SA_EMAIL: "organizer"}})["id"]
 SD_FOLDER = emu.control("POST", "folders", {"name": "pgdrive", "drive_id": SHARED_DRIVE})["id"]
 MY_FOLDER = emu.control("POST", "folders", {"name": "backups", "owner": PERSON,
                                             "permissions": {SA_EMAIL: "writer"}})["id"]
 
 
 def sa_info(email):
-    return {"type": "service_account", "project_id": "pgdrive-test",
+    project = email.split("@")[1].split(".")[0]  # NAME@PROJECT.iam.gserviceaccount.com
+    return {"type": "service_account", "project_id": project,
             "private_key_id": "0123456789abcdef", "private_key": PRIVATE_PEM,
             "client_email": email, "client_id": "10000000000000000000",
             "token_uri": emu.url + "token"}
@@ -614,6 +621,135 @@ try:
         res = DRIVE.files().update(fileId=fid, body={"appProperties": {"a": None, "c": "3"}},
                                    supportsAllDrives=True, fields="appProperties").execute()
         expect(res == {"appProperties": {"b": "2", "c": "3"}}, repr(res))
+
+    @check("appProperties are private per Cloud project; properties are shared")
+    def _():
+        other = drive_for(sa_creds(OTHER_PROJECT_SA_EMAIL))
+        same_project = drive_for(sa_creds(FO_SA_EMAIL))
+        fid = multipart_upload(DRIVE, b"private", "private.bin",
+                               app_properties={"pgdrive": "1", "who": "a"})["id"]
+        DRIVE.files().update(fileId=fid, body={"properties": {"shared": "yes"}},
+                             supportsAllDrives=True).execute()
+        fields = "appProperties,properties"
+        seen = other.files().get(fileId=fid, fields=fields, supportsAllDrives=True).execute()
+        expect(seen == {"properties": {"shared": "yes"}}, "other project: %r" % seen)
+        seen = same_project.files().get(fileId=fid, fields=fields,
+                                        supportsAllDrives=True).execute()
+        expect(seen.get("appProperties") == {"pgdrive": "1", "who": "a"},
+               "another account of the same project: %r" % seen)
+
+        def listed(drive, q):
+            return [f["id"] for f in drive.files().list(
+                q="'%s' in parents and %s" % (SD_FOLDER, q), corpora="drive",
+                driveId=SHARED_DRIVE, includeItemsFromAllDrives=True, supportsAllDrives=True,
+                fields="files(id)").execute()["files"]]
+        mine = "appProperties has { key='pgdrive' and value='1' }"
+        expect(fid in listed(DRIVE, mine), "the writer's own query")
+        expect(fid not in listed(other, mine), "another project's appProperties query")
+        expect(fid in listed(other, "properties has { key='shared' and value='yes' }"),
+               "properties are public")
+        res = other.files().update(fileId=fid, body={"appProperties": {"pgdrive": "2"}},
+                                   supportsAllDrives=True, fields="appProperties").execute()
+        expect(res == {"appProperties": {"pgdrive": "2"}}, "other project's own: %r" % res)
+        expect(fid in listed(other, "appProperties has { key='pgdrive' and value='2' }"),
+               "other project finds its own")
+        res = DRIVE.files().get(fileId=fid, fields="appProperties",
+                                supportsAllDrives=True).execute()
+        expect(res == {"appProperties": {"pgdrive": "1", "who": "a"}}, "writer's: %r" % res)
+        ctl = emu.control("GET", "files/" + fid)
+        expect(ctl["emulatorAppProperties"] == {"pgdrive-test": {"pgdrive": "1", "who": "a"},
+                                                "other-project": {"pgdrive": "2"}}, repr(ctl))
+
+    @check("one user through two apps: the DWD account's project and an OAuth client's")
+    def _():
+        as_dwd = drive_for(service_account.Credentials.from_service_account_info(
+            sa_info(DWD_SA_EMAIL), scopes=[DRIVE_SCOPE]).with_subject(PERSON))
+        fid = multipart_upload(as_dwd, b"app", "apps.bin", parent=MY_FOLDER,
+                               app_properties={"app": "dwd"})["id"]
+        # the impersonated user's file carries the service account's project's appProperties:
+        # another account of that project sees them, the same user through an OAuth client not
+        seen = DRIVE.files().get(fileId=fid, fields="appProperties").execute()
+        expect(seen == {"appProperties": {"app": "dwd"}}, "same project: %r" % seen)
+        as_person = drive_for(person_creds())
+        seen = as_person.files().get(fileId=fid, fields="appProperties,owners").execute()
+        expect("appProperties" not in seen and seen["owners"][0]["emailAddress"] == PERSON,
+               "the user through another app: %r" % seen)
+
+    @check("at most 30 appProperties per app (and 30 properties) on a file")
+    def _():
+        thirty = {"k%02d" % i: "v" for i in range(30)}
+        expect_http_error(lambda: multipart_upload(
+            DRIVE, b"x", "many.bin", app_properties=dict(thirty, k30="v")), 400, "badRequest")
+        fid = multipart_upload(DRIVE, b"x", "many.bin", app_properties=thirty)["id"]
+        other = drive_for(sa_creds(OTHER_PROJECT_SA_EMAIL))
+        other.files().update(fileId=fid, body={"appProperties": thirty},
+                             supportsAllDrives=True).execute()  # the other app's own 30
+        expect_http_error(lambda: DRIVE.files().update(
+            fileId=fid, body={"properties": dict(thirty, k30="v")},
+            supportsAllDrives=True).execute(), 400, "badRequest")
+
+    @check("description: 25,000 characters are accepted, 25,001 are 400 (create and update)")
+    def _():
+        longest = "d" * 25000
+        created = DRIVE.files().create(
+            body={"name": "described.bin", "parents": [SD_FOLDER], "description": longest},
+            supportsAllDrives=True, fields="id,description").execute()
+        expect(created["description"] == longest, "stored description")
+        fid = created["id"]
+        err = expect_http_error(lambda: DRIVE.files().update(
+            fileId=fid, body={"description": longest + "d"},
+            supportsAllDrives=True).execute(), 400, "badRequest")
+        expect("description" in str(err), str(err))
+        # characters, not bytes: 25,000 two-byte ones fit
+        DRIVE.files().create(body={"name": "accented.bin", "parents": [SD_FOLDER],
+                                   "description": "é" * 25000},
+                             supportsAllDrives=True).execute()
+        expect_http_error(lambda: DRIVE.files().create(
+            body={"name": "too-long.bin", "parents": [SD_FOLDER], "description": "é" * 25001},
+            supportsAllDrives=True).execute(), 400, "badRequest")
+        got = DRIVE.files().get(fileId=fid, fields="description",
+                                supportsAllDrives=True).execute()
+        expect(got == {"description": longest}, "a refused update changed nothing")
+        names = [f["name"] for f in emu.control("GET", "files")["files"]]
+        expect("too-long.bin" not in names, "a refused create left a file")
+
+    @check("upload_bytes_per_second paces upload bodies, one rate shared by all uploads")
+    def _():
+        rate = 512 * KIB
+        emu.control("POST", "config", {"upload_bytes_per_second": rate})
+        try:
+            started = time.monotonic()
+            resumable_upload(DRIVE, payload(3 * CHUNK, "slow"), "slow.bin")
+            alone = time.monotonic() - started
+            expect(alone >= 3 * CHUNK / rate * 0.95, "768 KiB at 512 KiB/s took %.2f s" % alone)
+            # two at once share the link: together as long as one of twice the size
+            done = []
+
+            def upload(i):
+                resumable_upload(drive_for(sa_creds()), payload(int(1.5 * CHUNK), "p%d" % i),
+                                 "parallel%d.bin" % i)
+                done.append(i)
+            threads = [threading.Thread(target=upload, args=(i,)) for i in range(2)]
+            started = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            both = time.monotonic() - started
+            expect(sorted(done) == [0, 1], "parallel uploads finished: %r" % done)
+            expect(both >= 3 * CHUNK / rate * 0.95, "2 x 384 KiB took %.2f s" % both)
+        finally:
+            emu.control("POST", "config", {"upload_bytes_per_second": None})
+        started = time.monotonic()
+        resumable_upload(DRIVE, payload(3 * CHUNK, "fast"), "fast.bin")
+        fast = time.monotonic() - started
+        expect(fast < alone / 2, "unthrottled %.2f s vs throttled %.2f s" % (fast, alone))
+        try:
+            emu.control("POST", "config", {"upload_bytes_per_second": 0})
+        except urllib.error.HTTPError as exc:
+            expect(exc.code == 400, "a rate of 0: %d" % exc.code)
+        else:
+            raise AssertionError("a rate of 0 was accepted")
 
     @check("session DELETE -> 499, then the session is 404")
     def _():

@@ -8,8 +8,9 @@ Emulated over plain HTTP on a loopback port:
   the refresh-token grant of an installed-app ("authorized user") client.
 * The Google Drive v3 REST API (``/drive/v3/...``): files.list / get /
   create / update / delete / emptyTrash and about.get, with Drive's search
-  language, ``fields`` masks, paging, shared drives and a small but real
-  permission model.
+  language, ``fields`` masks, paging, shared drives, a small but real
+  permission model, and appProperties private to the Google Cloud project of
+  the caller's credentials.
 * Drive's media upload front end (``/upload/drive/v3/...`` and
   ``/resumable/upload/drive/v3/...``): resumable sessions (308 Resume
   Incomplete, ``Range``, status queries, 256 KiB granularity, cancel),
@@ -94,6 +95,17 @@ DEFAULT_MIME = "application/octet-stream"
 UPLOAD_GRANULARITY = 256 * 1024
 MAX_UPLOAD_SIZE = 5497558138880  # files.create mediaUpload.maxSize in discovery
 MAX_PROPERTY_BYTES = 124  # key + value, UTF-8 (DOC_PROPERTIES)
+# DOC_PROPERTIES: at most 30 public properties, 30 private ones per app, 100 in all per file.
+MAX_PUBLIC_PROPERTIES = 30
+MAX_APP_PROPERTIES_PER_APP = 30
+MAX_PROPERTIES_PER_FILE = 100
+# [UNCONFIRMED] Neither the Drive v3 reference nor drive-api.md gives a maximum for
+# `description`; 25,000 characters is the limit the Drive web UI is documented to enforce,
+# taken as the API's too.
+MAX_DESCRIPTION_CHARS = 25000
+# appProperties set through the control API without a `project`: a fixture every Cloud project
+# sees until it writes its own (Drive itself has no such set).
+ANY_PROJECT = "*"
 MAX_PAGE_CURSORS = 10000  # live nextPageToken values kept by files.list
 
 SMALL_CHUNK_MESSAGE = (
@@ -149,6 +161,9 @@ DEFAULT_CONFIG = {
     # future a JWT's iat may be; Google documents no leeway
     "clock_offset_seconds": 0,
     "jwt_iat_leeway_seconds": 300,
+    # bytes per second at which upload request bodies are read, shared by every upload at once
+    # (one slow uplink); null = as fast as the socket delivers
+    "upload_bytes_per_second": None,
 }
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -780,8 +795,9 @@ class QueryParser:
                 self.take("kw", "and")
         self.take("}")
         key, val = wanted["key"], wanted["value"]
-        attr = "app_properties" if field == "appProperties" else "properties"
-        return lambda it, cx: getattr(it, attr).get(key) == val
+        if field == "appProperties":  # only the caller's Cloud project's own
+            return lambda it, cx: it.app_properties_of(cx.principal.project).get(key) == val
+        return lambda it, cx: it.properties.get(key) == val
 
 
 def compile_query(text: str):
@@ -796,19 +812,37 @@ def compile_query(text: str):
 # =============================================================================
 
 class Principal:
-    """Who an access token acts as.
+    """Who an access token acts as, and for which app.
 
     ``is_service_account`` is True only when a service account acts as
     itself; with domain-wide delegation the principal is the impersonated user.
+    ``project`` is the Google Cloud project of the credentials (the "app" whose
+    private appProperties the token reads and writes): a service account's own
+    project, also when it impersonates a user, or the OAuth client's project.
     """
 
-    __slots__ = ("email", "is_service_account", "client_project_disabled")
+    __slots__ = ("email", "is_service_account", "client_project_disabled", "project")
 
-    def __init__(self, email, is_service_account, client_project_disabled=False):
+    def __init__(self, email, is_service_account, project, client_project_disabled=False):
         self.email = email
         self.is_service_account = is_service_account
+        self.project = project
         # user credentials whose OAuth client's project has the Drive API disabled (gcloud's)
         self.client_project_disabled = client_project_disabled
+
+
+def service_account_project(client_email: str) -> str:
+    """A service account lives in the project named in its address,
+    NAME@PROJECT_ID.iam.gserviceaccount.com; other addresses count by their domain."""
+    domain = client_email.rsplit("@", 1)[-1].lower()
+    suffix = ".iam.gserviceaccount.com"
+    return domain[:-len(suffix)] if domain.endswith(suffix) else domain
+
+
+def oauth_client_project(client_id: str) -> str:
+    """An OAuth client ID starts with its project's number,
+    NUMBER-RANDOM.apps.googleusercontent.com; without a '-', the part before the first '.'."""
+    return re.split(r"[-.]", client_id, maxsplit=1)[0]
 
 
 class AccessToken:
@@ -844,7 +878,8 @@ class Item:
         self.permissions = {}  # email -> role, granted on this item (and inherited below)
         self.created_ms = created_ms
         self.modified_ms = created_ms
-        self.app_properties = {}
+        self.app_properties = {}  # Cloud project -> that app's private appProperties
+        self.creator_project = None  # the app that created the item (the control API's view)
         self.properties = {}
         self.description = None
         self.trashed = False
@@ -866,6 +901,12 @@ class Item:
     @property
     def is_folder(self):
         return self.mime_type == FOLDER_MIME
+
+    def app_properties_of(self, project) -> dict:
+        """The appProperties `project` sees: only its own (DOC_PROPERTIES, "private to the
+        requesting app"), or the control API's fixture set until it wrote some."""
+        own = self.app_properties.get(project)
+        return own if own is not None else self.app_properties.get(ANY_PROJECT, {})
 
     @property
     def is_binary(self):
@@ -922,6 +963,27 @@ class UploadSession:
     @property
     def stored(self):
         return self.digest.size
+
+
+class UploadThrottle:
+    """Paces the reading of upload request bodies to a rate shared by all connections, like
+    one slow uplink: each piece read takes the next n / rate seconds of the link's time.
+
+    Reading slower is what a slow network does to a client: its socket buffers fill, its
+    writes block, and Drive answers a chunk only once the whole body has arrived."""
+
+    PIECE = 16 * 1024
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.link_free_at = 0.0  # time.monotonic() when the link has sent all it was given
+
+    def wait_for(self, n: int, rate: float) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.link_free_at = max(now, self.link_free_at) + n / rate
+            delay = self.link_free_at - now
+        time.sleep(delay)
 
 
 class FaultRule:
@@ -989,6 +1051,7 @@ class Emulator:
     def __init__(self, discard_content=False):
         self.lock = threading.RLock()
         self.discard_content = discard_content
+        self.upload_throttle = UploadThrottle()
         self.host = "127.0.0.1"
         self.port = 0
         self.reset()
@@ -1199,8 +1262,10 @@ class Emulator:
         res["modifiedTime"] = rfc3339(item.modified_ms)
         if item.description is not None:
             res["description"] = item.description
-        if item.app_properties:
-            res["appProperties"] = dict(item.app_properties)
+        app_properties = item.app_properties_of(
+            item.creator_project if principal is None else principal.project)
+        if app_properties:
+            res["appProperties"] = dict(app_properties)
         if item.properties:
             res["properties"] = dict(item.properties)
         if item.drive_id:
@@ -1239,9 +1304,14 @@ class Emulator:
         return res
 
     def control_resource(self, item: Item) -> dict:
+        """The file as its creator's app sees it, plus what no Drive caller sees at once."""
         res = self.file_resource(item, None)
         if item.permissions:
             res["emulatorPermissions"] = dict(item.permissions)
+        if item.app_properties:
+            res["emulatorAppProperties"] = {p: dict(v) for p, v in item.app_properties.items()}
+        if item.creator_project:
+            res["emulatorCreatorProject"] = item.creator_project
         return res
 
 
@@ -1540,8 +1610,8 @@ def _jwt_grant(emu, req, form):
         allowed = account.get("dwd_scopes")
         if not account["dwd"] or (allowed is not None and not set(scope.split()) <= set(allowed)):
             raise OAuthError(401, "unauthorized_client", DWD_REFUSED_MESSAGE)
-        return Principal(subject, False), scope
-    return Principal(email, True), scope
+        return Principal(subject, False, account["project"]), scope
+    return Principal(email, True, account["project"]), scope
 
 
 def _refresh_grant(emu, form):
@@ -1563,7 +1633,7 @@ def _refresh_grant(emu, form):
             raise OAuthError(400, "invalid_scope",
                              "The requested scope is not within the granted scopes.")
         scope = " ".join(requested)
-    return Principal(user["email"], False, user["client_project_disabled"]), scope
+    return Principal(user["email"], False, user["project"], user["client_project_disabled"]), scope
 
 
 def authenticate(emu: Emulator, req: Request, scopes=READ_SCOPES) -> Principal:
@@ -1888,6 +1958,40 @@ def merge_properties(target: dict, patch):
             target[key] = value
 
 
+def planned_properties(item, project, meta: dict):
+    """The caller's appProperties and the public properties once `meta` is applied to `item`
+    (None: a new file), within DOC_PROPERTIES' per-file limits. The messages are invented."""
+    app = dict(item.app_properties_of(project)) if item else {}
+    public = dict(item.properties) if item else {}
+    merge_properties(app, meta.get("appProperties"))
+    merge_properties(public, meta.get("properties"))
+    other_apps = sum(len(v) for p, v in item.app_properties.items()
+                     if p not in (project, ANY_PROJECT)) if item else 0
+    if len(public) > MAX_PUBLIC_PROPERTIES:
+        raise ApiError(400, "badRequest", "A file can have at most %d properties."
+                       % MAX_PUBLIC_PROPERTIES)
+    if len(app) > MAX_APP_PROPERTIES_PER_APP:
+        raise ApiError(400, "badRequest", "A file can have at most %d appProperties per app."
+                       % MAX_APP_PROPERTIES_PER_APP)
+    if len(app) + len(public) + other_apps > MAX_PROPERTIES_PER_FILE:
+        raise ApiError(400, "badRequest", "A file can have at most %d properties and "
+                       "appProperties in all." % MAX_PROPERTIES_PER_FILE)
+    return app, public
+
+
+def check_description(meta: dict) -> None:
+    """`description` is a string of at most MAX_DESCRIPTION_CHARS characters (the message is
+    invented: Google publishes none)."""
+    if "description" not in meta or meta["description"] is None:
+        return
+    if not isinstance(meta["description"], str):
+        raise ApiError(400, "badRequest", "Invalid value for description: expected a string.")
+    if len(meta["description"]) > MAX_DESCRIPTION_CHARS:
+        raise ApiError(400, "badRequest", "The description exceeds the maximum length of %d "
+                       "characters." % MAX_DESCRIPTION_CHARS, location="description",
+                       location_type="other")
+
+
 def usage_of(emu: Emulator, email: str):
     """(usageInDrive, usageInDriveTrash) of the My Drive items `email` owns."""
     total = trash = 0
@@ -1928,6 +2032,8 @@ def prepare_create(emu: Emulator, principal: Principal, meta: dict, supports: bo
     check_metadata_keys(meta, WRITABLE_CREATE)
     check_property_map("appProperties", meta.get("appProperties"), False)
     check_property_map("properties", meta.get("properties"), False)
+    planned_properties(None, principal.project, meta)
+    check_description(meta)
     parents = meta.get("parents")
     if parents is not None and (not isinstance(parents, list)
                                 or not all(isinstance(p, str) for p in parents)):
@@ -1951,19 +2057,23 @@ def prepare_create(emu: Emulator, principal: Principal, meta: dict, supports: bo
     return parent, owner
 
 
-def create_item(emu: Emulator, principal_email, parent: Item, owner, meta: dict,
+def create_item(emu: Emulator, principal: Principal, parent: Item, owner, meta: dict,
                 default_mime=DEFAULT_MIME, created_ms=None) -> Item:
+    """A new item from metadata prepare_create() accepted; its appProperties are the
+    creating app's (principal.project's) alone."""
     mime = meta.get("mimeType") or default_mime
     created = created_ms if created_ms is not None else emu.next_created_ms()
     item = Item(new_file_id(), meta.get("name") or "Untitled", mime, parent.id,
                 parent.drive_id, owner, created)
-    item.last_modifier = principal_email
+    item.last_modifier = principal.email
+    item.creator_project = principal.project
     if meta.get("modifiedTime"):
         try:
             item.modified_ms = parse_rfc3339(meta["modifiedTime"])
         except ValueError:
             raise ApiError(400, "badRequest", "Invalid value for modifiedTime.")
-    item.app_properties = dict(meta.get("appProperties") or {})
+    if meta.get("appProperties"):
+        item.app_properties = {principal.project: dict(meta["appProperties"])}
     item.properties = dict(meta.get("properties") or {})
     item.description = meta.get("description")
     item.original_filename = meta.get("originalFilename")
@@ -1983,7 +2093,7 @@ def files_create(emu: Emulator, req: Request) -> HttpResponse:
     meta = req.json_body()
     with emu.lock:
         parent, owner = prepare_create(emu, principal, meta, supports)
-        item = create_item(emu, principal.email, parent, owner, meta)
+        item = create_item(emu, principal, parent, owner, meta)
         if item.is_binary and not item.is_folder:
             digest = ContentDigest(not emu.discard_content)
             item.set_content(digest.data, 0, *digest.digests())
@@ -2022,6 +2132,7 @@ def files_update(emu: Emulator, req: Request, file_id: str) -> HttpResponse:
     check_metadata_keys(meta, WRITABLE_UPDATE)
     check_property_map("appProperties", meta.get("appProperties"), True)
     check_property_map("properties", meta.get("properties"), True)
+    check_description(meta)
     with emu.lock:
         item = emu.lookup(file_id, principal, supports)
         content_changes = {k for k in meta if k not in ("trashed", "kind", "id")}
@@ -2052,6 +2163,7 @@ def files_update(emu: Emulator, req: Request, file_id: str) -> HttpResponse:
                 raise ApiError(403, "cannotMoveItemOutOfDrive" if item.drive_id else
                                "cannotMoveItemIntoTeamDrive",
                                "Moving items between drives is not emulated.")
+        app_properties, properties = planned_properties(item, principal.project, meta)
         if "name" in meta:
             if not isinstance(meta["name"], str):
                 raise ApiError(400, "badRequest", "Invalid value for name: expected a string.")
@@ -2062,8 +2174,9 @@ def files_update(emu: Emulator, req: Request, file_id: str) -> HttpResponse:
             item.description = meta["description"]
         if "originalFilename" in meta:
             item.original_filename = meta["originalFilename"]
-        merge_properties(item.app_properties, meta.get("appProperties"))
-        merge_properties(item.properties, meta.get("properties"))
+        if "appProperties" in meta:  # the other apps' stay as they were
+            item.app_properties[principal.project] = app_properties
+        item.properties = properties
         if new_parent is not None:
             item.parent = new_parent.id
         if "trashed" in meta and bool(meta["trashed"]) != item.trashed:
@@ -2256,7 +2369,7 @@ def _complete_session(emu: Emulator, sess: UploadSession, corrupt_md5: bool) -> 
         raise not_found(parent_id)
     owner = None if parent.drive_id else sess.principal.email
     check_quota(emu, owner, sess.stored)
-    item = create_item(emu, sess.principal.email, parent, owner, sess.metadata,
+    item = create_item(emu, sess.principal, parent, owner, sess.metadata,
                        default_mime=sess.content_type or DEFAULT_MIME)
     item.set_content(sess.digest.data, sess.stored, *sess.digest.digests())
     if corrupt_md5 or sess.corrupt_md5:
@@ -2469,7 +2582,7 @@ def upload_simple(emu: Emulator, req: Request) -> HttpResponse:
     with emu.lock:
         parent, owner = prepare_create(emu, principal, meta, supports)
         check_quota(emu, owner, len(media))
-        item = create_item(emu, principal.email, parent, owner, meta, default_mime=media_type)
+        item = create_item(emu, principal, parent, owner, meta, default_mime=media_type)
         digest = ContentDigest(not emu.discard_content)
         digest.append(memoryview(media))
         item.set_content(digest.data, digest.size, *digest.digests())
@@ -2638,6 +2751,11 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
             return ok()
         if path == "/config":
             if method == "POST":
+                rate = spec.get("upload_bytes_per_second")
+                if rate is not None and (isinstance(rate, bool)
+                                         or not isinstance(rate, (int, float)) or rate <= 0):
+                    raise ControlError(400, "upload_bytes_per_second must be a positive "
+                                       "number or null")
                 for key, value in spec.items():
                     emu.config[key] = value
             return ok(dict(emu.config))
@@ -2645,7 +2763,9 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
             _require(spec, "client_email")
             emu.service_accounts[spec["client_email"].lower()] = {
                 "client_email": spec["client_email"], "public_key": _load_public_key(spec),
-                "dwd": bool(spec.get("dwd", False)), "dwd_scopes": spec.get("dwd_scopes")}
+                "dwd": bool(spec.get("dwd", False)), "dwd_scopes": spec.get("dwd_scopes"),
+                "project": spec.get("project_id")
+                or service_account_project(spec["client_email"])}
             if spec.get("display_name"):
                 emu.display_names[spec["client_email"].lower()] = spec["display_name"]
             return ok()
@@ -2655,7 +2775,8 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                 "client_secret": spec["client_secret"], "refresh_token": spec["refresh_token"],
                 "email": spec["email"], "revoked": bool(spec.get("revoked", False)),
                 "client_project_disabled": bool(spec.get("client_project_disabled", False)),
-                "scopes": spec.get("scopes") or [_S + "drive"]}
+                "scopes": spec.get("scopes") or [_S + "drive"],
+                "project": spec.get("project") or oauth_client_project(spec["client_id"])}
             if spec.get("display_name"):
                 emu.display_names[spec["email"].lower()] = spec["display_name"]
             return ok()
@@ -2692,8 +2813,7 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                                      for it in sorted(emu.items.values(),
                                                       key=lambda i: (i.created_ms, i.id))
                                      if not it.root_kind]})
-        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate|/abusive|/app_properties)?",
-                         path)
+        m = re.fullmatch(r"/files/([^/]+)(/content|/corrupt|/truncate|/abusive)?", path)
         if m:
             item = emu.items.get(m.group(1))
             if item is None:
@@ -2710,12 +2830,6 @@ def control(emu: Emulator, req: Request) -> HttpResponse:
                 digest = ContentDigest(keep=True)
                 digest.append(data)
                 item.set_content(bytearray(data), digest.size, *digest.digests())
-                return ok(emu.control_resource(item))
-            if m.group(2) == "/app_properties" and method == "POST":
-                props = spec.get("appProperties")
-                if not isinstance(props, dict):
-                    raise ControlError(400, "appProperties must be an object")
-                item.app_properties = dict(props)
                 return ok(emu.control_resource(item))
             if m.group(2) == "/corrupt" and method == "POST":
                 if not item.content:
@@ -2841,7 +2955,9 @@ def _control_create(emu: Emulator, spec: dict, folder: bool) -> dict:
     item.last_modifier = owner
     if spec.get("modifiedTime"):
         item.modified_ms = parse_rfc3339(spec["modifiedTime"])
-    item.app_properties = dict(spec.get("appProperties") or {})
+    item.creator_project = spec.get("project") or ANY_PROJECT
+    if spec.get("appProperties"):
+        item.app_properties = {item.creator_project: dict(spec["appProperties"])}
     item.properties = dict(spec.get("properties") or {})
     item.description = spec.get("description")
     perms = dict(spec.get("permissions") or {})
@@ -2961,13 +3077,29 @@ class Handler(BaseHTTPRequestHandler):
     # -- input -------------------------------------------------------------------
 
     def _read_exact(self, n):
+        rate = self._upload_rate
+        if rate and n:  # a throttled upload: the body arrives piece by piece
+            pieces = []
+            for start in range(0, n, UploadThrottle.PIECE):
+                size = min(UploadThrottle.PIECE, n - start)
+                self.emu.upload_throttle.wait_for(size, rate)
+                pieces.append(self.rfile.read(size))
+                if len(pieces[-1]) != size:
+                    raise _ClientGone()
+            return b"".join(pieces)
         data = self.rfile.read(n)
         if len(data) != n:
             raise _ClientGone()
         return data
 
     def _read_body(self):
-        """Read a request body by Content-Length or chunked transfer coding."""
+        """Read a request body by Content-Length or chunked transfer coding (an upload's at
+        the configured `upload_bytes_per_second`)."""
+        self._upload_rate = None
+        if urlsplit(self.path).path.rstrip("/") in UPLOAD_PATHS:
+            with self.emu.lock:
+                rate = self.emu.config.get("upload_bytes_per_second")
+            self._upload_rate = float(rate) if rate else None
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             out = bytearray()

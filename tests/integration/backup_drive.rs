@@ -967,35 +967,98 @@ fn a_manifest_refused_after_a_verified_upload_keeps_the_indexed_backup_and_exits
     assert!(r.stderr.contains(file["id"].as_str().unwrap()), "{r:?}");
 }
 
+/// The IDs of the backups (not manifests) in the folder.
+fn backup_ids(g: &Google) -> Vec<String> {
+    let mut ids: Vec<String> = g
+        .emu
+        .backups_in(&g.folder)
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A daily backup of `db` with the credentials in `key` and `--keep keep`, which must succeed;
+/// returns the new backup's ID.
+fn backup_as(g: &Google, db: &TestDb, key: &std::path::Path, keep: &str) -> String {
+    let before = backup_ids(g);
+    // a new name each time (the time stamp has seconds): manifests are found by name
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = run(g
+        .pgdrive_with_key(db, key)
+        .args(["backup", "--kind", "daily", "--keep", keep]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let new: Vec<String> = backup_ids(g)
+        .into_iter()
+        .filter(|i| !before.contains(i))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    new[0].clone()
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+/// Two Cloud projects back up the same database into one folder; neither sees the other's
+/// appProperties. Each one's pruning counts the other's backups through their manifests, keeps
+/// the newest whoever wrote them, and deletes an old one with its manifest.
 #[test]
-fn pruning_sees_backups_whose_app_properties_are_invisible_through_their_manifests() {
+fn pruning_counts_another_projects_backups_through_their_manifests() {
     let g = Google::shared_drive();
+    let other = g.other_project_key("pgdrive-elsewhere");
     let db = TestDb::new("drive_prune_manifests");
     seed_shop(&db);
-    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
-    assert_eq!(r.status, 0, "{r:?}");
-    // written with credentials of another Cloud project: this one sees no appProperties
-    let old = g.emu.backups_in(&g.folder)[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    g.emu.post(
-        &format!("files/{old}/app_properties"),
-        json!({"appProperties": {}}),
+    let a1 = backup_as(&g, &db, &g.key_file, "0");
+    let a2 = backup_as(&g, &db, &g.key_file, "0");
+    assert!(
+        g.indexed_backups(&other).is_empty(),
+        "the projects' indexes are apart"
     );
-    std::thread::sleep(Duration::from_millis(1100)); // a new name (the time stamp has seconds)
-    let r = run(g
-        .pgdrive(&db)
-        .args(["backup", "--kind", "daily", "--keep", "1"]));
-    assert_eq!(r.status, 0, "{r:?}");
-    let left = g.emu.backups_in(&g.folder);
-    assert_eq!(left.len(), 1, "{left:#?}");
-    assert_ne!(left[0]["id"], old.as_str(), "the older backup was pruned");
-    let manifests = g.emu.manifests_in(&g.folder);
+    // the other project keeps its new backup and the newest of the first's; the oldest goes
+    let b1 = backup_as(&g, &db, &other, "2");
     assert_eq!(
-        manifests.len(),
-        1,
-        "its manifest went with it: {manifests:#?}"
+        backup_ids(&g),
+        sorted(vec![a2.clone(), b1.clone()]),
+        "{a1} was the one to prune"
+    );
+    assert_eq!(
+        g.emu.manifests_in(&g.folder).len(),
+        2,
+        "its manifest went with it"
+    );
+    // and the first project, seeing the other's backup only through its manifest, likewise
+    let a3 = backup_as(&g, &db, &g.key_file, "2");
+    assert_eq!(
+        backup_ids(&g),
+        sorted(vec![a3, b1]),
+        "{a2} was the one to prune"
+    );
+    assert_eq!(g.emu.manifests_in(&g.folder).len(), 2);
+}
+
+/// A backup whose manifest Drive refused is known only by appProperties its own project can
+/// read: another project cannot tell what it is, so its pruning leaves it alone.
+#[test]
+fn another_projects_pruning_leaves_a_backup_it_cannot_identify() {
+    let g = Google::shared_drive();
+    let other = g.other_project_key("pgdrive-elsewhere");
+    let db = TestDb::new("drive_prune_unidentified");
+    seed_shop(&db);
+    g.emu
+        .fault(json!([{"op": "create", "nth": 1, "action": {"status": 400}}]));
+    let r = run(g.pgdrive(&db).args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 3, "stored without its manifest: {r:?}");
+    let unidentified = backup_ids(&g);
+    assert!(g.emu.manifests_in(&g.folder).is_empty());
+    backup_as(&g, &db, &other, "1");
+    let b2 = backup_as(&g, &db, &other, "1");
+    assert_eq!(
+        backup_ids(&g),
+        sorted([unidentified, vec![b2]].concat()),
+        "only the other project's own older backup was pruned"
     );
 }
 

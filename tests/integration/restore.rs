@@ -639,40 +639,70 @@ fn an_old_backup_with_row_counts_in_its_description_and_no_manifest_still_verifi
     assert_edited_orders_count_is_caught(&r);
 }
 
+/// appProperties are private to the Cloud project whose credentials wrote them: a service account
+/// of another project, sharing the folder, finds none of them, and must list, verify, restore
+/// and rebuild the catalog from the manifests alone.
 #[test]
-fn credentials_of_another_cloud_project_list_verify_and_restore_from_the_manifests() {
+fn credentials_of_another_cloud_project_list_verify_restore_and_rebuild_from_the_manifests() {
     let g = Google::shared_drive();
     let db = TestDb::new("other_project");
     seed_shop(&db);
     let file = backed_up(&g, &db);
     let id = file["id"].as_str().unwrap();
-    let name = db.name.clone();
-    drop(db); // no catalog either
-              // appProperties are private to the Cloud project that wrote them: another one sees none
-    g.emu.post(
-        &format!("files/{id}/app_properties"),
-        json!({"appProperties": {}}),
-    );
-    let r = run(drive_only(&g).args(["list", "--json"]));
+    let sha256 = file["appProperties"]["pgdrive_sha256"].as_str().unwrap();
+    let other = g.other_project_key("pgdrive-elsewhere");
+    assert_eq!(g.indexed_backups(&g.key_file).len(), 1);
+    let seen = g.indexed_backups(&other);
+    assert!(seen.is_empty(), "another project sees no index: {seen:?}");
+    let as_other = || {
+        let mut cmd = drive_only(&g);
+        cmd.env("GOOGLE_SERVICE_ACCOUNT_JSON", &other);
+        cmd
+    };
+    let r = run(as_other().args(["list", "--json"]));
     assert_eq!(r.status, 0, "{r:?}");
     let list: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["id"], id);
     assert_eq!(list[0]["status"], "stored", "{list:#?}");
-    let r = run(drive_only(&g).args(["verify", "latest", "--database", &name]));
+    let r = run(as_other().args(["verify", "latest", "--database", &db.name]));
     assert_eq!(r.status, 0, "{r:?}");
     let target = new_target("other_project_restored");
-    let r = run(drive_only(&g).args([
+    let r = run(as_other().args([
         "restore",
         "latest",
         "--database",
-        &name,
+        &db.name,
         "--create",
         "--target-url",
         &target.url(),
     ]));
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(target.query_i64("SELECT count(*) FROM orders"), 5000);
+    // a lost catalog comes back from what the manifest records
+    db.exec("DROP TABLE backups CASCADE");
+    let r = run(as_other()
+        .env("DATABASE_URL", db.url())
+        .args(["catalog", "rebuild"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stdout.contains("added 1 row to the catalog"), "{r:?}");
+    let row = db
+        .client()
+        .query_one(
+            "SELECT drive_file_id, sha256, type, status FROM backups",
+            &[],
+        )
+        .unwrap();
+    let row: (String, String, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        row,
+        (id.into(), sha256.into(), "daily".into(), "SUCCESS".into())
+    );
+    // and what the other project did wrote nothing into this one's index
+    assert_eq!(
+        g.emu.backups_in(&g.folder)[0]["appProperties"],
+        file["appProperties"]
+    );
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -687,14 +717,9 @@ struct DriveClientForTests {
 
 impl DriveClientForTests {
     fn new(g: &Google) -> Self {
-        let text = std::fs::read_to_string(&g.key_file).unwrap();
-        let creds = pgdrive::drive::auth::Credentials::parse(&text, "test key", None).unwrap();
-        let client = pgdrive::drive::DriveClient::new(
-            &g.emu.base,
-            pgdrive::drive::auth::TokenSource::new(creds),
-            pgdrive::drive::retry::RetryPolicy::default(),
-        );
-        DriveClientForTests { client }
+        DriveClientForTests {
+            client: g.drive_client(&g.key_file),
+        }
     }
 
     fn set_description(&mut self, id: &str, description: &str) {

@@ -372,6 +372,11 @@ impl Emulator {
             .unwrap()
     }
 
+    /// Merges `settings` into the emulator's config (`upload_bytes_per_second`, …).
+    pub fn config(&self, settings: Value) -> Value {
+        self.post("config", settings)
+    }
+
     pub fn fault(&self, rules: Value) {
         self.post("faults", json!({ "rules": rules }));
     }
@@ -514,9 +519,37 @@ pub struct Google {
     pub dir: TempDir,
     pub key_file: PathBuf,
     pub sa_email: String,
+    /// The Google Cloud project of `key_file` (appProperties are private to it).
+    pub project: String,
     /// A folder in a shared drive where the service account is Manager.
     pub folder: String,
     pub shared_drive: String,
+}
+
+/// Registers a service account `backup@PROJECT.iam.gserviceaccount.com` (domain-wide delegation
+/// allowed) and writes its key file under `dir`: (key file, e-mail).
+fn service_account_key(emu: &Emulator, dir: &Path, project: &str) -> (PathBuf, String) {
+    let dir = dir.join(project);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (private, public) = rsa_keypair(&dir);
+    let email = format!("backup@{project}.iam.gserviceaccount.com");
+    emu.post(
+        "service_accounts",
+        json!({"client_email": email, "public_key_pem": public, "dwd": true,
+               "project_id": project}),
+    );
+    let key = json!({
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "0123456789abcdef",
+        "private_key": private,
+        "client_email": email,
+        "client_id": "1234567890",
+        "token_uri": emu.token_uri(),
+    });
+    let key_file = dir.join("key.json");
+    std::fs::write(&key_file, key.to_string()).unwrap();
+    (key_file, email)
 }
 
 impl Google {
@@ -524,12 +557,8 @@ impl Google {
     pub fn shared_drive() -> Google {
         let emu = Emulator::start();
         let dir = TempDir::new("google");
-        let (private, public) = rsa_keypair(dir.path());
-        let sa_email = "backup@pgdrive-test.iam.gserviceaccount.com".to_string();
-        emu.post(
-            "service_accounts",
-            json!({"client_email": sa_email, "public_key_pem": public, "dwd": true}),
-        );
+        let project = "pgdrive-test".to_string();
+        let (key_file, sa_email) = service_account_key(&emu, dir.path(), &project);
         let drive = emu.post(
             "shared_drives",
             json!({"name": "Backups", "members": {sa_email.clone(): "organizer"}}),
@@ -539,25 +568,28 @@ impl Google {
             .as_str()
             .unwrap()
             .to_string();
-        let key = json!({
-            "type": "service_account",
-            "project_id": "pgdrive-test",
-            "private_key_id": "0123456789abcdef",
-            "private_key": private,
-            "client_email": sa_email,
-            "client_id": "1234567890",
-            "token_uri": emu.token_uri(),
-        });
-        let key_file = dir.path().join("key.json");
-        std::fs::write(&key_file, key.to_string()).unwrap();
         Google {
             emu,
             dir,
             key_file,
             sa_email,
+            project,
             folder,
             shared_drive,
         }
+    }
+
+    /// The key file of a service account of another Google Cloud project, Manager of the same
+    /// shared drive: it sees the same folder and files, but none of the appProperties that
+    /// `key_file`'s project wrote (nor they its).
+    pub fn other_project_key(&self, project: &str) -> PathBuf {
+        assert_ne!(project, self.project);
+        let (key_file, email) = service_account_key(&self.emu, self.dir.path(), project);
+        self.emu.post(
+            &format!("shared_drives/{}/members", self.shared_drive),
+            json!({ email: "organizer" }),
+        );
+        key_file
     }
 
     /// Another folder in the same shared drive.
@@ -571,11 +603,41 @@ impl Google {
             .to_string()
     }
 
+    /// pgdrive's own Drive client with the credentials in `key_file` (for set-up and for
+    /// looking at Drive the way a given Cloud project sees it).
+    pub fn drive_client(&self, key_file: &Path) -> pgdrive::drive::DriveClient {
+        use pgdrive::drive::{auth, retry::RetryPolicy, DriveClient};
+        let text = std::fs::read_to_string(key_file).unwrap();
+        let creds = auth::Credentials::parse(&text, "test key", None).unwrap();
+        DriveClient::new(
+            &self.emu.base,
+            auth::TokenSource::new(creds),
+            RetryPolicy::default(),
+        )
+    }
+
+    /// The files of this folder whose appProperties mark them as backups (`pgdrive=1`), as the
+    /// credentials in `key_file` see them: a Cloud project sees only the appProperties it wrote.
+    pub fn indexed_backups(&self, key_file: &Path) -> Vec<pgdrive::drive::RemoteFile> {
+        self.drive_client(key_file)
+            .list(
+                &self.folder,
+                Some(&self.shared_drive),
+                "appProperties has { key='pgdrive' and value='1' }",
+            )
+            .unwrap()
+    }
+
     /// pgdrive configured for this account, backing up `db`.
     pub fn pgdrive(&self, db: &TestDb) -> Command {
+        self.pgdrive_with_key(db, &self.key_file)
+    }
+
+    /// pgdrive on this folder with the credentials in `key_file`, backing up `db`.
+    pub fn pgdrive_with_key(&self, db: &TestDb, key_file: &Path) -> Command {
         let mut cmd = pgdrive();
         cmd.env("DATABASE_URL", db.url())
-            .env("GOOGLE_SERVICE_ACCOUNT_JSON", &self.key_file)
+            .env("GOOGLE_SERVICE_ACCOUNT_JSON", key_file)
             .env("GOOGLE_DRIVE_FOLDER_ID", &self.folder)
             .env("PGDRIVE_DRIVE_URL", &self.emu.base);
         cmd
