@@ -13,6 +13,7 @@ mod emulator_fidelity;
 mod local_target;
 mod lock_status;
 mod notify;
+mod packaging;
 mod restore;
 mod restore_killed;
 mod restore_stall;
