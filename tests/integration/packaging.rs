@@ -3,7 +3,7 @@
 //! timers against crontab.example's schedule, and the Debian package `cargo deb` builds from the
 //! binary these tests run, as dpkg sees it and as it would be installed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -207,6 +207,143 @@ fn every_service_runs_sandboxed_as_a_dedicated_user() {
             !security(bare.path(), unit).status.success(),
             "{unit} without the drop-in"
         );
+    }
+}
+
+/// The drop-in's `SystemCallFilter=` admits every system call that a real backup (pgdrive, its
+/// compression threads and pg_dump) and a verify of it make, traced with `strace -f`: a call
+/// outside it would first show on a production host, as a run failing with EPERM.
+#[test]
+fn the_system_call_filter_admits_what_a_backup_and_a_verify_call() {
+    let Some(tool) = systemd_analyze() else {
+        return;
+    };
+    let Some(strace) = installed_tool("strace", "apt-get install -y strace") else {
+        return;
+    };
+    let groups = syscall_groups(&tool);
+    let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
+    for filter in &unit_settings(SHARED_DROP_IN)["SystemCallFilter"] {
+        let (set, names) = match filter.strip_prefix('~') {
+            Some(names) => (&mut denied, names),
+            None => (&mut allowed, filter.as_str()),
+        };
+        for name in names.split_whitespace() {
+            set.extend(expand_syscall_group(&groups, name));
+        }
+    }
+    assert!(
+        allowed.contains("read") && denied.contains("setuid"),
+        "{allowed:?} {denied:?}"
+    );
+
+    let db = TestDb::new("syscalls");
+    seed_shop(&db);
+    let dir = TempDir::new("syscalls");
+    let backups = dir.path().join("backups");
+    fs::create_dir(&backups).unwrap();
+    let runs: [&[&str]; 2] = [
+        &[
+            "backup",
+            "--kind",
+            "daily",
+            "--compress",
+            "zstd:3",
+            "--threads",
+            "2",
+            "--to",
+        ],
+        &["verify", "latest", "--kind", "daily", "--from"],
+    ];
+    let mut called = BTreeSet::new();
+    for args in runs {
+        let trace = dir.path().join("trace");
+        let mut pgdrive = pgdrive();
+        pgdrive
+            .env("DATABASE_URL", db.url())
+            .args(args)
+            .arg(&backups);
+        let r = run(&mut traced(&strace, &pgdrive, &trace));
+        assert_eq!(r.status, 0, "{args:?}: {r:?}");
+        called.extend(strace_summary_calls(&fs::read_to_string(&trace).unwrap()));
+    }
+    assert!(
+        called.contains("execve") && called.contains("fsync"),
+        "{called:?}"
+    );
+    let refused: Vec<&String> = called
+        .iter()
+        .filter(|c| !allowed.contains(*c) || denied.contains(*c))
+        .collect();
+    assert!(refused.is_empty(), "SystemCallFilter= refuses {refused:?}");
+}
+
+/// `cmd` (a pgdrive Command with its environment) run under `strace -f -c`, the summary to
+/// `out`.
+fn traced(strace: &Path, cmd: &Command, out: &Path) -> Command {
+    let mut traced = Command::new(strace);
+    traced
+        .args(["-f", "-qq", "-c", "-o"])
+        .arg(out)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => traced.env(key, value),
+            None => traced.env_remove(key),
+        };
+    }
+    traced
+}
+
+/// The system calls of a `strace -c` summary: rows "% time  seconds  usecs/call  calls
+/// [errors]  syscall", then a "total" row.
+fn strace_summary_calls(summary: &str) -> BTreeSet<String> {
+    summary
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<f64>().is_ok())
+        })
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|name| *name != "total")
+        .map(String::from)
+        .collect()
+}
+
+/// systemd's system-call groups (`systemd-analyze syscall-filter`): "@group" lines, each
+/// followed by indented members (calls or other groups) and "# comment" lines.
+fn syscall_groups(tool: &Path) -> BTreeMap<String, Vec<String>> {
+    let out = Command::new(tool).arg("syscall-filter").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with('@') {
+            current = Some(line.trim().to_string());
+        } else if let (Some(group), Some(member)) = (&current, line.strip_prefix("    ")) {
+            if !member.starts_with('#') && !member.trim().is_empty() {
+                groups
+                    .entry(group.clone())
+                    .or_default()
+                    .push(member.trim().into());
+            }
+        }
+    }
+    groups
+}
+
+fn expand_syscall_group(groups: &BTreeMap<String, Vec<String>>, name: &str) -> BTreeSet<String> {
+    match groups.get(name) {
+        Some(members) => members
+            .iter()
+            .flat_map(|m| expand_syscall_group(groups, m))
+            .collect(),
+        None => {
+            assert!(!name.starts_with('@'), "unknown system-call group {name}");
+            BTreeSet::from([name.to_string()])
+        }
     }
 }
 
