@@ -16,7 +16,12 @@ const EXIT_STATUS: &[(&str, &str)] = &[
 
 const FILES: &[(&str, &str)] = &[
     ("/etc/pgdrive/pgdrive.toml", "The config file read when no --config (PGDRIVE_CONFIG) names one and it exists: TOML, each key one setting of ENVIRONMENT (see pgdrive.toml.example). An unknown key is a configuration error (78) naming the nearest known key."),
-    ("/etc/pgdrive/pgdrive.env", "The env-file of the examples (--env-file): KEY=VALUE lines, mode 0600. An unknown name is a warning naming the nearest known one."),
+    ("/etc/pgdrive/pgdrive.env", "The env-file of the examples (--env-file): KEY=VALUE lines, mode 0600. An unknown name is a warning naming the nearest known one. The systemd units read it with EnvironmentFile= instead: its lines are then environment variables, above the config file."),
+    ("/lib/systemd/system/pgdrive-backup@.service, pgdrive-job@.service, pgdrive-verify@.service", "The systemd services (Debian package; packaging/systemd in the source): pgdrive backup --kind KIND, backup --job NAME, verify latest --kind KIND, as user pgdrive. Exit 75 counts as success; every other non-zero status is a failure."),
+    ("/lib/systemd/system/pgdrive-.service.d/pgdrive.conf", "What every pgdrive-*.service shares: user, env-file, exit statuses, timeouts, sandbox (writable: /var/backups/pgdrive and the node_exporter textfile directory only)."),
+    ("/lib/systemd/system/pgdrive-backup@daily.timer, @hourly.timer, @schema.timer, pgdrive-verify@daily.timer", "The schedule of crontab.example; none is enabled by the package."),
+    ("/var/backups/pgdrive", "The local backup directory the units may write (PGDRIVE_LOCAL_DIR)."),
+    ("/usr/share/doc/pgdrive/examples/", "pgdrive.toml.example and crontab.example."),
 ];
 
 const SIGNALS: &[(&str, &str)] = &[

@@ -14,6 +14,7 @@ mod jobs;
 mod local_target;
 mod lock_status;
 mod notify;
+mod packaging;
 mod restore;
 mod restore_killed;
 mod restore_stall;

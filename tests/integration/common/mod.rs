@@ -185,7 +185,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(prefix));
+        TempDir::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// In `parent`: e.g. on the filesystem of a file to be hard-linked into it.
+    pub fn new_in(parent: &Path, prefix: &str) -> TempDir {
+        let p = parent.join(unique(prefix));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -199,6 +204,25 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The path of `name` on PATH. When it is not installed the caller skips its check, saying how to
+/// install it; on CI (CI=true), where .ci/run installs it, its absence is a failure.
+pub fn installed_tool(name: &str, install: &str) -> Option<PathBuf> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is required on CI ({install})"
+        );
+        eprintln!("SKIPPED: {name} is not installed ({install})");
+    }
+    found
 }
 
 /// The pgdrive binary, with a clean environment: only what a test sets reaches it.
