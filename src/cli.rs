@@ -8,26 +8,19 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::log::LogFormat;
 
-const EXIT_STATUS_HELP: &str = "\
-Exit status:
-  0   the backup was stored and verified (other commands: success)
-  1   the backup failed; nothing new was stored (check: a check failed;
-      status: a backup is stale or its last run failed)
-  2   usage error (the command line could not be parsed)
-  3   the backup is stored and verified, but a follow-up step failed
-      (pruning old backups, the catalog write, a notification)
-  65  restore/verify: the backup is corrupt (size, MD5, SHA-256, gzip stream
-      or dump trailer wrong); nothing was restored
-  75  skipped: another run holds this job's advisory lock
-  78  configuration invalid; nothing was attempted
-
+/// Shown after the options of `pgdrive --help`, below the exit-status table.
+const PRECEDENCE_HELP: &str = "\
 Configuration precedence: command-line flags, then environment variables, then the config file
 (--config), then --env-file.";
 
 /// The command line as parsed and documented: the clap definitions below, with each flag's
-/// `[env: …]` text taken from the settings registry.
+/// `[env: …]` text taken from the settings registry and the exit statuses from
+/// [`crate::error::EXIT_STATUSES`].
 pub fn command() -> clap::Command {
-    crate::registry::annotate(Cli::command())
+    crate::registry::annotate(Cli::command()).after_long_help(format!(
+        "{}\n{PRECEDENCE_HELP}",
+        crate::error::help_text()
+    ))
 }
 
 /// Parses the process's arguments against [`command`].
@@ -42,7 +35,7 @@ pub fn try_parse() -> Result<Cli, clap::Error> {
 /// pruned, and every run is recorded in a `backups` table. Run by cron or a systemd timer; the
 /// exit status says what happened.
 #[derive(Debug, Parser)]
-#[command(name = "pgdrive", version, after_long_help = EXIT_STATUS_HELP, max_term_width = 100)]
+#[command(name = "pgdrive", version, max_term_width = 100)]
 pub struct Cli {
     /// Read KEY=VALUE settings from this file (the format of systemd's EnvironmentFile=).
     /// Environment variables override it; a warning is printed when it is readable by group or others.
@@ -151,6 +144,9 @@ pub enum Command {
         #[arg(default_value = "general")]
         group: String,
     },
+    /// Print README's exit-status table, generated from the one in src/error.rs.
+    #[command(hide = true)]
+    GenerateExitTable,
 }
 
 #[derive(Debug, Args)]

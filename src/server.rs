@@ -31,10 +31,12 @@ pub fn connect_failure(
     if e.downcast_ref::<crate::error::Classified>().is_some() {
         return e;
     }
-    let hint = crate::error::hint(&e).unwrap_or_else(|| {
+    let hint = crate::error::cause_hint(&e).unwrap_or_else(|| {
         "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
     });
-    crate::error::failure_hint(
+    // unreachable or busy (69) stays so under the message that names the server
+    crate::error::failure_from(
+        &e,
         format!(
             "cannot connect to {what} at {}: {}",
             info.redacted(),
