@@ -198,20 +198,3 @@ fn every_crontab_example_line_parses() {
         "crontab.example should schedule daily, hourly and schema"
     );
 }
-
-#[test]
-fn the_exit_status_table_is_in_the_help_and_the_readme() {
-    let help = Cli::command().render_long_help().to_string();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for code in ["75", "78"] {
-        assert!(
-            help.contains(&format!("  {code}  ")),
-            "--help lacks exit status {code}"
-        );
-        assert!(
-            readme.contains(&format!("| {code} |")),
-            "README lacks exit status {code}"
-        );
-    }
-}

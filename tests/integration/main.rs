@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod config_file;
 mod email_render;
+mod exit_status;
 mod emulator_fidelity;
 mod local_target;
 mod lock_status;
