@@ -164,13 +164,15 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
     let failed = errors.len();
-    // a corrupt backup (65) outranks other failures (1): it is the one that needs a person
-    let worst = match errors
-        .iter()
-        .position(|e| classify(e) == ExitStatus::Corrupt)
-    {
+    // a corrupt backup (65) outranks other failures (1), which outrank transient ones (69): the
+    // exit status names what most needs a person
+    let rank = |e: &anyhow::Error| match classify(e) {
+        ExitStatus::Corrupt => 0,
+        ExitStatus::Unavailable => 2,
+        _ => 1,
+    };
+    let worst = match (0..errors.len()).min_by_key(|&i| rank(&errors[i])) {
         Some(i) => errors.swap_remove(i),
-        None if failed > 0 => errors.swap_remove(0),
         None => return Ok(ExitStatus::Ok),
     };
     Err(if total > 1 {
