@@ -17,10 +17,8 @@ Configuration precedence: command-line flags, then environment variables, then t
 /// `[env: …]` text taken from the settings registry and the exit statuses from
 /// [`crate::error::EXIT_STATUSES`].
 pub fn command() -> clap::Command {
-    crate::registry::annotate(Cli::command()).after_long_help(format!(
-        "{}\n{PRECEDENCE_HELP}",
-        crate::error::help_text()
-    ))
+    crate::registry::annotate(Cli::command())
+        .after_long_help(format!("{}\n{PRECEDENCE_HELP}", crate::error::help_text()))
 }
 
 /// Parses the process's arguments against [`command`].

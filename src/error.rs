@@ -534,7 +534,10 @@ mod tests {
             })
             .context("obtaining a Google access token")
         };
-        assert_eq!(classify(&token(503, "unknown_error")), ExitStatus::Unavailable);
+        assert_eq!(
+            classify(&token(503, "unknown_error")),
+            ExitStatus::Unavailable
+        );
         assert_eq!(classify(&token(429, "rate_limit")), ExitStatus::Unavailable);
         assert_eq!(
             classify(&token(400, "temporarily_unavailable")),
@@ -599,9 +602,10 @@ mod tests {
             .expect("nothing listens there");
         let err = anyhow::Error::new(e);
         assert_eq!(classify(&err), ExitStatus::Unavailable, "{err:#}");
-        let info =
-            crate::pgconn::ConnInfo::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
-                .unwrap();
+        let info = crate::pgconn::ConnInfo::parse(&format!(
+            "postgres://postgres@127.0.0.1:{port}/postgres"
+        ))
+        .unwrap();
         let reported = crate::server::connect_failure(&info, "the database", err);
         assert_eq!(classify(&reported), ExitStatus::Unavailable);
         assert!(
@@ -634,7 +638,8 @@ mod tests {
     #[test]
     fn a_transient_error_inside_an_io_error_is_found() {
         let gave_up = drive_error(503, Some("backendError"));
-        let err = anyhow::Error::new(std::io::Error::other(gave_up)).context("downloading the backup");
+        let err =
+            anyhow::Error::new(std::io::Error::other(gave_up)).context("downloading the backup");
         assert_eq!(classify(&err), ExitStatus::Unavailable, "{err:#}");
         let refused = std::net::TcpStream::connect(("127.0.0.1", closed_port())).unwrap_err();
         let err = anyhow::Error::new(std::io::Error::other(refused));

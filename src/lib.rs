@@ -4,7 +4,8 @@
 //! - `cli`: clap definitions; `registry`: every setting declared once (env name, config-file
 //!   key, type, default, help, secrecy), feeding the parser, `--help`, the man page and README;
 //!   `config`: flags > environment > config file (`config_file`, TOML) > env-file, validated;
-//!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
+//!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`,
+//!   `host` (this machine's name), `units` (sizes as people read them).
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
@@ -53,6 +54,7 @@ pub mod dumpscript;
 pub mod error;
 pub mod fsutil;
 pub mod health;
+pub mod host;
 pub mod identity;
 pub mod lock;
 pub mod log;
@@ -73,3 +75,4 @@ pub mod server;
 pub mod signals;
 pub mod storage;
 pub mod timeutil;
+pub mod units;

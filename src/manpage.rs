@@ -77,11 +77,7 @@ pub fn render() -> Result<String> {
         let body = String::from_utf8_lossy(&body).replace(".SH ", ".SS ");
         out.extend_from_slice(body.as_bytes());
     }
-    section(
-        &mut out,
-        "ENVIRONMENT",
-        &crate::registry::man_environment(),
-    );
+    section(&mut out, "ENVIRONMENT", &crate::registry::man_environment());
     section(&mut out, "FILES", FILES);
     let exit_statuses: Vec<(String, String)> = crate::error::EXIT_STATUSES
         .iter()

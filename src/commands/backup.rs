@@ -22,6 +22,7 @@ use crate::catalog::{self, RunRecord};
 use crate::cli::{BackupArgs, Kind};
 use crate::config::{BackupConfig, Settings};
 use crate::error::ExitStatus;
+use crate::host::host_name;
 use crate::lock;
 use crate::log;
 use crate::notify::{self, Report, Status};
@@ -33,6 +34,7 @@ pub use crate::server::{connect, connect_as};
 use crate::server::{resolve_tables, server_version};
 use crate::storage::{props, Backend, Completion, StoredObject, Target, Upload};
 use crate::timeutil;
+use crate::units::human_bytes;
 
 /// Facts gathered during the run, for the catalog row, the properties and the logs.
 struct RunFacts {
@@ -796,32 +798,6 @@ pub fn file_name_part(db: &str) -> String {
     }
 }
 
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -832,11 +808,5 @@ mod tests {
         assert_eq!(file_name_part("a/b"), "a_b");
         assert_eq!(file_name_part("..hidden"), "hidden");
         assert_eq!(file_name_part("магазин"), "магазин");
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_234_567), "1.2 MB");
     }
 }

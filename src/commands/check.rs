@@ -574,7 +574,7 @@ pub fn quota_finding(
     estimate: Option<u64>,
     shared_drive: bool,
 ) -> Finding {
-    use crate::commands::backup::human_bytes;
+    use crate::units::human_bytes;
     let used = human_bytes(q.usage);
     if shared_drive {
         return Finding::ok("drive quota", format!("the folder is in a shared drive, which uses the organization's pooled storage (this account's own: {used} used)"));

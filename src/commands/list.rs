@@ -13,6 +13,7 @@ use crate::cli::ListArgs;
 use crate::config::Settings;
 use crate::error::ExitStatus;
 use crate::storage::{props, Backend, Listed};
+use crate::units::human_bytes;
 
 /// What the catalog knows about one stored backup.
 #[derive(Default, Clone)]
@@ -147,9 +148,7 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
                     .unwrap_or_else(|| "?".into()),
                 l.prop(props::KIND).unwrap_or("?").to_string(),
                 l.prop(props::DATABASE).unwrap_or("?").to_string(),
-                l.size
-                    .map(super::backup::human_bytes)
-                    .unwrap_or_else(|| "?".into()),
+                l.size.map(human_bytes).unwrap_or_else(|| "?".into()),
                 status(l, facts.as_ref()).to_string(),
                 verified,
                 l.id.clone(),

@@ -51,7 +51,9 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),
-        Command::GenerateMan | Command::GenerateSettingsTable { .. } | Command::GenerateExitTable => {
+        Command::GenerateMan
+        | Command::GenerateSettingsTable { .. }
+        | Command::GenerateExitTable => {
             unreachable!()
         }
     }

@@ -23,6 +23,7 @@ use anyhow::Result;
 use crate::cli::{Kind, NotifyPolicy};
 use crate::log;
 use crate::timeutil;
+use crate::units::human_bytes;
 
 pub use settings::load;
 
@@ -141,7 +142,7 @@ impl Report {
 
     pub fn size_text(&self) -> String {
         self.size_bytes
-            .map(crate::commands::backup::human_bytes)
+            .map(human_bytes)
             .unwrap_or_else(|| "size unknown".into())
     }
 }

@@ -82,7 +82,8 @@ fn the_readme_settings_tables_are_the_registry() {
 fn the_exit_status_tables_are_the_one_in_error_rs() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = "<!-- exit-status (generated from src/error.rs: `pgdrive generate-exit-table`) -->\n";
+    let start =
+        "<!-- exit-status (generated from src/error.rs: `pgdrive generate-exit-table`) -->\n";
     let committed = readme
         .split_once(start)
         .and_then(|(_, rest)| rest.split_once("<!-- /exit-status -->"))
@@ -112,10 +113,16 @@ fn the_exit_status_tables_are_the_one_in_error_rs() {
             "--help lacks exit status {code}:\n{help}"
         );
         assert!(
-            man_exit.contains(&format!("\\fB{code} ({})\\fR", doc.name.replace('-', "\\-"))),
+            man_exit.contains(&format!(
+                "\\fB{code} ({})\\fR",
+                doc.name.replace('-', "\\-")
+            )),
             "the man page lacks exit status {code}"
         );
-        assert!(committed.contains(&format!("\n| {code} | {} |", doc.name)), "{code}");
+        assert!(
+            committed.contains(&format!("\n| {code} | {} |", doc.name)),
+            "{code}"
+        );
     }
     // and the table has every status the code has, each once
     let codes: Vec<u8> = pgdrive::error::EXIT_STATUSES

@@ -53,7 +53,10 @@ fn a_backup_whose_every_chunk_gets_503_exits_69_with_one_error_line_and_an_error
     let rows = db.catalog();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, "ERROR");
-    assert!(rows[0].3.as_deref().unwrap_or("").contains("503"), "{rows:?}");
+    assert!(
+        rows[0].3.as_deref().unwrap_or("").contains("503"),
+        "{rows:?}"
+    );
 }
 
 #[test]
@@ -159,7 +162,10 @@ fn a_corrupt_backup_still_exits_65_and_a_failing_pg_dump_1() {
         db.name
     ));
     let r = run(pgdrive()
-        .env("DATABASE_URL", db.url().replace("postgres@", &format!("{role}@")))
+        .env(
+            "DATABASE_URL",
+            db.url().replace("postgres@", &format!("{role}@")),
+        )
         .env("PGDRIVE_CATALOG_URL", db.url())
         .env("PGDRIVE_LOCAL_DIR", dir.path())
         .args(["backup", "--kind", "daily"]));
