@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::kind::Kind;
 use crate::log::LogFormat;
 
 /// Shown after the options of `pgdrive --help`, below the exit-status table.
@@ -188,36 +189,6 @@ pub struct StatusArgs {
     pub target: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// The whole database; folder GOOGLE_DRIVE_FOLDER_ID; keeps 14.
-    Daily,
-    /// Only PGDRIVE_CRITICAL_TABLES; folder HOURLY_DRIVE_FOLDER_ID; keeps 48.
-    Hourly,
-    /// Structure only (pg_dump --schema-only); folder SCHEMA_DRIVE_FOLDER_ID; kept forever.
-    Schema,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Daily => "daily",
-            Kind::Hourly => "hourly",
-            Kind::Schema => "schema",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "daily" => Some(Kind::Daily),
-            "hourly" => Some(Kind::Hourly),
-            "schema" => Some(Kind::Schema),
-            _ => None,
-        }
-    }
-}
-
 /// When `pgdrive backup` sends email, Slack and webhook messages (heartbeat pings are always sent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NotifyPolicy {
@@ -227,12 +198,6 @@ pub enum NotifyPolicy {
     Always,
     /// Never.
     Never,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Args)]

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{BackupArgs, Kind};
+use crate::cli::BackupArgs;
 use crate::codec::Codec;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
 use crate::error::config_error_hint;
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 use crate::registry::Secret;

@@ -1,7 +1,7 @@
 //! pgdrive: PostgreSQL backups streamed into Google Drive.
 //!
 //! # Layout
-//! - `cli`: clap definitions; `registry`: every setting declared once (env name, config-file
+//! - `cli`: clap definitions (`kind`: the backup kinds they name); `registry`: every setting declared once (env name, config-file
 //!   key, type, default, help, secrecy), feeding the parser, `--help`, the man page and README;
 //!   `config`: flags > environment > config file (`config_file`, TOML) > env-file, validated;
 //!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`,
@@ -56,6 +56,7 @@ pub mod fsutil;
 pub mod health;
 pub mod host;
 pub mod identity;
+pub mod kind;
 pub mod lock;
 pub mod log;
 pub mod manpage;

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::catalog::{self, RunRecord};
-use crate::cli::{BackupArgs, Kind};
+use crate::cli::BackupArgs;
 use crate::config::{BackupConfig, Settings};
 use crate::error::ExitStatus;
 use crate::host::host_name;
+use crate::kind::Kind;
 use crate::lock;
 use crate::log;
 use crate::notify::{self, Report, Status};

@@ -12,12 +12,13 @@ use anyhow::Result;
 
 use clap::Parser;
 
-use crate::cli::{BackupArgs, CheckArgs, Cli, Command, Kind};
+use crate::cli::{BackupArgs, CheckArgs, Cli, Command};
 use crate::config::{database_from, BackupConfig, Settings};
 use crate::dashboard;
 use crate::drive::DriveError;
 use crate::error::ExitStatus;
 use crate::health::{configured_kinds, Finding, Level, CONTRIBUTED_CHECKS};
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::server::{connect, resolve_tables, server_version};
 use crate::storage::config::TargetKind;
@@ -199,7 +200,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
 }
 
 /// Partial files of interrupted backups in a local directory: reported, never removed here.
-fn check_stale_partials(report: &mut Report, kind: crate::cli::Kind, dir: &std::path::Path) {
+fn check_stale_partials(report: &mut Report, kind: crate::kind::Kind, dir: &std::path::Path) {
     match crate::storage::local::stale_partials(dir, false) {
         Ok(stale) if stale.is_empty() => {}
         Ok(stale) => report.add(Finding::warn(

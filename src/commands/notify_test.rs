@@ -4,10 +4,10 @@
 
 use anyhow::Result;
 
-use crate::cli::Kind;
 use crate::config::Settings;
 use crate::error::{config_error_hint, ExitStatus};
 use crate::host::host_name;
+use crate::kind::Kind;
 use crate::notify::{self, ping::Pinger, Report, Status};
 use crate::timeutil;
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Kind, SourceArgs};
+use crate::cli::SourceArgs;
 use crate::config::{ReadConfig, Settings};
 use crate::error::config_error_hint;
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::storage::config as storage_config;
 use crate::storage::{props, Found, Listed, Target};

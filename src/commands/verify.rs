@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Context, Result};
 
 use super::source;
-use crate::cli::{Kind, VerifyArgs};
+use crate::cli::VerifyArgs;
 use crate::config::Settings;
 use crate::error::{classify, corrupt, ExitStatus};
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 use crate::progress::{self, Progress};

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::cli::Kind;
 use crate::drive::StorageQuota;
+use crate::kind::Kind;
 use crate::timeutil;
 
 pub mod html;

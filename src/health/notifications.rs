@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::{Alert, Finding};
-use crate::cli::{Kind, NotifyPolicy};
+use crate::cli::NotifyPolicy;
 use crate::config::Settings;
 use crate::host::host_name;
+use crate::kind::Kind;
 use crate::notify::{self, ping::Pinger, Report, Status};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

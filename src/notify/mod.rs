@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Kind, NotifyPolicy};
+use crate::cli::NotifyPolicy;
+use crate::kind::Kind;
 use crate::log;
 use crate::timeutil;
 use crate::units::human_bytes;
