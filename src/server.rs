@@ -73,6 +73,35 @@ pub fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
     Ok((version, major))
 }
 
+/// Whether the server is a read-only standby.
+pub fn in_recovery(client: &mut postgres::Client) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .context("asking whether the server is a standby")?
+        .get(0))
+}
+
+/// `SELECT count(*) FROM ONLY <table>` for each table (names as pg_dump writes them, quoted
+/// where needed); a table that does not exist is left out of the map.
+pub fn count_rows<'a>(
+    client: &mut postgres::Client,
+    tables: impl Iterator<Item = &'a String>,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in tables {
+        let exists: Option<u32> = client
+            .query_one("SELECT to_regclass($1)::oid", &[t])?
+            .get(0);
+        if exists.is_some() {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM ONLY {t}"), &[])?
+                .get(0);
+            out.insert(t.clone(), n);
+        }
+    }
+    Ok(out)
+}
+
 /// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a
 /// double quote is written twice.
 fn pattern_quote(name: &str) -> String {

@@ -388,33 +388,19 @@ fn check_catalog(
 
 /// The catalog table: migrated, or creatable by the first backup.
 fn catalog_state(client: &mut postgres::Client) -> Result<Finding> {
-    let applied: Vec<String> = match client
-        .query("SELECT version FROM pgdrive_schema_migrations", &[])
-    {
-        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
-        Err(e) => return Err(anyhow::Error::new(e).context("reading pgdrive_schema_migrations")),
-    };
-    let pending: Vec<&str> = catalog::MIGRATIONS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !applied.iter().any(|a| a == n))
-        .collect();
+    let pending = catalog::pending_migrations(client)?;
     if pending.is_empty() {
         return Ok(Finding::ok(
             "catalog",
             format!(
                 "backups table present and migrated ({} migrations)",
-                applied.len()
+                catalog::MIGRATIONS.len()
             ),
         ));
     }
     // The same refusal the backup's migration would give.
     catalog::refuse_foreign_backups_table(client)?;
-    if client
-        .query_one("SELECT pg_is_in_recovery()", &[])?
-        .get::<_, bool>(0)
-    {
+    if crate::server::in_recovery(client)? {
         return Ok(Finding::fail(
             "catalog",
             format!(
@@ -424,15 +410,8 @@ fn catalog_state(client: &mut postgres::Client) -> Result<Finding> {
             Some("keep the catalog and the lock on the primary with PGDRIVE_CATALOG_URL".into()),
         ));
     }
-    // Creating needs CREATE on the schema; upgrading an existing table needs to own it.
-    let row = client.query_one(
-        "SELECT has_schema_privilege(current_schema(), 'CREATE'),
-                (SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass('backups'))",
-        &[],
-    )?;
-    let can_create: bool = row.get(0);
-    let owns_table: Option<bool> = row.get(1);
-    if can_create && owns_table != Some(false) {
+    let rights = catalog::migration_rights(client)?;
+    if rights.can_create && rights.owns_table != Some(false) {
         Ok(Finding::ok(
             "catalog",
             format!(

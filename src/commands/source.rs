@@ -227,14 +227,8 @@ pub fn optional_catalog(cfg: &ReadConfig) -> Option<postgres::Client> {
         config.connect_timeout(Duration::from_secs(5));
         // the same TLS as every other connection: sslmode=require must not look unreachable
         let mut client = info.connect_with(config)?;
-        client
-            .query_one("SELECT 1 FROM backups LIMIT 0", &[])
-            .map(|_| ())
-            .or_else(|e| match e.code() {
-                // no rows is fine; a missing table means there is no catalog here
-                None => Ok(()),
-                Some(_) => Err(e),
-            })?;
+        // a missing table means there is no catalog here
+        crate::catalog::probe(&mut client)?;
         Ok(client)
     };
     match attempt() {
