@@ -190,6 +190,22 @@ pub fn record_verification(
         .context("recording the verification in the backups catalog")
 }
 
+/// The size of the newest successful backup of a kind (for `check`'s quota estimate).
+pub fn last_success_size(
+    client: &mut Client,
+    kind: crate::kind::Kind,
+    database: &str,
+) -> Result<Option<u64>> {
+    let row = client.query_opt(
+        "SELECT size_bytes FROM backups WHERE type = $1 AND status = 'SUCCESS' AND COALESCE(database_name, $2) = $2
+          ORDER BY created_at DESC, id DESC LIMIT 1",
+        &[&kind.as_str(), &database],
+    )?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(|s| s.max(0) as u64))
+}
+
 /// Creates the `backups` table again when it was dropped after its migrations were recorded
 /// (the migrations would otherwise count as applied); returns whether it did.
 pub fn recreate_if_dropped(client: &mut Client) -> Result<bool> {

@@ -14,7 +14,6 @@ use clap::Parser;
 
 use crate::cli::{BackupArgs, CheckArgs, Cli, Command};
 use crate::config::{database_from, BackupConfig, Settings};
-use crate::dashboard;
 use crate::drive::DriveError;
 use crate::error::ExitStatus;
 use crate::health::{configured_kinds, Finding, Level, CONTRIBUTED_CHECKS};
@@ -378,7 +377,7 @@ fn check_catalog(
     kinds
         .iter()
         .filter_map(|k| {
-            dashboard::last_success_size(&mut client, *k, database)
+            catalog::last_success_size(&mut client, *k, database)
                 .ok()
                 .flatten()
                 .map(|s| (*k, s))
