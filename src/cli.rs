@@ -206,6 +206,19 @@ pub struct BackupArgs {
     #[arg(long, value_enum)]
     pub kind: Kind,
 
+    #[command(flatten)]
+    pub overrides: BackupOverrides,
+
+    /// When to send email, Slack and webhook messages about this run (the setting of the kind
+    /// wins over PGDRIVE_NOTIFY).
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify: Option<NotifyPolicy>,
+}
+
+/// The `backup` flags that override a job's settings. None (the default) is what a scheduled run
+/// without flags sees, as `check` judges it.
+#[derive(Debug, Default, Args)]
+pub struct BackupOverrides {
     /// Keep the newest N backups of this kind in each target; 0 keeps everything.
     #[arg(long, value_name = "N")]
     pub keep: Option<u32>,
@@ -243,11 +256,6 @@ pub struct BackupArgs {
     /// Drive API base URL; API calls go to {base}drive/v3/, uploads to {base}upload/drive/v3/.
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
-
-    /// When to send email, Slack and webhook messages about this run (the setting of the kind
-    /// wins over PGDRIVE_NOTIFY).
-    #[arg(long, value_enum, value_name = "WHEN")]
-    pub notify: Option<NotifyPolicy>,
 }
 
 /// Where `list`, `restore` and `verify` read backups from.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::BackupArgs;
+use crate::cli::{BackupArgs, BackupOverrides};
 use crate::codec::Codec;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
@@ -415,8 +415,19 @@ pub fn database_from(settings: &Settings, key: &str) -> Result<Option<ConnInfo>>
 }
 
 impl BackupConfig {
+    /// `pgdrive backup`'s configuration: [`BackupConfig::new`] with its flags.
     pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
-        let kind = args.kind;
+        BackupConfig::new(args.kind, settings, &args.overrides)
+    }
+
+    /// The configuration of a `kind` job from the settings, with `overrides` (the command line's
+    /// flags) on top; `BackupOverrides::default()` is what a scheduled run without flags sees
+    /// (`check` judges that one).
+    pub fn new(
+        kind: Kind,
+        settings: Settings,
+        overrides: &BackupOverrides,
+    ) -> Result<BackupConfig> {
         let database = database_from(&settings, "DATABASE_URL")?.ok_or_else(|| {
             config_error_hint(
                 "DATABASE_URL is not set",
@@ -426,14 +437,14 @@ impl BackupConfig {
         let catalog =
             database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| database.clone());
 
-        let keep = match args.keep {
+        let keep = match overrides.keep {
             Some(k) => k,
             None => settings
                 .parsed::<u32>(keep_variable(kind))?
                 .unwrap_or(default_keep(kind)),
         };
 
-        let codec = match args
+        let codec = match overrides
             .compress
             .clone()
             .or_else(|| settings.get("PGDRIVE_COMPRESS"))
@@ -441,7 +452,7 @@ impl BackupConfig {
             Some(spec) => Codec::parse(&spec)?,
             None => crate::codec::DEFAULT,
         };
-        let threads = match args.threads {
+        let threads = match overrides.threads {
             Some(n) => n,
             None => settings
                 .parsed::<usize>("PGDRIVE_THREADS")?
@@ -453,7 +464,7 @@ impl BackupConfig {
                 "set --threads (PGDRIVE_THREADS) to a number from 1 to 256",
             ));
         }
-        let format = match args
+        let format = match overrides
             .format
             .clone()
             .or_else(|| settings.get("PGDRIVE_FORMAT"))
@@ -464,7 +475,7 @@ impl BackupConfig {
             None => DumpFormat::Plain,
         };
 
-        let chunk_size = match args
+        let chunk_size = match overrides
             .chunk_size
             .clone()
             .or_else(|| settings.get("PGDRIVE_CHUNK_SIZE"))
@@ -504,13 +515,13 @@ impl BackupConfig {
         };
 
         let credentials = Credentials::from_settings(&settings)?;
-        let folder = args
+        let folder = overrides
             .folder
             .clone()
             .or_else(|| settings.get(folder_variable(kind)));
         let drive = match (credentials, folder) {
             (Some(credentials), Some(folder_id)) => {
-                let base_url = args
+                let base_url = overrides
                     .drive_url
                     .clone()
                     .or_else(|| settings.get("PGDRIVE_DRIVE_URL"))
@@ -531,7 +542,7 @@ impl BackupConfig {
             }
             (None, None) => None,
         };
-        let local_dir = args
+        let local_dir = overrides
             .local_dir
             .clone()
             .or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
@@ -545,7 +556,7 @@ impl BackupConfig {
             ));
         }
 
-        let pg_dump = args
+        let pg_dump = overrides
             .pg_dump
             .clone()
             .or_else(|| settings.get("PGDRIVE_PG_DUMP").map(PathBuf::from));

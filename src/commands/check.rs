@@ -2,7 +2,7 @@
 //! against their infrastructure. Every check runs (a failure never hides the next one), each
 //! prints one line, and the exit status is 1 when any failed, 0 otherwise (warnings allowed).
 //!
-//! The checks reuse the backup's own pieces (`BackupConfig::load`, `server`, `pgdump::locate`,
+//! The checks reuse the backup's own pieces (`BackupConfig::new`, `server`, `pgdump::locate`,
 //! `lock`, `DriveClient::folder`, the resumable upload), so `check` passing means the same code
 //! will pass at 03:00. Nothing is written except a tiny Drive probe file, deleted again at once.
 
@@ -10,9 +10,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
-use clap::Parser;
-
-use crate::cli::{BackupArgs, CheckArgs, Cli, Command};
+use crate::cli::{BackupOverrides, CheckArgs};
 use crate::config::{database_from, BackupConfig, Settings};
 use crate::drive::DriveError;
 use crate::error::ExitStatus;
@@ -37,18 +35,6 @@ impl Report {
 
     fn count(&self, level: Level) -> usize {
         self.findings.iter().filter(|f| f.level == level).count()
-    }
-}
-
-/// `backup --kind K` with no other flags: what a scheduled run sees. Parsed rather than built,
-/// so options added to `backup` later keep their defaults here.
-fn backup_args(kind: Kind) -> BackupArgs {
-    match Cli::try_parse_from(["pgdrive", "backup", "--kind", kind.as_str()]) {
-        Ok(Cli {
-            command: Command::Backup(args),
-            ..
-        }) => args,
-        other => unreachable!("`backup --kind {kind}` always parses: {other:?}"),
     }
 }
 
@@ -87,7 +73,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     let kinds = configured_kinds(&settings, args.kind);
     let mut configs = Vec::new();
     for kind in &kinds {
-        match BackupConfig::load(&backup_args(*kind), settings.clone()) {
+        match BackupConfig::new(*kind, settings.clone(), &BackupOverrides::default()) {
             Ok(cfg) => {
                 let mut targets = Vec::new();
                 if let Some(d) = &cfg.drive {
