@@ -9,10 +9,12 @@
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
-//! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`);
+//! - `server`: connecting, the server version, standby or not, the critical tables and row counts
+//!   (shared by `backup`, `check` and `verify`);
 //!   `dblocale`: a database's encoding and locale, recorded at backup, recreated by `restore --create`;
 //!   `identity`: whether two connections reach the same database, asked of the servers.
-//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
+//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table, its migrations and all of
+//!   its SQL.
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
 //!   compression and chunking on a thread (checksums are taken on the uploader);
 //!   `rowcount`: per-table row counts read off the dump as it streams (`archive`: the same for

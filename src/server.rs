@@ -1,6 +1,7 @@
-//! The database server as pgdrive's preflight sees it: connecting with a useful hint, the server's
-//! version (pg_dump must be at least its major), and the critical tables resolved exactly as SQL
-//! would. Shared by `backup` and `check` so both judge a setup the same way.
+//! The database server as pgdrive's preflight sees it: connecting with a useful hint (and the exit
+//! status of why it failed), the server's version (pg_dump must be at least its major), whether it
+//! is a standby, the critical tables resolved exactly as SQL would, and the row counts of a
+//! restored database. Shared by `backup`, `check` and `verify` so they judge a server the same way.
 
 use anyhow::{Context, Result};
 
