@@ -1,8 +1,9 @@
-//! The `backups` catalog table, and all of the SQL that touches it: migrations (embedded from
+//! The `backups` catalog table, and the commands' SQL on it: migrations (embedded from
 //! `migrations/`, applied idempotently under a transaction-level advisory lock so concurrent runs
 //! do not race), the one row every run that took the lock leaves behind (SUCCESS or ERROR with the
 //! reason), and what the other commands read and write there (`check`'s migration state and
-//! size estimate, `list`'s facts per copy, `verify`'s row counts and results, pruning, rebuilds).
+//! size estimate, `list`'s facts per copy, `verify`'s row counts and results, pruning, rebuilds). `status`'s history queries are still
+//! in `dashboard`.
 
 use anyhow::{Context, Result};
 use postgres::Client;

@@ -13,8 +13,8 @@
 //!   (shared by `backup`, `check` and `verify`);
 //!   `dblocale`: a database's encoding and locale, recorded at backup, recreated by `restore --create`;
 //!   `identity`: whether two connections reach the same database, asked of the servers.
-//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table, its migrations and all of
-//!   its SQL.
+//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table, its migrations and the
+//!   commands' SQL on it (`dashboard` still reads `status`'s history itself).
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
 //!   compression and chunking on a thread (checksums are taken on the uploader);
 //!   `rowcount`: per-table row counts read off the dump as it streams (`archive`: the same for
