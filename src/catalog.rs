@@ -1,6 +1,9 @@
-//! The `backups` catalog table: migrations (embedded from `migrations/`, applied idempotently under
-//! a transaction-level advisory lock so concurrent runs do not race), and the one row every run
-//! that took the lock leaves behind, SUCCESS or ERROR with the reason.
+//! The `backups` catalog table, and the commands' SQL on it: migrations (embedded from
+//! `migrations/`, applied idempotently under a transaction-level advisory lock so concurrent runs
+//! do not race), the one row every run that took the lock leaves behind (SUCCESS or ERROR with the
+//! reason), and what the other commands read and write there (`check`'s migration state and
+//! size estimate, `list`'s facts per copy, `verify`'s row counts and results, pruning, rebuilds). `status`'s history queries are still
+//! in `dashboard`.
 
 use anyhow::{Context, Result};
 use postgres::Client;
@@ -32,16 +35,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x7067_6472_6976_65; // "pgdrive"
 /// When everything is applied already this runs no DDL, so a user without CREATE privilege can
 /// still back up once the owner has run `pgdrive migrate`.
 pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
-    let applied: Vec<String> =
-        match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
-            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
-            Err(e) => return Err(e).context("reading pgdrive_schema_migrations"),
-        };
-    if MIGRATIONS
-        .iter()
-        .all(|(name, _)| applied.iter().any(|a| a == name))
-    {
+    if pending_migrations(client)?.is_empty() {
         return Ok(Vec::new());
     }
     refuse_foreign_backups_table(client)?;
@@ -76,6 +70,143 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
     }
     tx.commit().context("committing the catalog migration")?;
     Ok(done)
+}
+
+/// The migrations recorded in `pgdrive_schema_migrations` (none when it does not exist yet).
+pub fn applied_migrations(client: &mut Client) -> Result<Vec<String>> {
+    match client.query("SELECT version FROM pgdrive_schema_migrations", &[]) {
+        Ok(rows) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(Vec::new()),
+        Err(e) => Err(e).context("reading pgdrive_schema_migrations"),
+    }
+}
+
+/// The names of the [`MIGRATIONS`] not applied yet, in order.
+pub fn pending_migrations(client: &mut Client) -> Result<Vec<&'static str>> {
+    let applied = applied_migrations(client)?;
+    Ok(MIGRATIONS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !applied.iter().any(|a| a == name))
+        .collect())
+}
+
+/// What this user may do to apply migrations: creating the table needs CREATE on the schema,
+/// upgrading an existing one needs to own it (`owns_table` is `None` when there is no table).
+pub struct MigrationRights {
+    pub can_create: bool,
+    pub owns_table: Option<bool>,
+}
+
+pub fn migration_rights(client: &mut Client) -> Result<MigrationRights> {
+    let row = client
+        .query_one(
+            "SELECT has_schema_privilege(current_schema(), 'CREATE'),
+                    (SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass('backups'))",
+            &[],
+        )
+        .context("reading the catalog privileges")?;
+    Ok(MigrationRights {
+        can_create: row.get(0),
+        owns_table: row.get(1),
+    })
+}
+
+/// Succeeds when this connection sees a `backups` table (empty or not).
+pub fn probe(client: &mut Client) -> std::result::Result<(), postgres::Error> {
+    match client.query_one("SELECT 1 FROM backups LIMIT 0", &[]) {
+        Ok(_) => Ok(()),
+        // no row is what was asked for; a missing table (or any server error) is not
+        Err(e) if e.code().is_none() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What the catalog says of one stored copy, as `list` shows it.
+pub struct CopyFacts {
+    /// The Drive file the row records, if any.
+    pub drive_file_id: Option<String>,
+    /// The local file name the row records, if it has a local copy.
+    pub local_file: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339, UTC.
+    pub verified_at: Option<String>,
+    pub verify_result: Option<String>,
+}
+
+/// Every row that names a stored copy, oldest first.
+pub fn copy_facts(client: &mut Client) -> Result<Vec<CopyFacts>> {
+    let rows = client
+        .query(
+            "SELECT drive_file_id, CASE WHEN local_path IS NOT NULL THEN filename END, status,
+                    to_char(verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), verify_result
+               FROM backups WHERE drive_file_id IS NOT NULL OR local_path IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .context("reading the backups catalog")?;
+    Ok(rows
+        .iter()
+        .map(|r| CopyFacts {
+            drive_file_id: r.get(0),
+            local_file: r.get(1),
+            status: r.get(2),
+            verified_at: r.get(3),
+            verify_result: r.get(4),
+        })
+        .collect())
+}
+
+/// The row counts the catalog recorded for a backup stored as Drive file `drive_id` or local
+/// file `local_name` (the fallback for a backup without a manifest).
+pub fn recorded_row_counts(
+    client: &mut Client,
+    drive_id: Option<&str>,
+    local_name: Option<&str>,
+) -> Result<Option<std::collections::BTreeMap<String, u64>>> {
+    let row = client
+        .query_opt(
+            "SELECT row_counts::text FROM backups
+              WHERE row_counts IS NOT NULL AND status = 'SUCCESS'
+                AND (($1::text IS NOT NULL AND drive_file_id = $1) OR ($2::text IS NOT NULL AND local_path IS NOT NULL AND filename = $2))
+              ORDER BY id DESC LIMIT 1",
+            &[&drive_id, &local_name],
+        )
+        .context("reading the row counts from the backups catalog")?;
+    let Some(row) = row else { return Ok(None) };
+    let text: String = row.get(0);
+    Ok(serde_json::from_str(&text).ok())
+}
+
+/// Records a verification's outcome on the backup's row(s); returns how many rows matched.
+pub fn record_verification(
+    client: &mut Client,
+    drive_id: Option<&str>,
+    local_name: Option<&str>,
+    result: &str,
+) -> Result<u64> {
+    client
+        .execute(
+            "UPDATE backups SET verified_at = now(), verify_result = $3
+              WHERE ($1::text IS NOT NULL AND drive_file_id = $1) OR ($2::text IS NOT NULL AND local_path IS NOT NULL AND filename = $2)",
+            &[&drive_id, &local_name, &crate::redact::scrub(result)],
+        )
+        .context("recording the verification in the backups catalog")
+}
+
+/// The size of the newest successful backup of a kind (for `check`'s quota estimate).
+pub fn last_success_size(
+    client: &mut Client,
+    kind: crate::kind::Kind,
+    database: &str,
+) -> Result<Option<u64>> {
+    let row = client.query_opt(
+        "SELECT size_bytes FROM backups WHERE type = $1 AND status = 'SUCCESS' AND COALESCE(database_name, $2) = $2
+          ORDER BY created_at DESC, id DESC LIMIT 1",
+        &[&kind.as_str(), &database],
+    )?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<i64>>(0))
+        .map(|s| s.max(0) as u64))
 }
 
 /// Creates the `backups` table again when it was dropped after its migrations were recorded

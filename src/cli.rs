@@ -6,28 +6,20 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::kind::Kind;
 use crate::log::LogFormat;
 
-const EXIT_STATUS_HELP: &str = "\
-Exit status:
-  0   the backup was stored and verified (other commands: success)
-  1   the backup failed; nothing new was stored (check: a check failed;
-      status: a backup is stale or its last run failed)
-  2   usage error (the command line could not be parsed)
-  3   the backup is stored and verified, but a follow-up step failed
-      (pruning old backups, the catalog write, a notification)
-  65  restore/verify: the backup is corrupt (size, MD5, SHA-256, gzip stream
-      or dump trailer wrong); nothing was restored
-  75  skipped: another run holds this job's advisory lock
-  78  configuration invalid; nothing was attempted
-
+/// Shown after the options of `pgdrive --help`, below the exit-status table.
+const PRECEDENCE_HELP: &str = "\
 Configuration precedence: command-line flags, then environment variables, then the config file
 (--config), then --env-file.";
 
 /// The command line as parsed and documented: the clap definitions below, with each flag's
-/// `[env: …]` text taken from the settings registry.
+/// `[env: …]` text taken from the settings registry and the exit statuses from
+/// [`crate::error::EXIT_STATUSES`].
 pub fn command() -> clap::Command {
     crate::registry::annotate(Cli::command())
+        .after_long_help(format!("{}\n{PRECEDENCE_HELP}", crate::error::help_text()))
 }
 
 /// Parses the process's arguments against [`command`].
@@ -42,7 +34,7 @@ pub fn try_parse() -> Result<Cli, clap::Error> {
 /// pruned, and every run is recorded in a `backups` table. Run by cron or a systemd timer; the
 /// exit status says what happened.
 #[derive(Debug, Parser)]
-#[command(name = "pgdrive", version, after_long_help = EXIT_STATUS_HELP, max_term_width = 100)]
+#[command(name = "pgdrive", version, max_term_width = 100)]
 pub struct Cli {
     /// Read KEY=VALUE settings from this file (the format of systemd's EnvironmentFile=).
     /// Environment variables override it; a warning is printed when it is readable by group or others.
@@ -152,6 +144,9 @@ pub enum Command {
         #[arg(default_value = "general")]
         group: String,
     },
+    /// Print README's exit-status table, generated from the one in src/error.rs.
+    #[command(hide = true)]
+    GenerateExitTable,
 }
 
 #[derive(Debug, Args)]
@@ -195,36 +190,6 @@ pub struct StatusArgs {
     pub target: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// The whole database; folder GOOGLE_DRIVE_FOLDER_ID; keeps 14.
-    Daily,
-    /// Only PGDRIVE_CRITICAL_TABLES; folder HOURLY_DRIVE_FOLDER_ID; keeps 48.
-    Hourly,
-    /// Structure only (pg_dump --schema-only); folder SCHEMA_DRIVE_FOLDER_ID; kept forever.
-    Schema,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Daily => "daily",
-            Kind::Hourly => "hourly",
-            Kind::Schema => "schema",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            "daily" => Some(Kind::Daily),
-            "hourly" => Some(Kind::Hourly),
-            "schema" => Some(Kind::Schema),
-            _ => None,
-        }
-    }
-}
-
 /// When `pgdrive backup` sends email, Slack and webhook messages (heartbeat pings are always sent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NotifyPolicy {
@@ -234,12 +199,6 @@ pub enum NotifyPolicy {
     Always,
     /// Never.
     Never,
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +218,19 @@ pub struct BackupArgs {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["folder", "local_dir"])]
     pub job: Option<String>,
 
+    #[command(flatten)]
+    pub overrides: BackupOverrides,
+
+    /// When to send email, Slack and webhook messages about this run (the setting of the kind
+    /// wins over PGDRIVE_NOTIFY).
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub notify: Option<NotifyPolicy>,
+}
+
+/// The `backup` flags that override a job's settings. None (the default) is what a scheduled run
+/// without flags sees, as `check` judges it.
+#[derive(Debug, Default, Args)]
+pub struct BackupOverrides {
     /// Keep the newest N backups of this kind in each target; 0 keeps everything.
     #[arg(long, value_name = "N")]
     pub keep: Option<u32>,
@@ -296,11 +268,6 @@ pub struct BackupArgs {
     /// Drive API base URL; API calls go to {base}drive/v3/, uploads to {base}upload/drive/v3/.
     #[arg(long, value_name = "URL")]
     pub drive_url: Option<String>,
-
-    /// When to send email, Slack and webhook messages about this run (the setting of the kind
-    /// wins over PGDRIVE_NOTIFY).
-    #[arg(long, value_enum, value_name = "WHEN")]
-    pub notify: Option<NotifyPolicy>,
 }
 
 /// Where `list`, `restore` and `verify` read backups from.

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{BackupArgs, Kind};
+use crate::cli::{BackupArgs, BackupOverrides};
 use crate::codec::Codec;
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
 use crate::error::config_error_hint;
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 use crate::registry::Secret;
@@ -475,13 +476,13 @@ fn parse_chunk_size(what: &str, s: &str) -> Result<usize> {
 /// The implicit targets of `backup --kind`: the kind's Drive folder (with Google credentials)
 /// and the local directory (`--to`, PGDRIVE_LOCAL_DIR); at least one must be configured.
 fn implicit_targets(
-    args: &BackupArgs,
+    overrides: &BackupOverrides,
     settings: &Settings,
     kind: Kind,
     drive_url: &str,
 ) -> Result<(Option<DriveSettings>, Option<PathBuf>)> {
     let credentials = Credentials::from_settings(settings)?;
-    let folder = args
+    let folder = overrides
         .folder
         .clone()
         .or_else(|| settings.get(folder_variable(kind)));
@@ -503,7 +504,7 @@ fn implicit_targets(
             }
             (None, None) => None,
         };
-    let local_dir = args
+    let local_dir = overrides
         .local_dir
         .clone()
         .or_else(|| settings.get("PGDRIVE_LOCAL_DIR").map(PathBuf::from));
@@ -606,14 +607,25 @@ fn named_targets_of(
 }
 
 impl BackupConfig {
-    /// The configuration of `backup --kind` (a built-in kind).
+    /// The configuration of `backup --kind` (a built-in kind) with its flags.
     pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
         let kind = args.kind.ok_or_else(|| {
             config_error_hint("no backup job was named", "pass --kind daily|hourly|schema, or --job NAME for a [jobs.NAME] of the config file")
         })?;
-        BackupConfig::load_run(
-            args,
+        BackupConfig::new(kind, settings, &args.overrides)
+    }
+
+    /// The configuration of a `kind` job from the settings, with `overrides` (the command line's
+    /// flags) on top; `BackupOverrides::default()` is what a scheduled run without flags sees
+    /// (`check` judges that one).
+    pub fn new(
+        kind: Kind,
+        settings: Settings,
+        overrides: &BackupOverrides,
+    ) -> Result<BackupConfig> {
+        BackupConfig::for_run(
             settings,
+            overrides,
             &RunPlan {
                 kind,
                 job: None,
@@ -622,8 +634,13 @@ impl BackupConfig {
         )
     }
 
-    /// The configuration of one run: flags, then the job's keys, then the settings.
-    pub fn load_run(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<BackupConfig> {
+    /// The configuration of one run (a kind, or one database of a job): the flags, then the
+    /// job's keys, then the settings.
+    pub fn for_run(
+        settings: Settings,
+        overrides: &BackupOverrides,
+        plan: &RunPlan,
+    ) -> Result<BackupConfig> {
         let kind = plan.kind;
         let job = plan.job.as_ref();
         let configured = required_database(&settings)?;
@@ -635,14 +652,14 @@ impl BackupConfig {
         let catalog =
             database_from(&settings, "PGDRIVE_CATALOG_URL")?.unwrap_or_else(|| configured.clone());
 
-        let keep = match args.keep.or(job.and_then(|j| j.keep)) {
+        let keep = match overrides.keep.or(job.and_then(|j| j.keep)) {
             Some(k) => k,
             None => settings
                 .parsed::<u32>(keep_variable(kind))?
                 .unwrap_or(default_keep(kind)),
         };
 
-        let codec = match args
+        let codec = match overrides
             .compress
             .clone()
             .or_else(|| job.and_then(|j| j.compress.clone()))
@@ -651,7 +668,7 @@ impl BackupConfig {
             Some(spec) => Codec::parse(&spec)?,
             None => crate::codec::DEFAULT,
         };
-        let threads = match args.threads {
+        let threads = match overrides.threads {
             Some(n) => n,
             None => settings
                 .parsed::<usize>("PGDRIVE_THREADS")?
@@ -663,7 +680,7 @@ impl BackupConfig {
                 "set --threads (PGDRIVE_THREADS) to a number from 1 to 256",
             ));
         }
-        let format = match args
+        let format = match overrides
             .format
             .clone()
             .or_else(|| job.and_then(|j| j.format.clone()))
@@ -675,7 +692,7 @@ impl BackupConfig {
             None => DumpFormat::Plain,
         };
 
-        let chunk_size = match args
+        let chunk_size = match overrides
             .chunk_size
             .clone()
             .or_else(|| job.and_then(|j| j.chunk_size.clone()))
@@ -703,7 +720,7 @@ impl BackupConfig {
             Vec::new()
         };
 
-        let drive_url = args
+        let drive_url = overrides
             .drive_url
             .clone()
             .or_else(|| settings.get("PGDRIVE_DRIVE_URL"))
@@ -711,14 +728,14 @@ impl BackupConfig {
         // a job names its targets; `--kind` (and a job that names none) writes to the implicit ones
         let named_targets: &[String] = job.map(|j| j.targets.as_slice()).unwrap_or_default();
         let (drive, local_dir, named) = if named_targets.is_empty() {
-            let (drive, local_dir) = implicit_targets(args, &settings, kind, &drive_url)?;
+            let (drive, local_dir) = implicit_targets(overrides, &settings, kind, &drive_url)?;
             (drive, local_dir, Vec::new())
         } else {
             let job_name = job.map(|j| j.name.as_str()).unwrap_or_default();
             named_targets_of(&settings, kind, job_name, named_targets, &drive_url)?
         };
 
-        let pg_dump = args
+        let pg_dump = overrides
             .pg_dump
             .clone()
             .or_else(|| settings.get("PGDRIVE_PG_DUMP").map(PathBuf::from));

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::cli::Kind;
 use crate::config_file::FileError;
+use crate::kind::Kind;
 
 /// One key of a `[targets.NAME]` or `[jobs.NAME]` table.
 pub struct Key {

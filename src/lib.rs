@@ -1,17 +1,20 @@
 //! pgdrive: PostgreSQL backups streamed into Google Drive.
 //!
 //! # Layout
-//! - `cli`: clap definitions; `registry`: every setting declared once (env name, config-file
+//! - `cli`: clap definitions (`kind`: the backup kinds they name); `registry`: every setting declared once (env name, config-file
 //!   key, type, default, help, secrecy), feeding the parser, `--help`, the man page and README;
 //!   `config`: flags > environment > config file (`config_file`, TOML) > env-file, validated;
-//!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`.
+//!   `error`: exit statuses and hints, mapped in one place; `log`, `redact`, `timeutil`, `signals`,
+//!   `host` (this machine's name), `units` (sizes as people read them).
 //! - `commands`: one module per command, orchestration only.
 //! - `pgconn`: DATABASE_URL → pgdrive's own connection and pg_dump's environment;
 //!   `pgtls`: libpq's sslmode semantics for pgdrive's own connections.
-//! - `server`: connecting, the server version and the critical tables (shared by `backup` and `check`);
+//! - `server`: connecting, the server version, standby or not, the critical tables and row counts
+//!   (shared by `backup`, `check` and `verify`);
 //!   `dblocale`: a database's encoding and locale, recorded at backup, recreated by `restore --create`;
 //!   `identity`: whether two connections reach the same database, asked of the servers.
-//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table and its migrations.
+//! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table, its migrations and the
+//!   commands' SQL on it (`dashboard` still reads `status`'s history itself).
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
 //!   compression and chunking on a thread (checksums are taken on the uploader);
 //!   `rowcount`: per-table row counts read off the dump as it streams (`archive`: the same for
@@ -53,8 +56,10 @@ pub mod dumpscript;
 pub mod error;
 pub mod fsutil;
 pub mod health;
+pub mod host;
 pub mod identity;
 pub mod jobs;
+pub mod kind;
 pub mod lock;
 pub mod log;
 pub mod manpage;
@@ -74,3 +79,4 @@ pub mod server;
 pub mod signals;
 pub mod storage;
 pub mod timeutil;
+pub mod units;

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use md5::Digest as _;
 use postgres::Client;
 
-use crate::cli::Kind;
+use crate::kind::Kind;
 
 pub fn lock_name(kind: Kind) -> &'static str {
     match kind {

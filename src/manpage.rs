@@ -1,18 +1,9 @@
 //! The man page, generated from the clap definitions and the settings registry (so `--help`, `man pgdrive` and the README
 //! cannot drift apart): the main page plus one OPTIONS section per subcommand, and the
-//! ENVIRONMENT and EXIT STATUS sections. `man/pgdrive.1` is this output, checked by a test.
+//! ENVIRONMENT (from the settings registry) and EXIT STATUS (from [`crate::error::EXIT_STATUSES`])
+//! sections. `man/pgdrive.1` is this output, checked by a test.
 
 use anyhow::Result;
-
-const EXIT_STATUS: &[(&str, &str)] = &[
-    ("0", "The backup was stored and verified (other commands: success)."),
-    ("1", "The backup failed; nothing new was stored. check: at least one check failed. status: a kind's newest backup is older than its max age, or its last run failed."),
-    ("2", "Usage error: the command line could not be parsed."),
-    ("3", "The backup is stored and verified, but a follow-up step failed: recording its metadata (properties, manifest), pruning, the catalog write or a notification."),
-    ("65", "restore, verify: the backup is corrupt (size, MD5, SHA-256, gzip stream or dump trailer wrong); nothing was restored."),
-    ("75", "Skipped: another run holds this job's advisory lock."),
-    ("78", "The configuration is invalid; nothing was attempted."),
-];
 
 const FILES: &[(&str, &str)] = &[
     ("/etc/pgdrive/pgdrive.toml", "The config file read when no --config (PGDRIVE_CONFIG) names one and it exists: TOML, each key one setting of ENVIRONMENT (see pgdrive.toml.example). An unknown key is a configuration error (78) naming the nearest known key."),
@@ -28,14 +19,14 @@ const SIGNALS: &[(&str, &str)] = &[
     ("SIGINT, SIGTERM, SIGHUP", "The run stops within seconds: the request in flight is cut, pg_dump killed, the upload session cancelled, the ERROR row written and the notification sent (each bounded to 3 s); exit 1. Should that cleanup hang, pgdrive exits 8 s after the signal anyway. A second signal exits at once."),
 ];
 
-fn section(out: &mut Vec<u8>, title: &str, items: &[(&str, &str)]) {
+fn section(out: &mut Vec<u8>, title: &str, items: &[(impl AsRef<str>, impl AsRef<str>)]) {
     out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
     for (name, text) in items {
         out.extend_from_slice(
             format!(
                 ".TP\n\\fB{}\\fR\n{}\n",
-                roff_escape(name),
-                roff_escape(text)
+                roff_escape(name.as_ref()),
+                roff_escape(text.as_ref())
             )
             .as_bytes(),
         );
@@ -91,12 +82,7 @@ pub fn render() -> Result<String> {
         let body = String::from_utf8_lossy(&body).replace(".SH ", ".SS ");
         out.extend_from_slice(body.as_bytes());
     }
-    let environment = crate::registry::man_environment();
-    let environment: Vec<(&str, &str)> = environment
-        .iter()
-        .map(|(name, text)| (name.as_str(), text.as_str()))
-        .collect();
-    section(&mut out, "ENVIRONMENT", &environment);
+    section(&mut out, "ENVIRONMENT", &crate::registry::man_environment());
     for (title, keys) in [
         ("CONFIG FILE: [targets.NAME]", crate::jobs::TARGET_KEYS),
         ("CONFIG FILE: [jobs.NAME]", crate::jobs::JOB_KEYS),
@@ -105,14 +91,19 @@ pub fn render() -> Result<String> {
             .iter()
             .map(|k| (format!("{} = {}", k.name, k.shape), k.help.replace('`', "")))
             .collect();
-        let items: Vec<(&str, &str)> = items
-            .iter()
-            .map(|(a, b)| (a.as_str(), b.as_str()))
-            .collect();
         section(&mut out, title, &items);
     }
     section(&mut out, "FILES", FILES);
-    section(&mut out, "EXIT STATUS", EXIT_STATUS);
+    let exit_statuses: Vec<(String, String)> = crate::error::EXIT_STATUSES
+        .iter()
+        .map(|doc| {
+            (
+                format!("{} ({})", doc.status.code(), doc.name),
+                format!("{} Commands: {}.", doc.meaning, doc.commands),
+            )
+        })
+        .collect();
+    section(&mut out, "EXIT STATUS", &exit_statuses);
     section(&mut out, "SIGNALS", SIGNALS);
     man.render_version_section(&mut out)?;
     Ok(String::from_utf8(out)?)

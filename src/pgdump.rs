@@ -10,8 +10,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::cli::Kind;
 use crate::error::config_error_hint;
+use crate::kind::Kind;
 
 /// A pg_dump binary and its version.
 #[derive(Clone, Debug)]

@@ -66,7 +66,7 @@ impl<R: Read> Progress<R> {
 
 /// `12.3 MB / 45.6 MB (27%)  3.1 MB/s  ETA 0:11`
 pub fn line(done: u64, total: Option<u64>, elapsed: Duration) -> String {
-    use crate::commands::backup::human_bytes;
+    use crate::units::human_bytes;
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     let mut s = human_bytes(done);
     if let Some(t) = total.filter(|t| *t > 0) {

@@ -1,6 +1,7 @@
-//! The database server as pgdrive's preflight sees it: connecting with a useful hint, the server's
-//! version (pg_dump must be at least its major), and the critical tables resolved exactly as SQL
-//! would. Shared by `backup` and `check` so both judge a setup the same way.
+//! The database server as pgdrive's preflight sees it: connecting with a useful hint (and the exit
+//! status of why it failed), the server's version (pg_dump must be at least its major), whether it
+//! is a standby, the critical tables resolved exactly as SQL would, and the row counts of a
+//! restored database. Shared by `backup`, `check` and `verify` so they judge a server the same way.
 
 use anyhow::{Context, Result};
 
@@ -31,10 +32,12 @@ pub fn connect_failure(
     if e.downcast_ref::<crate::error::Classified>().is_some() {
         return e;
     }
-    let hint = crate::error::hint(&e).unwrap_or_else(|| {
+    let hint = crate::error::cause_hint(&e).unwrap_or_else(|| {
         "check that the server is running and that the host, port, user, database and sslmode in the URL are right".into()
     });
-    crate::error::failure_hint(
+    // unreachable or busy (69) stays so under the message that names the server
+    crate::error::failure_from(
+        &e,
         format!(
             "cannot connect to {what} at {}: {}",
             info.redacted(),
@@ -69,6 +72,35 @@ pub fn server_version(client: &mut postgres::Client) -> Result<(String, u32)> {
         num / 100
     } as u32;
     Ok((version, major))
+}
+
+/// Whether the server is a read-only standby.
+pub fn in_recovery(client: &mut postgres::Client) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .context("asking whether the server is a standby")?
+        .get(0))
+}
+
+/// `SELECT count(*) FROM ONLY <table>` for each table (names as pg_dump writes them, quoted
+/// where needed); a table that does not exist is left out of the map.
+pub fn count_rows<'a>(
+    client: &mut postgres::Client,
+    tables: impl Iterator<Item = &'a String>,
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in tables {
+        let exists: Option<u32> = client
+            .query_one("SELECT to_regclass($1)::oid", &[t])?
+            .get(0);
+        if exists.is_some() {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM ONLY {t}"), &[])?
+                .get(0);
+            out.insert(t.clone(), n);
+        }
+    }
+    Ok(out)
 }
 
 /// Quotes a name for a pg_dump pattern: inside double quotes every character is literal, and a

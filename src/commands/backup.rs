@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::catalog::{self, RunRecord};
-use crate::cli::{BackupArgs, Kind};
+use crate::cli::BackupArgs;
 use crate::config::{BackupConfig, RunPlan, Settings};
 use crate::error::ExitStatus;
+use crate::host::host_name;
 use crate::jobs::{Databases, JobSpec};
+use crate::kind::Kind;
 use crate::lock;
 use crate::log;
 use crate::notify::{self, Report, Status};
@@ -35,6 +37,7 @@ use crate::server::{resolve_tables, server_version};
 use crate::storage::config::TargetOptions;
 use crate::storage::{props, Backend, Completion, StoredObject, Target, Upload};
 use crate::timeutil;
+use crate::units::human_bytes;
 
 /// Facts gathered during the run, for the catalog row, the properties and the logs.
 struct RunFacts {
@@ -188,7 +191,7 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
             .map(|d| d.dbname().to_string())
             .unwrap_or_default()
     });
-    let mut cfg = BackupConfig::load_run(args, settings, plan).map_err(|error| {
+    let mut cfg = BackupConfig::for_run(settings, &args.overrides, plan).map_err(|error| {
         notifier.run_finished(&Report::failure(
             plan.kind,
             &database_name,
@@ -342,7 +345,7 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
 
     let mut kept = None;
     for ((target, new), options) in targets.iter_mut().zip(&stored).zip(&options) {
-        let keep = args.keep.or(options.keep).unwrap_or(cfg.keep);
+        let keep = args.overrides.keep.or(options.keep).unwrap_or(cfg.keep);
         if keep > 0 {
             match prune(target.as_mut(), &cfg, keep, &facts.database, &new.id) {
                 Ok((deleted, now_kept)) => {
@@ -936,32 +939,6 @@ pub fn file_name_part(db: &str) -> String {
     }
 }
 
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -972,11 +949,5 @@ mod tests {
         assert_eq!(file_name_part("a/b"), "a_b");
         assert_eq!(file_name_part("..hidden"), "hidden");
         assert_eq!(file_name_part("магазин"), "магазин");
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_234_567), "1.2 MB");
     }
 }

@@ -2,7 +2,7 @@
 //! against their infrastructure. Every check runs (a failure never hides the next one), each
 //! prints one line, and the exit status is 1 when any failed, 0 otherwise (warnings allowed).
 //!
-//! The checks reuse the backup's own pieces (`BackupConfig::load`, `server`, `pgdump::locate`,
+//! The checks reuse the backup's own pieces (`BackupConfig::new`, `server`, `pgdump::locate`,
 //! `lock`, `DriveClient::folder`, the resumable upload), so `check` passing means the same code
 //! will pass at 03:00. Nothing is written except a tiny Drive probe file, deleted again at once.
 
@@ -10,14 +10,12 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 
-use clap::Parser;
-
-use crate::cli::{BackupArgs, CheckArgs, Cli, Command, Kind};
+use crate::cli::{BackupOverrides, CheckArgs};
 use crate::config::{database_from, BackupConfig, Settings};
-use crate::dashboard;
 use crate::drive::DriveError;
 use crate::error::ExitStatus;
 use crate::health::{configured_kinds, Finding, Level, CONTRIBUTED_CHECKS};
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::server::{connect, resolve_tables, server_version};
 use crate::storage::config::TargetKind;
@@ -37,18 +35,6 @@ impl Report {
 
     fn count(&self, level: Level) -> usize {
         self.findings.iter().filter(|f| f.level == level).count()
-    }
-}
-
-/// `backup --kind K` with no other flags: what a scheduled run sees. Parsed rather than built,
-/// so options added to `backup` later keep their defaults here.
-fn backup_args(kind: Kind) -> BackupArgs {
-    match Cli::try_parse_from(["pgdrive", "backup", "--kind", kind.as_str()]) {
-        Ok(Cli {
-            command: Command::Backup(args),
-            ..
-        }) => args,
-        other => unreachable!("`backup --kind {kind}` always parses: {other:?}"),
     }
 }
 
@@ -87,7 +73,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     let kinds = configured_kinds(&settings, args.kind);
     let mut configs = Vec::new();
     for kind in &kinds {
-        match BackupConfig::load(&backup_args(*kind), settings.clone()) {
+        match BackupConfig::new(*kind, settings.clone(), &BackupOverrides::default()) {
             Ok(cfg) => {
                 let mut targets = Vec::new();
                 if let Some(d) = &cfg.drive {
@@ -199,7 +185,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
 }
 
 /// Partial files of interrupted backups in a local directory: reported, never removed here.
-fn check_stale_partials(report: &mut Report, kind: crate::cli::Kind, dir: &std::path::Path) {
+fn check_stale_partials(report: &mut Report, kind: crate::kind::Kind, dir: &std::path::Path) {
     match crate::storage::local::stale_partials(dir, false) {
         Ok(stale) if stale.is_empty() => {}
         Ok(stale) => report.add(Finding::warn(
@@ -377,7 +363,7 @@ fn check_catalog(
     kinds
         .iter()
         .filter_map(|k| {
-            dashboard::last_success_size(&mut client, *k, database)
+            catalog::last_success_size(&mut client, *k, database)
                 .ok()
                 .flatten()
                 .map(|s| (*k, s))
@@ -387,33 +373,19 @@ fn check_catalog(
 
 /// The catalog table: migrated, or creatable by the first backup.
 fn catalog_state(client: &mut postgres::Client) -> Result<Finding> {
-    let applied: Vec<String> = match client
-        .query("SELECT version FROM pgdrive_schema_migrations", &[])
-    {
-        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
-        Err(e) => return Err(anyhow::Error::new(e).context("reading pgdrive_schema_migrations")),
-    };
-    let pending: Vec<&str> = catalog::MIGRATIONS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !applied.iter().any(|a| a == n))
-        .collect();
+    let pending = catalog::pending_migrations(client)?;
     if pending.is_empty() {
         return Ok(Finding::ok(
             "catalog",
             format!(
                 "backups table present and migrated ({} migrations)",
-                applied.len()
+                catalog::MIGRATIONS.len()
             ),
         ));
     }
     // The same refusal the backup's migration would give.
     catalog::refuse_foreign_backups_table(client)?;
-    if client
-        .query_one("SELECT pg_is_in_recovery()", &[])?
-        .get::<_, bool>(0)
-    {
+    if crate::server::in_recovery(client)? {
         return Ok(Finding::fail(
             "catalog",
             format!(
@@ -423,15 +395,8 @@ fn catalog_state(client: &mut postgres::Client) -> Result<Finding> {
             Some("keep the catalog and the lock on the primary with PGDRIVE_CATALOG_URL".into()),
         ));
     }
-    // Creating needs CREATE on the schema; upgrading an existing table needs to own it.
-    let row = client.query_one(
-        "SELECT has_schema_privilege(current_schema(), 'CREATE'),
-                (SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass('backups'))",
-        &[],
-    )?;
-    let can_create: bool = row.get(0);
-    let owns_table: Option<bool> = row.get(1);
-    if can_create && owns_table != Some(false) {
+    let rights = catalog::migration_rights(client)?;
+    if rights.can_create && rights.owns_table != Some(false) {
         Ok(Finding::ok(
             "catalog",
             format!(
@@ -574,7 +539,7 @@ pub fn quota_finding(
     estimate: Option<u64>,
     shared_drive: bool,
 ) -> Finding {
-    use crate::commands::backup::human_bytes;
+    use crate::units::human_bytes;
     let used = human_bytes(q.usage);
     if shared_drive {
         return Finding::ok("drive quota", format!("the folder is in a shared drive, which uses the organization's pooled storage (this account's own: {used} used)"));

@@ -13,6 +13,7 @@ use crate::cli::ListArgs;
 use crate::config::Settings;
 use crate::error::ExitStatus;
 use crate::storage::{props, Backend, Listed};
+use crate::units::human_bytes;
 
 /// What the catalog knows about one stored backup.
 #[derive(Default, Clone)]
@@ -147,9 +148,7 @@ pub fn run(args: &ListArgs, settings: Settings) -> Result<ExitStatus> {
                     .unwrap_or_else(|| "?".into()),
                 l.prop(props::KIND).unwrap_or("?").to_string(),
                 l.prop(props::DATABASE).unwrap_or("?").to_string(),
-                l.size
-                    .map(super::backup::human_bytes)
-                    .unwrap_or_else(|| "?".into()),
+                l.size.map(human_bytes).unwrap_or_else(|| "?".into()),
                 status(l, facts.as_ref()).to_string(),
                 verified,
                 l.id.clone(),
@@ -197,25 +196,18 @@ fn status(l: &Listed, facts: Option<&CatalogFacts>) -> &'static str {
 
 /// Catalog facts keyed `drive:<file id>` and `local:<file name>`.
 fn facts(client: &mut postgres::Client) -> Result<HashMap<String, CatalogFacts>> {
-    let rows = client
-        .query(
-            "SELECT drive_file_id, CASE WHEN local_path IS NOT NULL THEN filename END, status,
-                    to_char(verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), verify_result
-               FROM backups WHERE drive_file_id IS NOT NULL OR local_path IS NOT NULL ORDER BY id",
-            &[],
-        )
-        .context("reading the backups catalog")?;
+    let rows = crate::catalog::copy_facts(client)?;
     let mut map = HashMap::new();
     for r in rows {
         let f = CatalogFacts {
-            status: r.get(2),
-            verified_at: r.get(3),
-            verify_result: r.get(4),
+            status: r.status,
+            verified_at: r.verified_at,
+            verify_result: r.verify_result,
         };
-        if let Some(id) = r.get::<_, Option<String>>(0) {
+        if let Some(id) = r.drive_file_id {
             map.insert(format!("drive:{id}"), f.clone());
         }
-        if let Some(name) = r.get::<_, Option<String>>(1) {
+        if let Some(name) = r.local_file {
             map.insert(format!("local:{name}"), f);
         }
     }

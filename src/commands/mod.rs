@@ -37,6 +37,10 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         print!("{}", crate::registry::markdown_table(group));
         return Ok(ExitStatus::Ok);
     }
+    if let Command::GenerateExitTable = cli.command {
+        print!("{}", crate::error::markdown_table());
+        return Ok(ExitStatus::Ok);
+    }
     let config_file = Settings::config_file_for(cli.config.as_deref());
     let settings = Settings::load_layers(config_file.as_deref(), cli.env_file.as_deref())?;
     match &cli.command {
@@ -51,6 +55,10 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),
-        Command::GenerateMan | Command::GenerateSettingsTable { .. } => unreachable!(),
+        Command::GenerateMan
+        | Command::GenerateSettingsTable { .. }
+        | Command::GenerateExitTable => {
+            unreachable!()
+        }
     }
 }

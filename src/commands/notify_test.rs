@@ -4,9 +4,10 @@
 
 use anyhow::Result;
 
-use crate::cli::Kind;
 use crate::config::Settings;
 use crate::error::{config_error_hint, ExitStatus};
+use crate::host::host_name;
+use crate::kind::Kind;
 use crate::notify::{self, ping::Pinger, Report, Status};
 use crate::timeutil;
 
@@ -32,7 +33,7 @@ pub fn run(settings: Settings) -> Result<ExitStatus> {
         ));
     }
 
-    let host = crate::commands::backup::host_name();
+    let host = host_name();
     let report = Report::new(
         Status::Test,
         Kind::Daily,

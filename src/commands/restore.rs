@@ -37,10 +37,12 @@ use crate::cli::RestoreArgs;
 use crate::config::Settings;
 use crate::dblocale::{quote_literal, DbLocale};
 use crate::error::{config_error_hint, failure_hint, ExitStatus};
+use crate::host::host_name;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 use crate::progress::{self, Progress};
 use crate::storage::props;
+use crate::units::human_bytes;
 
 /// Run first, in the restore's transaction, by `--clean`.
 pub const CLEAN_SQL: &str = r#"DO $pgdrive_clean$
@@ -197,7 +199,7 @@ pub fn create_database(info: &ConnInfo, locale: Option<&DbLocale>) -> Result<()>
     let marker = format!(
         "{UNFINISHED_MARKER} (pgdrive pid {} on {}, {}): not a restored database until pgdrive removes this comment; `pgdrive restore --create` of this name drops and recreates it",
         std::process::id(),
-        super::backup::host_name(),
+        host_name(),
         crate::timeutil::rfc3339_millis(crate::timeutil::now_millis()),
     );
     if let Err(e) = admin.batch_execute(&format!(
@@ -328,8 +330,8 @@ fn plan_spool(
             format!(
                 "not enough free space for --jobs in {}: {} free, {} needed ({basis})",
                 dir.display(),
-                super::backup::human_bytes(free),
-                super::backup::human_bytes(needed),
+                human_bytes(free),
+                human_bytes(needed),
             ),
             "point --spool-dir at a directory with more room, or restore without --jobs (streamed, no temporary file)",
         ));
@@ -554,7 +556,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             "database",
             backup.prop(props::DATABASE).unwrap_or("?").to_string(),
         ),
-        ("size", super::backup::human_bytes(expected.size)),
+        ("size", human_bytes(expected.size)),
         ("from", target.describe()),
         ("target", target_db.redacted()),
         ("action", mode.clone()),

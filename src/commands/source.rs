@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Kind, SourceArgs};
+use crate::cli::SourceArgs;
 use crate::config::{ReadConfig, Settings};
 use crate::error::config_error_hint;
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::storage::config as storage_config;
 use crate::storage::{props, Found, Listed, Target};
@@ -226,14 +227,8 @@ pub fn optional_catalog(cfg: &ReadConfig) -> Option<postgres::Client> {
         config.connect_timeout(Duration::from_secs(5));
         // the same TLS as every other connection: sslmode=require must not look unreachable
         let mut client = info.connect_with(config)?;
-        client
-            .query_one("SELECT 1 FROM backups LIMIT 0", &[])
-            .map(|_| ())
-            .or_else(|e| match e.code() {
-                // no rows is fine; a missing table means there is no catalog here
-                None => Ok(()),
-                Some(_) => Err(e),
-            })?;
+        // a missing table means there is no catalog here
+        crate::catalog::probe(&mut client)?;
         Ok(client)
     };
     match attempt() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Kind, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::config::{
     database_from, default_keep, keep_variable, normalize_base_url, Settings, DEFAULT_DRIVE_URL,
 };
@@ -22,6 +22,7 @@ use crate::drive::retry::RetryPolicy;
 use crate::drive::DriveClient;
 use crate::error::{config_error_hint, ExitStatus};
 use crate::health::{configured_kinds, Alert, ALERT_SINKS};
+use crate::kind::Kind;
 use crate::log;
 
 pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {

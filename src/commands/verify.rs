@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Context, Result};
 
 use super::source;
-use crate::cli::{Kind, VerifyArgs};
+use crate::cli::VerifyArgs;
 use crate::config::Settings;
 use crate::error::{classify, corrupt, ExitStatus};
+use crate::kind::Kind;
 use crate::pgconn::ConnInfo;
 use crate::pgdump::DumpFormat;
 use crate::progress::{self, Progress};
@@ -112,15 +113,18 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
         if found.row_counts.is_none() {
             // the storage's manifest is missing or was too big for a Drive description
             if let Some(client) = catalog.as_mut() {
-                found.row_counts =
-                    catalog_row_counts(client, drive_id.as_deref(), local_name.as_deref())
-                        .unwrap_or_else(|e| {
-                            crate::log::warn(
-                                "could not read the row counts from the catalog",
-                                &[("error", crate::error::render(&e))],
-                            );
-                            None
-                        });
+                found.row_counts = crate::catalog::recorded_row_counts(
+                    client,
+                    drive_id.as_deref(),
+                    local_name.as_deref(),
+                )
+                .unwrap_or_else(|e| {
+                    crate::log::warn(
+                        "could not read the row counts from the catalog",
+                        &[("error", crate::error::render(&e))],
+                    );
+                    None
+                });
             }
         }
         let outcome = verify_one(target, &found, scratch.as_ref(), &clients, stall);
@@ -129,7 +133,12 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
             Err(e) => format!("FAILED: {}", crate::error::render(e)),
         };
         if let Some(client) = catalog.as_mut() {
-            match record(client, drive_id.as_deref(), local_name.as_deref(), &result) {
+            match crate::catalog::record_verification(
+                client,
+                drive_id.as_deref(),
+                local_name.as_deref(),
+                &result,
+            ) {
                 Ok(0) => crate::log::debug(
                     "the catalog has no row for this backup",
                     &[("id", found.listed.id.clone())],
@@ -164,13 +173,15 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
     let failed = errors.len();
-    // a corrupt backup (65) outranks other failures (1): it is the one that needs a person
-    let worst = match errors
-        .iter()
-        .position(|e| classify(e) == ExitStatus::Corrupt)
-    {
+    // a corrupt backup (65) outranks other failures (1), which outrank transient ones (69): the
+    // exit status names what most needs a person
+    let rank = |e: &anyhow::Error| match classify(e) {
+        ExitStatus::Corrupt => 0,
+        ExitStatus::Unavailable => 2,
+        _ => 1,
+    };
+    let worst = match (0..errors.len()).min_by_key(|&i| rank(&errors[i])) {
         Some(i) => errors.swap_remove(i),
-        None if failed > 0 => errors.swap_remove(0),
         None => return Ok(ExitStatus::Ok),
     };
     Err(if total > 1 {
@@ -233,7 +244,8 @@ fn verify_one(
                 reader.clear();
                 drop(_watch);
                 let checked = checked?;
-                let counts = count_rows(&db, checked.row_counts.keys())?;
+                let mut scratch = super::backup::connect(&db, "the scratch database")?;
+                let counts = crate::server::count_rows(&mut scratch, checked.row_counts.keys())?;
                 Ok((checked, counts))
             })();
             let dropped = super::restore::drop_database(&db);
@@ -305,28 +317,6 @@ fn scratch_database(server: &ConnInfo, source_db: &str) -> ConnInfo {
     source::with_dbname(server, &format!("{base}{suffix}"))
 }
 
-/// `SELECT count(*) FROM ONLY <table>` for each table named in the dump (names as pg_dump wrote
-/// them, already quoted where needed); a missing table is left out of the map.
-fn count_rows<'a>(
-    db: &ConnInfo,
-    tables: impl Iterator<Item = &'a String>,
-) -> Result<BTreeMap<String, i64>> {
-    let mut client = super::backup::connect(db, "the scratch database")?;
-    let mut out = BTreeMap::new();
-    for t in tables {
-        let exists: Option<u32> = client
-            .query_one("SELECT to_regclass($1)::oid", &[t])?
-            .get(0);
-        if exists.is_some() {
-            let n: i64 = client
-                .query_one(&format!("SELECT count(*) FROM ONLY {t}"), &[])?
-                .get(0);
-            out.insert(t.clone(), n);
-        }
-    }
-    Ok(out)
-}
-
 fn diff(want: &BTreeMap<String, u64>, got: &BTreeMap<String, u64>) -> String {
     let mut keys: Vec<&String> = want.keys().chain(got.keys()).collect();
     keys.sort();
@@ -346,42 +336,6 @@ fn diff(want: &BTreeMap<String, u64>, got: &BTreeMap<String, u64>) -> String {
 
 fn opt(n: Option<&u64>) -> String {
     n.map(|n| n.to_string()).unwrap_or_else(|| "none".into())
-}
-
-/// The row counts the catalog recorded for a backup (the fallback manifest).
-fn catalog_row_counts(
-    client: &mut postgres::Client,
-    drive_id: Option<&str>,
-    local_name: Option<&str>,
-) -> Result<Option<BTreeMap<String, u64>>> {
-    let row = client
-        .query_opt(
-            "SELECT row_counts::text FROM backups
-              WHERE row_counts IS NOT NULL AND status = 'SUCCESS'
-                AND (($1::text IS NOT NULL AND drive_file_id = $1) OR ($2::text IS NOT NULL AND local_path IS NOT NULL AND filename = $2))
-              ORDER BY id DESC LIMIT 1",
-            &[&drive_id, &local_name],
-        )
-        .context("reading the row counts from the backups catalog")?;
-    let Some(row) = row else { return Ok(None) };
-    let text: String = row.get(0);
-    Ok(serde_json::from_str(&text).ok())
-}
-
-/// Records the outcome on the backup's catalog row(s); returns how many rows matched.
-fn record(
-    client: &mut postgres::Client,
-    drive_id: Option<&str>,
-    local_name: Option<&str>,
-    result: &str,
-) -> Result<u64> {
-    client
-        .execute(
-            "UPDATE backups SET verified_at = now(), verify_result = $3
-              WHERE ($1::text IS NOT NULL AND drive_file_id = $1) OR ($2::text IS NOT NULL AND local_path IS NOT NULL AND filename = $2)",
-            &[&drive_id, &local_name, &crate::redact::scrub(result)],
-        )
-        .context("recording the verification in the backups catalog")
 }
 
 #[cfg(test)]

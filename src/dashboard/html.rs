@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{first_line, human_duration, stamp, Dashboard, KindStatus, Source};
-use crate::commands::backup::human_bytes;
+use crate::units::human_bytes;
 
 pub fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

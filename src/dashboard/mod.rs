@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::cli::Kind;
 use crate::drive::StorageQuota;
+use crate::kind::Kind;
 use crate::timeutil;
 
 pub mod html;
@@ -226,22 +226,6 @@ pub(crate) fn first_line(s: &str, max: usize) -> String {
 // ------------------------------------------------------------------ reading the catalog
 
 const SELECT_MS: &str = "(extract(epoch FROM created_at) * 1000)::int8";
-
-/// The size of the newest successful backup of a kind (for `check`'s quota estimate).
-pub fn last_success_size(
-    client: &mut postgres::Client,
-    kind: Kind,
-    database: &str,
-) -> Result<Option<u64>> {
-    let row = client.query_opt(
-        "SELECT size_bytes FROM backups WHERE type = $1 AND status = 'SUCCESS' AND COALESCE(database_name, $2) = $2
-          ORDER BY created_at DESC, id DESC LIMIT 1",
-        &[&kind.as_str(), &database],
-    )?;
-    Ok(row
-        .and_then(|r| r.get::<_, Option<i64>>(0))
-        .map(|s| s.max(0) as u64))
-}
 
 /// A kind's facts from the catalog. Rows of other databases are ignored; rows written by the
 /// Node.js implementation (no database_name) count for any database.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{first_line, human_duration, stamp, Dashboard, Source};
-use crate::commands::backup::human_bytes;
+use crate::units::human_bytes;
 
 /// A sparkline of the values: Unicode blocks on a terminal, ASCII elsewhere (cron mail).
 pub fn sparkline(values: &[u64], unicode: bool) -> String {

@@ -395,6 +395,16 @@ impl TokenError {
         )
     }
 
+    /// The token endpoint's own retry rule (as in Google's auth libraries): retried, and after
+    /// the last retry a transient failure (exit 69).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.status, 408 | 429 | 500..=599)
+            || matches!(
+                self.error.as_str(),
+                "internal_failure" | "server_error" | "temporarily_unavailable"
+            )
+    }
+
     pub fn hint(&self) -> Option<String> {
         let d = self.description.to_ascii_lowercase();
         let hint = match self.error.as_str() {
@@ -518,13 +528,7 @@ impl TokenSource {
                             }
                         ),
                     };
-                    // The token endpoint's own retry rule (as in Google's auth libraries).
-                    let retryable = matches!(status, 408 | 429 | 500..=599)
-                        || matches!(
-                            err.error.as_str(),
-                            "internal_failure" | "server_error" | "temporarily_unavailable"
-                        );
-                    let verdict = if retryable {
+                    let verdict = if err.is_transient() {
                         Verdict::Retry
                     } else {
                         Verdict::Fatal

@@ -126,6 +126,13 @@ impl DriveError {
         classify_status(self.status, self.reason.as_deref())
     }
 
+    /// Whether Drive said "try later" (5xx, 429, a rate limit, `backendError`): retried, and
+    /// after the last retry a transient failure (exit 69), not a broken backup. The daily API
+    /// quota (`dailyLimitExceeded`) is not retried within a run, but it too passes.
+    pub fn is_transient(&self) -> bool {
+        self.verdict() == Verdict::Retry || self.reason.as_deref() == Some("dailyLimitExceeded")
+    }
+
     /// Since April 2025 service accounts own no Drive storage: this is their error.
     pub fn is_service_account_quota(&self) -> bool {
         self.reason.as_deref() == Some("storageQuotaExceeded")

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use crate::cli::Kind;
 use crate::config::Settings;
+use crate::kind::Kind;
 
 pub mod notifications;
 

@@ -9,8 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::{Alert, Finding};
-use crate::cli::{Kind, NotifyPolicy};
+use crate::cli::NotifyPolicy;
 use crate::config::Settings;
+use crate::host::host_name;
+use crate::kind::Kind;
 use crate::notify::{self, ping::Pinger, Report, Status};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -153,7 +155,7 @@ pub fn alert(settings: &Settings, alert: &Alert) -> Result<()> {
     if channels.is_empty() {
         return Ok(());
     }
-    let host = crate::commands::backup::host_name();
+    let host = host_name();
     let now = crate::timeutil::now_millis();
     let mut failed = Vec::new();
     for (kind, problems) in &alert.kinds {

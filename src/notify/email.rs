@@ -227,7 +227,7 @@ pub fn render(r: &Report) -> Email {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Kind;
+    use crate::kind::Kind;
 
     fn success() -> Report {
         let mut r = Report::new(

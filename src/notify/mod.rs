@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Kind, NotifyPolicy};
+use crate::cli::NotifyPolicy;
+use crate::kind::Kind;
 use crate::log;
 use crate::timeutil;
+use crate::units::human_bytes;
 
 pub use settings::load;
 
@@ -152,7 +154,7 @@ impl Report {
 
     pub fn size_text(&self) -> String {
         self.size_bytes
-            .map(crate::commands::backup::human_bytes)
+            .map(human_bytes)
             .unwrap_or_else(|| "size unknown".into())
     }
 }

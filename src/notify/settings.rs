@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::cli::{Kind, NotifyPolicy};
+use crate::cli::NotifyPolicy;
 use crate::config::Settings;
 use crate::error::config_error_hint;
+use crate::kind::Kind;
 use crate::notify::ping::Pinger;
 use crate::notify::retry::RetrySchedule;
 use crate::notify::sendgrid::SendGrid;

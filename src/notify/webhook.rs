@@ -156,7 +156,7 @@ pub fn slack_payload(r: &Report) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Kind;
+    use crate::kind::Kind;
 
     #[test]
     fn generic_payload_is_a_superset_of_the_old_shape() {

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cli::Kind;
 use crate::config::{BackupConfig, NamedPlace, ReadConfig};
 use crate::drive::auth::Credentials;
 use crate::drive::retry::RetryPolicy;
 use crate::error::config_error_hint;
 use crate::jobs::Place;
+use crate::kind::Kind;
 
 /// The implicit Drive target's name.
 pub const DRIVE: &str = "drive";

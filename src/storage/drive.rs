@@ -20,6 +20,7 @@ use crate::drive::auth::TokenSource;
 use crate::drive::download::RangedReader;
 use crate::drive::upload::ResumableUpload;
 use crate::drive::{quote_query_value, DriveClient, RemoteFile};
+use crate::host::host_name;
 
 pub struct DriveTarget {
     name: String,
@@ -97,7 +98,7 @@ impl DriveTarget {
     pub fn probe(&mut self) -> std::result::Result<String, ProbeFailure> {
         let name = format!(
             ".pgdrive-check-probe-{}-{}",
-            crate::commands::backup::host_name(),
+            host_name(),
             std::process::id()
         );
         let metadata = serde_json::json!({

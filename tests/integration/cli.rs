@@ -87,6 +87,61 @@ fn the_readme_settings_tables_are_the_registry() {
     }
 }
 
+/// README's exit table, the man page's EXIT STATUS and `--help` are the one table in src/error.rs.
+#[test]
+fn the_exit_status_tables_are_the_one_in_error_rs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start =
+        "<!-- exit-status (generated from src/error.rs: `pgdrive generate-exit-table`) -->\n";
+    let committed = readme
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("<!-- /exit-status -->"))
+        .map(|(table, _)| table)
+        .expect("README lacks the exit-status table markers");
+    assert!(
+        committed == pgdrive::error::markdown_table(),
+        "README's exit table is stale: replace it with the output of `cargo run -q -- generate-exit-table`"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgdrive"))
+        .arg("generate-exit-table")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+
+    let help = pgdrive::cli::command().render_long_help().to_string();
+    let man = pgdrive::manpage::render().unwrap();
+    let man_exit = man
+        .split_once(".SH \"EXIT STATUS\"")
+        .and_then(|(_, rest)| rest.split_once(".SH "))
+        .map(|(section, _)| section)
+        .expect("the man page has an EXIT STATUS section");
+    for doc in pgdrive::error::EXIT_STATUSES {
+        let code = doc.status.code();
+        assert!(
+            help.contains(&format!("\n  {code:<4}{} ({}):", doc.name, doc.commands)),
+            "--help lacks exit status {code}:\n{help}"
+        );
+        assert!(
+            man_exit.contains(&format!(
+                "\\fB{code} ({})\\fR",
+                doc.name.replace('-', "\\-")
+            )),
+            "the man page lacks exit status {code}"
+        );
+        assert!(
+            committed.contains(&format!("\n| {code} | {} |", doc.name)),
+            "{code}"
+        );
+    }
+    // and the table has every status the code has, each once
+    let codes: Vec<u8> = pgdrive::error::EXIT_STATUSES
+        .iter()
+        .map(|d| d.status.code())
+        .collect();
+    assert_eq!(codes, [0, 1, 2, 3, 4, 65, 69, 75, 78]);
+}
+
 #[test]
 fn the_example_config_file_reads_against_the_registry() {
     let text =
@@ -180,21 +235,4 @@ fn every_crontab_example_line_parses() {
         lines >= 3,
         "crontab.example should schedule daily, hourly and schema"
     );
-}
-
-#[test]
-fn the_exit_status_table_is_in_the_help_and_the_readme() {
-    let help = Cli::command().render_long_help().to_string();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    for code in ["75", "78"] {
-        assert!(
-            help.contains(&format!("  {code}  ")),
-            "--help lacks exit status {code}"
-        );
-        assert!(
-            readme.contains(&format!("| {code} |")),
-            "README lacks exit status {code}"
-        );
-    }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pgdrive::cli::Kind;
+use pgdrive::kind::Kind;
 use pgdrive::notify::email::render;
 use pgdrive::notify::{Report, Status};
 

@@ -907,11 +907,12 @@ fn unreachable_databases_and_bad_connection_settings_exit_as_documented_notify_a
             None,
             1,
         ),
+        // nothing listens there: a transient failure (69); the rest need a person
         (
             "wrong port",
             "postgres://postgres@127.0.0.1:1/postgres".into(),
             None,
-            1,
+            69,
         ),
         ("missing database", missing.clone(), None, 1),
         (
@@ -1147,15 +1148,16 @@ fn a_password_of_any_shape_never_appears_in_any_output() {
                 1,
             ),
             (vec!["check"], false, 0),
+            // the scratch server (port 1) is unreachable: 69
             (
                 vec!["verify", "latest", "--restore-test", &scratch],
                 false,
-                1,
+                69,
             ),
             (
                 vec!["restore", "latest", "--target-url", &scratch, "--yes"],
                 false,
-                1,
+                69,
             ),
             (vec!["status"], false, 1),
             (

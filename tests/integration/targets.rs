@@ -206,9 +206,9 @@ fn restore_latest_falls_back_to_the_local_copy_when_drive_is_unreachable() {
         }
         run(&mut cmd)
     };
-    // told to use Drive alone, it fails (and restores nothing)
+    // told to use Drive alone, it fails as unavailable (and restores nothing)
     let only_drive = restore(Some("drive"));
-    assert_ne!(only_drive.status, 0, "{only_drive:?}");
+    assert_eq!(only_drive.status, 69, "{only_drive:?}");
     // by default it falls back to the local copy, and says so
     let r = restore(None);
     assert_eq!(r.status, 0, "{r:?}");
