@@ -46,7 +46,7 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "dir",
         shape: "path",
-        help: "`local`: the directory (required); it must exist.",
+        help: "`local`: the directory (required); created when missing, as with `--to`.",
     },
     Key {
         name: "keep",

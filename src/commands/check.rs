@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 
 use crate::cli::{BackupOverrides, CheckArgs};
-use crate::config::{database_from, BackupConfig, Settings};
+use crate::config::{database_from, BackupConfig, RunPlan, Settings};
 use crate::drive::DriveError;
 use crate::error::ExitStatus;
 use crate::health::{configured_kinds, Finding, Level, CONTRIBUTED_CHECKS};
@@ -101,6 +101,44 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
         }
     }
 
+    // the config file's jobs: each is judged as a scheduled `backup --job NAME` sees it (its
+    // first database stands for the others; their targets are probed below with the kinds')
+    let mut job_configs = Vec::new();
+    for job in &settings.declared.jobs {
+        let database = match &job.databases {
+            crate::jobs::Databases::Named(names) => names.first().cloned(),
+            _ => None,
+        };
+        let plan = RunPlan {
+            kind: job.kind,
+            job: Some(job.clone()),
+            database,
+        };
+        let label = format!("config job {}", job.name);
+        match BackupConfig::for_run(settings.clone(), &BackupOverrides::default(), &plan) {
+            Ok(cfg) => {
+                let mut targets: Vec<String> = cfg.named.iter().map(|t| t.name.clone()).collect();
+                targets.extend(cfg.drive.as_ref().map(|_| "drive".to_string()));
+                targets.extend(cfg.local_dir.as_ref().map(|_| "local".to_string()));
+                let databases = match &job.databases {
+                    crate::jobs::Databases::Configured => cfg.database.dbname().to_string(),
+                    crate::jobs::Databases::Named(names) => names.join(", "),
+                    crate::jobs::Databases::AllConnectable => "every connectable database".into(),
+                };
+                report.add(Finding::ok(
+                    label,
+                    format!(
+                        "complete: {} backup of {databases} to {}",
+                        job.kind,
+                        targets.join(", ")
+                    ),
+                ));
+                job_configs.push(cfg);
+            }
+            Err(e) => report.add(Finding::from_error(label, &e)),
+        }
+    }
+
     // --- database, catalog, lock, pg_dump, critical tables
     let (database, catalog_info) = match configs.first() {
         Some(c) => (Some(c.database.clone()), Some(c.catalog.clone())),
@@ -128,12 +166,18 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
 
     // --- storage
     let mut seen = BTreeSet::new();
-    for cfg in configs.iter_mut() {
+    let mut seen_dirs = BTreeSet::new();
+    for cfg in configs.iter_mut().chain(job_configs.iter_mut()) {
         let kind = cfg.kind;
         for target in crate::storage::config::for_backup(cfg)
             .into_iter()
             .map(|t| t.config)
         {
+            if let TargetKind::Local { dir } = &target.kind {
+                if !seen_dirs.insert(dir.clone()) {
+                    continue; // one directory, however many jobs write to it
+                }
+            }
             match &target.kind {
                 TargetKind::Drive(d) => {
                     let folder_id = d.folder_id.clone();

@@ -314,3 +314,76 @@ fn mistakes_in_jobs_and_targets_are_reported_before_anything_runs() {
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(local_backups_of(dir.path(), &db.name).len(), 1);
 }
+
+#[test]
+fn check_judges_every_job_and_probes_its_named_targets() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("job_check");
+    let nas = TempDir::new("job_check_nas");
+    let conf = TempDir::new("job_check_conf");
+    let config = config_file(
+        conf.path(),
+        &format!(
+            r#"
+google.service_account_json = "{key}"
+drive.url = "{url}"
+
+[targets.offsite]
+type = "drive"
+folder_id = "{folder}"
+
+[targets.nas]
+type = "local"
+dir = "{nas}"
+
+[targets.gone]
+type = "local"
+dir = "{nas}/a-file/below-it"
+
+[jobs.nightly]
+kind = "daily"
+targets = ["offsite", "nas"]
+
+[jobs.broken]
+kind = "daily"
+targets = ["gone"]
+
+[jobs.needs_folder]
+kind = "schema"
+targets = ["drive"]
+"#,
+            key = g.key_file.display(),
+            url = g.emu.base,
+            folder = g.folder,
+            nas = nas.path().display(),
+        ),
+    );
+    std::fs::write(nas.path().join("a-file"), "not a directory").unwrap();
+    let r = run(with_config(&config, &db.url())
+        .env("PGDRIVE_LOCAL_DIR", nas.path())
+        .arg("check"));
+    assert_eq!(r.status, 1, "{r:?}");
+    let line = |label: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label:?} line: {r:?}"))
+            .to_string()
+    };
+    assert!(line("config job nightly").contains("complete"), "{r:?}");
+    assert!(line("config job nightly").contains("offsite, nas"), "{r:?}");
+    assert!(
+        line("config job needs_folder").contains("no Drive folder is set for schema backups"),
+        "{r:?}"
+    );
+    // the directory that cannot exist is found before a scheduled run fails on it
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains("a-file/below-it") && l.contains("FAIL")),
+        "{r:?}"
+    );
+    // nothing was written by the probes
+    let left = backup_files(nas.path());
+    assert_eq!(left, [nas.path().join("a-file")]);
+}
