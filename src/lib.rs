@@ -51,6 +51,7 @@ pub mod dblocale;
 pub mod drive;
 pub mod dumpscript;
 pub mod error;
+pub mod fanout;
 pub mod fsutil;
 pub mod health;
 pub mod identity;

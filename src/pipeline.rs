@@ -18,8 +18,8 @@ use anyhow::Result;
 
 /// What the compressor thread sends.
 pub enum Piece {
-    /// A full chunk of compressed bytes.
-    Chunk(Vec<u8>),
+    /// A full chunk of compressed bytes (shared by every target it is fanned out to).
+    Chunk(bytes::Bytes),
     /// The end of the stream: the remaining bytes (gzip trailer included) and the totals.
     End {
         tail: Vec<u8>,
@@ -52,7 +52,7 @@ impl Write for ChunkSink {
             data = &data[take..];
             if self.buf.len() == self.chunk_size {
                 let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
-                self.tx.send(Piece::Chunk(full)).map_err(|_| {
+                self.tx.send(Piece::Chunk(full.into())).map_err(|_| {
                     io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped")
                 })?;
             }
@@ -149,7 +149,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn run(input: Vec<u8>, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, u64, bool) {
+    fn run(input: Vec<u8>, chunk: usize) -> (Vec<bytes::Bytes>, Vec<u8>, u64, bool) {
         let options = StreamOptions {
             codec: crate::codec::Codec::Gzip(6),
             threads: 1,

@@ -78,7 +78,8 @@ fn store(t: &mut dyn Target, name: &str, kind: &str, data: &[u8], chunk: usize) 
         .begin(name, "application/octet-stream", &initial(kind), chunk)
         .expect("begin an upload");
     for piece in data.chunks(chunk) {
-        up.write(piece.to_vec()).expect("write a chunk");
+        up.write(bytes::Bytes::copy_from_slice(piece))
+            .expect("write a chunk");
     }
     up.finish(&completion(data)).expect("finish the upload").id
 }
@@ -113,7 +114,7 @@ pub fn run(h: &mut dyn Harness) {
         )
         .unwrap();
     for piece in data.chunks(chunk) {
-        up.write(piece.to_vec()).unwrap();
+        up.write(bytes::Bytes::copy_from_slice(piece)).unwrap();
     }
     let stored = up.finish(&completion(&data)).expect("finish the upload");
     assert_eq!(
@@ -190,7 +191,7 @@ pub fn run(h: &mut dyn Harness) {
             chunk,
         )
         .unwrap();
-    up.write(payload(chunk, 2)).unwrap();
+    up.write(payload(chunk, 2).into()).unwrap();
     let mut other = h.target();
     assert_eq!(
         other.list(&marker()).unwrap().len(),
@@ -209,7 +210,7 @@ pub fn run(h: &mut dyn Harness) {
             chunk,
         )
         .unwrap();
-    up.write(payload(chunk, 3)).unwrap();
+    up.write(payload(chunk, 3).into()).unwrap();
     let wrong = completion(&payload(chunk, 4));
     assert!(
         up.finish(&wrong).is_err(),
@@ -233,7 +234,9 @@ pub fn run(h: &mut dyn Harness) {
                 chunk,
             )
             .unwrap();
-        let failed = data.chunks(chunk).any(|p| up.write(p.to_vec()).is_err());
+        let failed = data
+            .chunks(chunk)
+            .any(|p| up.write(bytes::Bytes::copy_from_slice(p)).is_err());
         if failed {
             up.abort();
         } else {
