@@ -286,3 +286,261 @@ fn feed(mut upload: Box<dyn Upload + Send + '_>, rx: Receiver<Message>) -> LaneE
     upload.abort();
     LaneEnd::Abandoned
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::storage::config::{TargetConfig, TargetKind};
+    use crate::storage::memory::{Faults, MemoryStore};
+    use crate::storage::{Hasher, Target};
+
+    const NAME: &str = "db-daily-x.sql.gz";
+    const CHUNK: usize = 1024;
+
+    fn memory(name: &str, faults: Faults) -> (Box<dyn Target>, MemoryStore) {
+        let store = MemoryStore::default();
+        store.set_faults(faults);
+        let target = crate::storage::open(TargetConfig {
+            name: name.into(),
+            kind: TargetKind::Memory(store.clone()),
+        });
+        (target, store)
+    }
+
+    fn id_of(t: &dyn Target) -> TargetId {
+        TargetId {
+            name: t.name().to_string(),
+            backend: t.backend(),
+            describe: t.describe(),
+        }
+    }
+
+    fn lanes(targets: &mut [Box<dyn Target>]) -> Vec<Lane<'_>> {
+        targets
+            .iter_mut()
+            .map(|t| Lane {
+                target: id_of(t.as_ref()),
+                upload: t.begin(NAME, "a/b", &BTreeMap::new(), CHUNK).unwrap(),
+            })
+            .collect()
+    }
+
+    /// `n` distinct chunks, and what completes a stream of them.
+    fn chunks(n: usize) -> (Vec<Bytes>, Completion) {
+        let chunks: Vec<Bytes> = (0..n).map(|i| Bytes::from(vec![i as u8; CHUNK])).collect();
+        let mut hasher = Hasher::default();
+        chunks.iter().for_each(|c| hasher.update(c));
+        let done = Completion {
+            digest: hasher.finish(),
+            properties: BTreeMap::new(),
+            row_counts: BTreeMap::new(),
+        };
+        (chunks, done)
+    }
+
+    fn failing_after(chunks: u64) -> Faults {
+        Faults {
+            fail_write_after_bytes: Some(chunks * CHUNK as u64),
+            ..Faults::default()
+        }
+    }
+
+    fn poll(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_slow_target_does_not_pace_a_fast_one_beyond_its_queue() {
+        let n = 8;
+        let (fast, fast_store) = memory("fast", Faults::default());
+        let (slow, slow_store) = memory(
+            "slow",
+            Faults {
+                write_delay: Some(Duration::from_millis(150)),
+                ..Faults::default()
+            },
+        );
+        let mut targets = vec![fast, slow];
+        let (chunks, done) = chunks(n);
+        let total = (n * CHUNK) as u64;
+        let outcome = std::thread::scope(|scope| {
+            let mut fan = FanOut::start(scope, lanes(&mut targets), QUEUE_DEPTH);
+            for c in &chunks {
+                assert!(fan.send(c.clone()));
+            }
+            // the feeder is through: the fast target has everything while the slow one lags by
+            // no more than its queue and the chunk it is writing
+            poll("the fast target received every chunk", || {
+                fast_store.received(NAME) == total
+            });
+            let slow_at = slow_store.received(NAME);
+            assert!(
+                slow_at < total,
+                "the slow target is still behind: {slow_at} of {total}"
+            );
+            assert!(
+                slow_at >= total - ((QUEUE_DEPTH + 1) * CHUNK) as u64,
+                "the feeder went on only as far as the slow target's queue: {slow_at} of {total}"
+            );
+            fan.finish(done)
+        });
+        assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+        assert_eq!(outcome.stored.len(), 2);
+        assert_eq!(slow_store.received(NAME), total);
+    }
+
+    #[test]
+    fn a_target_failing_mid_stream_is_dropped_and_the_other_completes() {
+        // the failing one is slow too, so the feeder is waiting on its full queue when it dies
+        let (failing, failing_store) = memory(
+            "failing",
+            Faults {
+                write_delay: Some(Duration::from_millis(20)),
+                ..failing_after(3)
+            },
+        );
+        let (healthy, healthy_store) = memory("healthy", Faults::default());
+        let mut targets = vec![failing, healthy];
+        let (chunks, done) = chunks(12);
+        let outcome = std::thread::scope(|scope| {
+            let mut fan = FanOut::start(scope, lanes(&mut targets), QUEUE_DEPTH);
+            for c in &chunks {
+                assert!(fan.send(c.clone()), "the healthy target is still there");
+            }
+            assert_eq!(fan.live(), 1, "the failed target was dropped");
+            fan.finish(done)
+        });
+        assert_eq!(outcome.stored.len(), 1);
+        assert_eq!(outcome.stored[0].target, "healthy");
+        assert_eq!(outcome.failed.len(), 1);
+        let failure = &outcome.failed[0];
+        assert_eq!(
+            (failure.target.name.as_str(), failure.step),
+            ("failing", "upload")
+        );
+        let record = failure.copy_record();
+        assert!(!record.stored);
+        let error = record.error.unwrap();
+        assert!(
+            error.contains("in-memory target failing failed") && error.contains("(injected)"),
+            "{error}"
+        );
+        assert_eq!(
+            failing_store.leftovers(),
+            (vec![], 0),
+            "the failed upload was aborted"
+        );
+        assert_eq!(healthy_store.leftovers(), (vec![NAME.to_string()], 0));
+    }
+
+    #[test]
+    fn every_target_failing_fails_the_stream() {
+        let (a, a_store) = memory("a", failing_after(2));
+        let (b, b_store) = memory("b", failing_after(4));
+        let mut targets = vec![a, b];
+        let (chunks, _) = chunks(12);
+        let (failed, abandoned) = std::thread::scope(|scope| {
+            let mut fan = FanOut::start(scope, lanes(&mut targets), QUEUE_DEPTH);
+            let sent = chunks.iter().take_while(|c| fan.send((*c).clone())).count();
+            assert!(
+                sent < chunks.len(),
+                "the fan-out noticed that nobody is left"
+            );
+            assert_eq!(fan.live(), 0);
+            fan.abort()
+        });
+        let names: Vec<&str> = failed.iter().map(|f| f.target.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(abandoned.is_empty());
+        for store in [a_store, b_store] {
+            assert_eq!(store.leftovers(), (vec![], 0));
+        }
+    }
+
+    #[test]
+    fn aborting_leaves_nothing_anywhere() {
+        let (a, a_store) = memory("a", Faults::default());
+        let (b, b_store) = memory("b", Faults::default());
+        let mut targets = vec![a, b];
+        let (chunks, _) = chunks(4);
+        let (failed, abandoned) = std::thread::scope(|scope| {
+            let mut fan = FanOut::start(scope, lanes(&mut targets), QUEUE_DEPTH);
+            chunks.iter().for_each(|c| assert!(fan.send(c.clone())));
+            fan.abort()
+        });
+        assert!(failed.is_empty());
+        assert_eq!(abandoned.len(), 2);
+        for store in [a_store, b_store] {
+            assert_eq!(store.leftovers(), (vec![], 0));
+        }
+    }
+
+    /// An upload that remembers where the buffers it was given live.
+    struct Recorder(Arc<Mutex<Vec<(usize, usize)>>>);
+
+    impl Upload for Recorder {
+        fn write(&mut self, data: Bytes) -> anyhow::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((data.as_ptr() as usize, data.len()));
+            Ok(())
+        }
+
+        fn finish(self: Box<Self>, _: &Completion) -> anyhow::Result<StoredObject> {
+            Ok(StoredObject {
+                target: "recorder".into(),
+                backend: Backend::Memory,
+                id: "r".into(),
+                name: NAME.into(),
+                location: "r".into(),
+                metadata_failure: None,
+            })
+        }
+
+        fn abort(self: Box<Self>) {}
+    }
+
+    #[test]
+    fn every_target_gets_the_same_buffers_not_copies() {
+        let (chunks, done) = chunks(6);
+        let sent: Vec<(usize, usize)> = chunks
+            .iter()
+            .map(|c| (c.as_ptr() as usize, c.len()))
+            .collect();
+        let seen: Vec<_> = (0..3).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+        let (memory_target, store) = memory("mem", Faults::default());
+        let mut targets = vec![memory_target];
+        let outcome = std::thread::scope(|scope| {
+            let mut lanes = lanes(&mut targets);
+            lanes.extend(seen.iter().map(|s| Lane {
+                target: TargetId {
+                    name: "recorder".into(),
+                    backend: Backend::Memory,
+                    describe: "a recorder".into(),
+                },
+                upload: Box::new(Recorder(s.clone())),
+            }));
+            let mut fan = FanOut::start(scope, lanes, QUEUE_DEPTH);
+            chunks.iter().for_each(|c| assert!(fan.send(c.clone())));
+            fan.finish(done)
+        });
+        assert_eq!(outcome.stored.len(), 4, "{:?}", outcome.failed);
+        for s in &seen {
+            assert_eq!(*s.lock().unwrap(), sent, "the very buffers that were sent");
+        }
+        assert_eq!(store.received(NAME), (6 * CHUNK) as u64);
+        // the fan-out let go of every buffer: the test's handles are the only ones left
+        for c in chunks {
+            assert!(c.is_unique(), "no reference kept");
+        }
+    }
+}
