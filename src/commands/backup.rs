@@ -630,6 +630,10 @@ fn stream(
         .map(|t| t.chunk_size(cfg))
         .min()
         .unwrap_or(cfg.chunk_size);
+    let order: Vec<String> = targets
+        .iter()
+        .map(|t| t.target.name().to_string())
+        .collect();
     let mut lanes = Vec::new();
     let mut failed = Vec::new();
     for t in targets.iter_mut() {
@@ -655,7 +659,7 @@ fn stream(
         let mut fan = fanout::FanOut::start(scope, lanes, fanout::QUEUE_DEPTH);
         if fan.live() == 0 {
             failed.extend(fan.abort().0);
-            return Err(every_target_failed(failed));
+            return Err(every_target_failed(failed, &order));
         }
         let mut dump = match RunningDump::spawn(pg_dump, args, env) {
             Ok(d) => d,
@@ -692,7 +696,7 @@ fn stream(
                 let _ = dump.wait();
                 let (known, _) = fan.abort();
                 failed.extend(known);
-                return Err(every_target_failed(failed));
+                return Err(every_target_failed(failed, &order));
             }
             Err(Pumped::Failed(e)) => {
                 // Abandon: stop pg_dump and the compressor, cancel the sessions, then report.
@@ -741,7 +745,7 @@ fn stream(
         if !tail.is_empty() && !fan.send(tail.into()) {
             let (known, _) = fan.abort();
             failed.extend(known);
-            return Err(every_target_failed(failed));
+            return Err(every_target_failed(failed, &order));
         }
         let digest = hasher.finish();
         let done = Completion {
@@ -757,7 +761,7 @@ fn stream(
         let mut outcome = fan.finish(done.clone());
         failed.append(&mut outcome.failed);
         if outcome.stored.is_empty() {
-            return Err(every_target_failed(failed));
+            return Err(every_target_failed(failed, &order));
         }
         Ok(Streamed {
             stored: outcome.stored,
@@ -768,9 +772,13 @@ fn stream(
     })
 }
 
-/// The stream's failure when no target is left: the first target's error decides the exit
-/// status (Drive's, when there is one), the others are named before it.
-fn every_target_failed(mut failed: Vec<fanout::Failure>) -> StepError {
+/// The stream's failure when no target is left (`failed` in the order they failed; `order`: the
+/// targets' names). The step is the one the last target failed in, where the run as a whole
+/// failed; the first target's error decides the exit status (Drive's, when there is one), the
+/// others are named before it.
+fn every_target_failed(mut failed: Vec<fanout::Failure>, order: &[String]) -> StepError {
+    let step = failed.last().map_or("upload", |f| f.step);
+    failed.sort_by_key(|f| order.iter().position(|name| *name == f.target.name));
     let copies = failed.iter().map(fanout::Failure::copy_record).collect();
     if failed.is_empty() {
         return StepError {
@@ -791,8 +799,6 @@ fn every_target_failed(mut failed: Vec<fanout::Failure>) -> StepError {
             .error
             .context(format!("every target failed ({})", others.join("; ")))
     };
-    // the step the last target failed in: where the run as a whole failed
-    let step = failed.last().map_or(first.step, |f| f.step);
     StepError {
         step,
         error,

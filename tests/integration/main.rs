@@ -10,6 +10,7 @@ mod common;
 mod config_file;
 mod email_render;
 mod emulator_fidelity;
+mod fanout;
 mod local_target;
 mod lock_status;
 mod notify;
