@@ -9,6 +9,7 @@ const EXIT_STATUS: &[(&str, &str)] = &[
     ("1", "The backup failed; nothing new was stored. check: at least one check failed. status: a kind's newest backup is older than its max age, or its last run failed."),
     ("2", "Usage error: the command line could not be parsed."),
     ("3", "The backup is stored and verified, but a follow-up step failed: recording its metadata (properties, manifest), pruning, the catalog write or a notification."),
+    ("4", "The backup is stored and verified on some of its targets but not all (Drive and a local directory: one of them failed); the log, the notification and the catalog's backup_copies say which failed and why."),
     ("65", "restore, verify: the backup is corrupt (size, MD5, SHA-256, gzip stream or dump trailer wrong); nothing was restored."),
     ("75", "Skipped: another run holds this job's advisory lock."),
     ("78", "The configuration is invalid; nothing was attempted."),

@@ -1,9 +1,10 @@
 //! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → row counts
-//! and compression (see `codec`) → fixed-size chunks handed to the uploader over a rendezvous
-//! channel. The uploader hashes what it receives (SHA-256, MD5, size) on its own thread, which
-//! is otherwise waiting on the network, so checksums do not slow the compressor. Memory is
-//! bounded by the chunk being filled, the one handed over, and the one being uploaded (the
-//! uploader takes ownership: no copy), whatever the database size; nothing touches the disk.
+//! and compression (see `codec`) → fixed-size chunks handed to the main thread over a rendezvous
+//! channel. The main thread hashes what it receives (SHA-256, MD5, size) and hands each chunk to
+//! every target at once (`crate::fanout`: one upload thread per target), so checksums do not
+//! slow the compressor. Memory is bounded by the chunk being filled, the one handed over, and
+//! each target's bounded queue (chunks are shared `Bytes`: no copy per target), whatever the
+//! database size; nothing touches the disk.
 //!
 //! The compressor runs on its own thread so that compression and network I/O overlap; the main
 //! thread owns pg_dump and the uploads, and learns pg_dump's exit status only after the

@@ -2,9 +2,14 @@
 //! can neither hide another nor turn a failed backup into a success:
 //!
 //! configuration → connect → advisory lock (or exit 75) → catalog migration → preflight (pg_dump
-//! version, critical tables, Drive credentials and folder) → open the upload sessions → pg_dump →
-//! gzip → checksums → chunks → finish only after pg_dump exited 0 → verify size and MD5 → catalog
-//! row → prune (only after success) → release the lock → notify.
+//! version, critical tables, Drive credentials and folder, each target's chunk size) → open the
+//! upload sessions → pg_dump → gzip → checksums → chunks to every target at once (`fanout`) →
+//! finish only after pg_dump exited 0 → verify size and MD5 → catalog row with each target's copy
+//! → prune (only where the backup was stored) → release the lock → Prometheus file → notify.
+//!
+//! A target that fails is dropped and the others go on: stored on some targets but not all is a
+//! SUCCESS row with FAILED copies, told in the notification, exit 4. Every target failing fails
+//! the run, as does a failed dump (nothing is stored anywhere).
 //!
 //! Notifications (`notify`) never change the outcome: a stored backup whose notification failed
 //! exits 3, a failed backup stays a failure. The heartbeat's start ping is sent once the lock is
