@@ -149,7 +149,8 @@ impl<'scope> FanOut<'scope> {
                 i += 1;
             } else {
                 let dead = self.lanes.remove(i);
-                self.dropped(dead);
+                let others_go_on = !self.lanes.is_empty();
+                self.lost(dead, others_go_on);
             }
         }
         !self.lanes.is_empty()
@@ -159,19 +160,19 @@ impl<'scope> FanOut<'scope> {
     /// every target's outcome, failures included.
     pub fn finish(mut self, done: Completion) -> Outcome {
         let done = Arc::new(done);
+        let others_go_on = self.lanes.len() > 1;
         let mut delivered = Vec::new();
         for lane in std::mem::take(&mut self.lanes) {
             if deliver(&lane, Message::Finish(done.clone())) {
                 delivered.push(lane);
             } else {
-                self.dropped(lane);
+                self.lost(lane, others_go_on);
             }
         }
         let mut outcome = Outcome {
             stored: Vec::new(),
             failed: std::mem::take(&mut self.failed),
         };
-        let others_go_on = delivered.len() > 1;
         for lane in delivered {
             crate::signals::waiting_on(format!(
                 "{} did not confirm the upload",
@@ -189,7 +190,7 @@ impl<'scope> FanOut<'scope> {
                     outcome.stored.push(stored);
                 }
                 Err(failure) => {
-                    if others_go_on {
+                    if others_go_on && !crate::signals::stopping() {
                         failure.log_going_on();
                     }
                     outcome.failed.push(failure)
@@ -217,13 +218,14 @@ impl<'scope> FanOut<'scope> {
         (std::mem::take(&mut self.failed), abandoned)
     }
 
-    /// A lane whose thread ended before it was told to finish: records (and logs) its failure.
-    fn dropped(&mut self, lane: Running<'scope>) {
+    /// A lane whose thread ended before it was told to finish: records its failure, and logs
+    /// it when other targets go on.
+    fn lost(&mut self, lane: Running<'scope>, others_go_on: bool) {
         let failure = match ended(lane) {
             Err(failure) => failure,
             Ok(stored) => unreachable!("{} stored without being finished", stored.target),
         };
-        if !self.lanes.is_empty() && !crate::signals::stopping() {
+        if others_go_on && !crate::signals::stopping() {
             failure.log_going_on();
         }
         self.failed.push(failure);

@@ -103,17 +103,19 @@ pub fn run(h: &mut dyn Harness) {
         "{who}: not empty at the start"
     );
 
-    // nothing is visible before finish; finish makes it complete and readable
+    // nothing is visible before finish; finish makes it complete and readable. The writes are
+    // smaller than the upload's parts and do not divide them (a backup cuts the smallest part
+    // any of its targets wants): a target regroups them.
     let data = payload(chunk * 2 + 1234, 1);
     let mut up = t
         .begin(
             "conf-a.bin",
             "application/octet-stream",
             &initial("daily"),
-            chunk,
+            chunk * 2,
         )
         .unwrap();
-    for piece in data.chunks(chunk) {
+    for piece in data.chunks(chunk / 3 + 1) {
         up.write(bytes::Bytes::copy_from_slice(piece)).unwrap();
     }
     let stored = up.finish(&completion(&data)).expect("finish the upload");
