@@ -21,7 +21,7 @@ use crate::log;
 use crate::storage::{Backend, Completion, StoredObject, Upload};
 
 /// Chunks queued per target beyond the one it is writing.
-pub const QUEUE_DEPTH: usize = 2;
+pub const QUEUE_DEPTH: usize = 1;
 
 /// Who a target is, for logs, errors and the catalog.
 #[derive(Clone, Debug)]
