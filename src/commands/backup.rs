@@ -630,11 +630,7 @@ fn stream(
     env: &[(&'static str, String)],
 ) -> std::result::Result<Streamed, StepError> {
     // the pipeline cuts the smallest part any target wants; targets wanting larger ones regroup
-    let chunk_size = targets
-        .iter()
-        .map(|t| t.chunk_size(cfg))
-        .min()
-        .unwrap_or(cfg.chunk_size);
+    let chunk_size = smallest_part(targets.iter().map(|t| t.options.chunk_size), cfg.chunk_size);
     let order: Vec<String> = targets
         .iter()
         .map(|t| t.target.name().to_string())
@@ -775,6 +771,12 @@ fn stream(
             raw_bytes,
         })
     })
+}
+
+/// The part size the pipeline cuts: the smallest of the targets' own sizes, the job's `job`
+/// standing in for a target that has none.
+fn smallest_part(own: impl Iterator<Item = Option<usize>>, job: usize) -> usize {
+    own.map(|size| size.unwrap_or(job)).min().unwrap_or(job)
 }
 
 /// The stream's failure when no target is left (`failed` in the order they failed; `order`: the
@@ -1044,6 +1046,16 @@ mod tests {
         assert_eq!(file_name_part("a/b"), "a_b");
         assert_eq!(file_name_part("..hidden"), "hidden");
         assert_eq!(file_name_part("магазин"), "магазин");
+    }
+
+    #[test]
+    fn the_pipeline_cuts_the_smallest_part_any_target_wants() {
+        const MIB: usize = 1 << 20;
+        let cut = |own: &[Option<usize>]| smallest_part(own.iter().copied(), 8 * MIB);
+        assert_eq!(cut(&[None, Some(MIB)]), MIB);
+        assert_eq!(cut(&[Some(16 * MIB), None]), 8 * MIB);
+        assert_eq!(cut(&[Some(16 * MIB)]), 16 * MIB);
+        assert_eq!(cut(&[]), 8 * MIB);
     }
 
     #[test]
