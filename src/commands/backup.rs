@@ -846,7 +846,6 @@ fn abandoned_copy(target: &fanout::TargetId, step: &str) -> catalog::CopyRecord 
     }
 }
 
-/// The compressor's last word: remaining bytes, digest, raw size, trailer seen, row counts.
 /// The compressor's last word, with the running digest of everything it produced so far.
 struct StreamEnd {
     tail: Vec<u8>,
