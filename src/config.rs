@@ -732,7 +732,18 @@ impl BackupConfig {
             (drive, local_dir, Vec::new())
         } else {
             let job_name = job.map(|j| j.name.as_str()).unwrap_or_default();
-            named_targets_of(&settings, kind, job_name, named_targets, &drive_url)?
+            let (drive, local_dir, mut named) =
+                named_targets_of(&settings, kind, job_name, named_targets, &drive_url)?;
+            // a flag wins over a target's own setting too
+            for t in &mut named {
+                if overrides.keep.is_some() {
+                    t.options.keep = None;
+                }
+                if overrides.chunk_size.is_some() {
+                    t.options.chunk_size = None;
+                }
+            }
+            (drive, local_dir, named)
         };
 
         let pg_dump = overrides

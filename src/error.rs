@@ -136,7 +136,7 @@ pub const EXIT_STATUSES: &[ExitDoc] = &[
     ExitDoc {
         status: ExitStatus::PartiallyStored,
         name: "partially stored",
-        meaning: "A job with several targets: the backup is stored and verified on at least one target but not on all of them; each target's outcome is in the log, the notification and the catalog's backup_copies.",
+        meaning: "A backup with several targets (Drive and a local directory, or a job's targets): it is stored and verified on at least one target but not on all. The catalog row is SUCCESS with a FAILED copy in backup_copies for each target that did not store it; the notification and the last log line (outcome=stored on 1 of 2 targets, failed_targets=...) name them and say why. Only the targets that stored it are pruned; when every target failed, the run fails instead.",
         commands: "backup",
     },
     ExitDoc {

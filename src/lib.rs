@@ -16,7 +16,8 @@
 //! - `lock`: the per-kind advisory lock; `catalog`: the `backups` table, its migrations and the
 //!   commands' SQL on it (`dashboard` still reads `status`'s history itself).
 //! - `pgdump`: the pg_dump child (`child`: what every child process shares); `pipeline`:
-//!   compression and chunking on a thread (checksums are taken on the uploader);
+//!   compression and chunking on a thread (checksums are taken on the main thread); `fanout`:
+//!   the chunks to every target's upload at once, each on its own thread, with per-target outcomes;
 //!   `rowcount`: per-table row counts read off the dump as it streams (`archive`: the same for
 //!   custom-format archives); `codec`: gzip (parallel
 //!   members), zstd and none, encoders and decoders.
@@ -36,9 +37,10 @@
 //!   `dashboard`: the facts `status` reports and their text, JSON, Prometheus and HTML renderings.
 //!
 //! # Concurrency
-//! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the uploads
-//! and the database connections (the sync `postgres` client must never run inside an async
-//! runtime); two helper threads drain pg_dump's stderr and compress. A restore runs on the main
+//! Synchronous on purpose: the main thread runs the steps in order and owns pg_dump, the upload
+//! sessions' opening and finishing, and the database connections (the sync `postgres` client must never run inside an async
+//! runtime); two helper threads drain pg_dump's stderr and compress, and `fanout` gives each
+//! storage target's upload a scoped thread of its own, fed through a bounded queue. A restore runs on the main
 //! thread too (download, hash, gunzip, write to psql); one helper thread drains psql's stderr. No async runtime is used.
 
 pub mod archive;
@@ -54,6 +56,7 @@ pub mod dblocale;
 pub mod drive;
 pub mod dumpscript;
 pub mod error;
+pub mod fanout;
 pub mod fsutil;
 pub mod health;
 pub mod host;

@@ -1,9 +1,10 @@
 //! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → row counts
-//! and compression (see `codec`) → fixed-size chunks handed to the uploader over a rendezvous
-//! channel. The uploader hashes what it receives (SHA-256, MD5, size) on its own thread, which
-//! is otherwise waiting on the network, so checksums do not slow the compressor. Memory is
-//! bounded by the chunk being filled, the one handed over, and the one being uploaded (the
-//! uploader takes ownership: no copy), whatever the database size; nothing touches the disk.
+//! and compression (see `codec`) → fixed-size chunks handed to the main thread over a rendezvous
+//! channel. The main thread hashes what it receives (SHA-256, MD5, size) and hands each chunk to
+//! every target at once (`crate::fanout`: one upload thread per target), so checksums do not
+//! slow the compressor. Memory is bounded by the chunk being filled, the one handed over, and
+//! each target's bounded queue (chunks are shared `Bytes`: no copy per target), whatever the
+//! database size; nothing touches the disk.
 //!
 //! The compressor runs on its own thread so that compression and network I/O overlap; the main
 //! thread owns pg_dump and the uploads, and learns pg_dump's exit status only after the
@@ -18,8 +19,8 @@ use anyhow::Result;
 
 /// What the compressor thread sends.
 pub enum Piece {
-    /// A full chunk of compressed bytes.
-    Chunk(Vec<u8>),
+    /// A full chunk of compressed bytes (shared by every target it is fanned out to).
+    Chunk(bytes::Bytes),
     /// The end of the stream: the remaining bytes (gzip trailer included) and the totals.
     End {
         tail: Vec<u8>,
@@ -52,7 +53,7 @@ impl Write for ChunkSink {
             data = &data[take..];
             if self.buf.len() == self.chunk_size {
                 let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
-                self.tx.send(Piece::Chunk(full)).map_err(|_| {
+                self.tx.send(Piece::Chunk(full.into())).map_err(|_| {
                     io::Error::new(io::ErrorKind::BrokenPipe, "the uploader stopped")
                 })?;
             }
@@ -149,7 +150,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn run(input: Vec<u8>, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>, u64, bool) {
+    fn run(input: Vec<u8>, chunk: usize) -> (Vec<bytes::Bytes>, Vec<u8>, u64, bool) {
         let options = StreamOptions {
             codec: crate::codec::Codec::Gzip(6),
             threads: 1,

@@ -2,9 +2,14 @@
 //! can neither hide another nor turn a failed backup into a success:
 //!
 //! configuration → connect → advisory lock (or exit 75) → catalog migration → preflight (pg_dump
-//! version, critical tables, Drive credentials and folder) → open the upload sessions → pg_dump →
-//! gzip → checksums → chunks → finish only after pg_dump exited 0 → verify size and MD5 → catalog
-//! row → prune (only after success) → release the lock → notify.
+//! version, critical tables, Drive credentials and folder, each target's chunk size) → open the
+//! upload sessions → pg_dump → gzip → checksums → chunks to every target at once (`fanout`) →
+//! finish only after pg_dump exited 0 → verify size and MD5 → catalog row with each target's copy
+//! → prune (only where the backup was stored) → release the lock → Prometheus file → notify.
+//!
+//! A target that fails is dropped and the others go on: stored on some targets but not all is a
+//! SUCCESS row with FAILED copies, told in the notification, exit 4. Every target failing fails
+//! the run, as does a failed dump (nothing is stored anywhere).
 //!
 //! Notifications (`notify`) never change the outcome: a stored backup whose notification failed
 //! exits 3, a failed backup stays a failure. The heartbeat's start ping is sent once the lock is
@@ -16,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::catalog::{self, RunRecord};
 use crate::cli::BackupArgs;
@@ -32,10 +37,11 @@ use crate::pgdump::{self, PgDump, RunningDump};
 use crate::pipeline::{spawn_compressor, Piece, StreamOptions};
 use crate::retention;
 // shared with `check`, `status` and `migrate`: one implementation of each
+use crate::fanout;
 pub use crate::server::{connect, connect_as};
 use crate::server::{resolve_tables, server_version};
 use crate::storage::config::TargetOptions;
-use crate::storage::{props, Backend, Completion, StoredObject, Target, Upload};
+use crate::storage::{props, Backend, Completion, StoredObject, Target};
 use crate::timeutil;
 use crate::units::human_bytes;
 
@@ -51,10 +57,12 @@ struct RunFacts {
     locale: Option<crate::dblocale::DbLocale>,
 }
 
-/// A failure, with the step it happened in.
+/// A failure, with the step it happened in, and what became of each target when that is known.
 struct StepError {
     step: &'static str,
     error: anyhow::Error,
+    /// A FAILED copy for each target the stream was sent to (empty before the stream).
+    copies: Vec<catalog::CopyRecord>,
 }
 
 trait AtStep<T> {
@@ -63,7 +71,11 @@ trait AtStep<T> {
 
 impl<T> AtStep<T> for Result<T> {
     fn at(self, step: &'static str) -> std::result::Result<T, StepError> {
-        self.map_err(|error| StepError { step, error })
+        self.map_err(|error| StepError {
+            step,
+            error,
+            copies: Vec::new(),
+        })
     }
 }
 
@@ -102,9 +114,21 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
 }
 
 fn run_one(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<ExitStatus> {
-    // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`).
-    let after = settings.clone();
-    super::status::after_backup(&after, plan.kind, run_backup(args, settings, plan))
+    // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`):
+    // by a run that stored something as a follow-up step before its notification, here otherwise
+    let metrics = settings.clone();
+    match run_backup(args, settings, plan, &metrics) {
+        Ok(status) if stored_something(status) => Ok(status),
+        outcome => super::status::after_backup(&metrics, plan.kind, outcome),
+    }
+}
+
+/// The statuses of a run that stored the backup on at least one target.
+fn stored_something(status: ExitStatus) -> bool {
+    matches!(
+        status,
+        ExitStatus::Ok | ExitStatus::FollowUpFailed | ExitStatus::PartiallyStored
+    )
 }
 
 /// The runs `backup` makes: one for `--kind`; one per database for `--job` (the job's list, or
@@ -178,7 +202,12 @@ fn all_databases(settings: &Settings, job: &JobSpec, args: &BackupArgs) -> Resul
     })
 }
 
-fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<ExitStatus> {
+fn run_backup(
+    args: &BackupArgs,
+    settings: Settings,
+    plan: &RunPlan,
+    metrics: &Settings,
+) -> Result<ExitStatus> {
     let started = Instant::now();
     let mut notifier = notify::load(&settings, plan.kind, args.notify)?;
     notifier.job = plan.job.as_ref().map(|j| j.name.clone());
@@ -277,14 +306,24 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
         log::info("catalog migrated", &[("applied", applied.join(","))]);
     }
 
-    let (mut targets, options) = build_targets(&mut cfg);
+    let mut targets = build_targets(&mut cfg);
     let outcome = back_up(&cfg, &mut guard, separate, &mut targets, &mut facts);
     let mut record = run_record(&cfg, &facts);
     record.finished_ms = timeutil::now_millis();
 
-    let (stored, done, raw_bytes) = match outcome {
-        Ok(done) => done,
-        Err(StepError { step, error }) => {
+    let Streamed {
+        stored,
+        failed: failed_targets,
+        done,
+        raw_bytes,
+    } = match outcome {
+        Ok(streamed) => streamed,
+        Err(StepError {
+            step,
+            error,
+            copies,
+        }) => {
+            record.copies = copies;
             record_failure(guard.client(), record, step, &error, false);
             log::error(
                 "backup failed",
@@ -304,7 +343,8 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
         }
     };
 
-    // The backup is stored and verified: from here on, failures are follow-up failures (exit 3).
+    // The backup is stored and verified on at least one target: from here on, failures are
+    // follow-up failures (exit 3); a target that did not store it makes the run partial (exit 4).
     let mut follow_ups = FollowUps::default();
     for s in &stored {
         if let Some(e) = &s.metadata_failure {
@@ -317,6 +357,17 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
             );
         }
     }
+    let not_stored: Vec<String> = failed_targets
+        .iter()
+        .map(|f| {
+            format!(
+                "the backup was not stored on target {} ({}): {}",
+                f.target.name,
+                f.target.describe,
+                crate::error::render(&f.error)
+            )
+        })
+        .collect();
     record.success = true;
     let digest = &done.digest;
     record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());
@@ -332,7 +383,7 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
         .iter()
         .find(|s| s.backend == Backend::Local)
         .map(|s| s.location.clone());
-    record.copies = stored.iter().map(StoredObject::copy_record).collect();
+    record.copies = copies_in_target_order(&targets, &stored, &failed_targets);
     if let Err(e) = guard
         .verify_held()
         .and_then(|_| catalog::record(guard.client(), &record))
@@ -343,34 +394,45 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
         );
     }
 
+    // prune only where this backup is stored: elsewhere the older backups are still needed
     let mut kept = None;
-    for ((target, new), options) in targets.iter_mut().zip(&stored).zip(&options) {
-        let keep = args.overrides.keep.or(options.keep).unwrap_or(cfg.keep);
-        if keep > 0 {
-            match prune(target.as_mut(), &cfg, keep, &facts.database, &new.id) {
-                Ok((deleted, now_kept)) => {
-                    kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
-                    if deleted.is_empty() {
-                        continue;
-                    }
-                    let drive = target.backend() == Backend::Drive;
-                    if let Err(e) =
-                        catalog::mark_pruned(guard.client(), target.name(), drive, &deleted)
-                    {
-                        follow_ups.failed("pruned, but recording that in the catalog failed", &e);
-                    }
+    for t in targets.iter_mut() {
+        let keep = t.keep(&cfg);
+        let Some(new) = stored.iter().find(|s| s.target == t.target.name()) else {
+            continue;
+        };
+        if keep == 0 {
+            continue;
+        }
+        let target = t.target.as_mut();
+        match prune(target, &cfg, keep, &facts.database, &new.id) {
+            Ok((deleted, now_kept)) => {
+                kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
+                if deleted.is_empty() {
+                    continue;
                 }
-                Err(e) => follow_ups.failed(
-                    &format!(
-                        "the backup is stored, but pruning old backups in {} failed",
-                        target.describe()
-                    ),
-                    &e,
-                ),
+                let drive = target.backend() == Backend::Drive;
+                if let Err(e) = catalog::mark_pruned(guard.client(), target.name(), drive, &deleted)
+                {
+                    follow_ups.failed("pruned, but recording that in the catalog failed", &e);
+                }
             }
+            Err(e) => follow_ups.failed(
+                &format!(
+                    "the backup is stored, but pruning old backups in {} failed",
+                    target.describe()
+                ),
+                &e,
+            ),
         }
     }
     drop(guard);
+    if let Err(e) = super::status::refresh_prometheus(metrics, cfg.kind) {
+        follow_ups.failed(
+            "the backup is stored, but refreshing the Prometheus file failed",
+            &e,
+        );
+    }
 
     let mut report = Report::new(
         Status::Success,
@@ -384,21 +446,27 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
     report.local_path = record.local_path.clone();
     report.size_bytes = Some(digest.size);
     report.kept = kept;
-    report.follow_up_errors = follow_ups.errors.clone();
+    report.follow_up_errors = not_stored
+        .iter()
+        .chain(&follow_ups.errors)
+        .cloned()
+        .collect();
     let elapsed = started.elapsed().saturating_sub(notifying).as_secs_f64();
     let notifications_failed = !notifier.run_finished(&report).is_empty();
     let follow_up_failed = notifications_failed || !follow_ups.errors.is_empty();
 
-    let mut fields = vec![
-        (
-            "outcome",
-            if follow_up_failed {
-                "stored, follow-up failed"
-            } else {
-                "stored"
-            }
-            .to_string(),
+    let attempted = stored.len() + failed_targets.len();
+    let outcome = match (failed_targets.is_empty(), follow_up_failed) {
+        (true, false) => "stored".to_string(),
+        (true, true) => "stored, follow-up failed".to_string(),
+        (false, false) => format!("stored on {} of {attempted} targets", stored.len()),
+        (false, true) => format!(
+            "stored on {} of {attempted} targets, follow-up failed",
+            stored.len()
         ),
+    };
+    let mut fields = vec![
+        ("outcome", outcome),
         ("size_bytes", digest.size.to_string()),
         ("size", human_bytes(digest.size)),
         ("dump_bytes", raw_bytes.to_string()),
@@ -421,12 +489,46 @@ fn run_backup(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<E
             ("local", s.location.clone())
         });
     }
+    if !failed_targets.is_empty() {
+        let names: Vec<&str> = failed_targets
+            .iter()
+            .map(|f| f.target.name.as_str())
+            .collect();
+        fields.push(("failed_targets", names.join(",")));
+    }
     log::info("backup finished", &fields);
-    Ok(if follow_up_failed {
+    // a target that did not store the backup outranks a follow-up failure: it needs a person
+    Ok(if !failed_targets.is_empty() {
+        ExitStatus::PartiallyStored
+    } else if follow_up_failed {
         ExitStatus::FollowUpFailed
     } else {
         ExitStatus::Ok
     })
+}
+
+/// Each target's copy for the catalog, stored or failed, in the targets' order.
+fn copies_in_target_order(
+    targets: &[OpenTarget],
+    stored: &[StoredObject],
+    failed: &[fanout::Failure],
+) -> Vec<catalog::CopyRecord> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            let name = t.target.name();
+            stored
+                .iter()
+                .find(|s| s.target == name)
+                .map(StoredObject::copy_record)
+                .or_else(|| {
+                    failed
+                        .iter()
+                        .find(|f| f.target.name == name)
+                        .map(fanout::Failure::copy_record)
+                })
+        })
+        .collect()
 }
 
 /// The facts of this run every catalog row carries.
@@ -493,13 +595,41 @@ impl FollowUps {
     }
 }
 
-/// The storage targets, Drive first, and the job's options for each. Takes the credentials out
-/// of the configuration.
-fn build_targets(cfg: &mut BackupConfig) -> (Vec<Box<dyn Target>>, Vec<TargetOptions>) {
+/// An opened target, with the job's options for it.
+struct OpenTarget {
+    target: Box<dyn Target>,
+    options: TargetOptions,
+}
+
+impl OpenTarget {
+    /// The upload part size this target gets: its own, else the job's.
+    fn chunk_size(&self, cfg: &BackupConfig) -> usize {
+        self.options.chunk_size.unwrap_or(cfg.chunk_size)
+    }
+
+    /// Backups of this kind to keep on this target (0: all): its own count, else the job's.
+    fn keep(&self, cfg: &BackupConfig) -> u32 {
+        self.options.keep.unwrap_or(cfg.keep)
+    }
+
+    fn id(&self) -> fanout::TargetId {
+        fanout::TargetId {
+            name: self.target.name().to_string(),
+            backend: self.target.backend(),
+            describe: self.target.describe(),
+        }
+    }
+}
+
+/// The storage targets, Drive first. Takes the credentials out of the configuration.
+fn build_targets(cfg: &mut BackupConfig) -> Vec<OpenTarget> {
     crate::storage::config::for_backup(cfg)
         .into_iter()
-        .map(|t| (crate::storage::open(t.config), t.options))
-        .unzip()
+        .map(|t| OpenTarget {
+            target: crate::storage::open(t.config),
+            options: t.options,
+        })
+        .collect()
 }
 
 /// Everything from the preflight to the verified upload. Returns what was stored.
@@ -507,9 +637,9 @@ fn back_up(
     cfg: &BackupConfig,
     guard: &mut lock::LockGuard,
     mut separate: Option<postgres::Client>,
-    targets: &mut [Box<dyn Target>],
+    targets: &mut [OpenTarget],
     facts: &mut RunFacts,
-) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
+) -> std::result::Result<Streamed, StepError> {
     // from here to the verified upload, a run that makes no progress fails as "stalled"
     let _watch = crate::signals::watch_unless_zero(cfg.stall_timeout);
 
@@ -530,13 +660,15 @@ fn back_up(
     } else {
         Vec::new()
     };
-    for t in targets.iter_mut() {
+    for open in targets.iter_mut() {
+        let chunk_size = open.chunk_size(cfg);
+        let t = open.target.as_mut();
         let what = t.describe();
         let caps = t.capabilities();
-        if let Some(why) = caps.part_size.refuse(cfg.chunk_size) {
+        if let Some(why) = caps.part_size.refuse(chunk_size) {
             let refused: Result<()> = Err(crate::error::config_error_hint(
-                format!("chunk size {} does not suit {what}: {why}", cfg.chunk_size),
-                "set PGDRIVE_CHUNK_SIZE (--chunk-size) to a size every target accepts, e.g. 8MiB",
+                format!("chunk size {chunk_size} does not suit {what}: {why}"),
+                "set PGDRIVE_CHUNK_SIZE (--chunk-size), or this target's own chunk size, to a size it accepts, e.g. 8MiB",
             ));
             refused.at("preflight")?;
         }
@@ -566,7 +698,7 @@ fn back_up(
                 "targets",
                 targets
                     .iter()
-                    .map(|t| t.describe())
+                    .map(|t| t.target.describe())
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
@@ -586,7 +718,7 @@ fn back_up(
     // one set of properties for every target, so it must fit the strictest one's limit
     let budget = targets
         .iter()
-        .filter_map(|t| t.capabilities().max_property_bytes)
+        .filter_map(|t| t.target.capabilities().max_property_bytes)
         .min();
     let properties = initial_properties(cfg, facts, &pg_dump, budget);
     let args = pgdump::arguments(cfg.kind, cfg.format, &tables);
@@ -594,153 +726,245 @@ fn back_up(
     stream(targets, &name, &properties, cfg, &pg_dump, &args, &env)
 }
 
-/// Opens every upload, runs pg_dump through the compressor into them, and finishes them only
-/// after pg_dump exited 0 and its output ends like a complete dump.
+/// What the stream stored, and where it failed: each target's outcome, the digest and row
+/// counts, and the dump's raw size.
+struct Streamed {
+    stored: Vec<StoredObject>,
+    failed: Vec<fanout::Failure>,
+    done: Completion,
+    raw_bytes: u64,
+}
+
+/// Opens every upload, runs pg_dump through the compressor into all of them at once (see
+/// `fanout`), and finishes them only after pg_dump exited 0 and its output ends like a complete
+/// dump. A target that fails is dropped and the others go on; the stream fails when every
+/// target failed, or when the dump did (then nothing is stored anywhere).
 fn stream(
-    targets: &mut [Box<dyn Target>],
+    targets: &mut [OpenTarget],
     name: &str,
     properties: &BTreeMap<String, String>,
     cfg: &BackupConfig,
     pg_dump: &PgDump,
     args: &[std::ffi::OsString],
     env: &[(&'static str, String)],
-) -> std::result::Result<(Vec<StoredObject>, Completion, u64), StepError> {
-    let mut uploads: Vec<Box<dyn Upload + '_>> = Vec::new();
-    let names: Vec<String> = targets.iter().map(|t| t.describe()).collect();
+) -> std::result::Result<Streamed, StepError> {
+    // the pipeline cuts the smallest part any target wants; targets wanting larger ones regroup
+    let chunk_size = smallest_part(targets.iter().map(|t| t.options.chunk_size), cfg.chunk_size);
+    let order: Vec<String> = targets
+        .iter()
+        .map(|t| t.target.name().to_string())
+        .collect();
+    let mut lanes = Vec::new();
+    let mut failed = Vec::new();
     for t in targets.iter_mut() {
-        let what = t.describe();
-        crate::signals::waiting_on(format!("{what} did not open the upload session"));
-        match t.begin(name, cfg.codec.mime_type(), properties, cfg.chunk_size) {
-            Ok(u) => uploads.push(u),
-            Err(e) => {
-                abort_all(uploads);
-                return Err(e.context(format!("starting the upload to {what}"))).at("upload");
-            }
+        let id = t.id();
+        let own_chunk = t.chunk_size(cfg);
+        crate::signals::waiting_on(format!("{} did not open the upload session", id.describe));
+        match t
+            .target
+            .begin(name, cfg.codec.mime_type(), properties, own_chunk)
+        {
+            Ok(upload) => lanes.push(fanout::Lane { target: id, upload }),
+            Err(e) => failed.push(fanout::Failure {
+                error: e.context(format!("starting the upload to {}", id.describe)),
+                target: id,
+                step: "upload",
+            }),
         }
     }
-    let mut dump = match RunningDump::spawn(pg_dump, args, env) {
-        Ok(d) => d,
-        Err(e) => {
-            abort_all(uploads);
-            return Err(e).at("dump");
+    if !lanes.is_empty() {
+        failed.iter().for_each(fanout::Failure::log_going_on);
+    }
+    std::thread::scope(|scope| {
+        let mut fan = fanout::FanOut::start(scope, lanes, fanout::QUEUE_DEPTH);
+        if fan.live() == 0 {
+            failed.extend(fan.abort().0);
+            return Err(every_target_failed(failed, &order));
         }
-    };
-    log::debug("pg_dump started", &[("pid", dump.pid().to_string())]);
-    let options = StreamOptions {
-        codec: cfg.codec,
-        threads: cfg.threads,
-        chunk_size: cfg.chunk_size,
-        plain: cfg.format == pgdump::DumpFormat::Plain,
-    };
-    let compressor = dump
-        .take_stdout()
-        .and_then(|out| spawn_compressor(out, options));
-    let (rx, handle) = match compressor {
-        Ok(c) => c,
-        Err(e) => {
-            abort_all(uploads);
-            return Err(e).at("dump");
-        }
-    };
+        let mut dump = match RunningDump::spawn(pg_dump, args, env) {
+            Ok(d) => d,
+            Err(e) => return Err(abandon(fan, failed, "dump", e)),
+        };
+        log::debug("pg_dump started", &[("pid", dump.pid().to_string())]);
+        let options = StreamOptions {
+            codec: cfg.codec,
+            threads: cfg.threads,
+            chunk_size,
+            plain: cfg.format == pgdump::DumpFormat::Plain,
+        };
+        let compressor = dump
+            .take_stdout()
+            .and_then(|out| spawn_compressor(out, options));
+        let (rx, handle) = match compressor {
+            Ok(c) => c,
+            Err(e) => return Err(abandon(fan, failed, "dump", e)),
+        };
 
-    let end = pump(&rx, &mut uploads, &names);
-    let StreamEnd {
-        tail,
-        mut hasher,
-        raw_bytes,
-        dump_complete,
-        row_counts,
-    } = match end {
-        Ok(end) => end,
-        Err(e) => {
-            // Abandon: stop pg_dump and the compressor, cancel the sessions, then report.
-            dump.kill();
-            drop(rx);
-            let _ = handle.join();
-            let outcome = dump.wait();
-            abort_all(uploads);
-            let e = match outcome {
-                Ok(o) if !o.success && !o.stderr_tail.is_empty() && !crate::signals::stopping() => {
-                    e.context(format!(
-                        "pg_dump {}: {}",
-                        o.description,
-                        o.stderr_tail.replace('\n', " | ")
-                    ))
-                }
-                _ => e,
-            };
-            return Err(e).at("upload");
-        }
-    };
-    let _ = handle.join();
-    let outcome = dump.wait().at("dump")?;
-    if let Err(e) = pgdump::check_outcome(&outcome) {
-        abort_all(uploads);
-        return Err(e).at("dump");
-    }
-    if !dump_complete {
-        abort_all(uploads);
-        return Err(anyhow::anyhow!(
-            "pg_dump exited 0 but its output does not end with \"PostgreSQL database dump complete\": the dump is truncated"
-        ))
-        .at("dump");
-    }
-    if !outcome.stderr_tail.is_empty() {
-        log::warn(
-            "pg_dump wrote to stderr",
-            &[("stderr", outcome.stderr_tail.clone())],
-        );
-    }
-    hasher.update(&tail);
-    if let Err(e) = hand_over(&mut uploads, &names, tail) {
-        abort_all(uploads);
-        return Err(e).at("upload");
-    }
-    let digest = hasher.finish();
-    let done = Completion {
-        properties: BTreeMap::from([
-            (props::SHA256.to_string(), digest.sha256.clone()),
-            (props::MD5.to_string(), digest.md5.clone()),
-            (props::SIZE.to_string(), digest.size.to_string()),
-            (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
-        ]),
-        digest,
-        row_counts,
-    };
-    let mut stored: Vec<StoredObject> = Vec::new();
-    let mut pending = uploads.into_iter().zip(&names);
-    while let Some((u, what)) = pending.next() {
-        crate::signals::waiting_on(format!("{what} did not confirm the upload"));
-        match u.finish(&done) {
-            Ok(s) => {
-                log::info(
-                    "stored",
-                    &[
-                        ("target", s.target.to_string()),
-                        ("location", s.location.clone()),
-                    ],
-                );
-                stored.push(s);
+        let StreamEnd {
+            tail,
+            mut hasher,
+            raw_bytes,
+            dump_complete,
+            row_counts,
+        } = match pump(&rx, &mut fan) {
+            Ok(end) => end,
+            Err(Pumped::EveryTargetFailed) => {
+                // nobody takes the rest of the dump: stop it, then report every target's failure
+                dump.kill();
+                drop(rx);
+                let _ = handle.join();
+                let _ = dump.wait();
+                let (known, _) = fan.abort();
+                failed.extend(known);
+                return Err(every_target_failed(failed, &order));
             }
-            Err(e) => {
-                abort_all(pending.map(|(u, _)| u).collect());
-                let kept: Vec<String> = stored.iter().map(|s| s.location.clone()).collect();
-                let e = if kept.is_empty() {
-                    e
-                } else {
-                    e.context(format!(
-                        "(the copy at {} is complete and verified)",
-                        kept.join(", ")
-                    ))
+            Err(Pumped::Failed(e)) => {
+                // Abandon: stop pg_dump and the compressor, cancel the sessions, then report.
+                dump.kill();
+                drop(rx);
+                let _ = handle.join();
+                let outcome = dump.wait();
+                let e = match outcome {
+                    Ok(o)
+                        if !o.success
+                            && !o.stderr_tail.is_empty()
+                            && !crate::signals::stopping() =>
+                    {
+                        e.context(format!(
+                            "pg_dump {}: {}",
+                            o.description,
+                            o.stderr_tail.replace('\n', " | ")
+                        ))
+                    }
+                    _ => e,
                 };
-                return Err(e).at("verify");
+                return Err(abandon(fan, failed, "upload", e));
             }
+        };
+        let _ = handle.join();
+        let outcome = match dump.wait() {
+            Ok(o) => o,
+            Err(e) => return Err(abandon(fan, failed, "dump", e)),
+        };
+        if let Err(e) = pgdump::check_outcome(&outcome) {
+            return Err(abandon(fan, failed, "dump", e));
         }
-    }
-    Ok((stored, done, raw_bytes))
+        if !dump_complete {
+            let e = anyhow::anyhow!(
+                "pg_dump exited 0 but its output does not end with \"PostgreSQL database dump complete\": the dump is truncated"
+            );
+            return Err(abandon(fan, failed, "dump", e));
+        }
+        if !outcome.stderr_tail.is_empty() {
+            log::warn(
+                "pg_dump wrote to stderr",
+                &[("stderr", outcome.stderr_tail.clone())],
+            );
+        }
+        hasher.update(&tail);
+        if !tail.is_empty() && !fan.send(tail.into()) {
+            let (known, _) = fan.abort();
+            failed.extend(known);
+            return Err(every_target_failed(failed, &order));
+        }
+        let digest = hasher.finish();
+        let done = Completion {
+            properties: BTreeMap::from([
+                (props::SHA256.to_string(), digest.sha256.clone()),
+                (props::MD5.to_string(), digest.md5.clone()),
+                (props::SIZE.to_string(), digest.size.to_string()),
+                (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
+            ]),
+            digest,
+            row_counts,
+        };
+        let mut outcome = fan.finish(done.clone());
+        failed.append(&mut outcome.failed);
+        if outcome.stored.is_empty() {
+            return Err(every_target_failed(failed, &order));
+        }
+        Ok(Streamed {
+            stored: outcome.stored,
+            failed,
+            done,
+            raw_bytes,
+        })
+    })
 }
 
-/// The compressor's last word: remaining bytes, digest, raw size, trailer seen, row counts.
+/// The part size the pipeline cuts: the smallest of the targets' own sizes, the job's `job`
+/// standing in for a target that has none.
+fn smallest_part(own: impl Iterator<Item = Option<usize>>, job: usize) -> usize {
+    own.map(|size| size.unwrap_or(job)).min().unwrap_or(job)
+}
+
+/// The stream's failure when no target is left (`failed` in the order they failed; `order`: the
+/// targets' names). The step is the one the last target failed in, where the run as a whole
+/// failed; the first target's error decides the exit status (Drive's, when there is one), the
+/// others are named before it.
+fn every_target_failed(mut failed: Vec<fanout::Failure>, order: &[String]) -> StepError {
+    let step = failed.last().map_or("upload", |f| f.step);
+    failed.sort_by_key(|f| order.iter().position(|name| *name == f.target.name));
+    let copies = failed.iter().map(fanout::Failure::copy_record).collect();
+    if failed.is_empty() {
+        return StepError {
+            step: "upload",
+            error: anyhow::anyhow!("no storage target is configured"),
+            copies,
+        };
+    }
+    let first = failed.remove(0);
+    let error = if failed.is_empty() {
+        first.error
+    } else {
+        let others: Vec<String> = failed
+            .iter()
+            .map(|f| crate::error::render(&f.error))
+            .collect();
+        first
+            .error
+            .context(format!("every target failed ({})", others.join("; ")))
+    };
+    StepError {
+        step,
+        error,
+        copies,
+    }
+}
+
+/// Cancels every upload because the run failed at `step`: the error, with a FAILED copy for
+/// each target (its own failure, or abandoned).
+fn abandon(
+    fan: fanout::FanOut<'_>,
+    mut failed: Vec<fanout::Failure>,
+    step: &'static str,
+    error: anyhow::Error,
+) -> StepError {
+    let (known, abandoned) = fan.abort();
+    failed.extend(known);
+    StepError {
+        step,
+        error,
+        copies: failed
+            .iter()
+            .map(fanout::Failure::copy_record)
+            .chain(abandoned.iter().map(|t| abandoned_copy(t, step)))
+            .collect(),
+    }
+}
+
+/// The FAILED copy of a target whose upload was cancelled because the run failed at `step`.
+fn abandoned_copy(target: &fanout::TargetId, step: &str) -> catalog::CopyRecord {
+    catalog::CopyRecord {
+        target: target.name.clone(),
+        backend: target.backend.as_str().to_string(),
+        stored: false,
+        object_id: None,
+        location: None,
+        error: Some(format!("not stored: the backup failed at the {step} step")),
+    }
+}
+
 /// The compressor's last word, with the running digest of everything it produced so far.
 struct StreamEnd {
     tail: Vec<u8>,
@@ -750,22 +974,31 @@ struct StreamEnd {
     row_counts: BTreeMap<String, u64>,
 }
 
-/// Moves chunks from the compressor to every upload until the end of the stream, hashing them on
-/// the way (this thread mostly waits on the network; the compressor's does not). `names` are
-/// the targets' descriptions, in the uploads' order.
+/// Why the pump stopped before the end of the stream.
+enum Pumped {
+    /// The dump, the compressor, a signal or the stall watchdog.
+    Failed(anyhow::Error),
+    /// No target is left to take the chunks (their failures are in the fan-out).
+    EveryTargetFailed,
+}
+
+/// Moves chunks from the compressor to the fan-out until the end of the stream, hashing them on
+/// the way (the targets write on their own threads; the compressor's does not wait on them
+/// beyond their queues).
 fn pump(
     rx: &Receiver<Piece>,
-    uploads: &mut [Box<dyn Upload + '_>],
-    names: &[String],
-) -> Result<StreamEnd> {
+    fan: &mut fanout::FanOut<'_>,
+) -> std::result::Result<StreamEnd, Pumped> {
     let mut hasher = crate::storage::Hasher::default();
     loop {
         crate::signals::waiting_on("pg_dump produced no output");
-        crate::signals::check_run()?;
+        crate::signals::check_run().map_err(Pumped::Failed)?;
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Piece::Chunk(chunk)) => {
                 hasher.update(&chunk);
-                hand_over(uploads, names, chunk)?;
+                if !fan.send(chunk) {
+                    return Err(Pumped::EveryTargetFailed);
+                }
             }
             Ok(Piece::End {
                 tail,
@@ -781,33 +1014,14 @@ fn pump(
                     row_counts,
                 })
             }
-            Ok(Piece::Failed(e)) => return Err(e),
+            Ok(Piece::Failed(e)) => return Err(Pumped::Failed(e)),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => bail!("the compressor stopped unexpectedly"),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Pumped::Failed(anyhow::anyhow!(
+                    "the compressor stopped unexpectedly"
+                )))
+            }
         }
-    }
-}
-
-/// Gives a chunk to every upload. The first (Drive, which keeps it until acknowledged) takes
-/// ownership; the others, which write at once, get copies that are dropped straight away. A
-/// write that returned is progress for the stall watchdog.
-fn hand_over(uploads: &mut [Box<dyn Upload + '_>], names: &[String], chunk: Vec<u8>) -> Result<()> {
-    if let Some((first, rest)) = uploads.split_first_mut() {
-        for (u, what) in rest.iter_mut().zip(&names[1..]) {
-            crate::signals::waiting_on(format!("{what} accepted no bytes"));
-            u.write(chunk.clone())?;
-            crate::signals::progress();
-        }
-        crate::signals::waiting_on(format!("{} accepted no bytes", names[0]));
-        first.write(chunk)?;
-        crate::signals::progress();
-    }
-    Ok(())
-}
-
-fn abort_all(uploads: Vec<Box<dyn Upload + '_>>) {
-    for u in uploads {
-        u.abort();
     }
 }
 
@@ -949,5 +1163,15 @@ mod tests {
         assert_eq!(file_name_part("a/b"), "a_b");
         assert_eq!(file_name_part("..hidden"), "hidden");
         assert_eq!(file_name_part("магазин"), "магазин");
+    }
+
+    #[test]
+    fn the_pipeline_cuts_the_smallest_part_any_target_wants() {
+        const MIB: usize = 1 << 20;
+        let cut = |own: &[Option<usize>]| smallest_part(own.iter().copied(), 8 * MIB);
+        assert_eq!(cut(&[None, Some(MIB)]), MIB);
+        assert_eq!(cut(&[Some(16 * MIB), None]), 8 * MIB);
+        assert_eq!(cut(&[Some(16 * MIB)]), 16 * MIB);
+        assert_eq!(cut(&[]), 8 * MIB);
     }
 }

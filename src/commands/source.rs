@@ -375,7 +375,7 @@ mod tests {
             ]);
         }
         let mut up = t.begin(name, "application/gzip", &props, 1 << 20).unwrap();
-        up.write(data).unwrap();
+        up.write(data.into()).unwrap();
         let id = up.finish(&done).unwrap().id;
         std::thread::sleep(std::time::Duration::from_millis(2)); // distinct creation times
         id

@@ -3,14 +3,15 @@
 //! writes the Prometheus textfile and the HTML page, and exits 1 when a kind is stale or its last
 //! run failed, so that `status` itself can run from cron and alert.
 //!
-//! `backup` calls [`after_backup`] so that `PGDRIVE_PROMETHEUS_FILE` is refreshed at the end of
-//! every run, successful or not.
+//! `backup` refreshes `PGDRIVE_PROMETHEUS_FILE` after every run, successful or not: as a
+//! follow-up step before the notification when it stored something ([`refresh_prometheus`]),
+//! at the end otherwise ([`after_backup`]).
 
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cli::StatusArgs;
 use crate::config::{
@@ -286,18 +287,14 @@ pub fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<()> {
     )
 }
 
-/// `backup`'s last step: when PGDRIVE_PROMETHEUS_FILE is set, rewrite it with every kind's
-/// facts (this run's included), whatever the run's outcome. A backup that was stored but whose
-/// metrics could not be written exits 3 (a follow-up failure); a failed run keeps its status.
-pub fn after_backup(
-    settings: &Settings,
-    kind: Kind,
-    outcome: Result<ExitStatus>,
-) -> Result<ExitStatus> {
+/// When PGDRIVE_PROMETHEUS_FILE is set, rewrites it with every kind's facts (this run's
+/// included); `Ok(None)` when it is not set. A backup that stored something calls this as a
+/// follow-up step before its notification (a failure is told there and exits 3).
+pub fn refresh_prometheus(settings: &Settings, kind: Kind) -> Result<Option<String>> {
     let Some(path) = settings.get("PGDRIVE_PROMETHEUS_FILE") else {
-        return outcome;
+        return Ok(None);
     };
-    let refreshed = (|| -> Result<()> {
+    let refresh = || -> Result<()> {
         let max_ages = max_ages(settings, None)?;
         let mut kinds = configured_kinds(settings, None);
         if !kinds.contains(&kind) {
@@ -309,25 +306,25 @@ pub fn after_backup(
             &dashboard::render_prometheus(&dash),
             0o644,
         )
-    })();
-    match (refreshed, outcome) {
-        (Ok(()), outcome) => {
-            log::debug("Prometheus file refreshed", &[("file", path)]);
-            outcome
-        }
-        (Err(e), Ok(ExitStatus::Ok)) => {
-            log::error(
-                "the backup is stored, but refreshing the Prometheus file failed",
-                &[("file", path), ("error", crate::error::render(&e))],
-            );
-            Ok(ExitStatus::FollowUpFailed)
-        }
-        (Err(e), outcome) => {
-            log::error(
-                "refreshing the Prometheus file failed",
-                &[("file", path), ("error", crate::error::render(&e))],
-            );
-            outcome
-        }
+    };
+    refresh().with_context(|| format!("file {path}"))?;
+    log::debug("Prometheus file refreshed", &[("file", path.clone())]);
+    Ok(Some(path))
+}
+
+/// `backup`'s last step for a run that stored nothing (it failed, or another run held the
+/// lock): the Prometheus file is refreshed all the same ([`refresh_prometheus`]); a refresh
+/// that fails is logged and the run keeps its status.
+pub fn after_backup(
+    settings: &Settings,
+    kind: Kind,
+    outcome: Result<ExitStatus>,
+) -> Result<ExitStatus> {
+    if let Err(e) = refresh_prometheus(settings, kind) {
+        log::error(
+            "refreshing the Prometheus file failed",
+            &[("error", crate::error::render(&e))],
+        );
     }
+    outcome
 }

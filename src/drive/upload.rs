@@ -15,6 +15,7 @@
 //! [`ResumableUpload::abort`] cancels the session (as a failed last chunk does).
 
 use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
 
 use super::retry::{Attempts, Next, Verdict};
 use super::{Authorization, Authorize, DriveClient, DriveError, Failure, Reply};
@@ -26,8 +27,10 @@ pub struct ResumableUpload<'a> {
     session: String,
     /// Bytes the server has acknowledged.
     acked: u64,
-    /// Bytes after `acked` not yet acknowledged.
-    pending: Vec<u8>,
+    /// Bytes after `acked` not yet acknowledged: the chunk as it arrived while chunks come whole
+    /// and are acknowledged whole (shared with the other targets, never copied), a slice of it
+    /// after a partial acknowledgement, a copy only when chunks must be regrouped.
+    pending: Bytes,
     chunk_size: usize,
 }
 
@@ -73,19 +76,32 @@ impl<'a> ResumableUpload<'a> {
             client,
             session,
             acked: 0,
-            pending: Vec::with_capacity(chunk_size),
+            pending: Bytes::new(),
             chunk_size,
         })
     }
 
     /// Queues bytes; full chunks are sent as they fill.
-    pub fn write(&mut self, data: Vec<u8>) -> Result<()> {
-        // Chunks arrive exactly chunk-sized and are normally acknowledged whole, so `pending` is
-        // usually empty here and the chunk is kept without a copy.
+    pub fn write(&mut self, data: Bytes) -> Result<()> {
+        // Chunks normally arrive exactly chunk-sized and are acknowledged whole, so `pending` is
+        // usually empty here and the chunk is kept without a copy. Bytes are copied only to
+        // regroup: smaller pieces than this session's chunk size (another target of the same
+        // backup wants smaller parts), or what a partial acknowledgement left over.
         if self.pending.is_empty() {
             self.pending = data;
-        } else {
-            self.pending.extend_from_slice(&data);
+        } else if !data.is_empty() {
+            // the regrouping buffer is this session's own: extended in place, each byte copied once
+            let mut joined = match std::mem::take(&mut self.pending).try_into_mut() {
+                Ok(own) => own,
+                Err(shared) => {
+                    let mut own =
+                        BytesMut::with_capacity(self.chunk_size.max(shared.len() + data.len()));
+                    own.extend_from_slice(&shared);
+                    own
+                }
+            };
+            joined.extend_from_slice(&data);
+            self.pending = joined.freeze();
         }
         while self.pending.len() >= self.chunk_size {
             if let Some(_resource) = self.send(self.chunk_size, None)? {
@@ -277,7 +293,7 @@ impl<'a> ResumableUpload<'a> {
             );
         }
         let consumed = (stored - self.acked) as usize;
-        self.pending.drain(..consumed);
+        self.pending = self.pending.slice(consumed..);
         if stored > self.acked {
             crate::signals::progress();
         }
@@ -297,7 +313,7 @@ impl<'a> ResumableUpload<'a> {
             bail!("Drive completed the upload (file {id}) before the last chunk was sent");
         };
         self.acked = total;
-        self.pending.clear();
+        self.pending = Bytes::new();
         crate::signals::progress();
         Ok(resource)
     }

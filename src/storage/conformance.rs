@@ -78,7 +78,8 @@ fn store(t: &mut dyn Target, name: &str, kind: &str, data: &[u8], chunk: usize) 
         .begin(name, "application/octet-stream", &initial(kind), chunk)
         .expect("begin an upload");
     for piece in data.chunks(chunk) {
-        up.write(piece.to_vec()).expect("write a chunk");
+        up.write(bytes::Bytes::copy_from_slice(piece))
+            .expect("write a chunk");
     }
     up.finish(&completion(data)).expect("finish the upload").id
 }
@@ -102,18 +103,20 @@ pub fn run(h: &mut dyn Harness) {
         "{who}: not empty at the start"
     );
 
-    // nothing is visible before finish; finish makes it complete and readable
+    // nothing is visible before finish; finish makes it complete and readable. The writes are
+    // smaller than the upload's parts and do not divide them (a backup cuts the smallest part
+    // any of its targets wants): a target regroups them.
     let data = payload(chunk * 2 + 1234, 1);
     let mut up = t
         .begin(
             "conf-a.bin",
             "application/octet-stream",
             &initial("daily"),
-            chunk,
+            chunk * 2,
         )
         .unwrap();
-    for piece in data.chunks(chunk) {
-        up.write(piece.to_vec()).unwrap();
+    for piece in data.chunks(chunk / 3 + 1) {
+        up.write(bytes::Bytes::copy_from_slice(piece)).unwrap();
     }
     let stored = up.finish(&completion(&data)).expect("finish the upload");
     assert_eq!(
@@ -190,7 +193,7 @@ pub fn run(h: &mut dyn Harness) {
             chunk,
         )
         .unwrap();
-    up.write(payload(chunk, 2)).unwrap();
+    up.write(payload(chunk, 2).into()).unwrap();
     let mut other = h.target();
     assert_eq!(
         other.list(&marker()).unwrap().len(),
@@ -209,7 +212,7 @@ pub fn run(h: &mut dyn Harness) {
             chunk,
         )
         .unwrap();
-    up.write(payload(chunk, 3)).unwrap();
+    up.write(payload(chunk, 3).into()).unwrap();
     let wrong = completion(&payload(chunk, 4));
     assert!(
         up.finish(&wrong).is_err(),
@@ -233,7 +236,9 @@ pub fn run(h: &mut dyn Harness) {
                 chunk,
             )
             .unwrap();
-        let failed = data.chunks(chunk).any(|p| up.write(p.to_vec()).is_err());
+        let failed = data
+            .chunks(chunk)
+            .any(|p| up.write(bytes::Bytes::copy_from_slice(p)).is_err());
         if failed {
             up.abort();
         } else {

@@ -115,7 +115,7 @@ impl DriveTarget {
                 "text/plain",
                 crate::config::CHUNK_ALIGNMENT,
             )?;
-            upload.write(b"pgdrive check probe\n".to_vec())?;
+            upload.write(bytes::Bytes::from_static(b"pgdrive check probe\n"))?;
             let (resource, _) = upload.finish()?;
             Ok(resource["id"]
                 .as_str()
@@ -250,7 +250,7 @@ impl Target for DriveTarget {
         mime_type: &str,
         properties: &BTreeMap<String, String>,
         chunk_size: usize,
-    ) -> Result<Box<dyn Upload + 's>> {
+    ) -> Result<Box<dyn Upload + Send + 's>> {
         let metadata = serde_json::json!({
             "name": name,
             "parents": [self.folder_id],
@@ -466,7 +466,7 @@ fn write_manifest(
 }
 
 impl Upload for DriveUpload<'_> {
-    fn write(&mut self, data: Vec<u8>) -> Result<()> {
+    fn write(&mut self, data: bytes::Bytes) -> Result<()> {
         self.upload.write(data)
     }
 

@@ -219,7 +219,7 @@ impl Target for LocalTarget {
         _mime_type: &str,
         properties: &BTreeMap<String, String>,
         _chunk_size: usize,
-    ) -> Result<Box<dyn Upload + 's>> {
+    ) -> Result<Box<dyn Upload + Send + 's>> {
         if name.contains('/') || name.starts_with('.') {
             bail!("refusing to write a backup named {name:?}");
         }
@@ -421,7 +421,7 @@ impl LocalUpload {
 }
 
 impl Upload for LocalUpload {
-    fn write(&mut self, data: Vec<u8>) -> Result<()> {
+    fn write(&mut self, data: bytes::Bytes) -> Result<()> {
         self.file
             .as_mut()
             .context("upload already finished")?

@@ -1,7 +1,8 @@
 //! An in-process target: objects in a shared map, behind the same [`Target`] trait as Drive and a
 //! directory, so unit tests (and the conformance suite) can exercise callers without a network or
 //! a disk. Faults can be injected ([`Faults`]): a write that fails part-way, a finish that fails
-//! after the bytes arrived, a storage that cannot be reached. Like the real targets it shows an
+//! after the bytes arrived, a storage that cannot be reached, a slow storage (every write takes
+//! a while; [`MemoryStore::received`] tells how far an open upload got). Like the real targets it shows an
 //! object only once `finish` checked it, and an aborted or failed upload leaves nothing.
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub struct Faults {
     pub fail_finish: bool,
     /// Every operation fails as if the storage could not be reached.
     pub unreachable: bool,
+    /// Every write takes this long (a slow link) before it is accepted.
+    pub write_delay: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +61,8 @@ struct State {
     next_id: u64,
     /// Uploads begun and neither finished nor aborted.
     open_uploads: usize,
+    /// Bytes each upload (by object name) has accepted so far.
+    received: BTreeMap<String, u64>,
     faults: Faults,
     /// Objects per listing page, and pages served (to show that listing pages).
     page_size: usize,
@@ -98,6 +103,11 @@ impl MemoryStore {
             s.objects.values().map(|o| o.name.clone()).collect(),
             s.open_uploads,
         )
+    }
+
+    /// Bytes the uploads of object `name` have accepted so far (finished or not).
+    pub fn received(&self, name: &str) -> u64 {
+        self.state().received.get(name).copied().unwrap_or(0)
     }
 
     pub fn pages_served(&self) -> usize {
@@ -165,7 +175,7 @@ impl Target for MemoryTarget {
         _mime_type: &str,
         properties: &BTreeMap<String, String>,
         _chunk_size: usize,
-    ) -> Result<Box<dyn Upload + 's>> {
+    ) -> Result<Box<dyn Upload + Send + 's>> {
         let mut state = self.reachable()?;
         if state.objects.values().any(|o| o.name == name) {
             bail!("{name} already exists; refusing to overwrite it");
@@ -263,8 +273,11 @@ impl MemoryUpload {
 }
 
 impl Upload for MemoryUpload {
-    fn write(&mut self, data: Vec<u8>) -> Result<()> {
+    fn write(&mut self, data: bytes::Bytes) -> Result<()> {
         let faults = self.store.state().faults.clone();
+        if let Some(delay) = faults.write_delay {
+            crate::signals::sleep(delay)?;
+        }
         if faults.unreachable {
             bail!(
                 "the in-memory target {} is unreachable (injected)",
@@ -281,6 +294,12 @@ impl Upload for MemoryUpload {
             }
         }
         self.data.extend_from_slice(&data);
+        *self
+            .store
+            .state()
+            .received
+            .entry(self.name.clone())
+            .or_default() += data.len() as u64;
         Ok(())
     }
 

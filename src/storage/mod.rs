@@ -325,7 +325,7 @@ pub trait Target {
         mime_type: &str,
         properties: &BTreeMap<String, String>,
         chunk_size: usize,
-    ) -> Result<Box<dyn Upload + 's>>;
+    ) -> Result<Box<dyn Upload + Send + 's>>;
     /// Every object whose properties include all of `selector`.
     fn list(&mut self, selector: &BTreeMap<String, String>) -> Result<Vec<Listed>>;
     /// Deletes an object permanently.
@@ -353,9 +353,10 @@ pub trait Target {
 
 /// An upload in progress.
 pub trait Upload {
-    /// Takes the next bytes of the stream (by value: an upload that must keep them until the
-    /// server acknowledges them needs no copy).
-    fn write(&mut self, data: Vec<u8>) -> Result<()>;
+    /// Takes the next bytes of the stream. `Bytes` is shared, not copied: every target of a
+    /// fan-out gets the same buffer, and one that must keep it until the server acknowledges it
+    /// (Drive) holds a reference instead of a copy.
+    fn write(&mut self, data: bytes::Bytes) -> Result<()>;
     /// Completes the upload, checks the stored size and MD5 against the digest, records the final
     /// properties and the manifest, and deletes the object again if any of that fails.
     fn finish(self: Box<Self>, done: &Completion) -> Result<StoredObject>;

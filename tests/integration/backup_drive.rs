@@ -6,13 +6,6 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::{json, Value};
 
-/// A database whose dump compresses to a few hundred KiB at least (several 256 KiB chunks).
-fn bulky(db: &TestDb) {
-    seed_shop(db);
-    db.exec("CREATE TABLE blobs (id int PRIMARY KEY, payload text);
-             INSERT INTO blobs SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 40000) g;");
-}
-
 fn chunk_requests(emu: &Emulator) -> Vec<Value> {
     emu.requests()
         .into_iter()

@@ -720,7 +720,10 @@ fn an_unreachable_database_is_reported_and_the_storage_is_still_checked() {
 fn a_stored_backup_whose_metrics_cannot_be_written_exits_3() {
     let db = TestDb::new("prom_follow_up");
     let dir = TempDir::new("prom_follow_up");
-    let r = run(pgdrive()
+    let emu = Emulator::start();
+    let mut cmd = pgdrive();
+    with_sendgrid(&emu, &mut cmd);
+    let r = run(cmd
         .env("DATABASE_URL", db.url())
         .env("PGDRIVE_LOCAL_DIR", dir.path())
         .env(
@@ -735,6 +738,13 @@ fn a_stored_backup_whose_metrics_cannot_be_written_exits_3() {
         "{r:?}"
     );
     assert_eq!(db.catalog()[0].0, "SUCCESS");
+    // a follow-up step before the notification: told there, not a surprise after a ✅ email
+    let mail = emu.get("mail")["messages"].to_string();
+    assert!(
+        mail.contains("a follow-up step failed")
+            && mail.contains("refreshing the Prometheus file failed"),
+        "{mail}"
+    );
 }
 
 /// The emulator with a SendGrid key, and pgdrive configured to email through it.

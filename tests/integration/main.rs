@@ -11,6 +11,7 @@ mod config_file;
 mod email_render;
 mod emulator_fidelity;
 mod exit_status;
+mod fanout;
 mod jobs;
 mod local_target;
 mod lock_status;

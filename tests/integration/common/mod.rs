@@ -123,6 +123,13 @@ pub fn seed_shop(db: &TestDb) {
     );
 }
 
+/// A database whose dump compresses to a few hundred KiB at least (several 256 KiB chunks).
+pub fn bulky(db: &TestDb) {
+    seed_shop(db);
+    db.exec("CREATE TABLE blobs (id int PRIMARY KEY, payload text);
+             INSERT INTO blobs SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 40000) g;");
+}
+
 /// Runs `psql` with a script against a database URL; panics on failure.
 pub fn psql(url: &str, script: &str) -> String {
     let out = Command::new("psql")
