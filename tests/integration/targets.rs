@@ -393,7 +393,6 @@ fn a_backup_to_a_slow_drive_and_a_local_directory_stores_both_copies() {
 /// With the targets written side by side, a slow Drive does not hold the local copy back: the
 /// local file is in place while Drive is still receiving the upload.
 #[test]
-#[ignore = "needs the fan-out (targets written in parallel): today every chunk goes to each target in turn"]
 fn a_slow_drive_does_not_hold_back_the_local_copy() {
     let g = Google::shared_drive();
     let db = TestDb::new("targets_slow_drive_order");
