@@ -1129,7 +1129,7 @@ fn plant_daily_backups(g: &Google, db: &TestDb, n: u32) {
             "parents": [g.folder],
             "content_b64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=",
             "createdTime": format!("2026-10-{day:02}T03:00:00.000Z"),
-            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name},
+            "appProperties": {"pgdrive": "1", "pgdrive_kind": "daily", "pgdrive_database": db.name, "pgdrive_size": "20", "pgdrive_sha256": "ab", "pgdrive_md5": "cd"},
         }));
     }
 }
