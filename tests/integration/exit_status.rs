@@ -156,6 +156,7 @@ fn a_corrupt_backup_still_exits_65_and_a_failing_pg_dump_1() {
     assert_eq!(r.status, 65, "{r:?}");
 
     // pg_dump refused by the server (an SQL error): a failure for a person, not a retry
+    let refused_dir = TempDir::new("exit65_refused");
     let role = unique("no_select");
     db.exec(&format!(
         "CREATE ROLE {role} LOGIN; GRANT CONNECT ON DATABASE \"{}\" TO {role}; GRANT USAGE ON SCHEMA public TO {role}",
@@ -167,7 +168,8 @@ fn a_corrupt_backup_still_exits_65_and_a_failing_pg_dump_1() {
             db.url().replace("postgres@", &format!("{role}@")),
         )
         .env("PGDRIVE_CATALOG_URL", db.url())
-        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        // its own directory: a backup name is to the second, and the one above may share it
+        .env("PGDRIVE_LOCAL_DIR", refused_dir.path())
         .args(["backup", "--kind", "daily"]));
     db.exec(&format!(
         "DROP OWNED BY {role}; REVOKE ALL ON DATABASE \"{}\" FROM {role}",
