@@ -1042,42 +1042,36 @@ fn prune(
     let listed = target.list(&group.selector()).context("listing backups")?;
     let plan = retention::plan_group(&listed, group, keep, just_stored, timeutil::now_millis());
     let mut deleted = Vec::new();
-    for id in &plan.unfinished {
+    // unfinished leftovers first (they never counted toward `keep`), then the excess backups
+    let unfinished = plan.unfinished.iter().map(|id| (id, true));
+    let excess = plan.delete.iter().map(|id| (id, false));
+    for (id, unfinished) in unfinished.chain(excess) {
         let name = listed
             .iter()
             .find(|l| &l.id == id)
             .map(|l| l.name.clone())
             .unwrap_or_default();
+        let what = if unfinished {
+            "the unfinished upload "
+        } else {
+            ""
+        };
         target
             .delete(id)
-            .with_context(|| format!("deleting the unfinished upload {name} ({id})"))?;
-        log::warn(
-            "deleted an unfinished upload: its checksums were never recorded, so it was never a backup",
-            &[
-                ("target", target.name().to_string()),
-                ("file", name),
-                ("id", id.clone()),
-            ],
-        );
-        deleted.push(id.clone());
-    }
-    for id in &plan.delete {
-        let name = listed
-            .iter()
-            .find(|l| &l.id == id)
-            .map(|l| l.name.clone())
-            .unwrap_or_default();
-        target
-            .delete(id)
-            .with_context(|| format!("deleting {name} ({id})"))?;
-        log::info(
-            "pruned",
-            &[
-                ("target", target.name().to_string()),
-                ("file", name),
-                ("id", id.clone()),
-            ],
-        );
+            .with_context(|| format!("deleting {what}{name} ({id})"))?;
+        let fields = [
+            ("target", target.name().to_string()),
+            ("file", name),
+            ("id", id.clone()),
+        ];
+        if unfinished {
+            log::warn(
+                "deleted an unfinished upload: its checksums were never recorded, so it was never a backup",
+                &fields,
+            );
+        } else {
+            log::info("pruned", &fields);
+        }
         deleted.push(id.clone());
     }
     log::info(
