@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod sshd;
+
 /// The server the tests use (a superuser connection; trust auth on this machine).
 pub fn admin_url(db: &str) -> String {
     let base = std::env::var("PGDRIVE_TEST_PG")
