@@ -167,3 +167,199 @@ fn a_key_the_server_does_not_know_is_refused_with_a_hint() {
         .replace(&sshd.data.display().to_string(), "/nonexistent/pgdrive");
     refused(&sshd, &toml, &["does not exist"]);
 }
+
+/// A pg_dump that prints `body`'s output (`--version` goes to the real one).
+fn fake_pg_dump(dir: &TempDir, body: &str) -> PathBuf {
+    script(
+        dir.path(),
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}",
+            real_pg_dump()
+        ),
+    )
+}
+
+#[test]
+fn sigterm_mid_upload_and_a_failing_pg_dump_leave_nothing_on_the_server() {
+    let Some(sshd) = Sshd::start() else { return };
+    let db = TestDb::new("sftp_term");
+    seed_shop(&db);
+    let conf = TempDir::new("sftp_term_conf");
+    let config = config_file(
+        conf.path(),
+        &format!(
+            "{}{}",
+            sshd.target_toml("box", sshd.port, ""),
+            job("box", 3)
+        ),
+    );
+    // pg_dump streams for a while and never finishes on its own
+    let bin = TempDir::new("sftp_term_bin");
+    let slow = fake_pg_dump(
+        &bin,
+        "for i in $(seq 1 600); do head -c 65536 /dev/urandom | base64; sleep 0.05; done",
+    );
+    let child = with_config(&config, &db)
+        .env("PGDRIVE_PG_DUMP", &slow)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--job", "nightly"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the temporary file on the server has data
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let partial = sshd.files().into_iter().find(|n| n.ends_with(".partial"));
+        let size = partial
+            .map(|p| std::fs::metadata(sshd.data.join(p)).map_or(0, |m| m.len()))
+            .unwrap_or(0);
+        if size > 300_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no upload started: {:?}",
+            sshd.files()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signals the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, Duration::from_secs(15));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(sshd.files().is_empty(), "left behind: {:?}", sshd.files());
+
+    // a pg_dump that fails half-way stores nothing either
+    let failing = fake_pg_dump(
+        &bin,
+        "head -c 2000000 /dev/urandom | base64\necho 'pg_dump: error: query failed' >&2\nexit 1",
+    );
+    let r = run(with_config(&config, &db)
+        .env("PGDRIVE_PG_DUMP", &failing)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .args(["backup", "--job", "nightly"]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("query failed"), "{r:?}");
+    assert!(sshd.files().is_empty(), "left behind: {:?}", sshd.files());
+}
+
+#[test]
+fn the_server_dropping_the_connection_mid_upload_fails_the_backup_loudly() {
+    let Some(sshd) = Sshd::start() else { return };
+    let proxy = Proxy::start(sshd.port);
+    sshd.trust_port(proxy.port);
+    let db = TestDb::new("sftp_drop");
+    bulky(&db);
+    let conf = TempDir::new("sftp_drop_conf");
+    let config = config_file(
+        conf.path(),
+        &format!(
+            "{}{}",
+            sshd.target_toml("box", proxy.port, ""),
+            job("box", 3)
+        ),
+    );
+    // the preflight's connection goes through; the upload's is cut after 1 MB
+    proxy.drop_after(1_000_000, true);
+    let r = run(with_config(&config, &db)
+        .env("PGDRIVE_CHUNK_SIZE", "256KiB")
+        .env("PGDRIVE_COMPRESS", "none")
+        .args(["backup", "--job", "nightly"]));
+    assert!(proxy.cut_done(), "the proxy never cut: {r:?}");
+    assert_eq!(r.status, 69, "{r:?}");
+    assert!(r.stderr.contains("was lost"), "{r:?}");
+    assert!(backups(&sshd).is_empty(), "{:?}", sshd.files());
+    // the temporary file was removed over a new connection
+    assert!(sshd.files().is_empty(), "left behind: {:?}", sshd.files());
+}
+
+#[test]
+fn a_restore_resumes_after_the_download_connection_drops() {
+    let Some(sshd) = Sshd::start() else { return };
+    let proxy = Proxy::start(sshd.port);
+    sshd.trust_port(proxy.port);
+    let db = TestDb::new("sftp_resume");
+    bulky(&db);
+    let conf = TempDir::new("sftp_resume_conf");
+    let config = config_file(
+        conf.path(),
+        &format!(
+            "{}{}",
+            sshd.target_toml("box", proxy.port, ""),
+            job("box", 3)
+        ),
+    );
+    let r = run(with_config(&config, &db)
+        .env("PGDRIVE_COMPRESS", "none")
+        .args(["backup", "--job", "nightly"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let size = std::fs::metadata(sshd.data.join(&backups(&sshd)[0]))
+        .unwrap()
+        .len();
+    assert!(size > 3_000_000, "{size}");
+    proxy.drop_after(size as i64 / 2, false);
+    let into = TestDb::new("sftp_resume_into");
+    let r = run(with_config(&config, &db).args([
+        "restore",
+        "latest",
+        "--target",
+        "box",
+        "--target-url",
+        &into.url(),
+    ]));
+    assert!(proxy.cut_done(), "the proxy never cut: {r:?}");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("resuming"), "{r:?}");
+    let q = "SELECT count(*) FROM blobs";
+    assert_eq!(db.query_i64(q), into.query_i64(q));
+}
+
+#[test]
+fn retention_deletes_only_its_own_jobs_backups_of_the_database() {
+    let Some(sshd) = Sshd::start() else { return };
+    let db = TestDb::new("sftp_keep");
+    seed_shop(&db);
+    // a foreign file, and a file that looks like a backup but has no sidecar
+    std::fs::write(sshd.data.join("notes.txt"), "mine").unwrap();
+    std::fs::write(
+        sshd.data
+            .join(format!("{}-daily-20200101T000000Z.sql.gz", db.name)),
+        "x",
+    )
+    .unwrap();
+    let conf = TempDir::new("sftp_keep_conf");
+    let text = format!(
+        "{}{}[jobs.other]\nkind = \"daily\"\ntargets = [\"box\"]\nkeep = 5\n",
+        sshd.target_toml("box", sshd.port, "keep = 1"),
+        job("box", 1)
+    );
+    let config = config_file(conf.path(), &text);
+    let r = run(with_config(&config, &db).args(["backup", "--job", "other"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let others = backups(&sshd);
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(1100)); // names are to the second
+        let r = run(with_config(&config, &db).args(["backup", "--job", "nightly"]));
+        assert_eq!(r.status, 0, "round {round}: {r:?}");
+    }
+    let now = backups(&sshd);
+    // the foreign files and the other job's backup stay; nightly keeps 1
+    for kept in others.iter().chain([&"notes.txt".to_string()]) {
+        assert!(now.contains(kept), "{kept} was deleted: {now:?}");
+    }
+    assert_eq!(now.len(), others.len() + 1, "{now:?}");
+    assert_eq!(
+        sshd.files()
+            .iter()
+            .filter(|n| n.ends_with(".pgdrive.json"))
+            .count(),
+        2,
+        "{:?}",
+        sshd.files()
+    );
+}

@@ -34,18 +34,6 @@ const DEFAULT_IO: usize = 32 << 10;
 const MAX_IO: usize = 255 << 10;
 const POLL: Duration = Duration::from_millis(50);
 
-/// The connection was lost (ssh exited, or its output ended): the request's outcome is unknown.
-#[derive(Debug)]
-pub struct Lost(pub String);
-
-impl std::fmt::Display for Lost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Lost {}
-
 enum Incoming {
     Packet(u8, Vec<u8>),
     Closed(String),
@@ -225,19 +213,20 @@ impl Session {
         }
     }
 
+    /// The connection was lost (ssh exited, or its output ended): 69, the outcome of the
+    /// requests in flight unknown; [`Session::is_lost`] says so from then on.
     fn lost_error(&self) -> anyhow::Error {
-        anyhow::Error::new(Lost(format!(
-            "the connection to {} was lost{}",
-            self.who,
-            self.lost
-                .as_deref()
-                .filter(|s| !s.is_empty())
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default()
-        )))
-        .context(Classified {
+        anyhow::Error::new(Classified {
             status: ExitStatus::Unavailable,
-            message: format!("the connection to {} was lost", self.who),
+            message: format!(
+                "the connection to {} was lost{}",
+                self.who,
+                self.lost
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
             hint: Some("check the network and the server; the run can be repeated".into()),
         })
     }

@@ -219,7 +219,7 @@ impl SftpTarget {
         let sidecar = cfg.path(&format!("{name}{SIDECAR_SUFFIX}"));
         let text = match s.read_file(&sidecar, super::manifest::MAX_BYTES) {
             Ok(t) => t,
-            Err(e) if e.downcast_ref::<conn::Lost>().is_some() => return Err(e),
+            Err(e) if s.is_lost() => return Err(e),
             Err(_) => return Ok(None),
         };
         Ok(found_from_sidecar(name, &text, size))
@@ -271,7 +271,7 @@ impl Target for SftpTarget {
             });
         let removed = s.remove(&probe);
         written.and(removed.map(|_| ())).map_err(|e| {
-            if e.downcast_ref::<conn::Lost>().is_some() {
+            if crate::error::classify(&e) == crate::error::ExitStatus::Unavailable {
                 return e;
             }
             crate::error::config_error_hint(
@@ -641,6 +641,10 @@ struct SftpRead<'s> {
 }
 
 impl SftpRead<'_> {
+    fn lost(&self) -> bool {
+        self.conn.session.as_ref().is_none_or(Session::is_lost)
+    }
+
     fn reopen(&mut self) -> Result<()> {
         self.pending.clear();
         self.handle = None;
@@ -694,7 +698,7 @@ impl Read for SftpRead<'_> {
                     self.buf = data;
                     self.at = 0;
                 }
-                Err(e) if e.downcast_ref::<conn::Lost>().is_some() && self.resumes < RESUMES => {
+                Err(e) if self.lost() && self.resumes < RESUMES => {
                     self.resumes += 1;
                     crate::log::warn(
                         "the SFTP connection dropped during a read; resuming",
