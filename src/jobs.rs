@@ -593,6 +593,48 @@ mod tests {
     }
 
     #[test]
+    fn an_sftp_target_with_defaults_and_its_mistakes() {
+        let d = parse_text("[targets.box]\ntype = \"sftp\"\nhost = \"u1.example\"\ndir = \"pg\"\n")
+            .unwrap();
+        let Place::Sftp(s) = &d.target("box").unwrap().place else {
+            panic!("not sftp")
+        };
+        assert_eq!(
+            (s.port, s.user.as_deref(), s.dir.as_str()),
+            (22, None, "pg")
+        );
+        assert_eq!(s.known_hosts, None);
+        for (text, expected) in [
+            ("type = \"sftp\"\ndir = \"pg\"\n", "`host` is required"),
+            ("type = \"sftp\"\nhost = \"h\"\n", "`dir` is required"),
+            (
+                "type = \"sftp\"\nhost = \"-oProxyCommand=SECRETVALUE\"\ndir = \"d\"\n",
+                "`host` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nuser = \"a@SECRETVALUE\"\ndir = \"d\"\n",
+                "`user` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nport = 70000\ndir = \"d\"\n",
+                "`port` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\ndir = \"d\"\nfolder_id = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+            (
+                "type = \"local\"\ndir = \"/x\"\nhost = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+        ] {
+            let e = parse_text(&format!("[targets.t]\n{text}")).unwrap_err();
+            assert!(e.message.contains(expected), "{text}: {e:?}");
+            assert!(!e.message.contains("SECRETVALUE"), "{text}: {e:?}");
+        }
+    }
+
+    #[test]
     fn mistakes_are_refused_without_quoting_values() {
         let cases = [
             (
