@@ -248,7 +248,7 @@ fn check_sftp(
         return report.add(Finding::from_error(what, &e));
     }
     match t.report() {
-        Ok((free, stale)) => {
+        Ok(crate::storage::sftp::Report { free, stale }) => {
             let free = free.map_or(String::new(), |b| {
                 format!(", {} free", crate::units::human_bytes(b))
             });

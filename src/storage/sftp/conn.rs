@@ -186,11 +186,9 @@ impl Session {
     }
 
     fn wait_hello(&mut self) -> Result<Hello> {
-        loop {
-            match self.next_incoming()? {
-                (proto::FXP_VERSION, body) => return Hello::parse(&body),
-                (t, _) => bail!("{} answered the SFTP hello with packet type {t}", self.who),
-            }
+        match self.next_incoming()? {
+            (proto::FXP_VERSION, body) => Hello::parse(&body),
+            (t, _) => bail!("{} answered the SFTP hello with packet type {t}", self.who),
         }
     }
 
@@ -355,7 +353,7 @@ impl Session {
         let mut p = Packet::request(proto::FXP_CLOSE, id);
         p.bytes(handle);
         self.send(p)?;
-        Ok(self.status(id)?.context("closing a file")?)
+        self.status(id)?.context("closing a file")
     }
 
     /// `None` when nothing is at `path`.

@@ -185,7 +185,7 @@ impl SftpTarget {
     }
 
     /// What `check` reports: free space and the stale partials (not removed).
-    pub fn report(&mut self) -> Result<(Option<u64>, Vec<(String, u64)>)> {
+    pub fn report(&mut self) -> Result<Report> {
         let free = self.free_space()?;
         // the server's "now": the mtime of the directory is no clock; a probe file's is
         let cfg = self.conn.cfg.clone();
@@ -203,7 +203,7 @@ impl SftpTarget {
         let _ = s.close(&h);
         s.remove(&probe)?;
         let stale = self.stale_partials(now?, false, "")?;
-        Ok((free, stale))
+        Ok(Report { free, stale })
     }
 
     fn read_found(&mut self, name: &str, size: Option<u64>) -> Result<Option<Found>> {
@@ -224,6 +224,14 @@ impl SftpTarget {
         };
         Ok(found_from_sidecar(name, &text, size))
     }
+}
+
+/// What `check` shows of an SFTP target.
+pub struct Report {
+    /// Bytes free, when the server tells.
+    pub free: Option<u64>,
+    /// Partial files of interrupted backups: (name, bytes).
+    pub stale: Vec<(String, u64)>,
 }
 
 fn check_name(name: &str) -> Result<()> {
