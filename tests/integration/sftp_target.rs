@@ -168,18 +168,6 @@ fn a_key_the_server_does_not_know_is_refused_with_a_hint() {
     refused(&sshd, &toml, &["does not exist"]);
 }
 
-/// A pg_dump that prints `body`'s output (`--version` goes to the real one).
-fn fake_pg_dump(dir: &TempDir, body: &str) -> PathBuf {
-    script(
-        dir.path(),
-        "pg_dump",
-        &format!(
-            "if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}",
-            real_pg_dump()
-        ),
-    )
-}
-
 #[test]
 fn sigterm_mid_upload_and_a_failing_pg_dump_leave_nothing_on_the_server() {
     let Some(sshd) = Sshd::start() else { return };
@@ -248,14 +236,14 @@ fn sigterm_mid_upload_and_a_failing_pg_dump_leave_nothing_on_the_server() {
     assert!(sshd.files().is_empty(), "left behind: {:?}", sshd.files());
 }
 
-#[test]
-fn the_server_dropping_the_connection_mid_upload_fails_the_backup_loudly() {
-    let Some(sshd) = Sshd::start() else { return };
+/// A server behind a cutting proxy, a bulky database, and a config file whose `nightly` job
+/// writes to the server through the proxy.
+fn behind_proxy(sshd: &Sshd, prefix: &str) -> (Proxy, TestDb, TempDir, PathBuf) {
     let proxy = Proxy::start(sshd.port);
     sshd.trust_port(proxy.port);
-    let db = TestDb::new("sftp_drop");
+    let db = TestDb::new(prefix);
     bulky(&db);
-    let conf = TempDir::new("sftp_drop_conf");
+    let conf = TempDir::new(&format!("{prefix}_conf"));
     let config = config_file(
         conf.path(),
         &format!(
@@ -264,6 +252,13 @@ fn the_server_dropping_the_connection_mid_upload_fails_the_backup_loudly() {
             job("box", 3)
         ),
     );
+    (proxy, db, conf, config)
+}
+
+#[test]
+fn the_server_dropping_the_connection_mid_upload_fails_the_backup_loudly() {
+    let Some(sshd) = Sshd::start() else { return };
+    let (proxy, db, _conf, config) = behind_proxy(&sshd, "sftp_drop");
     // the preflight's connection goes through; the upload's is cut after 1 MB
     proxy.drop_after(1_000_000, true);
     let r = run(with_config(&config, &db)
@@ -281,19 +276,7 @@ fn the_server_dropping_the_connection_mid_upload_fails_the_backup_loudly() {
 #[test]
 fn a_restore_resumes_after_the_download_connection_drops() {
     let Some(sshd) = Sshd::start() else { return };
-    let proxy = Proxy::start(sshd.port);
-    sshd.trust_port(proxy.port);
-    let db = TestDb::new("sftp_resume");
-    bulky(&db);
-    let conf = TempDir::new("sftp_resume_conf");
-    let config = config_file(
-        conf.path(),
-        &format!(
-            "{}{}",
-            sshd.target_toml("box", proxy.port, ""),
-            job("box", 3)
-        ),
-    );
+    let (proxy, db, _conf, config) = behind_proxy(&sshd, "sftp_resume");
     let r = run(with_config(&config, &db)
         .env("PGDRIVE_COMPRESS", "none")
         .args(["backup", "--job", "nightly"]));

@@ -321,6 +321,18 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// A pg_dump stand-in that answers --version like the real one and otherwise runs `body`.
+pub fn fake_pg_dump(dir: &TempDir, body: &str) -> PathBuf {
+    script(
+        dir.path(),
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}",
+            real_pg_dump()
+        ),
+    )
+}
+
 /// The real pg_dump for the local server's version.
 pub fn real_pg_dump() -> String {
     for p in ["/usr/lib/postgresql/15/bin/pg_dump", "/usr/bin/pg_dump"] {
