@@ -377,6 +377,7 @@ pub struct NamedTarget {
 pub enum NamedPlace {
     Drive(Box<DriveSettings>),
     Local(PathBuf),
+    Sftp(crate::storage::sftp::SftpConfig),
 }
 
 /// What one run of `backup` is: a built-in kind (`--kind`), or one database of a config file's
@@ -586,6 +587,7 @@ fn named_targets_of(
                         }))
                     }
                     crate::jobs::Place::Local { dir } => NamedPlace::Local(dir.clone()),
+                    crate::jobs::Place::Sftp(s) => NamedPlace::Sftp(s.clone()),
                 };
                 let chunk_size = spec
                     .chunk_size
@@ -826,6 +828,7 @@ impl BackupConfig {
             let place = match &t.place {
                 NamedPlace::Drive(d) => format!("Drive folder {}", d.folder_id),
                 NamedPlace::Local(dir) => dir.display().to_string(),
+                NamedPlace::Sftp(s) => s.describe(),
             };
             s.push(("target", format!("{}: {place}", t.name)));
         }

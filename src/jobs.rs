@@ -30,8 +30,8 @@ pub struct Key {
 pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "type",
-        shape: "\"drive\" or \"local\"",
-        help: "What the target is: a Google Drive folder or a local directory (required).",
+        shape: "\"drive\", \"local\" or \"sftp\"",
+        help: "What the target is: a Google Drive folder, a local directory, or a directory on an SSH server (required).",
     },
     Key {
         name: "folder_id",
@@ -46,7 +46,32 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "dir",
         shape: "path",
-        help: "`local`: the directory (required); created when missing, as with `--to`.",
+        help: "`local`: the directory (required); created when missing, as with `--to`. `sftp`: the directory on the server, relative to the login directory unless absolute (required; must exist).",
+    },
+    Key {
+        name: "host",
+        shape: "host name",
+        help: "`sftp`: the SSH server (required), e.g. `u12345.your-storagebox.de`.",
+    },
+    Key {
+        name: "port",
+        shape: "number",
+        help: "`sftp`: the SSH port [default: 22; a Hetzner Storage Box uses 23].",
+    },
+    Key {
+        name: "user",
+        shape: "string",
+        help: "`sftp`: the login name [default: ssh's, the local user or ~/.ssh/config's].",
+    },
+    Key {
+        name: "identity_file",
+        shape: "path",
+        help: "`sftp`: the private key (without a passphrase) [default: the ssh-agent's keys and ssh's default keys]. No password is ever used.",
+    },
+    Key {
+        name: "known_hosts",
+        shape: "path",
+        help: "`sftp`: the known_hosts file holding the server's host key; an unknown or changed key is refused [default: ~/.ssh/known_hosts].",
     },
     Key {
         name: "keep",
@@ -117,6 +142,7 @@ pub enum Place {
     Local {
         dir: PathBuf,
     },
+    Sftp(crate::storage::sftp::SftpConfig),
 }
 
 /// A `[targets.NAME]` table.
@@ -380,7 +406,17 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
         }
         Ok(())
     };
+    if ty != "sftp" {
+        for key in SFTP_ONLY {
+            only(key, &ty)?;
+        }
+    }
     let place = match ty.as_str() {
+        "sftp" => {
+            only("folder_id", "sftp")?;
+            only("drive_url", "sftp")?;
+            sftp_place(&t)?
+        }
         "drive" => {
             only("dir", "drive")?;
             Place::Drive {
@@ -403,6 +439,43 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
         keep: t.number("keep")?,
         chunk_size: t.size("chunk_size")?,
     })
+}
+
+/// The keys only an `sftp` target has.
+const SFTP_ONLY: [&str; 5] = ["host", "port", "user", "identity_file", "known_hosts"];
+
+/// A host or user name that ssh takes as one (no option, no spaces, no `@` in a user).
+fn ssh_word(s: &str, user: bool) -> bool {
+    !s.starts_with('-')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || (user && c == '@'))
+}
+
+fn sftp_place(t: &Table) -> Result<Place, FileError> {
+    let host = t.required("host")?;
+    let user = t.string("user")?;
+    if !ssh_word(&host, false) {
+        return Err(t.wrong("host"));
+    }
+    if user.as_deref().is_some_and(|u| !ssh_word(u, true)) {
+        return Err(t.wrong("user"));
+    }
+    let port = match t.number("port")? {
+        None => crate::storage::sftp::SftpConfig::DEFAULT_PORT,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| t.wrong("port"))?,
+    };
+    Ok(Place::Sftp(crate::storage::sftp::SftpConfig {
+        host,
+        port,
+        user,
+        dir: t.required("dir")?,
+        identity_file: t.string("identity_file")?.map(PathBuf::from),
+        known_hosts: t.string("known_hosts")?.map(PathBuf::from),
+    }))
 }
 
 fn job(name: &str, table: &toml::Table) -> Result<JobSpec, FileError> {
@@ -517,6 +590,48 @@ mod tests {
             d.job("everything").unwrap().databases,
             Databases::AllConnectable
         );
+    }
+
+    #[test]
+    fn an_sftp_target_with_defaults_and_its_mistakes() {
+        let d = parse_text("[targets.box]\ntype = \"sftp\"\nhost = \"u1.example\"\ndir = \"pg\"\n")
+            .unwrap();
+        let Place::Sftp(s) = &d.target("box").unwrap().place else {
+            panic!("not sftp")
+        };
+        assert_eq!(
+            (s.port, s.user.as_deref(), s.dir.as_str()),
+            (22, None, "pg")
+        );
+        assert_eq!(s.known_hosts, None);
+        for (text, expected) in [
+            ("type = \"sftp\"\ndir = \"pg\"\n", "`host` is required"),
+            ("type = \"sftp\"\nhost = \"h\"\n", "`dir` is required"),
+            (
+                "type = \"sftp\"\nhost = \"-oProxyCommand=SECRETVALUE\"\ndir = \"d\"\n",
+                "`host` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nuser = \"a@SECRETVALUE\"\ndir = \"d\"\n",
+                "`user` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nport = 70000\ndir = \"d\"\n",
+                "`port` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\ndir = \"d\"\nfolder_id = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+            (
+                "type = \"local\"\ndir = \"/x\"\nhost = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+        ] {
+            let e = parse_text(&format!("[targets.t]\n{text}")).unwrap_err();
+            assert!(e.message.contains(expected), "{text}: {e:?}");
+            assert!(!e.message.contains("SECRETVALUE"), "{text}: {e:?}");
+        }
     }
 
     #[test]

@@ -178,6 +178,11 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                     continue; // one directory, however many jobs write to it
                 }
             }
+            if let TargetKind::Sftp(s) = &target.kind {
+                if !seen_dirs.insert(s.describe().into()) {
+                    continue;
+                }
+            }
             match &target.kind {
                 TargetKind::Drive(d) => {
                     let folder_id = d.folder_id.clone();
@@ -202,6 +207,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                     }
                     check_stale_partials(&mut report, kind, &dir);
                 }
+                TargetKind::Sftp(_) => check_sftp(&mut report, kind, target),
                 TargetKind::Memory(_) => {}
             }
         }
@@ -226,6 +232,52 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     } else {
         ExitStatus::Ok
     })
+}
+
+/// An SFTP target: connected (host key, key), directory present and writable, free space when
+/// the server tells, and partial files interrupted backups left.
+fn check_sftp(
+    report: &mut Report,
+    kind: crate::kind::Kind,
+    target: crate::storage::config::TargetConfig,
+) {
+    use crate::storage::Target;
+    let what = format!("{} {kind}", target.name);
+    let mut t = crate::storage::open_sftp(target).expect("an SFTP target");
+    if let Err(e) = t.preflight() {
+        return report.add(Finding::from_error(what, &e));
+    }
+    match t.report() {
+        Ok(crate::storage::sftp::Report { free, stale }) => {
+            let free = free.map_or(String::new(), |b| {
+                format!(", {} free", crate::units::human_bytes(b))
+            });
+            report.add(Finding::ok(
+                what.clone(),
+                format!("{} can be written{free}", t.describe()),
+            ));
+            if !stale.is_empty() {
+                report.add(Finding::warn(
+                    what,
+                    format!(
+                        "{} partial file(s) of interrupted backups ({} bytes): {}",
+                        stale.len(),
+                        stale.iter().map(|s| s.1).sum::<u64>(),
+                        stale
+                            .iter()
+                            .map(|s| s.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(
+                        "the next backup to this target removes them (unchanged for an hour)"
+                            .into(),
+                    ),
+                ));
+            }
+        }
+        Err(e) => report.add(Finding::from_error(what, &e)),
+    }
 }
 
 /// Partial files of interrupted backups in a local directory: reported, never removed here.

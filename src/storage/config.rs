@@ -52,6 +52,7 @@ pub enum TargetKind {
     },
     /// In-process storage (tests); the store is shared by every target opened on it.
     Memory(super::memory::MemoryStore),
+    Sftp(super::sftp::SftpConfig),
 }
 
 #[derive(Debug)]
@@ -96,6 +97,10 @@ pub fn for_backup(cfg: &mut BackupConfig) -> Vec<BackupTarget> {
             NamedPlace::Local(dir) => TargetConfig {
                 name: t.name,
                 kind: TargetKind::Local { dir },
+            },
+            NamedPlace::Sftp(s) => TargetConfig {
+                name: t.name,
+                kind: TargetKind::Sftp(s),
             },
         };
         out.push(BackupTarget {
@@ -203,6 +208,7 @@ fn named(
 ) -> Result<TargetConfig> {
     let kind = match &spec.place {
         Place::Local { dir } => TargetKind::Local { dir: dir.clone() },
+        Place::Sftp(s) => TargetKind::Sftp(s.clone()),
         Place::Drive {
             folder_id,
             drive_url,

@@ -23,6 +23,7 @@ pub mod drive;
 pub mod local;
 pub mod manifest;
 pub mod memory;
+pub mod sftp;
 
 use std::collections::BTreeMap;
 
@@ -232,6 +233,7 @@ pub enum Backend {
     Drive,
     Local,
     Memory,
+    Sftp,
 }
 
 impl Backend {
@@ -240,6 +242,7 @@ impl Backend {
             Backend::Drive => "drive",
             Backend::Local => "local",
             Backend::Memory => "memory",
+            Backend::Sftp => "sftp",
         }
     }
 }
@@ -295,6 +298,15 @@ pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
         config::TargetKind::Memory(store) => {
             Box::new(memory::MemoryTarget::new(config.name, store))
         }
+        config::TargetKind::Sftp(s) => Box::new(sftp::SftpTarget::new(config.name, s)),
+    }
+}
+
+/// An SFTP target from a configuration that must describe one (for `check`'s free space).
+pub fn open_sftp(config: config::TargetConfig) -> Option<sftp::SftpTarget> {
+    match config.kind {
+        config::TargetKind::Sftp(s) => Some(sftp::SftpTarget::new(config.name, s)),
+        _ => None,
     }
 }
 

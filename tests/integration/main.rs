@@ -21,6 +21,7 @@ mod restore;
 mod restore_killed;
 mod restore_stall;
 mod secrets;
+mod sftp_target;
 mod stale_partials;
 mod stored_size;
 mod targets;
