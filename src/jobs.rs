@@ -30,8 +30,8 @@ pub struct Key {
 pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "type",
-        shape: "\"drive\" or \"local\"",
-        help: "What the target is: a Google Drive folder or a local directory (required).",
+        shape: "\"drive\", \"local\" or \"s3\"",
+        help: "What the target is: a Google Drive folder, a local directory or an S3-compatible bucket (required).",
     },
     Key {
         name: "folder_id",
@@ -47,6 +47,46 @@ pub const TARGET_KEYS: &[Key] = &[
         name: "dir",
         shape: "path",
         help: "`local`: the directory (required); created when missing, as with `--to`.",
+    },
+    Key {
+        name: "bucket",
+        shape: "string",
+        help: "`s3`: the bucket (required). Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else AWS_PROFILE in the shared credentials file (never in this file).",
+    },
+    Key {
+        name: "prefix",
+        shape: "string",
+        help: "`s3`: key prefix the backups and their manifests go under, e.g. `pg/prod/` [default: the bucket's top].",
+    },
+    Key {
+        name: "region",
+        shape: "string",
+        help: "`s3`: the region signed into every request (`auto` for R2) [default: `us-east-1`].",
+    },
+    Key {
+        name: "endpoint",
+        shape: "URL",
+        help: "`s3`: the provider's endpoint, e.g. `https://fsn1.your-objectstorage.com` [default: AWS, `https://s3.REGION.amazonaws.com`].",
+    },
+    Key {
+        name: "path_style",
+        shape: "true or false",
+        help: "`s3`: address the bucket in the path (`ENDPOINT/BUCKET/KEY`) instead of the host name [default: true with `endpoint`, false for AWS].",
+    },
+    Key {
+        name: "storage_class",
+        shape: "string",
+        help: "`s3`: storage class of new backups, e.g. `STANDARD_IA` [default: the bucket's].",
+    },
+    Key {
+        name: "sse",
+        shape: "\"AES256\" or \"aws:kms\"",
+        help: "`s3`: server-side encryption requested for new backups (SSE-S3 or SSE-KMS) [default: the bucket's].",
+    },
+    Key {
+        name: "sse_kms_key_id",
+        shape: "string",
+        help: "`s3` with `sse = \"aws:kms\"`: the KMS key id or ARN [default: the account's S3 key].",
     },
     Key {
         name: "keep",
@@ -117,6 +157,7 @@ pub enum Place {
     Local {
         dir: PathBuf,
     },
+    S3(Box<crate::storage::s3::S3Place>),
 }
 
 /// A `[targets.NAME]` table.
@@ -395,13 +436,69 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
                 dir: PathBuf::from(t.required("dir")?),
             }
         }
+        "s3" => {
+            for key in ["dir", "folder_id", "drive_url"] {
+                only(key, "s3")?;
+            }
+            Place::S3(Box::new(s3_place(&t)?))
+        }
         _ => return Err(t.wrong("type")),
     };
+    if !matches!(place, Place::S3(_)) {
+        for key in S3_ONLY {
+            only(key, &ty)?;
+        }
+    }
     Ok(TargetSpec {
         name: name.to_string(),
         place,
         keep: t.number("keep")?,
         chunk_size: t.size("chunk_size")?,
+    })
+}
+
+const S3_ONLY: [&str; 8] = [
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint",
+    "path_style",
+    "storage_class",
+    "sse",
+    "sse_kms_key_id",
+];
+
+fn s3_place(t: &Table) -> Result<crate::storage::s3::S3Place, FileError> {
+    let sse = t.string("sse")?;
+    if sse
+        .as_deref()
+        .is_some_and(|s| s != "AES256" && s != "aws:kms")
+    {
+        return Err(t.wrong("sse"));
+    }
+    let endpoint = t.string("endpoint")?;
+    if endpoint
+        .as_deref()
+        .is_some_and(|e| !e.starts_with("https://") && !e.starts_with("http://"))
+    {
+        return Err(t.wrong("endpoint"));
+    }
+    let path_style = match t.table.get("path_style") {
+        None => None,
+        Some(toml::Value::Boolean(b)) => Some(*b),
+        Some(_) => return Err(t.wrong("path_style")),
+    };
+    Ok(crate::storage::s3::S3Place {
+        bucket: t.required("bucket")?,
+        prefix: crate::storage::s3::S3Place::normalized_prefix(
+            &t.string("prefix")?.unwrap_or_default(),
+        ),
+        region: t.string("region")?.unwrap_or_else(|| "us-east-1".into()),
+        endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
+        path_style,
+        storage_class: t.string("storage_class")?,
+        sse,
+        sse_kms_key_id: t.string("sse_kms_key_id")?,
     })
 }
 

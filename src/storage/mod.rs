@@ -23,6 +23,7 @@ pub mod drive;
 pub mod local;
 pub mod manifest;
 pub mod memory;
+pub mod s3;
 
 use std::collections::BTreeMap;
 
@@ -232,6 +233,7 @@ pub enum Backend {
     Drive,
     Local,
     Memory,
+    S3,
 }
 
 impl Backend {
@@ -240,6 +242,7 @@ impl Backend {
             Backend::Drive => "drive",
             Backend::Local => "local",
             Backend::Memory => "memory",
+            Backend::S3 => "s3",
         }
     }
 }
@@ -295,6 +298,7 @@ pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
         config::TargetKind::Memory(store) => {
             Box::new(memory::MemoryTarget::new(config.name, store))
         }
+        config::TargetKind::S3(s) => Box::new(s3::S3Target::from_config(config.name, *s)),
     }
 }
 
