@@ -69,6 +69,21 @@ impl std::fmt::Debug for AwsCredentials {
 const CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials), or AWS_PROFILE with a profile in ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE)";
 
 impl AwsCredentials {
+    /// Credentials given directly (tests; every other caller uses [`Self::from_environment`]).
+    pub fn new(
+        access_key_id: &str,
+        secret_access_key: &str,
+        session_token: Option<&str>,
+    ) -> AwsCredentials {
+        crate::redact::register(secret_access_key);
+        AwsCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token: session_token.map(Into::into),
+            source: "given".into(),
+        }
+    }
+
     /// The standard places: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, else
     /// `AWS_PROFILE` (default `default`) in `AWS_SHARED_CREDENTIALS_FILE` (default
     /// `~/.aws/credentials`). Every secret is registered for redaction.
@@ -346,7 +361,8 @@ impl std::error::Error for S3Error {}
 
 impl S3Error {
     fn retryable(&self) -> bool {
-        matches!(self.status, 408 | 429 | 500..=599)
+        // 501: the server lacks the operation (s3s-fs has no ListMultipartUploads)
+        matches!(self.status, 408 | 429 | 500 | 502..=599)
             || matches!(
                 self.code.as_str(),
                 "SlowDown"
@@ -914,6 +930,12 @@ impl S3Target {
             Err(e) => out.push(Finding::from_error(subject, &e)),
         }
         out
+    }
+
+    /// Stores `data` at `key` (relative to the bucket) as another tool would: no manifest, no
+    /// metadata (tests plant foreign objects with it).
+    pub fn put_raw(&mut self, key: &str, data: &[u8]) -> Result<()> {
+        self.client.put(key, data, BTreeMap::new())
     }
 
     /// Every key under the prefix (for tests and `check`).
