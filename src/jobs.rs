@@ -96,7 +96,7 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "chunk_size",
         shape: "size",
-        help: "Upload part size for this target, a multiple of 256KiB [default: the job's].",
+        help: "Upload part size for this target, a multiple of 256KiB; `s3`: at least 5MiB, and one backup holds at most 10,000 parts (8MiB: 78 GiB, 64MiB: 625 GiB) [default: the job's].",
     },
 ];
 
