@@ -4,6 +4,7 @@
 //! that database and job.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 
 use crate::common::s3::{Flavour, S3Server, ACCESS_KEY, SECRET_KEY};
@@ -192,4 +193,61 @@ fn s3_retention_deletes_only_pgdrives_own_backups_of_that_database_and_job() {
         assert!(keys.contains(key), "{key} was deleted: {keys:?}");
     }
     assert_eq!(keys.len(), 2 + 2 * 2, "{keys:?}");
+}
+
+#[test]
+fn a_part_failing_twice_with_500_is_retried_alone_without_restarting_the_upload() {
+    use crate::common::s3::FaultProxy;
+    for flavour in [Flavour::Moto, Flavour::S3sFs] {
+        let server = S3Server::start(flavour);
+        let proxy = FaultProxy::start(&server.endpoint, "partNumber=2&", 2);
+        let mut cfg = server.config("faults/", 1000);
+        cfg.place.endpoint = Some(proxy.endpoint.clone());
+        let mut t = pgdrive::storage::s3::S3Target::from_config("s3".into(), cfg);
+        let part = 5 << 20;
+        let data: Vec<u8> = (0..part * 2 + 12345)
+            .map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut h = pgdrive::storage::Hasher::default();
+        h.update(&data);
+        let digest = h.finish();
+        let mut up = t
+            .begin(
+                "faulty.bin",
+                "application/octet-stream",
+                &BTreeMap::new(),
+                part,
+            )
+            .unwrap();
+        for piece in data.chunks(1 << 20) {
+            up.write(bytes::Bytes::copy_from_slice(piece)).unwrap();
+        }
+        up.finish(&pgdrive::storage::Completion {
+            digest,
+            properties: BTreeMap::new(),
+            row_counts: BTreeMap::new(),
+        })
+        .unwrap();
+        let log = proxy.requests();
+        let count = |needle: &str| log.iter().filter(|r| r.contains(needle)).count();
+        assert_eq!(
+            count("?uploads"),
+            1,
+            "{flavour:?}: the upload was restarted: {log:#?}"
+        );
+        assert_eq!(
+            count("partNumber=1&"),
+            1,
+            "{flavour:?}: part 1 was sent again: {log:#?}"
+        );
+        assert_eq!(count("partNumber=2&"), 3, "{flavour:?}: {log:#?}");
+        assert_eq!(count("partNumber=3&"), 1, "{flavour:?}: {log:#?}");
+        let mut back = Vec::new();
+        t.open_at("faulty.bin", 0, Some(data.len() as u64))
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == data, "{flavour:?}: the stored bytes differ");
+        assert!(server.pending_uploads().is_empty(), "{flavour:?}");
+    }
 }

@@ -190,3 +190,97 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A fault-injecting HTTP proxy of our own in front of a real S3 server: every request is
+/// forwarded on a fresh upstream connection (`Connection: close`) and logged as
+/// `METHOD path?query`; a request whose target contains `fail_match` is answered `500
+/// InternalError` the first `fail_times` times, without reaching the server.
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, fail_match: &str, fail_times: u32) -> FaultProxy {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(fail_times));
+        let (log2, fail_match) = (log.clone(), fail_match.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { return };
+                let (log, failures, upstream, fail_match) = (
+                    log2.clone(),
+                    failures.clone(),
+                    upstream.clone(),
+                    fail_match.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !buf.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        buf.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if client.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let target: Vec<&str> = line.split(' ').collect();
+                    log.lock().unwrap().push(format!(
+                        "{} {}",
+                        target[0],
+                        target.get(1).unwrap_or(&"")
+                    ));
+                    if line.contains(&fail_match) {
+                        let mut left = failures.lock().unwrap();
+                        if *left > 0 {
+                            *left -= 1;
+                            let err = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+                            let _ = write!(client, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{err}", err.len());
+                            return;
+                        }
+                    }
+                    let mut headers: Vec<&str> = head
+                        .trim_end()
+                        .lines()
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                        .collect();
+                    headers.push("Connection: close");
+                    let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let _ = up.write_all(format!("{}\r\n\r\n", headers.join("\r\n")).as_bytes());
+                    let _ = up.write_all(&body);
+                    let mut answer = Vec::new();
+                    let _ = up.read_to_end(&mut answer);
+                    let _ = client.write_all(&answer);
+                });
+            }
+        });
+        FaultProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
