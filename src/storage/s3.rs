@@ -401,6 +401,9 @@ struct Client {
     retry: RetryPolicy,
     endpoint: String,
     path_style: bool,
+    /// Requests that clean up (aborting an upload, deleting an unverified object) go out also
+    /// when the run is stopping, with short waits between their few tries.
+    cleanup: bool,
 }
 
 enum Body<'a> {
@@ -424,6 +427,7 @@ impl Client {
             retry: cfg.retry.clone(),
             endpoint,
             path_style,
+            cleanup: false,
         }
     }
 
@@ -559,7 +563,9 @@ impl Client {
         };
         let timeouts = (len > 0).then(|| crate::drive::chunk_timeouts(len));
         loop {
-            crate::signals::check_run()?;
+            if !self.cleanup {
+                crate::signals::check_run()?;
+            }
             let failure: anyhow::Error = match self.once(method, key, query, extra, &body, timeouts)
             {
                 Ok(reply) if reply.status < 300 || accept.contains(&reply.status) => {
@@ -607,7 +613,11 @@ impl Client {
                             ("retry_in_ms", delay.as_millis().to_string()),
                         ],
                     );
-                    crate::signals::sleep(delay)?;
+                    if self.cleanup {
+                        std::thread::sleep(delay.min(Duration::from_millis(500)));
+                    } else {
+                        crate::signals::sleep(delay)?;
+                    }
                 }
                 _ => {
                     return Err(
@@ -671,6 +681,14 @@ impl Client {
                 return Ok(out);
             }
         }
+    }
+
+    /// This client for cleanup requests (see [`Client::cleanup`]): at most two retries.
+    fn for_cleanup(&self) -> Client {
+        let mut quick = self.clone();
+        quick.retry.max_retries = quick.retry.max_retries.min(2);
+        quick.cleanup = true;
+        quick
     }
 
     fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -738,9 +756,7 @@ impl Client {
 
     /// Aborts a multipart upload (a few tries: parts still in flight may outlive one abort).
     fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
-        let mut quick = self.clone();
-        quick.retry.max_retries = quick.retry.max_retries.min(2);
-        quick
+        self.for_cleanup()
             .call(
                 &format!(
                     "aborting the multipart upload of s3://{}/{key}",
@@ -1471,7 +1487,7 @@ impl Upload for S3Upload {
         if let Err(e) = self.complete(done) {
             self.cancel();
             // never leave an unverified object that looks like a backup
-            if let Err(del) = self.client.delete(&self.key) {
+            if let Err(del) = self.client.for_cleanup().delete(&self.key) {
                 return Err(e.context(format!(
                     "and deleting {} failed too ({del:#}): delete it by hand",
                     self.what()

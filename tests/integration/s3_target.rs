@@ -251,3 +251,56 @@ fn a_part_failing_twice_with_500_is_retried_alone_without_restarting_the_upload(
         assert!(server.pending_uploads().is_empty(), "{flavour:?}");
     }
 }
+
+#[test]
+fn sigterm_mid_upload_leaves_no_object_and_no_unfinished_upload() {
+    use crate::common::s3::FaultProxy;
+    let server = S3Server::start(Flavour::Moto);
+    // part 2 answers only after 20 s: the run is surely mid-upload when it is told to stop
+    let proxy = FaultProxy::start_slow(
+        &server.endpoint,
+        "partNumber=2&",
+        0,
+        std::time::Duration::from_secs(20),
+    );
+    let db = TestDb::new("s3_term");
+    incompressible(&db);
+    let dir = TempDir::new("s3_term");
+    let config = server.config_file(dir.path(), "pg/", 0);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&server.endpoint, &proxy.endpoint);
+    std::fs::write(&config, text).unwrap();
+    let child = with_s3(&config, &db.url())
+        .args(["backup", "--job", "nightly"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy.requests().iter().any(|r| r.contains("partNumber=2&")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "part 2 never sent: {:?}",
+            proxy.requests()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, took) = exit_within(child, std::time::Duration::from_secs(15));
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(took < std::time::Duration::from_secs(15));
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE") && r.contains("uploadId=")),
+        "no AbortMultipartUpload was sent: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(server.pending_uploads(), Vec::<String>::new());
+    assert_eq!(
+        server.target("pg/", 1000).keys().unwrap(),
+        Vec::<String>::new()
+    );
+}

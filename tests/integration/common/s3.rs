@@ -202,6 +202,17 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, fail_match: &str, fail_times: u32) -> FaultProxy {
+        Self::start_slow(upstream, fail_match, fail_times, Duration::ZERO)
+    }
+
+    /// As [`FaultProxy::start`], and a request matching `fail_match` once its failures are used
+    /// up is held `delay` before it is forwarded (a slow server).
+    pub fn start_slow(
+        upstream: &str,
+        fail_match: &str,
+        fail_times: u32,
+        delay: Duration,
+    ) -> FaultProxy {
         use std::io::{Read, Write};
         use std::sync::{Arc, Mutex};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -256,6 +267,8 @@ impl FaultProxy {
                             let _ = write!(client, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{err}", err.len());
                             return;
                         }
+                        drop(left);
+                        std::thread::sleep(delay);
                     }
                     let mut headers: Vec<&str> = head
                         .trim_end()
