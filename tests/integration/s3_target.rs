@@ -304,3 +304,55 @@ fn sigterm_mid_upload_leaves_no_object_and_no_unfinished_upload() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn a_failing_pg_dump_leaves_nothing_in_the_bucket() {
+    for flavour in [Flavour::Moto, Flavour::S3sFs] {
+        let server = S3Server::start(flavour);
+        let db = TestDb::new("s3_dumpfail");
+        incompressible(&db);
+        // over three parts: a part is sent only once more follows it
+        db.exec("INSERT INTO noise SELECT g, decode(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex') FROM generate_series(110001, 220000) g;");
+        let dir = TempDir::new("s3_dumpfail");
+        let proxy = crate::common::s3::FaultProxy::start(&server.endpoint, "-none-", 0);
+        let config = server.config_file(dir.path(), "pg/", 0);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&server.endpoint, &proxy.endpoint);
+        std::fs::write(&config, text).unwrap();
+        // the whole dump is streamed (several parts sent), then pg_dump fails
+        let fake = script(
+            dir.path(),
+            "pg_dump",
+            &format!(
+                "if [ \"$1\" = --version ]; then exec \"{0}\" --version; fi\n\"{0}\" \"$@\"\nexit 1",
+                real_pg_dump()
+            ),
+        );
+        let r = run(with_s3(&config, &db.url())
+            .env("PGDRIVE_PG_DUMP", &fake)
+            .args(["backup", "--job", "nightly"]));
+        assert_eq!(r.status, 1, "{flavour:?}: {r:?}");
+        let log = proxy.requests();
+        assert!(
+            log.iter().any(|l| l.contains("partNumber=1&")),
+            "{flavour:?}: no part was sent before pg_dump failed: {log:#?} {}",
+            r.stderr
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.starts_with("DELETE") && l.contains("uploadId=")),
+            "{flavour:?}: the multipart upload was not aborted: {log:#?}"
+        );
+        assert_eq!(
+            server.target("pg/", 1000).keys().unwrap(),
+            Vec::<String>::new(),
+            "{flavour:?}"
+        );
+        assert_eq!(
+            server.pending_uploads(),
+            Vec::<String>::new(),
+            "{flavour:?}"
+        );
+    }
+}
