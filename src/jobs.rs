@@ -30,8 +30,8 @@ pub struct Key {
 pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "type",
-        shape: "\"drive\", \"local\" or \"sftp\"",
-        help: "What the target is: a Google Drive folder, a local directory, or a directory on an SSH server (required).",
+        shape: "\"drive\", \"local\", \"s3\" or \"sftp\"",
+        help: "What the target is: a Google Drive folder, a local directory, an S3-compatible bucket or a directory on an SSH server (required).",
     },
     Key {
         name: "folder_id",
@@ -74,6 +74,46 @@ pub const TARGET_KEYS: &[Key] = &[
         help: "`sftp`: the known_hosts file holding the server's host key; an unknown or changed key is refused [default: ~/.ssh/known_hosts].",
     },
     Key {
+        name: "bucket",
+        shape: "string",
+        help: "`s3`: the bucket (required). Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else AWS_PROFILE in the shared credentials file (never in this file).",
+    },
+    Key {
+        name: "prefix",
+        shape: "string",
+        help: "`s3`: key prefix the backups and their manifests go under, e.g. `pg/prod/` [default: the bucket's top].",
+    },
+    Key {
+        name: "region",
+        shape: "string",
+        help: "`s3`: the region signed into every request (`auto` for R2) [default: `us-east-1`].",
+    },
+    Key {
+        name: "endpoint",
+        shape: "URL",
+        help: "`s3`: the provider's endpoint, e.g. `https://fsn1.your-objectstorage.com` [default: AWS, `https://s3.REGION.amazonaws.com`].",
+    },
+    Key {
+        name: "path_style",
+        shape: "true or false",
+        help: "`s3`: address the bucket in the path (`ENDPOINT/BUCKET/KEY`) instead of the host name [default: true with `endpoint`, false for AWS].",
+    },
+    Key {
+        name: "storage_class",
+        shape: "string",
+        help: "`s3`: storage class of new backups, e.g. `STANDARD_IA` [default: the bucket's].",
+    },
+    Key {
+        name: "sse",
+        shape: "\"AES256\" or \"aws:kms\"",
+        help: "`s3`: server-side encryption requested for new backups (SSE-S3 or SSE-KMS) [default: the bucket's].",
+    },
+    Key {
+        name: "sse_kms_key_id",
+        shape: "string",
+        help: "`s3` with `sse = \"aws:kms\"`: the KMS key id or ARN [default: the account's S3 key].",
+    },
+    Key {
         name: "keep",
         shape: "number",
         help: "Backups of each job and database to keep on this target; 0 keeps all [default: the job's `keep`].",
@@ -81,7 +121,7 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "chunk_size",
         shape: "size",
-        help: "Upload part size for this target, a multiple of 256KiB [default: the job's].",
+        help: "Upload part size for this target, a multiple of 256KiB; `s3`: at least 5MiB, and one backup holds at most 10,000 parts (8MiB: 78 GiB, 64MiB: 625 GiB) [default: the job's].",
     },
 ];
 
@@ -143,6 +183,7 @@ pub enum Place {
         dir: PathBuf,
     },
     Sftp(crate::storage::sftp::SftpConfig),
+    S3(Box<crate::storage::s3::S3Place>),
 }
 
 /// A `[targets.NAME]` table.
@@ -431,8 +472,19 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
                 dir: PathBuf::from(t.required("dir")?),
             }
         }
+        "s3" => {
+            for key in ["dir", "folder_id", "drive_url"] {
+                only(key, "s3")?;
+            }
+            Place::S3(Box::new(s3_place(&t)?))
+        }
         _ => return Err(t.wrong("type")),
     };
+    if !matches!(place, Place::S3(_)) {
+        for key in S3_ONLY {
+            only(key, &ty)?;
+        }
+    }
     Ok(TargetSpec {
         name: name.to_string(),
         place,
@@ -476,6 +528,52 @@ fn sftp_place(t: &Table) -> Result<Place, FileError> {
         identity_file: t.string("identity_file")?.map(PathBuf::from),
         known_hosts: t.string("known_hosts")?.map(PathBuf::from),
     }))
+}
+
+/// The keys only an `s3` target has.
+const S3_ONLY: [&str; 8] = [
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint",
+    "path_style",
+    "storage_class",
+    "sse",
+    "sse_kms_key_id",
+];
+
+fn s3_place(t: &Table) -> Result<crate::storage::s3::S3Place, FileError> {
+    let sse = t.string("sse")?;
+    if sse
+        .as_deref()
+        .is_some_and(|s| s != "AES256" && s != "aws:kms")
+    {
+        return Err(t.wrong("sse"));
+    }
+    let endpoint = t.string("endpoint")?;
+    if endpoint
+        .as_deref()
+        .is_some_and(|e| !e.starts_with("https://") && !e.starts_with("http://"))
+    {
+        return Err(t.wrong("endpoint"));
+    }
+    let path_style = match t.table.get("path_style") {
+        None => None,
+        Some(toml::Value::Boolean(b)) => Some(*b),
+        Some(_) => return Err(t.wrong("path_style")),
+    };
+    Ok(crate::storage::s3::S3Place {
+        bucket: t.required("bucket")?,
+        prefix: crate::storage::s3::S3Place::normalized_prefix(
+            &t.string("prefix")?.unwrap_or_default(),
+        ),
+        region: t.string("region")?.unwrap_or_else(|| "us-east-1".into()),
+        endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
+        path_style,
+        storage_class: t.string("storage_class")?,
+        sse,
+        sse_kms_key_id: t.string("sse_kms_key_id")?,
+    })
 }
 
 fn job(name: &str, table: &toml::Table) -> Result<JobSpec, FileError> {

@@ -209,6 +209,16 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                 }
                 TargetKind::Sftp(_) => check_sftp(&mut report, kind, target),
                 TargetKind::Memory(_) => {}
+                TargetKind::S3(_) => {
+                    let label = format!("{} {kind}", target.name);
+                    let crate::storage::config::TargetKind::S3(s3) = target.kind else {
+                        unreachable!()
+                    };
+                    let mut t = crate::storage::s3::S3Target::from_config(target.name, *s3);
+                    for finding in t.check(&label) {
+                        report.add(finding);
+                    }
+                }
             }
         }
     }

@@ -53,6 +53,7 @@ pub enum TargetKind {
     /// In-process storage (tests); the store is shared by every target opened on it.
     Memory(super::memory::MemoryStore),
     Sftp(super::sftp::SftpConfig),
+    S3(Box<super::s3::S3Config>),
 }
 
 #[derive(Debug)]
@@ -101,6 +102,15 @@ pub fn for_backup(cfg: &mut BackupConfig) -> Vec<BackupTarget> {
             NamedPlace::Sftp(s) => TargetConfig {
                 name: t.name,
                 kind: TargetKind::Sftp(s),
+            },
+            NamedPlace::S3(place, credentials) => TargetConfig {
+                name: t.name,
+                kind: TargetKind::S3(Box::new(super::s3::S3Config {
+                    place: *place,
+                    credentials,
+                    retry: retry.clone(),
+                    page_size: 1000,
+                })),
             },
         };
         out.push(BackupTarget {
@@ -209,6 +219,12 @@ fn named(
     let kind = match &spec.place {
         Place::Local { dir } => TargetKind::Local { dir: dir.clone() },
         Place::Sftp(s) => TargetKind::Sftp(s.clone()),
+        Place::S3(place) => TargetKind::S3(Box::new(super::s3::S3Config {
+            place: (**place).clone(),
+            credentials: super::s3::AwsCredentials::from_environment()?,
+            retry: retry.clone(),
+            page_size: 1000,
+        })),
         Place::Drive {
             folder_id,
             drive_url,

@@ -24,6 +24,7 @@ pub mod local;
 pub mod manifest;
 pub mod memory;
 pub mod sftp;
+pub mod s3;
 
 use std::collections::BTreeMap;
 
@@ -234,6 +235,7 @@ pub enum Backend {
     Local,
     Memory,
     Sftp,
+    S3,
 }
 
 impl Backend {
@@ -243,6 +245,7 @@ impl Backend {
             Backend::Local => "local",
             Backend::Memory => "memory",
             Backend::Sftp => "sftp",
+            Backend::S3 => "s3",
         }
     }
 }
@@ -299,6 +302,7 @@ pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
             Box::new(memory::MemoryTarget::new(config.name, store))
         }
         config::TargetKind::Sftp(s) => Box::new(sftp::SftpTarget::new(config.name, s)),
+        config::TargetKind::S3(s) => Box::new(s3::S3Target::from_config(config.name, *s)),
     }
 }
 

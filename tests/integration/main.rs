@@ -20,6 +20,7 @@ mod packaging;
 mod restore;
 mod restore_killed;
 mod restore_stall;
+mod s3_target;
 mod secrets;
 mod sftp_target;
 mod stale_partials;

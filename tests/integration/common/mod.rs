@@ -190,6 +190,8 @@ pub fn gunzip(bytes: &[u8]) -> String {
 }
 
 /// A scratch directory removed afterwards.
+pub mod s3;
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
