@@ -424,13 +424,27 @@ impl LocalUpload {
     }
 }
 
+/// Starts writing what is dirty of `file` to the disk without waiting for it, so that the
+/// `fsync` at the end of the upload has little left to do instead of the whole backup (which
+/// otherwise adds its full write-out to the run's wall time). Linux only; best effort.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; offset 0 and length 0 mean the whole file.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 impl Upload for LocalUpload {
     fn write(&mut self, data: bytes::Bytes) -> Result<()> {
-        self.file
-            .as_mut()
-            .context("upload already finished")?
-            .write_all(&data)
-            .with_context(|| format!("writing {}", self.partial.display()))
+        let file = self.file.as_mut().context("upload already finished")?;
+        file.write_all(&data)
+            .with_context(|| format!("writing {}", self.partial.display()))?;
+        start_writeback(file);
+        Ok(())
     }
 
     fn finish(mut self: Box<Self>, done: &Completion) -> Result<StoredObject> {
