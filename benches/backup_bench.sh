@@ -11,6 +11,9 @@
 #   for each gzip level N in BENCH_LEVELS, plus one pgdrive run per repeat with --chunk-size 32MiB
 #   at level 6, to show that memory grows with the chunk size and not with the database, and (with
 #   BENCH_SLOW=1, the default) two runs against a stalled emulator, the worst case for memory.
+#   Issue 10 (BENCH_ONLY=targets, also in a full run): one job to two targets vs one (ratio, target
+#   <= 1.1x), zstd:3 vs `pg_dump | zstd -3 -T1 | sha256sum` (target <= 1.05x), and the two-target
+#   job's peak RSS with the emulator stalled or throttled (target 64 MiB + 2 chunks per target).
 # Every command runs under GNU time (wall, user+sys CPU of the whole process tree, max RSS), on a
 # warm page cache (one untimed pg_dump first; the database fits in RAM; caches are not dropped).
 # pgdrive's OWN peak RSS is read from /proc/<pid>/status VmHWM, sampled every 20 ms while it runs
