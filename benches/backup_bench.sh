@@ -11,6 +11,9 @@
 #   for each gzip level N in BENCH_LEVELS, plus one pgdrive run per repeat with --chunk-size 32MiB
 #   at level 6, to show that memory grows with the chunk size and not with the database, and (with
 #   BENCH_SLOW=1, the default) two runs against a stalled emulator, the worst case for memory.
+#   Issue 10 (BENCH_ONLY=targets, also in a full run): one job to two targets vs one (ratio, target
+#   <= 1.1x), zstd:3 vs `pg_dump | zstd -3 -T1 | sha256sum` (target <= 1.05x), and the two-target
+#   job's peak RSS with the emulator stalled or throttled (target 64 MiB + 2 chunks per target).
 # Every command runs under GNU time (wall, user+sys CPU of the whole process tree, max RSS), on a
 # warm page cache (one untimed pg_dump first; the database fits in RAM; caches are not dropped).
 # pgdrive's OWN peak RSS is read from /proc/<pid>/status VmHWM, sampled every 20 ms while it runs
@@ -36,9 +39,15 @@
 #                        every buffer, the worst case for memory
 #   BENCH_ONLY=stalled   only those stalled-link runs (no baselines, no level sweep)
 #   BENCH_ONLY=formats   only the codec/format/thread matrix and the restore timings (issue 6)
+#   BENCH_ONLY=targets   only issue 10's runs: one job to two targets (the emulator + a local
+#                        directory, through a config file) vs one target, also with the emulator
+#                        stalled and throttled (RSS), and zstd:3 vs `pg_dump | zstd -3 -T1 | sha256sum`
+#   BENCH_DATASET=mixed  the ~1 GB mixed database (pgdrive_bench); `text`: a database of long text
+#                        rows whose plain dump is ~300 MB at BENCH_SCALE=1 (pgdrive_bench_text)
 #   BENCH_FORMATS=1      also run that matrix: gzip with 1 and 2 threads, zstd, none, custom format,
 #                        against `| pigz`, `| zstd -T0`, `pg_dump -Fc -Z0`; BENCH_RESTORE=1 also times
 #                        restores (pgdrive restore vs gunzip | psql, zstd -dc | pg_restore, pg_restore -j 2)
+#   BENCH_PGDRIVE=PATH  measure this pgdrive binary instead of building target/release/pgdrive
 #   BENCH_PG=postgres://postgres@127.0.0.1:5432   server (superuser; must be able to CREATE DATABASE)
 #   BENCH_PG_BIN=/usr/lib/postgresql/15/bin       where pg_dump and psql are
 # Needs: cargo, python3 with `cryptography` (the emulator), openssl, GNU time (/usr/bin/time), bc,
@@ -57,14 +66,24 @@ FORMATS=${BENCH_FORMATS:-1}
 RESTORE=${BENCH_RESTORE:-1}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 PG_BIN=${BENCH_PG_BIN:-/usr/lib/postgresql/15/bin}
-DB=pgdrive_bench
+DATASET=${BENCH_DATASET:-mixed}
+if [[ $DATASET == *" "* ]]; then
+  # several data sets: one run each, their tables one after the other
+  for d in $DATASET; do BENCH_DATASET=$d "${BASH_SOURCE[0]}"; done
+  exit 0
+fi
+case $DATASET in
+  mixed) DB=pgdrive_bench ;;
+  text) DB=pgdrive_bench_text ;;
+  *) printf 'BENCH_DATASET must be mixed or text, not %s\n' "$DATASET" >&2; exit 1 ;;
+esac
 DB_URL="$PG/$DB"
 DATA_VERSION=1
 PG_DUMP="$PG_BIN/pg_dump"
 [[ -x $PG_DUMP ]] || PG_DUMP=$(command -v pg_dump)
 PSQL="$PG_BIN/psql"
 [[ -x $PSQL ]] || PSQL=psql
-PGDRIVE="$ROOT/target/release/pgdrive"
+PGDRIVE=${BENCH_PGDRIVE:-"$ROOT/target/release/pgdrive"}
 TIME=/usr/bin/time
 
 WORK=$(mktemp -d /tmp/pgdrive-bench.XXXXXX)
@@ -86,8 +105,10 @@ psql_q() { "$PSQL" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 [[ -x $TIME ]] || { say "GNU time (/usr/bin/time) is required: apt-get install -y time"; exit 1; }
 
 # ---------------------------------------------------------------- 1. build
-say "== cargo build --release"
-(cd "$ROOT" && cargo build --release --quiet)
+if [[ -z ${BENCH_PGDRIVE:-} ]]; then
+  say "== cargo build --release"
+  (cd "$ROOT" && cargo build --release --quiet)
+fi
 
 # ---------------------------------------------------------------- 2. the database
 # Realistic mixed content: ints, bigints, timestamps, numerics, short and long text from a small
@@ -225,6 +246,36 @@ INSERT INTO bench_meta VALUES ('scale', :'scale'), ('version', :'dataversion');
 SQL
 }
 
+# Long text rows (issue 10): 150,000 rows of ~2 KB prose-like text (20 sentences of 3 to 30 words
+# from a 120-word vocabulary, picked pseudo-randomly per row), a ~300 MB plain dump at scale 1,
+# where the row counter sees few, long rows and the compressor most of the work.
+build_text_db() {
+  psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+  psql_q -d "$DB_URL" -v scale="$SCALE" -v dataversion="$DATA_VERSION" >/dev/null <<'SQL'
+SET synchronous_commit = off;
+SELECT setseed(0.42);
+CREATE TABLE words AS
+SELECT (string_to_array('the a order customer payment shipment invoice was is has been received delayed cancelled refunded approved pending processed by for with from to in on at after before warehouse carrier account manager support ticket request update address billing credit card bank transfer discount coupon applied expired item items product stock backorder return label printed scanned delivered signed left door neighbour office please contact us again soon thank you note urgent priority standard express overnight international domestic customs cleared held inspection fee tax total amount due paid partial full balance review rating five stars quality excellent poor damaged replacement sent new old green blue red large small medium box pallet envelope weight kg lb monday friday morning evening today', ' ')) AS w;
+CREATE TABLE sentences AS
+SELECT i AS id,
+       initcap(array_to_string(ARRAY(SELECT (SELECT w FROM words)[1 + floor(random() * 120)::int]
+                                     FROM generate_series(1, 3 + (i * 7 + (random() * 4)::int) % 28) AS k
+                                     WHERE i IS NOT NULL), ' ')) || '.' AS txt
+FROM generate_series(0, 19999) AS i;
+CREATE TABLE notes (id bigint PRIMARY KEY, author text NOT NULL, written_at timestamptz NOT NULL, body text NOT NULL);
+INSERT INTO notes
+SELECT g, 'author-' || (g % 977), timestamptz '2021-01-01' + g * interval '13 seconds',
+       array_to_string(ARRAY(SELECT a[1 + ((g * 104729 + k * 7919 + k * k * 31) % 20000)]
+                             FROM generate_series(1, 20) AS k), ' ')
+FROM (SELECT array_agg(txt ORDER BY id) AS a FROM sentences) AS s,
+     generate_series(1, (150000 * :scale)::bigint) AS g;
+DROP TABLE words;
+ANALYZE;
+CREATE TABLE bench_meta (k text PRIMARY KEY, v text NOT NULL);
+INSERT INTO bench_meta VALUES ('scale', :'scale'), ('version', :'dataversion');
+SQL
+}
+
 existing=$(psql_q -d "$PG/postgres" -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")
 marker=""
 if [[ $existing == 1 ]]; then
@@ -235,14 +286,14 @@ if [[ $marker == "scale=$SCALE version=$DATA_VERSION" ]]; then
 else
   say "== building database $DB (scale $SCALE; load $(load))"
   t0=$(date +%s.%N)
-  build_db
+  if [[ $DATASET == text ]]; then build_text_db; else build_db; fi
   t1=$(date +%s.%N)
   BUILD_S=$(echo "$t1 - $t0" | bc)
   say "   built in ${BUILD_S}s"
 fi
 # pgdrive keeps its catalog (the `backups` table) in the database it backs up; start each
 # benchmark from an empty catalog so that the dumps are comparable.
-psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backups CASCADE" -c "DROP TABLE IF EXISTS pgdrive_schema_migrations CASCADE" 2>/dev/null || true
+psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups CASCADE" -c "DROP TABLE IF EXISTS pgdrive_schema_migrations CASCADE" 2>/dev/null || true
 DB_BYTES=$(psql_q -d "$DB_URL" -c "SELECT pg_database_size(current_database())")
 say "   pg_database_size = $DB_BYTES bytes ($((DB_BYTES / 1048576)) MiB)"
 
@@ -279,6 +330,33 @@ faults() {
   curl -fsS -X POST -H 'Content-Type: application/json' -d "{\"rules\": $1}" "${EMU}__emulator/faults" >/dev/null
 }
 
+# Issue 10: one job to two targets (this emulator folder and a local directory) against the
+# same job to the emulator alone, through a config file. keep = 1: the directory holds one backup.
+mkdir -p "$WORK/local"
+cat >"$WORK/pgdrive.toml" <<TOML
+[google]
+service_account_json = "$WORK/key.json"
+[targets.emu]
+type = "drive"
+folder_id = "$FOLDER"
+# 0 keeps all: pruning reads the manifests, which --discard-content does not keep
+keep = 0
+[targets.disk]
+type = "local"
+dir = "$WORK/local"
+keep = 1
+[jobs.one]
+kind = "daily"
+targets = ["emu"]
+[jobs.two]
+kind = "daily"
+targets = ["emu", "disk"]
+TOML
+# throttle the emulator's uploads (bytes/s; null: full speed)
+throttle() {
+  curl -fsS -X POST -H 'Content-Type: application/json' -d "{\"upload_bytes_per_second\": $1}" "${EMU}__emulator/config" >/dev/null
+}
+
 # ---------------------------------------------------------------- measuring
 # Results: one line per run in $WORK/results: label level wall cpu maxrss_kib own_rss_kib out_bytes raw_bytes load1
 RESULTS="$WORK/results"
@@ -304,7 +382,7 @@ measure_pgdrive() {
   local emu0; emu0=$(emu_cpu)
   DATABASE_URL="$DB_URL" GOOGLE_SERVICE_ACCOUNT_JSON="$WORK/key.json" GOOGLE_DRIVE_FOLDER_ID="$FOLDER" \
     PGDRIVE_DRIVE_URL="$EMU" PGDRIVE_PG_DUMP="$PG_DUMP" \
-    $TIME -f '%e %U %S %M' -o "$WORK/time" "$PGDRIVE" backup --kind daily --compress "$(codec "$level")" "$@" \
+    $TIME -f '%e %U %S %M' -o "$WORK/time" "$PGDRIVE" backup ${SELECT:---kind daily} --compress "$(codec "$level")" "$@" \
       2>"$WORK/pgdrive.log" &
   tpid=$!
   # GNU time forks and execs pgdrive: pgdrive is time's only child.
@@ -391,6 +469,25 @@ for rep in $(seq "$REPEAT"); do
     measure_pgdrive "fmt:custom/t1" zstd:3 --format custom --threads 1
     measure_pgdrive "fmt:custom/t2" 6 --format custom --threads 2
   fi
+  if [[ -z $ONLY || $ONLY == targets ]]; then
+    # issue 10: two targets vs one (zstd:3, one compression thread: the default on 2 cores), and
+    # the single-target pipeline against the shell's zstd with its checksum
+    measure "pg_dump|zstd-T1|sha256" zstd:3 "$DUMP | zstd -3 -T1 -q -c | sha256sum > /dev/null"
+    measure_pgdrive "pgdrive-zstd-t1" zstd:3 --threads 1
+    SELECT="--config $WORK/pgdrive.toml --job one" measure_pgdrive "job:1-target" zstd:3 --threads 1
+    SELECT="--config $WORK/pgdrive.toml --job two" measure_pgdrive "job:2-targets" zstd:3 --threads 1
+    if [[ $SLOW == 1 ]]; then
+      # memory with the Drive target behind: stalled (3 answers held), then throttled to 4 MB/s
+      for chunk in 8 32; do
+        faults "[{\"op\": \"upload_chunk\", \"times\": 3, \"action\": {\"delay_ms\": $SLOW_MS}}]"
+        SELECT="--config $WORK/pgdrive.toml --job two" measure_pgdrive "job:2-stalled-${chunk}MiB" zstd:3 --threads 1 --chunk-size "${chunk}MiB"
+        faults '[]'
+      done
+      throttle 8000000
+      SELECT="--config $WORK/pgdrive.toml --job two" measure_pgdrive "job:2-throttled-8MiB" zstd:3 --threads 1 --chunk-size 8MiB
+      throttle null
+    fi
+  fi
   if [[ -z $ONLY && $SLOW == 1 || $ONLY == stalled ]]; then
     # A stalled link: the emulator holds the answers to the first 3 chunk uploads for
     # BENCH_SLOW_MS (20 s) each, long enough for the compressor to run ahead of the uploader
@@ -427,7 +524,7 @@ if [[ $RESTORE == 1 && ( -z $ONLY || $ONLY == formats ) ]]; then
   rm -rf "$RDIR"
 fi
 # the runs' catalog rows are not part of the data set
-psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backups CASCADE" 2>/dev/null || true
+psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups CASCADE" 2>/dev/null || true
 
 # ---------------------------------------------------------------- 4. the table
 say ""
@@ -529,10 +626,28 @@ if rest:
     for label, lv in rest:
         a = agg((label, lv))
         print(f"  {label[8:]:<22} {lv:<7} wall {a['best']:7.1f}s  cpu {a['cpu']:6.1f}s  rss {a['rss']:6.1f} MiB")
+ten = {k: agg(k) for k in runs if k[0].startswith("job:") or k[0] in ("pgdrive-zstd-t1", "pg_dump|zstd-T1|sha256")}
+if ten:
+    print()
+    print("issue 10 targets (zstd:3, --threads 1; wall = best of n, median in brackets)")
+    for (label, lv), a in sorted(ten.items()):
+        own = f"{a['own']:.1f}" if a["own"] is not None else "-"
+        print(f"  {label:<24} wall {a['best']:6.1f}s ({a['median']:.1f})  cpu {a['cpu']:6.1f}s  own {own:>6} MiB  load {a['loads']}")
+    def ratio(x, y, target):
+        a, b = ten.get((x, "zstd:3")), ten.get((y, "zstd:3"))
+        if a and b:
+            r, rm = a["best"] / b["best"], a["median"] / b["median"]
+            print(f"  RATIO {x} / {y}: best {r:.3f}x, median {rm:.3f}x (target <= {target}x) -> {'OK' if r <= target else 'MISSED'}")
+    ratio("job:2-targets", "job:1-target", 1.1)
+    ratio("pgdrive-zstd-t1", "pg_dump|zstd-T1|sha256", 1.05)
+    for (label, lv), a in sorted(ten.items()):
+        if label.startswith("job:2"):
+            chunk = int(label.rsplit("-", 1)[1][:-3]) if label.endswith("MiB") else 8
+            checks.append((f"{lv}, {chunk}MiB, {label[4:]}", chunk, a, 2))
 print()
-print("RSS target: pgdrive's own peak < 64 MiB + 2 x chunk")
-for lv, chunk, a in checks:
-    limit = 64 + 2 * chunk
+print("RSS target: pgdrive's own peak < 64 MiB + 2 x chunk per target")
+for lv, chunk, a, *n in checks:
+    limit = 64 + 2 * chunk * (n[0] if n else 1)
     own = a["own"]
     print(f"  gzip:{lv:<19} chunk {chunk:>2} MiB: peak {own:.1f} MiB vs {limit} MiB -> {'OK' if own < limit else 'MISSED'}"
           f"   (time %M incl. pg_dump: {a['rss']:.1f} MiB)")

@@ -6,13 +6,22 @@
 //!
 //! A target whose write fails is aborted on its own thread and dropped from the fan-out; the
 //! others go on, and the stream fails only when none is left. A dead target's queue is closed by
-//! its thread, so the feeding thread is never left waiting on it. [`FanOut::finish`] completes
+//! its thread, so the feeding thread is never left waiting on it. A target that *stalls* (one
+//! write busy for the stall timeout, `PGDRIVE_STALL_TIMEOUT_MS`, while the feeder waits on its
+//! full queue) fails alone the same way when another target is still healthy: the feeder stops
+//! waiting for it, and keeps the run-wide watchdog (`crate::signals`) quiet only while it waits on
+//! a target whose own clock has not run out; a run whose every target stalls still fails as
+//! stalled. A stalled target's thread is left to return from its blocked request (its own
+//! request timeouts bound that), finds its queue closed and aborts its upload; it is joined after
+//! the others finished. [`FanOut::finish`] completes
 //! the remaining uploads (concurrently as well) and returns each target's outcome;
 //! [`FanOut::abort`], or dropping the fan-out, cancels every upload (a failed dump stores nothing).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::thread::{Scope, ScopedJoinHandle};
+use std::sync::{Arc, Mutex};
+use std::thread::{Scope, ScopedJoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -96,12 +105,65 @@ struct Running<'scope> {
     target: TargetId,
     tx: SyncSender<Message>,
     handle: ScopedJoinHandle<'scope, LaneEnd>,
+    clock: Arc<LaneClock>,
+}
+
+/// When a target's thread started the write it is busy with (it is idle, waiting for the next
+/// message, otherwise), and who to wake when it takes a message off its queue.
+struct LaneClock {
+    start: Instant,
+    /// Milliseconds since `start` + 1 when the current write began; 0 while idle.
+    busy_since: AtomicU64,
+    feeder: Mutex<Option<Thread>>,
+}
+
+impl LaneClock {
+    fn new(start: Instant) -> LaneClock {
+        LaneClock {
+            start,
+            busy_since: AtomicU64::new(0),
+            feeder: Mutex::new(None),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn idle(&self) {
+        self.busy_since.store(0, Ordering::SeqCst);
+    }
+
+    /// Took a message: busy from now, and room in the queue for the waiting feeder.
+    fn busy(&self) {
+        self.busy_since.store(self.now(), Ordering::SeqCst);
+        if let Some(feeder) = &*self.feeder.lock().unwrap_or_else(|p| p.into_inner()) {
+            feeder.unpark();
+        }
+    }
+
+    /// Busy with one write for `timeout` or longer.
+    fn stalled(&self, timeout: Duration) -> bool {
+        let since = self.busy_since.load(Ordering::SeqCst);
+        since != 0 && self.now().saturating_sub(since) >= timeout.as_millis() as u64
+    }
 }
 
 /// The uploads being fed; see the module documentation.
 pub struct FanOut<'scope> {
     lanes: Vec<Running<'scope>>,
     failed: Vec<Failure>,
+    /// Stalled targets, failed already, whose threads have not returned yet.
+    detached: Vec<Running<'scope>>,
+}
+
+/// What became of a message for one lane.
+enum Delivery {
+    Queued,
+    /// The lane's thread ended (its failure is its outcome).
+    Dead,
+    /// The lane stalled while others are healthy: it fails alone with this error.
+    Stalled(anyhow::Error),
 }
 
 impl<'scope> FanOut<'scope> {
@@ -114,14 +176,23 @@ impl<'scope> FanOut<'scope> {
         let mut fan = FanOut {
             lanes: Vec::new(),
             failed: Vec::new(),
+            detached: Vec::new(),
         };
+        let start = Instant::now();
         for Lane { target, upload } in lanes {
             let (tx, rx) = sync_channel(depth);
+            let clock = Arc::new(LaneClock::new(start));
+            let lane_clock = clock.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("upload-{}", target.name))
-                .spawn_scoped(scope, move || feed(upload, rx));
+                .spawn_scoped(scope, move || feed(upload, rx, &lane_clock));
             match spawned {
-                Ok(handle) => fan.lanes.push(Running { target, tx, handle }),
+                Ok(handle) => fan.lanes.push(Running {
+                    target,
+                    tx,
+                    handle,
+                    clock,
+                }),
                 Err(e) => fan.failed.push(Failure {
                     error: anyhow::Error::new(e).context(format!(
                         "starting the upload thread for {}",
@@ -141,19 +212,95 @@ impl<'scope> FanOut<'scope> {
     }
 
     /// Queues `chunk` for every live target (shared, not copied), waiting while a queue is full.
-    /// A target found dead is dropped with its failure. Returns false when no target is left.
+    /// A target found dead, or stalled while another is healthy, is dropped with its failure.
+    /// Returns false when no target is left.
     pub fn send(&mut self, chunk: Bytes) -> bool {
         let mut i = 0;
         while i < self.lanes.len() {
-            if deliver(&self.lanes[i], Message::Chunk(chunk.clone())) {
-                i += 1;
-            } else {
-                let dead = self.lanes.remove(i);
-                let others_go_on = !self.lanes.is_empty();
-                self.lost(dead, others_go_on);
+            match self.deliver(i, Message::Chunk(chunk.clone())) {
+                Delivery::Queued => i += 1,
+                Delivery::Dead => {
+                    let dead = self.lanes.remove(i);
+                    let others_go_on = !self.lanes.is_empty();
+                    self.lost(dead, others_go_on);
+                }
+                Delivery::Stalled(error) => {
+                    let stalled = self.lanes.remove(i);
+                    let failure = Failure {
+                        error: in_target(error, &stalled.target),
+                        target: stalled.target.clone(),
+                        step: "upload",
+                    };
+                    if !crate::signals::stopping() {
+                        failure.log_going_on();
+                    }
+                    self.failed.push(failure);
+                    self.detached.push(stalled);
+                }
             }
         }
         !self.lanes.is_empty()
+    }
+
+    /// Queues one message for lane `i`, waiting while its queue is full. With other lanes live
+    /// and the stall watchdog armed, the wait is watched per lane (see the module documentation).
+    fn deliver(&self, i: usize, message: Message) -> Delivery {
+        let lane = &self.lanes[i];
+        let message = match lane.tx.try_send(message) {
+            Ok(()) => return Delivery::Queued,
+            Err(TrySendError::Disconnected(_)) => return Delivery::Dead,
+            Err(TrySendError::Full(message)) => message,
+        };
+        crate::signals::waiting_on(format!("{} accepted no bytes", lane.target.describe));
+        let timeout = match crate::signals::watched_timeout() {
+            Some(timeout) if self.lanes.len() > 1 => timeout,
+            // one target: its stall is the run's (the run-wide watchdog)
+            _ => {
+                return lane
+                    .tx
+                    .send(message)
+                    .map_or(Delivery::Dead, |()| Delivery::Queued)
+            }
+        };
+        *lane.clock.feeder.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current());
+        let mut message = message;
+        let delivery = loop {
+            match lane.tx.try_send(message) {
+                Ok(()) => break Delivery::Queued,
+                Err(TrySendError::Disconnected(_)) => break Delivery::Dead,
+                Err(TrySendError::Full(back)) => message = back,
+            }
+            if crate::signals::stopping() {
+                // the run stops: wait no longer than the lane's own thread does
+                break lane
+                    .tx
+                    .send(message)
+                    .map_or(Delivery::Dead, |()| Delivery::Queued);
+            }
+            let healthy_other = self
+                .lanes
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != i && !other.clock.stalled(timeout));
+            if healthy_other {
+                if lane.clock.stalled(timeout) {
+                    break Delivery::Stalled(crate::error::failure_hint(
+                        format!(
+                            "stalled: {} accepted no bytes for {} s (PGDRIVE_STALL_TIMEOUT_MS={}); the other targets went on",
+                            lane.target.describe,
+                            timeout.as_secs_f64(),
+                            timeout.as_millis()
+                        ),
+                        "find what blocks this target (its network, its server); on a link that is only slow, raise PGDRIVE_STALL_TIMEOUT_MS or lower its chunk size",
+                    ));
+                }
+                // another target is fine and waits with us: this lane's own clock is in charge
+                crate::signals::progress();
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        };
+        *lane.clock.feeder.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        delivery
     }
 
     /// Completes every live upload with `done` (the uploads finish concurrently) and returns
@@ -163,7 +310,7 @@ impl<'scope> FanOut<'scope> {
         let others_go_on = self.lanes.len() > 1;
         let mut delivered = Vec::new();
         for lane in std::mem::take(&mut self.lanes) {
-            if deliver(&lane, Message::Finish(done.clone())) {
+            if deliver_blocking(&lane, Message::Finish(done.clone())) {
                 delivered.push(lane);
             } else {
                 self.lost(lane, others_go_on);
@@ -197,14 +344,38 @@ impl<'scope> FanOut<'scope> {
                 }
             }
         }
+        self.join_detached();
         outcome
+    }
+
+    /// Waits for the threads of stalled targets (failed already) to return from their blocked
+    /// request; they find their queues closed and abort their uploads.
+    fn join_detached(&mut self) {
+        for lane in std::mem::take(&mut self.detached) {
+            let Running {
+                target, tx, handle, ..
+            } = lane;
+            drop(tx);
+            // failed already, and the run does not wait on it for its outcome: the watchdog is
+            // kept quiet; the thread's own request timeouts bound the wait
+            while !handle.is_finished() {
+                crate::signals::progress();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            log::debug("a stalled target let go", &[("target", target.name)]);
+            let _ = handle.join();
+        }
     }
 
     /// Cancels every upload and waits until each is cancelled; returns the targets that had
     /// failed on their own before (the others were abandoned).
     pub fn abort(mut self) -> (Vec<Failure>, Vec<TargetId>) {
         let mut abandoned = Vec::new();
-        for Running { target, tx, handle } in std::mem::take(&mut self.lanes) {
+        self.join_detached();
+        for Running {
+            target, tx, handle, ..
+        } in std::mem::take(&mut self.lanes)
+        {
             drop(tx); // the thread aborts its upload when its queue closes
             match handle.join() {
                 Ok(LaneEnd::Failed(step, error)) => self.failed.push(Failure {
@@ -233,7 +404,7 @@ impl<'scope> FanOut<'scope> {
 }
 
 /// Queues one message for a lane, waiting while its queue is full; false when its thread ended.
-fn deliver(lane: &Running<'_>, message: Message) -> bool {
+fn deliver_blocking(lane: &Running<'_>, message: Message) -> bool {
     match lane.tx.try_send(message) {
         Ok(()) => true,
         Err(TrySendError::Full(message)) => {
@@ -246,7 +417,9 @@ fn deliver(lane: &Running<'_>, message: Message) -> bool {
 
 /// Waits for a lane's thread: what it stored, or its failure.
 fn ended(lane: Running<'_>) -> Result<StoredObject, Failure> {
-    let Running { target, tx, handle } = lane;
+    let Running {
+        target, tx, handle, ..
+    } = lane;
     drop(tx);
     let (step, error) = match handle.join() {
         Ok(LaneEnd::Stored(stored)) => return Ok(stored),
@@ -267,8 +440,15 @@ fn in_target(error: anyhow::Error, target: &TargetId) -> anyhow::Error {
 
 /// A target's thread: writes what arrives until told to finish; a failed write aborts the upload
 /// at once, which closes the queue.
-fn feed(mut upload: Box<dyn Upload + Send + '_>, rx: Receiver<Message>) -> LaneEnd {
-    while let Ok(message) = rx.recv() {
+fn feed(
+    mut upload: Box<dyn Upload + Send + '_>,
+    rx: Receiver<Message>,
+    clock: &LaneClock,
+) -> LaneEnd {
+    loop {
+        clock.idle();
+        let Ok(message) = rx.recv() else { break };
+        clock.busy();
         match message {
             Message::Chunk(data) => {
                 if let Err(e) = upload.write(data) {
@@ -483,6 +663,49 @@ mod tests {
         for store in [a_store, b_store] {
             assert_eq!(store.leftovers(), (vec![], 0));
         }
+    }
+
+    #[test]
+    fn a_stalled_target_fails_alone_while_the_other_completes() {
+        let (fast, fast_store) = memory("fast", Faults::default());
+        let (stuck, stuck_store) = memory(
+            "stuck",
+            Faults {
+                write_delay: Some(Duration::from_millis(1500)),
+                ..Faults::default()
+            },
+        );
+        let mut targets = vec![fast, stuck];
+        let (chunks, done) = chunks(8);
+        let _watch = crate::signals::watch(Duration::from_millis(300));
+        let started = Instant::now();
+        let outcome = std::thread::scope(|scope| {
+            let mut fan = FanOut::start(scope, lanes(&mut targets), QUEUE_DEPTH);
+            for c in &chunks {
+                assert!(fan.send(c.clone()), "the fast target is still there");
+            }
+            assert_eq!(fan.live(), 1, "the stalled target was dropped");
+            fan.finish(done)
+        });
+        assert!(
+            started.elapsed() < Duration::from_millis(1500 * 3),
+            "the feeder did not wait on the stalled target's every write: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(outcome.stored.len(), 1, "{:?}", outcome.failed);
+        assert_eq!(outcome.stored[0].target, "fast");
+        assert_eq!(fast_store.received(NAME), (8 * CHUNK) as u64);
+        assert_eq!(outcome.failed.len(), 1);
+        let error = crate::error::render(&outcome.failed[0].error);
+        assert!(
+            error.contains("stalled: in-memory target stuck accepted no bytes for 0.3 s"),
+            "{error}"
+        );
+        assert_eq!(
+            stuck_store.leftovers(),
+            (vec![], 0),
+            "its upload was aborted"
+        );
     }
 
     /// An upload that remembers where the buffers it was given live.

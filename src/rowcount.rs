@@ -23,12 +23,52 @@ pub struct RowCounter {
 
 impl RowCounter {
     pub fn feed(&mut self, mut data: &[u8]) {
-        while let Some(pos) = memchr::memchr(b'\n', data) {
-            self.push_partial(&data[..pos]);
-            self.end_line();
-            data = &data[pos + 1..];
+        while !data.is_empty() {
+            if self.in_copy.is_some() && self.line_len == 0 && !data.starts_with(b"\\.") {
+                data = self.rows_fast(data);
+                continue;
+            }
+            match memchr::memchr(b'\n', data) {
+                Some(pos) => {
+                    self.push_partial(&data[..pos]);
+                    self.end_line();
+                    data = &data[pos + 1..];
+                }
+                None => {
+                    self.push_partial(data);
+                    return;
+                }
+            }
         }
-        self.push_partial(data);
+    }
+
+    /// Inside COPY data at the start of a line that is not the end marker: counts whole rows up
+    /// to the next line that may be `\.` without looking at each line (no per-row work but the
+    /// newline count). Returns the rest, which starts at that line or is the unfinished last one.
+    fn rows_fast<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        let (rows, rest) = match memchr::memmem::find(data, b"\n\\.") {
+            // every line before the candidate marker's is a row
+            Some(pos) => (
+                memchr::memchr_iter(b'\n', &data[..=pos]).count(),
+                &data[pos + 1..],
+            ),
+            None => match memchr::memrchr(b'\n', data) {
+                Some(last) => (
+                    memchr::memchr_iter(b'\n', &data[..=last]).count(),
+                    &data[last + 1..],
+                ),
+                None => (0, data),
+            },
+        };
+        if let Some((_, n)) = &mut self.in_copy {
+            *n += rows as u64;
+        }
+        if rows == 0 {
+            // no newline before the end: an unfinished line, kept as a prefix
+            self.push_partial(rest);
+            return &[];
+        }
+        rest
     }
 
     fn push_partial(&mut self, bytes: &[u8]) {
@@ -173,6 +213,23 @@ CREATE FUNCTION f() RETURNS text AS $$ COPY t FROM stdin; $$ LANGUAGE sql;\n-- P
     fn a_data_line_that_merely_starts_with_backslash_dot_is_a_row() {
         let c = count("COPY t (a) FROM stdin;\n\\.x\n\\\\.\n\\.\n", 5);
         assert_eq!(c.get("t"), Some(&2));
+    }
+
+    #[test]
+    fn rows_split_anywhere_around_the_end_marker_count_the_same() {
+        let text = "COPY t (a) FROM stdin;\nx\n\\.y\n\\\n.\n\\.\nCOPY u (b) FROM stdin;\n\\.\n";
+        let want = count(text, 1 << 20);
+        assert_eq!(want.get("t"), Some(&4));
+        assert_eq!(want.get("u"), Some(&0));
+        for a in 0..text.len() {
+            for b in a..text.len() {
+                let mut c = RowCounter::default();
+                c.feed(&text.as_bytes()[..a]);
+                c.feed(&text.as_bytes()[a..b]);
+                c.feed(&text.as_bytes()[b..]);
+                assert_eq!(c.finish(), want, "split at {a} and {b}");
+            }
+        }
     }
 
     #[test]

@@ -374,18 +374,22 @@ impl LocalUpload {
             .with_context(|| format!("syncing {}", self.partial.display()))?;
         // Read back what the disk holds and compare with what was streamed.
         let mut reader = File::open(&self.partial)?;
-        let mut read_back = super::Hasher::default();
+        // Only what is compared is computed: SHA-256 alone (SHA-NI where the CPU has it, several
+        // times faster than MD5), not the stream's full Hasher.
+        let mut read_back = <sha2::Sha256 as sha2::Digest>::new();
+        let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = reader.read(&mut buf)?;
             if n == 0 {
                 break;
             }
-            read_back.update(&buf[..n]);
+            sha2::Digest::update(&mut read_back, &buf[..n]);
+            size += n as u64;
         }
-        let super::Digest { size, md5, .. } = read_back.finish();
-        if size != digest.size || md5 != digest.md5 {
-            bail!("the file on disk has {size} bytes with MD5 {md5}, but pgdrive wrote {} bytes with MD5 {}", digest.size, digest.md5);
+        let sha256 = super::hex(&sha2::Digest::finalize(read_back));
+        if size != digest.size || sha256 != digest.sha256 {
+            bail!("the file on disk has {size} bytes with SHA-256 {sha256}, but pgdrive wrote {} bytes with SHA-256 {}", digest.size, digest.sha256);
         }
         let mut properties = self.properties.clone();
         properties.extend(done.properties.clone());
@@ -426,13 +430,27 @@ impl LocalUpload {
     }
 }
 
+/// Starts writing what is dirty of `file` to the disk without waiting for it, so that the
+/// `fsync` at the end of the upload has little left to do instead of the whole backup (which
+/// otherwise adds its full write-out to the run's wall time). Linux only; best effort.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; offset 0 and length 0 mean the whole file.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 impl Upload for LocalUpload {
     fn write(&mut self, data: bytes::Bytes) -> Result<()> {
-        self.file
-            .as_mut()
-            .context("upload already finished")?
-            .write_all(&data)
-            .with_context(|| format!("writing {}", self.partial.display()))
+        let file = self.file.as_mut().context("upload already finished")?;
+        file.write_all(&data)
+            .with_context(|| format!("writing {}", self.partial.display()))?;
+        start_writeback(file);
+        Ok(())
     }
 
     fn finish(mut self: Box<Self>, done: &Completion) -> Result<StoredObject> {

@@ -210,3 +210,53 @@ fn every_target_failing_fails_the_run_with_a_failed_copy_for_each() {
         [("drive", "FAILED", true), ("local", "FAILED", true)]
     );
 }
+
+#[test]
+fn a_stalled_drive_fails_alone_while_the_local_copy_is_stored() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("fanout_drive_stalls");
+    bulky(&db);
+    let dir = TempDir::new("fanout_drive_stalls");
+    // Drive takes the first chunk, then holds its answer to the second far past the stall
+    // timeout: the run-wide watchdog would fail the whole run; the stalled target fails alone
+    g.emu
+        .fault(json!([{"op": "upload_chunk", "nth": 2, "times": 1, "action": {"delay_ms": 8000}}]));
+    let mut cmd = both_targets(&g, &db, &dir);
+    cmd.env("PGDRIVE_STALL_TIMEOUT_MS", "1500");
+    let started = std::time::Instant::now();
+    let r = run(&mut cmd);
+    assert_partial_run(&r, "drive");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "not held up by Drive's retries: {:?}",
+        started.elapsed()
+    );
+
+    let files = backup_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let target = TestDb::new("fanout_drive_stalls_restored");
+    restore_gz(&std::fs::read(&files[0]).unwrap(), &target.url());
+    assert_eq!(target.query_i64("SELECT count(*) FROM blobs"), 40000);
+    assert!(
+        g.emu.backups_in(&g.folder).is_empty(),
+        "the stalled upload was cancelled, not completed"
+    );
+
+    assert_eq!(db.catalog()[0].0, "SUCCESS");
+    let copies = copies(&db);
+    assert_eq!(
+        copies.iter().map(|c| (&*c.0, &*c.2)).collect::<Vec<_>>(),
+        [("drive", "FAILED"), ("local", "STORED")]
+    );
+    let error = copies[0].3.as_deref().unwrap();
+    assert!(
+        error.contains("stalled: Google Drive folder")
+            && error.contains("accepted no bytes for 1.5 s")
+            && error.contains("the other targets went on"),
+        "a clear error: {error}"
+    );
+    assert!(
+        the_mail(&g).contains("not stored on target drive"),
+        "the notification names the stalled target"
+    );
+}
