@@ -380,6 +380,69 @@ impl std::fmt::Display for Tripped {
     }
 }
 
+/// The retention keys of `[targets.NAME]` and `[jobs.NAME]` besides `keep` (declared once here;
+/// [`crate::jobs`] parses them and lists them in the README with its own keys).
+pub const KEYS: &[crate::jobs::Key] = &[
+    crate::jobs::Key { name: "keep_hourly", shape: "number", help: "Keep the newest backup of each of the N newest hours that have one (0: off)." },
+    crate::jobs::Key { name: "keep_daily", shape: "number", help: "Keep the newest backup of each of the N newest days that have one (0: off)." },
+    crate::jobs::Key { name: "keep_weekly", shape: "number", help: "The same per ISO week (Monday to Sunday)." },
+    crate::jobs::Key { name: "keep_monthly", shape: "number", help: "The same per calendar month." },
+    crate::jobs::Key { name: "keep_yearly", shape: "number", help: "The same per calendar year." },
+    crate::jobs::Key { name: "keep_within", shape: "duration (`30d`, `1y6m`, `2w`, `36h`)", help: "Keep every backup within this long of the newest one (not of the clock)." },
+    crate::jobs::Key { name: "keep_within_hourly", shape: "duration", help: "Keep the newest backup of every hour within this long of the newest backup." },
+    crate::jobs::Key { name: "keep_within_daily", shape: "duration", help: "The same per day." },
+    crate::jobs::Key { name: "keep_within_weekly", shape: "duration", help: "The same per ISO week." },
+    crate::jobs::Key { name: "keep_within_monthly", shape: "duration", help: "The same per month." },
+    crate::jobs::Key { name: "keep_within_yearly", shape: "duration", help: "The same per year." },
+    crate::jobs::Key { name: "timezone", shape: "IANA zone name (`Europe/Berlin`)", help: "The zone whose calendar the hours, days, weeks, months and years follow [default: UTC]." },
+    crate::jobs::Key { name: "max_delete_share", shape: "percent, 0 to 100", help: "The circuit breaker: a run that would delete more than this share of a group's backups on a target deletes none (exit 3 in `backup`, 1 in `prune`) unless `prune --force` [default: 50]." },
+];
+
+/// The retention keys one `[targets.NAME]` or `[jobs.NAME]` table sets (all optional).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleSpec {
+    /// `keep`: the newest N.
+    pub keep_last: Option<u32>,
+    pub keep_periods: [Option<u32>; 5],
+    pub keep_within: Option<Within>,
+    pub keep_within_periods: [Option<Within>; 5],
+    pub timezone: Option<jiff::tz::TimeZone>,
+    pub max_delete_share: Option<u8>,
+}
+
+// a zone compares by its rules, so equality is reflexive (the job and target specs are `Eq`)
+impl Eq for RuleSpec {}
+
+impl RuleSpec {
+    /// Whether the table sets any keep rule (then its rules replace the job's as a whole).
+    pub fn sets_rules(&self) -> bool {
+        self.keep_last.is_some()
+            || self.keep_periods.iter().any(Option::is_some)
+            || self.keep_within.is_some()
+            || self.keep_within_periods.iter().any(Option::is_some)
+    }
+
+    /// The policy of a target: its own rules if it sets any, else the job's, else keep the
+    /// newest `default_keep` (the kind's keep setting, or `--keep`); the zone and the breaker's
+    /// share likewise come from the target, else the job.
+    pub fn resolve(target: &RuleSpec, job: &RuleSpec, default_keep: u32) -> Policy {
+        let mut policy = Policy::keep_last(default_keep);
+        if let Some(rules) = [target, job].into_iter().find(|r| r.sets_rules()) {
+            policy.keep_last = rules.keep_last.unwrap_or(0);
+            policy.keep_periods = rules.keep_periods.map(|n| n.unwrap_or(0));
+            policy.keep_within = rules.keep_within;
+            policy.keep_within_periods = rules.keep_within_periods;
+        }
+        if let Some(tz) = target.timezone.clone().or_else(|| job.timezone.clone()) {
+            policy.timezone = tz;
+        }
+        if let Some(share) = target.max_delete_share.or(job.max_delete_share) {
+            policy.max_delete_share = share;
+        }
+        policy
+    }
+}
+
 /// The time a backup is of: when its dump started (`pgdrive_started_at`), else when the target
 /// says it was created.
 pub fn backup_time(f: &Listed) -> Option<i64> {
