@@ -121,6 +121,12 @@ pub enum Command {
     /// Needs no dump: it reads the storage listings; deletions are recorded in the catalog when
     /// it is reachable (exit 3 when that fails).
     Prune(PruneArgs),
+    /// Pin a backup: it is never pruned, by any rule, on any host (for the backup taken before a
+    /// migration, or one kept for an audit). Recorded in the backup's manifest (and Drive's
+    /// appProperties index) on every configured target that holds a copy.
+    Pin(PinArgs),
+    /// Remove a pin set by `pin`: the backup is subject to the retention rules again.
+    Unpin(PinArgs),
     /// Send a test message through every configured notification channel (SendGrid, SMTP, Slack,
     /// webhook, heartbeat pings) and report each.
     ///
@@ -338,6 +344,17 @@ pub struct ListArgs {
 
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The backup: a Drive file id or a local file name, from `pgdrive list`.
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// Only look on this target [default: every configured target].
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::Restore(args) => restore::run(args, settings),
         Command::Verify(args) => verify::run(args, settings),
         Command::Prune(args) => prune::run(args, settings),
+        Command::Pin(args) => prune::pin(args, settings, true),
+        Command::Unpin(args) => prune::pin(args, settings, false),
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),

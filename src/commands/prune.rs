@@ -303,3 +303,85 @@ fn run_plans(args: &PruneArgs, settings: &Settings) -> Result<Vec<RunPlan>> {
     }
     Ok(plans)
 }
+
+/// `pgdrive pin ID` / `unpin ID`: finds the backup `ID` on the configured targets (every job's
+/// and built-in kind's, or `--target`'s) and pins or unpins it and its copies on the other
+/// targets (the same SHA-256 and name).
+pub fn pin(args: &crate::cli::PinArgs, settings: Settings, pinned: bool) -> Result<ExitStatus> {
+    let all = PruneArgs {
+        job: None,
+        kind: None,
+        target: args.target.clone(),
+        dry_run: true,
+        json: false,
+        force: false,
+    };
+    let mut targets: Vec<Box<dyn Target>> = Vec::new();
+    for plan in run_plans(&all, &settings)? {
+        let mut cfg = BackupConfig::for_run(settings.clone(), &Default::default(), &plan)?;
+        for t in crate::storage::config::for_backup(&mut cfg) {
+            let wanted = args.target.as_deref().is_none_or(|n| n == t.config.name);
+            if !wanted {
+                continue;
+            }
+            // jobs and kinds sharing a folder list it once
+            let target = crate::storage::open(t.config);
+            if !targets.iter().any(|o| o.describe() == target.describe()) {
+                targets.push(target);
+            }
+        }
+    }
+    let marker = BTreeMap::from([(props::MARKER.to_string(), props::MARKER_VALUE.to_string())]);
+    let mut listings = Vec::new();
+    for t in targets.iter_mut() {
+        let listed = t
+            .list(&marker)
+            .with_context(|| format!("listing {}", t.describe()))?;
+        listings.push(listed);
+    }
+    let Some(backup) = listings
+        .iter()
+        .flatten()
+        .find(|l| l.id == args.id && l.recorded_digest().is_some())
+        .cloned()
+    else {
+        return Err(crate::error::config_error_hint(
+            format!("no complete backup with the id {} on the configured targets", args.id),
+            "take the id (a Drive file id or a local file name) from `pgdrive list`",
+        ));
+    };
+    let digest = backup.recorded_digest();
+    let mut done = 0;
+    for (t, listed) in targets.iter_mut().zip(&listings) {
+        for copy in listed
+            .iter()
+            .filter(|l| l.name == backup.name && l.recorded_digest() == digest)
+        {
+            t.set_pinned(&copy.id, pinned).with_context(|| {
+                format!(
+                    "{} {} in {}",
+                    if pinned { "pinning" } else { "unpinning" },
+                    copy.name,
+                    t.describe()
+                )
+            })?;
+            log::info(
+                if pinned { "pinned" } else { "unpinned" },
+                &[
+                    ("target", t.name().to_string()),
+                    ("file", copy.name.clone()),
+                    ("id", copy.id.clone()),
+                ],
+            );
+            done += 1;
+        }
+    }
+    println!(
+        "{} {} ({} cop{})",
+        if pinned { "pinned" } else { "unpinned" },
+        backup.name,
+        done,
+        if done == 1 { "y" } else { "ies" }
+    );
+    Ok(ExitStatus::Ok)
+}
