@@ -346,7 +346,10 @@ pub fn pin(args: &crate::cli::PinArgs, settings: Settings, pinned: bool) -> Resu
         .cloned()
     else {
         return Err(crate::error::config_error_hint(
-            format!("no complete backup with the id {} on the configured targets", args.id),
+            format!(
+                "no complete backup with the id {} on the configured targets",
+                args.id
+            ),
             "take the id (a Drive file id or a local file name) from `pgdrive list`",
         ));
     };

@@ -333,8 +333,8 @@ impl Target for LocalTarget {
     fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
         self.get(id)?; // a backup with its sidecar, by a plain name
         let path = self.dir.join(format!("{id}{SIDECAR_SUFFIX}"));
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut json: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
         super::manifest::set_pinned(&mut json, pinned)?;

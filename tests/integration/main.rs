@@ -20,6 +20,7 @@ mod packaging;
 mod restore;
 mod restore_killed;
 mod restore_stall;
+mod retention_rules;
 mod secrets;
 mod stale_partials;
 mod stored_size;
