@@ -210,3 +210,173 @@ fn a_pinned_backup_survives_keep_1_until_unpinned() {
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(planted_left(nas.path()), [3]);
 }
+
+/// One real `backup --kind daily` into the emulator's folder, keeping everything; its index.
+fn drive_backup(g: &Google, db: &TestDb) -> pgdrive::drive::RemoteFile {
+    let before: Vec<String> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    let r = run(g
+        .pgdrive(db)
+        .env("PGDRIVE_KEEP_DAILY", "0")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut new: Vec<_> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .filter(|f| !before.contains(&f.id))
+        .collect();
+    assert_eq!(new.len(), 1);
+    new.pop().unwrap()
+}
+
+#[test]
+fn gfs_across_400_days_on_drive_keeps_the_calendar_and_the_breaker_holds_until_forced() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("rr_drive_gfs");
+    seed_shop(&db);
+    let real = drive_backup(&g, &db);
+    let bytes = g.emu.content(&real.id);
+    // planted like an attacker with the folder's credentials would: the real backup's bytes and
+    // index, with the start time moved into the past and the job's name
+    let mut client = g.drive_client(&g.key_file);
+    for n in 0..400i64 {
+        let at = rfc3339(START_MS + n * DAY_MS);
+        let mut props = real.app_properties.clone();
+        props.insert("pgdrive_started_at".into(), at);
+        props.insert("pgdrive_job".into(), "nightly".into());
+        let meta = serde_json::json!({
+            "name": format!("shop-daily-planted-{n:03}.sql.gz"),
+            "parents": [g.folder],
+            "appProperties": props,
+        });
+        client
+            .create_small(&meta, "application/gzip", &bytes)
+            .unwrap();
+    }
+    let conf = TempDir::new("rr_drive_conf");
+    let config = conf.path().join("pgdrive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "google.service_account_json = \"{}\"\ndrive.url = \"{}\"\n[targets.offsite]\ntype = \"drive\"\nfolder_id = \"{}\"\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\nkeep_yearly = 3\n[jobs.nightly]\nkind = \"daily\"\ntargets = [\"offsite\"]\n",
+            g.key_file.display(),
+            g.emu.base,
+            g.folder
+        ),
+    )
+    .unwrap();
+    let planted = |g: &Google| -> Vec<i64> {
+        let mut v: Vec<i64> = g
+            .emu
+            .backups_in(&g.folder)
+            .iter()
+            .filter_map(|f| {
+                f["name"]
+                    .as_str()?
+                    .strip_prefix("shop-daily-planted-")?
+                    .strip_suffix(".sql.gz")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(planted(&g).len(), 400);
+    let deletes = g.emu.requests_of("delete").len();
+    let r = prune(&db, &config, &["--dry-run"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("19 kept, 0 deleted, 381 held"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(planted(&g).len(), 400, "a dry run deletes nothing");
+    assert_eq!(g.emu.requests_of("delete").len(), deletes);
+    let r = prune(&db, &config, &[]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(planted(&g).len(), 400, "the breaker held");
+    let r = prune(&db, &config, &["--force"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        planted(&g),
+        [
+            89, 119, 150, 180, 211, 242, 272, 303, 333, 364, 381, 388, 393, 394, 395, 396, 397,
+            398, 399
+        ]
+    );
+    assert!(g
+        .emu
+        .backups_in(&g.folder)
+        .iter()
+        .any(|f| f["id"] == real.id.as_str()));
+}
+
+#[test]
+fn a_pin_on_drive_is_in_the_manifest_and_the_index_and_survives_keep_1() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("rr_drive_pin");
+    seed_shop(&db);
+    let first = drive_backup(&g, &db);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // names are to the second
+    let _second = drive_backup(&g, &db);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let third = drive_backup(&g, &db);
+
+    let r = run(g.pgdrive(&db).args(["pin", &first.id]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let indexed = g.indexed_backups(&g.key_file);
+    let pinned = indexed.iter().find(|f| f.id == first.id).unwrap();
+    assert_eq!(
+        pinned
+            .app_properties
+            .get("pgdrive_pinned")
+            .map(String::as_str),
+        Some("1")
+    );
+    let manifests = g.emu.manifests_in(&g.folder);
+    let of_first: Vec<_> = manifests
+        .iter()
+        .filter(|m| m["name"] == format!("{}.manifest.json", first.name).as_str())
+        .collect();
+    assert_eq!(
+        of_first.len(),
+        1,
+        "the manifest was replaced, not duplicated"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&g.emu.content(of_first[0]["id"].as_str().unwrap())).unwrap();
+    assert_eq!(m["properties"]["pgdrive_pinned"], "1");
+
+    // keep 1: the newest and the pinned one stay (deleting 1 of 3 is within the breaker's share)
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_KEEP_DAILY", "1")
+        .args(["prune", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut left: Vec<String> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    left.sort();
+    let mut want = vec![first.id.clone(), third.id.clone()];
+    want.sort();
+    assert_eq!(left, want);
+
+    assert_eq!(run(g.pgdrive(&db).args(["unpin", &first.id])).status, 0);
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_KEEP_DAILY", "1")
+        .args(["prune", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let left: Vec<String> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(left, [third.id.clone()]);
+}
