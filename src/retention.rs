@@ -456,6 +456,29 @@ pub fn is_pinned(f: &Listed) -> bool {
     f.prop(PINNED) == Some(PINNED_VALUE)
 }
 
+/// The index and bucket of the newest backup of each bucket of `period` in `zoned` (newest
+/// first), among the leading backups for which `within` holds; untimed backups are skipped.
+fn newest_per_bucket<'z>(
+    zoned: &'z [Option<jiff::ZonedDateTime>],
+    period: Period,
+    within: impl Fn(&jiff::ZonedDateTime) -> bool + 'z,
+) -> impl Iterator<Item = (usize, String)> + 'z {
+    let mut last: Option<String> = None;
+    zoned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, z)| Some((i, z.as_ref()?)))
+        .take_while(move |(_, z)| within(z))
+        .filter_map(move |(i, z)| {
+            let bucket = period.bucket(z);
+            if last.as_ref() == Some(&bucket) {
+                return None;
+            }
+            last = Some(bucket.clone());
+            Some((i, bucket))
+        })
+}
+
 /// Plans the pruning of `listed` (any files, any order) after `just_stored` was stored.
 pub fn plan(
     listed: &[Listed],
@@ -568,33 +591,16 @@ pub fn plan_policy(
             .iter()
             .zip(policy.keep_within_periods.iter()),
     ) {
-        let mut left = count;
-        let mut last_bucket: Option<String> = None;
-        for (i, z) in zoned.iter().enumerate() {
-            let Some(z) = z else { continue };
-            if left == 0 {
-                break;
-            }
-            let bucket = p.bucket(z);
-            if last_bucket.as_ref() != Some(&bucket) {
-                reasons[i].push(Reason::Bucket(*p, bucket.clone()));
-                last_bucket = Some(bucket);
-                left -= 1;
-            }
+        // keep_<period>: the newest of each of the `count` newest buckets
+        for (i, bucket) in newest_per_bucket(&zoned, *p, |_| true).take(count as usize) {
+            reasons[i].push(Reason::Bucket(*p, bucket));
         }
-        let since = within.and_then(|w| w.since(zoned.iter().flatten().next()?));
-        if let Some(since) = since {
-            let mut last_bucket: Option<String> = None;
-            for (i, z) in zoned.iter().enumerate() {
-                let Some(z) = z else { continue };
-                if z.timestamp().as_millisecond() < since {
-                    break;
-                }
-                let bucket = p.bucket(z);
-                if last_bucket.as_ref() != Some(&bucket) {
-                    reasons[i].push(Reason::WithinBucket(*p, bucket.clone()));
-                    last_bucket = Some(bucket);
-                }
+        // keep_within_<period>: the newest of every bucket within the duration
+        if let Some(since) = within.and_then(|w| w.since(zoned.iter().flatten().next()?)) {
+            for (i, bucket) in
+                newest_per_bucket(&zoned, *p, |z| z.timestamp().as_millisecond() >= since)
+            {
+                reasons[i].push(Reason::WithinBucket(*p, bucket));
             }
         }
     }
