@@ -112,6 +112,21 @@ pub enum Command {
     /// every table's row count with the manifest recorded at backup time, and drop it. The result
     /// is recorded in the catalog (verified_at, verify_result) when it is reachable.
     Verify(VerifyArgs),
+    /// Apply the retention rules (`keep`, `keep_daily`, ... of each target and job) outside a
+    /// backup run: every complete backup of each job (or kind) and database on each target is
+    /// kept or deleted, with the rule that decided it. The newest complete backup and pinned
+    /// ones are always kept; a run that would delete more than `max_delete_share` of a group
+    /// deletes nothing and exits 1 unless --force.
+    ///
+    /// Needs no dump: it reads the storage listings; deletions are recorded in the catalog when
+    /// it is reachable (exit 3 when that fails).
+    Prune(PruneArgs),
+    /// Pin a backup: it is never pruned, by any rule, on any host (for the backup taken before a
+    /// migration, or one kept for an audit). Recorded in the backup's manifest (and Drive's
+    /// appProperties index) on every configured target that holds a copy.
+    Pin(PinArgs),
+    /// Remove a pin set by `pin`: the backup is subject to the retention rules again.
+    Unpin(PinArgs),
     /// Send a test message through every configured notification channel (SendGrid, SMTP, Slack,
     /// webhook, heartbeat pings) and report each.
     ///
@@ -329,6 +344,44 @@ pub struct ListArgs {
 
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The backup: a Drive file id or a local file name, from `pgdrive list`.
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// Only look on this target [default: every configured target].
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this job of the config file [default: every job, and every built-in kind that is set up].
+    #[arg(long, value_name = "NAME", conflicts_with = "kind")]
+    pub job: Option<String>,
+
+    /// Only this built-in kind (the environment-only setup's backups).
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
+
+    /// Only this target (`drive`, `local`, or a `[targets.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
+    /// Delete nothing: print every backup with keep/delete and the rule that decided it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the decisions as a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Delete even when the rules would delete more than `max_delete_share` of a group.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

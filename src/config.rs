@@ -363,6 +363,8 @@ pub struct BackupConfig {
     /// The config file's targets the job writes to, in the job's order, besides the implicit
     /// `drive` and `local` targets above.
     pub named: Vec<NamedTarget>,
+    /// The job's retention rules (`[jobs.NAME]` keep keys), the default of its targets.
+    pub rules: crate::retention::RuleSpec,
 }
 
 /// A `[targets.NAME]` a run writes to, resolved.
@@ -608,6 +610,7 @@ fn named_targets_of(
                     options: crate::storage::config::TargetOptions {
                         chunk_size,
                         keep: spec.keep,
+                        rules: spec.rules.clone(),
                     },
                 });
             }
@@ -748,6 +751,7 @@ impl BackupConfig {
             for t in &mut named {
                 if overrides.keep.is_some() {
                     t.options.keep = None;
+                    t.options.rules = Default::default();
                 }
                 if overrides.chunk_size.is_some() {
                     t.options.chunk_size = None;
@@ -793,6 +797,11 @@ impl BackupConfig {
             config_file: settings.config_file,
             job: job.map(|j| j.name.clone()),
             named,
+            // `--keep` replaces every rule
+            rules: match (overrides.keep, job) {
+                (None, Some(j)) => j.rules.clone(),
+                _ => Default::default(),
+            },
         })
     }
 

@@ -116,7 +116,7 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "keep",
         shape: "number",
-        help: "Backups of each job and database to keep on this target; 0 keeps all [default: the job's `keep`].",
+        help: "Keep the newest N backups of each job and database on this target (keep-last). A target that sets any `keep*` rule uses its own rules alone, else the job's; no rule at all keeps everything [default: the job's rules].",
     },
     Key {
         name: "chunk_size",
@@ -145,7 +145,7 @@ pub const JOB_KEYS: &[Key] = &[
     Key {
         name: "keep",
         shape: "number",
-        help: "Backups to keep per database on each target without its own `keep` [default: the kind's keep setting].",
+        help: "Keep the newest N backups per database on each target without its own rules (keep-last); the `keep_*` rules below combine with it [default: the kind's keep setting when the job sets no rule].",
     },
     Key {
         name: "format",
@@ -193,6 +193,8 @@ pub struct TargetSpec {
     pub place: Place,
     pub keep: Option<u32>,
     pub chunk_size: Option<String>,
+    /// The other retention keys (`keep_daily`, ...; `keep_last` is `keep`).
+    pub rules: crate::retention::RuleSpec,
 }
 
 /// Which databases a job backs up.
@@ -214,6 +216,7 @@ pub struct JobSpec {
     /// Target names; empty: the implicit ones.
     pub targets: Vec<String>,
     pub keep: Option<u32>,
+    pub rules: crate::retention::RuleSpec,
     pub format: Option<String>,
     pub compress: Option<String>,
     pub chunk_size: Option<String>,
@@ -335,13 +338,18 @@ fn check_name(section: &str, name: &str) -> Result<(), FileError> {
     Ok(())
 }
 
+/// A table's own keys and the retention keys both tables take.
+fn all_keys(keys: &'static [Key]) -> impl Iterator<Item = &'static Key> {
+    keys.iter().chain(crate::retention::KEYS)
+}
+
 /// Reports keys of `table` that `keys` does not declare, each with the nearest declared one.
-fn unknown_keys(what: &str, table: &toml::Table, keys: &[Key]) -> Result<(), FileError> {
+fn unknown_keys(what: &str, table: &toml::Table, keys: &'static [Key]) -> Result<(), FileError> {
     let unknown: Vec<String> = table
         .keys()
-        .filter(|k| !keys.iter().any(|d| d.name == k.as_str()))
+        .filter(|k| !all_keys(keys).any(|d| d.name == k.as_str()))
         .map(
-            |k| match crate::registry::nearest(k, keys.iter().map(|d| d.name)) {
+            |k| match crate::registry::nearest(k, all_keys(keys).map(|d| d.name)) {
                 Some(near) => format!("`{k}` (did you mean `{near}`?)"),
                 None => format!("`{k}`"),
             },
@@ -369,9 +377,7 @@ struct Table<'a> {
 
 impl Table<'_> {
     fn wrong(&self, key: &str) -> FileError {
-        let shape = self
-            .keys
-            .iter()
+        let shape = all_keys(self.keys)
             .find(|k| k.name == key)
             .map_or("?", |k| k.shape);
         refused(format!("{}: `{key}` must be {shape}", self.what), HINT)
@@ -411,6 +417,39 @@ impl Table<'_> {
             Some(toml::Value::Integer(_)) => Err(self.wrong(key)),
             _ => self.string(key),
         }
+    }
+
+    /// The retention rules of the table (`keep` included), each checked.
+    fn rules(&self) -> Result<crate::retention::RuleSpec, FileError> {
+        use crate::retention::{Period, Within};
+        let within = |key: &str| -> Result<Option<Within>, FileError> {
+            self.string(key)?
+                .map(|s| Within::parse(&s).ok_or_else(|| self.wrong(key)))
+                .transpose()
+        };
+        let mut rules = crate::retention::RuleSpec {
+            keep_last: self.number("keep")?,
+            keep_within: within("keep_within")?,
+            ..Default::default()
+        };
+        for (i, p) in Period::ALL.iter().enumerate() {
+            rules.keep_periods[i] = self.number(&format!("keep_{}", p.as_str()))?;
+            rules.keep_within_periods[i] = within(&format!("keep_within_{}", p.as_str()))?;
+        }
+        if let Some(zone) = self.string("timezone")? {
+            rules.timezone = Some(jiff::tz::TimeZone::get(zone.trim()).map_err(|_| {
+                refused(
+                    format!("{}: `timezone` is not a time zone this system knows", self.what),
+                    "use an IANA name such as Europe/Berlin or America/New_York (see /usr/share/zoneinfo), or remove it for UTC",
+                )
+            })?);
+        }
+        rules.max_delete_share = match self.number("max_delete_share")? {
+            Some(n) if n <= 100 => Some(n as u8),
+            Some(_) => return Err(self.wrong("max_delete_share")),
+            None => None,
+        };
+        Ok(rules)
     }
 
     fn names(&self, key: &str) -> Result<Option<Vec<String>>, FileError> {
@@ -490,6 +529,7 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
         place,
         keep: t.number("keep")?,
         chunk_size: t.size("chunk_size")?,
+        rules: t.rules()?,
     })
 }
 
@@ -624,6 +664,7 @@ fn job(name: &str, table: &toml::Table) -> Result<JobSpec, FileError> {
         databases,
         targets,
         keep: t.number("keep")?,
+        rules: t.rules()?,
         format: t.string("format")?,
         compress: t.string("compress")?,
         chunk_size: t.size("chunk_size")?,
@@ -641,7 +682,7 @@ pub fn markdown_tables() -> String {
         out.push_str(&format!(
             "\n| {title} key | Value | Meaning |\n|---|---|---|\n"
         ));
-        for k in keys {
+        for k in all_keys(keys) {
             out.push_str(&format!("| `{}` | {} | {} |\n", k.name, k.shape, k.help));
         }
     }

@@ -397,16 +397,22 @@ fn run_backup(
     // prune only where this backup is stored: elsewhere the older backups are still needed
     let mut kept = None;
     for t in targets.iter_mut() {
-        let keep = t.keep(&cfg);
+        let policy = t.policy(&cfg);
         let Some(new) = stored.iter().find(|s| s.target == t.target.name()) else {
             continue;
         };
-        if keep == 0 {
+        if policy.keeps_all() {
             continue;
         }
         let target = t.target.as_mut();
-        match prune(target, &cfg, keep, &facts.database, &new.id) {
-            Ok((deleted, now_kept)) => {
+        match prune(target, &cfg, &policy, &facts.database, &new.id) {
+            Ok((deleted, now_kept, tripped)) => {
+                if let Some(e) = tripped {
+                    follow_ups.failed(
+                        "the backup is stored, but the circuit breaker held the pruning",
+                        &e,
+                    );
+                }
                 kept = kept.or(Some(now_kept)); // the first target's count: Drive's when there is one
                 if deleted.is_empty() {
                     continue;
@@ -607,9 +613,11 @@ impl OpenTarget {
         self.options.chunk_size.unwrap_or(cfg.chunk_size)
     }
 
-    /// Backups of this kind to keep on this target (0: all): its own count, else the job's.
-    fn keep(&self, cfg: &BackupConfig) -> u32 {
-        self.options.keep.unwrap_or(cfg.keep)
+    /// The retention rules of this target: its own, else the job's, else the kind's keep count.
+    fn policy(&self, cfg: &BackupConfig) -> retention::Policy {
+        let mut own = self.options.rules.clone();
+        own.keep_last = own.keep_last.or(self.options.keep);
+        retention::RuleSpec::resolve(&own, &cfg.rules, cfg.keep)
     }
 
     fn id(&self) -> fanout::TargetId {
@@ -1019,64 +1027,37 @@ fn pump(
     }
 }
 
-/// Deletes the backups of this kind beyond the keep count; returns the deleted IDs and how many
-/// backups of this kind remain.
+/// Applies this target's retention rules to the group of the backup just stored; returns the
+/// deleted IDs, how many backups of the group remain, and the error to report when the circuit
+/// breaker held the deletions.
 fn prune(
     target: &mut dyn Target,
     cfg: &BackupConfig,
-    keep: u32,
+    policy: &retention::Policy,
     database: &str,
     just_stored: &str,
-) -> Result<(Vec<String>, usize)> {
+) -> Result<(Vec<String>, usize, Option<anyhow::Error>)> {
     let group = retention::Group {
         kind: cfg.kind.as_str(),
         database,
         job: cfg.job.as_deref(),
     };
     let listed = target.list(&group.selector()).context("listing backups")?;
-    let plan = retention::plan_group(&listed, group, keep, just_stored, timeutil::now_millis());
-    let mut deleted = Vec::new();
-    // unfinished leftovers first (they never counted toward `keep`), then the excess backups
-    let unfinished = plan.unfinished.iter().map(|id| (id, true));
-    let excess = plan.delete.iter().map(|id| (id, false));
-    for (id, unfinished) in unfinished.chain(excess) {
-        let name = listed
-            .iter()
-            .find(|l| &l.id == id)
-            .map(|l| l.name.clone())
-            .unwrap_or_default();
-        let what = if unfinished {
-            "the unfinished upload "
-        } else {
-            ""
-        };
-        target
-            .delete(id)
-            .with_context(|| format!("deleting {what}{name} ({id})"))?;
-        let fields = [
-            ("target", target.name().to_string()),
-            ("file", name),
-            ("id", id.clone()),
-        ];
-        if unfinished {
-            log::warn(
-                "deleted an unfinished upload: its checksums were never recorded, so it was never a backup",
-                &fields,
-            );
-        } else {
-            log::info("pruned", &fields);
-        }
-        deleted.push(id.clone());
-    }
-    log::info(
-        "retention applied",
-        &[
-            ("target", target.name().to_string()),
-            ("kept", plan.keep.len().to_string()),
-            ("deleted", deleted.len().to_string()),
-        ],
-    );
-    Ok((deleted, plan.keep.len()))
+    let applied = super::prune::apply_group(
+        target,
+        &listed,
+        group,
+        policy,
+        Some(just_stored),
+        false,
+        false,
+    )?;
+    let tripped = applied
+        .plan
+        .tripped
+        .as_ref()
+        .map(|t| super::prune::tripped_error(target.name(), database, t));
+    Ok((applied.deleted, applied.plan.keep.len(), tripped))
 }
 
 fn initial_properties(

@@ -7,6 +7,7 @@ pub mod check;
 pub mod list;
 pub mod migrate;
 pub mod notify_test;
+pub mod prune;
 pub mod restore;
 pub mod source;
 pub mod status;
@@ -52,6 +53,9 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::List(args) => list::run(args, settings),
         Command::Restore(args) => restore::run(args, settings),
         Command::Verify(args) => verify::run(args, settings),
+        Command::Prune(args) => prune::run(args, settings),
+        Command::Pin(args) => prune::pin(args, settings, true),
+        Command::Unpin(args) => prune::pin(args, settings, false),
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),

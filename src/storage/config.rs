@@ -35,6 +35,8 @@ pub struct TargetOptions {
     pub chunk_size: Option<usize>,
     /// Backups to keep on this target (else the job's `keep`); 0 keeps all.
     pub keep: Option<u32>,
+    /// This target's retention rules (`keep` included), else the job's.
+    pub rules: crate::retention::RuleSpec,
 }
 
 /// A target a backup writes to, with the job's options for it.

@@ -411,6 +411,55 @@ impl Target for DriveTarget {
         file_link(id)
     }
 
+    /// The index first when pinning and last when unpinning, so that a failure in between
+    /// leaves the backup pinned somewhere (listings on this host read the index, a fresh host
+    /// the manifest), never unpinned by surprise. The manifest is replaced by a new file (the
+    /// API's media update is not used), the old one deleted after.
+    fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
+        let found = self.get(id)?;
+        let name = found.listed.name.clone();
+        let index = BTreeMap::from([(
+            crate::retention::PINNED.to_string(),
+            if pinned {
+                crate::retention::PINNED_VALUE.to_string()
+            } else {
+                String::new()
+            },
+        )]);
+        if pinned {
+            self.client.update_metadata(id, &index, None)?;
+        }
+        let manifest_name = format!("{name}{}", manifest::SUFFIX);
+        let clause = format!("name = {}", quote_query_value(&manifest_name));
+        let mut old = Vec::new();
+        let mut json = None;
+        for manifest_id in self.manifest_files(&clause)?.into_values() {
+            let mut text = Vec::new();
+            RangedReader::new(&mut self.client, &manifest_id, None)
+                .take(manifest::MAX_BYTES)
+                .read_to_end(&mut text)
+                .with_context(|| format!("reading the manifest {manifest_id}"))?;
+            let v: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
+            if let Some(v) = v.filter(|v| manifest::parse(v).is_some_and(|m| m.id == id)) {
+                json = Some(v);
+                old.push(manifest_id);
+            }
+        }
+        if let Some(mut v) = json {
+            manifest::set_pinned(&mut v, pinned)?;
+            write_manifest(&mut self.client, &self.folder_id, &name, &v)?;
+            for manifest_id in old {
+                self.client.delete(&manifest_id).with_context(|| {
+                    format!("deleting the manifest {manifest_id} the new one replaces")
+                })?;
+            }
+        }
+        if !pinned {
+            self.client.update_metadata(id, &index, None)?;
+        }
+        Ok(())
+    }
+
     fn open_at<'s>(
         &'s mut self,
         id: &str,

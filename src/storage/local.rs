@@ -336,6 +336,23 @@ impl Target for LocalTarget {
         self.dir.join(id).display().to_string()
     }
 
+    fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
+        self.get(id)?; // a backup with its sidecar, by a plain name
+        let path = self.dir.join(format!("{id}{SIDECAR_SUFFIX}"));
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        super::manifest::set_pinned(&mut json, pinned)?;
+        crate::fsutil::write_atomically(
+            &path,
+            serde_json::to_string_pretty(&json)?.as_bytes(),
+            0o600,
+            crate::fsutil::Existing::Replace,
+        )
+        .with_context(|| format!("rewriting {}", path.display()))
+    }
+
     fn open_at<'s>(
         &'s mut self,
         id: &str,

@@ -101,6 +101,23 @@ pub fn properties_and_counts(
     (properties, row_counts)
 }
 
+/// Pins (or unpins) the backup a manifest or sidecar describes: its properties carry
+/// [`crate::retention::PINNED`] exactly while it is pinned.
+pub fn set_pinned(v: &mut Value, pinned: bool) -> anyhow::Result<()> {
+    let properties = v["properties"]
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("the manifest has no properties to record a pin in"))?;
+    if pinned {
+        properties.insert(
+            crate::retention::PINNED.into(),
+            crate::retention::PINNED_VALUE.into(),
+        );
+    } else {
+        properties.remove(crate::retention::PINNED);
+    }
+    Ok(())
+}
+
 /// A manifest written by [`build`]; `None` for anything else (an older sidecar, foreign JSON).
 pub fn parse(v: &Value) -> Option<Manifest> {
     if v["pgdrive_manifest"].as_u64() != Some(FORMAT_VERSION) {

@@ -230,6 +230,23 @@ impl Target for MemoryTarget {
         self.reachable().map(|_| ())
     }
 
+    fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
+        let mut state = self.reachable()?;
+        let Some(o) = state.objects.get_mut(id) else {
+            bail!("no object {id} in the memory target");
+        };
+        super::manifest::set_pinned(&mut o.manifest, pinned)?;
+        if pinned {
+            o.properties.insert(
+                crate::retention::PINNED.into(),
+                crate::retention::PINNED_VALUE.into(),
+            );
+        } else {
+            o.properties.remove(crate::retention::PINNED);
+        }
+        Ok(())
+    }
+
     fn get(&mut self, id: &str) -> Result<Found> {
         let state = self.reachable()?;
         let Some(o) = state.objects.get(id) else {

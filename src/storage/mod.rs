@@ -350,6 +350,12 @@ pub trait Target {
     fn check_readable(&mut self) -> Result<()>;
     /// One object by id, with its manifest.
     fn get(&mut self, id: &str) -> Result<Found>;
+    /// Pins or unpins backup `id`: records [`crate::retention::PINNED`] in its manifest (and in
+    /// the target's property index, if it has one), so that no host prunes it.
+    fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
+        let _ = (id, pinned);
+        anyhow::bail!("{} cannot record pins yet", self.describe())
+    }
     /// Where object `id` is, as a person (and the catalog) names it: a link, a path.
     fn location(&self, id: &str) -> String {
         id.to_string()

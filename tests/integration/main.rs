@@ -21,6 +21,7 @@ mod restore;
 mod restore_killed;
 mod restore_stall;
 mod s3_target;
+mod retention_rules;
 mod secrets;
 mod sftp_target;
 mod stale_partials;

@@ -1,0 +1,382 @@
+//! Retention rules end to end on a local directory, with backups planted in the past the way an
+//! attacker (or a restore from an old disk) would: a real backup's file copied under new names,
+//! its sidecar manifest edited (started_at, created_time, job). GFS across 400 days keeps exactly
+//! the expected calendar, the circuit breaker holds a rule that would delete 95%, a dry run
+//! changes nothing, and a pinned backup survives `keep = 1`.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+const DAY_MS: i64 = 86_400_000;
+/// 2026-01-01T02:00:00Z
+const START_MS: i64 = 1_767_232_800_000;
+
+fn rfc3339(ms: i64) -> String {
+    pgdrive::timeutil::rfc3339_millis(ms)
+}
+
+/// Copies the backup `real` (and its sidecar) as job `nightly`'s backup `n` days after
+/// 2026-01-01T02:00Z; returns the new name.
+fn plant(dir: &Path, real: &Path, n: i64) -> String {
+    let at = START_MS + n * DAY_MS;
+    let name = format!("shop-daily-planted-{n:03}.sql.gz");
+    std::fs::copy(real, dir.join(&name)).unwrap();
+    let sidecar = format!("{}.pgdrive.json", real.display());
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sidecar).unwrap()).unwrap();
+    m["id"] = name.clone().into();
+    m["name"] = name.clone().into();
+    m["started_at"] = rfc3339(at).into();
+    m["created_time"] = rfc3339(at + 60_000).into();
+    m["job"] = "nightly".into();
+    m["properties"]["pgdrive_started_at"] = rfc3339(at).into();
+    m["properties"]["pgdrive_job"] = "nightly".into();
+    std::fs::write(
+        dir.join(format!("{name}.pgdrive.json")),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    name
+}
+
+fn config(conf: &TempDir, nas: &Path, rules: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = conf.path().join("pgdrive.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[targets.nas]\ntype = \"local\"\ndir = \"{}\"\n{rules}\n[jobs.nightly]\nkind = \"daily\"\ntargets = [\"nas\"]\n",
+            nas.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn prune(db: &TestDb, config: &Path, flags: &[&str]) -> Run {
+    run(pgdrive()
+        .env("PGDRIVE_CONFIG", config)
+        .env("DATABASE_URL", db.url())
+        .args(["prune", "--job", "nightly"])
+        .args(flags))
+}
+
+/// Every file in the directory with its bytes' length (what a dry run must not change).
+fn snapshot(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn planted_left(dir: &Path) -> Vec<i64> {
+    let mut v: Vec<i64> = backup_files(dir)
+        .iter()
+        .filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            n.strip_prefix("shop-daily-planted-")?
+                .strip_suffix(".sql.gz")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gfs_across_400_days_keeps_the_calendar_behind_a_circuit_breaker_and_a_dry_run() {
+    let db = TestDb::new("rr_gfs");
+    seed_shop(&db);
+    let nas = TempDir::new("rr_gfs_nas");
+    let real = local_backup(&db, nas.path(), &[("PGDRIVE_KEEP_DAILY", "0")]);
+    for n in 0..400 {
+        plant(nas.path(), &real, n);
+    }
+    let conf = TempDir::new("rr_gfs_conf");
+    let config = config(
+        &conf,
+        nas.path(),
+        "keep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\nkeep_yearly = 3",
+    );
+
+    let before = snapshot(nas.path());
+    let r = prune(&db, &config, &["--dry-run", "--json"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(snapshot(nas.path()), before, "a dry run changes nothing");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rows.len(), 400, "only the job's backups are its group");
+    let held = rows.iter().filter(|r| r["decision"] == "held").count();
+    assert_eq!(
+        held, 381,
+        "the default share holds the rules' 381 deletions"
+    );
+    let newest = rows
+        .iter()
+        .find(|r| r["name"] == "shop-daily-planted-399.sql.gz")
+        .unwrap();
+    assert_eq!(newest["decision"], "keep");
+    assert!(newest["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "newest complete"));
+    let table = prune(&db, &config, &["--dry-run"]);
+    assert!(
+        table.stdout.contains("daily 2027-02-04"),
+        "{}",
+        table.stdout
+    );
+
+    // without --force the breaker refuses loudly and deletes nothing
+    let r = prune(&db, &config, &[]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(r.stderr.contains("would delete 381 of 400"), "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(snapshot(nas.path()), before);
+
+    let r = prune(&db, &config, &["--force"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    // the last day of Mar 2026 .. Dec 2026 (monthly), Sundays Jan 17 and 24 2027 (weekly),
+    // Jan 29 .. Feb 4 2027 (daily): as days after 2026-01-01
+    let want: Vec<i64> = vec![
+        89, 119, 150, 180, 211, 242, 272, 303, 333, 364, 381, 388, 393, 394, 395, 396, 397, 398,
+        399,
+    ];
+    assert_eq!(planted_left(nas.path()), want);
+    assert!(real.exists(), "the built-in kind's backup is another group");
+    // every deleted backup took its sidecar along
+    let sidecars = std::fs::read_dir(nas.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".pgdrive.json")
+        })
+        .count();
+    assert_eq!(sidecars, want.len() + 1);
+}
+
+#[test]
+fn a_pinned_backup_survives_keep_1_until_unpinned() {
+    let db = TestDb::new("rr_pin");
+    seed_shop(&db);
+    let nas = TempDir::new("rr_pin_nas");
+    let real = local_backup(&db, nas.path(), &[("PGDRIVE_KEEP_DAILY", "0")]);
+    let names: Vec<String> = (0..4).map(|n| plant(nas.path(), &real, n)).collect();
+    let conf = TempDir::new("rr_pin_conf");
+    let config = config(&conf, nas.path(), "keep = 1\nmax_delete_share = 100");
+
+    let pin = |verb: &str, id: &str| {
+        run(pgdrive()
+            .env("PGDRIVE_CONFIG", &config)
+            .env("DATABASE_URL", db.url())
+            .args([verb, id]))
+    };
+    let r = pin("pin", &names[0]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let sidecar: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(nas.path().join(format!("{}.pgdrive.json", names[0]))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        sidecar["properties"]["pgdrive_pinned"], "1",
+        "the pin is in the manifest"
+    );
+    assert_eq!(pin("pin", "no-such-backup.sql.gz").status, 78);
+
+    let r = prune(&db, &config, &[]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        planted_left(nas.path()),
+        [0, 3],
+        "the pinned oldest and the newest"
+    );
+
+    assert_eq!(pin("unpin", &names[0]).status, 0);
+    let r = prune(&db, &config, &[]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(planted_left(nas.path()), [3]);
+}
+
+/// One real `backup --kind daily` into the emulator's folder, keeping everything; its index.
+fn drive_backup(g: &Google, db: &TestDb) -> pgdrive::drive::RemoteFile {
+    let before: Vec<String> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    let r = run(g
+        .pgdrive(db)
+        .env("PGDRIVE_KEEP_DAILY", "0")
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut new: Vec<_> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .filter(|f| !before.contains(&f.id))
+        .collect();
+    assert_eq!(new.len(), 1);
+    new.pop().unwrap()
+}
+
+#[test]
+fn gfs_across_400_days_on_drive_keeps_the_calendar_and_the_breaker_holds_until_forced() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("rr_drive_gfs");
+    seed_shop(&db);
+    let real = drive_backup(&g, &db);
+    let bytes = g.emu.content(&real.id);
+    // planted like an attacker with the folder's credentials would: the real backup's bytes and
+    // index, with the start time moved into the past and the job's name
+    let mut client = g.drive_client(&g.key_file);
+    for n in 0..400i64 {
+        let at = rfc3339(START_MS + n * DAY_MS);
+        let mut props = real.app_properties.clone();
+        props.insert("pgdrive_started_at".into(), at);
+        props.insert("pgdrive_job".into(), "nightly".into());
+        let meta = serde_json::json!({
+            "name": format!("shop-daily-planted-{n:03}.sql.gz"),
+            "parents": [g.folder],
+            "appProperties": props,
+        });
+        client
+            .create_small(&meta, "application/gzip", &bytes)
+            .unwrap();
+    }
+    let conf = TempDir::new("rr_drive_conf");
+    let config = conf.path().join("pgdrive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "google.service_account_json = \"{}\"\ndrive.url = \"{}\"\n[targets.offsite]\ntype = \"drive\"\nfolder_id = \"{}\"\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\nkeep_yearly = 3\n[jobs.nightly]\nkind = \"daily\"\ntargets = [\"offsite\"]\n",
+            g.key_file.display(),
+            g.emu.base,
+            g.folder
+        ),
+    )
+    .unwrap();
+    let planted = |g: &Google| -> Vec<i64> {
+        let mut v: Vec<i64> = g
+            .emu
+            .backups_in(&g.folder)
+            .iter()
+            .filter_map(|f| {
+                f["name"]
+                    .as_str()?
+                    .strip_prefix("shop-daily-planted-")?
+                    .strip_suffix(".sql.gz")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(planted(&g).len(), 400);
+    let deletes = g.emu.requests_of("delete").len();
+    let r = prune(&db, &config, &["--dry-run"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("19 kept, 0 deleted, 381 held"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(planted(&g).len(), 400, "a dry run deletes nothing");
+    assert_eq!(g.emu.requests_of("delete").len(), deletes);
+    let r = prune(&db, &config, &[]);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(planted(&g).len(), 400, "the breaker held");
+    let r = prune(&db, &config, &["--force"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        planted(&g),
+        [
+            89, 119, 150, 180, 211, 242, 272, 303, 333, 364, 381, 388, 393, 394, 395, 396, 397,
+            398, 399
+        ]
+    );
+    assert!(g
+        .emu
+        .backups_in(&g.folder)
+        .iter()
+        .any(|f| f["id"] == real.id.as_str()));
+}
+
+#[test]
+fn a_pin_on_drive_is_in_the_manifest_and_the_index_and_survives_keep_1() {
+    let g = Google::shared_drive();
+    let db = TestDb::new("rr_drive_pin");
+    seed_shop(&db);
+    let first = drive_backup(&g, &db);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // names are to the second
+    let _second = drive_backup(&g, &db);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let third = drive_backup(&g, &db);
+
+    let r = run(g.pgdrive(&db).args(["pin", &first.id]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let indexed = g.indexed_backups(&g.key_file);
+    let pinned = indexed.iter().find(|f| f.id == first.id).unwrap();
+    assert_eq!(
+        pinned
+            .app_properties
+            .get("pgdrive_pinned")
+            .map(String::as_str),
+        Some("1")
+    );
+    let manifests = g.emu.manifests_in(&g.folder);
+    let of_first: Vec<_> = manifests
+        .iter()
+        .filter(|m| m["name"] == format!("{}.manifest.json", first.name).as_str())
+        .collect();
+    assert_eq!(
+        of_first.len(),
+        1,
+        "the manifest was replaced, not duplicated"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&g.emu.content(of_first[0]["id"].as_str().unwrap())).unwrap();
+    assert_eq!(m["properties"]["pgdrive_pinned"], "1");
+
+    // keep 1: the newest and the pinned one stay (deleting 1 of 3 is within the breaker's share)
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_KEEP_DAILY", "1")
+        .args(["prune", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut left: Vec<String> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    left.sort();
+    let mut want = vec![first.id.clone(), third.id.clone()];
+    want.sort();
+    assert_eq!(left, want);
+
+    assert_eq!(run(g.pgdrive(&db).args(["unpin", &first.id])).status, 0);
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_KEEP_DAILY", "1")
+        .args(["prune", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let left: Vec<String> = g
+        .indexed_backups(&g.key_file)
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(left, [third.id.clone()]);
+}
