@@ -877,6 +877,7 @@ fn stream(
             ]),
             digest,
             row_counts,
+            manifest_extra: Default::default(),
         };
         let mut outcome = fan.finish(done.clone());
         failed.append(&mut outcome.failed);
