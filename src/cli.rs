@@ -271,7 +271,7 @@ pub struct BackupOverrides {
 }
 
 /// Where `list`, `restore` and `verify` read backups from.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct SourceArgs {
     /// Read backups from this local directory instead of Google Drive: the `local` target, read
     /// when no Google credentials are configured, with --target local, and by restore when Drive
@@ -331,11 +331,40 @@ pub struct ListArgs {
     pub source: SourceArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RestoreArgs {
     /// `latest` (the newest complete backup of --kind) or a file id from `pgdrive list`.
-    #[arg(value_name = "latest|FILE_ID")]
-    pub backup: String,
+    #[arg(value_name = "latest|FILE_ID", required_unless_present_any = ["all", "globals"])]
+    pub backup: Option<String>,
+
+    /// Restore a whole server from the newest backup set of a job (--job): its globals first
+    /// (missing roles created; an existing role keeps its password and attributes unless
+    /// --update-roles), then every database of the set, each into a new database of its own name
+    /// (as --create, one transaction each), --jobs at a time. --target-url names the server's
+    /// maintenance database, e.g. postgres://postgres@newhost:5432/postgres.
+    #[arg(long, conflicts_with_all = ["backup", "clean", "create", "globals"])]
+    pub all: bool,
+
+    /// Restore only the globals (roles, memberships, role settings, tablespaces) of the newest
+    /// backup set of --job into the server of --target-url.
+    #[arg(long, conflicts_with_all = ["backup", "clean", "create"])]
+    pub globals: bool,
+
+    /// The job whose backup set --all and --globals restore [default: the only job with
+    /// globals in storage].
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+
+    /// With --all or --globals: also reset the password, attributes, settings and comment of
+    /// roles that already exist on the target server to those of the backup.
+    #[arg(long)]
+    pub update_roles: bool,
+
+    /// Do not restore ownership nor privileges (pg_restore --no-owner --no-privileges), and leave
+    /// out the database-level grants and role settings of roles the target server lacks: for a
+    /// server where the original roles must not exist. Custom-format backups only.
+    #[arg(long)]
+    pub no_owner: bool,
 
     /// The kind `latest` means.
     #[arg(long, value_enum, default_value = "daily")]
@@ -374,7 +403,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
 
-    /// Restore a custom-format backup with N parallel pg_restore jobs (1, the default, streams
+    /// With --all: restore N databases at a time, each as one transaction. Otherwise:
+    /// restore a custom-format backup with N parallel pg_restore jobs (1, the default, streams
     /// as one transaction). With N > 1 the decompressed archive is first written to a temporary
     /// file in --spool-dir (mode 0600, deleted afterwards, also on failure or SIGINT/SIGTERM)
     /// while its size, MD5 and SHA-256 are checked; only then does `pg_restore -j N

@@ -2,12 +2,14 @@
 //! by `main`.
 
 pub mod backup;
+pub mod backup_globals;
 pub mod catalog_rebuild;
 pub mod check;
 pub mod list;
 pub mod migrate;
 pub mod notify_test;
 pub mod restore;
+pub mod restore_all;
 pub mod source;
 pub mod status;
 pub mod verify;

@@ -152,6 +152,14 @@ pub fn statements(script: &str) -> Vec<String> {
     while i < b.len() {
         let c = b[i];
         match c {
+            // a psql meta-command (pg_dumpall's `\restrict KEY` / `\unrestrict KEY`): a line
+            // of its own, between statements; there is no psql here to obey it
+            b'\\' if cur.trim().is_empty() => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 while i < b.len() && b[i] != b'\n' {
                     i += 1;
@@ -406,7 +414,8 @@ pub fn quoted(role: &str) -> String {
 mod tests {
     use super::*;
 
-    const SCRIPT: &str = r#"--
+    const SCRIPT: &str = r#"\restrict AbC123
+--
 -- PostgreSQL database cluster dump
 --
 
@@ -433,6 +442,8 @@ GRANT "app" TO "Odd ""One"" ü" WITH INHERIT TRUE GRANTED BY "postgres";
 --
 -- PostgreSQL database cluster dump complete
 --
+
+\unrestrict AbC123
 "#;
 
     #[test]
