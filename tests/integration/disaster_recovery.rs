@@ -334,4 +334,16 @@ fn a_backup_role_without_superuser_stores_globals_without_passwords_and_says_so(
     )
     .unwrap();
     assert_eq!(m["globals"]["passwords"], false, "{m}");
+    // and `check` says so before the first backup
+    let checked = run(pgdrive()
+        .env("DATABASE_URL", source.url("backup", "postgres"))
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .arg("check"));
+    assert!(
+        checked
+            .stdout
+            .lines()
+            .any(|l| l.contains("globals") && l.contains("--no-role-passwords")),
+        "{checked:?}"
+    );
 }

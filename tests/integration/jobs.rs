@@ -111,7 +111,10 @@ compress = "zstd:3"
         "{on_drive:?}"
     );
     assert_eq!(
-        on_drive.iter().filter(|n| n.starts_with("nightly-globals-")).count(),
+        on_drive
+            .iter()
+            .filter(|n| n.starts_with("nightly-globals-"))
+            .count(),
         2,
         "{on_drive:?}"
     );
