@@ -134,6 +134,16 @@ pub enum Command {
     /// failed, so it can run from cron and alert. Can also write a Prometheus textfile and an
     /// HTML page.
     Status(StatusArgs),
+    /// Rehearse a disaster: restore the newest backup set of a job into a throwaway cluster and check it.
+    ///
+    /// initdb (the backed-up server's major version or newer) in a new temporary directory, on a
+    /// free loopback port; the set restored from storage alone, as `restore --all` does (no
+    /// catalog, no connection to the source server); every table's row count compared with the
+    /// manifest, the roles and memberships of the globals and each database's recorded
+    /// properties checked; the RTO and RPO reported. The cluster and its directory are removed
+    /// afterwards, also on failure and SIGINT/SIGTERM. Exit status 0 when every check passed, 1
+    /// otherwise.
+    Drill(DrillArgs),
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
@@ -420,6 +430,35 @@ pub struct RestoreArgs {
     /// directory, $TMPDIR or /tmp]. It needs room for the decompressed archive.
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The job whose newest backup set is rehearsed [default: the only job with globals in storage].
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+
+    /// The directory of initdb, pg_ctl, psql and pg_restore [default: the newest
+    /// /usr/lib/postgresql/N/bin, N at least the backed-up server's major version]: a newer
+    /// major version rehearses an upgrade by dump and restore.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The kind whose storage is read (Drive folders are by kind).
+    #[arg(long, value_enum, default_value = "daily")]
+    pub kind: Kind,
+
+    /// Databases restored at a time.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
 
     #[command(flatten)]
     pub source: SourceArgs,

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod backup_globals;
 pub mod catalog_rebuild;
 pub mod check;
+pub mod drill;
 pub mod list;
 pub mod migrate;
 pub mod notify_test;
@@ -54,6 +55,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::List(args) => list::run(args, settings),
         Command::Restore(args) => restore::run(args, settings),
         Command::Verify(args) => verify::run(args, settings),
+        Command::Drill(args) => drill::run(args, settings),
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),

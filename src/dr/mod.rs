@@ -5,6 +5,7 @@
 //! `restore --create`. A job run's backups share a set id (`pgdrive_set`), which is how
 //! `restore --all` finds "the newest backup set".
 
+pub mod cluster;
 pub mod dbprops;
 pub mod globals;
 

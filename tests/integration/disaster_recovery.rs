@@ -347,3 +347,97 @@ fn a_backup_role_without_superuser_stores_globals_without_passwords_and_says_so(
         "{checked:?}"
     );
 }
+
+/// The drill's clusters left in `tmp` (none, once it exited).
+fn drill_dirs(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pgdrive-drill-")
+        })
+        .collect()
+}
+
+fn postmasters_in(tmp: &Path) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", &tmp.display().to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn drill_reports_rto_and_rpo_and_leaves_nothing_behind_also_when_it_fails_or_is_stopped() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store_drill");
+    let r = back_up(&source, "postgres", dir.path(), "plain");
+    assert_eq!(r.status, 0, "{r:?}");
+    let tmp = TempDir::new("dr_tmp");
+    let drill = |extra: &[&str]| {
+        let mut cmd = pgdrive();
+        cmd.env("TMPDIR", tmp.path())
+            .args(["drill", "--job", "nightly", "--from"])
+            .arg(dir.path())
+            .args(extra);
+        cmd
+    };
+    let r = run(&mut drill(&["--json"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let report: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["rto_seconds"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["rpo_seconds"].as_f64().is_some(), "{report}");
+    assert_eq!(report["rows"], 542, "{report}");
+    assert!(drill_dirs(tmp.path()).is_empty());
+    assert_eq!(postmasters_in(tmp.path()), 0);
+
+    // a backup whose manifest disagrees with its data: the drill fails loudly, and cleans up
+    let shop = backup_files(dir.path())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("shop-")
+        })
+        .unwrap();
+    let sidecar = PathBuf::from(format!("{}.pgdrive.json", shop.display()));
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        text.replace("\"app.orders\": 500", "\"app.orders\": 499"),
+    )
+    .unwrap();
+    let r = run(&mut drill(&[]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(drill_dirs(tmp.path()).is_empty());
+    assert_eq!(postmasters_in(tmp.path()), 0);
+    std::fs::write(&sidecar, text).unwrap();
+
+    // SIGTERM while it restores: the cluster and its directory are gone when it exits
+    let child = drill(&[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while drill_dirs(tmp.path()).is_empty() || postmasters_in(tmp.path()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drill never started a cluster"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, _) = exit_within(child, std::time::Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        drill_dirs(tmp.path()).is_empty(),
+        "{:?}",
+        drill_dirs(tmp.path())
+    );
+    assert_eq!(postmasters_in(tmp.path()), 0);
+}
