@@ -787,6 +787,7 @@ struct Streamed {
 /// `fanout`), and finishes them only after pg_dump exited 0 and its output ends like a complete
 /// dump. A target that fails is dropped and the others go on; the stream fails when every
 /// target failed, or when the dump did (then nothing is stored anywhere).
+#[allow(clippy::too_many_arguments)]
 fn stream(
     targets: &mut [OpenTarget],
     name: &str,

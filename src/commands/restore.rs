@@ -213,6 +213,20 @@ pub fn create_database(info: &ConnInfo, locale: Option<&DbLocale>) -> Result<()>
     Ok(())
 }
 
+/// Asks for `yes` on the terminal (after the plan was printed); logs a refusal.
+pub fn confirmed() -> Result<bool> {
+    let mut err = std::io::stderr().lock();
+    write!(err, "Type yes to continue: ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        crate::log::info("restore cancelled; nothing was changed", &[]);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Drops the database a failed `--create` restore made (logging either way); returns `e`.
 fn dropped_after(target_db: &ConnInfo, e: anyhow::Error) -> anyhow::Error {
     match drop_database(target_db) {
@@ -632,12 +646,8 @@ pub fn restore_one(
             target_db.redacted(),
             mode
         )?;
-        write!(err, "Type yes to continue: ")?;
-        err.flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            crate::log::info("restore cancelled; nothing was changed", &[]);
+        drop(err);
+        if !confirmed()? {
             return Ok(ExitStatus::Failed);
         }
     }

@@ -10,7 +10,7 @@
 //! transaction, its recorded properties reapplied, dropped again on failure), `--jobs` at a time.
 //! One database failing does not stop the others; the exit status is the worst of them.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, Result};
@@ -82,12 +82,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             server.redacted(),
             if args.update_roles { ", except that --update-roles resets them" } else { "" }
         )?;
-        write!(err, "Type yes to continue: ")?;
-        err.flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            crate::log::info("restore cancelled; nothing was changed", &[]);
+        drop(err);
+        if !super::restore::confirmed()? {
             return Ok(ExitStatus::Failed);
         }
     }

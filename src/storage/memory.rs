@@ -327,7 +327,7 @@ impl Upload for MemoryUpload {
         let mut properties = this.properties.clone();
         properties.extend(done.properties.clone());
         let name = this.name.clone();
-        let manifest = super::manifest::build_for(&id, &name, &properties, &done);
+        let manifest = super::manifest::build_for(&id, &name, &properties, done);
         state.objects.insert(
             id.clone(),
             Object {
