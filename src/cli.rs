@@ -149,6 +149,16 @@ pub enum Command {
     /// failed, so it can run from cron and alert. Can also write a Prometheus textfile and an
     /// HTML page.
     Status(StatusArgs),
+    /// Rehearse a disaster: restore the newest backup set of a job into a throwaway cluster and check it.
+    ///
+    /// initdb (the backed-up server's major version or newer) in a new temporary directory, on a
+    /// free loopback port; the set restored from storage alone, as `restore --all` does (no
+    /// catalog, no connection to the source server); every table's row count compared with the
+    /// manifest, the roles and memberships of the globals and each database's recorded
+    /// properties checked; the RTO and RPO reported. The cluster and its directory are removed
+    /// afterwards, also on failure and SIGINT/SIGTERM. Exit status 0 when every check passed, 1
+    /// otherwise.
+    Drill(DrillArgs),
     /// Print the man page (roff) generated from these definitions.
     #[command(hide = true)]
     GenerateMan,
@@ -286,7 +296,7 @@ pub struct BackupOverrides {
 }
 
 /// Where `list`, `restore` and `verify` read backups from.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct SourceArgs {
     /// Read backups from this local directory instead of Google Drive: the `local` target, read
     /// when no Google credentials are configured, with --target local, and by restore when Drive
@@ -384,11 +394,40 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct RestoreArgs {
     /// `latest` (the newest complete backup of --kind) or a file id from `pgdrive list`.
-    #[arg(value_name = "latest|FILE_ID")]
-    pub backup: String,
+    #[arg(value_name = "latest|FILE_ID", required_unless_present_any = ["all", "globals"])]
+    pub backup: Option<String>,
+
+    /// Restore a whole server from the newest backup set of a job (--job): its globals first
+    /// (missing roles created; an existing role keeps its password and attributes unless
+    /// --update-roles), then every database of the set, each into a new database of its own name
+    /// (as --create, one transaction each), --jobs at a time. --target-url names the server's
+    /// maintenance database, e.g. postgres://postgres@newhost:5432/postgres.
+    #[arg(long, conflicts_with_all = ["backup", "clean", "create", "globals"])]
+    pub all: bool,
+
+    /// Restore only the globals (roles, memberships, role settings, tablespaces) of the newest
+    /// backup set of --job into the server of --target-url.
+    #[arg(long, conflicts_with_all = ["backup", "clean", "create"])]
+    pub globals: bool,
+
+    /// The job whose backup set --all and --globals restore [default: the only job with
+    /// globals in storage].
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+
+    /// With --all or --globals: also reset the password, attributes, settings and comment of
+    /// roles that already exist on the target server to those of the backup.
+    #[arg(long)]
+    pub update_roles: bool,
+
+    /// Do not restore ownership nor privileges (pg_restore --no-owner --no-privileges), and leave
+    /// out the database-level grants and role settings of roles the target server lacks: for a
+    /// server where the original roles must not exist. Custom-format backups only.
+    #[arg(long)]
+    pub no_owner: bool,
 
     /// The kind `latest` means.
     #[arg(long, value_enum, default_value = "daily")]
@@ -427,7 +466,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
 
-    /// Restore a custom-format backup with N parallel pg_restore jobs (1, the default, streams
+    /// With --all: restore N databases at a time, each as one transaction. Otherwise:
+    /// restore a custom-format backup with N parallel pg_restore jobs (1, the default, streams
     /// as one transaction). With N > 1 the decompressed archive is first written to a temporary
     /// file in --spool-dir (mode 0600, deleted afterwards, also on failure or SIGINT/SIGTERM)
     /// while its size, MD5 and SHA-256 are checked; only then does `pg_restore -j N
@@ -443,6 +483,35 @@ pub struct RestoreArgs {
     /// directory, $TMPDIR or /tmp]. It needs room for the decompressed archive.
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The job whose newest backup set is rehearsed [default: the only job with globals in storage].
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+
+    /// The directory of initdb, pg_ctl, psql and pg_restore [default: the newest
+    /// /usr/lib/postgresql/N/bin, N at least the backed-up server's major version]: a newer
+    /// major version rehearses an upgrade by dump and restore.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The kind whose storage is read (Drive folders are by kind).
+    #[arg(long, value_enum, default_value = "daily")]
+    pub kind: Kind,
+
+    /// Databases restored at a time.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
 
     #[command(flatten)]
     pub source: SourceArgs,

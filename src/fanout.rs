@@ -520,6 +520,7 @@ mod tests {
             digest: hasher.finish(),
             properties: BTreeMap::new(),
             row_counts: BTreeMap::new(),
+            manifest_extra: Default::default(),
         };
         (chunks, done)
     }

@@ -53,6 +53,7 @@ pub mod config;
 pub mod config_file;
 pub mod dashboard;
 pub mod dblocale;
+pub mod dr;
 pub mod drive;
 pub mod dumpscript;
 pub mod error;

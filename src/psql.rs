@@ -138,11 +138,25 @@ impl RunningClient {
         clean: bool,
         env: &[(&'static str, String)],
     ) -> Result<RunningClient> {
+        Self::spawn_pg_restore_with(bin, dbname, clean, false, env)
+    }
+
+    /// [`RunningClient::spawn_pg_restore`]; `no_owner` adds `--no-owner --no-privileges`.
+    pub fn spawn_pg_restore_with(
+        bin: &Path,
+        dbname: &str,
+        clean: bool,
+        no_owner: bool,
+        env: &[(&'static str, String)],
+    ) -> Result<RunningClient> {
         let mut args: Vec<String> = ["--single-transaction", "--exit-on-error", "--no-password"]
             .map(String::from)
             .to_vec();
         if clean {
             args.extend(["--clean", "--if-exists"].map(String::from));
+        }
+        if no_owner {
+            args.extend(["--no-owner", "--no-privileges"].map(String::from));
         }
         // as `dbname='…'`, a name containing '=' or a URI prefix is never read as a conninfo
         let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");

@@ -93,6 +93,8 @@ pub fn expected_digest(backup: &Listed) -> Result<Digest> {
 pub struct Clients {
     pub psql: Option<std::path::PathBuf>,
     pub pg_restore: Option<std::path::PathBuf>,
+    /// pg_restore `--no-owner --no-privileges` (restore `--no-owner`).
+    pub no_owner: bool,
 }
 
 impl Clients {
@@ -114,7 +116,13 @@ impl Clients {
                     "PGDRIVE_PG_RESTORE",
                     self.pg_restore.as_deref(),
                 )?;
-                RunningClient::spawn_pg_restore(&bin, db.dbname(), clean, &db.child_env())?
+                RunningClient::spawn_pg_restore_with(
+                    &bin,
+                    db.dbname(),
+                    clean,
+                    self.no_owner,
+                    &db.child_env(),
+                )?
             }
         };
         client.watch_session(db);

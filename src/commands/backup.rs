@@ -55,6 +55,10 @@ struct RunFacts {
     file_name: Option<String>,
     /// Recorded with the backup so that `restore --create` recreates the database as it was.
     locale: Option<crate::dblocale::DbLocale>,
+    /// Owner, settings, privileges, comment: recorded in the manifest for `restore --create`.
+    db_properties: Option<crate::dr::dbprops::DbProperties>,
+    /// The job run's backup set (its globals), see `crate::dr`.
+    set: Option<super::backup_globals::SetRef>,
 }
 
 /// A failure, with the step it happened in, and what became of each target when that is known.
@@ -81,14 +85,25 @@ impl<T> AtStep<T> for Result<T> {
 
 pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let plans = plan_runs(args, &settings)?;
+    // a job that dumps whole databases stores the server's globals first, as one set with them
+    let (set, globals_status) = match plans.first() {
+        Some(RunPlan {
+            job: Some(_), kind, ..
+        }) if *kind != Kind::Hourly => {
+            let (set, status) = super::backup_globals::run(args, &settings, &plans);
+            (Some(set), status)
+        }
+        _ => (None, ExitStatus::Ok),
+    };
     if let [plan] = plans.as_slice() {
-        return run_one(args, settings, plan);
+        let status = run_one(args, settings, plan, set.as_ref())?;
+        return Ok(ExitStatus::worst(&[status, globals_status]));
     }
     // several databases: each is its own run (lock, row, file, notification); one failing does
     // not keep the others from being backed up, and the exit status is the worst of them
-    let mut statuses = Vec::new();
+    let mut statuses = vec![globals_status];
     for plan in &plans {
-        statuses.push(match run_one(args, settings.clone(), plan) {
+        statuses.push(match run_one(args, settings.clone(), plan, set.as_ref()) {
             Ok(status) => status,
             Err(e) => crate::error::print(&e),
         });
@@ -113,11 +128,16 @@ pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     Ok(worst)
 }
 
-fn run_one(args: &BackupArgs, settings: Settings, plan: &RunPlan) -> Result<ExitStatus> {
+fn run_one(
+    args: &BackupArgs,
+    settings: Settings,
+    plan: &RunPlan,
+    set: Option<&super::backup_globals::SetRef>,
+) -> Result<ExitStatus> {
     // PGDRIVE_PROMETHEUS_FILE is refreshed after every run, whatever its outcome (see `status`):
     // by a run that stored something as a follow-up step before its notification, here otherwise
     let metrics = settings.clone();
-    match run_backup(args, settings, plan, &metrics) {
+    match run_backup(args, settings, plan, &metrics, set) {
         Ok(status) if stored_something(status) => Ok(status),
         outcome => super::status::after_backup(&metrics, plan.kind, outcome),
     }
@@ -207,6 +227,7 @@ fn run_backup(
     settings: Settings,
     plan: &RunPlan,
     metrics: &Settings,
+    set: Option<&super::backup_globals::SetRef>,
 ) -> Result<ExitStatus> {
     let started = Instant::now();
     let mut notifier = notify::load(&settings, plan.kind, args.notify)?;
@@ -244,6 +265,8 @@ fn run_backup(
         pg_dump: None,
         file_name: None,
         locale: None,
+        db_properties: None,
+        set: set.cloned(),
     };
 
     // every failure from here on is reported (the notification's own failures are only logged)
@@ -405,7 +428,12 @@ fn run_backup(
             continue;
         }
         let target = t.target.as_mut();
-        match prune(target, &cfg, &policy, &facts.database, &new.id) {
+        let group = retention::Group {
+            kind: cfg.kind.as_str(),
+            database: &facts.database,
+            job: cfg.job.as_deref(),
+        };
+        match prune(target, group, &policy, &new.id) {
             Ok((deleted, now_kept, tripped)) => {
                 if let Some(e) = tripped {
                     follow_ups.failed(
@@ -602,9 +630,9 @@ impl FollowUps {
 }
 
 /// An opened target, with the job's options for it.
-struct OpenTarget {
-    target: Box<dyn Target>,
-    options: TargetOptions,
+pub(super) struct OpenTarget {
+    pub(super) target: Box<dyn Target>,
+    pub(super) options: TargetOptions,
 }
 
 impl OpenTarget {
@@ -614,7 +642,7 @@ impl OpenTarget {
     }
 
     /// The retention rules of this target: its own, else the job's, else the kind's keep count.
-    fn policy(&self, cfg: &BackupConfig) -> retention::Policy {
+    pub(super) fn policy(&self, cfg: &BackupConfig) -> retention::Policy {
         let mut own = self.options.rules.clone();
         own.keep_last = own.keep_last.or(self.options.keep);
         retention::RuleSpec::resolve(&own, &cfg.rules, cfg.keep)
@@ -630,7 +658,7 @@ impl OpenTarget {
 }
 
 /// The storage targets, Drive first. Takes the credentials out of the configuration.
-fn build_targets(cfg: &mut BackupConfig) -> Vec<OpenTarget> {
+pub(super) fn build_targets(cfg: &mut BackupConfig) -> Vec<OpenTarget> {
     crate::storage::config::for_backup(cfg)
         .into_iter()
         .map(|t| OpenTarget {
@@ -661,6 +689,10 @@ fn back_up(
     facts.server_version = Some(server_version.clone());
     facts.locale =
         Some(crate::dblocale::DbLocale::read(data_client, server_major).at("preflight")?);
+    if cfg.kind != Kind::Hourly {
+        facts.db_properties =
+            Some(crate::dr::dbprops::DbProperties::read(data_client).at("preflight")?);
+    }
     let pg_dump = pgdump::locate(cfg.pg_dump.as_deref(), server_major).at("preflight")?;
     facts.pg_dump = Some(pg_dump.clone());
     let tables = if cfg.kind == Kind::Hourly {
@@ -725,7 +757,23 @@ fn back_up(
     let properties = initial_properties(cfg, facts, &pg_dump, budget);
     let args = pgdump::arguments(cfg.kind, cfg.format, &tables);
     let env = cfg.database.child_env();
-    stream(targets, &name, &properties, cfg, &pg_dump, &args, &env)
+    let mut extra = BTreeMap::new();
+    if let Some(p) = &facts.db_properties {
+        extra.insert(crate::dr::dbprops::MANIFEST_KEY.to_string(), p.to_json());
+    }
+    if let Some(set) = &facts.set {
+        extra.insert(crate::dr::globals::MANIFEST_KEY.to_string(), set.manifest());
+    }
+    stream(
+        targets,
+        &name,
+        &properties,
+        cfg,
+        &pg_dump,
+        &args,
+        &env,
+        extra,
+    )
 }
 
 /// What the stream stored, and where it failed: each target's outcome, the digest and row
@@ -741,6 +789,7 @@ struct Streamed {
 /// `fanout`), and finishes them only after pg_dump exited 0 and its output ends like a complete
 /// dump. A target that fails is dropped and the others go on; the stream fails when every
 /// target failed, or when the dump did (then nothing is stored anywhere).
+#[allow(clippy::too_many_arguments)]
 fn stream(
     targets: &mut [OpenTarget],
     name: &str,
@@ -749,6 +798,7 @@ fn stream(
     pg_dump: &PgDump,
     args: &[std::ffi::OsString],
     env: &[(&'static str, String)],
+    manifest_extra: BTreeMap<String, serde_json::Value>,
 ) -> std::result::Result<Streamed, StepError> {
     // the pipeline cuts the smallest part any target wants; targets wanting larger ones regroup
     let chunk_size = smallest_part(targets.iter().map(|t| t.options.chunk_size), cfg.chunk_size);
@@ -879,6 +929,7 @@ fn stream(
             ]),
             digest,
             row_counts,
+            manifest_extra,
         };
         let mut outcome = fan.finish(done.clone());
         failed.append(&mut outcome.failed);
@@ -1027,21 +1078,15 @@ fn pump(
     }
 }
 
-/// Applies this target's retention rules to the group of the backup just stored; returns the
-/// deleted IDs, how many backups of the group remain, and the error to report when the circuit
-/// breaker held the deletions.
-fn prune(
+/// Applies this target's retention rules to `group`, which the backup `just_stored` belongs to;
+/// returns the deleted IDs, how many backups of the group remain, and the error to report when
+/// the circuit breaker held the deletions.
+pub(super) fn prune(
     target: &mut dyn Target,
-    cfg: &BackupConfig,
+    group: retention::Group<'_>,
     policy: &retention::Policy,
-    database: &str,
     just_stored: &str,
 ) -> Result<(Vec<String>, usize, Option<anyhow::Error>)> {
-    let group = retention::Group {
-        kind: cfg.kind.as_str(),
-        database,
-        job: cfg.job.as_deref(),
-    };
     let listed = target.list(&group.selector()).context("listing backups")?;
     let applied = super::prune::apply_group(
         target,
@@ -1056,7 +1101,7 @@ fn prune(
         .plan
         .tripped
         .as_ref()
-        .map(|t| super::prune::tripped_error(target.name(), database, t));
+        .map(|t| super::prune::tripped_error(target.name(), group.database, t));
     Ok((applied.deleted, applied.plan.keep.len(), tripped))
 }
 
@@ -1097,6 +1142,9 @@ fn initial_properties(
     ]);
     if let Some(job) = &cfg.job {
         properties.insert(props::JOB.to_string(), job.clone());
+    }
+    if let Some(set) = &facts.set {
+        properties.insert(props::SET.to_string(), set.id.clone());
     }
     properties.extend(locale.into_iter().flatten());
     properties

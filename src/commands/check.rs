@@ -336,6 +336,19 @@ fn check_database(
             database.redacted()
         ),
     ));
+    // what `backup --job` stores of the server's globals (see crate::dr::globals)
+    match crate::dr::globals::is_superuser(&mut client) {
+        Ok(true) => report.add(Finding::ok(
+            "globals",
+            "a superuser: the globals of a job's backup set include the role passwords",
+        )),
+        Ok(false) => report.add(Finding::warn(
+            "globals",
+            crate::dr::globals::LEFT_OUT.to_string(),
+            Some("back up as a superuser to keep role passwords, or keep them elsewhere".into()),
+        )),
+        Err(e) => report.add(Finding::from_error("globals", &e)),
+    }
 
     let explicit = configs
         .iter()

@@ -2,13 +2,16 @@
 //! by `main`.
 
 pub mod backup;
+pub mod backup_globals;
 pub mod catalog_rebuild;
 pub mod check;
+pub mod drill;
 pub mod list;
 pub mod migrate;
 pub mod notify_test;
 pub mod prune;
 pub mod restore;
+pub mod restore_all;
 pub mod source;
 pub mod status;
 pub mod verify;
@@ -56,6 +59,7 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::Prune(args) => prune::run(args, settings),
         Command::Pin(args) => prune::pin(args, settings, true),
         Command::Unpin(args) => prune::pin(args, settings, false),
+        Command::Drill(args) => drill::run(args, settings),
         Command::NotifyTest => notify_test::run(settings),
         Command::Check(args) => check::run(args, settings),
         Command::Status(args) => status::run(args, settings),

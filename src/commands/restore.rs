@@ -213,14 +213,41 @@ pub fn create_database(info: &ConnInfo, locale: Option<&DbLocale>) -> Result<()>
     Ok(())
 }
 
-/// Removes the unfinished-restore mark, once the restore committed.
-pub fn mark_finished(info: &ConnInfo) -> Result<()> {
+/// Asks for `yes` on the terminal (after the plan was printed); logs a refusal.
+pub fn confirmed() -> Result<bool> {
+    let mut err = std::io::stderr().lock();
+    write!(err, "Type yes to continue: ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        crate::log::info("restore cancelled; nothing was changed", &[]);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Drops the database a failed `--create` restore made (logging either way); returns `e`.
+fn dropped_after(target_db: &ConnInfo, e: anyhow::Error) -> anyhow::Error {
+    match drop_database(target_db) {
+        Ok(()) => crate::log::warn(
+            "dropped the database created for this restore",
+            &[("database", target_db.dbname().to_string())],
+        ),
+        Err(d) => crate::log::error(
+            "could not drop the database created for this restore",
+            &[("error", crate::error::render(&d))],
+        ),
+    }
+    e
+}
+
+/// Replaces the unfinished-restore mark with the database's recorded comment (or none), once
+/// the restore committed.
+pub fn mark_finished(info: &ConnInfo, comment: Option<&str>) -> Result<()> {
     let mut admin = maintenance(info)?;
     admin
-        .batch_execute(&format!(
-            "COMMENT ON DATABASE {} IS NULL",
-            quote_ident(info.dbname())
-        ))
+        .batch_execute(&crate::dr::dbprops::comment_sql(info.dbname(), comment))
         .map_err(|e| {
             failure_hint(
                 format!(
@@ -462,10 +489,32 @@ fn spool_and_restore(
 }
 
 pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
-    let started = Instant::now();
+    if args.all || args.globals {
+        return super::restore_all::run(args, settings);
+    }
     let cfg = source::load(&args.source, settings)?;
     let target_db = source::parse_url("--target-url", &args.target_url, &cfg.settings)?;
     source::refuse_the_source(&cfg, &target_db, args.clean)?;
+    let database = source::wanted_database(&cfg, &args.source);
+    let names = source::candidates(&cfg, args.source.target.as_deref())?;
+    let spec = args.backup.as_deref().unwrap_or("latest");
+    let (mut storage, found) =
+        source::find_with_fallback(&cfg, &names, spec, args.kind, database.as_deref())?;
+    restore_one(args, &cfg, &target_db, storage.as_mut(), &found)
+}
+
+/// Restores the backup `found` of `target` into `target_db` (checked against the source
+/// already): the plan, the question on a terminal, the restore, and with `--create` the
+/// database's recorded properties (see `crate::dr::dbprops`).
+pub fn restore_one(
+    args: &RestoreArgs,
+    cfg: &crate::config::ReadConfig,
+    target_db: &ConnInfo,
+    target: &mut dyn crate::storage::Target,
+    found: &crate::storage::Found,
+) -> Result<ExitStatus> {
+    let started = Instant::now();
+    let target_db = target_db.clone();
     let stall = crate::config::stall_timeout(&cfg.settings)?;
     let clients = crate::restore::Clients {
         psql: args
@@ -476,13 +525,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             .pg_restore
             .clone()
             .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
+        no_owner: args.no_owner,
     };
-
-    let database = source::wanted_database(&cfg, &args.source);
-    let names = source::candidates(&cfg, args.source.target.as_deref())?;
-    let (mut storage, found) =
-        source::find_with_fallback(&cfg, &names, &args.backup, args.kind, database.as_deref())?;
-    let target = storage.as_mut();
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
@@ -490,6 +534,23 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         Some(plan_spool(args, backup, layout, expected.size)?)
     } else {
         None
+    };
+
+    if args.no_owner && args.jobs > 1 {
+        return Err(config_error_hint(
+            "--no-owner cannot be combined with --jobs N > 1 for one database",
+            "drop --jobs (the restore is then one transaction)",
+        ));
+    }
+    if args.no_owner && layout.format != DumpFormat::Custom {
+        return Err(config_error_hint(
+            format!("--no-owner needs a custom-format backup; {} is a plain SQL dump, whose OWNER TO and GRANT statements psql runs as they are", backup.name),
+            "create the roles first (restore --globals), or back up with PGDRIVE_FORMAT=custom",
+        ));
+    }
+    let db_properties = match &found.manifest {
+        Some(m) => crate::dr::dbprops::DbProperties::from_manifest(&m.document)?,
+        None => None,
     };
 
     // --- read-only checks of the target, before anyone is asked anything
@@ -562,6 +623,9 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
         ("action", mode.clone()),
     ];
     let mut plan = plan.to_vec();
+    if let (true, Some(p)) = (args.create, &db_properties) {
+        plan.push(("properties", p.describe()));
+    }
     if args.create {
         plan.push((
             "settings",
@@ -582,12 +646,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             target_db.redacted(),
             mode
         )?;
-        write!(err, "Type yes to continue: ")?;
-        err.flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            crate::log::info("restore cancelled; nothing was changed", &[]);
+        drop(err);
+        if !confirmed()? {
             return Ok(ExitStatus::Failed);
         }
     }
@@ -645,7 +705,26 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             // the restore committed: only now does a created database stop being marked
             // unfinished (a failure here leaves it marked, and restored: it is not dropped)
             if args.create {
-                mark_finished(&target_db)?;
+                let comment = db_properties.as_ref().and_then(|p| p.comment.as_deref());
+                if let Some(p) = &db_properties {
+                    let applied = maintenance(&target_db).and_then(|mut admin| {
+                        p.apply(
+                            &mut admin,
+                            target_db.dbname(),
+                            crate::dr::dbprops::ApplyOptions {
+                                no_owner: args.no_owner,
+                            },
+                        )
+                    });
+                    if let Err(e) = applied {
+                        return Err(dropped_after(&target_db, e).context(format!(
+                            "restoring {} into {}",
+                            backup.name,
+                            target_db.redacted()
+                        )));
+                    }
+                }
+                mark_finished(&target_db, comment)?;
             }
             crate::log::info(
                 "restore finished",
@@ -664,18 +743,11 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             Ok(ExitStatus::Ok)
         }
         Err(e) => {
-            if args.create {
-                match drop_database(&target_db) {
-                    Ok(()) => crate::log::warn(
-                        "dropped the database created for this restore",
-                        &[("database", target_db.dbname().to_string())],
-                    ),
-                    Err(d) => crate::log::error(
-                        "could not drop the database created for this restore",
-                        &[("error", crate::error::render(&d))],
-                    ),
-                }
-            }
+            let e = if args.create {
+                dropped_after(&target_db, e)
+            } else {
+                e
+            };
             Err(e.context(format!(
                 "restoring {} into {}",
                 backup.name,

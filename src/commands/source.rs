@@ -366,6 +366,7 @@ mod tests {
             properties: Default::default(),
             digest: digest.clone(),
             row_counts: Default::default(),
+            manifest_extra: Default::default(),
         };
         if complete {
             done.properties = std::collections::BTreeMap::from([

@@ -411,13 +411,7 @@ impl LocalUpload {
         let mut properties = self.properties.clone();
         properties.extend(done.properties.clone());
         // the sidecar is the backup's manifest (a local backup's id is its name)
-        let sidecar = super::manifest::build(
-            &self.name,
-            &self.name,
-            &properties,
-            &done.row_counts,
-            digest,
-        );
+        let sidecar = super::manifest::build_for(&self.name, &self.name, &properties, done);
         let final_path = self.dir.join(&self.name);
         // the sidecar first: a backup is listed only once both exist, so it appears complete
         crate::fsutil::write_atomically(

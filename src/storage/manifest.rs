@@ -35,6 +35,8 @@ pub struct Manifest {
     /// The backup's full property index (the same keys as Drive's `appProperties`).
     pub properties: BTreeMap<String, String>,
     pub row_counts: Option<BTreeMap<String, u64>>,
+    /// The whole document, for the sections only some backups have (`crate::dr`).
+    pub document: Value,
 }
 
 /// The manifest of the backup `id`/`name`: `properties` are every property recorded on it
@@ -78,6 +80,23 @@ pub fn build(
         "encryption": { "key_ids": [] },
         "properties": properties,
     })
+}
+
+/// The manifest of the backup `id`/`name` completed by `done`: [`build`] with the sections the
+/// backup adds of its own ([`super::Completion::manifest_extra`]). What every target writes.
+pub fn build_for(
+    id: &str,
+    name: &str,
+    properties: &BTreeMap<String, String>,
+    done: &super::Completion,
+) -> Value {
+    let mut v = build(id, name, properties, &done.row_counts, &done.digest);
+    if let Some(o) = v.as_object_mut() {
+        for (k, extra) in &done.manifest_extra {
+            o.insert(k.clone(), extra.clone());
+        }
+    }
+    v
 }
 
 /// The properties and row counts any sidecar or manifest records (older local sidecars have
@@ -132,6 +151,7 @@ pub fn parse(v: &Value) -> Option<Manifest> {
             .and_then(crate::timeutil::parse_rfc3339),
         properties,
         row_counts,
+        document: v.clone(),
     })
 }
 

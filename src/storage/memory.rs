@@ -344,8 +344,7 @@ impl Upload for MemoryUpload {
         let mut properties = this.properties.clone();
         properties.extend(done.properties.clone());
         let name = this.name.clone();
-        let manifest =
-            super::manifest::build(&id, &name, &properties, &done.row_counts, &done.digest);
+        let manifest = super::manifest::build_for(&id, &name, &properties, done);
         state.objects.insert(
             id.clone(),
             Object {

@@ -48,6 +48,10 @@ pub mod props {
     pub const FORMAT: &str = "pgdrive_format";
     pub const COMPRESSION: &str = "pgdrive_compression";
     pub const HOST: &str = "pgdrive_host";
+    /// The backup set (one run of a job: its globals and its databases' backups), see `crate::dr`.
+    pub const SET: &str = "pgdrive_set";
+    /// The kind of a job run's globals object (`crate::dr::globals`).
+    pub const GLOBALS_KIND: &str = "globals";
     /// The source database's encoding and locale (see `crate::dblocale`), so that
     /// `restore --create` recreates it as it was.
     pub const ENCODING: &str = "pgdrive_encoding";
@@ -79,7 +83,7 @@ pub fn fit_property(key: &str, value: &str, budget: Option<usize>) -> String {
 }
 
 /// Size and checksums of the stored (compressed) bytes, computed while streaming.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Digest {
     pub size: u64,
     pub sha256: String,
@@ -120,11 +124,14 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// What is known once the stream ended successfully: checksums, the properties to add, and the
 /// per-table row counts (the manifest a restore test checks against).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Completion {
     pub digest: Digest,
     pub properties: BTreeMap<String, String>,
     pub row_counts: BTreeMap<String, u64>,
+    /// Further top-level sections of the manifest (`database_properties`, `globals`: see
+    /// `crate::dr`); empty for most backups.
+    pub manifest_extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// Largest manifest older releases kept in a Drive file's description.

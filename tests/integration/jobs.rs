@@ -103,8 +103,19 @@ compress = "zstd:3"
             .count();
         assert_eq!(n, 2, "{db}: {on_drive:?}");
     }
+    // beside them, the job's globals (one object per run, kept like the backups: issue 13)
     assert!(
-        on_drive.iter().all(|n| n.ends_with(".sql.zst")),
+        on_drive
+            .iter()
+            .all(|n| n.ends_with(".sql.zst") || n.starts_with("nightly-globals-")),
+        "{on_drive:?}"
+    );
+    assert_eq!(
+        on_drive
+            .iter()
+            .filter(|n| n.starts_with("nightly-globals-"))
+            .count(),
+        2,
         "{on_drive:?}"
     );
     let shop_local = local_backups_of(nas.path(), &shop.name);

@@ -8,6 +8,7 @@ mod check_status;
 mod cli;
 mod common;
 mod config_file;
+mod disaster_recovery;
 mod email_render;
 mod emulator_fidelity;
 mod exit_status;

@@ -857,7 +857,7 @@ impl Cluster {
         postgres::Client::connect(&self.url("postgres", db), postgres::NoTls)
             .unwrap()
             .batch_execute(sql)
-            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
     }
 
     pub fn relations(&self, db: &str) -> Vec<String> {

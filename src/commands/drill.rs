@@ -1,0 +1,246 @@
+//! `pgdrive drill`: the disaster-recovery rehearsal. A throwaway cluster (`crate::dr::cluster`,
+//! always removed) is created, the newest backup set of the job is restored into it from storage
+//! alone, exactly as `restore --all` does (no catalog, no connection to the source server:
+//! DATABASE_URL and the catalog are not used), and every database is checked: each table's row
+//! count equals the manifest's, the roles and memberships of the globals exist, and the recorded
+//! database properties were reapplied. It reports the RTO (from nothing to a checked server) and
+//! the RPO (the age of the oldest data restored), as text or `--json`. Any failed check fails the
+//! drill (exit 1).
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+
+use super::restore_all;
+use super::source;
+use crate::cli::{DrillArgs, RestoreArgs};
+use crate::config::Settings;
+use crate::dr::{dbprops::DbProperties, globals};
+use crate::error::ExitStatus;
+use crate::storage::props;
+
+pub fn run(args: &DrillArgs, settings: Settings) -> Result<ExitStatus> {
+    let started = Instant::now();
+    let mut cfg = source::load(&args.source, settings)?;
+    // from storage alone: the source server and the catalog are not asked anything
+    cfg.database = None;
+    cfg.catalog = None;
+    let restore = RestoreArgs {
+        backup: None,
+        all: true,
+        globals: false,
+        job: args.job.clone(),
+        update_roles: false,
+        no_owner: false,
+        kind: args.kind,
+        target_url: String::new(),
+        create: false,
+        clean: false,
+        yes: true,
+        psql: args.pg_bin.as_ref().map(|b| b.join("psql")),
+        pg_restore: args.pg_bin.as_ref().map(|b| b.join("pg_restore")),
+        jobs: args.jobs,
+        spool_dir: None,
+        source: args.source.clone(),
+    };
+    let names = source::candidates(&cfg, args.source.target.as_deref())?;
+    let set = restore_all::find_set(&cfg, &names, &restore)?;
+    let bin = server_bin(args, &set)?;
+    let scratch = crate::dr::cluster::Scratch::start(&bin)?;
+    crate::log::info(
+        "drill cluster started",
+        &[
+            ("dir", scratch.dir().display().to_string()),
+            ("port", scratch.port.to_string()),
+        ],
+    );
+    let server = scratch.url()?;
+    let outcome = restore_all::restore_set(
+        &cfg,
+        &server,
+        &set,
+        &restore,
+        globals::RestoreOptions {
+            update_roles: false,
+            skip_tablespaces: true,
+        },
+    )?;
+    let mut problems = Vec::new();
+    for (db, r) in &outcome.databases {
+        if let Err(e) = r {
+            problems.push(format!("{db}: not restored: {}", crate::error::render(e)));
+        }
+    }
+    let mut tables = 0usize;
+    let mut rows = 0u64;
+    for listed in &set.databases {
+        let db = listed.prop(props::DATABASE).unwrap_or("");
+        if outcome.databases.iter().any(|(d, r)| d == db && r.is_err()) {
+            continue;
+        }
+        match check_database(&cfg, &server, &set, listed, db) {
+            Ok((t, r, mut p)) => {
+                tables += t;
+                rows += r;
+                problems.append(&mut p);
+            }
+            Err(e) => problems.push(format!("{db}: {}", crate::error::render(&e))),
+        }
+    }
+    problems.extend(check_roles(&server, &outcome.script)?);
+    let rto = started.elapsed().as_secs_f64();
+    let rpo = set
+        .oldest_started_ms()
+        .map(|t| (crate::timeutil::now_millis() - t) as f64 / 1000.0);
+    drop(scratch);
+    let ok = problems.is_empty();
+    let report = json!({
+        "ok": ok,
+        "set": set.set,
+        "target": set.target,
+        "databases": set.databases.iter().filter_map(|l| l.prop(props::DATABASE)).collect::<Vec<_>>(),
+        "tables": tables,
+        "rows": rows,
+        "roles_created": outcome.globals.created_roles.len(),
+        "rto_seconds": (rto * 10.0).round() / 10.0,
+        "rpo_seconds": rpo.map(|r| r.round()),
+        "problems": problems,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "drill {}: set {} ({} databases, {tables} tables, {rows} rows, {} roles) RTO {rto:.1}s RPO {}",
+            if ok { "passed" } else { "FAILED" },
+            set.set,
+            set.databases.len(),
+            outcome.globals.created_roles.len(),
+            rpo.map(|r| format!("{r:.0}s")).unwrap_or_else(|| "?".into()),
+        );
+        for p in &problems {
+            println!("  FAIL {p}");
+        }
+    }
+    if ok {
+        crate::log::info("drill passed", &[("rto_s", format!("{rto:.1}"))]);
+        Ok(ExitStatus::Ok)
+    } else {
+        crate::log::error("drill FAILED", &[("problems", problems.join("; "))]);
+        Ok(ExitStatus::Failed)
+    }
+}
+
+/// `--pg-bin`, else the newest /usr/lib/postgresql/N/bin with initdb; its major must be at least
+/// the backed-up server's.
+fn server_bin(args: &DrillArgs, set: &restore_all::BackupSet) -> Result<std::path::PathBuf> {
+    let wanted: u32 = set
+        .globals
+        .listed
+        .prop(props::SERVER_VERSION)
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0);
+    let candidates: Vec<(u32, std::path::PathBuf)> = match &args.pg_bin {
+        Some(b) => vec![(u32::MAX, b.clone())],
+        None => std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| {
+                d.filter_map(|e| {
+                    let e = e.ok()?;
+                    let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+                    let bin = e.path().join("bin");
+                    bin.join("initdb").is_file().then_some((major, bin))
+                })
+                .collect()
+            })
+            .unwrap_or_default(),
+    };
+    candidates
+        .into_iter()
+        .filter(|(m, _)| *m >= wanted)
+        .max_by_key(|(m, _)| *m)
+        .map(|(_, b)| b)
+        .ok_or_else(|| {
+            crate::error::config_error_hint(
+                format!("no PostgreSQL server programs of major version {wanted} or newer were found"),
+                format!("install postgresql-{wanted} (initdb, pg_ctl), or point --pg-bin at their directory"),
+            )
+        })
+}
+
+/// Row counts against the manifest, and the database properties against the recorded ones.
+fn check_database(
+    cfg: &crate::config::ReadConfig,
+    server: &crate::pgconn::ConnInfo,
+    set: &restore_all::BackupSet,
+    listed: &crate::storage::Listed,
+    db: &str,
+) -> Result<(usize, u64, Vec<String>)> {
+    let mut target = source::open_readable(cfg, &set.target, None)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("target {} has nothing to read", set.target))?;
+    let found = target.get(&listed.id)?;
+    let mut client =
+        super::backup::connect(&source::with_dbname(server, db), "the drill's database")?;
+    let mut problems = Vec::new();
+    let expected = found.row_counts.clone().unwrap_or_default();
+    let counted = crate::server::count_rows(&mut client, expected.keys())?;
+    for (table, n) in &expected {
+        match counted.get(table) {
+            None => problems.push(format!("{db}: table {table} is missing")),
+            Some(c) if *c as u64 != *n => {
+                problems.push(format!("{db}: {table} has {c} rows, the manifest {n}"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(recorded) = found
+        .manifest
+        .as_ref()
+        .map(|m| DbProperties::from_manifest(&m.document))
+        .transpose()?
+        .flatten()
+    {
+        let mut now = DbProperties::read(&mut client)?;
+        let mut was = recorded;
+        for p in [&mut now, &mut was] {
+            if let Some(a) = p.acl.as_mut() {
+                a.sort_by(|x, y| (&x.grantee, &x.privilege).cmp(&(&y.grantee, &y.privilege)));
+            }
+        }
+        if now != was {
+            problems.push(format!(
+                "{db}: database properties differ: restored {}, recorded {}",
+                now.describe(),
+                was.describe()
+            ));
+        }
+    }
+    Ok((expected.len(), expected.values().sum(), problems))
+}
+
+/// Every role of the globals exists, with its memberships.
+fn check_roles(server: &crate::pgconn::ConnInfo, script: &str) -> Result<Vec<String>> {
+    let (roles, members) = globals::roles_and_memberships(script);
+    let mut client = super::backup::connect(server, "the drill's server")?;
+    let mut problems = Vec::new();
+    for r in roles {
+        if client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&r])?
+            .is_none()
+        {
+            problems.push(format!("role {r} is missing"));
+        }
+    }
+    for (group, member) in members {
+        let found = client.query_opt(
+            "SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+               JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = $1 AND u.rolname = $2",
+            &[&group, &member],
+        )?;
+        if found.is_none() {
+            problems.push(format!("{member} is not a member of {group}"));
+        }
+    }
+    Ok(problems)
+}

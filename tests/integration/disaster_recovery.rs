@@ -1,0 +1,443 @@
+//! Whole-server disaster recovery (issue 13): a server with application roles and two databases
+//! backed up by one job, brought back into brand-new clusters from the backup directory alone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn config_file(dir: &Path, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("pgdrive.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The odd database name of the corpus: quotes, a space, unicode, upper case.
+const ODD: &str = "Odd \"Db\" ü";
+
+/// The source server of the issue: owner roles, a group with members, a role with SET
+/// search_path, ALTER DATABASE SET, ALTER ROLE IN DATABASE SET, a database-level GRANT, a
+/// comment, and a LATIN1 database.
+fn source_server() -> Cluster {
+    let c = Cluster::start();
+    c.exec(
+        "postgres",
+        r#"CREATE ROLE app LOGIN PASSWORD 'app-secret-pw';
+           CREATE ROLE "Report Group" NOLOGIN;
+           CREATE ROLE reader LOGIN IN ROLE "Report Group";
+           CREATE ROLE "Writer" LOGIN IN ROLE "Report Group";
+           ALTER ROLE reader SET search_path = app, public;"#,
+    );
+    c.exec(
+        "postgres",
+        "CREATE DATABASE shop OWNER app TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'",
+    );
+    c.exec(
+        "postgres",
+        r#"CREATE DATABASE "Odd ""Db"" ü" OWNER "Writer""#,
+    );
+    c.exec(
+        "postgres",
+        r#"ALTER DATABASE shop SET search_path = app, public;
+           ALTER DATABASE shop SET statement_timeout = '5min';
+           ALTER ROLE reader IN DATABASE shop SET work_mem = '8MB';
+           REVOKE ALL ON DATABASE shop FROM PUBLIC;
+           GRANT CONNECT ON DATABASE shop TO "Report Group";
+           COMMENT ON DATABASE shop IS 'the shop''s data';"#,
+    );
+    c.exec(
+        "shop",
+        r#"SET ROLE app;
+           CREATE SCHEMA app;
+           CREATE TABLE app.orders (id int PRIMARY KEY, note text);
+           INSERT INTO app.orders SELECT g, 'order ' || g FROM generate_series(1, 500) g;
+           GRANT USAGE ON SCHEMA app TO "Report Group";
+           GRANT SELECT ON app.orders TO "Report Group";"#,
+    );
+    c.exec(
+        ODD,
+        r#"SET ROLE "Writer";
+           CREATE TABLE "Mixed Case" (x int);
+           INSERT INTO "Mixed Case" SELECT generate_series(1, 42);"#,
+    );
+    c
+}
+
+/// A PostgreSQL client program's output, less the random keys of its `\restrict` lines.
+fn tool(name: &str, args: &[&str]) -> String {
+    let out = Command::new(format!("{BIN}/{name}"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn globals_without_passwords(c: &Cluster) -> String {
+    tool(
+        "pg_dumpall",
+        &[
+            "--globals-only",
+            "--no-role-passwords",
+            "-d",
+            &c.url("postgres", "postgres"),
+        ],
+    )
+}
+
+fn schema(c: &Cluster, db: &str) -> String {
+    tool("pg_dump", &["--schema-only", "-d", &c.url("postgres", db)])
+}
+
+/// What `restore --create` must bring back of a database, as one comparable text.
+fn database_facts(c: &Cluster, db: &str) -> String {
+    let mut client =
+        postgres::Client::connect(&c.url("postgres", "postgres"), postgres::NoTls).unwrap();
+    let row = client
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text,
+                    datcollate::text, coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(datacl) a), 'default'),
+                    coalesce(shobj_description(oid, 'pg_database'), ''),
+                    coalesce((SELECT string_agg(coalesce(r.rolname, '*') || ':' || array_to_string(s.setconfig, '|'), ';' ORDER BY r.rolname NULLS FIRST)
+                       FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole
+                      WHERE s.setdatabase = d.oid), '')
+               FROM pg_database d WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap();
+    (0..6)
+        .map(|i| row.get::<_, String>(i))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn count(c: &Cluster, db: &str, sql: &str) -> i64 {
+    postgres::Client::connect(&c.url("postgres", db), postgres::NoTls)
+        .unwrap()
+        .query_one(sql, &[])
+        .unwrap()
+        .get(0)
+}
+
+fn back_up(source: &Cluster, user: &str, dir: &Path, format: &str) -> Run {
+    let conf = TempDir::new("dr_conf");
+    let config = config_file(
+        conf.path(),
+        &format!(
+            "local.dir = \"{}\"\nformat = \"{format}\"\n[jobs.nightly]\nkind = \"daily\"\ndatabases = [\"shop\", \"Odd \\\"Db\\\" ü\"]\n",
+            dir.display()
+        ),
+    );
+    run(pgdrive()
+        .env("PGDRIVE_CONFIG", &config)
+        .env("DATABASE_URL", source.url(user, "postgres"))
+        .env("PGDRIVE_PG_DUMP", format!("{BIN}/pg_dump"))
+        .args(["backup", "--job", "nightly"]))
+}
+
+#[test]
+fn restore_all_brings_back_a_whole_server_into_a_fresh_cluster() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store");
+    let r = back_up(&source, "postgres", dir.path(), "plain");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("globals stored"), "{r:?}");
+    let globals: Vec<PathBuf> = backup_files(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("-globals-"))
+        .collect();
+    assert_eq!(globals.len(), 1, "{:?}", backup_files(dir.path()));
+    // the database backups name the set and its globals object in their manifests
+    for b in backup_files(dir.path()) {
+        let sidecar = format!("{}.pgdrive.json", b.display());
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap()).unwrap();
+        assert!(m["properties"]["pgdrive_set"].is_string(), "{m}");
+        if !b.to_string_lossy().contains("-globals-") {
+            assert!(m["globals"]["object"]["name"].is_string(), "{m}");
+            assert!(m["database_properties"]["owner"].is_string(), "{m}");
+        }
+    }
+
+    // a brand-new server, and nothing but the backup directory
+    let target = Cluster::start();
+    let r = run(pgdrive()
+        .args(["restore", "--all", "--from"])
+        .arg(dir.path())
+        .args([
+            "--job",
+            "nightly",
+            "--jobs",
+            "2",
+            "--target-url",
+            &target.url("postgres", "postgres"),
+        ]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(!r.stderr.contains("app-secret-pw"), "{r:?}");
+    assert_eq!(
+        globals_without_passwords(&target),
+        globals_without_passwords(&source)
+    );
+    for db in ["shop", ODD] {
+        assert_eq!(schema(&target, db), schema(&source, db), "{db}");
+        assert_eq!(
+            database_facts(&target, db),
+            database_facts(&source, db),
+            "{db}"
+        );
+    }
+    assert_eq!(
+        count(&target, "shop", "SELECT count(*) FROM app.orders"),
+        500
+    );
+    assert_eq!(
+        count(
+            &target,
+            "shop",
+            "SELECT sum(hashtext(note))::int8 FROM app.orders"
+        ),
+        count(
+            &source,
+            "shop",
+            "SELECT sum(hashtext(note))::int8 FROM app.orders"
+        )
+    );
+    assert_eq!(
+        count(&target, ODD, "SELECT count(*) FROM \"Mixed Case\""),
+        42
+    );
+    // the password came back with the role (a superuser's globals carry it)
+    assert_eq!(
+        count(
+            &target,
+            "postgres",
+            "SELECT count(*) FROM pg_authid WHERE rolname = 'app' AND rolpassword LIKE 'SCRAM-SHA-256$%'"
+        ),
+        1
+    );
+
+    // a second restore --all: the databases exist now, so each is refused, and an existing
+    // role's password is never changed
+    target.exec(
+        "postgres",
+        "ALTER ROLE app PASSWORD 'changed-on-the-new-server'",
+    );
+    let before = count(
+        &target,
+        "postgres",
+        "SELECT hashtext(rolpassword)::int8 FROM pg_authid WHERE rolname = 'app'",
+    );
+    let again = run(pgdrive()
+        .args(["restore", "--all", "--from"])
+        .arg(dir.path())
+        .args(["--target-url", &target.url("postgres", "postgres")]));
+    assert_ne!(again.status, 0, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{again:?}");
+    assert_eq!(
+        count(
+            &target,
+            "postgres",
+            "SELECT hashtext(rolpassword)::int8 FROM pg_authid WHERE rolname = 'app'"
+        ),
+        before
+    );
+}
+
+#[test]
+fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store_custom");
+    let r = back_up(&source, "postgres", dir.path(), "custom");
+    assert_eq!(r.status, 0, "{r:?}");
+    let shop = backup_files(dir.path())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("shop-")
+        })
+        .unwrap();
+    let id = shop.file_name().unwrap().to_string_lossy().into_owned();
+    let bare = Cluster::start();
+    // without --no-owner the missing owner is a clear error, and nothing is left behind
+    let r = run(pgdrive()
+        .args(["restore", &id, "--create", "--from"])
+        .arg(dir.path())
+        .args(["--target-url", &bare.url("postgres", "shop")]));
+    assert_ne!(r.status, 0, "{r:?}");
+    assert_eq!(
+        count(
+            &bare,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop'"
+        ),
+        0
+    );
+    let r = run(pgdrive()
+        .args(["restore", &id, "--create", "--no-owner", "--from"])
+        .arg(dir.path())
+        .args(["--target-url", &bare.url("postgres", "shop")]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(count(&bare, "shop", "SELECT count(*) FROM app.orders"), 500);
+    let facts = database_facts(&bare, "shop");
+    assert!(facts.starts_with("postgres / LATIN1 / C / "), "{facts}");
+    assert!(facts.contains("the shop's data"), "{facts}");
+    assert!(
+        facts.contains("*:search_path=app, public|statement_timeout=5min"),
+        "{facts}"
+    );
+    assert_eq!(
+        count(
+            &bare,
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('app', 'reader')"
+        ),
+        0
+    );
+}
+
+#[test]
+fn a_backup_role_without_superuser_stores_globals_without_passwords_and_says_so() {
+    let source = source_server();
+    source.exec(
+        "postgres",
+        "CREATE ROLE backup LOGIN IN ROLE pg_read_all_data; GRANT CREATE ON SCHEMA public TO backup;
+         GRANT CONNECT ON DATABASE shop TO backup",
+    );
+    let dir = TempDir::new("dr_store_nosu");
+    let r = back_up(&source, "backup", dir.path(), "plain");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("--no-role-passwords"), "{r:?}");
+    let globals = backup_files(dir.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-globals-"))
+        .unwrap();
+    let sql = std::fs::read_to_string(&globals).unwrap();
+    assert!(sql.contains("CREATE ROLE \"app\""), "{sql}");
+    assert!(!sql.contains("SCRAM-SHA-256"), "{sql}");
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.pgdrive.json", globals.display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["globals"]["passwords"], false, "{m}");
+    // and `check` says so before the first backup
+    let checked = run(pgdrive()
+        .env("DATABASE_URL", source.url("backup", "postgres"))
+        .env("PGDRIVE_LOCAL_DIR", dir.path())
+        .arg("check"));
+    assert!(
+        checked
+            .stdout
+            .lines()
+            .any(|l| l.contains("globals") && l.contains("--no-role-passwords")),
+        "{checked:?}"
+    );
+}
+
+/// The drill's clusters left in `tmp` (none, once it exited).
+fn drill_dirs(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pgdrive-drill-")
+        })
+        .collect()
+}
+
+fn postmasters_in(tmp: &Path) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", &tmp.display().to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn drill_reports_rto_and_rpo_and_leaves_nothing_behind_also_when_it_fails_or_is_stopped() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store_drill");
+    let r = back_up(&source, "postgres", dir.path(), "plain");
+    assert_eq!(r.status, 0, "{r:?}");
+    let tmp = TempDir::new("dr_tmp");
+    let drill = |extra: &[&str]| {
+        let mut cmd = pgdrive();
+        cmd.env("TMPDIR", tmp.path())
+            .args(["drill", "--job", "nightly", "--from"])
+            .arg(dir.path())
+            .args(extra);
+        cmd
+    };
+    let r = run(&mut drill(&["--json"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let report: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["rto_seconds"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["rpo_seconds"].as_f64().is_some(), "{report}");
+    assert_eq!(report["rows"], 542, "{report}");
+    assert!(drill_dirs(tmp.path()).is_empty());
+    assert_eq!(postmasters_in(tmp.path()), 0);
+
+    // a backup whose manifest disagrees with its data: the drill fails loudly, and cleans up
+    let shop = backup_files(dir.path())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("shop-")
+        })
+        .unwrap();
+    let sidecar = PathBuf::from(format!("{}.pgdrive.json", shop.display()));
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        text.replace("\"app.orders\": 500", "\"app.orders\": 499"),
+    )
+    .unwrap();
+    let r = run(&mut drill(&[]));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(drill_dirs(tmp.path()).is_empty());
+    assert_eq!(postmasters_in(tmp.path()), 0);
+    std::fs::write(&sidecar, text).unwrap();
+
+    // SIGTERM while it restores: the cluster and its directory are gone when it exits
+    let child = drill(&[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while drill_dirs(tmp.path()).is_empty() || postmasters_in(tmp.path()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drill never started a cluster"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (out, _) = exit_within(child, std::time::Duration::from_secs(30));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        drill_dirs(tmp.path()).is_empty(),
+        "{:?}",
+        drill_dirs(tmp.path())
+    );
+    assert_eq!(postmasters_in(tmp.path()), 0);
+}
