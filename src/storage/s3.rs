@@ -233,6 +233,7 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
 }
 
 /// `Authorization` for one request (all `headers` are signed; names lower case).
+#[allow(clippy::too_many_arguments)] // the SigV4 inputs, each one named
 fn authorization(
     creds: &AwsCredentials,
     region: &str,
@@ -546,6 +547,7 @@ impl Client {
     /// A request with the project's retry policy: transport failures, 5xx, 429, SlowDown,
     /// RequestTimeout are retried with backoff; any other answer is returned (the caller decides
     /// what 404 means) unless it is an error (>= 300, not `accept`ed).
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         what: &str,
