@@ -391,6 +391,11 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
+    /// Decrypt age-encrypted backups with this identity file (`age-keygen`, `pgdrive keygen`) or
+    /// unencrypted SSH private key; a passphrase backup reads PGDRIVE_ENCRYPT_PASSPHRASE_FILE.
+    #[arg(long, value_name = "FILE", env = "PGDRIVE_IDENTITY_FILE")]
+    pub identity: Option<PathBuf>,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -427,6 +432,11 @@ pub struct VerifyArgs {
     /// newest /usr/lib/postgresql/<version>/bin/pg_restore).
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
+
+    /// Decrypt age-encrypted backups with this identity file (`age-keygen`, `pgdrive keygen`) or
+    /// unencrypted SSH private key; a passphrase backup reads PGDRIVE_ENCRYPT_PASSPHRASE_FILE.
+    #[arg(long, value_name = "FILE", env = "PGDRIVE_IDENTITY_FILE")]
+    pub identity: Option<PathBuf>,
 
     #[command(flatten)]
     pub source: SourceArgs,

@@ -363,6 +363,8 @@ pub struct BackupConfig {
     /// The config file's targets the job writes to, in the job's order, besides the implicit
     /// `drive` and `local` targets above.
     pub named: Vec<NamedTarget>,
+    /// age encryption of every stored backup (`None`: stored as compressed).
+    pub encryption: Option<std::sync::Arc<crate::encrypt::Encryption>>,
 }
 
 /// A `[targets.NAME]` a run writes to, resolved.
@@ -606,6 +608,34 @@ fn named_targets_of(
     Ok((drive, local_dir, named))
 }
 
+/// A job's encryption: its own `encrypt_*` keys when it has any, else the settings'.
+fn encrypt_spec(
+    settings: &Settings,
+    job: Option<&crate::jobs::JobSpec>,
+) -> crate::encrypt::EncryptSpec {
+    if let Some(spec) = job.map(|j| &j.encrypt).filter(|s| !s.is_empty()) {
+        return spec.clone();
+    }
+    crate::encrypt::EncryptSpec {
+        recipients: settings
+            .get("PGDRIVE_ENCRYPT_RECIPIENTS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        recipients_file: settings
+            .get("PGDRIVE_ENCRYPT_RECIPIENTS_FILE")
+            .map(PathBuf::from),
+        passphrase_file: settings
+            .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
+            .map(PathBuf::from),
+    }
+}
+
 impl BackupConfig {
     /// The configuration of `backup --kind` (a built-in kind) with its flags.
     pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
@@ -763,6 +793,8 @@ impl BackupConfig {
         }
 
         let stall_timeout = stall_timeout(&settings)?;
+        let encryption = crate::encrypt::Encryption::from_spec(&encrypt_spec(&settings, job))?
+            .map(std::sync::Arc::new);
 
         Ok(BackupConfig {
             kind,
@@ -783,6 +815,7 @@ impl BackupConfig {
             config_file: settings.config_file,
             job: job.map(|j| j.name.clone()),
             named,
+            encryption,
         })
     }
 
@@ -801,6 +834,12 @@ impl BackupConfig {
             ),
             ("format", self.format.as_str().to_string()),
             ("compress", self.codec.label()),
+            (
+                "encrypt",
+                self.encryption.as_ref().map_or("none".into(), |e| {
+                    format!("age to {}", e.fingerprint_list())
+                }),
+            ),
             ("threads", self.threads.to_string()),
             ("chunk_size", self.chunk_size.to_string()),
             (

@@ -340,6 +340,7 @@ mod tests {
             digest: hasher.finish(),
             properties: BTreeMap::new(),
             row_counts: BTreeMap::new(),
+            sealed_row_counts: None,
         };
         (chunks, done)
     }

@@ -55,6 +55,7 @@ pub mod dashboard;
 pub mod dblocale;
 pub mod drive;
 pub mod dumpscript;
+pub mod encrypt;
 pub mod error;
 pub mod fanout;
 pub mod fsutil;

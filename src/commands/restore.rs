@@ -467,6 +467,13 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let target_db = source::parse_url("--target-url", &args.target_url, &cfg.settings)?;
     source::refuse_the_source(&cfg, &target_db, args.clean)?;
     let stall = crate::config::stall_timeout(&cfg.settings)?;
+    crate::encrypt::init_identities(
+        args.identity.as_deref(),
+        cfg.settings
+            .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    )?;
     let clients = crate::restore::Clients {
         psql: args
             .psql
@@ -486,8 +493,13 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
+    if let Some(enc) = &layout.encryption {
+        // the identity must match before anything is created, dropped or asked
+        let header = target.open(&backup.id, Some(expected.size))?;
+        drop(crate::restore::decrypting(header, enc)?);
+    }
     let spool = if args.jobs > 1 {
-        Some(plan_spool(args, backup, layout, expected.size)?)
+        Some(plan_spool(args, backup, layout.clone(), expected.size)?)
     } else {
         None
     };
@@ -625,7 +637,15 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let outcome = (|| -> Result<crate::restore::Checked> {
         if let Some(spool) = &spool {
             return spool_and_restore(
-                spool, args, &clients, &target_db, target, &backup.id, &expected, layout, stall,
+                spool,
+                args,
+                &clients,
+                &target_db,
+                target,
+                &backup.id,
+                &expected,
+                layout.clone(),
+                stall,
             );
         }
         let _watch = crate::signals::watch_unless_zero(stall);
@@ -636,7 +656,8 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
             Some(expected.size),
             progress::stderr_is_terminal() && !cfg!(test),
         );
-        let checked = crate::restore::into_client(&mut reader, &expected, layout, client, &prelude);
+        let checked =
+            crate::restore::into_client(&mut reader, &expected, layout.clone(), client, &prelude);
         reader.clear();
         checked
     })();

@@ -48,6 +48,7 @@ fn completion(data: &[u8]) -> Completion {
         ]),
         digest,
         row_counts: BTreeMap::from([("public.t".to_string(), 42)]),
+        sealed_row_counts: None,
     }
 }
 

@@ -513,7 +513,14 @@ impl Upload for DriveUpload<'_> {
                 .update_metadata(&id, &done.properties, None)
                 .context("recording the checksums in the file's appProperties");
             properties.extend(done.properties.clone());
-            let manifest = manifest::build(&id, &name, &properties, &done.row_counts, digest);
+            let manifest = manifest::build(
+                &id,
+                &name,
+                &properties,
+                &done.row_counts,
+                done.sealed_row_counts.as_deref(),
+                digest,
+            );
             let described = write_manifest(client, &folder_id, &name, &manifest)
                 .context("storing the manifest");
             match (indexed, described) {

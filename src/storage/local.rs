@@ -389,6 +389,7 @@ impl LocalUpload {
             &self.name,
             &properties,
             &done.row_counts,
+            done.sealed_row_counts.as_deref(),
             digest,
         );
         let final_path = self.dir.join(&self.name);

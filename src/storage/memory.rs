@@ -327,8 +327,14 @@ impl Upload for MemoryUpload {
         let mut properties = this.properties.clone();
         properties.extend(done.properties.clone());
         let name = this.name.clone();
-        let manifest =
-            super::manifest::build(&id, &name, &properties, &done.row_counts, &done.digest);
+        let manifest = super::manifest::build(
+            &id,
+            &name,
+            &properties,
+            &done.row_counts,
+            done.sealed_row_counts.as_deref(),
+            &done.digest,
+        );
         state.objects.insert(
             id.clone(),
             Object {

@@ -58,6 +58,12 @@ pub mod props {
     pub const MD5: &str = "pgdrive_md5";
     pub const SIZE: &str = "pgdrive_size";
     pub const RAW_SIZE: &str = "pgdrive_raw_size";
+    /// `age` when the stored bytes are age-encrypted (see `crate::encrypt`).
+    pub const ENCRYPTION: &str = "pgdrive_encryption";
+    /// The recipients' public fingerprints, comma-separated (`scrypt` for a passphrase).
+    pub const RECIPIENTS: &str = "pgdrive_recipients";
+    /// The SHA-256 of the plaintext (compressed) stream, checked after decryption.
+    pub const PLAIN_SHA256: &str = "pgdrive_plain_sha256";
 }
 
 /// `value` shortened (at a character boundary) so that key plus value fit in `budget` bytes, the
@@ -123,6 +129,9 @@ pub struct Completion {
     pub digest: Digest,
     pub properties: BTreeMap<String, String>,
     pub row_counts: BTreeMap<String, u64>,
+    /// With encryption: the row counts age-encrypted (base64), recorded in the manifest in
+    /// their place (table names leak the schema); `row_counts` is then empty.
+    pub sealed_row_counts: Option<String>,
 }
 
 /// Largest manifest older releases kept in a Drive file's description.
