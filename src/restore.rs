@@ -620,6 +620,7 @@ mod tests {
     const GZ_PLAIN: Layout = Layout {
         codec: Codec::Gzip(6),
         format: DumpFormat::Plain,
+        encryption: None,
     };
 
     const DUMP: &[u8] =
@@ -629,7 +630,7 @@ mod tests {
     fn a_good_stream_passes_and_is_counted() {
         let file = gz(&[DUMP]);
         let mut out = Vec::new();
-        let c = check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |d| {
+        let c = check_stream(&mut &file[..], &digest(&file), GZ_PLAIN.clone(), &mut |d| {
             out.extend_from_slice(d);
             Ok(())
         })
@@ -646,7 +647,7 @@ mod tests {
         let mut bad = file.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
-        let err = check_stream(&mut &bad[..], &expected, GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
+        let err = check_stream(&mut &bad[..], &expected, GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
         assert_eq!(
             crate::error::classify(&err),
             crate::error::ExitStatus::Corrupt,
@@ -659,7 +660,7 @@ mod tests {
     fn a_truncated_dump_is_refused_even_with_matching_checksums() {
         let file = gz(&[b"COPY public.t (a) FROM stdin;\n1\n"]);
         let err =
-            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
+            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
         assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 
@@ -667,7 +668,7 @@ mod tests {
     fn garbage_with_matching_checksums_is_not_gzip() {
         let file = b"this is not gzip at all".to_vec();
         let err =
-            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
+            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
         assert!(
             format!("{err:#}").contains("not a valid gzip:6 stream"),
             "{err:#}"

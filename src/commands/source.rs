@@ -366,6 +366,7 @@ mod tests {
             properties: Default::default(),
             digest: digest.clone(),
             row_counts: Default::default(),
+            sealed_row_counts: None,
         };
         if complete {
             done.properties = std::collections::BTreeMap::from([

@@ -10,6 +10,7 @@ mod common;
 mod config_file;
 mod email_render;
 mod emulator_fidelity;
+mod encryption;
 mod exit_status;
 mod fanout;
 mod jobs;
