@@ -119,6 +119,15 @@ pub enum Command {
     /// when none is configured. Heartbeat URLs get `<url>/log`, which records an event without
     /// changing the check's state.
     NotifyTest,
+    /// Create an age key pair for encrypted backups: the private identity is written to FILE
+    /// (mode 0600, never overwritten) and the public recipient printed on stdout, for
+    /// PGDRIVE_ENCRYPT_RECIPIENTS. Keep FILE offline, away from the backup host (README "Key
+    /// handling"); `age-keygen -o FILE` makes the same kind of file.
+    Keygen {
+        /// Where to write the private identity.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Check the whole setup without backing up: configuration, database, catalog, lock, pg_dump,
     /// critical tables, Google credentials, each folder's write and prune rights, Drive quota.
     ///

@@ -430,6 +430,28 @@ pub fn keygen() -> (String, String) {
     (text, public)
 }
 
+/// Writes a new identity to `path` (created, mode 0600; an existing file is never replaced)
+/// and returns its public recipient.
+pub fn write_new_identity(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (text, public) = keygen();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            config_error_hint(
+                format!("cannot create the identity file {}: {e}", path.display()),
+                "name a file that does not exist yet (an existing key is never overwritten)",
+            )
+        })?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", path.display())))?;
+    Ok(public)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -647,7 +647,8 @@ mod tests {
         let mut bad = file.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
-        let err = check_stream(&mut &bad[..], &expected, GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
+        let err =
+            check_stream(&mut &bad[..], &expected, GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
         assert_eq!(
             crate::error::classify(&err),
             crate::error::ExitStatus::Corrupt,
@@ -659,16 +660,26 @@ mod tests {
     #[test]
     fn a_truncated_dump_is_refused_even_with_matching_checksums() {
         let file = gz(&[b"COPY public.t (a) FROM stdin;\n1\n"]);
-        let err =
-            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
+        let err = check_stream(
+            &mut &file[..],
+            &digest(&file),
+            GZ_PLAIN.clone(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 
     #[test]
     fn garbage_with_matching_checksums_is_not_gzip() {
         let file = b"this is not gzip at all".to_vec();
-        let err =
-            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
+        let err = check_stream(
+            &mut &file[..],
+            &digest(&file),
+            GZ_PLAIN.clone(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
         assert!(
             format!("{err:#}").contains("not a valid gzip:6 stream"),
             "{err:#}"

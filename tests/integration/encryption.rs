@@ -12,7 +12,13 @@ use crate::common::*;
 
 /// Strings of `seed_shop` that must never appear in stored bytes or manifests: table names and
 /// row values.
-const KNOWN_PLAINTEXT: &[&str] = &["audit_log", "customers", "customer 17", "c42@example.com", "event 1999"];
+const KNOWN_PLAINTEXT: &[&str] = &[
+    "audit_log",
+    "customers",
+    "customer 17",
+    "c42@example.com",
+    "event 1999",
+];
 
 /// An age key pair made by `age-keygen`: (identity file, public recipient).
 fn age_key(dir: &Path, name: &str) -> Option<(PathBuf, String)> {
@@ -129,7 +135,11 @@ fn x25519_backup_to_drive_and_local_stores_no_plaintext_and_restores_with_the_id
 
     // restore from either target with the identity
     let into = TestDb::new("enc_x25519_into");
-    let r = restore(dir.path(), &into, &["--identity", identity.to_str().unwrap()]);
+    let r = restore(
+        dir.path(),
+        &into,
+        &["--identity", identity.to_str().unwrap()],
+    );
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(into.query_i64("SELECT count(*) FROM orders"), 5000);
     let from_drive = TestDb::new("enc_x25519_drive_into");
@@ -141,16 +151,24 @@ fn x25519_backup_to_drive_and_local_stores_no_plaintext_and_restores_with_the_id
     assert_eq!(from_drive.query_i64("SELECT count(*) FROM customers"), 500);
 
     // verify: without an identity it says what it could not check; with one it checks it all
-    let r = run(pgdrive().args(["verify", "latest", "--from"]).arg(dir.path()));
+    let r = run(pgdrive()
+        .args(["verify", "latest", "--from"])
+        .arg(dir.path()));
     assert_eq!(r.status, 0, "{r:?}");
-    assert!(r.stdout.contains("NOT checked") || r.stderr.contains("NOT checked"), "{r:?}");
+    assert!(
+        r.stdout.contains("NOT checked") || r.stderr.contains("NOT checked"),
+        "{r:?}"
+    );
     let r = run(pgdrive()
         .args(["verify", "latest", "--from"])
         .arg(dir.path())
         .arg("--identity")
         .arg(&identity));
     assert_eq!(r.status, 0, "{r:?}");
-    assert!(!(r.stdout.contains("NOT checked") || r.stderr.contains("NOT checked")), "{r:?}");
+    assert!(
+        !(r.stdout.contains("NOT checked") || r.stderr.contains("NOT checked")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -161,7 +179,11 @@ fn ssh_and_age_recipients_together_either_identity_restores() {
     };
     let (ssh_private, ssh_public) = ssh_key(keys.path(), "id_ed25519");
     let recipients = keys.path().join("recipients.txt");
-    std::fs::write(&recipients, format!("# the offline keys\n{age_public}\n\n{ssh_public}\n")).unwrap();
+    std::fs::write(
+        &recipients,
+        format!("# the offline keys\n{age_public}\n\n{ssh_public}\n"),
+    )
+    .unwrap();
     let db = TestDb::new("enc_two");
     seed_shop(&db);
     let dir = TempDir::new("enc_two_dir");
@@ -169,12 +191,18 @@ fn ssh_and_age_recipients_together_either_identity_restores() {
         &db,
         dir.path(),
         &[
-            ("PGDRIVE_ENCRYPT_RECIPIENTS_FILE", recipients.to_str().unwrap()),
+            (
+                "PGDRIVE_ENCRYPT_RECIPIENTS_FILE",
+                recipients.to_str().unwrap(),
+            ),
             ("PGDRIVE_FORMAT", "custom"),
             ("PGDRIVE_COMPRESS", "zstd:3"),
         ],
     );
-    assert!(backup.to_string_lossy().ends_with(".dump.zst.age"), "{backup:?}");
+    assert!(
+        backup.to_string_lossy().ends_with(".dump.zst.age"),
+        "{backup:?}"
+    );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(sidecar(&backup)).unwrap()).unwrap();
     let canonical_ssh: Vec<&str> = ssh_public.split_whitespace().take(2).collect();
@@ -187,7 +215,11 @@ fn ssh_and_age_recipients_together_either_identity_restores() {
     );
     for (n, identity) in [&age_identity, &ssh_private].iter().enumerate() {
         let into = TestDb::new(&format!("enc_two_into{n}"));
-        let r = restore(dir.path(), &into, &["--identity", identity.to_str().unwrap()]);
+        let r = restore(
+            dir.path(),
+            &into,
+            &["--identity", identity.to_str().unwrap()],
+        );
         assert_eq!(r.status, 0, "{identity:?}: {r:?}");
         assert_eq!(into.query_i64("SELECT count(*) FROM audit_log"), 2000);
     }
@@ -260,7 +292,11 @@ fn the_age_tool_decrypts_pgdrive_backups_and_pgdrive_reads_what_age_encrypted() 
     std::fs::rename(&reencrypted, &backup).unwrap();
     rewrite_checksums(&backup, &bytes);
     let into = TestDb::new("enc_interop_back");
-    let r = restore(dir.path(), &into, &["--identity", identity.to_str().unwrap()]);
+    let r = restore(
+        dir.path(),
+        &into,
+        &["--identity", identity.to_str().unwrap()],
+    );
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(into.query_i64("SELECT count(*) FROM customers"), 500);
 
@@ -269,7 +305,10 @@ fn the_age_tool_decrypts_pgdrive_backups_and_pgdrive_reads_what_age_encrypted() 
     let backup = local_backup(
         &db,
         dir2.path(),
-        &[("PGDRIVE_ENCRYPT_RECIPIENTS", &public), ("PGDRIVE_FORMAT", "custom")],
+        &[
+            ("PGDRIVE_ENCRYPT_RECIPIENTS", &public),
+            ("PGDRIVE_FORMAT", "custom"),
+        ],
     );
     let out = Command::new(&age)
         .arg("-d")
@@ -365,10 +404,18 @@ fn a_flipped_ciphertext_byte_is_65_and_nothing_commits() {
     let dir = TempDir::new("enc_flip_dir");
     let backup = local_backup(&db, dir.path(), &[("PGDRIVE_ENCRYPT_RECIPIENTS", &public)]);
     let original = std::fs::read(&backup).unwrap();
-    assert!(original.len() > 300 << 10, "several age chunks: {}", original.len());
+    assert!(
+        original.len() > 300 << 10,
+        "several age chunks: {}",
+        original.len()
+    );
     // in the middle, then near the end (inside the held-back tail); and once with the recorded
     // checksums rewritten to match, so that only age's authentication can catch it
-    for (at, rewrite) in [(original.len() / 2, false), (original.len() - 100, false), (original.len() / 3, true)] {
+    for (at, rewrite) in [
+        (original.len() / 2, false),
+        (original.len() - 100, false),
+        (original.len() / 3, true),
+    ] {
         let mut bad = original.clone();
         bad[at] ^= 0x01;
         std::fs::write(&backup, &bad).unwrap();
@@ -376,7 +423,11 @@ fn a_flipped_ciphertext_byte_is_65_and_nothing_commits() {
             rewrite_checksums(&backup, &bad);
         }
         let into = TestDb::new("enc_flip_into");
-        let r = restore(dir.path(), &into, &["--identity", identity.to_str().unwrap()]);
+        let r = restore(
+            dir.path(),
+            &into,
+            &["--identity", identity.to_str().unwrap()],
+        );
         assert_eq!(r.status, 65, "byte {at}, rewritten {rewrite}: {r:?}");
         assert_eq!(
             into.query_i64("SELECT count(*) FROM pg_class WHERE relname IN ('orders', 'blobs')"),
@@ -443,4 +494,72 @@ fn a_bad_recipient_is_78_before_anything_is_dumped_and_is_not_quoted() {
         assert!(!r.stderr.contains(bad), "{r:?}");
         assert!(backup_files(dir.path()).is_empty());
     }
+}
+
+#[test]
+fn keygen_writes_a_private_identity_once_and_check_judges_encryption() {
+    let dir = TempDir::new("enc_keygen");
+    let key = dir.path().join("offline.key");
+    let r = run(pgdrive().arg("keygen").arg("-o").arg(&key));
+    assert_eq!(r.status, 0, "{r:?}");
+    let public = r.stdout.trim().to_string();
+    assert!(public.starts_with("age1"), "{r:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(!r.stdout.contains("AGE-SECRET-KEY") && text.contains("AGE-SECRET-KEY-1"));
+    // never overwritten
+    let again = run(pgdrive().arg("keygen").arg("-o").arg(&key));
+    assert_eq!(again.status, 78, "{again:?}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+
+    // check: unencrypted to Drive warns; encrypted is ok and names the fingerprint; a bad
+    // recipient fails
+    let g = Google::shared_drive();
+    let db = TestDb::new("enc_check");
+    let r = run(g.pgdrive(&db).arg("check"));
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("warn")
+            && l.contains("encrypt daily")
+            && l.contains("unencrypted")),
+        "{r:?}"
+    );
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_ENCRYPT_RECIPIENTS", &public)
+        .arg("check"));
+    assert!(
+        r.stdout.lines().any(|l| l.starts_with("ok")
+            && l.contains("encrypt daily")
+            && l.contains(&pgdrive::encrypt::fingerprint(&public))),
+        "{r:?}"
+    );
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_ENCRYPT_RECIPIENTS", "age1broken")
+        .arg("check"));
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(
+        !r.stdout.contains("age1broken") && !r.stderr.contains("age1broken"),
+        "{r:?}"
+    );
+
+    // and the identity it wrote decrypts
+    let backups = TempDir::new("enc_keygen_backups");
+    seed_shop(&db);
+    local_backup(
+        &db,
+        backups.path(),
+        &[("PGDRIVE_ENCRYPT_RECIPIENTS", &public)],
+    );
+    let into = TestDb::new("enc_keygen_into");
+    let r = restore(
+        backups.path(),
+        &into,
+        &["--identity", key.to_str().unwrap()],
+    );
+    assert_eq!(r.status, 0, "{r:?}");
 }
