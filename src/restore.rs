@@ -112,7 +112,7 @@ pub fn decrypting<'a, R: Read + 'a>(input: R, enc: &Encrypted) -> Result<Box<dyn
                 "no identity in {} matches the backup's recipients ({}): nothing was restored",
                 ids.source, enc.recipients
             ),
-            "pass the private key of one of those recipients with --identity (`pgdrive list` and the manifest show each backup's fingerprints)",
+            "pass the private key of one of those recipients with --identity (the backup's manifest names them under encryption.recipients)",
         ),
         crate::encrypt::OpenError::NotAge(e) => {
             corrupt(format!("the backup does not start with a valid age header: {e}"))
