@@ -402,7 +402,7 @@ pub struct RestoreArgs {
 
     /// Decrypt age-encrypted backups with this identity file (`age-keygen`, `pgdrive keygen`) or
     /// unencrypted SSH private key; a passphrase backup reads PGDRIVE_ENCRYPT_PASSPHRASE_FILE.
-    #[arg(long, value_name = "FILE", env = "PGDRIVE_IDENTITY_FILE")]
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
 
     #[command(flatten)]
@@ -444,7 +444,7 @@ pub struct VerifyArgs {
 
     /// Decrypt age-encrypted backups with this identity file (`age-keygen`, `pgdrive keygen`) or
     /// unencrypted SSH private key; a passphrase backup reads PGDRIVE_ENCRYPT_PASSPHRASE_FILE.
-    #[arg(long, value_name = "FILE", env = "PGDRIVE_IDENTITY_FILE")]
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
 
     #[command(flatten)]

@@ -278,15 +278,6 @@ pub struct Identities {
     pub source: String,
 }
 
-/// The identity file to use: `--identity`, else `PGDRIVE_IDENTITY_FILE`.
-pub fn identity_path(flag: Option<&Path>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf).or_else(|| {
-        std::env::var_os("PGDRIVE_IDENTITY_FILE")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
-}
-
 impl Identities {
     /// Reads an identity file: age identities (`AGE-SECRET-KEY-1…` lines, as age-keygen writes)
     /// or an unencrypted SSH private key (ed25519 or RSA). The contents are never quoted.
@@ -343,13 +334,14 @@ impl Identities {
 /// [`init_identities`]); the checked restore stream reads them (`crate::restore`).
 static IDENTITIES: std::sync::OnceLock<Option<Identities>> = std::sync::OnceLock::new();
 
-/// Loads the identities for this process: the identity file (flag, else environment), and a
+/// Loads the identities for this process: the identity file (`--identity`, else
+/// `PGDRIVE_IDENTITY_FILE`), and a
 /// passphrase file when one is configured. Nothing is read when neither is given; an
 /// unreadable or unusable file is a configuration error (78).
-pub fn init_identities(flag: Option<&Path>, passphrase_file: Option<&Path>) -> Result<()> {
+pub fn init_identities(identity_file: Option<&Path>, passphrase_file: Option<&Path>) -> Result<()> {
     let mut list = Vec::new();
     let mut sources = Vec::new();
-    if let Some(path) = identity_path(flag) {
+    if let Some(path) = identity_file {
         let ids = Identities::load(&path)?;
         list.extend(ids.list);
         sources.push(ids.source);

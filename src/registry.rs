@@ -199,6 +199,8 @@ pub static SETTINGS: &[Setting] = &[
         "A file of age recipients, one per line (`#` comments), as `age -R` reads; adds to `PGDRIVE_ENCRYPT_RECIPIENTS`."),
     setting("PGDRIVE_ENCRYPT_PASSPHRASE_FILE", "encrypt.passphrase_file", Text, "", &[], &["backup", "check", "restore", "verify"],
         "Encrypt with the passphrase on this file's first line (age's scrypt mode) instead of recipients; `restore` and `verify` read it to decrypt such backups."),
+    setting("PGDRIVE_IDENTITY_FILE", "identity_file", Text, "", &["restore --identity", "verify --identity"], RESTORING,
+        "The age identity file (`age-keygen`, `pgdrive keygen`) or unencrypted SSH private key that decrypts encrypted backups. Keep it off the backup host; pass it for the restore."),
     setting("PGDRIVE_THREADS", "threads", Number, "cores − 1, at least 1", &["backup --threads"], BACKUP,
         "Compression threads. gzip with several threads writes independent gzip members of 1 MiB blocks (as pigz does, without the shared dictionary: under 1 % larger); any gzip reader accepts them. zstd uses libzstd's workers."),
     setting("PGDRIVE_FORMAT", "format", Text, "`plain`", &["backup --format"], BACKUP,
@@ -222,9 +224,6 @@ pub static SETTINGS: &[Setting] = &[
         .process(),
     setting("PGDRIVE_ENV_FILE", "", Text, "", &["--env-file"], ALL,
         "The env-file: `KEY=VALUE` lines as systemd's `EnvironmentFile=` reads them, below the environment and the config file.")
-        .process(),
-    setting("PGDRIVE_IDENTITY_FILE", "", Text, "", &["restore --identity", "verify --identity"], RESTORING,
-        "The age identity file (`age-keygen`, `pgdrive keygen`) or unencrypted SSH private key that decrypts encrypted backups; read only from the flag or the environment, never stored.")
         .process(),
     setting("PGDRIVE_LOG_FORMAT", "", Text, "`text`", &["--log-format"], ALL,
         "`text` or `json` lines on stderr.")

@@ -468,7 +468,10 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     source::refuse_the_source(&cfg, &target_db, args.clean)?;
     let stall = crate::config::stall_timeout(&cfg.settings)?;
     crate::encrypt::init_identities(
-        args.identity.as_deref(),
+        args.identity
+            .clone()
+            .or_else(|| cfg.settings.get("PGDRIVE_IDENTITY_FILE").map(Into::into))
+            .as_deref(),
         cfg.settings
             .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
             .map(std::path::PathBuf::from)

@@ -36,7 +36,10 @@ use crate::storage::{Backend, Found, Target};
 pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
     crate::encrypt::init_identities(
-        args.identity.as_deref(),
+        args.identity
+            .clone()
+            .or_else(|| cfg.settings.get("PGDRIVE_IDENTITY_FILE").map(Into::into))
+            .as_deref(),
         cfg.settings
             .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
             .map(std::path::PathBuf::from)
