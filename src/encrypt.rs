@@ -359,6 +359,18 @@ pub fn init_identities(identity_file: Option<&Path>, passphrase_file: Option<&Pa
     Ok(())
 }
 
+/// [`init_identities`] as `restore` and `verify` call it: `--identity` (`flag`), else
+/// `PGDRIVE_IDENTITY_FILE`, and `PGDRIVE_ENCRYPT_PASSPHRASE_FILE`.
+pub fn init_for_restore(flag: Option<&Path>, settings: &crate::config::Settings) -> Result<()> {
+    let identity = flag
+        .map(Path::to_path_buf)
+        .or_else(|| settings.get("PGDRIVE_IDENTITY_FILE").map(PathBuf::from));
+    let passphrase = settings
+        .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
+        .map(PathBuf::from);
+    init_identities(identity.as_deref(), passphrase.as_deref())
+}
+
 /// The identities [`init_identities`] loaded, if any.
 pub fn identities() -> Option<&'static Identities> {
     IDENTITIES.get().and_then(Option::as_ref)

@@ -354,18 +354,7 @@ pub fn check_stream(
         inner: input,
         tally: tally.clone(),
     };
-    loop {
-        crate::signals::check_run()?;
-        match rest.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                crate::signals::check_run()?;
-                return Err(anyhow::Error::new(e).context("downloading the backup"));
-            }
-        }
-    }
+    drain(&mut rest, &mut buf, |_| {})?;
     let digest = std::mem::take(&mut *tally.borrow_mut()).hasher.finish();
     compare(&digest, expected)?;
     if let Some(e) = sink_error {
@@ -408,6 +397,23 @@ pub fn check_stream(
     })
 }
 
+/// Reads `reader` to its end (hashed by it), handing each piece to `each`; stops on a signal or
+/// the stall watchdog, and reports a read failure as the download's.
+fn drain(reader: &mut Hashing<'_, '_>, buf: &mut [u8], mut each: impl FnMut(&[u8])) -> Result<()> {
+    loop {
+        crate::signals::check_run()?;
+        match reader.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                crate::signals::check_run()?;
+                return Err(anyhow::Error::new(e).context("downloading the backup"));
+            }
+        }
+    }
+}
+
 /// Checks an encrypted backup without an identity: the size and checksums of the stored
 /// (encrypted) bytes, and that they start with a well-formed age header. The content is not
 /// checked (it cannot be read).
@@ -419,22 +425,11 @@ pub fn check_sealed(input: &mut dyn Read, expected: &Digest) -> Result<Digest> {
     };
     let mut buf = vec![0u8; 256 << 10];
     let mut head: Vec<u8> = Vec::new();
-    loop {
-        crate::signals::check_run()?;
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if head.len() < HOLD_BACK {
-                    head.extend_from_slice(&buf[..n.min(HOLD_BACK - head.len())]);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                crate::signals::check_run()?;
-                return Err(anyhow::Error::new(e).context("downloading the backup"));
-            }
+    drain(&mut reader, &mut buf, |data| {
+        if head.len() < HOLD_BACK {
+            head.extend_from_slice(&data[..data.len().min(HOLD_BACK - head.len())]);
         }
-    }
+    })?;
     let digest = std::mem::take(&mut *tally.borrow_mut()).hasher.finish();
     compare(&digest, expected)?;
     crate::encrypt::check_header(&head[..]).map_err(|e| {

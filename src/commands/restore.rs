@@ -467,16 +467,7 @@ pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let target_db = source::parse_url("--target-url", &args.target_url, &cfg.settings)?;
     source::refuse_the_source(&cfg, &target_db, args.clean)?;
     let stall = crate::config::stall_timeout(&cfg.settings)?;
-    crate::encrypt::init_identities(
-        args.identity
-            .clone()
-            .or_else(|| cfg.settings.get("PGDRIVE_IDENTITY_FILE").map(Into::into))
-            .as_deref(),
-        cfg.settings
-            .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
-            .map(std::path::PathBuf::from)
-            .as_deref(),
-    )?;
+    crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;
     let clients = crate::restore::Clients {
         psql: args
             .psql

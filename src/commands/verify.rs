@@ -35,16 +35,7 @@ use crate::storage::{Backend, Found, Target};
 
 pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
-    crate::encrypt::init_identities(
-        args.identity
-            .clone()
-            .or_else(|| cfg.settings.get("PGDRIVE_IDENTITY_FILE").map(Into::into))
-            .as_deref(),
-        cfg.settings
-            .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
-            .map(std::path::PathBuf::from)
-            .as_deref(),
-    )?;
+    crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;
     let scratch = match &args.restore_test {
         Some(url) => Some(source::parse_url("--restore-test", url, &cfg.settings)?),
         None => None,
