@@ -40,7 +40,19 @@ measure() {
   echo "$best"
 }
 
-run_pgdrive="env -i PATH=$PATH DATABASE_URL=$DB_URL PGDRIVE_CONFIG=/dev/null $PGDRIVE backup --kind daily --compress zstd:3 --threads 1 --to $WORK/out"
+# a job of its own, so that its lock is not the one of another daily backup of the same database
+cat > "$WORK/pgdrive.toml" <<TOML
+[targets.bench]
+type = "local"
+dir = "$WORK/out"
+keep = 0
+
+[jobs.encbench]
+kind = "daily"
+targets = ["bench"]
+compress = "zstd:3"
+TOML
+run_pgdrive="env -i PATH=$PATH DATABASE_URL=$DB_URL $PGDRIVE --config $WORK/pgdrive.toml backup --job encbench --threads 1"
 declare -A R
 R[shell]=$(measure "$PG_DUMP -d $DB_URL | zstd -3 -q > /dev/null")
 R[shell_age]=$(measure "$PG_DUMP -d $DB_URL | zstd -3 -q | age -r $KEY > /dev/null")
