@@ -379,6 +379,11 @@ pub struct NamedTarget {
 pub enum NamedPlace {
     Drive(Box<DriveSettings>),
     Local(PathBuf),
+    Sftp(crate::storage::sftp::SftpConfig),
+    S3(
+        Box<crate::storage::s3::S3Place>,
+        crate::storage::s3::AwsCredentials,
+    ),
 }
 
 /// What one run of `backup` is: a built-in kind (`--kind`), or one database of a config file's
@@ -588,6 +593,11 @@ fn named_targets_of(
                         }))
                     }
                     crate::jobs::Place::Local { dir } => NamedPlace::Local(dir.clone()),
+                    crate::jobs::Place::Sftp(s) => NamedPlace::Sftp(s.clone()),
+                    crate::jobs::Place::S3(p) => NamedPlace::S3(
+                        p.clone(),
+                        crate::storage::s3::AwsCredentials::from_environment()?,
+                    ),
                 };
                 let chunk_size = spec
                     .chunk_size
@@ -865,6 +875,8 @@ impl BackupConfig {
             let place = match &t.place {
                 NamedPlace::Drive(d) => format!("Drive folder {}", d.folder_id),
                 NamedPlace::Local(dir) => dir.display().to_string(),
+                NamedPlace::Sftp(s) => s.describe(),
+                NamedPlace::S3(p, _) => format!("s3://{}/{}", p.bucket, p.prefix),
             };
             s.push(("target", format!("{}: {place}", t.name)));
         }

@@ -30,8 +30,8 @@ pub struct Key {
 pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "type",
-        shape: "\"drive\" or \"local\"",
-        help: "What the target is: a Google Drive folder or a local directory (required).",
+        shape: "\"drive\", \"local\", \"s3\" or \"sftp\"",
+        help: "What the target is: a Google Drive folder, a local directory, an S3-compatible bucket or a directory on an SSH server (required).",
     },
     Key {
         name: "folder_id",
@@ -46,7 +46,72 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "dir",
         shape: "path",
-        help: "`local`: the directory (required); created when missing, as with `--to`.",
+        help: "`local`: the directory (required); created when missing, as with `--to`. `sftp`: the directory on the server, relative to the login directory unless absolute (required; must exist).",
+    },
+    Key {
+        name: "host",
+        shape: "host name",
+        help: "`sftp`: the SSH server (required), e.g. `u12345.your-storagebox.de`.",
+    },
+    Key {
+        name: "port",
+        shape: "number",
+        help: "`sftp`: the SSH port [default: 22; a Hetzner Storage Box uses 23].",
+    },
+    Key {
+        name: "user",
+        shape: "string",
+        help: "`sftp`: the login name [default: ssh's, the local user or ~/.ssh/config's].",
+    },
+    Key {
+        name: "identity_file",
+        shape: "path",
+        help: "`sftp`: the private key (without a passphrase) [default: the ssh-agent's keys and ssh's default keys]. No password is ever used.",
+    },
+    Key {
+        name: "known_hosts",
+        shape: "path",
+        help: "`sftp`: the known_hosts file holding the server's host key; an unknown or changed key is refused [default: ~/.ssh/known_hosts].",
+    },
+    Key {
+        name: "bucket",
+        shape: "string",
+        help: "`s3`: the bucket (required). Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else AWS_PROFILE in the shared credentials file (never in this file).",
+    },
+    Key {
+        name: "prefix",
+        shape: "string",
+        help: "`s3`: key prefix the backups and their manifests go under, e.g. `pg/prod/` [default: the bucket's top].",
+    },
+    Key {
+        name: "region",
+        shape: "string",
+        help: "`s3`: the region signed into every request (`auto` for R2) [default: `us-east-1`].",
+    },
+    Key {
+        name: "endpoint",
+        shape: "URL",
+        help: "`s3`: the provider's endpoint, e.g. `https://fsn1.your-objectstorage.com` [default: AWS, `https://s3.REGION.amazonaws.com`].",
+    },
+    Key {
+        name: "path_style",
+        shape: "true or false",
+        help: "`s3`: address the bucket in the path (`ENDPOINT/BUCKET/KEY`) instead of the host name [default: true with `endpoint`, false for AWS].",
+    },
+    Key {
+        name: "storage_class",
+        shape: "string",
+        help: "`s3`: storage class of new backups, e.g. `STANDARD_IA` [default: the bucket's].",
+    },
+    Key {
+        name: "sse",
+        shape: "\"AES256\" or \"aws:kms\"",
+        help: "`s3`: server-side encryption requested for new backups (SSE-S3 or SSE-KMS) [default: the bucket's].",
+    },
+    Key {
+        name: "sse_kms_key_id",
+        shape: "string",
+        help: "`s3` with `sse = \"aws:kms\"`: the KMS key id or ARN [default: the account's S3 key].",
     },
     Key {
         name: "keep",
@@ -56,7 +121,7 @@ pub const TARGET_KEYS: &[Key] = &[
     Key {
         name: "chunk_size",
         shape: "size",
-        help: "Upload part size for this target, a multiple of 256KiB [default: the job's].",
+        help: "Upload part size for this target, a multiple of 256KiB; `s3`: at least 5MiB, and one backup holds at most 10,000 parts (8MiB: 78 GiB, 64MiB: 625 GiB) [default: the job's].",
     },
 ];
 
@@ -132,6 +197,8 @@ pub enum Place {
     Local {
         dir: PathBuf,
     },
+    Sftp(crate::storage::sftp::SftpConfig),
+    S3(Box<crate::storage::s3::S3Place>),
 }
 
 /// A `[targets.NAME]` table.
@@ -396,7 +463,17 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
         }
         Ok(())
     };
+    if ty != "sftp" {
+        for key in SFTP_ONLY {
+            only(key, &ty)?;
+        }
+    }
     let place = match ty.as_str() {
+        "sftp" => {
+            only("folder_id", "sftp")?;
+            only("drive_url", "sftp")?;
+            sftp_place(&t)?
+        }
         "drive" => {
             only("dir", "drive")?;
             Place::Drive {
@@ -411,13 +488,107 @@ fn target(name: &str, table: &toml::Table) -> Result<TargetSpec, FileError> {
                 dir: PathBuf::from(t.required("dir")?),
             }
         }
+        "s3" => {
+            for key in ["dir", "folder_id", "drive_url"] {
+                only(key, "s3")?;
+            }
+            Place::S3(Box::new(s3_place(&t)?))
+        }
         _ => return Err(t.wrong("type")),
     };
+    if !matches!(place, Place::S3(_)) {
+        for key in S3_ONLY {
+            only(key, &ty)?;
+        }
+    }
     Ok(TargetSpec {
         name: name.to_string(),
         place,
         keep: t.number("keep")?,
         chunk_size: t.size("chunk_size")?,
+    })
+}
+
+/// The keys only an `sftp` target has.
+const SFTP_ONLY: [&str; 5] = ["host", "port", "user", "identity_file", "known_hosts"];
+
+/// A host or user name that ssh takes as one (no option, no spaces, no `@` in a user).
+fn ssh_word(s: &str, user: bool) -> bool {
+    !s.starts_with('-')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || (user && c == '@'))
+}
+
+fn sftp_place(t: &Table) -> Result<Place, FileError> {
+    let host = t.required("host")?;
+    let user = t.string("user")?;
+    if !ssh_word(&host, false) {
+        return Err(t.wrong("host"));
+    }
+    if user.as_deref().is_some_and(|u| !ssh_word(u, true)) {
+        return Err(t.wrong("user"));
+    }
+    let port = match t.number("port")? {
+        None => crate::storage::sftp::SftpConfig::DEFAULT_PORT,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| t.wrong("port"))?,
+    };
+    Ok(Place::Sftp(crate::storage::sftp::SftpConfig {
+        host,
+        port,
+        user,
+        dir: t.required("dir")?,
+        identity_file: t.string("identity_file")?.map(PathBuf::from),
+        known_hosts: t.string("known_hosts")?.map(PathBuf::from),
+    }))
+}
+
+/// The keys only an `s3` target has.
+const S3_ONLY: [&str; 8] = [
+    "bucket",
+    "prefix",
+    "region",
+    "endpoint",
+    "path_style",
+    "storage_class",
+    "sse",
+    "sse_kms_key_id",
+];
+
+fn s3_place(t: &Table) -> Result<crate::storage::s3::S3Place, FileError> {
+    let sse = t.string("sse")?;
+    if sse
+        .as_deref()
+        .is_some_and(|s| s != "AES256" && s != "aws:kms")
+    {
+        return Err(t.wrong("sse"));
+    }
+    let endpoint = t.string("endpoint")?;
+    if endpoint
+        .as_deref()
+        .is_some_and(|e| !e.starts_with("https://") && !e.starts_with("http://"))
+    {
+        return Err(t.wrong("endpoint"));
+    }
+    let path_style = match t.table.get("path_style") {
+        None => None,
+        Some(toml::Value::Boolean(b)) => Some(*b),
+        Some(_) => return Err(t.wrong("path_style")),
+    };
+    Ok(crate::storage::s3::S3Place {
+        bucket: t.required("bucket")?,
+        prefix: crate::storage::s3::S3Place::normalized_prefix(
+            &t.string("prefix")?.unwrap_or_default(),
+        ),
+        region: t.string("region")?.unwrap_or_else(|| "us-east-1".into()),
+        endpoint: endpoint.map(|e| e.trim_end_matches('/').to_string()),
+        path_style,
+        storage_class: t.string("storage_class")?,
+        sse,
+        sse_kms_key_id: t.string("sse_kms_key_id")?,
     })
 }
 
@@ -538,6 +709,48 @@ mod tests {
             d.job("everything").unwrap().databases,
             Databases::AllConnectable
         );
+    }
+
+    #[test]
+    fn an_sftp_target_with_defaults_and_its_mistakes() {
+        let d = parse_text("[targets.box]\ntype = \"sftp\"\nhost = \"u1.example\"\ndir = \"pg\"\n")
+            .unwrap();
+        let Place::Sftp(s) = &d.target("box").unwrap().place else {
+            panic!("not sftp")
+        };
+        assert_eq!(
+            (s.port, s.user.as_deref(), s.dir.as_str()),
+            (22, None, "pg")
+        );
+        assert_eq!(s.known_hosts, None);
+        for (text, expected) in [
+            ("type = \"sftp\"\ndir = \"pg\"\n", "`host` is required"),
+            ("type = \"sftp\"\nhost = \"h\"\n", "`dir` is required"),
+            (
+                "type = \"sftp\"\nhost = \"-oProxyCommand=SECRETVALUE\"\ndir = \"d\"\n",
+                "`host` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nuser = \"a@SECRETVALUE\"\ndir = \"d\"\n",
+                "`user` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\nport = 70000\ndir = \"d\"\n",
+                "`port` must be",
+            ),
+            (
+                "type = \"sftp\"\nhost = \"h\"\ndir = \"d\"\nfolder_id = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+            (
+                "type = \"local\"\ndir = \"/x\"\nhost = \"SECRETVALUE\"\n",
+                "does not apply",
+            ),
+        ] {
+            let e = parse_text(&format!("[targets.t]\n{text}")).unwrap_err();
+            assert!(e.message.contains(expected), "{text}: {e:?}");
+            assert!(!e.message.contains("SECRETVALUE"), "{text}: {e:?}");
+        }
     }
 
     #[test]

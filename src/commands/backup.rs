@@ -673,14 +673,8 @@ fn back_up(
             ));
             refused.at("preflight")?;
         }
-        if !caps.metadata_after_upload {
-            // the checksums are known only at the end of the stream, and are recorded then
-            let refused: Result<()> = Err(crate::error::config_error_hint(
-                format!("{what} cannot record properties after an upload, which pgdrive needs for the checksums"),
-                "use a Drive folder or a local directory for this target",
-            ));
-            refused.at("preflight")?;
-        }
+        // a target that takes properties only at the start (S3) records the checksums, known
+        // only at the end of the stream, in the manifest it writes beside the backup
         crate::signals::waiting_on(format!("{what} did not answer the preflight"));
         t.preflight()
             .with_context(|| format!("checking {what}"))

@@ -183,6 +183,11 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                     continue; // one directory, however many jobs write to it
                 }
             }
+            if let TargetKind::Sftp(s) = &target.kind {
+                if !seen_dirs.insert(s.describe().into()) {
+                    continue;
+                }
+            }
             match &target.kind {
                 TargetKind::Drive(d) => {
                     let folder_id = d.folder_id.clone();
@@ -207,7 +212,18 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                     }
                     check_stale_partials(&mut report, kind, &dir);
                 }
+                TargetKind::Sftp(_) => check_sftp(&mut report, kind, target),
                 TargetKind::Memory(_) => {}
+                TargetKind::S3(_) => {
+                    let label = format!("{} {kind}", target.name);
+                    let crate::storage::config::TargetKind::S3(s3) = target.kind else {
+                        unreachable!()
+                    };
+                    let mut t = crate::storage::s3::S3Target::from_config(target.name, *s3);
+                    for finding in t.check(&label) {
+                        report.add(finding);
+                    }
+                }
             }
         }
     }
@@ -231,6 +247,52 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
     } else {
         ExitStatus::Ok
     })
+}
+
+/// An SFTP target: connected (host key, key), directory present and writable, free space when
+/// the server tells, and partial files interrupted backups left.
+fn check_sftp(
+    report: &mut Report,
+    kind: crate::kind::Kind,
+    target: crate::storage::config::TargetConfig,
+) {
+    use crate::storage::Target;
+    let what = format!("{} {kind}", target.name);
+    let mut t = crate::storage::open_sftp(target).expect("an SFTP target");
+    if let Err(e) = t.preflight() {
+        return report.add(Finding::from_error(what, &e));
+    }
+    match t.report() {
+        Ok(crate::storage::sftp::Report { free, stale }) => {
+            let free = free.map_or(String::new(), |b| {
+                format!(", {} free", crate::units::human_bytes(b))
+            });
+            report.add(Finding::ok(
+                what.clone(),
+                format!("{} can be written{free}", t.describe()),
+            ));
+            if !stale.is_empty() {
+                report.add(Finding::warn(
+                    what,
+                    format!(
+                        "{} partial file(s) of interrupted backups ({} bytes): {}",
+                        stale.len(),
+                        stale.iter().map(|s| s.1).sum::<u64>(),
+                        stale
+                            .iter()
+                            .map(|s| s.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(
+                        "the next backup to this target removes them (unchanged for an hour)"
+                            .into(),
+                    ),
+                ));
+            }
+        }
+        Err(e) => report.add(Finding::from_error(what, &e)),
+    }
 }
 
 /// Partial files of interrupted backups in a local directory: reported, never removed here.

@@ -52,6 +52,8 @@ pub enum TargetKind {
     },
     /// In-process storage (tests); the store is shared by every target opened on it.
     Memory(super::memory::MemoryStore),
+    Sftp(super::sftp::SftpConfig),
+    S3(Box<super::s3::S3Config>),
 }
 
 #[derive(Debug)]
@@ -96,6 +98,19 @@ pub fn for_backup(cfg: &mut BackupConfig) -> Vec<BackupTarget> {
             NamedPlace::Local(dir) => TargetConfig {
                 name: t.name,
                 kind: TargetKind::Local { dir },
+            },
+            NamedPlace::Sftp(s) => TargetConfig {
+                name: t.name,
+                kind: TargetKind::Sftp(s),
+            },
+            NamedPlace::S3(place, credentials) => TargetConfig {
+                name: t.name,
+                kind: TargetKind::S3(Box::new(super::s3::S3Config {
+                    place: *place,
+                    credentials,
+                    retry: retry.clone(),
+                    page_size: 1000,
+                })),
             },
         };
         out.push(BackupTarget {
@@ -203,6 +218,13 @@ fn named(
 ) -> Result<TargetConfig> {
     let kind = match &spec.place {
         Place::Local { dir } => TargetKind::Local { dir: dir.clone() },
+        Place::Sftp(s) => TargetKind::Sftp(s.clone()),
+        Place::S3(place) => TargetKind::S3(Box::new(super::s3::S3Config {
+            place: (**place).clone(),
+            credentials: super::s3::AwsCredentials::from_environment()?,
+            retry: retry.clone(),
+            page_size: 1000,
+        })),
         Place::Drive {
             folder_id,
             drive_url,

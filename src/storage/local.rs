@@ -67,7 +67,7 @@ impl LocalTarget {
 }
 
 /// Whether `file_name` is one `create_temp(dir, name, "partial")` makes.
-fn is_partial_name(file_name: &str) -> bool {
+pub(crate) fn is_partial_name(file_name: &str) -> bool {
     let Some(rest) = file_name
         .strip_prefix('.')
         .and_then(|r| r.strip_suffix(".partial"))
@@ -159,23 +159,29 @@ impl LocalTarget {
     fn read_sidecar(&self, name: &str) -> Option<Found> {
         let meta = fs::metadata(self.dir.join(name)).ok()?;
         let text = fs::read_to_string(self.dir.join(format!("{name}{SIDECAR_SUFFIX}"))).ok()?;
-        let json = serde_json::from_str::<serde_json::Value>(&text).ok()?;
-        let (properties, row_counts) = super::manifest::properties_and_counts(&json);
-        Some(Found {
-            listed: Listed {
-                id: name.to_string(),
-                name: name.to_string(),
-                created_ms: json["created_time"]
-                    .as_str()
-                    .and_then(crate::timeutil::parse_rfc3339),
-                // a FIFO or device has no stored size to compare (tests stream through one)
-                size: meta.is_file().then_some(meta.len()),
-                properties,
-            },
-            row_counts,
-            manifest: super::manifest::parse(&json),
-        })
+        // a FIFO or device has no stored size to compare (tests stream through one)
+        found_from_sidecar(name, text.as_bytes(), meta.is_file().then_some(meta.len()))
     }
+}
+
+/// The backup `name` as its sidecar (`text`) describes it, with the stored `size`; `None` when
+/// the sidecar is not JSON. Shared by every target that keeps sidecars beside files (local, SFTP).
+pub(crate) fn found_from_sidecar(name: &str, text: &[u8], size: Option<u64>) -> Option<Found> {
+    let json = serde_json::from_slice::<serde_json::Value>(text).ok()?;
+    let (properties, row_counts) = super::manifest::properties_and_counts(&json);
+    Some(Found {
+        listed: Listed {
+            id: name.to_string(),
+            name: name.to_string(),
+            created_ms: json["created_time"]
+                .as_str()
+                .and_then(crate::timeutil::parse_rfc3339),
+            size,
+            properties,
+        },
+        row_counts,
+        manifest: super::manifest::parse(&json),
+    })
 }
 
 impl Target for LocalTarget {

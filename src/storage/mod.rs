@@ -23,6 +23,8 @@ pub mod drive;
 pub mod local;
 pub mod manifest;
 pub mod memory;
+pub mod s3;
+pub mod sftp;
 
 use std::collections::BTreeMap;
 
@@ -241,6 +243,8 @@ pub enum Backend {
     Drive,
     Local,
     Memory,
+    Sftp,
+    S3,
 }
 
 impl Backend {
@@ -249,6 +253,8 @@ impl Backend {
             Backend::Drive => "drive",
             Backend::Local => "local",
             Backend::Memory => "memory",
+            Backend::Sftp => "sftp",
+            Backend::S3 => "s3",
         }
     }
 }
@@ -304,6 +310,16 @@ pub fn open(config: config::TargetConfig) -> Box<dyn Target> {
         config::TargetKind::Memory(store) => {
             Box::new(memory::MemoryTarget::new(config.name, store))
         }
+        config::TargetKind::Sftp(s) => Box::new(sftp::SftpTarget::new(config.name, s)),
+        config::TargetKind::S3(s) => Box::new(s3::S3Target::from_config(config.name, *s)),
+    }
+}
+
+/// An SFTP target from a configuration that must describe one (for `check`'s free space).
+pub fn open_sftp(config: config::TargetConfig) -> Option<sftp::SftpTarget> {
+    match config.kind {
+        config::TargetKind::Sftp(s) => Some(sftp::SftpTarget::new(config.name, s)),
+        _ => None,
     }
 }
 

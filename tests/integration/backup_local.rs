@@ -232,18 +232,6 @@ fn a_held_lock_skips_the_run_with_75_and_stores_nothing() {
     assert_eq!(r.status, 0, "{r:?}");
 }
 
-/// A pg_dump stand-in that answers --version like the real one and otherwise runs `body`.
-fn fake_pg_dump(dir: &TempDir, body: &str) -> std::path::PathBuf {
-    script(
-        dir.path(),
-        "pg_dump",
-        &format!(
-            "if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}",
-            real_pg_dump()
-        ),
-    )
-}
-
 #[test]
 fn pg_dump_failing_mid_stream_leaves_no_file_and_an_error_row() {
     let db = TestDb::new("dump_fails");

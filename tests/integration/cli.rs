@@ -167,7 +167,7 @@ fn the_example_config_file_reads_against_the_registry() {
         }
     }
     assert_eq!(contents.declared.jobs.len(), 3);
-    assert_eq!(contents.declared.targets.len(), 2);
+    assert_eq!(contents.declared.targets.len(), 4);
     // the commented-out lines are valid keys too, and together they show every setting
     let uncommented: String = text
         .lines()

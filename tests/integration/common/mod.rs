@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod sshd;
+
 /// The server the tests use (a superuser connection; trust auth on this machine).
 pub fn admin_url(db: &str) -> String {
     let base = std::env::var("PGDRIVE_TEST_PG")
@@ -188,6 +190,8 @@ pub fn gunzip(bytes: &[u8]) -> String {
 }
 
 /// A scratch directory removed afterwards.
+pub mod s3;
+
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -317,6 +321,18 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
+}
+
+/// A pg_dump stand-in that answers --version like the real one and otherwise runs `body`.
+pub fn fake_pg_dump(dir: &TempDir, body: &str) -> PathBuf {
+    script(
+        dir.path(),
+        "pg_dump",
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\n{body}",
+            real_pg_dump()
+        ),
+    )
 }
 
 /// The real pg_dump for the local server's version.
