@@ -134,6 +134,15 @@ pub enum Command {
     /// when none is configured. Heartbeat URLs get `<url>/log`, which records an event without
     /// changing the check's state.
     NotifyTest,
+    /// Create an age key pair for encrypted backups: the private identity is written to FILE
+    /// (mode 0600, never overwritten) and the public recipient printed on stdout, for
+    /// PGDRIVE_ENCRYPT_RECIPIENTS. Keep FILE offline, away from the backup host (README "Key
+    /// handling"); `age-keygen -o FILE` makes the same kind of file.
+    Keygen {
+        /// Where to write the private identity.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Check the whole setup without backing up: configuration, database, catalog, lock, pg_dump,
     /// critical tables, Google credentials, each folder's write and prune rights, Drive quota.
     ///
@@ -484,6 +493,11 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 
+    /// Decrypt age-encrypted backups with this identity file (`age-keygen`, `pgdrive keygen`) or
+    /// unencrypted SSH private key; a passphrase backup reads PGDRIVE_ENCRYPT_PASSPHRASE_FILE.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -512,6 +526,11 @@ pub struct DrillArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
+
+    /// Decrypt age-encrypted backups (and globals) with this identity file or unencrypted SSH
+    /// private key [default: PGDRIVE_IDENTITY_FILE]: the drill proves the offline key works.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     #[command(flatten)]
     pub source: SourceArgs,
@@ -549,6 +568,11 @@ pub struct VerifyArgs {
     /// newest /usr/lib/postgresql/<version>/bin/pg_restore).
     #[arg(long, value_name = "PATH")]
     pub pg_restore: Option<PathBuf>,
+
+    /// Decrypt age-encrypted backups with this identity file (`age-keygen`, `pgdrive keygen`) or
+    /// unencrypted SSH private key; a passphrase backup reads PGDRIVE_ENCRYPT_PASSPHRASE_FILE.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 
     #[command(flatten)]
     pub source: SourceArgs,

@@ -365,6 +365,8 @@ pub struct BackupConfig {
     pub named: Vec<NamedTarget>,
     /// The job's retention rules (`[jobs.NAME]` keep keys), the default of its targets.
     pub rules: crate::retention::RuleSpec,
+    /// age encryption of every stored backup (`None`: stored as compressed).
+    pub encryption: Option<std::sync::Arc<crate::encrypt::Encryption>>,
 }
 
 /// A `[targets.NAME]` a run writes to, resolved.
@@ -619,6 +621,34 @@ fn named_targets_of(
     Ok((drive, local_dir, named))
 }
 
+/// A job's encryption: its own `encrypt_*` keys when it has any, else the settings'.
+fn encrypt_spec(
+    settings: &Settings,
+    job: Option<&crate::jobs::JobSpec>,
+) -> crate::encrypt::EncryptSpec {
+    if let Some(spec) = job.map(|j| &j.encrypt).filter(|s| !s.is_empty()) {
+        return spec.clone();
+    }
+    crate::encrypt::EncryptSpec {
+        recipients: settings
+            .get("PGDRIVE_ENCRYPT_RECIPIENTS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        recipients_file: settings
+            .get("PGDRIVE_ENCRYPT_RECIPIENTS_FILE")
+            .map(PathBuf::from),
+        passphrase_file: settings
+            .get("PGDRIVE_ENCRYPT_PASSPHRASE_FILE")
+            .map(PathBuf::from),
+    }
+}
+
 impl BackupConfig {
     /// The configuration of `backup --kind` (a built-in kind) with its flags.
     pub fn load(args: &BackupArgs, settings: Settings) -> Result<BackupConfig> {
@@ -777,6 +807,8 @@ impl BackupConfig {
         }
 
         let stall_timeout = stall_timeout(&settings)?;
+        let encryption = crate::encrypt::Encryption::from_spec(&encrypt_spec(&settings, job))?
+            .map(std::sync::Arc::new);
 
         Ok(BackupConfig {
             kind,
@@ -802,6 +834,7 @@ impl BackupConfig {
                 (None, Some(j)) => j.rules.clone(),
                 _ => Default::default(),
             },
+            encryption,
         })
     }
 
@@ -820,6 +853,12 @@ impl BackupConfig {
             ),
             ("format", self.format.as_str().to_string()),
             ("compress", self.codec.label()),
+            (
+                "encrypt",
+                self.encryption.as_ref().map_or("none".into(), |e| {
+                    format!("age to {}", e.fingerprint_list())
+                }),
+            ),
             ("threads", self.threads.to_string()),
             ("chunk_size", self.chunk_size.to_string()),
             (

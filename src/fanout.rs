@@ -521,6 +521,7 @@ mod tests {
             properties: BTreeMap::new(),
             row_counts: BTreeMap::new(),
             manifest_extra: Default::default(),
+            sealed_row_counts: None,
         };
         (chunks, done)
     }

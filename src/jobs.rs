@@ -167,6 +167,21 @@ pub const JOB_KEYS: &[Key] = &[
         shape: "array of table names",
         help: "`hourly` jobs: the tables to dump [default: `critical_tables`].",
     },
+    Key {
+        name: "encrypt_recipients",
+        shape: "array of age1… or SSH public keys",
+        help: "Encrypt every backup with age to these recipients (any one private key restores); the name gains `.age`. A job with any `encrypt_*` key ignores the `encrypt.*` settings [default: `encrypt.recipients`].",
+    },
+    Key {
+        name: "encrypt_recipients_file",
+        shape: "path",
+        help: "A file of recipients, one per line, as `age -R` reads [default: `encrypt.recipients_file`].",
+    },
+    Key {
+        name: "encrypt_passphrase_file",
+        shape: "path",
+        help: "Encrypt with the passphrase on this file's first line (age's scrypt mode) instead of recipients [default: `encrypt.passphrase_file`].",
+    },
 ];
 
 /// The names the environment-only setup's targets are known by.
@@ -221,6 +236,7 @@ pub struct JobSpec {
     pub compress: Option<String>,
     pub chunk_size: Option<String>,
     pub critical_tables: Option<Vec<String>>,
+    pub encrypt: crate::encrypt::EncryptSpec,
 }
 
 /// Everything `[targets]` and `[jobs]` declare.
@@ -669,6 +685,11 @@ fn job(name: &str, table: &toml::Table) -> Result<JobSpec, FileError> {
         compress: t.string("compress")?,
         chunk_size: t.size("chunk_size")?,
         critical_tables: t.names("critical_tables")?,
+        encrypt: crate::encrypt::EncryptSpec {
+            recipients: t.names("encrypt_recipients")?.unwrap_or_default(),
+            recipients_file: t.string("encrypt_recipients_file")?.map(PathBuf::from),
+            passphrase_file: t.string("encrypt_passphrase_file")?.map(PathBuf::from),
+        },
     })
 }
 

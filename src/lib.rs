@@ -56,6 +56,7 @@ pub mod dblocale;
 pub mod dr;
 pub mod drive;
 pub mod dumpscript;
+pub mod encrypt;
 pub mod error;
 pub mod fanout;
 pub mod fsutil;

@@ -27,6 +27,8 @@ pub enum Piece {
         raw_bytes: u64,
         dump_complete: bool,
         row_counts: BTreeMap<String, u64>,
+        /// With encryption: the SHA-256 of the plaintext (the compressed stream) that was sealed.
+        plain_sha256: Option<String>,
     },
     /// Reading or compressing failed.
     Failed(anyhow::Error),
@@ -71,13 +73,14 @@ impl Write for ChunkSink {
 pub fn spawn_compressor<R: Read + Send + 'static>(
     input: R,
     options: StreamOptions,
+    encryption: Option<std::sync::Arc<crate::encrypt::Encryption>>,
 ) -> Result<(Receiver<Piece>, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(0);
     let handle = std::thread::Builder::new()
         .name("compressor".into())
         .spawn(move || {
             let failure_tx = tx.clone();
-            if let Err(e) = compress(input, options, tx) {
+            if let Err(e) = compress(input, options, encryption.as_deref(), tx) {
                 let _ = failure_tx.send(Piece::Failed(e));
             }
         })?;
@@ -95,14 +98,45 @@ pub struct StreamOptions {
     pub plain: bool,
 }
 
-fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>) -> Result<()> {
+/// Where the compressor writes: the chunks, or the age stage in front of them.
+enum Stage {
+    Plain(ChunkSink),
+    Sealed(crate::encrypt::Sealed<ChunkSink>),
+}
+
+impl Write for Stage {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stage::Plain(s) => s.write(data),
+            Stage::Sealed(s) => s.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn compress<R: Read>(
+    mut input: R,
+    options: StreamOptions,
+    encryption: Option<&crate::encrypt::Encryption>,
+    tx: SyncSender<Piece>,
+) -> Result<()> {
     let chunk_size = options.chunk_size;
     let sink = ChunkSink {
         buf: Vec::with_capacity(chunk_size),
         chunk_size,
         tx: tx.clone(),
     };
-    let mut encoder = crate::codec::encoder(options.codec, options.threads, sink)?;
+    let stage = match encryption {
+        None => Stage::Plain(sink),
+        Some(e) => Stage::Sealed(
+            e.wrap(sink)
+                .map_err(|e| anyhow::Error::new(e).context("starting the age encryption"))?,
+        ),
+    };
+    let mut encoder = crate::codec::encoder(options.codec, options.threads, stage)?;
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
     let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
@@ -127,9 +161,18 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
             .write_all(&buf[..n])
             .map_err(|e| anyhow::Error::new(e).context("compressing"))?;
     }
-    let sink = encoder
+    let stage = encoder
         .finish_into()
         .map_err(|e| anyhow::Error::new(e).context("finishing the compressed stream"))?;
+    let (sink, plain_sha256) = match stage {
+        Stage::Plain(sink) => (sink, None),
+        Stage::Sealed(sealed) => {
+            let (sink, plain) = sealed
+                .finish()
+                .map_err(|e| anyhow::Error::new(e).context("finishing the age stream"))?;
+            (sink, Some(plain))
+        }
+    };
 
     // a custom-format archive has no closing marker; pg_dump's exit status is the check there
     let dump_complete = !options.plain
@@ -141,6 +184,7 @@ fn compress<R: Read>(mut input: R, options: StreamOptions, tx: SyncSender<Piece>
         raw_bytes,
         dump_complete,
         row_counts: rows.finish(),
+        plain_sha256,
     });
     Ok(())
 }
@@ -157,7 +201,7 @@ mod tests {
             chunk_size: chunk,
             plain: true,
         };
-        let (rx, handle) = spawn_compressor(io::Cursor::new(input), options).unwrap();
+        let (rx, handle) = spawn_compressor(io::Cursor::new(input), options, None).unwrap();
         let mut chunks = Vec::new();
         loop {
             match rx.recv().unwrap() {

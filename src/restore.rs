@@ -43,10 +43,21 @@ pub const HOLD_BACK: usize = 64 << 10;
 
 /// How a backup is encoded, from its properties. Backups written before these properties
 /// existed are gzip'd plain dumps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub codec: Codec,
     pub format: DumpFormat,
+    /// The stored bytes are age-encrypted (compressed first): what the backup recorded.
+    pub encryption: Option<Encrypted>,
+}
+
+/// What an age-encrypted backup recorded about its encryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encrypted {
+    /// The recipients' fingerprints, comma-separated.
+    pub recipients: String,
+    /// The SHA-256 of the plaintext (the compressed stream), checked after decryption.
+    pub plain_sha256: Option<String>,
 }
 
 impl Layout {
@@ -61,7 +72,70 @@ impl Layout {
             Some(f) => DumpFormat::parse(f)
                 .ok_or_else(|| anyhow!("{} has an unknown dump format {f:?}", listed.name))?,
         };
-        Ok(Layout { codec, format })
+        let encryption = match listed.prop(props::ENCRYPTION) {
+            None => None,
+            Some(crate::encrypt::SCHEME) => Some(Encrypted {
+                recipients: listed.prop(props::RECIPIENTS).unwrap_or("?").to_string(),
+                plain_sha256: listed.prop(props::PLAIN_SHA256).map(str::to_string),
+            }),
+            Some(other) => {
+                return Err(anyhow!(
+                    "{} is encrypted with an unknown scheme {other:?}",
+                    listed.name
+                ))
+            }
+        };
+        Ok(Layout {
+            codec,
+            format,
+            encryption,
+        })
+    }
+}
+
+/// Opens the age stream of an encrypted backup with this process's identities; the errors are
+/// the restore's: no identity or none matching is a configuration error (78) naming the
+/// recipients the backup expects, a header that is not age is corruption (65).
+pub fn decrypting<'a, R: Read + 'a>(input: R, enc: &Encrypted) -> Result<Box<dyn Read + 'a>> {
+    let Some(ids) = crate::encrypt::identities() else {
+        return Err(crate::error::config_error_hint(
+            format!(
+                "the backup is encrypted with age (recipients {}) and no identity was given",
+                enc.recipients
+            ),
+            "pass the private key with --identity FILE (or PGDRIVE_IDENTITY_FILE), or set PGDRIVE_ENCRYPT_PASSPHRASE_FILE for a passphrase backup",
+        ));
+    };
+    crate::encrypt::decrypt(input, ids).map_err(|e| match e {
+        crate::encrypt::OpenError::NoMatch => crate::error::config_error_hint(
+            format!(
+                "no identity in {} matches the backup's recipients ({}): nothing was restored",
+                ids.source, enc.recipients
+            ),
+            "pass the private key of one of those recipients with --identity (the backup's manifest names them under encryption.recipients)",
+        ),
+        crate::encrypt::OpenError::NotAge(e) => {
+            corrupt(format!("the backup does not start with a valid age header: {e}"))
+        }
+        crate::encrypt::OpenError::Other(e) => crate::error::config_error_hint(
+            format!("decrypting the backup failed: {e}"),
+            "check the identity or passphrase file",
+        ),
+    })
+}
+
+/// Reads through, hashing what it reads (the decrypted plaintext).
+struct PlainHashing<'a> {
+    inner: Box<dyn Read + 'a>,
+    sha: std::rc::Rc<std::cell::RefCell<sha2::Sha256>>,
+}
+
+impl Read for PlainHashing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.sha.borrow_mut().update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -210,6 +284,9 @@ pub fn check_stream(
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<Checked> {
     let tally = std::rc::Rc::new(std::cell::RefCell::new(Tally::default()));
+    let plain_sha = std::rc::Rc::new(std::cell::RefCell::new(
+        <sha2::Sha256 as sha2::Digest>::new(),
+    ));
     let plain = layout.format == DumpFormat::Plain;
     let mut buf = vec![0u8; 256 << 10];
     let mut raw_bytes = 0u64;
@@ -223,7 +300,20 @@ pub fn check_stream(
             inner: &mut *input,
             tally: tally.clone(),
         };
-        let mut decoder = match layout.codec.decoder(hashing) {
+        let source: Box<dyn Read + '_> = match &layout.encryption {
+            None => Box::new(hashing),
+            Some(enc) => Box::new(PlainHashing {
+                inner: decrypting(hashing, enc).map_err(|e| {
+                    if tally.borrow().source_failed {
+                        e.context("downloading the backup")
+                    } else {
+                        e
+                    }
+                })?,
+                sha: plain_sha.clone(),
+            }),
+        };
+        let mut decoder = match layout.codec.decoder(source) {
             Ok(d) => d,
             Err(e) => return Err(check_source(e, &tally)),
         };
@@ -272,18 +362,7 @@ pub fn check_stream(
         inner: input,
         tally: tally.clone(),
     };
-    loop {
-        crate::signals::check_run()?;
-        match rest.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                crate::signals::check_run()?;
-                return Err(anyhow::Error::new(e).context("downloading the backup"));
-            }
-        }
-    }
+    drain(&mut rest, &mut buf, |_| {})?;
     let digest = std::mem::take(&mut *tally.borrow_mut()).hasher.finish();
     compare(&digest, expected)?;
     if let Some(e) = sink_error {
@@ -291,9 +370,22 @@ pub fn check_stream(
     }
     if let Some(e) = decode_error {
         return Err(corrupt(format!(
-            "the file matches its recorded checksums but is not a valid {} stream ({e}): the backup was damaged before it was stored",
-            layout.codec.label()
+            "the file matches its recorded checksums but is not a valid {}{} stream ({e}): the backup was damaged before it was stored",
+            layout.codec.label(),
+            if layout.encryption.is_some() { " + age" } else { "" }
         )));
+    }
+    if let Some(want) = layout
+        .encryption
+        .as_ref()
+        .and_then(|e| e.plain_sha256.as_ref())
+    {
+        let got = crate::storage::hex(&sha2::Digest::finalize(plain_sha.take()));
+        if &got != want {
+            return Err(corrupt(format!(
+                "the decrypted stream's SHA-256 is {got}, the backup recorded {want}"
+            )));
+        }
     }
     if plain
         && !raw_tail
@@ -311,6 +403,49 @@ pub fn check_stream(
         raw_bytes,
         row_counts: rows.finish(),
     })
+}
+
+/// Reads `reader` to its end (hashed by it), handing each piece to `each`; stops on a signal or
+/// the stall watchdog, and reports a read failure as the download's.
+fn drain(reader: &mut Hashing<'_, '_>, buf: &mut [u8], mut each: impl FnMut(&[u8])) -> Result<()> {
+    loop {
+        crate::signals::check_run()?;
+        match reader.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                crate::signals::check_run()?;
+                return Err(anyhow::Error::new(e).context("downloading the backup"));
+            }
+        }
+    }
+}
+
+/// Checks an encrypted backup without an identity: the size and checksums of the stored
+/// (encrypted) bytes, and that they start with a well-formed age header. The content is not
+/// checked (it cannot be read).
+pub fn check_sealed(input: &mut dyn Read, expected: &Digest) -> Result<Digest> {
+    let tally = std::rc::Rc::new(std::cell::RefCell::new(Tally::default()));
+    let mut reader = Hashing {
+        inner: input,
+        tally: tally.clone(),
+    };
+    let mut buf = vec![0u8; 256 << 10];
+    let mut head: Vec<u8> = Vec::new();
+    drain(&mut reader, &mut buf, |data| {
+        if head.len() < HOLD_BACK {
+            head.extend_from_slice(&data[..data.len().min(HOLD_BACK - head.len())]);
+        }
+    })?;
+    let digest = std::mem::take(&mut *tally.borrow_mut()).hasher.finish();
+    compare(&digest, expected)?;
+    crate::encrypt::check_header(&head[..]).map_err(|e| {
+        corrupt(format!(
+            "the file matches its recorded checksums but does not start with a valid age header ({e})"
+        ))
+    })?;
+    Ok(digest)
 }
 
 /// An error opening the decoder: a download failure, or a stream that is not in its codec.
@@ -488,6 +623,7 @@ mod tests {
     const GZ_PLAIN: Layout = Layout {
         codec: Codec::Gzip(6),
         format: DumpFormat::Plain,
+        encryption: None,
     };
 
     const DUMP: &[u8] =
@@ -497,7 +633,7 @@ mod tests {
     fn a_good_stream_passes_and_is_counted() {
         let file = gz(&[DUMP]);
         let mut out = Vec::new();
-        let c = check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |d| {
+        let c = check_stream(&mut &file[..], &digest(&file), GZ_PLAIN.clone(), &mut |d| {
             out.extend_from_slice(d);
             Ok(())
         })
@@ -514,7 +650,8 @@ mod tests {
         let mut bad = file.clone();
         let mid = bad.len() / 2;
         bad[mid] ^= 0xff;
-        let err = check_stream(&mut &bad[..], &expected, GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
+        let err =
+            check_stream(&mut &bad[..], &expected, GZ_PLAIN.clone(), &mut |_| Ok(())).unwrap_err();
         assert_eq!(
             crate::error::classify(&err),
             crate::error::ExitStatus::Corrupt,
@@ -526,16 +663,26 @@ mod tests {
     #[test]
     fn a_truncated_dump_is_refused_even_with_matching_checksums() {
         let file = gz(&[b"COPY public.t (a) FROM stdin;\n1\n"]);
-        let err =
-            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
+        let err = check_stream(
+            &mut &file[..],
+            &digest(&file),
+            GZ_PLAIN.clone(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 
     #[test]
     fn garbage_with_matching_checksums_is_not_gzip() {
         let file = b"this is not gzip at all".to_vec();
-        let err =
-            check_stream(&mut &file[..], &digest(&file), GZ_PLAIN, &mut |_| Ok(())).unwrap_err();
+        let err = check_stream(
+            &mut &file[..],
+            &digest(&file),
+            GZ_PLAIN.clone(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
         assert!(
             format!("{err:#}").contains("not a valid gzip:6 stream"),
             "{err:#}"

@@ -339,6 +339,7 @@ fn run_backup(
         failed: failed_targets,
         done,
         raw_bytes,
+        row_counts,
     } = match outcome {
         Ok(streamed) => streamed,
         Err(StepError {
@@ -393,7 +394,7 @@ fn run_backup(
         .collect();
     record.success = true;
     let digest = &done.digest;
-    record.row_counts = Some(serde_json::to_string(&done.row_counts).unwrap_or_default());
+    record.row_counts = Some(serde_json::to_string(&row_counts).unwrap_or_default());
     record.size_bytes = Some(digest.size as i64);
     record.raw_size_bytes = Some(raw_bytes as i64);
     record.sha256 = Some(digest.sha256.clone());
@@ -512,8 +513,8 @@ fn run_backup(
                 human_bytes((raw_bytes as f64 / elapsed.max(0.001)) as u64)
             ),
         ),
-        ("tables", done.row_counts.len().to_string()),
-        ("rows", done.row_counts.values().sum::<u64>().to_string()),
+        ("tables", row_counts.len().to_string()),
+        ("rows", row_counts.values().sum::<u64>().to_string()),
         ("sha256", digest.sha256.clone()),
     ];
     for s in &stored {
@@ -741,12 +742,17 @@ fn back_up(
 
     // --- stream
     let name = format!(
-        "{}-{}-{}{}{}",
+        "{}-{}-{}{}{}{}",
         file_name_part(&facts.database),
         cfg.kind,
         timeutil::compact_stamp(facts.started_ms),
         cfg.format.extension(),
-        cfg.codec.extension()
+        cfg.codec.extension(),
+        if cfg.encryption.is_some() {
+            crate::encrypt::EXTENSION
+        } else {
+            ""
+        }
     );
     facts.file_name = Some(name.clone());
     // one set of properties for every target, so it must fit the strictest one's limit
@@ -783,6 +789,8 @@ struct Streamed {
     failed: Vec<fanout::Failure>,
     done: Completion,
     raw_bytes: u64,
+    /// Rows per table (in `done` too unless encrypted: the catalog, in the database, has them).
+    row_counts: BTreeMap<String, u64>,
 }
 
 /// Opens every upload, runs pg_dump through the compressor into all of them at once (see
@@ -846,7 +854,7 @@ fn stream(
         };
         let compressor = dump
             .take_stdout()
-            .and_then(|out| spawn_compressor(out, options));
+            .and_then(|out| spawn_compressor(out, options, cfg.encryption.clone()));
         let (rx, handle) = match compressor {
             Ok(c) => c,
             Err(e) => return Err(abandon(fan, failed, "dump", e)),
@@ -858,6 +866,7 @@ fn stream(
             raw_bytes,
             dump_complete,
             row_counts,
+            plain_sha256,
         } = match pump(&rx, &mut fan) {
             Ok(end) => end,
             Err(Pumped::EveryTargetFailed) => {
@@ -920,16 +929,40 @@ fn stream(
             return Err(every_target_failed(failed, &order));
         }
         let digest = hasher.finish();
+        let mut final_properties = BTreeMap::from([
+            (props::SHA256.to_string(), digest.sha256.clone()),
+            (props::MD5.to_string(), digest.md5.clone()),
+            (props::SIZE.to_string(), digest.size.to_string()),
+            (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
+        ]);
+        // with encryption the row counts (table names) are stored sealed like the dump
+        let counted = row_counts.clone();
+        let (row_counts, sealed_row_counts) = match &cfg.encryption {
+            None => (row_counts, None),
+            Some(e) => {
+                let json = serde_json::to_vec(&row_counts).unwrap_or_default();
+                match e.seal_to_base64(&json) {
+                    Ok(sealed) => (BTreeMap::new(), Some(sealed)),
+                    Err(err) => {
+                        return Err(abandon(
+                            fan,
+                            failed,
+                            "upload",
+                            err.context("encrypting the row counts"),
+                        ))
+                    }
+                }
+            }
+        };
+        if let Some(plain) = plain_sha256 {
+            final_properties.insert(props::PLAIN_SHA256.to_string(), plain);
+        }
         let done = Completion {
-            properties: BTreeMap::from([
-                (props::SHA256.to_string(), digest.sha256.clone()),
-                (props::MD5.to_string(), digest.md5.clone()),
-                (props::SIZE.to_string(), digest.size.to_string()),
-                (props::RAW_SIZE.to_string(), raw_bytes.to_string()),
-            ]),
+            properties: final_properties,
             digest,
             row_counts,
             manifest_extra,
+            sealed_row_counts,
         };
         let mut outcome = fan.finish(done.clone());
         failed.append(&mut outcome.failed);
@@ -941,6 +974,7 @@ fn stream(
             failed,
             done,
             raw_bytes,
+            row_counts: counted,
         })
     })
 }
@@ -1025,6 +1059,7 @@ struct StreamEnd {
     raw_bytes: u64,
     dump_complete: bool,
     row_counts: BTreeMap<String, u64>,
+    plain_sha256: Option<String>,
 }
 
 /// Why the pump stopped before the end of the stream.
@@ -1058,6 +1093,7 @@ fn pump(
                 raw_bytes,
                 dump_complete,
                 row_counts,
+                plain_sha256,
             }) => {
                 return Ok(StreamEnd {
                     tail,
@@ -1065,6 +1101,7 @@ fn pump(
                     raw_bytes,
                     dump_complete,
                     row_counts,
+                    plain_sha256,
                 })
             }
             Ok(Piece::Failed(e)) => return Err(Pumped::Failed(e)),
@@ -1147,6 +1184,12 @@ fn initial_properties(
         properties.insert(props::SET.to_string(), set.id.clone());
     }
     properties.extend(locale.into_iter().flatten());
+    if let Some(e) = &cfg.encryption {
+        properties.extend([
+            fit(props::ENCRYPTION, crate::encrypt::SCHEME),
+            fit(props::RECIPIENTS, &e.fingerprint_list()),
+        ]);
+    }
     properties
 }
 

@@ -100,14 +100,16 @@ fn store(
     let dumped = globals::dump(&dumpall, &cfg.database, superuser)?;
     let (roles, memberships) =
         globals::roles_and_memberships(&String::from_utf8_lossy(&dumped.sql));
-    let (bytes, key_ids) = globals::seal_for_storage(dumped.sql)?;
+    // role password hashes are secrets: sealed whenever the job encrypts its backups
+    let (bytes, plain_sha256) = globals::seal_for_storage(dumped.sql, cfg.encryption.as_deref())?;
     let mut hasher = Hasher::default();
     hasher.update(&bytes);
     let digest = hasher.finish();
     let name = format!(
-        "{}-globals-{}.sql",
+        "{}-globals-{}.sql{}",
         crate::commands::backup::file_name_part(&job),
-        timeutil::compact_stamp(started_ms)
+        timeutil::compact_stamp(started_ms),
+        if plain_sha256.is_some() { ".age" } else { "" }
     );
     let databases: Vec<String> = plans.iter().filter_map(|p| p.database.clone()).collect();
     let mut properties = BTreeMap::from([
@@ -136,6 +138,11 @@ fn store(
         .filter_map(|t| t.target.capabilities().max_property_bytes)
         .min();
     properties.insert(props::PG_DUMP_VERSION.to_string(), dumped.version.clone());
+    if let (Some(plain), Some(e)) = (&plain_sha256, cfg.encryption.as_deref()) {
+        properties.insert(props::ENCRYPTION.to_string(), crate::encrypt::SCHEME.to_string());
+        properties.insert(props::RECIPIENTS.to_string(), e.fingerprint_list());
+        properties.insert(props::PLAIN_SHA256.to_string(), plain.clone());
+    }
     for (k, v) in properties.iter_mut() {
         *v = crate::storage::fit_property(k, v, budget);
     }
@@ -148,6 +155,7 @@ fn store(
         ]),
         digest: digest.clone(),
         row_counts: BTreeMap::new(),
+        sealed_row_counts: None,
         manifest_extra: BTreeMap::from([
             (
                 globals::MANIFEST_KEY.to_string(),
@@ -161,7 +169,6 @@ fn store(
                     "memberships": memberships,
                 }),
             ),
-            ("encryption".to_string(), json!({ "key_ids": key_ids })),
         ]),
     };
     let mut stored = serde_json::Map::new();

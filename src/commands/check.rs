@@ -95,6 +95,7 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                     format!("config {kind}"),
                     format!("complete: {}; keep {keep}", targets.join(" and ")),
                 ));
+                report.add(encryption_finding(&format!("encrypt {kind}"), &cfg));
                 configs.push(cfg);
             }
             Err(e) => report.add(Finding::from_error(format!("config {kind}"), &e)),
@@ -132,6 +133,10 @@ pub fn run(args: &CheckArgs, settings: Settings) -> Result<ExitStatus> {
                         job.kind,
                         targets.join(", ")
                     ),
+                ));
+                report.add(encryption_finding(
+                    &format!("encrypt job {}", job.name),
+                    &cfg,
                 ));
                 job_configs.push(cfg);
             }
@@ -291,6 +296,39 @@ fn check_sftp(
 }
 
 /// Partial files of interrupted backups in a local directory: reported, never removed here.
+/// Whether a job encrypts (its recipients parsed when the config was read), and a warning when
+/// it stores unencrypted backups somewhere remote, where whoever gets the folder reads them.
+fn encryption_finding(label: &str, cfg: &BackupConfig) -> Finding {
+    if let Some(e) = &cfg.encryption {
+        return Finding::ok(
+            label,
+            format!(
+                "age to {} (fingerprints {}); restore needs the private key",
+                if e.fingerprints == ["scrypt"] {
+                    "a passphrase".to_string()
+                } else {
+                    format!("{} recipient(s)", e.fingerprints.len())
+                },
+                e.fingerprint_list()
+            ),
+        );
+    }
+    let remote = cfg.drive.is_some()
+        || cfg
+            .named
+            .iter()
+            .any(|t| !matches!(t.place, crate::config::NamedPlace::Local(_)));
+    if remote {
+        Finding::warn(
+            label,
+            "backups are stored unencrypted on a remote target: anyone who gets the folder reads the data",
+            Some("set PGDRIVE_ENCRYPT_RECIPIENTS (or the job's encrypt_recipients) to an age public key whose private key is kept offline; README \"Key handling\"".into()),
+        )
+    } else {
+        Finding::ok(label, "not encrypted (local targets only)")
+    }
+}
+
 fn check_stale_partials(report: &mut Report, kind: crate::kind::Kind, dir: &std::path::Path) {
     match crate::storage::local::stale_partials(dir, false) {
         Ok(stale) if stale.is_empty() => {}

@@ -26,6 +26,7 @@ pub fn run(args: &DrillArgs, settings: Settings) -> Result<ExitStatus> {
     // from storage alone: the source server and the catalog are not asked anything
     cfg.database = None;
     cfg.catalog = None;
+    crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;
     let restore = RestoreArgs {
         backup: None,
         all: true,
@@ -42,6 +43,7 @@ pub fn run(args: &DrillArgs, settings: Settings) -> Result<ExitStatus> {
         pg_restore: args.pg_bin.as_ref().map(|b| b.join("pg_restore")),
         jobs: args.jobs,
         spool_dir: None,
+        identity: args.identity.clone(),
         source: args.source.clone(),
     };
     let names = source::candidates(&cfg, args.source.target.as_deref())?;

@@ -45,6 +45,11 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         print!("{}", crate::error::markdown_table());
         return Ok(ExitStatus::Ok);
     }
+    if let Command::Keygen { output } = &cli.command {
+        let public = crate::encrypt::write_new_identity(output)?;
+        println!("{public}");
+        return Ok(ExitStatus::Ok);
+    }
     let config_file = Settings::config_file_for(cli.config.as_deref());
     let settings = Settings::load_layers(config_file.as_deref(), cli.env_file.as_deref())?;
     match &cli.command {
@@ -65,7 +70,8 @@ pub fn dispatch(cli: &Cli) -> Result<ExitStatus> {
         Command::Status(args) => status::run(args, settings),
         Command::GenerateMan
         | Command::GenerateSettingsTable { .. }
-        | Command::GenerateExitTable => {
+        | Command::GenerateExitTable
+        | Command::Keygen { .. } => {
             unreachable!()
         }
     }

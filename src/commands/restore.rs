@@ -516,6 +516,7 @@ pub fn restore_one(
     let started = Instant::now();
     let target_db = target_db.clone();
     let stall = crate::config::stall_timeout(&cfg.settings)?;
+    crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;
     let clients = crate::restore::Clients {
         psql: args
             .psql
@@ -530,8 +531,13 @@ pub fn restore_one(
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
     let layout = crate::restore::Layout::of(backup)?;
+    if let Some(enc) = &layout.encryption {
+        // the identity must match before anything is created, dropped or asked
+        let header = target.open(&backup.id, Some(expected.size))?;
+        drop(crate::restore::decrypting(header, enc)?);
+    }
     let spool = if args.jobs > 1 {
-        Some(plan_spool(args, backup, layout, expected.size)?)
+        Some(plan_spool(args, backup, layout.clone(), expected.size)?)
     } else {
         None
     };
@@ -685,7 +691,15 @@ pub fn restore_one(
     let outcome = (|| -> Result<crate::restore::Checked> {
         if let Some(spool) = &spool {
             return spool_and_restore(
-                spool, args, &clients, &target_db, target, &backup.id, &expected, layout, stall,
+                spool,
+                args,
+                &clients,
+                &target_db,
+                target,
+                &backup.id,
+                &expected,
+                layout.clone(),
+                stall,
             );
         }
         let _watch = crate::signals::watch_unless_zero(stall);
@@ -696,7 +710,8 @@ pub fn restore_one(
             Some(expected.size),
             progress::stderr_is_terminal() && !cfg!(test),
         );
-        let checked = crate::restore::into_client(&mut reader, &expected, layout, client, &prelude);
+        let checked =
+            crate::restore::into_client(&mut reader, &expected, layout.clone(), client, &prelude);
         reader.clear();
         checked
     })();

@@ -50,6 +50,7 @@ impl BackupSet {
 
 pub fn run(args: &RestoreArgs, settings: Settings) -> Result<ExitStatus> {
     let cfg = source::load(&args.source, settings)?;
+    crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;
     let server = source::parse_url("--target-url", &args.target_url, &cfg.settings)?;
     let names = source::candidates(&cfg, args.source.target.as_deref())?;
     let set = find_set(&cfg, &names, args)?;
@@ -253,16 +254,7 @@ fn download_globals(cfg: &ReadConfig, set: &BackupSet, args: &RestoreArgs) -> Re
             listed.name, got.size, got.sha256, expected.size, expected.sha256
         )));
     }
-    let key_ids: Vec<String> = set
-        .globals
-        .manifest
-        .as_ref()
-        .and_then(|m| m.document["encryption"]["key_ids"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect();
-    let sql = globals::open_from_storage(bytes, &key_ids)?;
+    let sql = globals::open_from_storage(bytes, listed)?;
     String::from_utf8(sql).map_err(|_| crate::error::corrupt("the globals are not UTF-8 text"))
 }
 

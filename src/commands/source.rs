@@ -367,6 +367,7 @@ mod tests {
             digest: digest.clone(),
             row_counts: Default::default(),
             manifest_extra: Default::default(),
+            sealed_row_counts: None,
         };
         if complete {
             done.properties = std::collections::BTreeMap::from([

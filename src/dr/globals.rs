@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 
 use crate::commands::source::quote_ident;
-use crate::error::config_error_hint;
 use crate::pgconn::ConnInfo;
 
 /// The manifest section (of the globals object and of every database backup of its run).
@@ -113,20 +112,41 @@ pub fn dump(pg_dumpall: &Path, info: &ConnInfo, superuser: bool) -> Result<Dumpe
 /// ids of the keys it was encrypted to. Today the bytes unchanged and no key: the README says the
 /// globals object must be protected like the server's own `pg_authid`. Encryption (branch `age`)
 /// replaces the body; [`open_from_storage`] is its counterpart.
-pub fn seal_for_storage(sql: Vec<u8>) -> Result<(Vec<u8>, Vec<String>)> {
-    Ok((sql, Vec::new()))
+pub fn seal_for_storage(
+    sql: Vec<u8>,
+    encryption: Option<&crate::encrypt::Encryption>,
+) -> Result<(Vec<u8>, Option<String>)> {
+    let Some(encryption) = encryption else {
+        return Ok((sql, None));
+    };
+    use std::io::Write as _;
+    let mut sealed = encryption.wrap(Vec::new())?;
+    sealed.write_all(&sql)?;
+    let (bytes, plain_sha256) = sealed.finish()?;
+    Ok((bytes, Some(plain_sha256)))
 }
 
-/// The counterpart of [`seal_for_storage`]: the SQL from what was stored (`key_ids`: the
-/// manifest's `encryption.key_ids`).
-pub fn open_from_storage(stored: Vec<u8>, key_ids: &[String]) -> Result<Vec<u8>> {
-    if !key_ids.is_empty() {
-        return Err(config_error_hint(
-            "the globals are encrypted, and this pgdrive cannot decrypt them",
-            "restore with a pgdrive that has encryption support and the key",
+/// The counterpart of [`seal_for_storage`]: the SQL from what was stored as `listed`,
+/// decrypted with this process's identities when it was encrypted, its plaintext checksum
+/// checked.
+pub fn open_from_storage(stored: Vec<u8>, listed: &crate::storage::Listed) -> Result<Vec<u8>> {
+    let Some(enc) = crate::restore::Layout::of(listed)?.encryption else {
+        return Ok(stored);
+    };
+    let mut sql = Vec::new();
+    std::io::Read::read_to_end(
+        &mut crate::restore::decrypting(&stored[..], &enc)?,
+        &mut sql,
+    )
+    .map_err(|e| crate::error::corrupt(format!("the globals do not decrypt: {e}")))?;
+    let mut h = crate::storage::Hasher::default();
+    h.update(&sql);
+    if enc.plain_sha256.as_deref().is_some_and(|want| want != h.finish().sha256) {
+        return Err(crate::error::corrupt(
+            "the decrypted globals do not match the SHA-256 recorded at backup time",
         ));
     }
-    Ok(stored)
+    Ok(sql)
 }
 
 /// One statement of the globals script, and what it is about.

@@ -49,6 +49,7 @@ fn completion(data: &[u8]) -> Completion {
         digest,
         row_counts: BTreeMap::from([("public.t".to_string(), 42)]),
         manifest_extra: Default::default(),
+        sealed_row_counts: None,
     }
 }
 

@@ -4,7 +4,9 @@
 //! describes (id and name), and carries everything needed to list, restore, verify and prune it
 //! without the target's property index (Drive `appProperties` are private to one Google Cloud
 //! project) and without the catalog: database, kind, times, host, versions, format, codec, sizes,
-//! checksums, row counts, encoding and locale, and a reserved place for encryption key ids.
+//! checksums, row counts, encoding and locale, and the encryption: with age, the recipients'
+//! fingerprints, the plaintext SHA-256 and the row counts age-encrypted in place of the clear
+//! ones (table names leak the schema).
 
 use std::collections::BTreeMap;
 
@@ -46,9 +48,24 @@ pub fn build(
     name: &str,
     properties: &BTreeMap<String, String>,
     row_counts: &BTreeMap<String, u64>,
+    sealed_row_counts: Option<&str>,
     digest: &Digest,
 ) -> Value {
     let p = |key: &str| properties.get(key).cloned().unwrap_or_default();
+    // encrypted: the fingerprints (public), the plaintext checksum, and the row counts sealed
+    let encryption = match properties.get(props::ENCRYPTION) {
+        Some(scheme) => json!({
+            "scheme": scheme,
+            "recipients": p(props::RECIPIENTS).split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
+            "plaintext_sha256": p(props::PLAIN_SHA256),
+            "row_counts_age": sealed_row_counts,
+        }),
+        None => json!({ "key_ids": [] }),
+    };
+    let row_counts = match sealed_row_counts {
+        Some(_) => Value::Null,
+        None => json!(row_counts),
+    };
     let finished = crate::timeutil::rfc3339_millis(crate::timeutil::now_millis());
     json!({
         "pgdrive_manifest": FORMAT_VERSION,
@@ -77,7 +94,7 @@ pub fn build(
             "ctype": p(props::CTYPE),
             "provider_locale": p(props::PROVIDER_LOCALE),
         },
-        "encryption": { "key_ids": [] },
+        "encryption": encryption,
         "properties": properties,
     })
 }
@@ -90,7 +107,14 @@ pub fn build_for(
     properties: &BTreeMap<String, String>,
     done: &super::Completion,
 ) -> Value {
-    let mut v = build(id, name, properties, &done.row_counts, &done.digest);
+    let mut v = build(
+        id,
+        name,
+        properties,
+        &done.row_counts,
+        done.sealed_row_counts.as_deref(),
+        &done.digest,
+    );
     if let Some(o) = v.as_object_mut() {
         for (k, extra) in &done.manifest_extra {
             o.insert(k.clone(), extra.clone());
@@ -172,7 +196,7 @@ mod tests {
             sha256: "ab".into(),
             md5: "cd".into(),
         };
-        let v = build("file-1", "shop.sql.gz", &properties, &counts, &digest);
+        let v = build("file-1", "shop.sql.gz", &properties, &counts, None, &digest);
         assert_eq!(v["database"], "shop");
         assert_eq!(v["raw_size"], 1000);
         assert_eq!(v["encryption"]["key_ids"], json!([]));

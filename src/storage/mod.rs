@@ -23,8 +23,8 @@ pub mod drive;
 pub mod local;
 pub mod manifest;
 pub mod memory;
-pub mod sftp;
 pub mod s3;
+pub mod sftp;
 
 use std::collections::BTreeMap;
 
@@ -64,6 +64,12 @@ pub mod props {
     pub const MD5: &str = "pgdrive_md5";
     pub const SIZE: &str = "pgdrive_size";
     pub const RAW_SIZE: &str = "pgdrive_raw_size";
+    /// `age` when the stored bytes are age-encrypted (see `crate::encrypt`).
+    pub const ENCRYPTION: &str = "pgdrive_encryption";
+    /// The recipients' public fingerprints, comma-separated (`scrypt` for a passphrase).
+    pub const RECIPIENTS: &str = "pgdrive_recipients";
+    /// The SHA-256 of the plaintext (compressed) stream, checked after decryption.
+    pub const PLAIN_SHA256: &str = "pgdrive_plain_sha256";
 }
 
 /// `value` shortened (at a character boundary) so that key plus value fit in `budget` bytes, the
@@ -132,6 +138,9 @@ pub struct Completion {
     /// Further top-level sections of the manifest (`database_properties`, `globals`: see
     /// `crate::dr`); empty for most backups.
     pub manifest_extra: BTreeMap<String, serde_json::Value>,
+    /// With encryption: the row counts age-encrypted (base64), recorded in the manifest in
+    /// their place (table names leak the schema); `row_counts` is then empty.
+    pub sealed_row_counts: Option<String>,
 }
 
 /// Largest manifest older releases kept in a Drive file's description.

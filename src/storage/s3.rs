@@ -1442,13 +1442,7 @@ impl S3Upload {
         }
         let mut properties = self.properties.clone();
         properties.extend(done.properties.clone());
-        let m = manifest::build(
-            &self.name,
-            &self.name,
-            &properties,
-            &done.row_counts,
-            &done.digest,
-        );
+        let m = manifest::build_for(&self.name, &self.name, &properties, done);
         self.client
             .put(
                 &format!("{}{}", self.key, manifest::SUFFIX),

@@ -40,6 +40,7 @@ fn check_passes_on_a_good_setup_and_leaves_nothing_behind() {
         .pgdrive(&db)
         .env("HOURLY_DRIVE_FOLDER_ID", &hourly)
         .env("PGDRIVE_CRITICAL_TABLES", "orders, public.customers")
+        .env("PGDRIVE_ENCRYPT_RECIPIENTS", pgdrive::encrypt::keygen().1)
         .arg("check"));
     assert_eq!(r.status, 0, "{r:?}");
     assert!(
@@ -49,6 +50,7 @@ fn check_passes_on_a_good_setup_and_leaves_nothing_behind() {
     for needle in [
         "config daily",
         "config hourly",
+        "encrypt daily",
         "database:",
         "pg_dump:",
         "catalog:",

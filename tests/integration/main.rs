@@ -11,6 +11,7 @@ mod config_file;
 mod disaster_recovery;
 mod email_render;
 mod emulator_fidelity;
+mod encryption;
 mod exit_status;
 mod fanout;
 mod jobs;

@@ -484,13 +484,7 @@ impl SftpUpload<'_> {
         }
         let mut properties = self.properties.clone();
         properties.extend(done.properties.clone());
-        let sidecar = super::manifest::build(
-            &self.name,
-            &self.name,
-            &properties,
-            &done.row_counts,
-            digest,
-        );
+        let sidecar = super::manifest::build_for(&self.name, &self.name, &properties, done);
         let sidecar = serde_json::to_vec_pretty(&sidecar)?;
         // the sidecar first: a backup is listed only once both exist, so it appears complete
         let sidecar_name = format!("{}{SIDECAR_SUFFIX}", self.name);
