@@ -139,7 +139,10 @@ fn store(
         .min();
     properties.insert(props::PG_DUMP_VERSION.to_string(), dumped.version.clone());
     if let (Some(plain), Some(e)) = (&plain_sha256, cfg.encryption.as_deref()) {
-        properties.insert(props::ENCRYPTION.to_string(), crate::encrypt::SCHEME.to_string());
+        properties.insert(
+            props::ENCRYPTION.to_string(),
+            crate::encrypt::SCHEME.to_string(),
+        );
         properties.insert(props::RECIPIENTS.to_string(), e.fingerprint_list());
         properties.insert(props::PLAIN_SHA256.to_string(), plain.clone());
     }
@@ -156,20 +159,18 @@ fn store(
         digest: digest.clone(),
         row_counts: BTreeMap::new(),
         sealed_row_counts: None,
-        manifest_extra: BTreeMap::from([
-            (
-                globals::MANIFEST_KEY.to_string(),
-                json!({
-                    "set": set,
-                    "kind": plan.kind.as_str(),
-                    "passwords": dumped.passwords,
-                    "left_out": (!dumped.passwords).then_some(globals::LEFT_OUT),
-                    "databases": databases,
-                    "roles": roles,
-                    "memberships": memberships,
-                }),
-            ),
-        ]),
+        manifest_extra: BTreeMap::from([(
+            globals::MANIFEST_KEY.to_string(),
+            json!({
+                "set": set,
+                "kind": plan.kind.as_str(),
+                "passwords": dumped.passwords,
+                "left_out": (!dumped.passwords).then_some(globals::LEFT_OUT),
+                "databases": databases,
+                "roles": roles,
+                "memberships": memberships,
+            }),
+        )]),
     };
     let mut stored = serde_json::Map::new();
     let mut errors = Vec::new();

@@ -141,7 +141,11 @@ pub fn open_from_storage(stored: Vec<u8>, listed: &crate::storage::Listed) -> Re
     .map_err(|e| crate::error::corrupt(format!("the globals do not decrypt: {e}")))?;
     let mut h = crate::storage::Hasher::default();
     h.update(&sql);
-    if enc.plain_sha256.as_deref().is_some_and(|want| want != h.finish().sha256) {
+    if enc
+        .plain_sha256
+        .as_deref()
+        .is_some_and(|want| want != h.finish().sha256)
+    {
         return Err(crate::error::corrupt(
             "the decrypted globals do not match the SHA-256 recorded at backup time",
         ));

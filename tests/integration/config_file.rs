@@ -413,7 +413,9 @@ fn the_crontab_example_lines_still_run_from_the_env_file_alone() {
     let mut kinds_run = Vec::new();
     for line in crontab
         .lines()
-        .filter(|l| !l.starts_with('#') && l.contains("/pgdrive "))
+        // the drill's line reads a config file's job (globals are stored with jobs only); the
+        // disaster_recovery module runs the drill
+        .filter(|l| !l.starts_with('#') && l.contains("/pgdrive ") && !l.contains(" --config "))
     {
         let args: Vec<String> = line
             .split_whitespace()

@@ -886,3 +886,13 @@ impl Drop for Cluster {
         });
     }
 }
+
+/// `names` without the job's globals (`JOB-globals-STAMP.sql` and its manifest), which every
+/// daily or schema job stores beside its database backups (the disaster_recovery module tests
+/// them); the target modules count only database backups.
+pub fn without_globals(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| !n.contains("-globals-"))
+        .collect()
+}

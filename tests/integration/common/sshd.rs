@@ -162,14 +162,15 @@ impl Sshd {
         }
     }
 
-    /// Every name in the remote directory, sorted.
+    /// Every name in the remote directory, sorted, but the job's globals (see
+    /// [`super::without_globals`]).
     pub fn files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.data)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         v.sort();
-        v
+        super::without_globals(v)
     }
 }
 
