@@ -473,7 +473,7 @@ for rep in $(seq "$REPEAT"); do
     # issue 10: two targets vs one (zstd:3, one compression thread: the default on 2 cores), and
     # the single-target pipeline against the shell's zstd with its checksum
     measure "pg_dump|zstd-T1|sha256" zstd:3 "$DUMP | zstd -3 -T1 -q -c | sha256sum > /dev/null"
-    measure_pgdrive "pgdrive-zstd-t1" zstd:3 --threads 1
+    measure_pgdrive "pgdrive-zstd-t1" zstd:3 --threads 1 --keep 0 # keep all: no pruning, which the shell does not do either
     SELECT="--config $WORK/pgdrive.toml --job one" measure_pgdrive "job:1-target" zstd:3 --threads 1
     SELECT="--config $WORK/pgdrive.toml --job two" measure_pgdrive "job:2-targets" zstd:3 --threads 1
     if [[ $SLOW == 1 ]]; then
