@@ -657,16 +657,8 @@ impl Client {
             if let Some(t) = &token {
                 q.push(("continuation-token".into(), t.clone()));
             }
-            let reply = self.call(
-                &format!("listing s3://{}/{prefix}", self.place.bucket),
-                "GET",
-                "",
-                &q,
-                &BTreeMap::new(),
-                Body::Empty,
-                &[],
-            )?;
-            let text = String::from_utf8_lossy(&reply.body).into_owned();
+            let text =
+                self.bucket_page(&format!("listing s3://{}/{prefix}", self.place.bucket), &q)?;
             for entry in xml_all(&text, "Contents") {
                 let Some(key) = xml_first(&entry, "Key") else {
                     continue;
@@ -691,6 +683,12 @@ impl Client {
         quick.retry.max_retries = quick.retry.max_retries.min(2);
         quick.cleanup = true;
         quick
+    }
+
+    /// One page of a bucket-level listing (objects, or unfinished uploads), as XML text.
+    fn bucket_page(&self, what: &str, query: &[(String, String)]) -> Result<String> {
+        let reply = self.call(what, "GET", "", query, &BTreeMap::new(), Body::Empty, &[])?;
+        Ok(String::from_utf8_lossy(&reply.body).into_owned())
     }
 
     fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -787,19 +785,13 @@ impl Client {
                 q.push(("key-marker".into(), k.clone()));
                 q.push(("upload-id-marker".into(), u.clone()));
             }
-            let reply = self.call(
+            let text = self.bucket_page(
                 &format!(
                     "listing unfinished uploads in s3://{}/{prefix}",
                     self.place.bucket
                 ),
-                "GET",
-                "",
                 &q,
-                &BTreeMap::new(),
-                Body::Empty,
-                &[],
             )?;
-            let text = String::from_utf8_lossy(&reply.body).into_owned();
             for u in xml_all(&text, "Upload") {
                 if let (Some(key), Some(upload_id)) =
                     (xml_first(&u, "Key"), xml_first(&u, "UploadId"))
