@@ -293,7 +293,7 @@ else
 fi
 # pgdrive keeps its catalog (the `backups` table) in the database it backs up; start each
 # benchmark from an empty catalog so that the dumps are comparable.
-psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups CASCADE" -c "DROP TABLE IF EXISTS pgdrive_schema_migrations CASCADE" 2>/dev/null || true
+psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups, pgdrive_schema_migrations CASCADE" -c "DROP TABLE IF EXISTS pgdrive_schema_migrations CASCADE" 2>/dev/null || true
 DB_BYTES=$(psql_q -d "$DB_URL" -c "SELECT pg_database_size(current_database())")
 say "   pg_database_size = $DB_BYTES bytes ($((DB_BYTES / 1048576)) MiB)"
 
@@ -524,7 +524,7 @@ if [[ $RESTORE == 1 && ( -z $ONLY || $ONLY == formats ) ]]; then
   rm -rf "$RDIR"
 fi
 # the runs' catalog rows are not part of the data set
-psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups CASCADE" 2>/dev/null || true
+psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups, pgdrive_schema_migrations CASCADE" 2>/dev/null || true
 
 # ---------------------------------------------------------------- 4. the table
 say ""
