@@ -229,6 +229,7 @@ fn a_part_failing_twice_with_500_is_retried_alone_without_restarting_the_upload(
             properties: BTreeMap::new(),
             row_counts: BTreeMap::new(),
             sealed_row_counts: None,
+            recipients: Vec::new(),
             manifest_extra: BTreeMap::new(),
         })
         .unwrap();
