@@ -522,6 +522,7 @@ mod tests {
             row_counts: BTreeMap::new(),
             manifest_extra: Default::default(),
             sealed_row_counts: None,
+            recipients: Vec::new(),
         };
         (chunks, done)
     }

@@ -49,6 +49,9 @@ pub struct Layout {
     pub format: DumpFormat,
     /// The stored bytes are age-encrypted (compressed first): what the backup recorded.
     pub encryption: Option<Encrypted>,
+    /// The rows per table the stream must hold (the manifest's, unsealed when encrypted);
+    /// `None` when nothing to compare was recorded. Checked before the client may commit.
+    pub expected_rows: Option<BTreeMap<String, u64>>,
 }
 
 /// What an age-encrypted backup recorded about its encryption.
@@ -89,8 +92,80 @@ impl Layout {
             codec,
             format,
             encryption,
+            expected_rows: None,
         })
     }
+
+    /// [`Layout::of`] the backup `found`, completed from its manifest: every recipient (the
+    /// property index may hold only the first few) and the row counts to check.
+    pub fn of_found(found: &crate::storage::Found) -> Result<Layout> {
+        let mut layout = Layout::of(&found.listed)?;
+        let document = found.manifest.as_ref().map(|m| &m.document);
+        if let (Some(enc), Some(all)) = (
+            layout.encryption.as_mut(),
+            document.and_then(crate::storage::manifest::recipients),
+        ) {
+            enc.recipients = all.join(",");
+        }
+        layout.expected_rows = recorded_row_counts(found, layout.encryption.as_ref())?;
+        Ok(layout)
+    }
+}
+
+/// The row counts recorded at backup time: the manifest's clear ones, or, for an encrypted
+/// backup, its sealed ones opened with this process's identities (a wrong or missing identity
+/// is the restore's 78, naming the recipients). `None` when the backup recorded none.
+pub fn recorded_row_counts(
+    found: &crate::storage::Found,
+    enc: Option<&Encrypted>,
+) -> Result<Option<BTreeMap<String, u64>>> {
+    if found.row_counts.is_some() {
+        return Ok(found.row_counts.clone());
+    }
+    let (Some(enc), Some(sealed)) = (
+        enc,
+        found
+            .manifest
+            .as_ref()
+            .and_then(|m| crate::storage::manifest::sealed_row_counts(&m.document)),
+    ) else {
+        return Ok(None);
+    };
+    let damaged = |why: String| {
+        corrupt(format!(
+            "the manifest's sealed row counts cannot be read ({why}): the manifest was changed since it was stored"
+        ))
+    };
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|e| damaged(e.to_string()))?;
+    let mut json = Vec::new();
+    decrypting(&bytes[..], enc)?
+        .read_to_end(&mut json)
+        .map_err(|e| damaged(e.to_string()))?;
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// What differs between the row counts `want` (recorded) and `got` (found), one table each.
+pub fn row_count_diff(want: &BTreeMap<String, u64>, got: &BTreeMap<String, u64>) -> String {
+    let show = |n: Option<&u64>| n.map_or_else(|| "none".to_string(), u64::to_string);
+    let mut keys: Vec<&String> = want.keys().chain(got.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| want.get(*k) != got.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: recorded {}, found {}",
+                show(want.get(k)),
+                show(got.get(k))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Opens the age stream of an encrypted backup with this process's identities; the errors are
@@ -396,12 +471,27 @@ pub fn check_stream(
             "the dump does not end with \"PostgreSQL database dump complete\": it is truncated",
         ));
     }
+    let row_counts = rows.finish();
+    // earlier builds recorded no counts for archives: an empty manifest of an archive means
+    // "not recorded" (an archive of a database without tables has nothing to compare anyway)
+    if let Some(want) = layout
+        .expected_rows
+        .as_ref()
+        .filter(|m| plain || !m.is_empty())
+    {
+        if want != &row_counts {
+            return Err(corrupt(format!(
+                "the dump's row counts differ from the manifest recorded at backup time: {}",
+                row_count_diff(want, &row_counts)
+            )));
+        }
+    }
     // every check passed: the client may have the end
     sink(&held).map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
     Ok(Checked {
         digest,
         raw_bytes,
-        row_counts: rows.finish(),
+        row_counts,
     })
 }
 
@@ -621,6 +711,7 @@ mod tests {
     }
 
     const GZ_PLAIN: Layout = Layout {
+        expected_rows: None,
         codec: Codec::Gzip(6),
         format: DumpFormat::Plain,
         encryption: None,

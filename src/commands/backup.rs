@@ -963,6 +963,11 @@ fn stream(
             row_counts,
             manifest_extra,
             sealed_row_counts,
+            recipients: cfg
+                .encryption
+                .as_ref()
+                .map(|e| e.fingerprints.clone())
+                .unwrap_or_default(),
         };
         let mut outcome = fan.finish(done.clone());
         failed.append(&mut outcome.failed);

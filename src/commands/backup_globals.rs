@@ -159,17 +159,25 @@ fn store(
         digest: digest.clone(),
         row_counts: BTreeMap::new(),
         sealed_row_counts: None,
+        recipients: cfg
+            .encryption
+            .as_deref()
+            .map(|e| e.fingerprints.clone())
+            .unwrap_or_default(),
         manifest_extra: BTreeMap::from([(
             globals::MANIFEST_KEY.to_string(),
-            json!({
-                "set": set,
-                "kind": plan.kind.as_str(),
-                "passwords": dumped.passwords,
-                "left_out": (!dumped.passwords).then_some(globals::LEFT_OUT),
-                "databases": databases,
-                "roles": roles,
-                "memberships": memberships,
-            }),
+            globals::manifest_section(
+                json!({
+                    "set": set,
+                    "kind": plan.kind.as_str(),
+                    "passwords": dumped.passwords,
+                    "left_out": (!dumped.passwords).then_some(globals::LEFT_OUT),
+                    "databases": databases,
+                }),
+                &roles,
+                &memberships,
+                cfg.encryption.as_deref(),
+            )?,
         )]),
     };
     let mut stored = serde_json::Map::new();

@@ -185,7 +185,10 @@ fn check_database(
     let mut client =
         super::backup::connect(&source::with_dbname(server, db), "the drill's database")?;
     let mut problems = Vec::new();
-    let expected = found.row_counts.clone().unwrap_or_default();
+    // the manifest's counts, unsealed with the drill's identity when the backup is encrypted
+    let expected = crate::restore::Layout::of_found(&found)?
+        .expected_rows
+        .unwrap_or_default();
     let counted = crate::server::count_rows(&mut client, expected.keys())?;
     for (table, n) in &expected {
         match counted.get(table) {

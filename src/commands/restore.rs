@@ -530,7 +530,7 @@ pub fn restore_one(
     };
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
-    let layout = crate::restore::Layout::of(backup)?;
+    let layout = crate::restore::Layout::of_found(found)?;
     if let Some(enc) = &layout.encryption {
         // the identity must match before anything is created, dropped or asked
         let header = target.open(&backup.id, Some(expected.size))?;

@@ -254,7 +254,7 @@ fn download_globals(cfg: &ReadConfig, set: &BackupSet, args: &RestoreArgs) -> Re
             listed.name, got.size, got.sha256, expected.size, expected.sha256
         )));
     }
-    let sql = globals::open_from_storage(bytes, listed)?;
+    let sql = globals::open_from_storage(bytes, &set.globals)?;
     String::from_utf8(sql).map_err(|_| crate::error::corrupt("the globals are not UTF-8 text"))
 }
 

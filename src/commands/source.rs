@@ -368,6 +368,7 @@ mod tests {
             row_counts: Default::default(),
             manifest_extra: Default::default(),
             sealed_row_counts: None,
+            recipients: Vec::new(),
         };
         if complete {
             done.properties = std::collections::BTreeMap::from([

@@ -126,11 +126,39 @@ pub fn seal_for_storage(
     Ok((bytes, Some(plain_sha256)))
 }
 
-/// The counterpart of [`seal_for_storage`]: the SQL from what was stored as `listed`,
+/// The globals object's manifest section: `section` with the role names and memberships, in
+/// clear without encryption and otherwise sealed like the SQL (`roles_age`: role names leak
+/// who uses the server). Nothing reads them back to restore: the script itself is the source.
+pub fn manifest_section(
+    mut section: serde_json::Value,
+    roles: &[String],
+    memberships: &[(String, String)],
+    encryption: Option<&crate::encrypt::Encryption>,
+) -> Result<serde_json::Value> {
+    let clear = serde_json::json!({ "roles": roles, "memberships": memberships });
+    let Some(o) = section.as_object_mut() else {
+        return Ok(section);
+    };
+    match encryption {
+        None => {
+            o.insert("roles".into(), clear["roles"].clone());
+            o.insert("memberships".into(), clear["memberships"].clone());
+        }
+        Some(e) => {
+            let sealed = e
+                .seal_to_base64(clear.to_string().as_bytes())
+                .context("encrypting the globals' role names")?;
+            o.insert("roles_age".into(), sealed.into());
+        }
+    }
+    Ok(section)
+}
+
+/// The counterpart of [`seal_for_storage`]: the SQL from what was stored as `found`,
 /// decrypted with this process's identities when it was encrypted, its plaintext checksum
 /// checked.
-pub fn open_from_storage(stored: Vec<u8>, listed: &crate::storage::Listed) -> Result<Vec<u8>> {
-    let Some(enc) = crate::restore::Layout::of(listed)?.encryption else {
+pub fn open_from_storage(stored: Vec<u8>, found: &crate::storage::Found) -> Result<Vec<u8>> {
+    let Some(enc) = crate::restore::Layout::of_found(found)?.encryption else {
         return Ok(stored);
     };
     let mut sql = Vec::new();

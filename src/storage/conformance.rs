@@ -50,6 +50,7 @@ fn completion(data: &[u8]) -> Completion {
         row_counts: BTreeMap::from([("public.t".to_string(), 42)]),
         manifest_extra: Default::default(),
         sealed_row_counts: None,
+        recipients: Vec::new(),
     }
 }
 

@@ -115,6 +115,10 @@ pub fn build_for(
         done.sealed_row_counts.as_deref(),
         &done.digest,
     );
+    // the full list: the property it was built from may be cut at the target's limit
+    if !done.recipients.is_empty() && v["encryption"].is_object() {
+        v["encryption"]["recipients"] = json!(done.recipients);
+    }
     if let Some(o) = v.as_object_mut() {
         for (k, extra) in &done.manifest_extra {
             o.insert(k.clone(), extra.clone());
@@ -159,6 +163,21 @@ pub fn set_pinned(v: &mut Value, pinned: bool) -> anyhow::Result<()> {
         properties.remove(crate::retention::PINNED);
     }
     Ok(())
+}
+
+/// The recipients' fingerprints a manifest records (all of them, unlike the property index).
+pub fn recipients(document: &Value) -> Option<Vec<String>> {
+    let list: Vec<String> = document["encryption"]["recipients"]
+        .as_array()?
+        .iter()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
+/// The row counts age-encrypted in a manifest (base64), when the backup is encrypted.
+pub fn sealed_row_counts(document: &Value) -> Option<&str> {
+    document["encryption"]["row_counts_age"].as_str()
 }
 
 /// A manifest written by [`build`]; `None` for anything else (an older sidecar, foreign JSON).

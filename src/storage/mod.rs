@@ -141,6 +141,9 @@ pub struct Completion {
     /// With encryption: the row counts age-encrypted (base64), recorded in the manifest in
     /// their place (table names leak the schema); `row_counts` is then empty.
     pub sealed_row_counts: Option<String>,
+    /// With encryption: every recipient's fingerprint. The property index may hold only the
+    /// first few (Drive limits a property to 124 bytes); the manifest records them all.
+    pub recipients: Vec<String>,
 }
 
 /// Largest manifest older releases kept in a Drive file's description.

@@ -12,7 +12,7 @@ use crate::common::*;
 
 /// Strings of `seed_shop` that must never appear in stored bytes or manifests: table names and
 /// row values.
-const KNOWN_PLAINTEXT: &[&str] = &[
+pub(crate) const KNOWN_PLAINTEXT: &[&str] = &[
     "audit_log",
     "customers",
     "customer 17",
@@ -55,7 +55,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 /// Asserts that none of the known table names or row values is in `bytes`.
-fn no_plaintext(what: &str, bytes: &[u8]) {
+pub(crate) fn no_plaintext(what: &str, bytes: &[u8]) {
     for s in KNOWN_PLAINTEXT {
         assert!(!contains(bytes, s), "{what} holds the plaintext {s:?}");
     }
@@ -562,4 +562,277 @@ fn keygen_writes_a_private_identity_once_and_check_judges_encryption() {
         &["--identity", key.to_str().unwrap()],
     );
     assert_eq!(r.status, 0, "{r:?}");
+}
+
+/// Asserts that no file under `dir` (recursively: data, manifests, sidecars, a server's own
+/// metadata files) holds a known table name or row value, nor any of `also`.
+pub(crate) fn no_plaintext_under(dir: &Path, also: &[&str]) {
+    let mut seen = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let what = path.display().to_string();
+            no_plaintext(&what, &bytes);
+            for s in also {
+                assert!(!contains(&bytes, s), "{what} holds the plaintext {s:?}");
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "nothing stored under {dir:?}");
+}
+
+/// An identity made in process (`pgdrive::encrypt::keygen`, as `pgdrive keygen` writes it):
+/// (identity file, public recipient).
+pub(crate) fn in_process_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let (text, public) = pgdrive::encrypt::keygen();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    (path, public)
+}
+
+/// The row counts sealed in a manifest, opened with `identity`.
+fn unseal_counts(manifest: &Value, identity: &Path) -> std::collections::BTreeMap<String, u64> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(manifest["encryption"]["row_counts_age"].as_str().unwrap())
+        .unwrap();
+    let ids = pgdrive::encrypt::Identities::load(identity).unwrap();
+    let mut json = Vec::new();
+    match pgdrive::encrypt::decrypt(&sealed[..], &ids) {
+        Ok(mut r) => r.read_to_end(&mut json).unwrap(),
+        Err(_) => panic!("the sealed row counts do not open with {identity:?}"),
+    };
+    serde_json::from_slice(&json).unwrap()
+}
+
+#[test]
+fn sealed_row_counts_that_disagree_with_the_data_fail_the_restore_with_65_and_nothing_commits() {
+    let keys = TempDir::new("enc_counts_keys");
+    let (identity, public) = in_process_key(keys.path(), "key.txt");
+    let db = TestDb::new("enc_counts");
+    seed_shop(&db);
+    for format in ["plain", "custom"] {
+        let dir = TempDir::new(&format!("enc_counts_{format}"));
+        let backup = local_backup(
+            &db,
+            dir.path(),
+            &[
+                ("PGDRIVE_ENCRYPT_RECIPIENTS", &public),
+                ("PGDRIVE_FORMAT", format),
+            ],
+        );
+        let path = sidecar(&backup);
+        let original = std::fs::read_to_string(&path).unwrap();
+        let manifest: Value = serde_json::from_str(&original).unwrap();
+        let mut counts = unseal_counts(&manifest, &identity);
+        assert_eq!(counts.get("public.orders"), Some(&5000), "{counts:?}");
+
+        // counts sealed to the same recipient, one of them wrong: only the comparison with
+        // the data can catch it (the ciphertext and its checksums are untouched)
+        counts.insert("public.orders".into(), 4999);
+        let enc = pgdrive::encrypt::Encryption::from_spec(&pgdrive::encrypt::EncryptSpec {
+            recipients: vec![public.clone()],
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let mut forged = manifest.clone();
+        forged["encryption"]["row_counts_age"] = json!(enc
+            .seal_to_base64(&serde_json::to_vec(&counts).unwrap())
+            .unwrap());
+        std::fs::write(&path, forged.to_string()).unwrap();
+
+        let into = TestDb::new("enc_counts_into");
+        let r = restore(
+            dir.path(),
+            &into,
+            &["--identity", identity.to_str().unwrap()],
+        );
+        assert_eq!(r.status, 65, "{format}: {r:?}");
+        assert!(
+            r.stderr
+                .contains("public.orders: recorded 4999, found 5000"),
+            "{format}: {r:?}"
+        );
+        assert_eq!(
+            into.query_i64(
+                "SELECT count(*) FROM pg_class WHERE relname IN ('orders', 'customers')"
+            ),
+            0,
+            "{format}: something committed"
+        );
+        // --create: the half-made database is dropped again
+        let name = unique("enc_counts_created");
+        let r = run(pgdrive()
+            .args(["restore", "latest", "--create", "--from"])
+            .arg(dir.path())
+            .args(["--target-url", &admin_url(&name), "--identity"])
+            .arg(&identity));
+        assert_eq!(r.status, 65, "{format}: {r:?}");
+        let exists = admin()
+            .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap();
+        assert!(exists.is_empty(), "{format}: the database was left behind");
+        let r = run(pgdrive()
+            .args(["verify", "latest", "--from"])
+            .arg(dir.path())
+            .arg("--identity")
+            .arg(&identity));
+        assert_eq!(r.status, 65, "verify, {format}: {r:?}");
+
+        // the manifest as stored: the counts agree and the restore passes
+        std::fs::write(&path, &original).unwrap();
+        let r = restore(
+            dir.path(),
+            &into,
+            &["--identity", identity.to_str().unwrap()],
+        );
+        assert_eq!(r.status, 0, "{format}: {r:?}");
+        assert_eq!(into.query_i64("SELECT count(*) FROM orders"), 5000);
+    }
+}
+
+#[test]
+fn eight_recipients_outgrow_drives_property_limit_yet_every_message_names_all_of_them() {
+    let keys = TempDir::new("enc_eight");
+    let pairs: Vec<(PathBuf, String)> = (1..=8)
+        .map(|n| in_process_key(keys.path(), &format!("key{n}.txt")))
+        .collect();
+    let recipients = keys.path().join("recipients.txt");
+    let lines: Vec<&str> = pairs.iter().map(|(_, p)| p.as_str()).collect();
+    std::fs::write(&recipients, lines.join("\n")).unwrap();
+    let fingerprints: Vec<String> = lines
+        .iter()
+        .map(|p| pgdrive::encrypt::fingerprint(p))
+        .collect();
+    let (wrong, _) = in_process_key(keys.path(), "wrong.txt");
+
+    let g = Google::shared_drive();
+    let db = TestDb::new("enc_eight");
+    seed_shop(&db);
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_ENCRYPT_RECIPIENTS_FILE", &recipients)
+        .args(["backup", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let backups = g.emu.backups_in(&g.folder);
+    assert_eq!(backups.len(), 1, "{backups:#?}");
+    // the premise: Drive's properties (124 bytes each) cannot hold the whole list
+    assert!(
+        !backups[0].to_string().contains(fingerprints[7].as_str()),
+        "the properties hold all eight: {}",
+        backups[0]
+    );
+    // the manifest holds every one
+    let manifests = g.emu.manifests_in(&g.folder);
+    assert_eq!(manifests.len(), 1, "{manifests:#?}");
+    let manifest: Value =
+        serde_json::from_slice(&g.emu.content(manifests[0]["id"].as_str().unwrap())).unwrap();
+    assert_eq!(manifest["encryption"]["recipients"], json!(fingerprints));
+
+    // a wrong identity: 78, naming all eight, nothing restored; verify says the same
+    let into = TestDb::new("enc_eight_into");
+    let r = run(g.pgdrive(&db).env("PGDRIVE_IDENTITY_FILE", &wrong).args([
+        "restore",
+        "latest",
+        "--target-url",
+        &into.url(),
+    ]));
+    assert_eq!(r.status, 78, "{r:?}");
+    for f in &fingerprints {
+        assert!(r.stderr.contains(f.as_str()), "{f} not named: {r:?}");
+    }
+    assert_eq!(
+        into.query_i64("SELECT count(*) FROM pg_class WHERE relname = 'orders'"),
+        0
+    );
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_IDENTITY_FILE", &wrong)
+        .args(["verify", "latest"]));
+    assert_eq!(r.status, 78, "{r:?}");
+    for f in &fingerprints {
+        let said = format!("{}{}", r.stdout, r.stderr);
+        assert!(said.contains(f.as_str()), "verify: {f} not named: {r:?}");
+    }
+
+    // the eighth recipient's identity restores
+    let r = run(g
+        .pgdrive(&db)
+        .env("PGDRIVE_IDENTITY_FILE", &pairs[7].0)
+        .args(["restore", "latest", "--target-url", &into.url()]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(into.query_i64("SELECT count(*) FROM orders"), 5000);
+}
+
+/// An encrypted backup through a remote target, end to end: `pgdrive(db)` is the command
+/// configured for the target (a job named `nightly`), `stored` the directory where the server
+/// keeps every byte it was given, `restore_args` what restore needs to pick the target. With an
+/// X25519 recipient: no table name, row value or role name in any stored byte, manifest or
+/// sidecar; a restore with the identity gives an identical database; a wrong identity is 78,
+/// names the recipient, and restores nothing.
+pub(crate) fn remote_round_trip(
+    name: &str,
+    pgdrive: &dyn Fn(&TestDb) -> Command,
+    stored: &Path,
+    restore_args: &[&str],
+) {
+    let keys = TempDir::new(&format!("{name}_keys"));
+    let (identity, public) = in_process_key(keys.path(), "key.txt");
+    let (wrong, _) = in_process_key(keys.path(), "wrong.txt");
+    let db = TestDb::new(name);
+    seed_shop(&db);
+    // a role of this run: its name must not leak through the globals object or its manifest
+    let role = unique("enc_secret_role");
+    admin()
+        .batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
+        .unwrap();
+    let r = run(pgdrive(&db)
+        .env("PGDRIVE_ENCRYPT_RECIPIENTS", &public)
+        .args(["backup", "--job", "nightly"]));
+    admin().batch_execute(&format!("DROP ROLE {role}")).unwrap();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("globals stored"), "{r:?}");
+    no_plaintext("the log", r.stderr.as_bytes());
+    no_plaintext_under(stored, &[&role]);
+
+    let facts = |d: &TestDb| {
+        [
+            "SELECT count(*) FROM orders",
+            "SELECT sum(id)::bigint FROM orders",
+            "SELECT sum(hashtext(name))::bigint FROM customers",
+            "SELECT count(*) FROM audit_log",
+        ]
+        .map(|q| d.query_i64(q))
+    };
+    let restore = |into: &TestDb, identity: &Path| {
+        run(pgdrive(&db)
+            .env("PGDRIVE_IDENTITY_FILE", identity)
+            .args(["restore", "latest"])
+            .args(restore_args)
+            .args(["--database", &db.name, "--target-url", &into.url()]))
+    };
+    let into = TestDb::new(&format!("{name}_into"));
+    let r = restore(&into, &wrong);
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(
+        r.stderr.contains(&pgdrive::encrypt::fingerprint(&public)),
+        "{r:?}"
+    );
+    assert_eq!(
+        into.query_i64("SELECT count(*) FROM pg_class WHERE relname IN ('orders', 'customers')"),
+        0,
+        "a wrong identity restored something"
+    );
+    let r = restore(&into, &identity);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(facts(&into), facts(&db));
 }

@@ -229,6 +229,7 @@ fn a_part_failing_twice_with_500_is_retried_alone_without_restarting_the_upload(
             properties: BTreeMap::new(),
             row_counts: BTreeMap::new(),
             sealed_row_counts: None,
+            recipients: Vec::new(),
             manifest_extra: BTreeMap::new(),
         })
         .unwrap();
@@ -359,4 +360,26 @@ fn a_failing_pg_dump_leaves_nothing_in_the_bucket() {
             "{flavour:?}"
         );
     }
+}
+
+#[test]
+fn an_encrypted_backup_to_s3_stores_no_plaintext_and_restores_only_with_the_identity() {
+    // s3s-fs keeps every object, and its own metadata, as files: all of them are searched
+    let server = S3Server::start(Flavour::S3sFs);
+    let dir = TempDir::new("s3_enc");
+    let config = server.config_file(dir.path(), "pg/", 0);
+    crate::encryption::remote_round_trip(
+        "s3_enc",
+        &|db| with_s3(&config, &db.url()),
+        server.root(),
+        &["--target", "s3"],
+    );
+    let mut t = server.target("pg/", 1000);
+    let keys = t.keys().unwrap();
+    assert!(keys.iter().any(|k| k.ends_with(".sql.gz.age")), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.contains("-globals-") && k.ends_with(".sql.age")),
+        "{keys:?}"
+    );
 }

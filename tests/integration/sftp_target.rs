@@ -346,3 +346,26 @@ fn retention_deletes_only_its_own_jobs_backups_of_the_database() {
         sshd.files()
     );
 }
+
+#[test]
+fn an_encrypted_backup_to_sftp_stores_no_plaintext_and_restores_only_with_the_identity() {
+    let Some(sshd) = Sshd::start() else { return };
+    let conf = TempDir::new("sftp_enc_conf");
+    let config = config_file(
+        conf.path(),
+        &format!(
+            "{}{}",
+            sshd.target_toml("box", sshd.port, ""),
+            job("box", 3)
+        ),
+    );
+    crate::encryption::remote_round_trip(
+        "sftp_enc",
+        &|db| with_config(&config, db),
+        &sshd.data,
+        &["--target", "box"],
+    );
+    let stored = backups(&sshd);
+    assert_eq!(stored.len(), 1, "{:?}", sshd.files());
+    assert!(stored[0].ends_with(".sql.gz.age"), "{stored:?}");
+}

@@ -138,6 +138,11 @@ impl S3Server {
         }
     }
 
+    /// Where the server keeps what it stores (objects and its own metadata files).
+    pub fn root(&self) -> &std::path::Path {
+        self.root.path()
+    }
+
     pub fn place(&self, prefix: &str) -> S3Place {
         S3Place {
             bucket: self.bucket.clone(),
