@@ -142,6 +142,47 @@ impl JobLock {
     }
 }
 
+/// What [`lock_run`] found.
+pub enum Taken {
+    /// This process holds the lock until the guard is dropped.
+    Held(LockGuard),
+    /// Another session holds it: who, as [`describe_holder`] says.
+    Busy { lock: JobLock, holder: String },
+    /// The database does not exist (any more): no backup of it can be running, since `backup`
+    /// connects to it before it locks and a database with sessions cannot be dropped.
+    NoDatabase,
+}
+
+/// Takes the lock `backup` takes for one run of `kind` (narrowed to `job`) of `database`, on
+/// `catalog`, for another command that must not race it (`prune`): the same key, derived from
+/// the servers' identities exactly as `backup` derives it.
+pub fn lock_run(
+    kind: Kind,
+    job: Option<&str>,
+    catalog: &crate::pgconn::ConnInfo,
+    database: &crate::pgconn::ConnInfo,
+    application_name: &str,
+) -> Result<Taken> {
+    let mut control = crate::server::connect_as(catalog, "the catalog database", application_name)?;
+    let mut separate = None;
+    if catalog.redacted() != database.redacted() {
+        match database.connect(application_name) {
+            Ok(c) => separate = Some(c),
+            Err(e) if crate::server::database_missing(&e) => return Ok(Taken::NoDatabase),
+            Err(e) => return Err(crate::server::connect_failure(database, "the database", e)),
+        }
+    }
+    let lock = JobLock::resolve(kind, &mut control, separate.as_mut())?.scoped(job);
+    Ok(match try_lock(control, &lock)? {
+        Ok(guard) => Taken::Held(guard),
+        Err(mut control) => {
+            let holder = describe_holder(&mut control, &lock)
+                .unwrap_or_else(|e| format!("unknown ({})", crate::error::render(&e)));
+            Taken::Busy { lock, holder }
+        }
+    })
+}
+
 /// The `application_name` of a lock connection: who holds a lock, as another run reports it.
 pub fn holder_application_name(kind: Kind, host: &str) -> String {
     let mut name = format!("pgdrive {kind} on {host} pid {}", std::process::id());

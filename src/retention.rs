@@ -453,7 +453,12 @@ pub fn backup_time(f: &Listed) -> Option<i64> {
 
 /// Whether the backup is pinned.
 pub fn is_pinned(f: &Listed) -> bool {
-    f.prop(PINNED) == Some(PINNED_VALUE)
+    is_pinned_in(&f.properties)
+}
+
+/// Whether a property index (a listing's, a manifest's) records the pin.
+pub fn is_pinned_in(properties: &BTreeMap<String, String>) -> bool {
+    properties.get(PINNED).map(String::as_str) == Some(PINNED_VALUE)
 }
 
 /// The index and bucket of the newest backup of each bucket of `period` in `zoned` (newest

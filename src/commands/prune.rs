@@ -4,6 +4,10 @@
 //!
 //! `prune` needs no PostgreSQL to plan: it lists each target of each job (or built-in kind) and
 //! groups what it finds by database; it records deletions in the catalog when it is reachable.
+//! Before it deletes anything of a group it takes the advisory lock `backup` takes for that job
+//! and database ([`lock::lock_run`]), so it never races a running backup: a held lock skips the
+//! group, names the holder, and ends the run with `backup`'s status for it (75). A dry run
+//! deletes nothing and takes no lock.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +17,7 @@ use crate::cli::PruneArgs;
 use crate::config::{BackupConfig, RunPlan, Settings};
 use crate::error::ExitStatus;
 use crate::kind::Kind;
+use crate::lock;
 use crate::log;
 use crate::retention::{self, Group, Policy, PrunePlan, Verdict};
 use crate::storage::{props, Listed, Target};
@@ -127,13 +132,21 @@ pub fn run(args: &PruneArgs, settings: Settings) -> Result<ExitStatus> {
         log::warn(w, &[]);
     }
     let plans = run_plans(args, &settings)?;
+    let application_name = format!(
+        "pgdrive prune on {} pid {}",
+        crate::host::host_name(),
+        std::process::id()
+    );
     let mut rows: Vec<Row> = Vec::new();
     let mut status = ExitStatus::Ok;
     let mut problems: Vec<anyhow::Error> = Vec::new();
     for plan in plans {
         let mut cfg = BackupConfig::for_run(settings.clone(), &Default::default(), &plan)?;
         let catalog = cfg.catalog.clone();
+        let configured = cfg.database.clone();
         let job = cfg.job.clone();
+        // the locks `backup` takes, one per database, held until this job's groups are done
+        let mut locks: BTreeMap<String, lock::Taken> = BTreeMap::new();
         let default_keep = cfg.keep;
         let job_rules = cfg.rules.clone();
         for t in crate::storage::config::for_backup(&mut cfg) {
@@ -158,6 +171,40 @@ pub fn run(args: &PruneArgs, settings: Settings) -> Result<ExitStatus> {
                 .filter_map(|l| l.prop(props::DATABASE).map(str::to_string))
                 .collect();
             for database in databases {
+                if !args.dry_run {
+                    let taken = match locks.entry(database.clone()) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let of = if database == configured.dbname() {
+                                configured.clone()
+                            } else {
+                                configured.with_param("dbname", &database)
+                            };
+                            e.insert(lock::lock_run(
+                                plan.kind,
+                                job.as_deref(),
+                                &catalog,
+                                &of,
+                                &application_name,
+                            )?)
+                        }
+                    };
+                    if let lock::Taken::Busy { lock, holder } = taken {
+                        log::warn(
+                            "skipped: a backup of this job and database holds its lock; nothing was pruned",
+                            &[
+                                ("target", target.name().to_string()),
+                                ("kind", plan.kind.to_string()),
+                                ("database", database.clone()),
+                                ("lock", lock.name.clone()),
+                                ("key", lock.key.to_string()),
+                                ("holder", holder.clone()),
+                            ],
+                        );
+                        status = ExitStatus::worst(&[status, ExitStatus::Locked]);
+                        continue;
+                    }
+                }
                 let group = Group {
                     kind: plan.kind.as_str(),
                     database: &database,

@@ -1159,6 +1159,32 @@ impl Target for S3Target {
         })
     }
 
+    /// The manifest object is the record (metadata cannot change after creation): it is
+    /// replaced whole by one PutObject, which S3 makes visible atomically (a reader sees the old
+    /// document or the new one), checked by its Content-MD5, then read back to confirm the pin.
+    fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
+        let found = self.get(id)?;
+        let mut document = found
+            .manifest
+            .context("the backup has no manifest")?
+            .document;
+        manifest::set_pinned(&mut document, pinned)?;
+        self.client
+            .put(
+                &self.key(&format!("{id}{}", manifest::SUFFIX)),
+                serde_json::to_string_pretty(&document)?.as_bytes(),
+                BTreeMap::from([("content-type".to_string(), manifest::MIME_TYPE.to_string())]),
+            )
+            .context("rewriting the manifest")?;
+        let seen = self
+            .read_manifest(id)?
+            .is_some_and(|m| crate::retention::is_pinned_in(&m.properties) == pinned);
+        if !seen {
+            bail!("the rewritten manifest of {id} does not read back as written");
+        }
+        Ok(())
+    }
+
     fn location(&self, id: &str) -> String {
         format!("s3://{}/{}", self.client.place.bucket, self.key(id))
     }

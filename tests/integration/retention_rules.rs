@@ -211,6 +211,121 @@ fn a_pinned_backup_survives_keep_1_until_unpinned() {
     assert_eq!(planted_left(nas.path()), [3]);
 }
 
+/// The application names of the sessions holding an advisory lock in `db`.
+fn advisory_holders(db: &TestDb) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn prune_waits_for_no_running_backup_it_skips_the_locked_job_with_75_and_names_the_holder() {
+    let db = TestDb::new("rr_lock");
+    seed_shop(&db);
+    let nas = TempDir::new("rr_lock_nas");
+    let real = local_backup(&db, nas.path(), &[("PGDRIVE_KEEP_DAILY", "0")]);
+    for n in 0..4 {
+        plant(nas.path(), &real, n);
+    }
+    let conf = TempDir::new("rr_lock_conf");
+    let config = config(
+        &conf,
+        nas.path(),
+        "keep = 1
+max_delete_share = 100",
+    );
+    // a real `backup --job nightly` whose pg_dump hangs: it holds the job's lock meanwhile
+    let bin = TempDir::new("rr_lock_bin");
+    let hanging = fake_pg_dump(&bin, "sleep 60");
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // names are to the second
+    let mut backup = pgdrive()
+        .env("PGDRIVE_CONFIG", &config)
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_PG_DUMP", &hanging)
+        .args(["backup", "--job", "nightly"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // the database's upload has begun (its partial file), so its lock is taken (the job's
+    // globals, stored before, took and released one of their own)
+    let dumping = || {
+        snapshot(nas.path())
+            .iter()
+            .any(|(n, _)| n.starts_with(&format!(".{}-daily-", db.name)))
+    };
+    while !(dumping()
+        && advisory_holders(&db)
+            .iter()
+            .any(|a| a.starts_with("pgdrive daily")))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never took its lock: {:?} {:?}",
+            advisory_holders(&db),
+            snapshot(nas.path())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // the running backup's own partial file comes and grows meanwhile
+    let finished = |dir: &Path| {
+        let mut v = snapshot(dir);
+        v.retain(|(name, _)| !name.starts_with('.'));
+        v
+    };
+    let before = finished(nas.path());
+    let r = prune(&db, &config, &["--force"]);
+    assert_eq!(r.status, 75, "{r:?}");
+    assert!(r.stderr.contains("holds its lock"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pgdrive daily on"),
+        "the holder is named: {}",
+        r.stderr
+    );
+    assert_eq!(
+        finished(nas.path()),
+        before,
+        "nothing was pruned under a running backup"
+    );
+    // a dry run deletes nothing, so it needs no lock
+    assert_eq!(prune(&db, &config, &["--dry-run"]).status, 0);
+    // the built-in kind's group is another lock: its backup is not held up by the job's
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .env("PGDRIVE_LOCAL_DIR", nas.path())
+        .env("PGDRIVE_KEEP_DAILY", "1")
+        .args(["prune", "--kind", "daily"]));
+    assert_eq!(r.status, 0, "{r:?}");
+
+    let _ = backup.kill();
+    let _ = backup.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !advisory_holders(&db).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed backup's lock stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = prune(&db, &config, &["--force"]);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(planted_left(nas.path()), [3]);
+    assert!(
+        advisory_holders(&db).is_empty(),
+        "prune released the lock it took"
+    );
+}
+
 /// One real `backup --kind daily` into the emulator's folder, keeping everything; its index.
 fn drive_backup(g: &Google, db: &TestDb) -> pgdrive::drive::RemoteFile {
     let before: Vec<String> = g

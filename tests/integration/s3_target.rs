@@ -383,3 +383,86 @@ fn an_encrypted_backup_to_s3_stores_no_plaintext_and_restores_only_with_the_iden
         "{keys:?}"
     );
 }
+
+/// Three backups of job `nightly`, the oldest pinned: the pin is in the manifest object (and
+/// nothing else in it changed), a fresh target sees it, and `prune` with keep 1 and `--force`
+/// deletes only the unpinned middle one; once unpinned, the next prune deletes it too.
+fn a_pinned_backup_survives_keep_1(flavour: Flavour) {
+    let server = S3Server::start(flavour);
+    let db = TestDb::new("s3_pin");
+    seed_shop(&db);
+    let dir = TempDir::new("s3_pin");
+    let config = server.config_file(dir.path(), "pg/", 0);
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1100)); // names are to the second
+        }
+        let r = run(with_s3(&config, &db.url()).args(["backup", "--job", "nightly"]));
+        assert_eq!(r.status, 0, "{r:?}");
+    }
+    let backups = |t: &mut pgdrive::storage::s3::S3Target| {
+        let mut v = t.list(&BTreeMap::new()).unwrap();
+        v.retain(|l| l.prop("pgdrive_kind") == Some("daily"));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    };
+    let manifest = |t: &mut pgdrive::storage::s3::S3Target, id: &str| {
+        t.get(id).unwrap().manifest.unwrap().document
+    };
+    let mut t = server.target("pg/", 1000);
+    let names: Vec<String> = backups(&mut t).into_iter().map(|l| l.name).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let before = manifest(&mut t, &names[0]);
+
+    let r = run(with_s3(&config, &db.url()).args(["pin", &names[0]]));
+    assert_eq!(r.status, 0, "{r:?}");
+    // what a new host sees: a target with nothing cached
+    let mut fresh = server.target("pg/", 1000);
+    let listed = backups(&mut fresh);
+    assert_eq!(listed[0].prop("pgdrive_pinned"), Some("1"), "{listed:?}");
+    assert!(listed[1..]
+        .iter()
+        .all(|l| l.prop("pgdrive_pinned").is_none()));
+    let mut after = manifest(&mut fresh, &names[0]);
+    after["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pgdrive_pinned");
+    assert_eq!(after, before, "the rewrite changed more than the pin");
+
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("keep = 0", "keep = 1");
+    std::fs::write(&config, text).unwrap();
+    let r = run(with_s3(&config, &db.url()).args(["prune", "--job", "nightly", "--force"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let left: Vec<String> = backups(&mut server.target("pg/", 1000))
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(
+        left,
+        [names[0].clone(), names[2].clone()],
+        "the pinned oldest and the newest"
+    );
+
+    let r = run(with_s3(&config, &db.url()).args(["unpin", &names[0]]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = run(with_s3(&config, &db.url()).args(["prune", "--job", "nightly", "--force"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let left: Vec<String> = backups(&mut server.target("pg/", 1000))
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(left, [names[2].clone()]);
+}
+
+#[test]
+fn a_pinned_backup_on_moto_survives_keep_1() {
+    a_pinned_backup_survives_keep_1(Flavour::Moto);
+}
+
+#[test]
+fn a_pinned_backup_on_s3s_fs_survives_keep_1() {
+    a_pinned_backup_survives_keep_1(Flavour::S3sFs);
+}

@@ -369,3 +369,74 @@ fn an_encrypted_backup_to_sftp_stores_no_plaintext_and_restores_only_with_the_id
     assert_eq!(stored.len(), 1, "{:?}", sshd.files());
     assert!(stored[0].ends_with(".sql.gz.age"), "{stored:?}");
 }
+
+fn a_pinned_backup_on_sftp_survives_keep_1_and_its_sidecar_is_replaced_whole() {
+    let Some(sshd) = Sshd::start() else { return };
+    let db = TestDb::new("sftp_pin");
+    seed_shop(&db);
+    let conf = TempDir::new("sftp_pin_conf");
+    let text = |keep: u32| {
+        format!(
+            "{}{}",
+            sshd.target_toml("box", sshd.port, ""),
+            job("box", keep)
+        )
+    };
+    let config = config_file(conf.path(), &text(0));
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(1100)); // names are to the second
+        }
+        let r = run(with_config(&config, &db).args(["backup", "--job", "nightly"]));
+        assert_eq!(r.status, 0, "round {round}: {r:?}");
+    }
+    let names = backups(&sshd);
+    assert_eq!(names.len(), 3, "{names:?}");
+    let sidecar_path = sshd.data.join(format!("{}.pgdrive.json", names[0]));
+    let sidecar = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&sidecar_path).unwrap()).unwrap()
+    };
+    let before = sidecar();
+
+    let r = run(with_config(&config, &db).args(["pin", &names[0]]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut after = sidecar();
+    assert_eq!(after["properties"]["pgdrive_pinned"], "1");
+    after["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pgdrive_pinned");
+    assert_eq!(after, before, "the rewrite changed more than the pin");
+    assert!(
+        !sshd.files().iter().any(|n| n.ends_with(".partial")),
+        "a temporary sidecar was left: {:?}",
+        sshd.files()
+    );
+    // what a new host sees: a fresh connection's listing
+    let mut fresh = storage::open(TargetConfig {
+        name: "box".into(),
+        kind: TargetKind::Sftp(sshd.config(sshd.port)),
+    });
+    let listed = fresh.list(&Default::default()).unwrap();
+    let pinned: Vec<&str> = listed
+        .iter()
+        .filter(|l| l.prop("pgdrive_pinned") == Some("1"))
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(pinned, [names[0].as_str()]);
+
+    std::fs::write(&config, text(1)).unwrap();
+    let r = run(with_config(&config, &db).args(["prune", "--job", "nightly", "--force"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        backups(&sshd),
+        [names[0].clone(), names[2].clone()],
+        "the pinned oldest and the newest"
+    );
+
+    let r = run(with_config(&config, &db).args(["unpin", &names[0]]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = run(with_config(&config, &db).args(["prune", "--job", "nightly", "--force"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(backups(&sshd), [names[2].clone()]);
+}

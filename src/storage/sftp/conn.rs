@@ -396,7 +396,8 @@ impl Session {
         }
     }
 
-    /// Plain SSH_FXP_RENAME, which fails when `to` exists (never posix-rename: that replaces).
+    /// Plain SSH_FXP_RENAME, which fails when `to` exists (posix-rename replaces: see
+    /// [`Session::rename_replace`]).
     pub fn rename_noreplace(
         &mut self,
         from: &str,
@@ -407,6 +408,21 @@ impl Session {
         p.str(from).str(to);
         self.send(p)?;
         self.status(id)
+    }
+
+    /// `posix-rename@openssh.com`: `from` replaces `to` atomically (a reader sees the old file
+    /// or the new one). Only for rewriting a sidecar; `Ok(false)` when the server does not offer it.
+    pub fn rename_replace(&mut self, from: &str, to: &str) -> Result<bool> {
+        if !self.hello.offers(proto::EXT_POSIX_RENAME) {
+            return Ok(false);
+        }
+        let id = self.id();
+        let mut p = Packet::request(proto::FXP_EXTENDED, id);
+        p.str(proto::EXT_POSIX_RENAME).str(from).str(to);
+        self.send(p)?;
+        self.status(id)?
+            .with_context(|| format!("renaming {from} over {to}"))?;
+        Ok(true)
     }
 
     /// `fsync@openssh.com` on an open handle; `false` when the server does not offer it.

@@ -8,7 +8,8 @@
 //! checksums, the file is fsynced (`fsync@openssh.com`, where offered), closed, and its size
 //! checked with STAT. Then the `<name>.pgdrive.json` sidecar (the manifest) is placed and the
 //! backup renamed to its final name with plain SSH_FXP_RENAME, which fails rather than replace
-//! an existing file (posix-rename, which replaces, is never used). Any failure, and a stop
+//! an existing file (posix-rename, which replaces, is used only to rewrite a sidecar when a
+//! backup is pinned or unpinned). Any failure, and a stop
 //! (SIGTERM), removes the temporary file, over a new connection if the old one is gone.
 //! Partials of a killed run are removed by the next upload once unchanged for
 //! `local::STALE_AFTER` by the server's clock.
@@ -410,6 +411,37 @@ impl Target for SftpTarget {
         })
     }
 
+    /// The sidecar is rewritten as the upload writes it (a temporary file, fsynced) and renamed
+    /// over the old one with `posix-rename@openssh.com`, so that a reader, or a connection lost
+    /// half-way, sees the old sidecar or the new one and the backup never goes unlisted. A server
+    /// without that extension is refused rather than given a window without a sidecar.
+    fn set_pinned(&mut self, id: &str, pinned: bool) -> Result<()> {
+        self.get(id)?; // a backup with its sidecar
+        let cfg = self.conn.cfg.clone();
+        let sidecar_name = format!("{id}{SIDECAR_SUFFIX}");
+        let sidecar = cfg.path(&sidecar_name);
+        let s = self.conn.get()?;
+        let text = s.read_file(&sidecar, super::manifest::MAX_BYTES)?;
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&text).with_context(|| format!("{sidecar} is not JSON"))?;
+        super::manifest::set_pinned(&mut json, pinned)?;
+        let tmp = write_temporary(s, &cfg, &sidecar_name, &serde_json::to_vec_pretty(&json)?)?;
+        let replaced = s.rename_replace(&tmp, &sidecar);
+        if !matches!(replaced, Ok(true)) {
+            let _ = s.remove(&tmp);
+        }
+        if !replaced? {
+            return Err(crate::error::config_error_hint(
+                format!(
+                    "{} does not offer posix-rename@openssh.com, so a sidecar cannot be replaced atomically",
+                    cfg.describe()
+                ),
+                "pin the backup on an OpenSSH server (or a Storage Box), or keep it with a longer keep rule",
+            ));
+        }
+        Ok(())
+    }
+
     fn location(&self, id: &str) -> String {
         format!("{}/{id}", self.cfg().describe().trim_end_matches('/'))
     }
@@ -488,24 +520,8 @@ impl SftpUpload<'_> {
         let sidecar = serde_json::to_vec_pretty(&sidecar)?;
         // the sidecar first: a backup is listed only once both exist, so it appears complete
         let sidecar_name = format!("{}{SIDECAR_SUFFIX}", self.name);
-        let sidecar_tmp = cfg.path(&format!(
-            ".{sidecar_name}.{}.partial",
-            crate::fsutil::random_token()?
-        ));
-        let h = s.open(
-            &sidecar_tmp,
-            proto::OPEN_WRITE | proto::OPEN_CREAT | proto::OPEN_EXCL,
-            Some(0o600),
-        )?;
-        let written = s
-            .write_at(&h, 0, &sidecar)
-            .and_then(|()| s.flush_writes())
-            .and_then(|()| s.fsync(&h).map(|_| ()));
-        let closed = s.close(&h);
-        let placed = written
-            .and(closed)
-            .and_then(|()| place(s, &sidecar_tmp, &cfg.path(&sidecar_name), &cfg));
-        if let Err(e) = placed {
+        let sidecar_tmp = write_temporary(s, &cfg, &sidecar_name, &sidecar)?;
+        if let Err(e) = place(s, &sidecar_tmp, &cfg.path(&sidecar_name), &cfg) {
             let _ = s.remove(&sidecar_tmp);
             return Err(e);
         }
@@ -554,6 +570,30 @@ impl SftpUpload<'_> {
         // the session went through a stop's bounds: a later use reconnects
         self.conn.session = None;
     }
+}
+
+/// Writes `data` to a new temporary file beside `name` (`.<name>.<random>.partial`, created
+/// exclusively, mode 0600), fsynced and closed; its path. Removed again when that fails.
+fn write_temporary(s: &mut Session, cfg: &SftpConfig, name: &str, data: &[u8]) -> Result<String> {
+    let tmp = cfg.path(&format!(
+        ".{name}.{}.partial",
+        crate::fsutil::random_token()?
+    ));
+    let h = s.open(
+        &tmp,
+        proto::OPEN_WRITE | proto::OPEN_CREAT | proto::OPEN_EXCL,
+        Some(0o600),
+    )?;
+    let written = s
+        .write_at(&h, 0, data)
+        .and_then(|()| s.flush_writes())
+        .and_then(|()| s.fsync(&h).map(|_| ()));
+    let closed = s.close(&h);
+    if let Err(e) = written.and(closed) {
+        let _ = s.remove(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
 }
 
 /// Renames `from` to `to` unless something is at `to`.
