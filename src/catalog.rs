@@ -5,6 +5,8 @@
 //! size estimate, `list`'s facts per copy, `verify`'s row counts and results, pruning, rebuilds). `status`'s history queries are still
 //! in `dashboard`.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use postgres::Client;
 
@@ -25,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_jobs_and_copies",
         include_str!("../migrations/0004_jobs_and_copies.sql"),
+    ),
+    (
+        "0005_pinned_copies",
+        include_str!("../migrations/0005_pinned_copies.sql"),
     ),
 ];
 
@@ -460,6 +466,83 @@ pub fn record(client: &mut Client, r: &RunRecord) -> Result<i32> {
     tx.commit()
         .context("recording the run in the backups table")?;
     Ok(id)
+}
+
+/// The copies `target` holds (stored, not pruned) of the successful runs of `kind` and `job`
+/// (`None`: the built-in kind), as the listing entries the retention planner reads: the
+/// properties a complete backup carries (kind, database, job, start time, checksums, the pin).
+pub fn stored_copies(
+    client: &mut Client,
+    target: &str,
+    kind: &str,
+    job: Option<&str>,
+) -> Result<Vec<crate::storage::Listed>> {
+    use crate::storage::props;
+    let rows = client
+        .query(
+            "SELECT c.object_id, COALESCE(b.filename, c.object_id), (extract(epoch FROM b.created_at) * 1000)::int8,
+                    b.database_name, b.sha256, b.md5, b.size_bytes, c.pinned
+               FROM backup_copies c JOIN backups b ON b.id = c.backup_id
+              WHERE c.target = $1 AND b.type = $2 AND b.job IS NOT DISTINCT FROM $3
+                AND b.status = 'SUCCESS' AND c.status = 'STORED' AND c.pruned_at IS NULL
+                AND c.object_id IS NOT NULL AND b.database_name IS NOT NULL",
+            &[&target, &kind, &job],
+        )
+        .with_context(|| format!("reading the catalog's copies on {target}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let started: i64 = r.get(2);
+            let mut properties = BTreeMap::from([
+                (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
+                (props::KIND.to_string(), kind.to_string()),
+                (props::DATABASE.to_string(), r.get(3)),
+                (
+                    props::STARTED_AT.to_string(),
+                    crate::timeutil::rfc3339_millis(started),
+                ),
+            ]);
+            if let Some(job) = job {
+                properties.insert(props::JOB.to_string(), job.to_string());
+            }
+            let optional: [(&str, Option<String>); 3] = [
+                (props::SHA256, r.get(4)),
+                (props::MD5, r.get(5)),
+                (
+                    props::SIZE,
+                    r.get::<_, Option<i64>>(6).map(|n| n.to_string()),
+                ),
+            ];
+            for (key, value) in optional {
+                if let Some(v) = value {
+                    properties.insert(key.to_string(), v);
+                }
+            }
+            if r.get::<_, bool>(7) {
+                properties.insert(
+                    crate::retention::PINNED.to_string(),
+                    crate::retention::PINNED_VALUE.to_string(),
+                );
+            }
+            crate::storage::Listed {
+                id: r.get(0),
+                name: r.get(1),
+                created_ms: Some(started),
+                size: r.get::<_, Option<i64>>(6).map(|n| n.max(0) as u64),
+                properties,
+            }
+        })
+        .collect())
+}
+
+/// Records a pin (or unpin) of the copy `object_id` on `target`; how many copies it matched.
+pub fn record_pin(client: &mut Client, target: &str, object_id: &str, pinned: bool) -> Result<u64> {
+    client
+        .execute(
+            "UPDATE backup_copies SET pinned = $3 WHERE target = $1 AND object_id = $2",
+            &[&target, &object_id, &pinned],
+        )
+        .context("recording the pin in the catalog")
 }
 
 /// Records that `target` no longer holds the objects `ids` (Drive file ids, local file names):

@@ -315,6 +315,27 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// The rules `status` counts backups under, in the order it shows them: each [`Reason`] falls
+/// under one ([`Reason::rule`]); `within` covers `keep_within` and every `keep_within_<period>`.
+pub const RULES: [&str; 9] = [
+    "last", "hourly", "daily", "weekly", "monthly", "yearly", "within", "pinned", "newest",
+];
+
+impl Reason {
+    /// Which of [`RULES`] this reason is; `None` for the ones that are no rule (no rules at
+    /// all, the backup just stored).
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            Reason::NoRules | Reason::JustStored => None,
+            Reason::NewestComplete => Some("newest"),
+            Reason::Pinned => Some("pinned"),
+            Reason::Last(_) => Some("last"),
+            Reason::Bucket(p, _) => Some(p.as_str()),
+            Reason::Within | Reason::WithinBucket(..) => Some("within"),
+        }
+    }
+}
+
 /// What happens to one backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

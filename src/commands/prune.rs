@@ -310,7 +310,7 @@ fn print_rows(rows: &[Row], json: bool) -> Result<()> {
 
 /// The runs whose groups `prune` looks at: `--job`, else `--kind`, else every job of the config
 /// file and every built-in kind whose settings load.
-fn run_plans(args: &PruneArgs, settings: &Settings) -> Result<Vec<RunPlan>> {
+pub(crate) fn run_plans(args: &PruneArgs, settings: &Settings) -> Result<Vec<RunPlan>> {
     if let Some(name) = &args.job {
         let job = settings.declared.job(name).ok_or_else(|| {
             crate::error::config_error_hint(
@@ -364,8 +364,10 @@ pub fn pin(args: &crate::cli::PinArgs, settings: Settings, pinned: bool) -> Resu
         force: false,
     };
     let mut targets: Vec<Box<dyn Target>> = Vec::new();
+    let mut catalog = None;
     for plan in run_plans(&all, &settings)? {
         let mut cfg = BackupConfig::for_run(settings.clone(), &Default::default(), &plan)?;
+        catalog.get_or_insert_with(|| cfg.catalog.clone());
         for t in crate::storage::config::for_backup(&mut cfg) {
             let wanted = args.target.as_deref().is_none_or(|n| n == t.config.name);
             if !wanted {
@@ -402,6 +404,14 @@ pub fn pin(args: &crate::cli::PinArgs, settings: Settings, pinned: bool) -> Resu
     };
     let digest = backup.recorded_digest();
     let mut done = 0;
+    // the catalog keeps a copy of each pin for `status`; the manifests stay the record
+    let mut recorder = catalog.map(|c| {
+        c.connect("pgdrive pin").and_then(|mut client| {
+            crate::catalog::migrate(&mut client)?;
+            Ok(client)
+        })
+    });
+    let mut status = ExitStatus::Ok;
     for (t, listed) in targets.iter_mut().zip(&listings) {
         for copy in listed
             .iter()
@@ -424,6 +434,20 @@ pub fn pin(args: &crate::cli::PinArgs, settings: Settings, pinned: bool) -> Resu
                 ],
             );
             done += 1;
+            let recorded = match recorder.as_mut() {
+                Some(Ok(client)) => {
+                    crate::catalog::record_pin(client, t.name(), &copy.id, pinned).map(|_| ())
+                }
+                Some(Err(e)) => Err(anyhow::anyhow!("{}", crate::error::render(e))),
+                None => Ok(()),
+            };
+            if let Err(e) = recorded {
+                log::error(
+                    "the pin is in the manifest, but recording it in the catalog failed; `status` counts it once the catalog has it (pin again)",
+                    &[("error", crate::error::render(&e))],
+                );
+                status = ExitStatus::FollowUpFailed;
+            }
         }
     }
     println!(
@@ -433,5 +457,5 @@ pub fn pin(args: &crate::cli::PinArgs, settings: Settings, pinned: bool) -> Resu
         done,
         if done == 1 { "y" } else { "ies" }
     );
-    Ok(ExitStatus::Ok)
+    Ok(status)
 }

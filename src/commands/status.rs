@@ -14,9 +14,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cli::StatusArgs;
+use std::collections::BTreeMap;
+
 use crate::config::{
-    database_from, default_keep, keep_variable, normalize_base_url, Settings, DEFAULT_DRIVE_URL,
+    database_from, default_keep, keep_variable, normalize_base_url, BackupConfig, Settings,
+    DEFAULT_DRIVE_URL,
 };
+use crate::dashboard::retention::RetentionView;
 use crate::dashboard::{self, Dashboard, KindStatus, Source};
 use crate::drive::auth::{Credentials, TokenSource};
 use crate::drive::retry::RetryPolicy;
@@ -25,6 +29,7 @@ use crate::error::{config_error_hint, ExitStatus};
 use crate::health::{configured_kinds, Alert, ALERT_SINKS};
 use crate::kind::Kind;
 use crate::log;
+use crate::retention::RuleSpec;
 
 pub fn run(args: &StatusArgs, settings: Settings) -> Result<ExitStatus> {
     for w in &settings.warnings {
@@ -197,14 +202,127 @@ pub fn collect(
             None
         }
     };
+    let catalog_client = match (target, catalog_ok) {
+        (None, true) => crate::server::connect(&catalog, "the catalog database").ok(),
+        _ => None,
+    };
+    let retention = retention_views(settings, catalog_client, target, now, &mut warnings);
     Ok(Dashboard {
         generated_ms: now,
         database: dbname,
         catalog_ok,
         kinds: statuses,
         quota,
+        retention,
         warnings,
     })
+}
+
+/// Per target, job (or built-in kind) and database, what each retention rule holds
+/// ([`dashboard::retention`]): counted from the catalog's copy rows when `catalog` is given and
+/// can be read (no target is contacted, so an unreachable one changes nothing), else from each
+/// target's listing, where a target that cannot be listed is shown as unreachable. The targets
+/// and rules are `prune`'s: every job of the config file and every built-in kind that is set
+/// up; `only` narrows them to one target, read from its listing.
+fn retention_views(
+    settings: &Settings,
+    mut catalog: Option<postgres::Client>,
+    only: Option<&str>,
+    now_ms: i64,
+    warnings: &mut Vec<String>,
+) -> Vec<RetentionView> {
+    use crate::storage::props;
+    let every = crate::cli::PruneArgs {
+        job: None,
+        kind: None,
+        target: only.map(str::to_string),
+        dry_run: true,
+        json: false,
+        force: false,
+    };
+    let plans = match crate::commands::prune::run_plans(&every, settings) {
+        Ok(p) => p,
+        Err(e) => {
+            warnings.push(format!(
+                "retention: the jobs could not be read: {}",
+                crate::error::render(&e)
+            ));
+            return Vec::new();
+        }
+    };
+    let mut catalog_failed = false;
+    let mut views = Vec::new();
+    for plan in plans {
+        let mut cfg = match BackupConfig::for_run(settings.clone(), &Default::default(), &plan) {
+            Ok(c) => c,
+            Err(e) => {
+                warnings.push(format!("retention: {}", crate::error::render(&e)));
+                continue;
+            }
+        };
+        let kind = plan.kind.as_str();
+        let job = cfg.job.clone();
+        let (default_keep, job_rules) = (cfg.keep, cfg.rules.clone());
+        for t in crate::storage::config::for_backup(&mut cfg) {
+            if only.is_some_and(|n| n != t.config.name) {
+                continue;
+            }
+            let policy = RuleSpec::resolve(&t.options.rules, &job_rules, default_keep);
+            let name = t.config.name.clone();
+            let copies = catalog
+                .as_mut()
+                .map(|client| crate::catalog::stored_copies(client, &name, kind, job.as_deref()));
+            match copies {
+                Some(Ok(listed)) => {
+                    views.extend(dashboard::retention::summarize_all(
+                        &name,
+                        kind,
+                        job.as_deref(),
+                        &policy,
+                        &listed,
+                        dashboard::retention::FROM_CATALOG,
+                        now_ms,
+                    ));
+                    continue;
+                }
+                Some(Err(e)) if !catalog_failed => {
+                    catalog_failed = true;
+                    warnings.push(format!(
+                        "retention: the catalog's copies could not be read ({}); counting the targets' listings",
+                        crate::error::render(&e)
+                    ));
+                }
+                _ => {}
+            }
+            let mut selector = BTreeMap::from([
+                (props::MARKER.to_string(), props::MARKER_VALUE.to_string()),
+                (props::KIND.to_string(), kind.to_string()),
+            ]);
+            if let Some(j) = &job {
+                selector.insert(props::JOB.to_string(), j.clone());
+            }
+            let mut target = crate::storage::open(t.config);
+            match target.list(&selector) {
+                Ok(listed) => views.extend(dashboard::retention::summarize_all(
+                    &name,
+                    kind,
+                    job.as_deref(),
+                    &policy,
+                    &listed,
+                    dashboard::retention::FROM_TARGET,
+                    now_ms,
+                )),
+                Err(e) => views.push(dashboard::retention::unreachable(
+                    &name,
+                    kind,
+                    job.as_deref(),
+                    &policy,
+                    crate::error::render(&e),
+                )),
+            }
+        }
+    }
+    views
 }
 
 /// A Drive client from the settings, or `None` without Google credentials.

@@ -174,7 +174,7 @@ pub fn render_html(d: &Dashboard) -> String {
          .badge{font-size:12px;font-weight:600;padding:2px 8px;border-radius:12px;color:#fff}\
          .ok{background:#1a7f37}.stale{background:#bf8700}.failed{background:#cf222e}\
          table{border-collapse:collapse;margin-bottom:8px}td{padding:2px 16px 2px 0;vertical-align:top}td:first-child{color:#57606a;white-space:nowrap}\
-         .problems{background:#fff8c5;border-color:#d4a72c}.warn{color:#9a6700}code{font-size:13px}</style></head><body>",
+         .retention th{text-align:left;padding:2px 12px 2px 0;font-weight:600}.problems{background:#fff8c5;border-color:#d4a72c}.warn{color:#9a6700}code{font-size:13px}</style></head><body>",
     );
     let _ = write!(
         h,
@@ -290,6 +290,9 @@ pub fn render_html(d: &Dashboard) -> String {
         h.push_str(&timeline_svg(k));
         h.push_str("</section>");
     }
+    if !d.retention.is_empty() {
+        h.push_str(&retention_table(&d.retention));
+    }
     if let Some(q) = &d.quota {
         let limit = q
             .limit_bytes
@@ -304,6 +307,54 @@ pub fn render_html(d: &Dashboard) -> String {
         );
     }
     h.push_str("</body></html>\n");
+    h
+}
+
+/// Retention per target, job and database: one row each, a column per rule.
+fn retention_table(views: &[super::retention::RetentionView]) -> String {
+    let e = html_escape;
+    let mut h = String::from("<section><h2>Retention</h2><table class=\"retention\"><tr><th>target</th><th>job/kind/database</th><th>backups</th>");
+    for r in crate::retention::RULES {
+        let _ = write!(h, "<th>{}</th>", e(r));
+    }
+    h.push_str("<th>next prune deletes</th><th>oldest restorable</th><th>rules</th></tr>");
+    for v in views {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td>",
+            e(&v.target),
+            e(&v.group_label())
+        );
+        if !v.reachable {
+            let _ = write!(
+                h,
+                "<td colspan=\"{}\" class=\"warn\">unreachable: {}</td></tr>",
+                crate::retention::RULES.len() + 4,
+                e(&crate::redact::scrub(v.error.as_deref().unwrap_or("")))
+            );
+            continue;
+        }
+        let _ = write!(h, "<td>{} ({})</td>", v.backups, e(v.source));
+        for r in crate::retention::RULES {
+            let _ = write!(h, "<td>{}</td>", v.held_by.get(r).copied().unwrap_or(0));
+        }
+        let held_back = if v.held_by_breaker > 0 {
+            format!(" ({} held back by the circuit breaker)", v.held_by_breaker)
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            h,
+            "<td>{}{}</td><td>{}</td><td>{}</td></tr>",
+            v.would_delete,
+            e(&held_back),
+            e(&v.oldest_restorable_ms
+                .map(stamp)
+                .unwrap_or_else(|| "none".into())),
+            e(&v.rules)
+        );
+    }
+    h.push_str("</table></section>");
     h
 }
 
@@ -324,6 +375,7 @@ mod tests {
             catalog_ok: true,
             kinds: vec![kind(vec![])],
             quota: None,
+            retention: vec![],
             warnings: vec![],
         };
         let html = render_html(&d);

@@ -19,6 +19,7 @@ use crate::timeutil;
 
 pub mod html;
 pub mod prometheus;
+pub mod retention;
 pub mod text;
 
 pub use html::{html_escape, render_html};
@@ -88,6 +89,8 @@ pub struct Dashboard {
     pub catalog_ok: bool,
     pub kinds: Vec<KindStatus>,
     pub quota: Option<QuotaView>,
+    /// Per target, job and database: what each retention rule holds (see [`retention`]).
+    pub retention: Vec<retention::RetentionView>,
     /// Things `status` could not find out (catalog or Drive unreachable).
     pub warnings: Vec<String>,
 }

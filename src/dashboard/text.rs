@@ -131,6 +131,12 @@ pub fn render_text(d: &Dashboard, unicode: bool) -> String {
             );
         }
     }
+    if !d.retention.is_empty() {
+        let _ = writeln!(out, "\nretention");
+    }
+    for v in &d.retention {
+        let _ = writeln!(out, "{}", retention_line(v));
+    }
     if let Some(q) = &d.quota {
         let limit = q
             .limit_bytes
@@ -159,6 +165,38 @@ pub fn render_text(d: &Dashboard, unicode: bool) -> String {
         }
     }
     out
+}
+
+/// One retention group: `  nas  nightly/daily/shop  19 backups (catalog), oldest restorable
+/// 2026-03-31 02:00 UTC; held by daily 7, ...; next prune deletes 0 [rules: ...]`.
+pub fn retention_line(v: &super::retention::RetentionView) -> String {
+    if !v.reachable {
+        return format!(
+            "  {:<10} {:<28} UNREACHABLE: {}",
+            v.target,
+            v.group_label(),
+            crate::redact::scrub(&first_line(v.error.as_deref().unwrap_or(""), 160))
+        );
+    }
+    let oldest = v
+        .oldest_restorable_ms
+        .map(stamp)
+        .unwrap_or_else(|| "none".into());
+    let held_back = if v.held_by_breaker > 0 {
+        format!(" ({} held back by the circuit breaker)", v.held_by_breaker)
+    } else {
+        String::new()
+    };
+    format!(
+        "  {:<10} {:<28} {} backups ({}), oldest restorable {oldest}; held by {}; next prune deletes {}{held_back} [rules: {}]",
+        v.target,
+        v.group_label(),
+        v.backups,
+        v.source,
+        v.held_summary(),
+        v.would_delete,
+        v.rules
+    )
 }
 
 #[cfg(test)]

@@ -495,3 +495,146 @@ fn a_pin_on_drive_is_in_the_manifest_and_the_index_and_survives_keep_1() {
         .collect();
     assert_eq!(left, [third.id.clone()]);
 }
+
+/// The view of job `nightly` on `target` in `status --json`'s retention section.
+fn view<'a>(status: &'a serde_json::Value, target: &str) -> &'a serde_json::Value {
+    status["retention"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == target && v["job"] == "nightly")
+        .unwrap_or_else(|| panic!("no view of {target}: {status:#}"))
+}
+
+#[test]
+fn status_counts_what_each_rule_holds_from_the_catalog_and_from_the_listing_alike() {
+    let db = TestDb::new("rr_status");
+    seed_shop(&db);
+    let nas = TempDir::new("rr_status_nas");
+    let conf = TempDir::new("rr_status_conf");
+    let rules = "keep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\nkeep_yearly = 3";
+    let config = config(&conf, nas.path(), rules);
+    let with = |cmd: &mut std::process::Command| {
+        cmd.env("PGDRIVE_CONFIG", &config)
+            .env("DATABASE_URL", db.url())
+            .env_remove("PGDRIVE_LOCAL_DIR");
+    };
+    // one real job backup: its file, sidecar and catalog row are the pattern for 400 dailies
+    // in the past, planted on the target and in the catalog alike; then it goes
+    let mut backup = pgdrive();
+    with(&mut backup);
+    let r = run(backup.args(["backup", "--job", "nightly"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let real = backup_files(nas.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-daily-"))
+        .unwrap();
+    for n in 0..400 {
+        plant(nas.path(), &real, n);
+    }
+    std::fs::remove_file(format!("{}.pgdrive.json", real.display())).unwrap();
+    std::fs::remove_file(&real).unwrap();
+    db.exec(
+        "WITH real AS (SELECT * FROM backups WHERE job = 'nightly' AND type = 'daily' AND status = 'SUCCESS'),
+              planted AS (
+                INSERT INTO backups (created_at, filename, size_bytes, status, type, database_name, sha256, md5, job)
+                SELECT timestamptz '2026-01-01 02:00Z' + n * interval '1 day',
+                       format('shop-daily-planted-%s.sql.gz', lpad(n::text, 3, '0')),
+                       r.size_bytes, 'SUCCESS', 'daily', r.database_name, r.sha256, r.md5, 'nightly'
+                  FROM real r, generate_series(0, 399) n
+                RETURNING id, filename)
+         INSERT INTO backup_copies (backup_id, target, backend, status, object_id)
+         SELECT id, 'nas', 'local', 'STORED', filename FROM planted;
+         DELETE FROM backups WHERE job = 'nightly' AND type = 'daily' AND filename NOT LIKE 'shop-daily-planted-%';",
+    );
+    let mut pin = pgdrive();
+    with(&mut pin);
+    let r = run(pin.args(["pin", "shop-daily-planted-000.sql.gz"]));
+    assert_eq!(r.status, 0, "{r:?}");
+
+    let html = conf.path().join("status.html");
+    let status = |catalog: Option<&str>, html_file: Option<&Path>| {
+        let mut cmd = pgdrive();
+        with(&mut cmd);
+        if let Some(url) = catalog {
+            cmd.env("PGDRIVE_CATALOG_URL", url);
+        }
+        cmd.args(["status", "--json"]);
+        if let Some(f) = html_file {
+            cmd.arg("--html").arg(f);
+        }
+        let r = run(&mut cmd);
+        let v: serde_json::Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        v
+    };
+    // daily: Jan 29 .. Feb 4 2027; weekly: the 4 newest ISO weeks (2 of them dailies); monthly:
+    // Mar 2026 .. Feb 2027; yearly: 2026 and 2027 (only two years have backups)
+    let want = serde_json::json!({
+        "last": 0, "hourly": 0, "daily": 7, "weekly": 4, "monthly": 12, "yearly": 2,
+        "within": 0, "pinned": 1, "newest": 1,
+    });
+    let check = |v: &serde_json::Value, source: &str| {
+        assert_eq!(v["source"], source, "{v:#}");
+        assert_eq!(v["database"], db.name.as_str());
+        assert_eq!(v["backups"], 400, "{v:#}");
+        assert_eq!(v["held_by"], want, "{v:#}");
+        // 381 of 400 go by the rules, but the pinned one stays: 380, held back by the breaker
+        assert_eq!(
+            (v["would_delete"].as_u64(), v["held_by_breaker"].as_u64()),
+            (Some(0), Some(380)),
+            "{v:#}"
+        );
+        assert_eq!(v["oldest_restorable_ms"], START_MS, "{v:#}");
+        assert_eq!(v["newest_ms"], START_MS + 399 * DAY_MS, "{v:#}");
+    };
+    let from_catalog = status(None, Some(&html));
+    check(view(&from_catalog, "nas"), "catalog");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Retention</h2>"), "{page}");
+    assert!(
+        page.contains("380 held back by the circuit breaker"),
+        "{page}"
+    );
+    assert!(page.contains("2026-01-01 02:00 UTC"), "{page}");
+
+    // the catalog unreachable: the target's listing (the pin from the sidecar) says the same
+    let dead = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2";
+    let from_listing = status(Some(dead), None);
+    check(view(&from_listing, "nas"), "target");
+
+    // a target that cannot be listed (its directory lies under a plain file) is shown as
+    // unreachable; status does not fail on it
+    let blocker = conf.path().join("not-a-directory");
+    std::fs::write(&blocker, "").unwrap();
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace(
+            "targets = [\"nas\"]",
+            &format!(
+                "targets = [\"nas\", \"gone\"]\n[targets.gone]\ntype = \"local\"\ndir = \"{}/rr_status\"",
+                blocker.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let from_listing = status(Some(dead), Some(&html));
+    check(view(&from_listing, "nas"), "target");
+    let gone = view(&from_listing, "gone");
+    assert_eq!(gone["reachable"], false, "{gone:#}");
+    assert!(
+        gone["error"].as_str().unwrap().contains("rr_status"),
+        "{gone:#}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("unreachable:"), "{page}");
+    // text: one line per group, the rules that hold something
+    let mut cmd = pgdrive();
+    with(&mut cmd);
+    let text = run(cmd.env("PGDRIVE_CATALOG_URL", dead).arg("status")).stdout;
+    assert!(
+        text.contains("held by daily 7, weekly 4, monthly 12, yearly 2, pinned 1, newest 1"),
+        "{text}"
+    );
+    assert!(text.contains("UNREACHABLE"), "{text}");
+}
