@@ -42,6 +42,13 @@
 #   BENCH_ONLY=targets   only issue 10's runs: one job to two targets (the emulator + a local
 #                        directory, through a config file) vs one target, also with the emulator
 #                        stalled and throttled (RSS), and zstd:3 vs `pg_dump | zstd -3 -T1 | sha256sum`
+#   BENCH_ONLY=remote    only issue 11's runs (also in a full run with BENCH_REMOTE=1): backup to a
+#                        local S3 server (s3s-fs) and to a local sshd (SFTP) vs `pg_dump | zstd -3 -T1
+#                        > /dev/null`, vs `pg_dump | zstd -3 -T1 | aws s3 cp - s3://…` (skipped with a
+#                        note without awscli: pip install awscli) and vs `pg_dump | zstd -3 -T1 | ssh
+#                        host 'cat > file'`; wall-time ratios and peak RSS (target 64 MiB + 2 parts
+#                        per target). Needs s3s-fs (cargo install s3s-fs --features binary), sshd,
+#                        ssh-keygen, zstd
 #   BENCH_DATASET=mixed  the ~1 GB mixed database (pgdrive_bench); `text`: a database of long text
 #                        rows whose plain dump is ~300 MB at BENCH_SCALE=1 (pgdrive_bench_text)
 #   BENCH_FORMATS=1      also run that matrix: gzip with 1 and 2 threads, zstd, none, custom format,
@@ -357,6 +364,80 @@ throttle() {
   curl -fsS -X POST -H 'Content-Type: application/json' -d "{\"upload_bytes_per_second\": $1}" "${EMU}__emulator/config" >/dev/null
 }
 
+# Issue 11: a local S3 server (s3s-fs, checking signatures) and a local sshd, each on a loopback
+# port, and a job for each. Both servers run on the same machine and take CPU, which counts
+# against pgdrive and the shell pipelines alike.
+REMOTE=${BENCH_REMOTE:-0}
+[[ $ONLY == remote ]] && REMOTE=1
+HAVE_AWS=0
+if [[ $REMOTE == 1 ]]; then
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  S3FS=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+  [[ -x $S3FS ]] || { say "s3s-fs is required for BENCH_ONLY=remote: cargo install s3s-fs --version 0.14.1 --features binary --locked"; exit 1; }
+  export AWS_ACCESS_KEY_ID=AKIAPGDRIVEBENCH AWS_SECRET_ACCESS_KEY=pgdrive-bench-secret-0123456789 \
+    AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+  S3_PORT=$(free_port); S3_URL="http://127.0.0.1:$S3_PORT"; BUCKET=pgdrive-bench
+  mkdir -p "$WORK/s3/$BUCKET"
+  "$S3FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID" \
+    --secret-key "$AWS_SECRET_ACCESS_KEY" "$WORK/s3" >"$WORK/s3s.log" 2>&1 &
+  S3_PID=$!
+  SSH_DIR="$WORK/ssh"; mkdir -p "$SSH_DIR/data"; SSH_PORT=$(free_port)
+  ssh-keygen -q -t ed25519 -N "" -f "$SSH_DIR/host_key"
+  ssh-keygen -q -t ed25519 -N "" -f "$SSH_DIR/id_user"
+  cp "$SSH_DIR/id_user.pub" "$SSH_DIR/authorized_keys"
+  printf '[127.0.0.1]:%s %s\n' "$SSH_PORT" "$(cat "$SSH_DIR/host_key.pub")" >"$SSH_DIR/known_hosts"
+  mkdir -p /run/sshd 2>/dev/null || true
+  cat >"$SSH_DIR/sshd_config" <<SSHD
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $SSH_DIR/host_key
+PidFile $SSH_DIR/sshd.pid
+AuthorizedKeysFile $SSH_DIR/authorized_keys
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+SSHD
+  /usr/sbin/sshd -D -e -f "$SSH_DIR/sshd_config" 2>"$SSH_DIR/sshd.log" &
+  SSHD_PID=$!
+  trap 'kill "$S3_PID" "$SSHD_PID" 2>/dev/null || true; cleanup' EXIT
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$SSH_PORT") 2>/dev/null && break
+    sleep 0.1
+  done
+  SSH_USER=$(id -un)
+  SSH="ssh -q -i $SSH_DIR/id_user -p $SSH_PORT -o UserKnownHostsFile=$SSH_DIR/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes $SSH_USER@127.0.0.1"
+  cat >>"$WORK/pgdrive.toml" <<TOML
+[targets.s3]
+type = "s3"
+bucket = "$BUCKET"
+endpoint = "$S3_URL"
+keep = 0
+[targets.sftp]
+type = "sftp"
+host = "127.0.0.1"
+port = $SSH_PORT
+user = "$SSH_USER"
+dir = "$SSH_DIR/data"
+identity_file = "$SSH_DIR/id_user"
+known_hosts = "$SSH_DIR/known_hosts"
+keep = 0
+[jobs.s3]
+kind = "daily"
+targets = ["s3"]
+[jobs.sftp]
+kind = "daily"
+targets = ["sftp"]
+TOML
+  if command -v aws >/dev/null && aws --version >/dev/null 2>&1; then HAVE_AWS=1; else
+    say "   awscli is not installed (pip install awscli): the 'pg_dump | zstd | aws s3 cp -' run is skipped"
+  fi
+  say "   s3s-fs at $S3_URL, sshd on port $SSH_PORT"
+fi
+
 # ---------------------------------------------------------------- measuring
 # Results: one line per run in $WORK/results: label level wall cpu maxrss_kib own_rss_kib out_bytes raw_bytes load1
 RESULTS="$WORK/results"
@@ -487,6 +568,16 @@ for rep in $(seq "$REPEAT"); do
       SELECT="--config $WORK/pgdrive.toml --job two" measure_pgdrive "job:2-throttled-8MiB" zstd:3 --threads 1 --chunk-size 8MiB
       throttle null
     fi
+  fi
+  if [[ $REMOTE == 1 ]]; then
+    # issue 11: zstd:3 with one compression thread, to a local S3 server and a local sshd, against
+    # the shell pipelines a user would write (each stores a new object / file per run)
+    measure "pg_dump|zstd-T1" zstd:3 "$DUMP | zstd -3 -T1 -q -c > /dev/null"
+    SELECT="--config $WORK/pgdrive.toml --job s3" measure_pgdrive "remote:pgdrive-s3" zstd:3 --threads 1
+    [[ $HAVE_AWS == 0 ]] || measure "remote:shell-s3" zstd:3 \
+      "$DUMP | zstd -3 -T1 -q -c | aws --endpoint-url '$S3_URL' s3 cp - 's3://$BUCKET/shell-$rep.sql.zst'"
+    SELECT="--config $WORK/pgdrive.toml --job sftp" measure_pgdrive "remote:pgdrive-sftp" zstd:3 --threads 1
+    measure "remote:shell-ssh" zstd:3 "$DUMP | zstd -3 -T1 -q -c | $SSH 'cat > $SSH_DIR/data/shell-$rep.sql.zst'"
   fi
   if [[ -z $ONLY && $SLOW == 1 || $ONLY == stalled ]]; then
     # A stalled link: the emulator holds the answers to the first 3 chunk uploads for
@@ -644,8 +735,30 @@ if ten:
         if label.startswith("job:2"):
             chunk = int(label.rsplit("-", 1)[1][:-3]) if label.endswith("MiB") else 8
             checks.append((f"{lv}, {chunk}MiB, {label[4:]}", chunk, a, 2))
+eleven = {k: agg(k) for k in runs if k[0].startswith("remote:") or k[0] == "pg_dump|zstd-T1"}
+if eleven:
+    print()
+    print("issue 11 remote targets (zstd:3, one compression thread; local s3s-fs and sshd; wall = best of n, median in brackets)")
+    for (label, lv), a in sorted(eleven.items()):
+        own = f"{a['own']:.1f}" if a["own"] is not None else "-"
+        print(f"  {label:<22} wall {a['best']:6.1f}s ({a['median']:.1f})  cpu {a['cpu']:6.1f}s  rss {a['rss']:6.1f} MiB  own {own:>6} MiB  load {a['loads']}")
+    def ratio11(x, y):
+        a, b = eleven.get((x, "zstd:3")), eleven.get((y, "zstd:3"))
+        if a and b:
+            print(f"  RATIO {x} / {y}: best {a['best'] / b['best']:.3f}x, median {a['median'] / b['median']:.3f}x")
+        elif a:
+            print(f"  RATIO {x} / {y}: no {y} run")
+    for target in ("s3", "sftp"):
+        ratio11(f"remote:pgdrive-{target}", "pg_dump|zstd-T1")
+    ratio11("remote:pgdrive-s3", "remote:shell-s3")
+    ratio11("remote:pgdrive-sftp", "remote:shell-ssh")
+    for target in ("s3", "sftp"):
+        a = eleven.get((f"remote:pgdrive-{target}", "zstd:3"))
+        if a:
+            # S3: the 8 MiB default part (a 1 GB dump does not grow it); SFTP: the 8 MiB chunk
+            checks.append((f"zstd:3, {target}", 8, a))
 print()
-print("RSS target: pgdrive's own peak < 64 MiB + 2 x chunk per target")
+print("RSS target: pgdrive's own peak < 64 MiB + 2 x chunk (S3: part) per target")
 for lv, chunk, a, *n in checks:
     limit = 64 + 2 * chunk * (n[0] if n else 1)
     own = a["own"]

@@ -114,6 +114,11 @@ pub const TARGET_KEYS: &[Key] = &[
         help: "`s3` with `sse = \"aws:kms\"`: the KMS key id or ARN [default: the account's S3 key].",
     },
     Key {
+        name: "part_size",
+        shape: "size",
+        help: "`s3`: the smallest part of an upload, 5MiB to 5GiB. Each backup grows it so that 4 × the largest earlier backup of its job and database fits in 10,000 parts (logged with the resulting ceiling); the size is fixed per upload, as R2 requires [default: the target's `chunk_size`].",
+    },
+    Key {
         name: "keep",
         shape: "number",
         help: "Keep the newest N backups of each job and database on this target (keep-last). A target that sets any `keep*` rule uses its own rules alone, else the job's; no rule at all keeps everything [default: the job's rules].",
@@ -587,7 +592,8 @@ fn sftp_place(t: &Table) -> Result<Place, FileError> {
 }
 
 /// The keys only an `s3` target has.
-const S3_ONLY: [&str; 8] = [
+const S3_ONLY: [&str; 9] = [
+    "part_size",
     "bucket",
     "prefix",
     "region",
@@ -606,6 +612,17 @@ fn s3_place(t: &Table) -> Result<crate::storage::s3::S3Place, FileError> {
     {
         return Err(t.wrong("sse"));
     }
+    let part_size = match t.size("part_size")? {
+        None => None,
+        Some(text) => Some(
+            crate::config::parse_size(&text)
+                .map(|n| n as u64)
+                .filter(|n| {
+                    (crate::storage::s3::MIN_PART as u64..=crate::storage::s3::MAX_PART).contains(n)
+                })
+                .ok_or_else(|| t.wrong("part_size"))?,
+        ),
+    };
     let endpoint = t.string("endpoint")?;
     if endpoint
         .as_deref()
@@ -629,6 +646,7 @@ fn s3_place(t: &Table) -> Result<crate::storage::s3::S3Place, FileError> {
         storage_class: t.string("storage_class")?,
         sse,
         sse_kms_key_id: t.string("sse_kms_key_id")?,
+        part_size,
     })
 }
 

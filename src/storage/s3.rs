@@ -4,8 +4,13 @@
 //!
 //! An upload buffers one part. While the dump is smaller than one part nothing is sent, and a
 //! small dump is stored with one PutObject at `finish`; as soon as more than one part's worth has
-//! arrived a multipart upload is created and every full part is sent (fixed size, each with its
-//! `Content-MD5`, each retried on its own: a failed part never restarts the upload). `finish`
+//! arrived a multipart upload is created and every full part is sent (each with its
+//! `Content-MD5`, each retried on its own: a failed part never restarts the upload). The part
+//! size is fixed for the whole upload, chosen at `begin` by [`choose_part_size`] from the
+//! configured floor and the largest earlier backup of the job and database (R2 refuses unequal
+//! parts, and 10,000 parts of the floor may be too few for a multi-TB dump). Memory per upload
+//! is bounded by about two parts: the buffer (one part plus one incoming chunk) and the copy of
+//! the part being sent. `finish`
 //! completes the upload only once the whole stream is known good (pgdrive calls it after pg_dump
 //! exited 0 and the dump trailer was seen), checks the stored size with a HEAD, then writes the
 //! backup's [`super::manifest`] as `<backup>.manifest.json` beside it. Every failure path, and
@@ -34,6 +39,27 @@ use crate::error::config_error_hint;
 pub const MIN_PART: usize = 5 << 20;
 /// S3's largest part number.
 pub const MAX_PARTS: u64 = 10_000;
+/// S3's largest part.
+pub const MAX_PART: u64 = 5 << 30;
+/// How many times the largest earlier backup a new one's part size must leave room for: a
+/// database may grow a lot between two backups, and the part size cannot change mid-upload.
+pub const SIZE_HEADROOM: u64 = 4;
+
+/// The part size of one upload, chosen before the first byte (R2 refuses parts of unequal size
+/// within an upload, so it cannot grow on the way): `floor` (the target's `part_size` or
+/// `chunk_size`), grown so that [`SIZE_HEADROOM`] times `largest_earlier` (the largest earlier
+/// backup of the job and database on the target) fits in [`MAX_PARTS`] parts, rounded up to
+/// whole MiB, and clamped to S3's [5 MiB, 5 GiB].
+pub fn choose_part_size(floor: u64, largest_earlier: Option<u64>) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let needed = largest_earlier
+        .unwrap_or(0)
+        .saturating_mul(SIZE_HEADROOM)
+        .div_ceil(MAX_PARTS)
+        .div_ceil(MIB)
+        .saturating_mul(MIB);
+    floor.max(needed).clamp(MIN_PART as u64, MAX_PART)
+}
 
 /// No server MD5 of a whole (multipart) object, metadata only at creation, no property filter in
 /// listings, ranged GETs; parts of 5 MiB or more, at most 10,000 of them.
@@ -181,9 +207,27 @@ pub struct S3Place {
     /// `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
+    /// The smallest part of an upload (`part_size`); `None`: the target's `chunk_size`.
+    pub part_size: Option<u64>,
 }
 
 impl S3Place {
+    /// The server-side encryption headers every object pgdrive stores carries, manifests and
+    /// probes included (a bucket policy may refuse any PUT without them).
+    fn encryption_headers(&self) -> BTreeMap<String, String> {
+        let mut headers = BTreeMap::new();
+        if let Some(s) = &self.sse {
+            headers.insert("x-amz-server-side-encryption".into(), s.clone());
+        }
+        if let Some(k) = &self.sse_kms_key_id {
+            headers.insert(
+                "x-amz-server-side-encryption-aws-kms-key-id".into(),
+                k.clone(),
+            );
+        }
+        headers
+    }
+
     /// The prefix as stored: no leading `/`, a trailing `/` unless empty.
     pub fn normalized_prefix(prefix: &str) -> String {
         let p = prefix.trim_matches('/');
@@ -380,6 +424,7 @@ impl S3Error {
             (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken") => {
                 Some(CREDENTIALS_HINT)
             }
+            (_, "InvalidStorageClass") => Some("set `storage_class` to one the provider offers, or remove it"),
             (_, "NoSuchBucket") => Some("create the bucket, or correct `bucket` (and `region`, `endpoint`) in the target's table"),
             (403, _) | (_, "AccessDenied") => Some("grant the credentials s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload and s3:ListBucketMultipartUploads on the bucket and prefix (README \"S3-compatible storage\")"),
             (301, _) | (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") => Some("set `region` to the bucket's region (and `endpoint` for a provider other than AWS)"),
@@ -862,21 +907,29 @@ impl S3Target {
         format!("{}{name}", self.prefix())
     }
 
-    /// Unfinished multipart uploads under the prefix that are pgdrive's (a backup's name: one
-    /// path segment, no manifest) and older than `older_than`; aborted when `abort`.
+    /// Every unfinished multipart upload under the prefix, pgdrive's or not.
+    pub fn unfinished_uploads(&mut self) -> Result<Vec<PendingUpload>> {
+        let prefix = self.prefix().to_string();
+        self.client.pending_uploads(&prefix)
+    }
+
+    /// Whether the upload of `key` is one of pgdrive's backups (see [`is_pgdrives_upload`]).
+    fn owns_upload(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix())
+            .is_some_and(is_pgdrives_upload)
+    }
+
+    /// Unfinished multipart uploads under the prefix that are pgdrive's (see
+    /// [`is_pgdrives_upload`]) and older than `older_than`; aborted when `abort`.
     pub fn stale_uploads(
         &mut self,
         older_than: Duration,
         abort: bool,
     ) -> Result<Vec<PendingUpload>> {
         let now = crate::timeutil::now_millis();
-        let prefix = self.prefix().to_string();
         let mut stale = Vec::new();
-        for u in self.client.pending_uploads(&prefix)? {
-            let Some(name) = u.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            let own = is_backup_name(name);
+        for u in self.unfinished_uploads()? {
+            let own = self.owns_upload(&u.key);
             let old = u
                 .initiated_ms
                 .is_some_and(|t| now - t >= older_than.as_millis() as i64);
@@ -911,7 +964,11 @@ impl S3Target {
         ));
         let probed = self
             .client
-            .put(&probe, b"pgdrive check probe\n", BTreeMap::new())
+            .put(
+                &probe,
+                b"pgdrive check probe\n",
+                self.client.place.encryption_headers(),
+            )
             .context("writing a probe object")
             .and_then(|()| {
                 self.client
@@ -925,18 +982,34 @@ impl S3Target {
             ),
             Err(e) => Finding::from_error(subject, &e),
         });
-        match self.stale_uploads(Duration::ZERO, false) {
-            Ok(s) if s.is_empty() => {}
-            Ok(s) => out.push(Finding::warn(
-                subject,
-                format!(
-                    "{} unfinished multipart upload(s) under {} (their parts are billed): {}",
-                    s.len(),
-                    self.describe(),
-                    s.iter().map(|u| u.key.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-                Some("a backup run aborts pgdrive's own once they are a day old; add an AbortIncompleteMultipartUpload lifecycle rule to the bucket as well".into()),
-            )),
+        match self.unfinished_uploads() {
+            Ok(all) if all.is_empty() => {}
+            Ok(all) => {
+                let (own, foreign): (Vec<_>, Vec<_>) =
+                    all.iter().partition(|u| self.owns_upload(&u.key));
+                let keys = |v: &[&PendingUpload]| {
+                    v.iter()
+                        .map(|u| u.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut detail = format!(
+                    "{} unfinished multipart upload(s) under {} (their parts are billed)",
+                    all.len(),
+                    self.describe()
+                );
+                if !own.is_empty() {
+                    detail.push_str(&format!("; pgdrive's: {}", keys(&own)));
+                }
+                if !foreign.is_empty() {
+                    detail.push_str(&format!("; not pgdrive's: {}", keys(&foreign)));
+                }
+                out.push(Finding::warn(
+                    subject,
+                    detail,
+                    Some("a backup run aborts pgdrive's own once they are a day old, never another tool's; add an AbortIncompleteMultipartUpload lifecycle rule to the bucket as well".into()),
+                ));
+            }
             Err(e) => out.push(Finding::from_error(subject, &e)),
         }
         out
@@ -956,6 +1029,27 @@ impl S3Target {
             .into_iter()
             .map(|(k, _, _)| k)
             .collect())
+    }
+
+    /// The size of the largest backup on this target of the same job (or kind) and database as
+    /// `properties` describe: the hint [`choose_part_size`] grows the part size from. A listing
+    /// that fails costs only the hint.
+    fn largest_earlier(&mut self, properties: &BTreeMap<String, String>) -> Option<u64> {
+        use super::props;
+        let selector: BTreeMap<String, String> = [props::JOB, props::KIND, props::DATABASE]
+            .iter()
+            .filter_map(|k| Some((k.to_string(), properties.get(*k)?.clone())))
+            .collect();
+        match self.list(&selector) {
+            Ok(listed) => listed.iter().filter_map(|l| l.size).max(),
+            Err(e) => {
+                crate::log::warn(
+                    "could not list earlier backups to size the upload's parts; using the configured part size",
+                    &[("error", crate::error::render(&e))],
+                );
+                None
+            }
+        }
     }
 
     fn read_manifest(&self, name: &str) -> Result<Option<manifest::Manifest>> {
@@ -978,6 +1072,21 @@ fn is_backup_name(name: &str) -> bool {
         && !name.contains('/')
         && !name.starts_with('.')
         && !name.ends_with(manifest::SUFFIX)
+}
+
+/// Whether an unfinished upload's name (below the prefix) is one pgdrive starts: a backup's name
+/// with the `-YYYYMMDDTHHMMSSZ.` stamp every backup and globals name carries. ListMultipartUploads
+/// tells no metadata, so the name is all there is to tell pgdrive's from another tool's.
+fn is_pgdrives_upload(name: &str) -> bool {
+    is_backup_name(name)
+        && name.as_bytes().windows(18).any(|w| {
+            w[0] == b'-'
+                && w[1..9].iter().all(u8::is_ascii_digit)
+                && w[9] == b'T'
+                && w[10..16].iter().all(u8::is_ascii_digit)
+                && w[16] == b'Z'
+                && w[17] == b'.'
+        })
 }
 
 fn refuse_id(id: &str) -> Result<()> {
@@ -1040,18 +1149,10 @@ impl Target for S3Target {
             );
         }
         let place = &self.client.place;
-        let mut headers = BTreeMap::from([("content-type".to_string(), mime_type.to_string())]);
+        let mut headers = place.encryption_headers();
+        headers.insert("content-type".into(), mime_type.to_string());
         if let Some(c) = &place.storage_class {
             headers.insert("x-amz-storage-class".into(), c.clone());
-        }
-        if let Some(s) = &place.sse {
-            headers.insert("x-amz-server-side-encryption".into(), s.clone());
-        }
-        if let Some(k) = &place.sse_kms_key_id {
-            headers.insert(
-                "x-amz-server-side-encryption-aws-kms-key-id".into(),
-                k.clone(),
-            );
         }
         // metadata is set once, at creation: the initial properties only (the manifest holds all)
         for (k, v) in properties {
@@ -1060,13 +1161,31 @@ impl Target for S3Target {
                 crate::redact::percent_encode(v, false),
             );
         }
+        let floor = place.part_size.unwrap_or(chunk_size as u64);
+        let largest = self.largest_earlier(properties);
+        let part_size = usize::try_from(choose_part_size(floor, largest)).unwrap_or(usize::MAX);
+        crate::log::info(
+            "S3 part size chosen",
+            &[
+                ("key", key.clone()),
+                ("part_size", part_size.to_string()),
+                (
+                    "largest_earlier",
+                    largest.map_or("none".into(), |l| l.to_string()),
+                ),
+                (
+                    "ceiling",
+                    crate::units::human_bytes(part_size as u64 * MAX_PARTS),
+                ),
+            ],
+        );
         Ok(Box::new(S3Upload {
             client: self.client.clone(),
             target: self.name.clone(),
             name: name.to_string(),
             key,
             headers,
-            part_size: chunk_size.max(MIN_PART),
+            part_size,
             buf: Vec::new(),
             upload_id: None,
             parts: Vec::new(),
@@ -1380,11 +1499,12 @@ impl S3Upload {
         if u64::from(number) > MAX_PARTS {
             return Err(config_error_hint(
                 format!(
-                    "{} needs more than {MAX_PARTS} parts of {} bytes",
+                    "{} needs more than {MAX_PARTS} parts of {} bytes (a ceiling of {})",
                     self.what(),
-                    self.part_size
+                    self.part_size,
+                    crate::units::human_bytes(self.part_size as u64 * MAX_PARTS)
                 ),
-                "raise this target's chunk_size: an S3 object can hold at most chunk_size × 10,000 bytes",
+                "raise this target's part_size: an S3 object holds at most 10,000 parts, and pgdrive grows the part size only from the largest earlier backup of the job and database (×4)",
             ));
         }
         let part = &self.buf[..len];
@@ -1461,11 +1581,14 @@ impl S3Upload {
         let mut properties = self.properties.clone();
         properties.extend(done.properties.clone());
         let m = manifest::build_for(&self.name, &self.name, &properties, done);
+        // encrypted as the backup, in the bucket's default class: listings read every manifest
+        let mut headers = self.client.place.encryption_headers();
+        headers.insert("content-type".into(), manifest::MIME_TYPE.to_string());
         self.client
             .put(
                 &format!("{}{}", self.key, manifest::SUFFIX),
                 serde_json::to_string_pretty(&m)?.as_bytes(),
-                BTreeMap::from([("content-type".to_string(), manifest::MIME_TYPE.to_string())]),
+                headers,
             )
             .context("storing the manifest")
     }
@@ -1573,6 +1696,28 @@ mod tests {
     }
 
     #[test]
+    fn part_size_grows_from_the_largest_earlier_backup_and_stays_within_s3s_limits() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        // no history, or a small one: the floor, raised to S3's minimum
+        assert_eq!(choose_part_size(8 * MIB, None), 8 * MIB);
+        assert_eq!(choose_part_size(MIB, None), 5 * MIB);
+        assert_eq!(choose_part_size(8 * MIB, Some(10 * GIB)), 8 * MIB);
+        // 2 TiB last time: 4 × 2 TiB over 10,000 parts, rounded up to whole MiB
+        let tib2 = 2 << 40;
+        let p = choose_part_size(8 * MIB, Some(tib2));
+        assert_eq!(p % MIB, 0);
+        assert!(p * MAX_PARTS >= 4 * tib2, "{p}");
+        assert!((p - MIB) * MAX_PARTS < 4 * tib2, "not the smallest: {p}");
+        assert_eq!(p, 839 * MIB);
+        // a larger floor wins over a smaller need
+        assert_eq!(choose_part_size(GIB, Some(tib2)), GIB);
+        // beyond what S3 allows: 5 GiB parts (a 48 TiB ceiling), no overflow
+        assert_eq!(choose_part_size(8 * MIB, Some(100 << 40)), MAX_PART);
+        assert_eq!(choose_part_size(u64::MAX, Some(u64::MAX)), MAX_PART);
+    }
+
+    #[test]
     fn reads_profiles_and_xml() {
         let text = "[default]\naws_access_key_id = A\n[profile ci]\naws_access_key_id=B\naws_secret_access_key = S\n";
         assert_eq!(
@@ -1586,6 +1731,15 @@ mod tests {
         assert_eq!(xml_all(xml, "Key"), vec!["a&b", "c"]);
         assert_eq!(S3Place::normalized_prefix("/pg/db/"), "pg/db/");
         assert_eq!(S3Place::normalized_prefix(""), "");
+        assert!(is_pgdrives_upload("shop-daily-20261202T030000Z.sql.gz"));
+        assert!(is_pgdrives_upload(
+            "nightly-globals-20261202T030000Z.sql.age"
+        ));
+        assert!(!is_pgdrives_upload("shop-daily-x.sql.gz"));
+        assert!(!is_pgdrives_upload(
+            "tools/shop-daily-20261202T030000Z.sql.gz"
+        ));
+        assert!(!is_pgdrives_upload("export-20261202T0300Z.tar"));
         assert!(
             is_backup_name("shop-daily-x.sql.gz")
                 && !is_backup_name("a/b")

@@ -466,3 +466,346 @@ fn a_pinned_backup_on_moto_survives_keep_1() {
 fn a_pinned_backup_on_s3s_fs_survives_keep_1() {
     a_pinned_backup_survives_keep_1(Flavour::S3sFs);
 }
+
+/// `server`'s config file for `pg/`, with the endpoint replaced by `proxy`'s.
+fn config_through(
+    server: &S3Server,
+    dir: &Path,
+    proxy: &crate::common::s3::FaultProxy,
+) -> std::path::PathBuf {
+    let config = server.config_file(dir, "pg/", 0);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&server.endpoint, &proxy.endpoint);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn restore_into(config: &Path, db: &TestDb, into: &TestDb) -> Run {
+    run(with_s3(config, &db.url()).args([
+        "restore",
+        "latest",
+        "--target",
+        "s3",
+        "--database",
+        &db.name,
+        "--target-url",
+        &into.url(),
+    ]))
+}
+
+#[test]
+fn a_connection_dropped_mid_part_resends_that_part_alone_and_the_backup_restores() {
+    use crate::common::s3::{Fault, FaultProxy};
+    for flavour in [Flavour::Moto, Flavour::S3sFs] {
+        let server = S3Server::start(flavour);
+        // part 2's body breaks off after 1 MiB, twice
+        let proxy = FaultProxy::start_with(
+            &server.endpoint,
+            &["partNumber=2&"],
+            2,
+            Fault::DropRequestBody(1 << 20),
+        );
+        let db = TestDb::new("s3_droppart");
+        incompressible(&db);
+        let dir = TempDir::new("s3_droppart");
+        let config = config_through(&server, dir.path(), &proxy);
+        let r = run(with_s3(&config, &db.url()).args(["backup", "--job", "nightly"]));
+        assert_eq!(r.status, 0, "{flavour:?}: {r:?}");
+        let log = proxy.requests();
+        let count = |needle: &str| {
+            log.iter()
+                .filter(|l| l.contains(needle) && !l.contains("-globals-"))
+                .count()
+        };
+        assert_eq!(count("POST "), 2, "{flavour:?}: restarted: {log:#?}"); // create, complete
+        assert_eq!(count("partNumber=1&"), 1, "{flavour:?}: {log:#?}");
+        assert_eq!(count("partNumber=2&"), 3, "{flavour:?}: {log:#?}");
+        assert_eq!(
+            server.pending_uploads(),
+            Vec::<String>::new(),
+            "{flavour:?}"
+        );
+        let into = TestDb::new("s3_droppart_into");
+        let direct = server.config_file(dir.path(), "pg/", 0);
+        let r = restore_into(&direct, &db, &into);
+        assert_eq!(r.status, 0, "{flavour:?}: {r:?}");
+        assert_eq!(fingerprint(&into), fingerprint(&db), "{flavour:?}");
+    }
+}
+
+#[test]
+fn a_restore_download_dropped_mid_body_resumes_with_a_ranged_get() {
+    use crate::common::s3::{Fault, FaultProxy};
+    for flavour in [Flavour::Moto, Flavour::S3sFs] {
+        let server = S3Server::start(flavour);
+        let db = TestDb::new("s3_dropget");
+        incompressible(&db);
+        let dir = TempDir::new("s3_dropget");
+        let config = server.config_file(dir.path(), "pg/", 0);
+        let r = run(with_s3(&config, &db.url()).args(["backup", "--job", "nightly"]));
+        assert_eq!(r.status, 0, "{flavour:?}: {r:?}");
+        // the dump's GET (not its manifest's, nor a listing's) breaks off 3 MiB into the body, once
+        let proxy = FaultProxy::start_with(
+            &server.endpoint,
+            &["GET ", "/pg/", ".sql.gz HTTP/1.1"],
+            1,
+            Fault::DropResponseBody(3 << 20),
+        );
+        let config = config_through(&server, dir.path(), &proxy);
+        let into = TestDb::new("s3_dropget_into");
+        let r = restore_into(&config, &db, &into);
+        assert_eq!(r.status, 0, "{flavour:?}: {r:?}");
+        assert_eq!(fingerprint(&into), fingerprint(&db), "{flavour:?}");
+        let resumed: Vec<String> = proxy
+            .heads()
+            .into_iter()
+            .filter(|h| h.starts_with("GET ") && h.contains(".sql.gz HTTP/1.1"))
+            .filter_map(|h| {
+                h.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("range")
+                        .then(|| v.trim().to_string())
+                })
+            })
+            .filter(|r| r != "bytes=0-")
+            .collect();
+        assert!(
+            !resumed.is_empty(),
+            "{flavour:?}: no ranged GET resumed the download: {:#?}",
+            proxy.heads()
+        );
+        let from: u64 = resumed[0]
+            .strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(
+            from > 0 && from <= 3 << 20,
+            "{flavour:?}: resumed from {from}, not where the drop was"
+        );
+    }
+}
+
+#[test]
+fn check_lists_unfinished_uploads_and_a_backup_aborts_only_pgdrives_stale_ones() {
+    use crate::common::s3::{Fault, FaultProxy};
+    // moto: s3s-fs implements no ListMultipartUploads
+    let server = S3Server::start(Flavour::Moto);
+    let db = TestDb::new("s3_stale");
+    seed_shop(&db);
+    let dir = TempDir::new("s3_stale");
+    let own = format!("pg/{}-daily-20200101T000000Z.sql.gz", db.name);
+    let foreign = [
+        "pg/other-tool-export.tar".to_string(),
+        "pg/tools/dump-20200101T000000Z.sql.gz".to_string(),
+    ];
+    for key in std::iter::once(&own).chain(&foreign) {
+        server.start_raw_upload(key);
+    }
+    // the proxy tells how old the uploads are (moto says 2010 for all): an hour, then 25 hours
+    let now = pgdrive::timeutil::now_millis();
+    let hour = 3_600_000;
+    let fresh = FaultProxy::start_with(
+        &server.endpoint,
+        &["GET ", "?uploads"],
+        u32::MAX,
+        Fault::UploadsInitiatedAt(now - hour),
+    );
+    let config = config_through(&server, dir.path(), &fresh);
+    let r = run(with_s3(&config, &db.url()).arg("check"));
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(out.contains("3 unfinished multipart upload(s)"), "{out}");
+    assert!(out.contains(&format!("pgdrive's: {own}")), "{out}");
+    assert!(
+        out.contains(&format!("not pgdrive's: {}, {}", foreign[0], foreign[1])),
+        "{out}"
+    );
+    // an hour old: maybe a backup still running elsewhere; a backup aborts nothing
+    let r = run(with_s3(&config, &db.url()).args(["backup", "--job", "nightly"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        server.pending_uploads().len(),
+        3,
+        "a fresh upload was aborted"
+    );
+    // a day old: pgdrive's own is aborted, the others stay
+    let old = FaultProxy::start_with(
+        &server.endpoint,
+        &["GET ", "?uploads"],
+        u32::MAX,
+        Fault::UploadsInitiatedAt(now - 25 * hour),
+    );
+    let config = config_through(&server, dir.path(), &old);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // names are to the second
+    let r = run(with_s3(&config, &db.url()).args(["backup", "--job", "nightly"]));
+    assert_eq!(r.status, 0, "{r:?}");
+    let mut left = server.pending_uploads();
+    left.sort();
+    let mut want: Vec<String> = foreign
+        .iter()
+        .map(|k| format!("<unfinished upload of {k}>"))
+        .collect();
+    want.sort();
+    assert_eq!(left, want, "{:#?}", old.requests());
+    let aborts: Vec<String> = old
+        .requests()
+        .into_iter()
+        .filter(|l| l.starts_with("DELETE") && l.contains("uploadId="))
+        .collect();
+    assert_eq!(aborts.len(), 1, "{aborts:#?}");
+}
+
+#[test]
+fn storage_class_and_server_side_encryption_are_sent_with_every_new_object() {
+    use crate::common::s3::FaultProxy;
+    let kms = "arn:aws:kms:us-east-1:123456789012:key/pgdrive-test-key";
+    for flavour in [Flavour::Moto, Flavour::S3sFs] {
+        let server = S3Server::start(flavour);
+        // s3s-fs knows the STANDARD class alone (InvalidStorageClass for any other)
+        let infrequent = |class| {
+            if flavour == Flavour::Moto {
+                class
+            } else {
+                "STANDARD"
+            }
+        };
+        for (sse, key_id, class) in [
+            ("AES256", None, infrequent("STANDARD_IA")),
+            ("aws:kms", Some(kms), infrequent("ONEZONE_IA")),
+        ] {
+            let proxy = FaultProxy::start(&server.endpoint, "-none-", 0);
+            let mut cfg = server.config("sse/", 1000);
+            cfg.place.endpoint = Some(proxy.endpoint.clone());
+            cfg.place.sse = Some(sse.into());
+            cfg.place.sse_kms_key_id = key_id.map(Into::into);
+            cfg.place.storage_class = Some(class.into());
+            let mut t = pgdrive::storage::s3::S3Target::from_config("s3".into(), cfg);
+            // one small object (PutObject), one multipart
+            for (name, len) in [("small-x.bin", 1000), ("large-x.bin", (5 << 20) + 1000)] {
+                let name = format!("{}-{name}", sse.replace(':', "_"));
+                let data: Vec<u8> = (0..len).map(|i: usize| (i * 7) as u8).collect();
+                let mut h = pgdrive::storage::Hasher::default();
+                h.update(&data);
+                let mut up = t
+                    .begin(&name, "application/octet-stream", &BTreeMap::new(), 5 << 20)
+                    .unwrap();
+                up.write(bytes::Bytes::from(data)).unwrap();
+                up.finish(&pgdrive::storage::Completion {
+                    digest: h.finish(),
+                    properties: BTreeMap::new(),
+                    row_counts: BTreeMap::new(),
+                    sealed_row_counts: None,
+                    manifest_extra: BTreeMap::new(),
+                    recipients: Vec::new(),
+                })
+                .unwrap_or_else(|e| panic!("{flavour:?} {sse}: {e:#}"));
+                let creating: Vec<String> = proxy
+                    .heads()
+                    .into_iter()
+                    .filter(|h| {
+                        let line = h.lines().next().unwrap_or("");
+                        // PutObject, or CreateMultipartUpload
+                        line.starts_with(&format!("PUT /{}/sse/{name} ", server.bucket))
+                            || line.starts_with(&format!(
+                                "POST /{}/sse/{name}?uploads ",
+                                server.bucket
+                            ))
+                    })
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect();
+                assert_eq!(creating.len(), 1, "{flavour:?}: {creating:#?}");
+                let head = &creating[0];
+                let has = |h: &str, v: &str| head.contains(&format!("{h}: {}", v.to_lowercase()));
+                assert!(has("x-amz-storage-class", class), "{head}");
+                assert!(has("x-amz-server-side-encryption", sse), "{head}");
+                if let Some(k) = key_id {
+                    assert!(
+                        has("x-amz-server-side-encryption-aws-kms-key-id", k),
+                        "{head}"
+                    );
+                }
+                // the manifest is encrypted as the backup is (a bucket policy may require it),
+                // but keeps the standard class (listings read it)
+                let manifest = proxy
+                    .heads()
+                    .into_iter()
+                    .find(|h| {
+                        h.starts_with(&format!("PUT /{}/sse/{name}.manifest.json ", server.bucket))
+                    })
+                    .unwrap()
+                    .to_ascii_lowercase();
+                assert!(
+                    manifest.contains(&format!(
+                        "x-amz-server-side-encryption: {}",
+                        sse.to_lowercase()
+                    )),
+                    "{manifest}"
+                );
+                assert!(!manifest.contains("x-amz-storage-class"), "{manifest}");
+                if flavour == Flavour::Moto {
+                    // and the server kept them
+                    let stored = server.head_headers(&format!("sse/{name}"));
+                    assert_eq!(
+                        stored.get("x-amz-storage-class").map(String::as_str),
+                        Some(class),
+                        "{stored:?}"
+                    );
+                    assert_eq!(
+                        stored
+                            .get("x-amz-server-side-encryption")
+                            .map(String::as_str),
+                        Some(sse),
+                        "{stored:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn s3_credentials_come_from_aws_profile_in_the_shared_credentials_file() {
+    let server = S3Server::start(Flavour::S3sFs); // s3s-fs checks every signature
+    let db = TestDb::new("s3_profile");
+    seed_shop(&db);
+    let dir = TempDir::new("s3_profile");
+    let config = server.config_file(dir.path(), "pg/", 0);
+    let credentials = dir.path().join("credentials");
+    let wrong = "not-the-secret-of-default-0000";
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {wrong}\n\n# the one that works\n[pgdrive-ci]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let profile = |name: &str| {
+        let mut cmd = with_s3(&config, &db.url());
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_PROFILE", name)
+            .args(["backup", "--job", "nightly"]);
+        run(&mut cmd)
+    };
+    let r = profile("pgdrive-ci");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("S3 part size chosen") && r.stderr.contains("ceiling"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        crate::common::without_globals(server.target("pg/", 1000).keys().unwrap()).len(),
+        2
+    );
+    assert!(!r.stderr.contains(SECRET_KEY) && !r.stdout.contains(SECRET_KEY));
+    let r = profile("default");
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("SignatureDoesNotMatch"), "{}", r.stderr);
+    assert!(!r.stderr.contains(wrong) && !r.stdout.contains(wrong));
+    let r = profile("missing");
+    assert_eq!(r.status, 78, "{r:?}");
+    assert!(r.stderr.contains("[missing]"), "{}", r.stderr);
+}
