@@ -85,29 +85,41 @@ impl<T> AtStep<T> for Result<T> {
 
 pub fn run(args: &BackupArgs, settings: Settings) -> Result<ExitStatus> {
     let plans = plan_runs(args, &settings)?;
-    // a job that dumps whole databases stores the server's globals first, as one set with them
-    let (set, globals_status) = match plans.first() {
+    // a job that dumps whole databases dumps the server's globals first and stores them after
+    // its databases (see backup_globals), as one set with them
+    let (set, pending, globals_status) = match plans.first() {
         Some(RunPlan {
             job: Some(_), kind, ..
         }) if *kind != Kind::Hourly => {
-            let (set, status) = super::backup_globals::run(args, &settings, &plans);
-            (Some(set), status)
+            let (set, pending, status) = super::backup_globals::run(args, &settings, &plans);
+            (Some(set), pending, status)
         }
-        _ => (None, ExitStatus::Ok),
+        _ => (None, None, ExitStatus::Ok),
+    };
+    let finish_globals = |statuses: &[ExitStatus]| match pending {
+        Some(p) => super::backup_globals::finish(args, &settings, &plans, p, statuses),
+        None => globals_status,
     };
     if let [plan] = plans.as_slice() {
-        let status = run_one(args, settings, plan, set.as_ref())?;
-        return Ok(ExitStatus::worst(&[status, globals_status]));
+        return match run_one(args, settings.clone(), plan, set.as_ref()) {
+            Ok(status) => Ok(ExitStatus::worst(&[status, finish_globals(&[status])])),
+            Err(e) => {
+                finish_globals(&[ExitStatus::Failed]);
+                Err(e)
+            }
+        };
     }
     // several databases: each is its own run (lock, row, file, notification); one failing does
     // not keep the others from being backed up, and the exit status is the worst of them
-    let mut statuses = vec![globals_status];
+    let mut statuses = Vec::new();
     for plan in &plans {
         statuses.push(match run_one(args, settings.clone(), plan, set.as_ref()) {
             Ok(status) => status,
             Err(e) => crate::error::print(&e),
         });
     }
+    let globals_status = finish_globals(&statuses);
+    statuses.push(globals_status);
     let worst = ExitStatus::worst(&statuses);
     log::info(
         "job finished",

@@ -1,9 +1,11 @@
 //! The globals step of `backup --job` (kinds daily and schema): before the job's databases,
-//! `pg_dumpall --globals-only` (see `crate::dr::globals`) is stored on every target of the job
+//! `pg_dumpall --globals-only` (see `crate::dr::globals`) is dumped; after them, and only when
+//! at least one of them was stored (never after SIGTERM), it is stored on every target of the job
 //! as an object of kind `globals` (its own retention group, kept like the job's backups), and
 //! the job run becomes one backup set: every database backup of the run records the set id and,
 //! in its manifest, the globals object. A globals step that fails is reported (log, notification)
-//! and fails the job (exit 1), but the databases are still backed up.
+//! and fails the job (exit 1), but the databases are still backed up. Storing it last means a
+//! job that fails or is stopped leaves no globals object that looks like a usable set.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,7 @@ use crate::timeutil;
 #[derive(Clone, Debug)]
 pub struct SetRef {
     pub id: String,
-    /// The stored globals object (`None`: the globals step failed).
+    /// The globals object the set will store (`None`: dumping the globals failed).
     pub globals: Option<serde_json::Value>,
 }
 
@@ -35,8 +37,26 @@ impl SetRef {
     }
 }
 
-/// Stores the globals of the job `plans` belong to; returns the set and the step's status.
-pub fn run(args: &BackupArgs, settings: &Settings, plans: &[RunPlan]) -> (SetRef, ExitStatus) {
+/// The globals of a job run, dumped and sealed before its databases, stored after them.
+pub struct Pending {
+    job: String,
+    started_ms: i64,
+    cfg: BackupConfig,
+    name: String,
+    bytes: Vec<u8>,
+    properties: BTreeMap<String, String>,
+    done: Completion,
+    passwords: bool,
+    roles: usize,
+}
+
+/// Dumps the globals of the job `plans` belong to; returns the set, what is still to be stored
+/// (by [`finish`], once the databases are) and the step's status.
+pub fn run(
+    args: &BackupArgs,
+    settings: &Settings,
+    plans: &[RunPlan],
+) -> (SetRef, Option<Pending>, ExitStatus) {
     let started_ms = timeutil::now_millis();
     let id =
         crate::dr::new_set_id(started_ms).unwrap_or_else(|_| timeutil::compact_stamp(started_ms));
@@ -44,41 +64,90 @@ pub fn run(args: &BackupArgs, settings: &Settings, plans: &[RunPlan]) -> (SetRef
         id: id.clone(),
         globals: None,
     };
-    match store(args, settings, plans, &id, started_ms) {
-        Ok(object) => {
-            set.globals = Some(object);
-            (set, ExitStatus::Ok)
+    match prepare(args, settings, plans, &id, started_ms) {
+        Ok(pending) => {
+            set.globals = Some(json!({
+                "name": pending.name,
+                "sha256": pending.done.digest.sha256,
+                "passwords": pending.passwords,
+            }));
+            (set, Some(pending), ExitStatus::Ok)
         }
         Err(error) => {
-            log::error(
-                "storing the server's globals (roles, memberships, tablespaces) failed; the databases are backed up without them",
-                &[("error", crate::error::render(&error))],
-            );
-            if let Some(plan) = plans.first() {
-                if let Ok(mut notifier) = notify::load(settings, plan.kind, args.notify) {
-                    notifier.job = plan.job.as_ref().map(|j| j.name.clone());
-                    notifier.run_finished(&Report::failure(
-                        plan.kind,
-                        "globals",
-                        &host_name(),
-                        started_ms,
-                        "globals",
-                        &error,
-                    ));
-                }
-            }
-            (set, ExitStatus::Failed)
+            failed(args, settings, plans, started_ms, &error);
+            (set, None, ExitStatus::Failed)
         }
     }
 }
 
-fn store(
+/// Stores the dumped globals after the job's databases: only when at least one of them was
+/// stored (a job that stored nothing leaves nothing) and never after a termination signal.
+pub fn finish(
+    args: &BackupArgs,
+    settings: &Settings,
+    plans: &[RunPlan],
+    pending: Pending,
+    database_statuses: &[ExitStatus],
+) -> ExitStatus {
+    let any_stored = database_statuses.iter().any(|s| {
+        matches!(
+            s,
+            ExitStatus::Ok | ExitStatus::FollowUpFailed | ExitStatus::PartiallyStored
+        )
+    });
+    if crate::signals::check().is_err() {
+        return ExitStatus::Failed;
+    }
+    if !any_stored {
+        log::warn(
+            "no database of the job was stored: its globals are not stored either",
+            &[("job", pending.job.clone())],
+        );
+        return ExitStatus::Ok;
+    }
+    let started_ms = pending.started_ms;
+    match store(pending) {
+        Ok(_) => ExitStatus::Ok,
+        Err(error) => {
+            failed(args, settings, plans, started_ms, &error);
+            ExitStatus::Failed
+        }
+    }
+}
+
+fn failed(
+    args: &BackupArgs,
+    settings: &Settings,
+    plans: &[RunPlan],
+    started_ms: i64,
+    error: &anyhow::Error,
+) {
+    log::error(
+        "storing the server's globals (roles, memberships, tablespaces) failed; restore --all needs them: run the job again",
+        &[("error", crate::error::render(error))],
+    );
+    if let Some(plan) = plans.first() {
+        if let Ok(mut notifier) = notify::load(settings, plan.kind, args.notify) {
+            notifier.job = plan.job.as_ref().map(|j| j.name.clone());
+            notifier.run_finished(&Report::failure(
+                plan.kind,
+                "globals",
+                &host_name(),
+                started_ms,
+                "globals",
+                error,
+            ));
+        }
+    }
+}
+
+fn prepare(
     args: &BackupArgs,
     settings: &Settings,
     plans: &[RunPlan],
     set: &str,
     started_ms: i64,
-) -> Result<serde_json::Value> {
+) -> Result<Pending> {
     let plan = plans
         .first()
         .ok_or_else(|| anyhow!("the job has no database"))?;
@@ -87,7 +156,7 @@ fn store(
         .as_ref()
         .map(|j| j.name.clone())
         .unwrap_or_default();
-    let mut cfg = BackupConfig::for_run(settings.clone(), &args.overrides, plan)?;
+    let cfg = BackupConfig::for_run(settings.clone(), &args.overrides, plan)?;
     let mut client = super::backup::connect(&cfg.database, "the database server")?;
     let (server_version, major) = crate::server::server_version(&mut client)?;
     let superuser = globals::is_superuser(&mut client)?;
@@ -131,12 +200,6 @@ fn store(
         (props::COMPRESSION.to_string(), "none".to_string()),
         (props::HOST.to_string(), host_name()),
     ]);
-    let mut targets = super::backup::build_targets(&mut cfg);
-    // one set of properties for every target: it must fit the strictest one's limit
-    let budget = targets
-        .iter()
-        .filter_map(|t| t.target.capabilities().max_property_bytes)
-        .min();
     properties.insert(props::PG_DUMP_VERSION.to_string(), dumped.version.clone());
     if let (Some(plain), Some(e)) = (&plain_sha256, cfg.encryption.as_deref()) {
         properties.insert(
@@ -145,9 +208,6 @@ fn store(
         );
         properties.insert(props::RECIPIENTS.to_string(), e.fingerprint_list());
         properties.insert(props::PLAIN_SHA256.to_string(), plain.clone());
-    }
-    for (k, v) in properties.iter_mut() {
-        *v = crate::storage::fit_property(k, v, budget);
     }
     let done = Completion {
         properties: BTreeMap::from([
@@ -180,6 +240,43 @@ fn store(
             )?,
         )]),
     };
+    Ok(Pending {
+        job,
+        started_ms,
+        cfg,
+        name,
+        bytes,
+        properties,
+        done,
+        passwords: dumped.passwords,
+        roles: roles.len(),
+    })
+}
+
+/// Stores `pending` on every target of the job, pruning old globals by the job's rules.
+fn store(pending: Pending) -> Result<serde_json::Value> {
+    let Pending {
+        job,
+        mut cfg,
+        name,
+        bytes,
+        mut properties,
+        done,
+        passwords,
+        roles,
+        ..
+    } = pending;
+    let set = properties.get(props::SET).cloned().unwrap_or_default();
+    let mut targets = super::backup::build_targets(&mut cfg);
+    // one set of properties for every target: it must fit the strictest one's limit
+    let budget = targets
+        .iter()
+        .filter_map(|t| t.target.capabilities().max_property_bytes)
+        .min();
+    for (k, v) in properties.iter_mut() {
+        *v = crate::storage::fit_property(k, v, budget);
+    }
+    let digest = done.digest.clone();
     let mut stored = serde_json::Map::new();
     let mut errors = Vec::new();
     for t in targets.iter_mut() {
@@ -232,17 +329,12 @@ fn store(
         "globals stored",
         &[
             ("job", job),
-            ("set", set.to_string()),
+            ("set", set),
             ("file", name.clone()),
-            ("roles", roles.len().to_string()),
+            ("roles", roles.to_string()),
             (
                 "passwords",
-                if dumped.passwords {
-                    "included"
-                } else {
-                    "left out"
-                }
-                .into(),
+                if passwords { "included" } else { "left out" }.into(),
             ),
             ("size_bytes", digest.size.to_string()),
         ],
@@ -250,7 +342,7 @@ fn store(
     Ok(json!({
         "name": name,
         "sha256": digest.sha256,
-        "passwords": dumped.passwords,
+        "passwords": passwords,
         "stored": stored,
     }))
 }

@@ -441,3 +441,64 @@ fn drill_reports_rto_and_rpo_and_leaves_nothing_behind_also_when_it_fails_or_is_
     );
     assert_eq!(postmasters_in(tmp.path()), 0);
 }
+
+#[test]
+fn a_job_that_stores_no_database_stores_no_globals_either() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store_none");
+    let conf = TempDir::new("dr_conf_none");
+    // a pg_dump that answers for its version but dumps nothing: every database backup fails
+    // while the globals (pg_dumpall beside it) are dumped
+    let bin = TempDir::new("dr_bin_none");
+    let failing = bin.path().join("pg_dump");
+    std::fs::write(
+        &failing,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {BIN}/pg_dump --version; fi\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(format!("{BIN}/pg_dumpall"), bin.path().join("pg_dumpall")).unwrap();
+    let job = |databases: &str, pg_dump: &Path| {
+        let config = config_file(
+            conf.path(),
+            &format!(
+                "local.dir = \"{}\"\n[jobs.nightly]\nkind = \"daily\"\ndatabases = [{databases}]\n",
+                dir.path().display()
+            ),
+        );
+        run(pgdrive()
+            .env("PGDRIVE_CONFIG", &config)
+            .env("DATABASE_URL", source.url("postgres", "postgres"))
+            .env("PGDRIVE_PG_DUMP", pg_dump)
+            .args(["backup", "--job", "nightly"]))
+    };
+    let globals_objects = || {
+        backup_files(dir.path())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("-globals-"))
+            .count()
+    };
+    // every database of the job fails: the globals are dumped but not stored
+    let r = job("\"shop\"", &failing);
+    assert_ne!(r.status, 0, "{r:?}");
+    assert!(!r.stderr.contains("globals stored"), "{r:?}");
+    assert!(
+        r.stderr.contains("no database of the job was stored"),
+        "{r:?}"
+    );
+    assert_eq!(globals_objects(), 0, "{:?}", backup_files(dir.path()));
+    // one of two is stored: the globals are stored, after it
+    let real = PathBuf::from(format!("{BIN}/pg_dump"));
+    let r = job("\"shop\", \"no_such_db\"", &real);
+    assert_ne!(r.status, 0, "{r:?}");
+    assert_eq!(globals_objects(), 1, "{r:?}");
+    let globals_at = r.stderr.find("globals stored").expect("globals stored");
+    let failed_at = r
+        .stderr
+        .rfind("no_such_db")
+        .expect("the failed database logged");
+    assert!(failed_at < globals_at, "{r:?}");
+}
