@@ -138,7 +138,7 @@ pub fn collect(
             "--target {t} reads the storage, not the catalog"
         )),
         None => crate::server::connect(&catalog, "the catalog database").and_then(|mut client| {
-            kinds
+            let statuses = kinds
                 .iter()
                 .map(|k| {
                     dashboard::from_catalog(
@@ -149,12 +149,19 @@ pub fn collect(
                         history,
                     )
                 })
-                .collect::<Result<Vec<_>>>()
+                .collect::<Result<Vec<_>>>()?;
+            let drill = crate::catalog::last_drill(&mut client)?
+                .map(|(at, result)| dashboard::LastDrill::from_catalog(at, result));
+            Ok((statuses, drill))
         }),
     };
     let catalog_ok = from_catalog.is_ok();
+    let mut last_drill = None;
     let mut statuses = match from_catalog {
-        Ok(s) => s,
+        Ok((s, drill)) => {
+            last_drill = drill;
+            s
+        }
         Err(e) => {
             if target.is_none() {
                 warnings.push(format!(
@@ -203,6 +210,7 @@ pub fn collect(
         catalog_ok,
         kinds: statuses,
         quota,
+        last_drill,
         warnings,
     })
 }

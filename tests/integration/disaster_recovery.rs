@@ -502,3 +502,113 @@ fn a_job_that_stores_no_database_stores_no_globals_either() {
         .expect("the failed database logged");
     assert!(failed_at < globals_at, "{r:?}");
 }
+
+#[test]
+fn a_drill_is_recorded_in_the_catalog_shown_by_status_and_notified_passed_or_failed() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store_drill_rec");
+    let r = back_up(&source, "postgres", dir.path(), "plain");
+    assert_eq!(r.status, 0, "{r:?}");
+    let hooks = crate::notify::Receiver::start();
+    let tmp = TempDir::new("dr_tmp_rec");
+    let catalog = source.url("postgres", "postgres");
+    // the catalog is where the backups were recorded: the job's configured database
+    let drill = || {
+        run(pgdrive()
+            .env("TMPDIR", tmp.path())
+            .env("DATABASE_URL", &catalog)
+            .env("PGDRIVE_WEBHOOK_URL", hooks.url("hook"))
+            .args(["drill", "--job", "nightly", "--from"])
+            .arg(dir.path()))
+    };
+    let verify_results = || -> Vec<(String, Option<String>)> {
+        let mut c = postgres::Client::connect(&catalog, postgres::NoTls).unwrap();
+        c.query(
+            "SELECT database_name, verify_result FROM backups WHERE status = 'SUCCESS' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    let status = |html: &Path| {
+        run(pgdrive()
+            .env("DATABASE_URL", &catalog)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["status", "--html"])
+            .arg(html))
+    };
+
+    let r = drill();
+    assert_eq!(r.status, 0, "{r:?}");
+    let rows = verify_results();
+    assert!(!rows.is_empty());
+    for (db, result) in &rows {
+        let result = result.as_deref().unwrap_or("");
+        assert!(
+            result.starts_with("drill passed")
+                && result.contains("RTO ")
+                && result.contains("RPO "),
+            "{db:?}: {result:?}"
+        );
+    }
+    let sent = hooks.json_posted_to("/hook");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["status"], "success", "{sent:?}");
+    assert!(
+        sent[0]["message"].as_str().unwrap().contains("drill"),
+        "{sent:?}"
+    );
+    assert!(
+        sent[0]["drill"].as_str().unwrap().contains("RTO "),
+        "{sent:?}"
+    );
+    let html = tmp.path().join("status.html");
+    let st = status(&html);
+    assert!(
+        st.stdout.contains("last drill") && st.stdout.contains("drill passed"),
+        "{st:?}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("last disaster-recovery drill") && page.contains("RTO "),
+        "{page}"
+    );
+
+    // a backup whose manifest disagrees with its data: failed, recorded, notified, exit 1
+    let shop = backup_files(dir.path())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("shop-")
+        })
+        .unwrap();
+    let sidecar = PathBuf::from(format!("{}.pgdrive.json", shop.display()));
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        text.replace("\"app.orders\": 500", "\"app.orders\": 499"),
+    )
+    .unwrap();
+    let r = drill();
+    assert_eq!(r.status, 1, "{r:?}");
+    let sent = hooks.json_posted_to("/hook");
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["status"], "failure", "{sent:?}");
+    assert!(
+        sent[1]["drill"].as_str().unwrap().contains("499"),
+        "{sent:?}"
+    );
+    assert!(verify_results()
+        .iter()
+        .all(|(_, r)| r.as_deref().unwrap_or("").starts_with("drill FAILED")));
+    let st = status(&html);
+    assert!(
+        st.stdout.contains("last drill") && st.stdout.contains("drill FAILED"),
+        "{st:?}"
+    );
+    assert!(!st.stdout.contains("app-secret-pw"));
+}
