@@ -259,8 +259,16 @@ fn restore_all_brings_back_a_whole_server_into_a_fresh_cluster() {
 #[test]
 fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
     let source = source_server();
-    let dir = TempDir::new("dr_store_custom");
-    let r = back_up(&source, "postgres", dir.path(), "custom");
+    // custom archives (pg_restore --no-owner --no-privileges) and plain dumps (the script's
+    // ownership and privilege statements are left out)
+    for format in ["custom", "plain"] {
+        no_owner_restore(&source, format);
+    }
+}
+
+fn no_owner_restore(source: &Cluster, format: &str) {
+    let dir = TempDir::new("dr_store_no_owner");
+    let r = back_up(source, "postgres", dir.path(), format);
     assert_eq!(r.status, 0, "{r:?}");
     let shop = backup_files(dir.path())
         .into_iter()
@@ -278,7 +286,7 @@ fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
         .args(["restore", &id, "--create", "--from"])
         .arg(dir.path())
         .args(["--target-url", &bare.url("postgres", "shop")]));
-    assert_ne!(r.status, 0, "{r:?}");
+    assert_ne!(r.status, 0, "{format}: {r:?}");
     assert_eq!(
         count(
             &bare,
@@ -291,8 +299,19 @@ fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
         .args(["restore", &id, "--create", "--no-owner", "--from"])
         .arg(dir.path())
         .args(["--target-url", &bare.url("postgres", "shop")]));
-    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.status, 0, "{format}: {r:?}");
     assert_eq!(count(&bare, "shop", "SELECT count(*) FROM app.orders"), 500);
+    // owned by the restoring role, no grants to roles that do not exist
+    assert_eq!(
+        count(
+            &bare,
+            "shop",
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'app' AND pg_get_userbyid(c.relowner) <> 'postgres'"
+        ),
+        0,
+        "{format}"
+    );
     let facts = database_facts(&bare, "shop");
     assert!(facts.starts_with("postgres / LATIN1 / C / "), "{facts}");
     assert!(facts.contains("the shop's data"), "{facts}");
