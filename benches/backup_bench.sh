@@ -37,6 +37,7 @@
 #   BENCH_SLOW=1         also run pgdrive (gzip:6, 8 and 32 MiB chunks) against an emulator that holds
 #                        the first 3 chunk answers BENCH_SLOW_MS=20000 ms each: back-pressure fills
 #                        every buffer, the worst case for memory
+#   BENCH_ONLY=build     only build (or reuse) the database, then stop (used by dr_bench.sh)
 #   BENCH_ONLY=stalled   only those stalled-link runs (no baselines, no level sweep)
 #   BENCH_ONLY=formats   only the codec/format/thread matrix and the restore timings (issue 6)
 #   BENCH_ONLY=targets   only issue 10's runs: one job to two targets (the emulator + a local
@@ -49,6 +50,8 @@
 #                        host 'cat > file'`; wall-time ratios and peak RSS (target 64 MiB + 2 parts
 #                        per target). Needs s3s-fs (cargo install s3s-fs --features binary), sshd,
 #                        ssh-keygen, zstd
+#   BENCH_DB=NAME        the mixed database's name (default pgdrive_bench; a quick try at a small
+#                        BENCH_SCALE under another name leaves the 1 GB one alone)
 #   BENCH_DATASET=mixed  the ~1 GB mixed database (pgdrive_bench); `text`: a database of long text
 #                        rows whose plain dump is ~300 MB at BENCH_SCALE=1 (pgdrive_bench_text)
 #   BENCH_FORMATS=1      also run that matrix: gzip with 1 and 2 threads, zstd, none, custom format,
@@ -80,7 +83,7 @@ if [[ $DATASET == *" "* ]]; then
   exit 0
 fi
 case $DATASET in
-  mixed) DB=pgdrive_bench ;;
+  mixed) DB=${BENCH_DB:-pgdrive_bench} ;;
   text) DB=pgdrive_bench_text ;;
   *) printf 'BENCH_DATASET must be mixed or text, not %s\n' "$DATASET" >&2; exit 1 ;;
 esac
@@ -300,9 +303,11 @@ else
 fi
 # pgdrive keeps its catalog (the `backups` table) in the database it backs up; start each
 # benchmark from an empty catalog so that the dumps are comparable.
-psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups, pgdrive_schema_migrations CASCADE" -c "DROP TABLE IF EXISTS pgdrive_schema_migrations CASCADE" 2>/dev/null || true
+psql_q -d "$DB_URL" -c "DROP TABLE IF EXISTS backup_copies, backups, pgdrive_schema_migrations CASCADE" 2>/dev/null || true
 DB_BYTES=$(psql_q -d "$DB_URL" -c "SELECT pg_database_size(current_database())")
 say "   pg_database_size = $DB_BYTES bytes ($((DB_BYTES / 1048576)) MiB)"
+# BENCH_ONLY=build: only make sure the database exists (benches/dr_bench.sh uses it)
+if [[ $ONLY == build ]]; then exit 0; fi
 
 # ---------------------------------------------------------------- 3. the emulator
 say "== starting the Google emulator (--discard-content)"

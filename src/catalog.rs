@@ -199,6 +199,24 @@ pub fn record_verification(
         .context("recording the verification in the backups catalog")
 }
 
+/// What `pgdrive drill` records in `verify_result` starts with this (see [`last_drill`]).
+pub const DRILL_RESULT_PREFIX: &str = "drill ";
+/// The result line of a drill that passed starts with this.
+pub const DRILL_PASSED: &str = "drill passed";
+
+/// The newest drill recorded on any backup row: when (Unix ms) and its result line.
+pub fn last_drill(client: &mut Client) -> Result<Option<(i64, String)>> {
+    let row = client
+        .query_opt(
+            "SELECT (extract(epoch FROM verified_at) * 1000)::int8, verify_result FROM backups
+              WHERE verified_at IS NOT NULL AND left(verify_result, length($1::text)) = $1::text
+              ORDER BY verified_at DESC LIMIT 1",
+            &[&DRILL_RESULT_PREFIX],
+        )
+        .context("reading the last drill from the backups catalog")?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// The size of the newest successful backup of a kind (for `check`'s quota estimate).
 pub fn last_success_size(
     client: &mut Client,

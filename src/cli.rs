@@ -434,7 +434,8 @@ pub struct RestoreArgs {
 
     /// Do not restore ownership nor privileges (pg_restore --no-owner --no-privileges), and leave
     /// out the database-level grants and role settings of roles the target server lacks: for a
-    /// server where the original roles must not exist. Custom-format backups only.
+    /// server where the original roles must not exist. For plain SQL dumps the script's OWNER TO,
+    /// GRANT/REVOKE and SET SESSION AUTHORIZATION statements are left out.
     #[arg(long)]
     pub no_owner: bool,
 

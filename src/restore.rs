@@ -577,8 +577,21 @@ pub fn into_client(
     input: &mut dyn Read,
     expected: &Digest,
     layout: Layout,
+    psql: RunningClient,
+    prelude: &str,
+) -> Result<Checked> {
+    into_client_with(input, expected, layout, psql, prelude, false)
+}
+
+/// [`into_client`]; `no_owner`: a plain dump's ownership and privilege statements are left out
+/// (`crate::dumpscript`), as pg_restore's `--no-owner --no-privileges` do for archives.
+pub fn into_client_with(
+    input: &mut dyn Read,
+    expected: &Digest,
+    layout: Layout,
     mut psql: RunningClient,
     prelude: &str,
+    no_owner: bool,
 ) -> Result<Checked> {
     let waiting = format!(
         "{} accepted no input and its session did no work",
@@ -594,7 +607,7 @@ pub fn into_client(
         if layout.format != DumpFormat::Plain {
             return check_stream(input, expected, layout, &mut write);
         }
-        let mut script = crate::dumpscript::OwnTransactionsOut::default();
+        let mut script = crate::dumpscript::OwnTransactionsOut::new(no_owner);
         let checked = check_stream(input, expected, layout, &mut |data| {
             script.feed(data, &mut write)
         })?;

@@ -6,6 +6,13 @@
 //! database properties were reapplied. It reports the RTO (from nothing to a checked server) and
 //! the RPO (the age of the oldest data restored), as text or `--json`. Any failed check fails the
 //! drill (exit 1).
+//!
+//! Afterwards, and only then, the drill is made known: when a catalog is reachable its result
+//! line is recorded as the verification (`verified_at`, `verify_result`) of every backup of the
+//! set (which is how `status` and the HTML report find the last drill), and the notification
+//! channels are told, passed or failed (a drill is rare and its passing is the news, so the
+//! on-failure policy is raised to always; `never` is respected). The drill never needs the
+//! catalog: recording is best effort.
 
 use std::time::Instant;
 
@@ -14,18 +21,57 @@ use serde_json::json;
 
 use super::restore_all;
 use super::source;
-use crate::cli::{DrillArgs, RestoreArgs};
+use crate::cli::{DrillArgs, NotifyPolicy, RestoreArgs};
 use crate::config::Settings;
 use crate::dr::{dbprops::DbProperties, globals};
 use crate::error::ExitStatus;
-use crate::storage::props;
+use crate::notify::{self, Report, Status};
+use crate::storage::{props, Backend};
 
 pub fn run(args: &DrillArgs, settings: Settings) -> Result<ExitStatus> {
+    let started_ms = crate::timeutil::now_millis();
+    // a channel that is misconfigured is found before the drill, not after it
+    let mut notifier = notify::load(&settings, args.kind, None)?;
+    // the heartbeat ping belongs to the backups of the kind, not to the drill
+    notifier.ping = None;
+    if notifier.policy != NotifyPolicy::Never {
+        notifier.policy = NotifyPolicy::Always;
+    }
+    notifier.job = args.job.clone();
+    let host = crate::host::host_name();
+    let outcome = drill(args, settings);
+    let report = match &outcome {
+        Ok((ok, line)) => {
+            let status = if *ok {
+                Status::Success
+            } else {
+                Status::Failure
+            };
+            let mut r = Report::new(status, args.kind, "all databases", &host, started_ms);
+            r.drill = Some(line.clone());
+            r
+        }
+        Err(e) => {
+            let mut r = Report::failure(args.kind, "all databases", &host, started_ms, "drill", e);
+            r.drill = Some(crate::error::render(e));
+            r
+        }
+    };
+    notifier.run_finished(&report);
+    match outcome? {
+        (true, _) => Ok(ExitStatus::Ok),
+        (false, _) => Ok(ExitStatus::Failed),
+    }
+}
+
+/// The drill itself; returns whether it passed and its one-line result.
+fn drill(args: &DrillArgs, settings: Settings) -> Result<(bool, String)> {
     let started = Instant::now();
     let mut cfg = source::load(&args.source, settings)?;
-    // from storage alone: the source server and the catalog are not asked anything
+    // from storage alone: the source server and the catalog are not asked anything (the
+    // catalog is put back for recording the result once the drill is over)
     cfg.database = None;
-    cfg.catalog = None;
+    let catalog = cfg.catalog.take();
     crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;
     let restore = RestoreArgs {
         backup: None,
@@ -124,13 +170,59 @@ pub fn run(args: &DrillArgs, settings: Settings) -> Result<ExitStatus> {
             println!("  FAIL {p}");
         }
     }
+    let line = format!(
+        "{} set {}, RTO {rto:.1}s, RPO {}, {} databases, {rows} rows{}",
+        if ok {
+            crate::catalog::DRILL_PASSED.to_string()
+        } else {
+            format!("{}FAILED", crate::catalog::DRILL_RESULT_PREFIX)
+        },
+        set.set,
+        rpo.map(|r| format!("{r:.0}s"))
+            .unwrap_or_else(|| "?".into()),
+        set.databases.len(),
+        if ok {
+            String::new()
+        } else {
+            format!(": {}", problems.join("; "))
+        },
+    );
     if ok {
         crate::log::info("drill passed", &[("rto_s", format!("{rto:.1}"))]);
-        Ok(ExitStatus::Ok)
     } else {
         crate::log::error("drill FAILED", &[("problems", problems.join("; "))]);
-        Ok(ExitStatus::Failed)
     }
+    cfg.catalog = catalog;
+    record(&cfg, &set, &line);
+    Ok((ok, line))
+}
+
+/// Records `line` as the verification of every backup of `set` in the catalog, when one is
+/// reachable (best effort: the drill's outcome does not depend on it).
+fn record(cfg: &crate::config::ReadConfig, set: &restore_all::BackupSet, line: &str) {
+    let Some(mut client) = source::optional_catalog(cfg) else {
+        return;
+    };
+    let backend = match source::open_readable(cfg, &set.target, None) {
+        Ok(targets) => targets.first().map(|t| t.backend()),
+        Err(_) => None,
+    };
+    let mut recorded = 0;
+    for listed in set.databases.iter().chain([&set.globals.listed]) {
+        let drive_id = (backend == Some(Backend::Drive)).then_some(listed.id.as_str());
+        let local_name = (backend == Some(Backend::Local)).then_some(listed.name.as_str());
+        match crate::catalog::record_verification(&mut client, drive_id, local_name, line) {
+            Ok(n) => recorded += n,
+            Err(e) => crate::log::warn(
+                "could not record the drill in the catalog",
+                &[("error", crate::error::render(&e))],
+            ),
+        }
+    }
+    crate::log::info(
+        "drill recorded in the catalog",
+        &[("rows", recorded.to_string())],
+    );
 }
 
 /// `--pg-bin`, else the newest /usr/lib/postgresql/N/bin with initdb; its major must be at least

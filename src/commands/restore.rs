@@ -548,12 +548,6 @@ pub fn restore_one(
             "drop --jobs (the restore is then one transaction)",
         ));
     }
-    if args.no_owner && layout.format != DumpFormat::Custom {
-        return Err(config_error_hint(
-            format!("--no-owner needs a custom-format backup; {} is a plain SQL dump, whose OWNER TO and GRANT statements psql runs as they are", backup.name),
-            "create the roles first (restore --globals), or back up with PGDRIVE_FORMAT=custom",
-        ));
-    }
     let db_properties = match &found.manifest {
         Some(m) => crate::dr::dbprops::DbProperties::from_manifest(&m.document)?,
         None => None,
@@ -710,8 +704,14 @@ pub fn restore_one(
             Some(expected.size),
             progress::stderr_is_terminal() && !cfg!(test),
         );
-        let checked =
-            crate::restore::into_client(&mut reader, &expected, layout.clone(), client, &prelude);
+        let checked = crate::restore::into_client_with(
+            &mut reader,
+            &expected,
+            layout.clone(),
+            client,
+            &prelude,
+            args.no_owner,
+        );
         reader.clear();
         checked
     })();

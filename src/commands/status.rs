@@ -143,7 +143,7 @@ pub fn collect(
             "--target {t} reads the storage, not the catalog"
         )),
         None => crate::server::connect(&catalog, "the catalog database").and_then(|mut client| {
-            kinds
+            let statuses = kinds
                 .iter()
                 .map(|k| {
                     dashboard::from_catalog(
@@ -154,12 +154,19 @@ pub fn collect(
                         history,
                     )
                 })
-                .collect::<Result<Vec<_>>>()
+                .collect::<Result<Vec<_>>>()?;
+            let drill = crate::catalog::last_drill(&mut client)?
+                .map(|(at, result)| dashboard::LastDrill::from_catalog(at, result));
+            Ok((statuses, drill))
         }),
     };
     let catalog_ok = from_catalog.is_ok();
+    let mut last_drill = None;
     let mut statuses = match from_catalog {
-        Ok(s) => s,
+        Ok((s, drill)) => {
+            last_drill = drill;
+            s
+        }
         Err(e) => {
             if target.is_none() {
                 warnings.push(format!(
@@ -214,6 +221,7 @@ pub fn collect(
         kinds: statuses,
         quota,
         retention,
+        last_drill,
         warnings,
     })
 }

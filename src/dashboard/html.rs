@@ -185,6 +185,15 @@ pub fn render_html(d: &Dashboard) -> String {
     for w in &d.warnings {
         let _ = write!(h, "<p class=\"warn\">⚠ {}</p>", e(&crate::redact::scrub(w)));
     }
+    if let Some(drill) = &d.last_drill {
+        let _ = write!(
+            h,
+            "<p class=\"drill {}\">last disaster-recovery drill {}: {}</p>",
+            if drill.ok { "ok" } else { "failed" },
+            e(&stamp(drill.at_ms)),
+            e(&crate::redact::scrub(&drill.result))
+        );
+    }
     let problems: Vec<&String> = d.kinds.iter().flat_map(|k| &k.problems).collect();
     if !problems.is_empty() {
         h.push_str("<section class=\"problems\"><h2>Problems</h2><ul>");
@@ -376,6 +385,7 @@ mod tests {
             kinds: vec![kind(vec![])],
             quota: None,
             retention: vec![],
+            last_drill: None,
             warnings: vec![],
         };
         let html = render_html(&d);

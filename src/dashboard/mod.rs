@@ -91,8 +91,28 @@ pub struct Dashboard {
     pub quota: Option<QuotaView>,
     /// Per target, job and database: what each retention rule holds (see [`retention`]).
     pub retention: Vec<retention::RetentionView>,
+    /// The newest disaster-recovery drill the catalog recorded (`pgdrive drill`).
+    pub last_drill: Option<LastDrill>,
     /// Things `status` could not find out (catalog or Drive unreachable).
     pub warnings: Vec<String>,
+}
+
+/// A drill as the catalog recorded it: when, and its result line (passed/FAILED, RTO, RPO).
+#[derive(Clone, Debug, Serialize)]
+pub struct LastDrill {
+    pub at_ms: i64,
+    pub ok: bool,
+    pub result: String,
+}
+
+impl LastDrill {
+    pub fn from_catalog(at_ms: i64, result: String) -> LastDrill {
+        LastDrill {
+            at_ms,
+            ok: result.starts_with(crate::catalog::DRILL_PASSED),
+            result,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -36,6 +36,14 @@ pub fn render_text(d: &Dashboard, unicode: bool) -> String {
     for w in &d.warnings {
         let _ = writeln!(out, "warn {}", crate::redact::scrub(w));
     }
+    if let Some(drill) = &d.last_drill {
+        let _ = writeln!(
+            out,
+            "last drill {}: {}",
+            stamp(drill.at_ms),
+            crate::redact::scrub(&drill.result)
+        );
+    }
     for k in &d.kinds {
         let verdict = if k.stale {
             "STALE"

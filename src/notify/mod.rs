@@ -72,6 +72,8 @@ pub struct Report {
     pub follow_up_errors: Vec<String>,
     /// The config file's job the run belongs to (`backup --job NAME`).
     pub job: Option<String>,
+    /// A disaster-recovery drill's outcome (`pgdrive drill`): set, RTO, RPO or what failed.
+    pub drill: Option<String>,
 }
 
 impl Report {
@@ -93,6 +95,7 @@ impl Report {
             error: None,
             dump_stderr: None,
             job: None,
+            drill: None,
             follow_up_errors: Vec::new(),
         }
     }
@@ -139,6 +142,24 @@ impl Report {
             ),
             None => format!("{} backup of {}", self.kind, one_line(&self.database)),
         };
+        if let Some(drill) = &self.drill {
+            let of = match &self.job {
+                Some(job) => format!("job {}", one_line(job)),
+                None => one_line(&self.database),
+            };
+            return match self.status {
+                Status::Failure => {
+                    format!(
+                        "❌ disaster-recovery drill of {of} FAILED: {}",
+                        one_line(drill)
+                    )
+                }
+                _ => format!(
+                    "✅ disaster-recovery drill of {of} passed: {}",
+                    one_line(drill)
+                ),
+            };
+        }
         match self.status {
             Status::Success if !self.follow_up_errors.is_empty() => {
                 format!(

@@ -109,6 +109,7 @@ pub fn generic_payload(r: &Report) -> Value {
         "step": r.step,
         "kept": r.kept,
         "link": r.drive_link(),
+        "drill": r.drill,
     })
 }
 

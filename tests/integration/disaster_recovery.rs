@@ -259,8 +259,16 @@ fn restore_all_brings_back_a_whole_server_into_a_fresh_cluster() {
 #[test]
 fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
     let source = source_server();
-    let dir = TempDir::new("dr_store_custom");
-    let r = back_up(&source, "postgres", dir.path(), "custom");
+    // custom archives (pg_restore --no-owner --no-privileges) and plain dumps (the script's
+    // ownership and privilege statements are left out)
+    for format in ["custom", "plain"] {
+        no_owner_restore(&source, format);
+    }
+}
+
+fn no_owner_restore(source: &Cluster, format: &str) {
+    let dir = TempDir::new("dr_store_no_owner");
+    let r = back_up(source, "postgres", dir.path(), format);
     assert_eq!(r.status, 0, "{r:?}");
     let shop = backup_files(dir.path())
         .into_iter()
@@ -278,7 +286,7 @@ fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
         .args(["restore", &id, "--create", "--from"])
         .arg(dir.path())
         .args(["--target-url", &bare.url("postgres", "shop")]));
-    assert_ne!(r.status, 0, "{r:?}");
+    assert_ne!(r.status, 0, "{format}: {r:?}");
     assert_eq!(
         count(
             &bare,
@@ -291,8 +299,19 @@ fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
         .args(["restore", &id, "--create", "--no-owner", "--from"])
         .arg(dir.path())
         .args(["--target-url", &bare.url("postgres", "shop")]));
-    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.status, 0, "{format}: {r:?}");
     assert_eq!(count(&bare, "shop", "SELECT count(*) FROM app.orders"), 500);
+    // owned by the restoring role, no grants to roles that do not exist
+    assert_eq!(
+        count(
+            &bare,
+            "shop",
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'app' AND pg_get_userbyid(c.relowner) <> 'postgres'"
+        ),
+        0,
+        "{format}"
+    );
     let facts = database_facts(&bare, "shop");
     assert!(facts.starts_with("postgres / LATIN1 / C / "), "{facts}");
     assert!(facts.contains("the shop's data"), "{facts}");
@@ -501,4 +520,114 @@ fn a_job_that_stores_no_database_stores_no_globals_either() {
         .rfind("no_such_db")
         .expect("the failed database logged");
     assert!(failed_at < globals_at, "{r:?}");
+}
+
+#[test]
+fn a_drill_is_recorded_in_the_catalog_shown_by_status_and_notified_passed_or_failed() {
+    let source = source_server();
+    let dir = TempDir::new("dr_store_drill_rec");
+    let r = back_up(&source, "postgres", dir.path(), "plain");
+    assert_eq!(r.status, 0, "{r:?}");
+    let hooks = crate::notify::Receiver::start();
+    let tmp = TempDir::new("dr_tmp_rec");
+    let catalog = source.url("postgres", "postgres");
+    // the catalog is where the backups were recorded: the job's configured database
+    let drill = || {
+        run(pgdrive()
+            .env("TMPDIR", tmp.path())
+            .env("DATABASE_URL", &catalog)
+            .env("PGDRIVE_WEBHOOK_URL", hooks.url("hook"))
+            .args(["drill", "--job", "nightly", "--from"])
+            .arg(dir.path()))
+    };
+    let verify_results = || -> Vec<(String, Option<String>)> {
+        let mut c = postgres::Client::connect(&catalog, postgres::NoTls).unwrap();
+        c.query(
+            "SELECT database_name, verify_result FROM backups WHERE status = 'SUCCESS' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    let status = |html: &Path| {
+        run(pgdrive()
+            .env("DATABASE_URL", &catalog)
+            .env("PGDRIVE_LOCAL_DIR", dir.path())
+            .args(["status", "--html"])
+            .arg(html))
+    };
+
+    let r = drill();
+    assert_eq!(r.status, 0, "{r:?}");
+    let rows = verify_results();
+    assert!(!rows.is_empty());
+    for (db, result) in &rows {
+        let result = result.as_deref().unwrap_or("");
+        assert!(
+            result.starts_with("drill passed")
+                && result.contains("RTO ")
+                && result.contains("RPO "),
+            "{db:?}: {result:?}"
+        );
+    }
+    let sent = hooks.json_posted_to("/hook");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["status"], "success", "{sent:?}");
+    assert!(
+        sent[0]["message"].as_str().unwrap().contains("drill"),
+        "{sent:?}"
+    );
+    assert!(
+        sent[0]["drill"].as_str().unwrap().contains("RTO "),
+        "{sent:?}"
+    );
+    let html = tmp.path().join("status.html");
+    let st = status(&html);
+    assert!(
+        st.stdout.contains("last drill") && st.stdout.contains("drill passed"),
+        "{st:?}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("last disaster-recovery drill") && page.contains("RTO "),
+        "{page}"
+    );
+
+    // a backup whose manifest disagrees with its data: failed, recorded, notified, exit 1
+    let shop = backup_files(dir.path())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("shop-")
+        })
+        .unwrap();
+    let sidecar = PathBuf::from(format!("{}.pgdrive.json", shop.display()));
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    std::fs::write(
+        &sidecar,
+        text.replace("\"app.orders\": 500", "\"app.orders\": 499"),
+    )
+    .unwrap();
+    let r = drill();
+    assert_eq!(r.status, 1, "{r:?}");
+    let sent = hooks.json_posted_to("/hook");
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["status"], "failure", "{sent:?}");
+    assert!(
+        sent[1]["drill"].as_str().unwrap().contains("499"),
+        "{sent:?}"
+    );
+    assert!(verify_results()
+        .iter()
+        .all(|(_, r)| r.as_deref().unwrap_or("").starts_with("drill FAILED")));
+    let st = status(&html);
+    assert!(
+        st.stdout.contains("last drill") && st.stdout.contains("drill FAILED"),
+        "{st:?}"
+    );
+    assert!(!st.stdout.contains("app-secret-pw"));
 }

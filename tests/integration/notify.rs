@@ -32,15 +32,15 @@ enum Reply {
 }
 
 /// Answers every request (one per connection) with the next reply scripted for its path, else
-/// 200, and records it.
-struct Receiver {
+/// 200, and records it. Also used by the disaster_recovery module (drill notifications).
+pub(crate) struct Receiver {
     base: String,
     log: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<VecDeque<(String, Reply)>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}/", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -79,7 +79,7 @@ impl Receiver {
         Receiver { base, log, script }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -103,7 +103,7 @@ impl Receiver {
             .collect()
     }
 
-    fn json_posted_to(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn json_posted_to(&self, path: &str) -> Vec<Value> {
         self.requests()
             .iter()
             .filter(|r| r.method == "POST" && r.path == path)
