@@ -750,14 +750,15 @@ fn a_catalog_write_that_fails_after_the_upload_exits_3_and_keeps_the_backup() {
     assert_eq!(backups_in(&dir).len(), 1, "the stored backup is kept");
 }
 
-/// A fake pg_dump that prints a line, then leaves a grandchild holding its stdout open (as a
-/// wrapper script would) and records both pids.
+/// A fake pg_dump that leaves a grandchild holding its stdout open (as a wrapper script would),
+/// records both pids, and only then prints a line: the grandchild exists before pgdrive has a
+/// byte to wait on, however slowly the machine runs the script.
 fn lingering_pg_dump(bin: &Path) -> PathBuf {
     script(
         bin,
         "pg_dump",
         &format!(
-            "if [ \"$1\" = --version ]; then exec {} --version; fi\necho $$ > {dir}/dump.pid\necho 'SET statement_timeout = 0;'\nsleep 60 &\necho $! > {dir}/grandchild.pid\nwait",
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\necho $$ > {dir}/dump.pid\nsleep 60 &\necho $! > {dir}/grandchild.pid\necho 'SET statement_timeout = 0;'\nwait",
             real_pg_dump(),
             dir = bin.display()
         ),
@@ -803,7 +804,7 @@ fn pg_dump_and_its_wrappers_children_never_outlive_pgdrive() {
     let r = run(pgdrive()
         .env("DATABASE_URL", db.url())
         .env("PGDRIVE_PG_DUMP", &fake)
-        .env("PGDRIVE_STALL_TIMEOUT_MS", "1000")
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "3000")
         .args(["backup", "--kind", "daily", "--to"])
         .arg(out.path()));
     assert_eq!(r.status, 1, "{r:?}");
