@@ -157,14 +157,17 @@ pub fn encoder<W: Write + Send + 'static>(
         Codec::Gzip(level) => Box::new(ParallelGzip::new(sink, level, threads)),
         Codec::Zstd(level) => {
             let mut e = zstd::stream::write::Encoder::new(sink, level)?;
-            // Even with one thread, compression runs on one libzstd worker: the calling thread
-            // (reading pg_dump, counting rows, cutting chunks) then overlaps with it instead of
-            // waiting on it (issue 10: 1.13x -> see benches/RESULTS.md on a text-heavy dump).
-            e.multithread(threads.max(1) as u32)?;
-            // libzstd sizes each worker's job from the window (16 MiB and more from level 9
-            // up); smaller jobs keep the workers' buffers, and so the memory bound, small,
-            // at a cost of about 1 % in ratio (measured at zstd:9).
-            e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+            // One thread compresses in the calling thread: the pipeline reads pg_dump on a
+            // thread of its own, so nothing waits on the other. libzstd's single worker would
+            // add its job hand-offs (locks on every block, overlap reloads) for no overlap
+            // gained (issue 10, see benches/RESULTS.md).
+            if threads > 1 {
+                e.multithread(threads as u32)?;
+                // libzstd sizes each worker's job from the window (16 MiB and more from level 9
+                // up); smaller jobs keep the workers' buffers, and so the memory bound, small,
+                // at a cost of about 1 % in ratio (measured at zstd:9).
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+            }
             Box::new(e)
         }
     })

@@ -177,6 +177,19 @@ pub struct RunningDump {
     stderr: crate::child::StderrTail,
 }
 
+/// Room pg_dump may write ahead of the reader. The default pipe (64 KiB) wakes the reader for
+/// every few of pg_dump's small writes and stops pg_dump whenever the compressor is busy for a
+/// moment; 1 MiB (the unprivileged maximum by default) lets both run in longer stretches.
+const DUMP_PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Enlarges the pipe pg_dump writes into; a refusal (a lower `fs.pipe-max-size`) only keeps
+/// the default size.
+fn widen_pipe(stdout: &ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(2) on a pipe descriptor this process owns; no memory is passed
+    let _ = unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, DUMP_PIPE_BYTES) };
+}
+
 /// How pg_dump ended.
 pub struct DumpOutcome {
     pub success: bool,
@@ -212,6 +225,9 @@ impl RunningDump {
             .take()
             .context("pg_dump's stderr was not captured")?;
         let stderr = crate::child::drain_stderr(stderr, "pg_dump")?;
+        if let Some(stdout) = &child.stdout {
+            widen_pipe(stdout);
+        }
         Ok(RunningDump { child, stderr })
     }
 

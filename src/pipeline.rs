@@ -1,11 +1,13 @@
 //! The streaming pipeline between pg_dump and the storage targets: pg_dump's stdout → row counts
-//! and compression (see `codec`) → fixed-size chunks handed to the main thread over a rendezvous
+//! (reader thread) → compression (see `codec`) → fixed-size chunks handed to the main thread over a rendezvous
 //! channel. The main thread hashes what it receives (SHA-256, MD5, size) and hands each chunk to
 //! every target at once (`crate::fanout`: one upload thread per target), so checksums do not
 //! slow the compressor. Memory is bounded by the chunk being filled, the one handed over, and
 //! each target's bounded queue (chunks are shared `Bytes`: no copy per target), whatever the
 //! database size; nothing touches the disk.
 //!
+//! pg_dump's output is read (and its rows counted) on a thread of its own, through a pool of a
+//! few read buffers, so that reading overlaps compression even with one compression thread.
 //! The compressor runs on its own thread so that compression and network I/O overlap; the main
 //! thread owns pg_dump and the uploads, and learns pg_dump's exit status only after the
 //! compressor reported the end of the stream ([`Piece::End`]).
@@ -117,8 +119,8 @@ impl Write for Stage {
     }
 }
 
-fn compress<R: Read>(
-    mut input: R,
+fn compress<R: Read + Send + 'static>(
+    input: R,
     options: StreamOptions,
     encryption: Option<&crate::encrypt::Encryption>,
     tx: SyncSender<Piece>,
@@ -137,30 +139,25 @@ fn compress<R: Read>(
         ),
     };
     let mut encoder = crate::codec::encoder(options.codec, options.threads, stage)?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut raw_bytes = 0u64;
-    let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
-    let mut rows = crate::rowcount::DumpRows::new(options.plain);
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(anyhow::Error::new(e).context("reading pg_dump's output")),
-        };
-        raw_bytes += n as u64;
-        crate::signals::progress();
-        if options.plain {
-            raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
-            if raw_tail.len() > RAW_TAIL_KEEP {
-                raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
+    let (raw, free) = spawn_reader(input, options.plain)?;
+    let (raw_bytes, dump_complete, row_counts) = loop {
+        match raw.recv() {
+            Ok(Raw::Data(buf, n)) => {
+                encoder
+                    .write_all(&buf[..n])
+                    .map_err(|e| anyhow::Error::new(e).context("compressing"))?;
+                // the reader may be gone after its last piece: then the buffer is not needed
+                let _ = free.send(buf);
             }
+            Ok(Raw::End {
+                raw_bytes,
+                dump_complete,
+                row_counts,
+            }) => break (raw_bytes, dump_complete, row_counts),
+            Ok(Raw::Failed(e)) => return Err(e),
+            Err(_) => anyhow::bail!("the reader of pg_dump's output stopped unexpectedly"),
         }
-        rows.feed(&buf[..n]);
-        encoder
-            .write_all(&buf[..n])
-            .map_err(|e| anyhow::Error::new(e).context("compressing"))?;
-    }
+    };
     let stage = encoder
         .finish_into()
         .map_err(|e| anyhow::Error::new(e).context("finishing the compressed stream"))?;
@@ -174,19 +171,109 @@ fn compress<R: Read>(
         }
     };
 
-    // a custom-format archive has no closing marker; pg_dump's exit status is the check there
-    let dump_complete = !options.plain
-        || raw_tail
-            .windows(DUMP_COMPLETE_MARKER.len())
-            .any(|w| w == DUMP_COMPLETE_MARKER);
     let _ = tx.send(Piece::End {
         tail: sink.buf,
         raw_bytes,
         dump_complete,
-        row_counts: rows.finish(),
+        row_counts,
         plain_sha256,
     });
     Ok(())
+}
+
+/// What the reader thread sends the compressor.
+enum Raw {
+    /// A buffer from the pool and how many of its bytes were read.
+    Data(Vec<u8>, usize),
+    /// pg_dump's output ended (EOF): what was learnt reading it.
+    End {
+        raw_bytes: u64,
+        dump_complete: bool,
+        row_counts: BTreeMap<String, u64>,
+    },
+    Failed(anyhow::Error),
+}
+
+/// Reads until `buf` is full or the input ended: the compressor is woken once per buffer, not
+/// once per pg_dump write (a few KiB each).
+fn fill(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Bytes asked of each read of pg_dump's output.
+const READ_BYTES: usize = 256 << 10;
+/// Read buffers shared by the reader and the compressor: the reader runs at most this far ahead.
+const READ_BUFFERS: usize = 4;
+
+/// Starts the thread that reads pg_dump's output, counts its rows and watches for the closing
+/// comment, so that reading overlaps compression (the compressor is the slowest stage; it then
+/// never waits on a read, and pg_dump never waits on row counting). Returns the data and the
+/// channel on which buffers go back to the reader. A compressor that stops drops both ends,
+/// which stops the reader at its next buffer; a reader blocked on a read ends when pg_dump is
+/// killed (the caller's abandon path).
+fn spawn_reader<R: Read + Send + 'static>(
+    mut input: R,
+    plain: bool,
+) -> Result<(Receiver<Raw>, SyncSender<Vec<u8>>)> {
+    let (data_tx, data_rx) = std::sync::mpsc::channel();
+    let (free_tx, free_rx) = sync_channel(READ_BUFFERS);
+    for _ in 0..READ_BUFFERS {
+        let _ = free_tx.send(vec![0u8; READ_BYTES]);
+    }
+    std::thread::Builder::new()
+        .name("dump-reader".into())
+        .spawn(move || {
+            let mut raw_bytes = 0u64;
+            let mut raw_tail: Vec<u8> = Vec::with_capacity(2 * RAW_TAIL_KEEP);
+            let mut rows = crate::rowcount::DumpRows::new(plain);
+            // the pool is bounded: a buffer comes back only once it was compressed
+            while let Ok(mut buf) = free_rx.recv() {
+                let n = match fill(&mut input, &mut buf) {
+                    Ok(0) => {
+                        // a custom-format archive has no closing marker; pg_dump's exit status
+                        // is the check there
+                        let dump_complete = !plain
+                            || raw_tail
+                                .windows(DUMP_COMPLETE_MARKER.len())
+                                .any(|w| w == DUMP_COMPLETE_MARKER);
+                        let _ = data_tx.send(Raw::End {
+                            raw_bytes,
+                            dump_complete,
+                            row_counts: rows.finish(),
+                        });
+                        return;
+                    }
+                    Ok(n) => n,
+                    Err(e) => {
+                        let e = anyhow::Error::new(e).context("reading pg_dump's output");
+                        let _ = data_tx.send(Raw::Failed(e));
+                        return;
+                    }
+                };
+                raw_bytes += n as u64;
+                crate::signals::progress();
+                if plain {
+                    raw_tail.extend_from_slice(&buf[n.saturating_sub(RAW_TAIL_KEEP)..n]);
+                    if raw_tail.len() > RAW_TAIL_KEEP {
+                        raw_tail.drain(..raw_tail.len() - RAW_TAIL_KEEP);
+                    }
+                }
+                rows.feed(&buf[..n]);
+                if data_tx.send(Raw::Data(buf, n)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok((data_rx, free_tx))
 }
 
 #[cfg(test)]
