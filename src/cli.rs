@@ -439,6 +439,14 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub no_owner: bool,
 
+    /// Restore what role OLD owns, or is granted, as role NEW (repeat for each role; names are
+    /// exact, split at the first '='): the owners, privileges, policies and user mappings of the
+    /// dump, and the database's recorded owner, grants and role settings with --create. Roles not
+    /// named keep their names. Every NEW role must exist on the target server, which is checked
+    /// before anything changes. Not with --jobs N > 1 (pg_restore -j cannot rename roles).
+    #[arg(long, value_name = "OLD=NEW", conflicts_with_all = ["no_owner", "all", "globals"])]
+    pub role_map: Vec<String>,
+
     /// The kind `latest` means.
     #[arg(long, value_enum, default_value = "daily")]
     pub kind: Kind,

@@ -27,7 +27,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,25 +152,38 @@ impl RunningClient {
         let mut args: Vec<String> = ["--single-transaction", "--exit-on-error", "--no-password"]
             .map(String::from)
             .to_vec();
-        if clean {
-            args.extend(["--clean", "--if-exists"].map(String::from));
-        }
-        if no_owner {
-            args.extend(["--no-owner", "--no-privileges"].map(String::from));
-        }
-        // as `dbname='…'`, a name containing '=' or a URI prefix is never read as a conninfo
-        let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
-        args.push(format!("--dbname=dbname='{quoted}'"));
+        args.extend(restore_flags(clean, no_owner));
+        args.push(dbname_arg(dbname));
         Self::start("pg_restore", bin, &args, env)
+    }
+
+    /// Starts pg_restore turning a custom archive on stdin into the SQL script it would run,
+    /// written to the returned stdout (no database, no transaction of its own: the script goes to
+    /// a psql inside pgdrive's). `clean` adds `--clean --if-exists`.
+    pub fn spawn_pg_restore_script(
+        bin: &Path,
+        clean: bool,
+    ) -> Result<(RunningClient, ChildStdout)> {
+        let mut args = vec!["--file=-".to_string()];
+        args.extend(restore_flags(clean, false));
+        let mut client = Self::start_piped("pg_restore", bin, &args, &[], Stdio::piped())?;
+        let stdout = client
+            .child
+            .stdout
+            .take()
+            .context("pg_restore's stdout was not captured")?;
+        Ok((client, stdout))
     }
 
     /// Starts `pg_restore -j JOBS --exit-on-error` on a custom archive in a (seekable) file into
     /// `dbname`. Not one transaction: pg_restore cannot combine `-j` with
-    /// `--single-transaction`. `clean` adds `--clean --if-exists`. Its stdin is not read.
+    /// `--single-transaction`. `clean` adds `--clean --if-exists`, `no_owner` `--no-owner
+    /// --no-privileges`. Its stdin is not read.
     pub fn spawn_pg_restore_parallel(
         bin: &Path,
         dbname: &str,
         clean: bool,
+        no_owner: bool,
         jobs: u32,
         file: &Path,
         env: &[(&'static str, String)],
@@ -180,11 +193,8 @@ impl RunningClient {
             "--exit-on-error".into(),
             "--no-password".into(),
         ];
-        if clean {
-            args.extend(["--clean", "--if-exists"].map(String::from));
-        }
-        let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
-        args.push(format!("--dbname=dbname='{quoted}'"));
+        args.extend(restore_flags(clean, no_owner));
+        args.push(dbname_arg(dbname));
         args.push(file.to_string_lossy().into_owned());
         Self::start("pg_restore", bin, &args, env)
     }
@@ -225,11 +235,21 @@ impl RunningClient {
         args: &[String],
         env: &[(&'static str, String)],
     ) -> Result<RunningClient> {
+        Self::start_piped(program, bin, args, env, Stdio::null())
+    }
+
+    fn start_piped(
+        program: &'static str,
+        bin: &Path,
+        args: &[String],
+        env: &[(&'static str, String)],
+        stdout: Stdio,
+    ) -> Result<RunningClient> {
         let mut cmd = Command::new(bin);
         crate::child::dies_with_pgdrive(&mut cmd);
         cmd.args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
@@ -393,6 +413,24 @@ impl Drop for RunningClient {
             let _ = self.child.wait();
         }
     }
+}
+
+/// pg_restore's `--clean --if-exists` and `--no-owner --no-privileges`, as asked.
+fn restore_flags(clean: bool, no_owner: bool) -> Vec<String> {
+    let mut flags = Vec::new();
+    if clean {
+        flags.extend(["--clean", "--if-exists"].map(String::from));
+    }
+    if no_owner {
+        flags.extend(["--no-owner", "--no-privileges"].map(String::from));
+    }
+    flags
+}
+
+/// `--dbname` as `dbname='…'`: a name containing '=' or a URI prefix is never read as a conninfo.
+fn dbname_arg(dbname: &str) -> String {
+    let quoted = dbname.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("--dbname=dbname='{quoted}'")
 }
 
 /// The loop behind [`RunningClient::watch_session`], until `stop` is set.

@@ -242,13 +242,16 @@ pub fn expected_digest(backup: &Listed) -> Result<Digest> {
 pub struct Clients {
     pub psql: Option<std::path::PathBuf>,
     pub pg_restore: Option<std::path::PathBuf>,
-    /// pg_restore `--no-owner --no-privileges` (restore `--no-owner`).
-    pub no_owner: bool,
+    /// Ownership and privileges as the backup has them, left out (pg_restore `--no-owner
+    /// --no-privileges`, or the plain script's statements commented out), or renamed.
+    pub owners: crate::dr::rolemap::Owners,
 }
 
 impl Clients {
     /// A client restoring into `db` in one transaction. `clean`: for archives, pg_restore's own
     /// `--clean --if-exists`; for plain dumps the caller sends its statements as the prelude.
+    /// An archive restored with a role map is given to psql as pg_restore's script
+    /// ([`Clients::archive_to_script`]), so the client is psql then.
     pub fn restore_into(
         &self,
         format: DumpFormat,
@@ -256,26 +259,37 @@ impl Clients {
         clean: bool,
     ) -> Result<RunningClient> {
         let client = match format {
-            DumpFormat::Plain => {
-                RunningClient::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())?
-            }
-            DumpFormat::Custom => {
-                let bin = crate::psql::locate_tool(
-                    "pg_restore",
-                    "PGDRIVE_PG_RESTORE",
-                    self.pg_restore.as_deref(),
-                )?;
+            DumpFormat::Custom if self.owners.map().is_none() => {
                 RunningClient::spawn_pg_restore_with(
-                    &bin,
+                    &self.pg_restore_bin()?,
                     db.dbname(),
                     clean,
-                    self.no_owner,
+                    self.owners.leave_out(),
                     &db.child_env(),
                 )?
+            }
+            _ => {
+                RunningClient::spawn(&crate::psql::locate(self.psql.as_deref())?, &db.child_env())?
             }
         };
         client.watch_session(db);
         Ok(client)
+    }
+
+    /// For an archive restored with a role map: pg_restore turning it into its SQL script, which
+    /// pgdrive rewrites on its way to the psql of [`Clients::restore_into`] (`clean`: the
+    /// script drops the archive's objects first). `None` otherwise.
+    pub fn archive_to_script(&self, format: DumpFormat, clean: bool) -> Result<Option<Script>> {
+        if format != DumpFormat::Custom || self.owners.map().is_none() {
+            return Ok(None);
+        }
+        let (converter, output) =
+            RunningClient::spawn_pg_restore_script(&self.pg_restore_bin()?, clean)?;
+        Ok(Some(Script { converter, output }))
+    }
+
+    fn pg_restore_bin(&self) -> Result<std::path::PathBuf> {
+        crate::psql::locate_tool("pg_restore", "PGDRIVE_PG_RESTORE", self.pg_restore.as_deref())
     }
 
     /// For archives, pg_restore reading the whole archive into nothing (a structural check
@@ -283,14 +297,7 @@ impl Clients {
     pub fn checker(&self, format: DumpFormat) -> Result<Option<RunningClient>> {
         match format {
             DumpFormat::Plain => Ok(None),
-            DumpFormat::Custom => {
-                let bin = crate::psql::locate_tool(
-                    "pg_restore",
-                    "PGDRIVE_PG_RESTORE",
-                    self.pg_restore.as_deref(),
-                )?;
-                RunningClient::spawn_pg_restore_check(&bin).map(Some)
-            }
+            DumpFormat::Custom => RunningClient::spawn_pg_restore_check(&self.pg_restore_bin()?).map(Some),
         }
     }
 }
@@ -580,38 +587,55 @@ pub fn into_client(
     psql: RunningClient,
     prelude: &str,
 ) -> Result<Checked> {
-    into_client_with(input, expected, layout, psql, prelude, false)
+    into_client_with(input, expected, layout, psql, None, prelude, &Default::default())
 }
 
-/// [`into_client`]; `no_owner`: a plain dump's ownership and privilege statements are left out
-/// (`crate::dumpscript`), as pg_restore's `--no-owner --no-privileges` do for archives.
+/// An archive on its way to psql as SQL: pg_restore reading it on stdin (`converter`) and
+/// writing the script to `output` (see [`Clients::archive_to_script`]).
+pub struct Script {
+    converter: RunningClient,
+    output: std::process::ChildStdout,
+}
+
+/// Writes to `client`, waiting on it for the stall watchdog; bytes it takes are progress.
+fn write_watched(client: &mut RunningClient, waiting: &str, data: &[u8]) -> io::Result<()> {
+    crate::signals::waiting_on(waiting);
+    client.write(data).inspect(|_| crate::signals::progress())
+}
+
+/// [`into_client`] with the restore's treatment of `owners` (a plain dump's ownership and
+/// privilege statements left out or renamed by `crate::dumpscript`; an archive's by pg_restore's
+/// `--no-owner --no-privileges`, or, with a role map, through its `script`).
 pub fn into_client_with(
     input: &mut dyn Read,
     expected: &Digest,
     layout: Layout,
     mut psql: RunningClient,
+    script: Option<Script>,
     prelude: &str,
-    no_owner: bool,
+    owners: &crate::dr::rolemap::Owners,
 ) -> Result<Checked> {
     let waiting = format!(
         "{} accepted no input and its session did no work",
         psql.program()
     );
     let fed = (|| {
-        // a write the client does not take is waited on; bytes it takes are progress
-        let mut write = |data: &[u8]| {
-            crate::signals::waiting_on(waiting.as_str());
-            psql.write(data).inspect(|_| crate::signals::progress())
-        };
-        write(prelude.as_bytes()).map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
-        if layout.format != DumpFormat::Plain {
-            return check_stream(input, expected, layout, &mut write);
+        write_watched(&mut psql, &waiting, prelude.as_bytes())
+            .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
+        if let Some(script) = script {
+            return through_script(input, expected, layout, &mut psql, script, &waiting, owners);
         }
-        let mut script = crate::dumpscript::OwnTransactionsOut::new(no_owner);
+        if layout.format != DumpFormat::Plain {
+            return check_stream(input, expected, layout, &mut |data| {
+                write_watched(&mut psql, &waiting, data)
+            });
+        }
+        let mut rewrite = crate::dumpscript::OwnTransactionsOut::new(owners.clone());
+        let mut write = |data: &[u8]| write_watched(&mut psql, &waiting, data);
         let checked = check_stream(input, expected, layout, &mut |data| {
-            script.feed(data, &mut write)
+            rewrite.feed(data, &mut write)
         })?;
-        script
+        rewrite
             .finish(&mut write)
             .map_err(|e| anyhow::Error::new(SinkFailed(e)))?;
         Ok(checked)
@@ -628,10 +652,11 @@ pub fn into_client_with(
                 crate::signals::check_run()
                     .context("the restore client was killed before it confirmed its COMMIT")?;
                 return Err(anyhow!(
-                    "{} {}: {}",
+                    "{} {}: {}{}",
                     outcome.program,
                     outcome.description,
-                    quote(&outcome.stderr_tail)
+                    quote(&outcome.stderr_tail),
+                    missing_role_hint(&outcome.stderr_tail)
                 ))
                 .context("the restore failed and was rolled back");
             }
@@ -647,9 +672,10 @@ pub fn into_client_with(
             if e.is::<SinkFailed>() || e.chain().any(|c| c.is::<SinkFailed>()) {
                 // the client stopped first (ON_ERROR_STOP / --exit-on-error): its words are the error
                 return Err(anyhow!(
-                    "{} stopped: {}",
+                    "{} stopped: {}{}",
                     outcome.program,
-                    quote(&outcome.stderr_tail)
+                    quote(&outcome.stderr_tail),
+                    missing_role_hint(&outcome.stderr_tail)
                 ))
                 .context("the restore failed and was rolled back");
             }
@@ -658,6 +684,77 @@ pub fn into_client_with(
             ))
         }
     }
+}
+
+/// The checked archive into pg_restore (the script's converter), its script from a thread of
+/// its own through `crate::dumpscript` into psql. The thread drains pg_restore's output to its
+/// end even after psql stopped, so pg_restore never blocks on it while pgdrive writes its input.
+/// A psql that stopped is a [`SinkFailed`] (psql's words are the error); a pg_restore that
+/// stopped is an error of its own.
+fn through_script(
+    input: &mut dyn Read,
+    expected: &Digest,
+    layout: Layout,
+    psql: &mut RunningClient,
+    script: Script,
+    waiting: &str,
+    owners: &crate::dr::rolemap::Owners,
+) -> Result<Checked> {
+    let Script {
+        mut converter,
+        mut output,
+    } = script;
+    std::thread::scope(|scope| {
+        let relay = std::thread::Builder::new()
+            .name("restore-script".into())
+            .spawn_scoped(scope, || -> io::Result<()> {
+                let mut rewrite = crate::dumpscript::OwnTransactionsOut::new(owners.clone());
+                let mut write = |data: &[u8]| write_watched(psql, waiting, data);
+                let mut buf = vec![0u8; 256 << 10];
+                let mut failed: Option<io::Error> = None;
+                loop {
+                    let n = match output.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(failed.unwrap_or(e)),
+                    };
+                    if failed.is_none() {
+                        failed = rewrite.feed(&buf[..n], &mut write).err();
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => rewrite.finish(&mut write),
+                }
+            })
+            .context("starting the restore's script thread")?;
+        let converting = "pg_restore accepted none of the archive";
+        let checked = check_stream(input, expected, layout, &mut |data| {
+            write_watched(&mut converter, converting, data)
+        });
+        let converted = match &checked {
+            Ok(_) => converter.finish(),
+            Err(_) => converter.abort(),
+        };
+        let relayed = relay.join().unwrap_or_else(|_| {
+            Err(io::Error::other("the restore's script thread panicked"))
+        });
+        let converted = converted?;
+        match checked {
+            // a damaged backup (or a stop) is the diagnosis that matters, whoever stopped
+            Err(e) if !e.is::<SinkFailed>() => Err(e),
+            _ if relayed.is_err() => Err(anyhow::Error::new(SinkFailed(
+                relayed.expect_err("checked above"),
+            ))),
+            _ if !converted.success => Err(anyhow!(
+                "pg_restore, turning the archive into SQL, {}: {}",
+                converted.description,
+                quote(&converted.stderr_tail)
+            )),
+            other => other,
+        }
+    })
 }
 
 /// Writes a backup's decompressed data to `file` (the spool of a parallel restore) through the
@@ -687,13 +784,23 @@ pub fn run_parallel(client: RunningClient) -> Result<()> {
     let outcome = client.wait_interruptible()?;
     if !outcome.success {
         return Err(anyhow!(
-            "{} {}: {}",
+            "{} {}: {}{}",
             outcome.program,
             outcome.description,
-            quote(&outcome.stderr_tail)
+            quote(&outcome.stderr_tail),
+            missing_role_hint(&outcome.stderr_tail)
         ));
     }
     Ok(())
+}
+
+/// What to do when the client stopped because a role the backup names does not exist here.
+fn missing_role_hint(stderr: &str) -> &'static str {
+    if stderr.contains("role \"") && stderr.contains("does not exist") {
+        " (a role the backup's objects belong to or are granted to is missing on this server: restore the globals first with restore --globals, rename it with --role-map OLD=NEW, or leave ownership out with --no-owner)"
+    } else {
+        ""
+    }
 }
 
 fn quote(tail: &str) -> String {

@@ -80,6 +80,7 @@ fn drill(args: &DrillArgs, settings: Settings) -> Result<(bool, String)> {
         job: args.job.clone(),
         update_roles: false,
         no_owner: false,
+        role_map: Vec::new(),
         kind: args.kind,
         target_url: String::new(),
         create: false,

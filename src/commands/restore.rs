@@ -475,6 +475,7 @@ fn spool_and_restore(
         &bin,
         target_db.dbname(),
         args.clean,
+        clients.owners.leave_out(),
         args.jobs,
         &spool.path,
         &target_db.child_env(),
@@ -526,7 +527,7 @@ pub fn restore_one(
             .pg_restore
             .clone()
             .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
-        no_owner: args.no_owner,
+        owners: crate::dr::rolemap::Owners::from_args(args.no_owner, &args.role_map)?,
     };
     let backup = &found.listed;
     let expected = crate::restore::expected_digest(backup)?;
@@ -542,20 +543,29 @@ pub fn restore_one(
         None
     };
 
-    if args.no_owner && args.jobs > 1 {
+    if !args.role_map.is_empty() && args.jobs > 1 {
         return Err(config_error_hint(
-            "--no-owner cannot be combined with --jobs N > 1 for one database",
-            "drop --jobs (the restore is then one transaction)",
+            "--role-map cannot be combined with --jobs N > 1 for one database (pg_restore -j cannot rename roles)",
+            "drop --jobs: the restore then streams through pgdrive, which renames them, in one transaction",
         ));
     }
     let db_properties = match &found.manifest {
-        Some(m) => crate::dr::dbprops::DbProperties::from_manifest(&m.document)?,
+        Some(m) => crate::dr::dbprops::DbProperties::from_manifest(&m.document)?
+            .map(|p| p.with_roles_renamed(&clients.owners)),
         None => None,
     };
 
     // --- read-only checks of the target, before anyone is asked anything
     let locale = DbLocale::from_properties(&backup.properties);
     let mut replace_unfinished = false;
+    if let Some(map) = clients.owners.map() {
+        let mut server = if args.create {
+            maintenance(&target_db)?
+        } else {
+            super::backup::connect(&target_db, "the restore target")?
+        };
+        map.check_targets_exist(&mut server)?;
+    }
     if args.create {
         replace_unfinished = check_create_target(&target_db)?;
     } else {
@@ -623,6 +633,9 @@ pub fn restore_one(
         ("action", mode.clone()),
     ];
     let mut plan = plan.to_vec();
+    if let Some(map) = clients.owners.map() {
+        plan.push(("roles", format!("renamed: {}", map.describe())));
+    }
     if let (true, Some(p)) = (args.create, &db_properties) {
         plan.push(("properties", p.describe()));
     }
@@ -698,6 +711,7 @@ pub fn restore_one(
         }
         let _watch = crate::signals::watch_unless_zero(stall);
         let client = clients.restore_into(layout.format, &target_db, args.clean)?;
+        let script = clients.archive_to_script(layout.format, args.clean)?;
         let reader = target.open(&backup.id, Some(expected.size))?;
         let mut reader = Progress::new(
             reader,
@@ -709,8 +723,9 @@ pub fn restore_one(
             &expected,
             layout.clone(),
             client,
+            script,
             &prelude,
-            args.no_owner,
+            &clients.owners,
         );
         reader.clear();
         checked
@@ -727,7 +742,7 @@ pub fn restore_one(
                             &mut admin,
                             target_db.dbname(),
                             crate::dr::dbprops::ApplyOptions {
-                                no_owner: args.no_owner,
+                                no_owner: clients.owners.leave_out(),
                             },
                         )
                     });

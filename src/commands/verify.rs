@@ -49,7 +49,7 @@ pub fn run(args: &VerifyArgs, settings: Settings) -> Result<ExitStatus> {
             .pg_restore
             .clone()
             .or_else(|| cfg.settings.get("PGDRIVE_PG_RESTORE").map(Into::into)),
-        no_owner: false,
+        owners: Default::default(),
     };
     let stall = crate::config::stall_timeout(&cfg.settings)?;
     let database = source::wanted_database(&cfg, &args.source);

@@ -137,6 +137,21 @@ impl DbProperties {
         }
     }
 
+    /// These properties with every role renamed as `owners` maps it (restore `--role-map`).
+    pub fn with_roles_renamed(&self, owners: &crate::dr::rolemap::Owners) -> DbProperties {
+        let mut p = self.clone();
+        p.owner = owners.rename(&p.owner).to_string();
+        for r in &mut p.role_settings {
+            r.role = owners.rename(&r.role).to_string();
+        }
+        for g in p.acl.iter_mut().flatten() {
+            if let Some(role) = &mut g.grantee {
+                *role = owners.rename(role).to_string();
+            }
+        }
+        p
+    }
+
     /// For logs and the restore plan (names only: settings can hold anything).
     pub fn describe(&self) -> String {
         format!(

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod dbprops;
 pub mod globals;
+pub mod rolemap;
 
 /// A new set id: the run's start (UTC, to the second) and 8 random hex digits.
 pub fn new_set_id(started_ms: i64) -> std::io::Result<String> {

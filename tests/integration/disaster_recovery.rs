@@ -327,6 +327,122 @@ fn no_owner_restore(source: &Cluster, format: &str) {
         ),
         0
     );
+    if format == "custom" {
+        // the parallel restore leaves them out as well (pg_restore -j --no-owner --no-privileges)
+        let r = run(pgdrive()
+            .args(["restore", &id, "--create", "--no-owner", "--jobs", "2", "--from"])
+            .arg(dir.path())
+            .args(["--target-url", &bare.url("postgres", "shop_j2")]));
+        assert_eq!(r.status, 0, "{r:?}");
+        assert_eq!(count(&bare, "shop_j2", "SELECT count(*) FROM app.orders"), 500);
+        assert_eq!(
+            database_facts(&bare, "shop_j2").split(" / ").next(),
+            Some("postgres")
+        );
+    }
+}
+
+#[test]
+fn role_map_restores_under_other_names_into_a_cluster_with_none_of_the_old_roles() {
+    let source = source_server();
+    // a policy naming a role, a row and a quoted table that read like the statements rewritten
+    source.exec(
+        "shop",
+        r#"SET ROLE app;
+           INSERT INTO app.orders VALUES (0, 'ALTER TABLE app.orders OWNER TO app;');
+           CREATE TABLE app."TO app" (app int);
+           GRANT SELECT (app) ON app."TO app" TO reader;
+           CREATE POLICY mine ON app.orders FOR SELECT TO "Report Group" USING (note IS DISTINCT FROM 'app');"#,
+    );
+    for format in ["custom", "plain"] {
+        role_map_restore(&source, format);
+    }
+}
+
+fn role_map_restore(source: &Cluster, format: &str) {
+    let dir = TempDir::new("dr_store_role_map");
+    let r = back_up(source, "postgres", dir.path(), format);
+    assert_eq!(r.status, 0, "{r:?}");
+    let id = backup_files(dir.path())
+        .into_iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("shop-"))
+        .unwrap();
+    let bare = Cluster::start();
+    bare.exec(
+        "postgres",
+        r#"CREATE ROLE app_new; CREATE ROLE "Reports 2"; CREATE ROLE reader2;"#,
+    );
+    let restore = |maps: &[&str]| {
+        let mut cmd = pgdrive();
+        cmd.args(["restore", &id, "--create", "--from"])
+            .arg(dir.path())
+            .args(["--target-url", &bare.url("postgres", "shop")]);
+        for m in maps {
+            cmd.args(["--role-map", m]);
+        }
+        run(&mut cmd)
+    };
+    let shop_exists = || {
+        count(
+            &bare,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop'",
+        )
+    };
+    // a new name the server lacks: refused before anything is created
+    let r = restore(&["app=app_new", "Report Group=nobody here"]);
+    assert_eq!(r.status, 78, "{format}: {r:?}");
+    assert!(r.stderr.contains("nobody here"), "{format}: {}", r.stderr);
+    assert_eq!(shop_exists(), 0, "{format}");
+    // an old role left unmapped: the restore fails on it, says what to do, and is rolled back
+    let r = restore(&["app=app_new", "Report Group=Reports 2"]);
+    assert_ne!(r.status, 0, "{format}: {r:?}");
+    assert!(r.stderr.contains("--role-map"), "{format}: {}", r.stderr);
+    assert_eq!(shop_exists(), 0, "{format}");
+
+    let r = restore(&["app=app_new", "Report Group=Reports 2", "reader=reader2"]);
+    assert_eq!(r.status, 0, "{format}: {r:?}");
+    let one = |sql: &str| {
+        postgres::Client::connect(&bare.url("postgres", "shop"), postgres::NoTls)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    assert_eq!(
+        one("SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner)::text, ',') FROM pg_class c
+              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'"),
+        "app_new",
+        "{format}"
+    );
+    assert_eq!(
+        one("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'app'"),
+        "app_new"
+    );
+    assert_eq!(
+        one(r#"SELECT has_table_privilege('Reports 2', 'app.orders', 'SELECT')::text
+                  || has_schema_privilege('Reports 2', 'app', 'USAGE')::text
+                  || has_column_privilege('reader2', 'app."TO app"', 'app', 'SELECT')::text"#),
+        "truetruetrue",
+        "{format}"
+    );
+    assert_eq!(
+        one("SELECT array_to_string(polroles::regrole[], ',') FROM pg_policy WHERE polname = 'mine'"),
+        "\"Reports 2\"",
+        "{format}"
+    );
+    // the data is the data: the row that reads like a statement arrived as it was
+    assert_eq!(
+        one("SELECT note FROM app.orders WHERE id = 0"),
+        "ALTER TABLE app.orders OWNER TO app;"
+    );
+    assert_eq!(count(&bare, "shop", "SELECT count(*) FROM app.orders"), 501);
+    // the database's own owner, grant and role setting follow the map too
+    let facts = database_facts(&bare, "shop");
+    assert!(facts.starts_with("app_new / LATIN1 / C / "), "{facts}");
+    assert!(facts.contains("\"Reports 2\"=c/app_new"), "{facts}");
+    assert!(facts.contains("reader2:work_mem=8MB"), "{facts}");
 }
 
 #[test]
