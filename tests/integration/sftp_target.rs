@@ -370,6 +370,7 @@ fn an_encrypted_backup_to_sftp_stores_no_plaintext_and_restores_only_with_the_id
     assert!(stored[0].ends_with(".sql.gz.age"), "{stored:?}");
 }
 
+#[test]
 fn a_pinned_backup_on_sftp_survives_keep_1_and_its_sidecar_is_replaced_whole() {
     let Some(sshd) = Sshd::start() else { return };
     let db = TestDb::new("sftp_pin");
