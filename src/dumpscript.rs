@@ -403,7 +403,12 @@ mod tests {
     use super::*;
 
     fn rewrite(text: &str, piece: usize) -> String {
-        let mut f = OwnTransactionsOut::default();
+        rewrite_with(Owners::Keep, text, piece)
+    }
+
+    /// `text` through the filter in pieces of `piece` bytes.
+    fn rewrite_with(owners: Owners, text: &str, piece: usize) -> String {
+        let mut f = OwnTransactionsOut::new(owners);
         let mut out = Vec::new();
         for chunk in text.as_bytes().chunks(piece) {
             f.feed(chunk, &mut |b| {
@@ -465,16 +470,7 @@ COPY public.t (a) FROM stdin;\nALTER TABLE public.t OWNER TO app;\nGRANT ALL ON 
 GRANT SELECT ON TABLE public.t TO reader;\n\n\
 --\n-- Name: DEFAULT PRIVILEGES FOR TABLES; Type: DEFAULT ACL; Schema: public; Owner: app\n--\n\n\
 ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES TO reader;\n";
-        let mut f = OwnTransactionsOut::new(Owners::LeaveOut);
-        let mut out = Vec::new();
-        for chunk in dump.as_bytes().chunks(7) {
-            f.feed(chunk, &mut |b| {
-                out.extend_from_slice(b);
-                Ok(())
-            })
-            .unwrap();
-        }
-        let out = String::from_utf8(out).unwrap();
+        let out = rewrite_with(Owners::LeaveOut, dump, 7);
         let left_out = |stmt: &str| format!("-- {stmt} (left out by pgdrive: --no-owner)\n");
         let expected = dump
             .replacen("\nALTER TABLE public.t OWNER TO app;\n\n", &format!("\n{}\n", left_out("ALTER TABLE public.t OWNER TO app;")), 1)
@@ -512,16 +508,7 @@ CREATE USER MAPPING FOR app SERVER s;\n";
             &["app=new app".to_string(), "Big Boss=boss".to_string()],
         )
         .unwrap();
-        let mut f = OwnTransactionsOut::new(map);
-        let mut out = Vec::new();
-        for chunk in dump.as_bytes().chunks(5) {
-            f.feed(chunk, &mut |b| {
-                out.extend_from_slice(b);
-                Ok(())
-            })
-            .unwrap();
-        }
-        let out = String::from_utf8(out).unwrap();
+        let out = rewrite_with(map, dump, 5);
         let expected = dump
             .replacen("\nALTER TABLE public.t OWNER TO app;\n\n", "\nALTER TABLE public.t OWNER TO \"new app\";\n\n", 1)
             .replacen("OWNER TO \"Big Boss\";", "OWNER TO \"boss\";", 1)

@@ -266,20 +266,21 @@ fn no_owner_restores_into_a_cluster_with_none_of_the_roles() {
     }
 }
 
-fn no_owner_restore(source: &Cluster, format: &str) {
-    let dir = TempDir::new("dr_store_no_owner");
+/// A backup of `source`'s job in `format` into a new directory, and the id of its shop backup.
+fn back_up_shop(source: &Cluster, format: &str) -> (TempDir, String) {
+    let dir = TempDir::new("dr_store_shop");
     let r = back_up(source, "postgres", dir.path(), format);
     assert_eq!(r.status, 0, "{r:?}");
-    let shop = backup_files(dir.path())
+    let id = backup_files(dir.path())
         .into_iter()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("shop-")
-        })
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("shop-"))
         .unwrap();
-    let id = shop.file_name().unwrap().to_string_lossy().into_owned();
+    (dir, id)
+}
+
+fn no_owner_restore(source: &Cluster, format: &str) {
+    let (dir, id) = back_up_shop(source, format);
     let bare = Cluster::start();
     // without --no-owner the missing owner is a clear error, and nothing is left behind
     let r = run(pgdrive()
@@ -360,14 +361,7 @@ fn role_map_restores_under_other_names_into_a_cluster_with_none_of_the_old_roles
 }
 
 fn role_map_restore(source: &Cluster, format: &str) {
-    let dir = TempDir::new("dr_store_role_map");
-    let r = back_up(source, "postgres", dir.path(), format);
-    assert_eq!(r.status, 0, "{r:?}");
-    let id = backup_files(dir.path())
-        .into_iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("shop-"))
-        .unwrap();
+    let (dir, id) = back_up_shop(source, format);
     let bare = Cluster::start();
     bare.exec(
         "postgres",
