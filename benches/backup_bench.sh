@@ -40,6 +40,9 @@
 #   BENCH_ONLY=build     only build (or reuse) the database, then stop (used by dr_bench.sh)
 #   BENCH_ONLY=stalled   only those stalled-link runs (no baselines, no level sweep)
 #   BENCH_ONLY=formats   only the codec/format/thread matrix and the restore timings (issue 6)
+#   BENCH_ONLY=restore   only the custom-archive restore timings, BENCH_REPEAT times round-robin:
+#                        pgdrive restore vs zstd -dc | pg_restore --single-transaction, and
+#                        restore --jobs 2 vs pg_restore -j 2 on the decompressed archive on disk
 #   BENCH_ONLY=targets   only issue 10's runs: one job to two targets (the emulator + a local
 #                        directory, through a config file) vs one target, also with the emulator
 #                        stalled and throttled (RSS), and zstd:3 vs `pg_dump | zstd -3 -T1 | sha256sum`
@@ -529,7 +532,7 @@ say "== measuring: levels [$LEVELS], $REPEAT repeat(s), $(nproc) CPUs, pigz $([[
 # Round-robin (all variants, then repeat) so that a burst of background load hits every variant.
 for rep in $(seq "$REPEAT"); do
   say "-- repeat $rep/$REPEAT"
-  [[ $ONLY == stalled ]] || measure "pg_dump>null" - "$DUMP > /dev/null"
+  [[ $ONLY == stalled || $ONLY == restore ]] || measure "pg_dump>null" - "$DUMP > /dev/null"
   [[ -n $ONLY ]] || for n in $LEVELS; do
     measure "pg_dump|gzip" "$n" "$DUMP | gzip -$n > /dev/null"
     measure "pg_dump|gzip|sha256" "$n" "$DUMP | gzip -$n | sha256sum > /dev/null"
@@ -596,27 +599,35 @@ for rep in $(seq "$REPEAT"); do
     faults '[]'
   fi
 done
-if [[ $RESTORE == 1 && ( -z $ONLY || $ONLY == formats ) ]]; then
-  # issue 6: restore times of a gzip:6 plain backup and a zstd:3 custom archive, by pgdrive (checked
-  # while streaming, one transaction) and by hand; each into a freshly created database
+if [[ $RESTORE == 1 && ( -z $ONLY || $ONLY == formats || $ONLY == restore ) ]]; then
+  # issue 6 and 13: restore times of a gzip:6 plain backup and a zstd:3 custom archive, by pgdrive
+  # (checked while streaming, one transaction; --jobs 2: spooled through the checks, then
+  # pg_restore -j 2) and by hand; each into a freshly created database, after a CHECKPOINT so a
+  # checkpoint of the previous run's writes does not land on the next; round-robin, BENCH_REPEAT times
   say "== restore timings"
   RDIR="$WORK/restore"; mkdir -p "$RDIR/plain" "$RDIR/custom"
   DATABASE_URL="$DB_URL" "$PGDRIVE" -q backup --kind daily --compress gzip:6 --to "$RDIR/plain"
   DATABASE_URL="$DB_URL" "$PGDRIVE" -q backup --kind daily --compress zstd:3 --format custom --to "$RDIR/custom"
   PLAIN=$(ls "$RDIR"/plain/*.sql.gz); CUSTOM=$(ls "$RDIR"/custom/*.dump.zst)
   T="$PG/pgdrive_bench_restore"
-  fresh() { psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)" -c "CREATE DATABASE pgdrive_bench_restore"; }
-  fresh; measure "restore:gunzip|psql" 6 "gunzip -c '$PLAIN' | '$PSQL' -X -q -v ON_ERROR_STOP=1 --single-transaction -d '$T' > /dev/null"
-  fresh; measure "restore:pgdrive" 6 "'$PGDRIVE' -q restore latest --from '$RDIR/plain' --database $DB --target-url '$T' --yes"
-  fresh; measure "restore:zstd|pg_restore" zstd:3 "zstd -dcq '$CUSTOM' | '$PG_BIN/pg_restore' --exit-on-error --single-transaction -d '$T'"
+  drop_target() { psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)" -c "CHECKPOINT"; }
+  fresh() { drop_target; psql_q -d "$PG/postgres" -c "CREATE DATABASE pgdrive_bench_restore"; }
   zstd -dcq "$CUSTOM" >"$RDIR/custom.dump"
-  fresh; measure "restore:pg_restore-j2" zstd:3 "'$PG_BIN/pg_restore' -j 2 --exit-on-error -d '$T' '$RDIR/custom.dump'"
-  fresh; measure "restore:pgdrive" zstd:3 "'$PGDRIVE' -q restore latest --from '$RDIR/custom' --database $DB --target-url '$T' --yes"
-  if "$PGDRIVE" restore --help | grep -q -- '--jobs'; then
-    psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)"
-    measure "restore:pgdrive-j2" zstd:3 "'$PGDRIVE' -q restore latest --from '$RDIR/custom' --database $DB --target-url '$T' --yes --create --jobs 2 --spool-dir '$RDIR'"
-  fi
-  psql_q -d "$PG/postgres" -c "DROP DATABASE IF EXISTS pgdrive_bench_restore WITH (FORCE)"
+  for rep in $(seq "$REPEAT"); do
+    say "-- restore repeat $rep/$REPEAT"
+    if [[ $ONLY != restore ]]; then
+      fresh; measure "restore:gunzip|psql" 6 "gunzip -c '$PLAIN' | '$PSQL' -X -q -v ON_ERROR_STOP=1 --single-transaction -d '$T' > /dev/null"
+      fresh; measure "restore:pgdrive" 6 "'$PGDRIVE' -q restore latest --from '$RDIR/plain' --database $DB --target-url '$T' --yes"
+    fi
+    fresh; measure "restore:zstd|pg_restore" zstd:3 "zstd -dcq '$CUSTOM' | '$PG_BIN/pg_restore' --exit-on-error --single-transaction -d '$T'"
+    fresh; measure "restore:pgdrive" zstd:3 "'$PGDRIVE' -q restore latest --from '$RDIR/custom' --database $DB --target-url '$T' --yes"
+    fresh; measure "restore:pg_restore-j2" zstd:3 "'$PG_BIN/pg_restore' -j 2 --exit-on-error -d '$T' '$RDIR/custom.dump'"
+    if "$PGDRIVE" restore --help | grep -q -- '--jobs'; then
+      drop_target
+      measure "restore:pgdrive-j2" zstd:3 "'$PGDRIVE' -q restore latest --from '$RDIR/custom' --database $DB --target-url '$T' --yes --create --jobs 2 --spool-dir '$RDIR'"
+    fi
+  done
+  drop_target
   rm -rf "$RDIR"
 fi
 # the runs' catalog rows are not part of the data set
@@ -647,7 +658,7 @@ def agg(key):
                 loads="/".join(f"{x['load']:.1f}" for x in r), n=len(r))
 base = agg(("pg_dump>null", "-"))
 raw = next((x["raw"] for v in runs.values() for x in v if x["raw"]), None)
-print(f"database {db_bytes/1e6:.0f} MB on disk; dump {raw/1e6:.0f} MB raw; {ncpu} CPUs; {pgv}")
+print(f"database {db_bytes/1e6:.0f} MB on disk; dump {raw/1e6 if raw else float('nan'):.0f} MB raw; {ncpu} CPUs; {pgv}")
 print("wall = best of n (median in brackets); cpu = user+sys of the whole process tree in the best run;")
 print("rss = GNU time %M (max over the process and its waited-for children); own = pgdrive's VmHWM; load = 1-min load before each run")
 print()
@@ -721,7 +732,11 @@ if rest:
     print("issue 6: restore into a new database (wall s; gzip:6 plain file / zstd:3 custom archive)")
     for label, lv in rest:
         a = agg((label, lv))
-        print(f"  {label[8:]:<22} {lv:<7} wall {a['best']:7.1f}s  cpu {a['cpu']:6.1f}s  rss {a['rss']:6.1f} MiB")
+        print(f"  {label[8:]:<22} {lv:<7} wall {a['best']:7.1f}s ({a['median']:.1f})  cpu {a['cpu']:6.1f}s  rss {a['rss']:6.1f} MiB  load {a['loads']}")
+    for mine, theirs in (("restore:pgdrive-j2", "restore:pg_restore-j2"), ("restore:pgdrive", "restore:zstd|pg_restore")):
+        a, b = agg((mine, "zstd:3")), agg((theirs, "zstd:3"))
+        if a and b:
+            print(f"  {mine[8:]} / {theirs[8:]}: {a['best']/b['best']:.3f}x best ({a['median']/b['median']:.3f}x median)")
 ten = {k: agg(k) for k in runs if k[0].startswith("job:") or k[0] in ("pgdrive-zstd-t1", "pg_dump|zstd-T1|sha256")}
 if ten:
     print()

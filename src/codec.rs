@@ -5,7 +5,7 @@
 //! cut into 1 MiB blocks compressed in parallel into independent gzip members, written in order
 //! (the format allows concatenated members; `gunzip`, `zcat` and every zlib reader accept them;
 //! pgdrive decodes with `MultiGzDecoder`). Independent blocks lose the shared dictionary across
-//! block boundaries, which costs well under 1 % of size at 1 MiB. zstd uses libzstd's own workers.
+//! block boundaries, which costs well under 1 % of size at 1 MiB. zstd uses libzstd's own workers when given more than one thread (one compresses inline).
 //! Memory stays bounded: at most `2 × threads` blocks are in flight.
 
 use std::collections::BTreeMap;

@@ -202,7 +202,7 @@ pub static SETTINGS: &[Setting] = &[
     setting("PGDRIVE_IDENTITY_FILE", "identity_file", Text, "", &["restore --identity", "verify --identity"], RESTORING,
         "The age identity file (`age-keygen`, `pgdrive keygen`) or unencrypted SSH private key that decrypts encrypted backups. Keep it off the backup host; pass it for the restore."),
     setting("PGDRIVE_THREADS", "threads", Number, "cores − 1, at least 1", &["backup --threads"], BACKUP,
-        "Compression threads. gzip with several threads writes independent gzip members of 1 MiB blocks (as pigz does, without the shared dictionary: under 1 % larger); any gzip reader accepts them. zstd uses libzstd's workers."),
+        "Compression threads. gzip with several threads writes independent gzip members of 1 MiB blocks (as pigz does, without the shared dictionary: under 1 % larger); any gzip reader accepts them. zstd with several threads uses libzstd's workers; with one it compresses inline."),
     setting("PGDRIVE_FORMAT", "format", Text, "`plain`", &["backup --format"], BACKUP,
         "`plain` (an SQL script, restored with `psql`) or `custom` (`pg_dump -Fc -Z0`, compressed by pgdrive, restored with `pg_restore`, in parallel with `-j` from a file)."),
     setting("PGDRIVE_CHUNK_SIZE", "chunk_size", Size, "`8MiB`", &["backup --chunk-size"], BACKUP,
