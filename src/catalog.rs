@@ -55,6 +55,15 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
              applied_at timestamptz NOT NULL DEFAULT now())",
     )
     .map_err(|e| migration_error(e, "pgdrive_schema_migrations"))?;
+    // recorded migrations whose tables were dropped since are applied again (see
+    // `pending_migrations`), under the lock, so two runs cannot both decide it
+    let tables_gone = !catalog_tables_exist(&mut tx)?;
+    if tables_gone {
+        crate::log::warn(
+            "the catalog tables are missing although their migrations are recorded (dropped by hand?): creating them again",
+            &[("hint", "pgdrive catalog rebuild refills the rows from the targets".to_string())],
+        );
+    }
     let mut done = Vec::new();
     for (name, sql) in MIGRATIONS {
         let exists = tx
@@ -63,13 +72,13 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
                 &[name],
             )?
             .is_some();
-        if exists {
+        if exists && !tables_gone {
             continue;
         }
         tx.batch_execute(sql)
             .map_err(|e| migration_error(e, name))?;
         tx.execute(
-            "INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)",
+            "INSERT INTO pgdrive_schema_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING",
             &[name],
         )?;
         done.push(*name);
@@ -87,14 +96,31 @@ pub fn applied_migrations(client: &mut Client) -> Result<Vec<String>> {
     }
 }
 
-/// The names of the [`MIGRATIONS`] not applied yet, in order.
+/// The names of the [`MIGRATIONS`] not applied yet, in order. When they are all recorded but a
+/// catalog table they create is gone (dropped by hand), every one is pending again: they are
+/// written to be re-run (`IF NOT EXISTS` throughout), so the next migration recreates the tables
+/// instead of every later run failing on a missing one.
 pub fn pending_migrations(client: &mut Client) -> Result<Vec<&'static str>> {
     let applied = applied_migrations(client)?;
+    if !applied.is_empty() && !catalog_tables_exist(client)? {
+        return Ok(MIGRATIONS.iter().map(|(name, _)| *name).collect());
+    }
     Ok(MIGRATIONS
         .iter()
         .map(|(name, _)| *name)
         .filter(|name| !applied.iter().any(|a| a == name))
         .collect())
+}
+
+/// Whether the tables the migrations create are all there.
+fn catalog_tables_exist(client: &mut impl postgres::GenericClient) -> Result<bool> {
+    client
+        .query_one(
+            "SELECT to_regclass('backups') IS NOT NULL AND to_regclass('backup_copies') IS NOT NULL",
+            &[],
+        )
+        .map(|r| r.get(0))
+        .context("looking for the catalog tables")
 }
 
 /// What this user may do to apply migrations: creating the table needs CREATE on the schema,

@@ -506,6 +506,32 @@ fn migrate_upgrades_the_node_table_in_place() {
 }
 
 #[test]
+fn a_catalog_table_dropped_by_hand_is_created_again_by_the_next_run() {
+    let db = TestDb::new("dropped_catalog");
+    let r = run(pgdrive().env("DATABASE_URL", db.url()).arg("migrate"));
+    assert_eq!(r.status, 0, "{r:?}");
+    // the migration record stays; the tables it describes are gone
+    db.exec("DROP TABLE backup_copies, backups");
+    let dir = TempDir::new("dropped_catalog");
+    let r = run(pgdrive()
+        .env("DATABASE_URL", db.url())
+        .args(["backup", "--kind", "daily", "--to"])
+        .arg(dir.path()));
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(r.stderr.contains("creating them again"), "{r:?}");
+    assert_eq!(
+        psql(&db.url(), "SELECT status FROM backups").trim(),
+        "SUCCESS"
+    );
+    assert_eq!(
+        psql(&db.url(), "SELECT count(*) FROM backup_copies").trim(),
+        "1"
+    );
+    let r = run(pgdrive().env("DATABASE_URL", db.url()).arg("migrate"));
+    assert!(r.stderr.contains("up to date"), "{r:?}");
+}
+
+#[test]
 fn tls_sslmodes_follow_libpq() {
     let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
     let db = TestDb::new("tls");
