@@ -55,15 +55,7 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
              applied_at timestamptz NOT NULL DEFAULT now())",
     )
     .map_err(|e| migration_error(e, "pgdrive_schema_migrations"))?;
-    // recorded migrations whose tables were dropped since are applied again (see
-    // `pending_migrations`), under the lock, so two runs cannot both decide it
-    let tables_gone = !catalog_tables_exist(&mut tx)?;
-    if tables_gone {
-        crate::log::warn(
-            "the catalog tables are missing although their migrations are recorded (dropped by hand?): creating them again",
-            &[("hint", "pgdrive catalog rebuild refills the rows from the targets".to_string())],
-        );
-    }
+    forget_dropped_tables(&mut tx)?;
     let mut done = Vec::new();
     for (name, sql) in MIGRATIONS {
         let exists = tx
@@ -72,13 +64,13 @@ pub fn migrate(client: &mut Client) -> Result<Vec<&'static str>> {
                 &[name],
             )?
             .is_some();
-        if exists && !tables_gone {
+        if exists {
             continue;
         }
         tx.batch_execute(sql)
             .map_err(|e| migration_error(e, name))?;
         tx.execute(
-            "INSERT INTO pgdrive_schema_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING",
+            "INSERT INTO pgdrive_schema_migrations (version) VALUES ($1)",
             &[name],
         )?;
         done.push(*name);
@@ -110,6 +102,34 @@ pub fn pending_migrations(client: &mut Client) -> Result<Vec<&'static str>> {
         .map(|(name, _)| *name)
         .filter(|name| !applied.iter().any(|a| a == name))
         .collect())
+}
+
+/// Migrations recorded for catalog tables that were dropped since (by hand) are forgotten, so
+/// they run again (they are written to be re-run: `IF NOT EXISTS` throughout); called under the
+/// migration lock. A `backup_copies` left without its `backups` (`DROP TABLE backups CASCADE`
+/// keeps it, minus the foreign key) is dropped too: its rows described runs that are gone, and
+/// kept, they would attach to the new table's reused ids.
+fn forget_dropped_tables(tx: &mut postgres::Transaction<'_>) -> Result<()> {
+    let recorded: i64 = tx
+        .query_one("SELECT count(*) FROM pgdrive_schema_migrations", &[])?
+        .get(0);
+    if recorded == 0 || catalog_tables_exist(tx)? {
+        return Ok(());
+    }
+    crate::log::warn(
+        "the catalog tables are missing although their migrations are recorded (dropped by hand?): creating them again",
+        &[("hint", "pgdrive catalog rebuild refills the rows from the targets".to_string())],
+    );
+    let backups_gone: bool = tx
+        .query_one("SELECT to_regclass('backups') IS NULL", &[])?
+        .get(0);
+    if backups_gone {
+        tx.batch_execute("DROP TABLE IF EXISTS backup_copies")
+            .context("dropping backup_copies of the dropped backups table")?;
+    }
+    tx.execute("DELETE FROM pgdrive_schema_migrations", &[])
+        .context("forgetting the migrations of the dropped catalog tables")?;
+    Ok(())
 }
 
 /// Whether the tables the migrations create are all there.
@@ -260,7 +280,7 @@ pub fn last_success_size(
 }
 
 /// Creates the `backups` table again when it was dropped after its migrations were recorded
-/// (the migrations would otherwise count as applied); returns whether it did.
+/// (see [`forget_dropped_tables`]); returns whether it did.
 pub fn recreate_if_dropped(client: &mut Client) -> Result<bool> {
     let present: bool = client
         .query_one("SELECT to_regclass('backups') IS NOT NULL", &[])?
@@ -268,22 +288,6 @@ pub fn recreate_if_dropped(client: &mut Client) -> Result<bool> {
     if present {
         return Ok(false);
     }
-    let recorded: bool = client
-        .query_one(
-            "SELECT to_regclass('pgdrive_schema_migrations') IS NOT NULL",
-            &[],
-        )?
-        .get(0);
-    if recorded {
-        client
-            .execute("DELETE FROM pgdrive_schema_migrations", &[])
-            .context("forgetting the migrations of the dropped backups table")?;
-    }
-    // its rows described runs that are gone (DROP ... CASCADE left it without its foreign key);
-    // kept, they would attach to the new table's reused ids
-    client
-        .batch_execute("DROP TABLE IF EXISTS backup_copies")
-        .context("dropping backup_copies of the dropped backups table")?;
     migrate(client)?;
     Ok(true)
 }

@@ -66,6 +66,7 @@ pub fn run(args: &RebuildArgs, settings: Settings) -> Result<ExitStatus> {
     Ok(ExitStatus::Ok)
 }
 
+#[derive(PartialEq, Eq)]
 enum Outcome {
     Added,
     Filled,
@@ -73,6 +74,19 @@ enum Outcome {
 }
 
 fn rebuild_one(
+    client: &mut postgres::Client,
+    target: &dyn Target,
+    found: &Found,
+) -> Result<Outcome> {
+    let outcome = record_one(client, target, found)?;
+    // a pin lives in the backup's manifest; the catalog's mirror of it comes back with the row
+    if outcome != Outcome::Known && crate::retention::is_pinned(&found.listed) {
+        catalog::record_pin(client, target.name(), &found.listed.id, true)?;
+    }
+    Ok(outcome)
+}
+
+fn record_one(
     client: &mut postgres::Client,
     target: &dyn Target,
     found: &Found,

@@ -308,6 +308,9 @@ fn catalog_rebuild_recreates_dropped_rows_from_the_targets_once() {
             .unwrap();
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
     };
+    // pinned (in the manifests), so the rebuilt copy rows must say so too
+    let r = run(g.pgdrive(&db).args(["pin", &before.1]));
+    assert_eq!(r.status, 0, "{r:?}");
     db.exec("DROP TABLE backups CASCADE");
     let rebuild = || {
         run(g
@@ -335,6 +338,11 @@ fn catalog_rebuild_recreates_dropped_rows_from_the_targets_once() {
     assert_eq!(row.get::<_, String>(5), "SUCCESS");
     assert_eq!(row.get::<_, String>(6), "daily");
     assert_eq!(row.get::<_, String>(7), db.name);
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM backup_copies WHERE pinned"),
+        1,
+        "the pin is mirrored again"
+    );
     // a second run adds nothing
     let r = rebuild();
     assert_eq!(r.status, 0, "{r:?}");
