@@ -35,7 +35,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 ];
 
 /// Serialises concurrent migrations (any value distinct from the job locks).
-const MIGRATION_LOCK_KEY: i64 = 0x7067_6472_6976_65; // "pgdrive"
+const MIGRATION_LOCK_KEY: i64 = 0x0070_6764_7269_7665; // "pgdrive"
 
 /// Applies the migrations not yet recorded in `pgdrive_schema_migrations`; returns their names.
 /// When everything is applied already this runs no DDL, so a user without CREATE privilege can

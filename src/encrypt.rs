@@ -342,7 +342,7 @@ pub fn init_identities(identity_file: Option<&Path>, passphrase_file: Option<&Pa
     let mut list = Vec::new();
     let mut sources = Vec::new();
     if let Some(path) = identity_file {
-        let ids = Identities::load(&path)?;
+        let ids = Identities::load(path)?;
         list.extend(ids.list);
         sources.push(ids.source);
     }

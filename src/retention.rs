@@ -646,7 +646,7 @@ pub fn plan_policy(
     let would_delete = reasons.iter().filter(|r| r.is_empty()).count();
     let share = u64::from(policy.max_delete_share.min(100));
     let tripped =
-        (!force && would_delete as u64 * 100 > share * own.len() as u64).then(|| Tripped {
+        (!force && would_delete as u64 * 100 > share * own.len() as u64).then_some(Tripped {
             would_delete,
             of: own.len(),
             max_share: policy.max_delete_share,

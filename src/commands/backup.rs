@@ -253,16 +253,15 @@ fn run_backup(
             .map(|d| d.dbname().to_string())
             .unwrap_or_default()
     });
-    let mut cfg = BackupConfig::for_run(settings, &args.overrides, plan).map_err(|error| {
+    let mut cfg = BackupConfig::for_run(settings, &args.overrides, plan).inspect_err(|error| {
         notifier.run_finished(&Report::failure(
             plan.kind,
             &database_name,
             &host_name(),
             timeutil::now_millis(),
             "config",
-            &error,
+            error,
         ));
-        error
     })?;
     for w in &cfg.settings_warnings {
         log::warn(w, &[]);

@@ -91,7 +91,7 @@ pub(crate) fn is_partial_name(file_name: &str) -> bool {
 /// process holds its lock (so no upload can be using it) and logged.
 pub fn stale_partials(dir: &Path, remove: bool) -> Result<Vec<StalePartial>> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let entries = match fs::read_dir(&dir) {
+    let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
