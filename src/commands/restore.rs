@@ -515,6 +515,18 @@ pub fn restore_one(
     found: &crate::storage::Found,
 ) -> Result<ExitStatus> {
     let started = Instant::now();
+    if found.listed.prop(props::KIND) == Some(props::GLOBALS_KIND) {
+        return Err(config_error_hint(
+            format!(
+                "{} holds a job's globals (roles, memberships, tablespaces), not a database",
+                found.listed.name
+            ),
+            format!(
+                "restore it with restore --globals --job {} --target-url postgres://…/postgres (or the whole set with restore --all)",
+                found.listed.prop(props::JOB).unwrap_or("NAME")
+            ),
+        ));
+    }
     let target_db = target_db.clone();
     let stall = crate::config::stall_timeout(&cfg.settings)?;
     crate::encrypt::init_for_restore(args.identity.as_deref(), &cfg.settings)?;

@@ -439,6 +439,139 @@ fn role_map_restore(source: &Cluster, format: &str) {
     assert!(facts.contains("reader2:work_mem=8MB"), "{facts}");
 }
 
+/// Objects of many kinds owned by `rm_owner`, with privileges, a policy and a user mapping for
+/// `rm_reader`: what `--role-map` must carry over under the new names, whatever the kind.
+const ROLE_ZOO: &str = r#"
+CREATE EXTENSION postgres_fdw;
+CREATE SERVER zoo_srv FOREIGN DATA WRAPPER postgres_fdw OPTIONS (dbname 'x');
+ALTER SERVER zoo_srv OWNER TO rm_owner;
+CREATE USER MAPPING FOR rm_reader SERVER zoo_srv OPTIONS (user 'u');
+CREATE USER MAPPING FOR rm_owner SERVER zoo_srv;
+SET ROLE rm_owner;
+CREATE SCHEMA s;
+CREATE TYPE s.mood AS ENUM ('sad', 'ok');
+CREATE DOMAIN s.pos AS int CHECK (VALUE > 0);
+CREATE TABLE s.t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, m s.mood, p s.pos, note text);
+INSERT INTO s.t (m, p, note) VALUES ('ok', 1, 'GRANT ALL ON s.t TO rm_reader;'), ('sad', 2, E'two\nlines');
+CREATE TABLE s.parted (k int, v text) PARTITION BY RANGE (k);
+CREATE TABLE s.parted_1 PARTITION OF s.parted FOR VALUES FROM (0) TO (100);
+INSERT INTO s.parted VALUES (5, 'five');
+CREATE SEQUENCE s.seq;
+SELECT setval('s.seq', 42);
+CREATE VIEW s.v AS SELECT id, note FROM s.t;
+CREATE MATERIALIZED VIEW s.mv AS SELECT count(*) AS n FROM s.t;
+CREATE FUNCTION s.f(a int) RETURNS int LANGUAGE sql AS $$ SELECT a + 1 $$;
+CREATE FUNCTION s.trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER t_trg BEFORE INSERT ON s.t FOR EACH ROW EXECUTE FUNCTION s.trg();
+CREATE AGGREGATE s.mysum(int) (sfunc = int4pl, stype = int);
+CREATE TEXT SEARCH CONFIGURATION s.tsc (COPY = pg_catalog.english);
+CREATE STATISTICS s.st ON m, p FROM s.t;
+CREATE FOREIGN TABLE s.ft (a int) SERVER zoo_srv;
+ALTER TABLE s.t ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pol ON s.t AS RESTRICTIVE FOR ALL TO rm_reader, rm_owner USING (note IS DISTINCT FROM 'rm_reader') WITH CHECK (true);
+GRANT USAGE ON SCHEMA s TO rm_reader;
+GRANT SELECT (id, note) ON s.t TO rm_reader WITH GRANT OPTION;
+GRANT UPDATE (note) ON s.t TO rm_reader;
+GRANT EXECUTE ON FUNCTION s.f(int) TO rm_reader;
+REVOKE EXECUTE ON FUNCTION s.f(int) FROM PUBLIC;
+GRANT USAGE ON TYPE s.mood TO rm_reader;
+GRANT SELECT ON s.v, s.mv, s.ft TO rm_reader;
+GRANT USAGE ON SEQUENCE s.seq TO rm_reader;
+ALTER DEFAULT PRIVILEGES IN SCHEMA s GRANT SELECT ON TABLES TO rm_reader;
+ALTER DEFAULT PRIVILEGES FOR ROLE rm_owner REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+SELECT lo_from_bytea(0, 'large object data');
+COMMENT ON TABLE s.t IS 'kept as it is: rm_owner';
+"#;
+
+#[test]
+fn role_map_carries_every_kind_of_object_over_under_the_new_names() {
+    let source = Cluster::start();
+    source.exec("postgres", "CREATE ROLE rm_owner; CREATE ROLE rm_reader;");
+    source.exec("postgres", "CREATE DATABASE zoo OWNER rm_owner");
+    source.exec("zoo", ROLE_ZOO);
+    // the source's schema with the names replaced is what the target must have (pg_dump's
+    // comment lines, which name owners unquoted, aside; a comment's text and a literal in the
+    // policy's expression stay as they were)
+    let strip = |sql: String| {
+        sql.lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let want = strip(schema(&source, "zoo"))
+        .replace("rm_owner", "\"New Owner\"")
+        .replace("rm_reader", "new_reader")
+        .replace("'kept as it is: \"New Owner\"'", "'kept as it is: rm_owner'")
+        // the policy's expression is code: its literal stays
+        .replace("'new_reader'::text", "'rm_reader'::text");
+    let target = Cluster::start();
+    target.exec("postgres", r#"CREATE ROLE "New Owner"; CREATE ROLE new_reader;"#);
+    for format in ["custom", "plain"] {
+        let store = TempDir::new("dr_role_zoo");
+        let config = config_file(
+            store.path(),
+            &format!(
+                "local.dir = \"{}\"\nformat = \"{format}\"\n[jobs.zoo]\nkind = \"daily\"\ndatabases = [\"zoo\"]\n",
+                store.path().join("data").display()
+            ),
+        );
+        let r = run(pgdrive()
+            .env("PGDRIVE_CONFIG", &config)
+            .env("DATABASE_URL", source.url("postgres", "postgres"))
+            .env("PGDRIVE_PG_DUMP", format!("{BIN}/pg_dump"))
+            .args(["backup", "--job", "zoo"]));
+        assert_eq!(r.status, 0, "{format}: {r:?}");
+        let names: Vec<String> = backup_files(&store.path().join("data"))
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let id = names
+            .iter()
+            .find(|n| n.starts_with("zoo-daily-"))
+            .unwrap();
+        let into = format!("zoo_{format}");
+        // the job's globals object is not a database backup: said so, nothing created
+        let globals = names.iter().find(|n| n.starts_with("zoo-globals-")).unwrap();
+        let r = run(pgdrive()
+            .args(["restore", globals, "--create", "--from"])
+            .arg(store.path().join("data"))
+            .args(["--target-url", &target.url("postgres", &into)]));
+        assert_eq!(r.status, 78, "{r:?}");
+        assert!(r.stderr.contains("restore --globals --job zoo"), "{r:?}");
+        let r = run(pgdrive()
+            .args(["restore", &id, "--create", "--from"])
+            .arg(store.path().join("data"))
+            .args(["--target-url", &target.url("postgres", &into)])
+            .args(["--role-map", "rm_owner=New Owner", "--role-map", "rm_reader=new_reader"]));
+        assert_eq!(r.status, 0, "{format}: {r:?}");
+        let got = strip(schema(&target, &into));
+        if got != want {
+            let only = |a: &str, b: &str| {
+                a.lines()
+                    .filter(|l| !b.lines().any(|m| m == *l))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            panic!(
+                "{format}: the restored schema differs\n--- only in the source's (names replaced):\n{}\n--- only in the restored:\n{}",
+                only(&want, &got),
+                only(&got, &want)
+            );
+        }
+        assert_eq!(count(&target, &into, "SELECT count(*) FROM s.t"), 2);
+        assert_eq!(count(&target, &into, "SELECT last_value FROM s.seq"), 42);
+        assert_eq!(
+            count(&target, &into, "SELECT count(*) FROM pg_largeobject_metadata WHERE pg_get_userbyid(lomowner) = 'New Owner' AND convert_from(lo_get(oid), 'UTF8') = 'large object data'"),
+            1,
+            "{format}"
+        );
+        assert!(
+            database_facts(&target, &into).starts_with("New Owner / "),
+            "{format}"
+        );
+    }
+}
+
 #[test]
 fn a_backup_role_without_superuser_stores_globals_without_passwords_and_says_so() {
     let source = source_server();
