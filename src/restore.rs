@@ -131,9 +131,21 @@ pub fn recorded_row_counts(
     ) else {
         return Ok(None);
     };
+    open_sealed(sealed, enc, "row counts").map(Some)
+}
+
+/// A manifest's sealed record (base64 of age-encrypted JSON, see
+/// `crate::encrypt::Encryption::seal_to_base64`) opened with this process's identities: a wrong
+/// or missing identity is the restore's 78 naming the recipients; a record that does not open or
+/// parse is corrupt.
+pub fn open_sealed<T: serde::de::DeserializeOwned>(
+    sealed: &str,
+    enc: &Encrypted,
+    what: &str,
+) -> Result<T> {
     let damaged = |why: String| {
         corrupt(format!(
-            "the manifest's sealed row counts cannot be read ({why}): the manifest was changed since it was stored"
+            "the manifest's sealed {what} cannot be read ({why}): the manifest was changed since it was stored"
         ))
     };
     use base64::Engine as _;
@@ -144,9 +156,7 @@ pub fn recorded_row_counts(
     decrypting(&bytes[..], enc)?
         .read_to_end(&mut json)
         .map_err(|e| damaged(e.to_string()))?;
-    serde_json::from_slice(&json)
-        .map(Some)
-        .map_err(|e| damaged(e.to_string()))
+    serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))
 }
 
 /// What differs between the row counts `want` (recorded) and `got` (found), one table each.

@@ -776,7 +776,8 @@ fn back_up(
     let env = cfg.database.child_env();
     let mut extra = BTreeMap::new();
     if let Some(p) = &facts.db_properties {
-        extra.insert(crate::dr::dbprops::MANIFEST_KEY.to_string(), p.to_json());
+        let (key, entry) = p.manifest_entry(cfg.encryption.as_deref()).at("preflight")?;
+        extra.insert(key.to_string(), entry);
     }
     if let Some(set) = &facts.set {
         extra.insert(crate::dr::globals::MANIFEST_KEY.to_string(), set.manifest());

@@ -292,13 +292,7 @@ fn check_database(
             _ => {}
         }
     }
-    if let Some(recorded) = found
-        .manifest
-        .as_ref()
-        .map(|m| DbProperties::from_manifest(&m.document))
-        .transpose()?
-        .flatten()
-    {
+    if let Some(recorded) = DbProperties::from_found(&found)? {
         let mut now = DbProperties::read(&mut client)?;
         let mut was = recorded;
         for p in [&mut now, &mut was] {

@@ -561,11 +561,8 @@ pub fn restore_one(
             "drop --jobs: the restore then streams through pgdrive, which renames them, in one transaction",
         ));
     }
-    let db_properties = match &found.manifest {
-        Some(m) => crate::dr::dbprops::DbProperties::from_manifest(&m.document)?
-            .map(|p| p.with_roles_renamed(&clients.owners)),
-        None => None,
-    };
+    let db_properties = crate::dr::dbprops::DbProperties::from_found(found)?
+        .map(|p| p.with_roles_renamed(&clients.owners));
 
     // --- read-only checks of the target, before anyone is asked anything
     let locale = DbLocale::from_properties(&backup.properties);

@@ -25,6 +25,10 @@ const DATABASE_PRIVILEGES: [&str; 3] = ["CREATE", "TEMPORARY", "CONNECT"];
 
 /// The manifest section's key.
 pub const MANIFEST_KEY: &str = "database_properties";
+/// The key of the same section sealed with the backup's recipients (an encrypted backup):
+/// settings can hold secrets (`ALTER DATABASE … SET app.jwt_secret = …`), and the names say who
+/// uses the server.
+pub const SEALED_KEY: &str = "database_properties_age";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbProperties {
@@ -125,6 +129,41 @@ impl DbProperties {
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The manifest entry for these properties: in clear, or sealed for `encryption`'s
+    /// recipients when the backup is encrypted.
+    pub fn manifest_entry(
+        &self,
+        encryption: Option<&crate::encrypt::Encryption>,
+    ) -> Result<(&'static str, serde_json::Value)> {
+        match encryption {
+            None => Ok((MANIFEST_KEY, self.to_json())),
+            Some(e) => e
+                .seal_to_base64(self.to_json().to_string().as_bytes())
+                .map(|sealed| (SEALED_KEY, sealed.into()))
+                .context("encrypting the database's properties"),
+        }
+    }
+
+    /// The properties the backup `found` recorded: its manifest's, opened with this process's
+    /// identities when sealed; `None` for a backup made before they were recorded.
+    pub fn from_found(found: &crate::storage::Found) -> Result<Option<DbProperties>> {
+        let Some(m) = &found.manifest else {
+            return Ok(None);
+        };
+        let Some(sealed) = m.document.get(SEALED_KEY) else {
+            return Self::from_manifest(&m.document);
+        };
+        let enc = crate::restore::Layout::of_found(found)?.encryption;
+        match (sealed.as_str(), enc) {
+            (Some(sealed), Some(enc)) => {
+                crate::restore::open_sealed(sealed, &enc, "database properties").map(Some)
+            }
+            _ => Err(crate::error::corrupt(format!(
+                "the manifest's {SEALED_KEY} is not a sealed record of an encrypted backup: it was changed since it was stored"
+            ))),
+        }
     }
 
     /// The properties recorded in a manifest; `None` for a backup made before they were.

@@ -394,6 +394,50 @@ fn a_wrong_identity_exits_78_naming_the_recipients_and_restores_nothing() {
 }
 
 #[test]
+fn database_settings_are_sealed_in_an_encrypted_manifest_and_come_back_with_create() {
+    let keys = TempDir::new("enc_props");
+    let (identity, public) = in_process_key(keys.path(), "key.txt");
+    let (wrong, _) = in_process_key(keys.path(), "wrong.txt");
+    let db = TestDb::new("enc_props");
+    seed_shop(&db);
+    // the pattern of hosted PostgreSQL platforms: a secret in a database-level setting
+    let secret = unique("jwt-secret-value");
+    db.exec(&format!(
+        "ALTER DATABASE \"{}\" SET app.jwt_secret = '{secret}'",
+        db.name
+    ));
+    let dir = TempDir::new("enc_props_dir");
+    local_backup(&db, dir.path(), &[("PGDRIVE_ENCRYPT_RECIPIENTS", &public)]);
+    no_plaintext_under(dir.path(), &[&secret]);
+
+    let name = unique("enc_props_created");
+    let restore = |identity: &Path| {
+        run(pgdrive()
+            .args(["restore", "latest", "--create", "--from"])
+            .arg(dir.path())
+            .args(["--target-url", &admin_url(&name), "--identity"])
+            .arg(identity))
+    };
+    let r = restore(&wrong);
+    assert_eq!(r.status, 78, "{r:?}");
+    let r = restore(&identity);
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(!r.stderr.contains(&secret), "{r:?}");
+    let settings: Vec<String> = admin()
+        .query_one(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+              WHERE d.datname = $1 AND s.setrole = 0",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    admin()
+        .batch_execute(&format!("DROP DATABASE \"{name}\""))
+        .unwrap();
+    assert_eq!(settings, vec![format!("app.jwt_secret={secret}")]);
+}
+
+#[test]
 fn a_flipped_ciphertext_byte_is_65_and_nothing_commits() {
     let keys = TempDir::new("enc_flip");
     let Some((identity, public)) = age_key(keys.path(), "key.txt") else {
