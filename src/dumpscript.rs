@@ -224,7 +224,10 @@ impl OwnTransactionsOut {
         // from the end, so earlier spans keep their offsets
         for (range, name) in spans.into_iter().rev() {
             if let Some(new) = map.get(&name) {
-                out.splice(range, crate::commands::source::quote_ident(new).into_bytes());
+                out.splice(
+                    range,
+                    crate::commands::source::quote_ident(new).into_bytes(),
+                );
                 changed = true;
             }
         }
@@ -354,7 +357,9 @@ fn role_positions(text: &[u8], section: Section) -> Vec<(std::ops::Range<usize>,
                 }
                 let opens_roles = match section {
                     Section::Acl => {
-                        w == b"TO" || w == b"FROM" || (w == b"ROLE" && after(b"FOR"))
+                        w == b"TO"
+                            || w == b"FROM"
+                            || (w == b"ROLE" && after(b"FOR"))
                             || (w == b"BY" && after(b"GRANTED"))
                     }
                     Section::Policy => w == b"TO",
@@ -510,14 +515,26 @@ CREATE USER MAPPING FOR app SERVER s;\n";
         .unwrap();
         let out = rewrite_with(map, dump, 5);
         let expected = dump
-            .replacen("\nALTER TABLE public.t OWNER TO app;\n\n", "\nALTER TABLE public.t OWNER TO \"new app\";\n\n", 1)
+            .replacen(
+                "\nALTER TABLE public.t OWNER TO app;\n\n",
+                "\nALTER TABLE public.t OWNER TO \"new app\";\n\n",
+                1,
+            )
             .replacen("OWNER TO \"Big Boss\";", "OWNER TO \"boss\";", 1)
             .replacen(" TO reader, app WITH", " TO reader, \"new app\" WITH", 1)
             .replacen("AUTHORIZATION 'Big Boss'", "AUTHORIZATION 'boss'", 1)
             .replacen("FROM PUBLIC, \"Big Boss\"", "FROM PUBLIC, \"boss\"", 1)
             .replacen("FOR ROLE app IN", "FOR ROLE \"new app\" IN", 1)
-            .replacen("SELECT TO app USING ((app IS DISTINCT FROM", "SELECT TO \"new app\" USING ((app IS DISTINCT FROM", 1)
-            .replacen("MAPPING FOR app SERVER", "MAPPING FOR \"new app\" SERVER", 1);
+            .replacen(
+                "SELECT TO app USING ((app IS DISTINCT FROM",
+                "SELECT TO \"new app\" USING ((app IS DISTINCT FROM",
+                1,
+            )
+            .replacen(
+                "MAPPING FOR app SERVER",
+                "MAPPING FOR \"new app\" SERVER",
+                1,
+            );
         assert_eq!(out, expected);
         // the function body, the COPY row, the column app and the table "TO app" stay
         assert!(out.contains("$$\nALTER TABLE public.t OWNER TO app;\nSELECT 1 $$"));

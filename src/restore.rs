@@ -299,7 +299,11 @@ impl Clients {
     }
 
     fn pg_restore_bin(&self) -> Result<std::path::PathBuf> {
-        crate::psql::locate_tool("pg_restore", "PGDRIVE_PG_RESTORE", self.pg_restore.as_deref())
+        crate::psql::locate_tool(
+            "pg_restore",
+            "PGDRIVE_PG_RESTORE",
+            self.pg_restore.as_deref(),
+        )
     }
 
     /// For archives, pg_restore reading the whole archive into nothing (a structural check
@@ -307,7 +311,9 @@ impl Clients {
     pub fn checker(&self, format: DumpFormat) -> Result<Option<RunningClient>> {
         match format {
             DumpFormat::Plain => Ok(None),
-            DumpFormat::Custom => RunningClient::spawn_pg_restore_check(&self.pg_restore_bin()?).map(Some),
+            DumpFormat::Custom => {
+                RunningClient::spawn_pg_restore_check(&self.pg_restore_bin()?).map(Some)
+            }
         }
     }
 }
@@ -678,7 +684,15 @@ pub fn into_client(
     psql: RunningClient,
     prelude: &str,
 ) -> Result<Checked> {
-    into_client_with(input, expected, layout, psql, None, prelude, &Default::default())
+    into_client_with(
+        input,
+        expected,
+        layout,
+        psql,
+        None,
+        prelude,
+        &Default::default(),
+    )
 }
 
 /// An archive on its way to psql as SQL: pg_restore reading it on stdin (`converter`) and
@@ -828,9 +842,9 @@ fn through_script(
             Ok(_) => converter.finish(),
             Err(_) => converter.abort(),
         };
-        let relayed = relay.join().unwrap_or_else(|_| {
-            Err(io::Error::other("the restore's script thread panicked"))
-        });
+        let relayed = relay
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the restore's script thread panicked")));
         let converted = converted?;
         match checked {
             // a damaged backup (or a stop) is the diagnosis that matters, whoever stopped

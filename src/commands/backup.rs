@@ -776,7 +776,9 @@ fn back_up(
     let env = cfg.database.child_env();
     let mut extra = BTreeMap::new();
     if let Some(p) = &facts.db_properties {
-        let (key, entry) = p.manifest_entry(cfg.encryption.as_deref()).at("preflight")?;
+        let (key, entry) = p
+            .manifest_entry(cfg.encryption.as_deref())
+            .at("preflight")?;
         extra.insert(key.to_string(), entry);
     }
     if let Some(set) = &facts.set {

@@ -331,11 +331,22 @@ fn no_owner_restore(source: &Cluster, format: &str) {
     if format == "custom" {
         // the parallel restore leaves them out as well (pg_restore -j --no-owner --no-privileges)
         let r = run(pgdrive()
-            .args(["restore", &id, "--create", "--no-owner", "--jobs", "2", "--from"])
+            .args([
+                "restore",
+                &id,
+                "--create",
+                "--no-owner",
+                "--jobs",
+                "2",
+                "--from",
+            ])
             .arg(dir.path())
             .args(["--target-url", &bare.url("postgres", "shop_j2")]));
         assert_eq!(r.status, 0, "{r:?}");
-        assert_eq!(count(&bare, "shop_j2", "SELECT count(*) FROM app.orders"), 500);
+        assert_eq!(
+            count(&bare, "shop_j2", "SELECT count(*) FROM app.orders"),
+            500
+        );
         assert_eq!(
             database_facts(&bare, "shop_j2").split(" / ").next(),
             Some("postgres")
@@ -405,8 +416,10 @@ fn role_map_restore(source: &Cluster, format: &str) {
             .get::<_, String>(0)
     };
     assert_eq!(
-        one("SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner)::text, ',') FROM pg_class c
-              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'"),
+        one(
+            "SELECT string_agg(DISTINCT pg_get_userbyid(c.relowner)::text, ',') FROM pg_class c
+              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'"
+        ),
         "app_new",
         "{format}"
     );
@@ -415,9 +428,11 @@ fn role_map_restore(source: &Cluster, format: &str) {
         "app_new"
     );
     assert_eq!(
-        one(r#"SELECT has_table_privilege('Reports 2', 'app.orders', 'SELECT')::text
+        one(
+            r#"SELECT has_table_privilege('Reports 2', 'app.orders', 'SELECT')::text
                   || has_schema_privilege('Reports 2', 'app', 'USAGE')::text
-                  || has_column_privilege('reader2', 'app."TO app"', 'app', 'SELECT')::text"#),
+                  || has_column_privilege('reader2', 'app."TO app"', 'app', 'SELECT')::text"#
+        ),
         "truetruetrue",
         "{format}"
     );
@@ -501,11 +516,17 @@ fn role_map_carries_every_kind_of_object_over_under_the_new_names() {
     let want = strip(schema(&source, "zoo"))
         .replace("rm_owner", "\"New Owner\"")
         .replace("rm_reader", "new_reader")
-        .replace("'kept as it is: \"New Owner\"'", "'kept as it is: rm_owner'")
+        .replace(
+            "'kept as it is: \"New Owner\"'",
+            "'kept as it is: rm_owner'",
+        )
         // the policy's expression is code: its literal stays
         .replace("'new_reader'::text", "'rm_reader'::text");
     let target = Cluster::start();
-    target.exec("postgres", r#"CREATE ROLE "New Owner"; CREATE ROLE new_reader;"#);
+    target.exec(
+        "postgres",
+        r#"CREATE ROLE "New Owner"; CREATE ROLE new_reader;"#,
+    );
     for format in ["custom", "plain"] {
         let store = TempDir::new("dr_role_zoo");
         let config = config_file(
@@ -525,13 +546,13 @@ fn role_map_carries_every_kind_of_object_over_under_the_new_names() {
             .into_iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        let id = names
-            .iter()
-            .find(|n| n.starts_with("zoo-daily-"))
-            .unwrap();
+        let id = names.iter().find(|n| n.starts_with("zoo-daily-")).unwrap();
         let into = format!("zoo_{format}");
         // the job's globals object is not a database backup: said so, nothing created
-        let globals = names.iter().find(|n| n.starts_with("zoo-globals-")).unwrap();
+        let globals = names
+            .iter()
+            .find(|n| n.starts_with("zoo-globals-"))
+            .unwrap();
         let r = run(pgdrive()
             .args(["restore", globals, "--create", "--from"])
             .arg(store.path().join("data"))
@@ -542,7 +563,12 @@ fn role_map_carries_every_kind_of_object_over_under_the_new_names() {
             .args(["restore", &id, "--create", "--from"])
             .arg(store.path().join("data"))
             .args(["--target-url", &target.url("postgres", &into)])
-            .args(["--role-map", "rm_owner=New Owner", "--role-map", "rm_reader=new_reader"]));
+            .args([
+                "--role-map",
+                "rm_owner=New Owner",
+                "--role-map",
+                "rm_reader=new_reader",
+            ]));
         assert_eq!(r.status, 0, "{format}: {r:?}");
         let got = strip(schema(&target, &into));
         if got != want {
