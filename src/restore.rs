@@ -345,69 +345,90 @@ impl Tally {
     }
 
     fn finish(tally: &std::rc::Rc<std::cell::RefCell<Tally>>) -> Result<Digest> {
-        let hasher = std::mem::replace(&mut tally.borrow_mut().hasher, HashThread::idle());
-        hasher.finish()
+        tally.borrow_mut().hasher.finish()
     }
 }
 
-/// Buffers of read data on their way to the hashing thread.
-const HASH_QUEUE: usize = 8;
+/// Copies of the stream's buffers on their way to a worker thread, at most `depth` at a time;
+/// the worker hands each back ([`CopyWork::each`]), so the copies reuse their allocations.
+struct CopyQueue {
+    queue: std::sync::mpsc::SyncSender<Vec<u8>>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+/// The worker's end of a [`CopyQueue`].
+struct CopyWork {
+    work: std::sync::mpsc::Receiver<Vec<u8>>,
+    give_back: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+fn copy_queue(depth: usize) -> (CopyQueue, CopyWork) {
+    let (queue, work) = std::sync::mpsc::sync_channel(depth);
+    let (give_back, free) = std::sync::mpsc::channel();
+    (CopyQueue { queue, free }, CopyWork { work, give_back })
+}
+
+impl CopyQueue {
+    /// Queues a copy of `data`; fails only when the worker has stopped.
+    fn send(&self, data: &[u8]) -> Result<(), ()> {
+        let mut buf = self.free.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        self.queue.send(buf).map_err(|_| ())
+    }
+}
+
+impl CopyWork {
+    /// Runs `each` on every queued piece, in order, until the queue is dropped or `each` fails.
+    fn each(self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        for data in self.work {
+            each(&data)?;
+            let _ = self.give_back.send(data);
+        }
+        Ok(())
+    }
+}
+
+/// Pieces of the stream queued for a worker thread (the checksums, the spool writer).
+const COPY_QUEUE: usize = 8;
 
 /// Size, MD5 and SHA-256 of everything read, computed on a thread of its own: hashing (about
 /// 0.5 CPU-s per 200 MB stored) then overlaps decompression, the stream's slowest stage, instead
-/// of adding to it. Buffers go back to the reader for reuse; the queue is bounded.
+/// of adding to it.
 struct HashThread {
-    queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    free: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    queue: Option<CopyQueue>,
     thread: Option<std::thread::JoinHandle<crate::storage::Hasher>>,
 }
 
 impl HashThread {
     fn start() -> Result<HashThread> {
-        let (queue, work) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
-        let (give_back, free) = std::sync::mpsc::channel();
+        let (queue, work) = copy_queue(COPY_QUEUE);
         let thread = std::thread::Builder::new()
             .name("restore-hash".into())
             .spawn(move || {
                 let mut hasher = crate::storage::Hasher::default();
-                for data in work {
-                    hasher.update(&data);
-                    let _ = give_back.send(data);
-                }
+                let _ = work.each(|data| {
+                    hasher.update(data);
+                    Ok(())
+                });
                 hasher
             })
             .context("starting the checksum thread")?;
         Ok(HashThread {
             queue: Some(queue),
-            free: Some(free),
             thread: Some(thread),
         })
     }
 
-    /// A placeholder for one that has been finished.
-    fn idle() -> HashThread {
-        HashThread {
-            queue: None,
-            free: None,
-            thread: None,
-        }
-    }
-
     fn update(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
+        if let (Some(queue), false) = (&self.queue, data.is_empty()) {
+            // fails only if the thread panicked; finish reports that
+            let _ = queue.send(data);
         }
-        let (Some(queue), Some(free)) = (&self.queue, &self.free) else {
-            return;
-        };
-        let mut buf = free.try_recv().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(data);
-        // a send fails only if the thread panicked; finish reports that
-        let _ = queue.send(buf);
     }
 
-    fn finish(mut self) -> Result<Digest> {
+    /// The digest of everything given to [`HashThread::update`]; once.
+    fn finish(&mut self) -> Result<Digest> {
         drop(self.queue.take());
         self.thread
             .take()
@@ -873,28 +894,20 @@ pub fn into_file(
 ) -> Result<Checked> {
     use std::io::Write;
     // the writes (about 0.5 CPU-s in the kernel per 800 MB) on a thread of their own, overlapping
-    // decompression; buffers go back for reuse, and at most SPOOL_QUEUE are on their way
-    const SPOOL_QUEUE: usize = 8;
+    // decompression
     std::thread::scope(|scope| {
-        let (queue, work) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPOOL_QUEUE);
-        let (give_back, free) = std::sync::mpsc::channel();
+        let (queue, work) = copy_queue(COPY_QUEUE);
         let writer = std::thread::Builder::new()
             .name("restore-spool".into())
             .spawn_scoped(scope, move || -> io::Result<()> {
-                for data in work {
-                    file.write_all(&data)?;
-                    let _ = give_back.send(data);
-                }
+                work.each(|data| file.write_all(data))?;
                 file.flush()
             })
             .context("starting the spool writer")?;
         let checked = check_stream(input, expected, layout, &mut |data| {
-            let mut buf = free.try_recv().unwrap_or_default();
-            buf.clear();
-            buf.extend_from_slice(data);
             queue
-                .send(buf)
-                .map_err(|_| io::Error::other("the spool writer stopped"))
+                .send(data)
+                .map_err(|()| io::Error::other("the spool writer stopped"))
         });
         drop(queue);
         let written = writer
