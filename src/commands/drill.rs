@@ -279,9 +279,8 @@ fn check_database(
         super::backup::connect(&source::with_dbname(server, db), "the drill's database")?;
     let mut problems = Vec::new();
     // the manifest's counts, unsealed with the drill's identity when the backup is encrypted
-    let expected = crate::restore::Layout::of_found(&found)?
-        .expected_rows
-        .unwrap_or_default();
+    let layout = crate::restore::Layout::of_found(&found)?;
+    let expected = layout.expected_rows.clone().unwrap_or_default();
     let counted = crate::server::count_rows(&mut client, expected.keys())?;
     for (table, n) in &expected {
         match counted.get(table) {
@@ -292,7 +291,7 @@ fn check_database(
             _ => {}
         }
     }
-    if let Some(recorded) = DbProperties::from_found(&found)? {
+    if let Some(recorded) = DbProperties::from_found(&found, layout.encryption.as_ref())? {
         let mut now = DbProperties::read(&mut client)?;
         let mut was = recorded;
         for p in [&mut now, &mut was] {

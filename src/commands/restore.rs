@@ -561,8 +561,9 @@ pub fn restore_one(
             "drop --jobs: the restore then streams through pgdrive, which renames them, in one transaction",
         ));
     }
-    let db_properties = crate::dr::dbprops::DbProperties::from_found(found)?
-        .map(|p| p.with_roles_renamed(&clients.owners));
+    let db_properties =
+        crate::dr::dbprops::DbProperties::from_found(found, layout.encryption.as_ref())?
+            .map(|p| p.with_roles_renamed(&clients.owners));
 
     // --- read-only checks of the target, before anyone is asked anything
     let locale = DbLocale::from_properties(&backup.properties);

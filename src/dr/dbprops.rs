@@ -147,18 +147,21 @@ impl DbProperties {
     }
 
     /// The properties the backup `found` recorded: its manifest's, opened with this process's
-    /// identities when sealed; `None` for a backup made before they were recorded.
-    pub fn from_found(found: &crate::storage::Found) -> Result<Option<DbProperties>> {
+    /// identities when sealed (`encryption`: what its layout says of it, `Layout::of_found`);
+    /// `None` for a backup made before they were recorded.
+    pub fn from_found(
+        found: &crate::storage::Found,
+        encryption: Option<&crate::restore::Encrypted>,
+    ) -> Result<Option<DbProperties>> {
         let Some(m) = &found.manifest else {
             return Ok(None);
         };
         let Some(sealed) = m.document.get(SEALED_KEY) else {
             return Self::from_manifest(&m.document);
         };
-        let enc = crate::restore::Layout::of_found(found)?.encryption;
-        match (sealed.as_str(), enc) {
+        match (sealed.as_str(), encryption) {
             (Some(sealed), Some(enc)) => {
-                crate::restore::open_sealed(sealed, &enc, "database properties").map(Some)
+                crate::restore::open_sealed(sealed, enc, "database properties").map(Some)
             }
             _ => Err(crate::error::corrupt(format!(
                 "the manifest's {SEALED_KEY} is not a sealed record of an encrypted backup: it was changed since it was stored"
