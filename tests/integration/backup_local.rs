@@ -784,7 +784,7 @@ fn lingering_pg_dump(bin: &Path) -> PathBuf {
         bin,
         "pg_dump",
         &format!(
-            "if [ \"$1\" = --version ]; then exec {} --version; fi\necho $$ > {dir}/dump.pid\nsleep 60 &\necho $! > {dir}/grandchild.pid\necho 'SET statement_timeout = 0;'\nwait",
+            "if [ \"$1\" = --version ]; then exec {} --version; fi\nsleep 60 &\necho $! > {dir}/grandchild.pid\necho $$ > {dir}/dump.pid\necho 'SET statement_timeout = 0;'\nwait",
             real_pg_dump(),
             dir = bin.display()
         ),
@@ -830,13 +830,14 @@ fn pg_dump_and_its_wrappers_children_never_outlive_pgdrive() {
     let r = run(pgdrive()
         .env("DATABASE_URL", db.url())
         .env("PGDRIVE_PG_DUMP", &fake)
-        .env("PGDRIVE_STALL_TIMEOUT_MS", "3000")
+        // long enough for a loaded machine to start the script, whose first act is the grandchild
+        .env("PGDRIVE_STALL_TIMEOUT_MS", "5000")
         .args(["backup", "--kind", "daily", "--to"])
         .arg(out.path()));
     assert_eq!(r.status, 1, "{r:?}");
     assert!(r.stderr.contains("stalled"), "{r:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(20),
         "took {:?}",
         started.elapsed()
     );
